@@ -1,0 +1,106 @@
+"""Settings, read once at start-up from CLI flags and the environment (pydantic-settings).
+
+Every setting has an ``OUTBOXHUB_`` environment variable; the seed's names (``MONGO_URL``, ``WS_PORT``,
+``OPS_PORT``, ``JWT_SECRET``, ``JWT_JWKS_URL``, ``JWT_AUD``, ``JWT_ISS``) are accepted too, the
+``OUTBOXHUB_`` name winning when both are set. A bad value raises ``ConfigError`` with one line naming
+the setting and its environment variable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_STORE_URL", "Settings", "load_settings"]
+
+DEFAULT_STORE_URL = "sqlite:///outboxhub.db"
+
+
+def _env(name: str, *seed_names: str) -> Any:
+    return AliasChoices(f"OUTBOXHUB_{name.upper()}", *seed_names)
+
+
+class Settings(BaseSettings):
+    """All of outboxhub's settings. See the configuration table in README.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OUTBOXHUB_",
+        case_sensitive=False,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    store: str = Field(DEFAULT_STORE_URL, validation_alias=_env("store", "MONGO_URL"))
+    host: str = Field("127.0.0.1", validation_alias=_env("host"))
+    ws_port: int = Field(8090, ge=0, le=65535, validation_alias=_env("ws_port", "WS_PORT"))
+    ops_port: int = Field(8082, ge=0, le=65535, validation_alias=_env("ops_port", "OPS_PORT"))
+
+    jwt_secret: str | None = Field(None, validation_alias=_env("jwt_secret", "JWT_SECRET"))
+    jwt_jwks_url: str | None = Field(None, validation_alias=_env("jwt_jwks_url", "JWT_JWKS_URL"))
+    jwt_aud: str | None = Field(None, validation_alias=_env("jwt_aud", "JWT_AUD"))
+    jwt_iss: str | None = Field(None, validation_alias=_env("jwt_iss", "JWT_ISS"))
+    jwt_leeway_s: float = Field(5.0, ge=0, le=300, validation_alias=_env("jwt_leeway_s"))
+    jwks_cooldown_s: float = Field(30.0, ge=0, validation_alias=_env("jwks_cooldown_s"))
+
+    max_frame_bytes: int = Field(1_048_576, ge=256, validation_alias=_env("max_frame_bytes"))
+    publish_rate: float = Field(20_000.0, ge=0, validation_alias=_env("publish_rate"))
+    publish_burst: int = Field(40_000, ge=1, validation_alias=_env("publish_burst"))
+    max_subscriptions: int = Field(100, ge=1, validation_alias=_env("max_subscriptions"))
+    send_queue_max: int = Field(10_000, ge=1, validation_alias=_env("send_queue_max"))
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("allowed_origins")
+    )
+    ops_open_metrics: bool = Field(True, validation_alias=_env("ops_open_metrics"))
+
+    outbox: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("outbox"))
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias=_env("log_level")
+    )
+
+    @field_validator("allowed_origins", "outbox", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def dev_mode(self) -> bool:
+        """True when no JWT secret or JWKS URL is configured: ``serve`` then mints a dev token."""
+        return not self.jwt_secret and not self.jwt_jwks_url
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    names = alias.choices if isinstance(alias, AliasChoices) else []
+    env_names = [str(n) for n in names if isinstance(n, str) and n.isupper()]
+    return " / ".join(env_names) if env_names else f"OUTBOXHUB_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, with ``overrides`` (CLI flags; None means "not given")
+    taking precedence. Raises ``ConfigError`` naming the first bad setting."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc", ())
+        field = str(loc[0]) if loc else "?"
+        field = next((name for name in Settings.model_fields if field.lower().endswith(name)), field)
+        value = err.get("input")
+        raise ConfigError(
+            f"invalid setting {field} ({_env_name(field)}={value!r}): {err.get('msg', 'invalid value')}"
+        ) from None

@@ -1,0 +1,209 @@
+"""The async ``Store`` protocol every backend implements, and the helpers they share.
+
+A store owns three things: the event log (append-only, ``seq`` strictly increasing in commit order,
+idempotent by ``id``), consumer-group state (ack floor, delivery frontier, pending deliveries), and the
+commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
+``tests/contract/`` runs one suite against every backend.
+
+Group semantics (ARCHITECTURE.md, Concepts):
+
+* A group is identified by ``(pattern, group)``. ``ensure_group`` creates it at its start position, or
+  returns the existing state unchanged (the start position only matters once).
+* ``frontier`` is the highest seq the group has taken from the log into its pending set; ``ack_floor`` is
+  the highest seq at or below which every matching event is acked. ``ack_floor <= frontier``.
+* ``claim`` hands a member up to ``limit`` deliverable events, oldest seq first: first pending events
+  whose deadline has passed (a timed-out claim, a NACK whose backoff expired, a released member's claims),
+  then new events from the log above the frontier. Each delivery bumps ``attempts`` and sets
+  ``deadline = now + ack_timeout_ms``. A pending event whose deadline passed with ``attempts >=
+  max_deliver`` is dead-lettered instead: published to ``dlq.<group>.<topic>`` with headers
+  ``x-original-topic``, ``x-original-id``, ``x-group``, ``x-attempts``, ``x-reason``, then acked.
+  With ``ordered_by_key``, an event is not handed out while an earlier event with the same key is pending
+  in that group (it stays pending until the key is free).
+* ``ack`` removes pending events and advances the ack floor to just below the oldest still-pending seq
+  (or to the frontier when nothing is pending). Acking an unknown or already-acked id is a no-op.
+* ``nack`` makes a pending event deliverable again after ``delay_ms`` (default: 500 ms doubling per
+  attempt, capped at 30 s); if its attempts already reached ``max_deliver`` it is dead-lettered now.
+* Every mutation is atomic in the database, so several hub processes may share one store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from ..model import (
+    Cursor,
+    Delivery,
+    Event,
+    GroupInfo,
+    Lag,
+    NewEvent,
+    PublishResult,
+    StartPosition,
+    TopicInfo,
+)
+
+__all__ = ["CommitListener", "Store", "dlq_topic", "mask_url"]
+
+CommitListener = Callable[[int], None]
+"""Called with the newest committed seq after events are committed (from the event loop thread)."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def dlq_topic(group: str, topic: str) -> str:
+    """The dead-letter topic of ``topic`` for ``group``: ``dlq.<group>.<topic>``."""
+    return f"dlq.{group}.{topic}"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """An event log with consumer-group state. All methods are coroutine-safe."""
+
+    @property
+    def url(self) -> str:
+        """The store URL with the password masked."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending writes and release connections. Idempotent."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
+        ...
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Register ``listener`` to be called with the newest seq whenever events commit.
+
+        Backends that can hear other processes' commits (PostgreSQL NOTIFY, Mongo change streams) call it
+        for those too; otherwise only for commits made through this store object.
+        """
+        ...
+
+    def remove_commit_listener(self, listener: CommitListener) -> None: ...
+
+    # -- events -------------------------------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent) -> PublishResult:
+        """Append one event; return only after it is durably committed. Idempotent by ``event.id``."""
+        ...
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        """Append events in order in one transaction; results in the same order.
+
+        An id repeated within the batch is stored once; later copies report ``duplicate=True``.
+        """
+        ...
+
+    async def get_event(self, event_id: str) -> Event | None: ...
+
+    async def scan(
+        self,
+        pattern: str,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events matching ``pattern`` with ``seq > after_seq`` (and ``since_ts <= ts <= until_ts`` when
+        given), in seq order, at most ``limit``."""
+        ...
+
+    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
+        """The newest event of ``topic`` for each key that has one."""
+        ...
+
+    async def tail(self, pattern: str) -> Event | None:
+        """The newest event matching ``pattern``."""
+        ...
+
+    async def count(self, pattern: str, *, after_seq: int = 0) -> int:
+        """How many events match ``pattern`` with ``seq > after_seq``."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest committed seq (0 for an empty log)."""
+        ...
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every concrete topic with its event count, last seq and last ts, sorted by topic."""
+        ...
+
+    # -- consumer groups ----------------------------------------------------------------------------------
+
+    async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
+        """Create the group at ``start`` if it does not exist; return its state."""
+        ...
+
+    async def groups(self) -> list[GroupInfo]:
+        """Every group's state, sorted by (pattern, group)."""
+        ...
+
+    async def claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[Delivery]:
+        """Hand ``member`` up to ``limit`` deliverable events (see the module docstring)."""
+        ...
+
+    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
+        """Acknowledge pending events; return how many were pending."""
+        ...
+
+    async def nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        max_deliver: int,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        now: int | None = None,
+    ) -> bool:
+        """Schedule a redelivery (or dead-letter); return whether the event was pending."""
+        ...
+
+    async def extend(
+        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+    ) -> bool:
+        """Push a pending event's deadline to ``now + ack_timeout_ms`` (the member is still working)."""
+        ...
+
+    async def release(self, pattern: str, group: str, member: str) -> int:
+        """Make every event claimed by ``member`` deliverable now (it disconnected); return how many."""
+        ...
+
+    async def next_deadline(self, pattern: str, group: str) -> int | None:
+        """The earliest deadline among pending events (when the next redelivery may be due)."""
+        ...
+
+    async def cursor(self, pattern: str, group: str) -> Cursor | None:
+        """The group's ack floor, or None when the group does not exist."""
+        ...
+
+    async def lag(self, pattern: str, group: str) -> Lag | None:
+        """How far the group is behind, or None when the group does not exist."""
+        ...

@@ -1,0 +1,88 @@
+"""Settings: OUTBOXHUB_ names, the seed's names, CLI overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from outboxhub.config import DEFAULT_STORE_URL, load_settings
+from outboxhub.errors import ConfigError
+
+SEED_NAMES = {
+    "MONGO_URL": ("store", "mongodb://127.0.0.1:27017/prom"),
+    "WS_PORT": ("ws_port", 9001),
+    "OPS_PORT": ("ops_port", 9002),
+    "JWT_SECRET": ("jwt_secret", "s3cret"),
+    "JWT_JWKS_URL": ("jwt_jwks_url", "http://127.0.0.1:1/jwks.json"),
+    "JWT_AUD": ("jwt_aud", "hub"),
+    "JWT_ISS": ("jwt_iss", "issuer"),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OUTBOXHUB_") or name in SEED_NAMES:
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.store == DEFAULT_STORE_URL
+    assert (settings.host, settings.ws_port, settings.ops_port) == ("127.0.0.1", 8090, 8082)
+    assert settings.dev_mode
+    assert settings.max_frame_bytes == 1_048_576
+
+
+@pytest.mark.parametrize("env_name", sorted(SEED_NAMES))
+def test_seed_names_are_accepted(monkeypatch: pytest.MonkeyPatch, env_name: str) -> None:
+    field, value = SEED_NAMES[env_name]
+    monkeypatch.setenv(env_name, str(value))
+    assert getattr(load_settings(), field) == value
+
+
+def test_outboxhub_name_wins_over_seed_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WS_PORT", "9000")
+    monkeypatch.setenv("OUTBOXHUB_WS_PORT", "9100")
+    assert load_settings().ws_port == 9100
+
+
+def test_cli_override_wins_and_none_means_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOXHUB_WS_PORT", "9100")
+    assert load_settings(ws_port=1234).ws_port == 1234
+    assert load_settings(ws_port=None).ws_port == 9100
+
+
+def test_lists_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOXHUB_ALLOWED_ORIGINS", "http://a.example, http://b.example")
+    monkeypatch.setenv("OUTBOXHUB_OUTBOX", "sqlite:///app.db")
+    settings = load_settings()
+    assert settings.allowed_origins == ["http://a.example", "http://b.example"]
+    assert settings.outbox == ["sqlite:///app.db"]
+
+
+def test_secret_leaves_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "x")
+    assert not load_settings().dev_mode
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value", "named"),
+    [
+        ("OPS_PORT", "abc", "ops_port"),
+        ("OUTBOXHUB_WS_PORT", "70000", "ws_port"),
+        ("OUTBOXHUB_MAX_FRAME_BYTES", "-1", "max_frame_bytes"),
+        ("OUTBOXHUB_LOG_LEVEL", "loud", "log_level"),
+    ],
+)
+def test_bad_value_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, env_name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env_name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message
+    assert named in message
+    assert value in message
