@@ -160,24 +160,26 @@ _checked_pattern = functools.lru_cache(maxsize=4096)(validate_pattern)
 
 # __post_init__ raises ValueError("<field>: <problem>"); msgspec turns that into a ValidationError located
 # at the Struct, and _locate() below moves the field name into the path.
+# topics.py says "topic 'a.*': segment 2 ..."; the field path already says it is a topic.
 def _check_topic(topic: str) -> None:
     try:
         _checked_topic(topic)
     except TopicError as exc:
-        raise TopicError(f"topic: {exc}") from None
+        raise TopicError(f"topic: {str(exc).removeprefix('topic ')}") from None
 
 
 def _check_pattern(pattern: str) -> None:
     try:
         _checked_pattern(pattern)
     except TopicError as exc:
-        raise TopicError(f"topic: {exc}") from None
+        raise TopicError(f"topic: {str(exc).removeprefix('pattern ')}") from None
 
 
 def _check_group(group: str | None) -> None:
     if group is not None and _GROUP_RE.fullmatch(group) is None:
+        shown = repr(group) if len(group) <= 40 else f"{group[:40]!r}… ({len(group)} chars)"
         raise ValueError(
-            f"group: {group!r} is not a valid group name; use 1-128 characters of A-Z a-z 0-9 _ : -"
+            f"group: {shown} is not a valid group name; use 1-128 characters of A-Z a-z 0-9 _ : -"
         )
 
 
@@ -189,7 +191,7 @@ class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     rid: Rid = None
 
 
-class Auth(_ClientFrame, tag="AUTH"):
+class Auth(_ClientFrame, frozen=True, kw_only=True, tag="AUTH"):
     """``AUTH``: present a JWT. Must be the first frame; may be sent again to refresh the token."""
 
     token: str
@@ -200,7 +202,7 @@ class Auth(_ClientFrame, tag="AUTH"):
 
 
 class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Optional ``PUBLISH`` fields. ``id`` makes the publish idempotent; ``ts`` defaults to the hub's clock."""
+    """Optional ``PUBLISH`` fields. ``id`` makes the publish idempotent; ``ts`` defaults to hub time."""
 
     id: _EventId | None = None
     key: str | None = None
@@ -211,7 +213,7 @@ class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     ts: _NonNegativeInt | None = None
 
 
-class Publish(_ClientFrame, tag="PUBLISH"):
+class Publish(_ClientFrame, frozen=True, kw_only=True, tag="PUBLISH"):
     """``PUBLISH``: store one event on a concrete topic; answered ``OK {id, seq, duplicate}`` once durable."""
 
     topic: str
@@ -269,8 +271,8 @@ class SubscribeOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         )
 
 
-class Subscribe(_ClientFrame, tag="SUBSCRIBE"):
-    """``SUBSCRIBE``: receive events matching a pattern, through a consumer ``group`` or ephemerally (None)."""
+class Subscribe(_ClientFrame, frozen=True, kw_only=True, tag="SUBSCRIBE"):
+    """``SUBSCRIBE``: receive events matching a pattern, in a consumer ``group`` or ephemerally (None)."""
 
     topic: str
     group: str | None = None
@@ -285,7 +287,7 @@ class Subscribe(_ClientFrame, tag="SUBSCRIBE"):
         return GroupOptions() if self.opts is None else self.opts.group_options()
 
 
-class Unsubscribe(_ClientFrame, tag="UNSUBSCRIBE"):
+class Unsubscribe(_ClientFrame, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
     """``UNSUBSCRIBE``: end the subscription ``(topic, group)`` of this connection."""
 
     topic: str
@@ -296,7 +298,7 @@ class Unsubscribe(_ClientFrame, tag="UNSUBSCRIBE"):
         _check_group(self.group)
 
 
-class Ack(_ClientFrame, tag="ACK"):
+class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
     """``ACK``: event ``id`` delivered on subscription ``(topic, group)`` is done.
 
     ``topic`` is the subscription pattern, as in the ``EVENT`` frame. ``group`` may be None because the seed
@@ -312,7 +314,7 @@ class Ack(_ClientFrame, tag="ACK"):
         _check_group(self.group)
 
 
-class Nack(_ClientFrame, tag="NACK"):
+class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
     """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff)."""
 
     topic: str
@@ -386,8 +388,10 @@ class _PublishedOk(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 # Codec
 
 _encoder: Final = msgspec.json.Encoder()
-_client_decoder: Final = msgspec.json.Decoder(ClientFrame)
-_server_decoder: Final = msgspec.json.Decoder(_OkHead | ErrFrame | EventFrame)
+_client_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(ClientFrame)
+_server_decoder: Final[msgspec.json.Decoder[_OkHead | ErrFrame | EventFrame]] = msgspec.json.Decoder(
+    _OkHead | ErrFrame | EventFrame
+)
 _any_decoder: Final = msgspec.json.Decoder()
 
 _AT_PATH: Final = re.compile(r"(?P<text>.*?) - at `\$(?P<path>[^`]*)`", re.DOTALL)
@@ -427,8 +431,8 @@ def decode_server_frame(data: str | bytes) -> ServerFrame:
     """Read one hub frame (client side, for the SDK). Raises :class:`ProtocolError` on anything else."""
     try:
         frame = _server_decoder.decode(data)
-        if type(frame) is not _OkHead:
-            return frame  # type: ignore[return-value]  # ErrFrame | EventFrame
+        if not isinstance(frame, _OkHead):
+            return frame
         fields = _any_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _explain(data, exc, _SERVER_OPS) from exc
@@ -507,7 +511,12 @@ def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) 
         _, text = _locate(str(exc2))
         return ProtocolError(BAD_REQUEST, f"invalid JSON: {text}")
     except msgspec.DecodeError as exc2:
-        return ProtocolError(BAD_REQUEST, f"malformed JSON: {str(exc2).removeprefix('JSON is malformed: ')}")
+        return ProtocolError(
+            BAD_REQUEST, f"malformed JSON: {_lower_first(str(exc2).removeprefix('JSON is malformed: '))}"
+        )
+    except RecursionError:
+        # The typed decode stopped early (at a bad op, say) before reaching the deep part; this one did not.
+        return ProtocolError(BAD_REQUEST, "frame is nested too deeply")
     if not isinstance(raw, dict):
         return ProtocolError(BAD_REQUEST, f"a frame must be a JSON object, got {_json_type(raw)}")
 
@@ -526,7 +535,16 @@ def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) 
     path, text = _locate(str(exc))
     if op == "AUTH" and path == ".token" and raw.get("token") in (None, ""):
         return ProtocolError(NO_TOKEN, "AUTH.token: missing; AUTH needs a token", rid=rid)
+    if len(text) > _MAX_MSG:  # messages may quote the offending value; keep ERR frames small
+        text = text[: _MAX_MSG - 1] + "…"
     return ProtocolError(BAD_REQUEST, f"{op}{path}: {text}", rid=rid)
+
+
+_MAX_MSG: Final = 300
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 def _locate(message: str) -> tuple[str, str]:
@@ -538,5 +556,4 @@ def _locate(message: str) -> tuple[str, str]:
         return f"{path}.{m['field']}", "missing required field"
     if (m := _POST_INIT.fullmatch(message)) is not None:
         return f"{path}.{m['field']}", m["text"]
-    text = message.replace("`", "")
-    return path, text[:1].lower() + text[1:]
+    return path, _lower_first(message.replace("`", ""))
