@@ -79,21 +79,19 @@ def token(
         raise typer.Exit(2)
     scopes = list(scope or [])
     try:
-        ttl_s = parse_ttl(ttl)
         scopes_to_policy(scopes)
-    except (ValueError, PolicyError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    typer.echo(
-        mint_token(
+        minted = mint_token(
             settings.jwt_secret,
             sub=sub,
             scopes=scopes,
-            ttl_s=ttl_s,
+            ttl_s=parse_ttl(ttl),
             audience=aud or settings.jwt_aud,
             issuer=iss or settings.jwt_iss,
         )
-    )
+    except (ValueError, PolicyError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    typer.echo(minted)
 
 
 def main() -> None:
