@@ -94,6 +94,15 @@ def token(
     typer.echo(minted)
 
 
+def _register_subcommands() -> None:
+    from .cli_client import register as register_client_commands
+
+    register_client_commands(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,148 @@
+"""A blocking facade for scripts: a :class:`HubClient` running on an event loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from ..model import PublishResult
+from ._client import HubClient
+from ._token import TokenSource
+from ._topic import Topic
+
+__all__ = ["SyncHubClient", "connect_sync"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class SyncHubClient:
+    """Blocking ``publish`` and ``close`` over a :class:`HubClient`; made by :func:`connect_sync`.
+
+    Safe to call from any thread (calls are handed to the client's own loop thread). ``timeout_s`` bounds
+    each call; on timeout the publish is abandoned (it may still be stored).
+    """
+
+    def __init__(self, client: HubClient, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        self._client = client
+        self._loop = loop
+        self._thread = thread
+        self._closed = False
+
+    @property
+    def client(self) -> HubClient:
+        """The underlying async client (use it only from coroutines run on its loop)."""
+        return self._client
+
+    def _call(self, coro: Coroutine[Any, Any, R], timeout_s: float | None) -> R:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this SyncHubClient is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    @overload
+    def publish(
+        self,
+        topic: Topic[T],
+        payload: T,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        tags: Sequence[str] | None = None,
+        caused_by: Sequence[str] | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> PublishResult: ...
+
+    @overload
+    def publish(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        tags: Sequence[str] | None = None,
+        caused_by: Sequence[str] | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> PublishResult: ...
+
+    def publish(
+        self,
+        topic: Topic[Any] | str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        tags: Sequence[str] | None = None,
+        caused_by: Sequence[str] | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> PublishResult:
+        """Publish one event and block until the hub confirms it (see :meth:`HubClient.publish`)."""
+        coro = self._client.publish(
+            topic,
+            payload,
+            id=id,
+            key=key,
+            headers=headers,
+            tags=tags,
+            caused_by=caused_by,
+        )
+        return self._call(coro, timeout_s)
+
+    def close(self) -> None:
+        """Close the client and stop its thread. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._call(self._client.close(), 30.0)
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30.0)
+            self._loop.close()
+
+    def __enter__(self) -> SyncHubClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def connect_sync(url: str, token: TokenSource, *, timeout_s: float = 30.0, **options: Any) -> SyncHubClient:
+    """Connect a :class:`HubClient` on a background thread and return its blocking facade::
+
+        with connect_sync("ws://127.0.0.1:8090/", token) as hub:
+            hub.publish("jobs.done", {"job": 42})
+
+    ``options`` are those of :class:`HubClient`. Raises what :meth:`HubClient.connect` raises.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="outboxhub-sync-client", daemon=True)
+    thread.start()
+    try:
+
+        async def make() -> HubClient:
+            client = HubClient(url, token, **options)
+            await client.connect()
+            return client
+
+        client = asyncio.run_coroutine_threadsafe(make(), loop).result(timeout_s)
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        loop.close()
+        raise
+    return SyncHubClient(client, loop, thread)
