@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mongo_server import mongo_database
 from outboxhub.store import Store
 
 from . import StoreFactory
@@ -52,8 +53,8 @@ async def postgres_database(tmp_path: Path) -> AsyncIterator[str]:
 BACKENDS: list[Backend] = [
     Backend("sqlite", sqlite_database),
     Backend("postgres", postgres_database, marks=(pytest.mark.postgres,)),
-    # MongoDB goes here: Backend("mongo", mongo_database, marks=(pytest.mark.mongo,)), where mongo_database
-    # yields a fresh database on the nx-27017 stand-in (or OUTBOXHUB_TEST_MONGO_URL) and drops it after.
+    # MongoDB: a fresh database on the nx-27017 stand-in (or OUTBOXHUB_TEST_MONGO_URL), dropped after.
+    Backend("mongo", mongo_database, marks=(pytest.mark.mongo,)),
 ]
 
 
