@@ -34,6 +34,7 @@ typecheck: $(DEVSTAMP)
 	$(BIN)/mypy --strict examples
 
 pytest: $(DEVSTAMP)
+	-scripts/ensure-browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## Install the dev extras into .venv and run the whole suite: ruff, mypy (strict), pytest.

@@ -1,0 +1,83 @@
+"""The ops port: HTTP ops API, Prometheus metrics, the dashboard and the browser client.
+
+:func:`install_ops` is the route installer :func:`outboxhub.server.start_hub` runs on the ops app (by
+default). It adds, next to the server's own ``/ws`` and ``/healthz``:
+
+==========================  ========  ==========================================================
+route                       access    what
+==========================  ========  ==========================================================
+``GET /topics``             read      topics with count, last seq and last ts
+``GET /groups``             read      groups: pattern, members, in flight, lag, dead letters
+``GET /cursors?topic=``     read      the seed's cursors of the groups on a pattern
+``GET /lag?topic=&group=``  read      the seed's lag, plus ``lagCount``
+``GET /latest-by-key``      read      the newest event of a topic with a key (or null)
+``GET /replay``             read      matching events as NDJSON, streamed page by page
+``GET /outbox``             read      drained outboxes: counts, oldest pending age, dead records
+``POST /outbox/retry``      write     dead records back to pending
+``POST /outbox/purge``      write     delete dead records
+``GET /metrics``            metrics   Prometheus text format (a registry per hub)
+``GET /openapi.json``       open      the OpenAPI 3.1 document of all of the above
+``GET /``                   open      the dashboard (``/dashboard.js``, ``/dashboard.css``)
+``GET /outboxhub.js``       open      the browser client (and ``/outboxhub.d.ts``)
+==========================  ========  ==========================================================
+
+Access levels are explained in :mod:`outboxhub.ops.security`; docs/ops.md is the operator's guide.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+
+from .api import API_ROUTES
+from .context import OPS, OpsContext, RouteSpec
+from .metrics import HubMetrics
+from .middleware import ops_middleware
+from .openapi import OPENAPI_ROUTE, openapi_document
+from .outboxes import OutboxRegistry
+from .replay import REPLAY_ROUTE
+from .security import Access
+from .static import static_routes
+
+if TYPE_CHECKING:
+    from ..server import Hub
+
+__all__ = ["OPS", "HubMetrics", "OpsContext", "RouteSpec", "install_ops", "openapi_document", "ops_routes"]
+
+_SERVER_ROUTES: Final[tuple[tuple[str, str, Access], ...]] = (
+    ("GET", "/healthz", "metrics"),
+    ("GET", "/ws", "open"),
+)
+"""Routes the server registers itself, with their access levels."""
+
+
+def ops_routes() -> list[RouteSpec]:
+    """Every route :func:`install_ops` adds (static files are read from disk here)."""
+    return [*API_ROUTES, REPLAY_ROUTE, OPENAPI_ROUTE, *static_routes()]
+
+
+def install_ops(app: web.Application, hub: Hub) -> None:
+    """Install the ops API, metrics, dashboard and browser client on the hub's ops ``app``.
+
+    Sets ``hub.metrics`` to the hub's :class:`HubMetrics`. The ops layer's outbox connections are closed
+    when the app is cleaned up (``Hub.close``).
+    """
+    metrics = HubMetrics(stats=hub.gateway.stats, open_connections=lambda: len(hub.gateway.connections))
+    ctx = OpsContext(hub=hub, metrics=metrics, outboxes=OutboxRegistry(hub.settings.outbox))
+    for method, path, access in _SERVER_ROUTES:
+        ctx.access[(method, path)] = access
+    for spec in ops_routes():
+        if spec.method == "GET":
+            app.router.add_get(spec.path, spec.handler)
+        else:
+            app.router.add_route(spec.method, spec.path, spec.handler)
+        ctx.access[(spec.method, spec.path)] = spec.access
+    app[OPS] = ctx
+    app.middlewares.append(ops_middleware)
+
+    async def close_outboxes(_: web.Application) -> None:
+        await ctx.outboxes.close()
+
+    app.on_cleanup.append(close_outboxes)
+    hub.metrics = metrics
