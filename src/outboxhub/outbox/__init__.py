@@ -1,0 +1,86 @@
+"""The transactional outbox: write records in the application's transaction, drain them to the hub.
+
+Writing::
+
+    with conn:                                   # the application's own transaction
+        conn.execute("UPDATE orders SET state = 'paid' WHERE id = ?", (order_id,))
+        outbox.add(conn, "orders.paid", {"order": order_id}, key=order_id)
+
+Draining::
+
+    store = await outbox.open_outbox("sqlite:///app.db")
+    await store.ensure_schema()
+    drainer = outbox.Drainer(store, bus_or_store, outbox.DrainerSettings(ordered_by_key=True))
+    await drainer.run()                          # or run_until_idle() in tests; stop() to end
+
+See docs/outbox.md for the DDL, semantics and operations.
+"""
+
+from __future__ import annotations
+
+from .add import MAX_ID_LENGTH, add, add_async, prepare_record
+from .backoff import RetryPolicy, backoff_ms, retry_verdict
+from .base import OutboxStore
+from .drainer import (
+    TRANSIENT_ERRORS,
+    Drainer,
+    DrainerMetrics,
+    DrainerSettings,
+    PublishOneSink,
+    Sink,
+    run_drainers,
+)
+from .model import (
+    CLAIMED,
+    DEAD,
+    PENDING,
+    SENT,
+    STATUSES,
+    Failure,
+    OutboxRecord,
+    OutboxStats,
+    PreparedRecord,
+    Status,
+    Verdict,
+)
+from .postgres import PostgresOutbox, postgres_ddl
+from .schema import ensure_schema, ensure_schema_async
+from .sqlite import SqliteOutbox, sqlite_ddl
+from .url import open_outbox, parse_outbox_url
+
+__all__ = [
+    "CLAIMED",
+    "DEAD",
+    "MAX_ID_LENGTH",
+    "PENDING",
+    "SENT",
+    "STATUSES",
+    "TRANSIENT_ERRORS",
+    "Drainer",
+    "DrainerMetrics",
+    "DrainerSettings",
+    "Failure",
+    "OutboxRecord",
+    "OutboxStats",
+    "OutboxStore",
+    "PostgresOutbox",
+    "PreparedRecord",
+    "PublishOneSink",
+    "RetryPolicy",
+    "Sink",
+    "SqliteOutbox",
+    "Status",
+    "Verdict",
+    "add",
+    "add_async",
+    "backoff_ms",
+    "ensure_schema",
+    "ensure_schema_async",
+    "open_outbox",
+    "parse_outbox_url",
+    "postgres_ddl",
+    "prepare_record",
+    "retry_verdict",
+    "run_drainers",
+    "sqlite_ddl",
+]

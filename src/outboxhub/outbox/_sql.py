@@ -1,0 +1,80 @@
+"""What the SQL outbox backends share: table-name checks, the column list and row decoding."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ..errors import OutboxError
+from .model import OutboxRecord, Status
+
+__all__ = ["COLUMNS", "decode_row", "split_table"]
+
+COLUMNS = (
+    "seq, id, topic, payload, key, headers, status, ts, attempts, available_at, "
+    "claimed_by, claim_token, lease_until, last_err, sent_at"
+)
+"""Column order every SELECT/RETURNING of a record uses (``decode_row`` reads it positionally)."""
+
+# 48 leaves room for the longest derived index name suffix within PostgreSQL's 63-byte limit.
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+_payload_decoder = msgspec.json.Decoder()
+_headers_decoder = msgspec.json.Decoder(dict[str, str] | None)
+
+
+def split_table(table: object, *, allow_schema: bool) -> tuple[str | None, str]:
+    """``(schema, name)`` of a table name, or ``OutboxError`` naming what is wrong with it."""
+    if not isinstance(table, str):
+        raise OutboxError(f"table must be a string, got {type(table).__name__}")
+    parts = table.split(".")
+    if len(parts) > (2 if allow_schema else 1) or not all(_IDENT.fullmatch(p) for p in parts):
+        shape = "name or schema.name" if allow_schema else "name"
+        raise OutboxError(
+            f"table {table!r} must be a {shape} of letters, digits and underscores "
+            "(not starting with a digit, at most 48 characters each)"
+        )
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return None, parts[0]
+
+
+def decode_row(row: tuple[Any, ...], *, lenient: bool = False) -> OutboxRecord | str:
+    """An ``OutboxRecord`` from a row in ``COLUMNS`` order, or the reason it cannot be read.
+
+    Payload and headers arrive as JSON text. A row written by another tool with invalid JSON yields an
+    error string, so the caller can mark that one record dead instead of failing the whole batch; with
+    ``lenient`` (listing for operators) the raw text is kept as the payload instead.
+    """
+    (seq, id_, topic, payload, key, headers, status, ts, attempts, available_at) = row[:10]
+    try:
+        payload_value = _payload_decoder.decode(payload) if payload is not None else None
+    except msgspec.DecodeError as exc:
+        if not lenient:
+            return f"payload is not valid JSON: {exc}"
+        payload_value = payload
+    try:
+        headers_value = _headers_decoder.decode(headers) if headers is not None else None
+    except msgspec.DecodeError as exc:
+        if not lenient:
+            return f"headers are not a JSON object of strings: {exc}"
+        headers_value = None
+    status_value: Status = status
+    return OutboxRecord(
+        seq=seq,
+        id=id_,
+        topic=topic,
+        payload=payload_value,
+        key=key,
+        headers=headers_value,
+        status=status_value,
+        ts=ts,
+        attempts=attempts,
+        available_at=available_at,
+        claimed_by=row[10],
+        claim_token=row[11],
+        lease_until=row[12],
+        last_err=row[13],
+        sent_at=row[14],
+    )

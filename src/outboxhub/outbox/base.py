@@ -1,0 +1,139 @@
+"""The async ``OutboxStore`` protocol: what a drainer and the ops API need from an outbox database.
+
+One implementation per database (``sqlite.py``, ``postgres.py``; ``mongo.py`` follows the same contract).
+Semantics every backend keeps:
+
+* ``claim_batch`` takes up to ``limit`` pending records whose ``available_at <= now``, oldest first, in
+  one round trip where the database allows it. Each claimed record gets ``status = "claimed"``,
+  ``claimed_by = worker_id``, ``lease_until = now + lease_ms``, ``attempts + 1`` and a ``claim_token``
+  that is fresh for this call. Two concurrent claims never return the same record.
+  With ``ordered_by_key``, a record with a key is not claimed while an earlier record (lower ``seq``) of
+  the same key is unsent: claimed, dead, or pending but not yet available. Earlier records of the key that
+  are claimable now are claimed in the same batch, before it, so one batch may carry several records of
+  a key in order. All drainers of one outbox must agree on ``ordered_by_key``.
+* ``mark_sent``, ``mark_failed`` and ``release`` are fenced by the claim token: they change only records
+  still claimed under the token they were claimed with, and return how many they changed. A drainer whose
+  lease expired and whose records were claimed again by another drainer changes nothing.
+* ``release`` puts claimed records back to pending and refunds the attempt (graceful stop, sink down).
+* ``requeue_expired`` puts claimed records whose lease has passed back to pending (the attempt stays
+  counted: the owner crashed or stalled with them).
+* ``retry`` (dead → pending, attempts reset) and ``purge`` (delete dead records) are operator actions.
+* ``delete_sent_older_than`` deletes sent records in batches of ``batch_size`` (short transactions).
+* ``wait`` returns when new records may be claimable (insert notification) or after ``timeout_s``.
+* Every ``now`` parameter defaults to the wall clock in ms; tests pass it to move time without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from .model import Failure, OutboxRecord, OutboxStats
+
+__all__ = ["OutboxStore", "check_ids", "check_positive"]
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """An outbox table or collection in an application's database, seen by drainers and operators."""
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        ...
+
+    @property
+    def table(self) -> str:
+        """The outbox table (or collection) name."""
+        ...
+
+    async def ensure_schema(self) -> None:
+        """Create the table, its indexes (and wake-up trigger where there is one) if missing."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks. Idempotent."""
+        ...
+
+    async def claim_batch(
+        self,
+        limit: int,
+        lease_ms: int,
+        worker_id: str,
+        *,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[OutboxRecord]:
+        """Claim up to ``limit`` records, ordered by ``seq`` (see the module docstring)."""
+        ...
+
+    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
+        """Mark published records sent in one statement; return how many were still ours."""
+        ...
+
+    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
+        """Apply each failure's verdict: pending with ``available_at = now + delay_ms``, or dead; either
+        way ``last_err`` is the error text. Return how many were still ours."""
+        ...
+
+    async def release(
+        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
+    ) -> int:
+        """Give claimed records back (pending, attempt refunded, available after ``delay_ms``)."""
+        ...
+
+    async def requeue_expired(self, *, now: int | None = None) -> int:
+        """Return claimed records whose lease passed to pending; return how many."""
+        ...
+
+    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+        """Operator: make dead records (the given ids, or ``"all"``) pending again with attempts reset."""
+        ...
+
+    async def purge(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        older_than_ms: int | None = None,
+        now: int | None = None,
+    ) -> int:
+        """Operator: delete dead records by id, or those created more than ``older_than_ms`` ago."""
+        ...
+
+    async def stats(self, *, now: int | None = None) -> OutboxStats:
+        """Pending, claimed and dead counts, the oldest pending record's age, the next retry time."""
+        ...
+
+    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
+        """Dead records, oldest first."""
+        ...
+
+    async def get(self, record_id: str) -> OutboxRecord | None:
+        """One record by id, whatever its status."""
+        ...
+
+    async def delete_sent_older_than(
+        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
+    ) -> int:
+        """Delete records sent more than ``retention_ms`` ago, ``batch_size`` per transaction."""
+        ...
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Sleep until records may have been added (True) or ``timeout_s`` passed (False)."""
+        ...
+
+
+def check_ids(ids: object, *, what: str) -> list[str]:
+    """``ids`` as a list of strings, or ``ValueError`` naming the operator call (shared by backends)."""
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise ValueError(f"{what}: ids must be a sequence of record ids (or 'all' for retry)")
+    bad = [i for i in ids if not isinstance(i, str)]
+    if bad:
+        raise ValueError(f"{what}: record ids must be strings, got {bad[0]!r}")
+    return list(ids)
+
+
+def check_positive(value: int, *, name: str) -> None:
+    """``ValueError`` unless ``value`` is an int > 0."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

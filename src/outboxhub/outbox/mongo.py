@@ -1,0 +1,876 @@
+"""The outbox in an application's MongoDB database (pymongo, sync or async).
+
+Records are the seed's documents plus what a safe drainer needs::
+
+    {_id, topic, payload, headers?, key?, status: "pending", ts, attempts: 0,          # the seed's shape
+     available_at, ord, claimed_by?, claim_token?, lease_until?, last_err?, sent_at?}
+
+Records written the seed's way (no ``available_at``, ``ord``, ``key``; ``_id`` a string or an ObjectId;
+``ts`` a JS number) are drained as they are: a missing ``available_at`` means "available now", and a
+status ``"error"`` (the seed's terminal state) counts as ``"dead"``. Order is ``(ord, ts, _id)``: ``ord``
+is a per-process monotonic microsecond stamp set by ``add`` (``ts`` has only millisecond resolution), so
+records added by one process keep their order; records without ``ord`` (seed-written) sort first.
+
+Writing: ``add(db, topic, payload, session=s)`` upserts the record (``$setOnInsert``: an existing id is
+left as it is, and no duplicate-key error can abort the caller's transaction) with the caller's
+``ClientSession``, inside the transaction the caller started. Transactions need a replica set (or a
+sharded cluster): with a standalone server, ``add`` with a session raises ``OutboxError`` saying so,
+before anything is written. The deployment is read from the client's topology (a ``hello`` when it is
+not known yet). A session without a started transaction is refused too: the record would commit on its
+own, not with the business write. Without ``session`` the record is written on its own.
+
+Draining (``MongoOutbox``): a claim is three round trips: candidate ids (claimable, oldest first), one
+``update_many`` repeating the eligibility filter and setting a fresh ``claim_token``, then a find by that
+token. Two drainers racing for the same candidates split them (each document is updated once); a drainer
+that lost every candidate looks again. With ``ordered_by_key`` the candidates are filtered against
+blocking records of their keys, and after the update each claimed keyed record is checked again: if an
+unsent earlier record of its key belongs to nobody in this batch (another drainer claimed it meanwhile),
+the record is given back at once. Marks are fenced by the claim token, as on SQL.
+
+Wake-up: a change stream on the collection (inserts, and updates that make a record pending) when the
+deployment supports one, detected by opening it and logged once; polling of the pending count every
+``poll_interval_ms`` otherwise (and every second as a safety net under a change stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+from bson import ObjectId
+from bson.int64 import Int64
+from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, InvalidOperation, OperationFailure, PyMongoError
+from pymongo.mongo_client import MongoClient
+
+from ..errors import OutboxError, StoreError, StoreURLError
+from ..ids import new_id, now_ms
+from ..store._mongo_conn import supports_transactions, translate, validate_collection_name
+from ..store._mongo_events import decode_payload, encode_payload
+from ..store._mongo_watch import Watcher
+from ..store.base import mask_url
+from .base import check_ids, check_positive
+from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord, Status
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL_MS",
+    "MongoOutbox",
+    "deployment_supports_transactions",
+    "insert_mongo",
+    "insert_mongo_async",
+    "next_ord",
+    "open_mongo_outbox",
+    "record_doc",
+]
+
+DEFAULT_POLL_INTERVAL_MS = 100
+_SAFETY_POLL_MS = 1_000
+_DEAD = ["dead", "error"]  # "error" is the seed's terminal status
+_ORDER = [("ord", ASCENDING), ("ts", ASCENDING), ("_id", ASCENDING)]
+_CLEAR_CLAIM = {"claimed_by": "", "claim_token": "", "lease_until": ""}
+_ORDERED_PAGES = 10
+
+TXN_NEEDS_REPLICA_SET = (
+    "MongoDB transactions need a replica set (or a sharded cluster), and {where} is a standalone server: "
+    "outbox.add(..., session=...) cannot write the record in your transaction. Run the server as a "
+    "replica set (mongod --replSet rs0, then rs.initiate()), or call add() without session= (the record "
+    "is then written on its own, not atomically with your other writes)"
+)
+
+Doc = dict[str, Any]
+
+_ord_lock = threading.Lock()
+_last_ord = 0
+
+
+def next_ord() -> int:
+    """A microsecond stamp, strictly increasing within this process (the outbox order of ``add``)."""
+    global _last_ord
+    with _ord_lock:
+        _last_ord = max(time.time_ns() // 1000, _last_ord + 1)
+        return _last_ord
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+
+def record_doc(record: PreparedRecord) -> Doc:
+    """The document ``add`` writes for ``record`` (without ``_id``, which the upsert's filter sets)."""
+    doc: Doc = {"topic": record.topic}
+    encode_payload(record.payload_json, doc)
+    if record.key is not None:
+        doc["key"] = record.key
+    if record.headers is not None:
+        doc["headers"] = record.headers
+    doc.update(
+        status="pending",
+        ts=Int64(record.ts),
+        attempts=0,
+        available_at=Int64(record.ts),
+        ord=Int64(next_ord()),
+    )
+    return doc
+
+
+def deployment_supports_transactions(topology_type: str, server_types: Sequence[str]) -> bool | None:
+    """Whether a pymongo topology can run transactions; None while it is not known yet.
+
+    ``topology_type`` and ``server_types`` are pymongo's ``topology_type_name`` and the
+    ``server_type_name`` of each known server.
+    """
+    if topology_type in ("ReplicaSetWithPrimary", "ReplicaSetNoPrimary", "Sharded", "LoadBalanced"):
+        return True
+    known = [t for t in server_types if t not in ("Unknown", "PossiblePrimary")]
+    if not known:
+        return None
+    return any(t in ("RSPrimary", "RSSecondary", "RSArbiter", "Mongos", "LoadBalancer") for t in known)
+
+
+def _from_topology(client: MongoClient[Any] | AsyncMongoClient[Any]) -> bool | None:
+    description = client.topology_description
+    return deployment_supports_transactions(
+        description.topology_type_name,
+        [s.server_type_name for s in description.server_descriptions().values()],
+    )
+
+
+def _where(client: MongoClient[Any] | AsyncMongoClient[Any]) -> str:
+    addresses = [f"{host}:{port}" for host, port in client.topology_description.server_descriptions()]
+    return ", ".join(addresses) or "the server"
+
+
+def _check_session_state(session: Any, supported: bool, client: Any) -> None:
+    if not supported:
+        raise OutboxError(TXN_NEEDS_REPLICA_SET.format(where=_where(client)))
+    if not session.in_transaction:
+        raise OutboxError(
+            "outbox.add(..., session=...) needs a transaction on that session: call "
+            "session.start_transaction() (or use session.with_transaction) before add(), otherwise the "
+            "record would commit on its own, not with your other writes"
+        )
+
+
+def _check_sync_session(db: Database[Any], session: Any) -> None:
+    if session is None:
+        return
+    if not isinstance(session, ClientSession):
+        raise OutboxError(
+            f"session= must be a pymongo ClientSession of the same client, got {type(session).__qualname__}"
+        )
+    supported = _from_topology(db.client)
+    if supported is None:
+        supported = supports_transactions(db.client.admin.command("hello"))
+    _check_session_state(session, supported, db.client)
+
+
+async def _check_async_session(db: AsyncDatabase[Any], session: Any) -> None:
+    if session is None:
+        return
+    if not isinstance(session, AsyncClientSession):
+        raise OutboxError(
+            "session= must be a pymongo AsyncClientSession of the same client, got "
+            f"{type(session).__qualname__}"
+        )
+    supported = _from_topology(db.client)
+    if supported is None:
+        supported = supports_transactions(await db.client.admin.command("hello"))
+    _check_session_state(session, supported, db.client)
+
+
+def _translate_add(exc: PyMongoError, db: Database[Any] | AsyncDatabase[Any]) -> OutboxError | None:
+    if isinstance(exc, OperationFailure) and (
+        exc.code == 20 or "Transaction numbers are only allowed" in str(exc)
+    ):
+        return OutboxError(TXN_NEEDS_REPLICA_SET.format(where=_where(db.client)))
+    if isinstance(exc, InvalidOperation):
+        return OutboxError(f"outbox.add: {exc}")
+    return None
+
+
+def insert_mongo(db: Database[Any], record: PreparedRecord, table: str, *, session: Any = None) -> None:
+    """Write ``record`` into ``db[table]`` inside ``session``'s transaction, if given (never commits)."""
+    _collection_name(table)
+    _check_sync_session(db, session)
+    try:
+        db[table].update_one(
+            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
+        )
+    except DuplicateKeyError:
+        if session is not None:
+            raise
+        # Two writers upserted the same new id at once outside a transaction: it exists, as wanted.
+    except PyMongoError as exc:
+        translated = _translate_add(exc, db)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+async def insert_mongo_async(
+    db: AsyncDatabase[Any], record: PreparedRecord, table: str, *, session: Any = None
+) -> None:
+    """``insert_mongo`` for an ``AsyncDatabase`` and an ``AsyncClientSession``."""
+    _collection_name(table)
+    await _check_async_session(db, session)
+    try:
+        await db[table].update_one(
+            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
+        )
+    except DuplicateKeyError:
+        if session is not None:
+            raise
+    except PyMongoError as exc:
+        translated = _translate_add(exc, db)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _collection_name(table: str) -> str:
+    try:
+        return validate_collection_name(table, what="outbox collection")
+    except StoreURLError as exc:
+        raise OutboxError(str(exc)) from exc
+
+
+# -- reading records ---------------------------------------------------------------------------------------
+
+
+def _id_text(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, ObjectId):
+        return str(raw)
+    return None
+
+
+def _id_values(record_id: str) -> list[Any]:
+    """The ``_id`` values a record id may stand for (seed records may have ObjectId ids)."""
+    return [record_id, ObjectId(record_id)] if ObjectId.is_valid(record_id) else [record_id]
+
+
+def _ms(value: Any, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"{value!r} is not a time in milliseconds")
+
+
+_headers_type = msgspec.convert
+
+
+def decode_record(doc: Doc, *, lenient: bool = False) -> OutboxRecord | str:
+    """An ``OutboxRecord`` from a document, or why it cannot be drained (the record then goes dead).
+
+    With ``lenient`` (operators listing records) unreadable fields are shown as well as possible."""
+    record_id = _id_text(doc.get("_id"))
+    if record_id is None:
+        if not lenient:
+            return f"record _id {doc.get('_id')!r} must be a string or an ObjectId"
+        record_id = repr(doc.get("_id"))
+    topic = doc.get("topic")
+    if not isinstance(topic, str):
+        if not lenient:
+            return f"topic {topic!r} is not a string"
+        topic = repr(topic)
+    key = doc.get("key")
+    if key is not None and not isinstance(key, str):
+        if not lenient:
+            return f"key {key!r} is not a string"
+        key = repr(key)
+    headers = doc.get("headers")
+    if headers is not None and not (
+        isinstance(headers, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        if not lenient:
+            return f"headers are not an object of strings: {headers!r:.200}"
+        headers = None
+    try:
+        payload = decode_payload(doc)
+    except msgspec.DecodeError as exc:
+        if not lenient:
+            return f"payload is not valid JSON: {exc}"
+        payload = doc.get("payload_json")
+    status = doc.get("status")
+    status_value: Status = (
+        "dead"
+        if status == "error"
+        else status
+        if status in ("pending", "claimed", "sent", "dead")
+        else "pending"
+    )
+    try:
+        ts = _ms(doc.get("ts"))
+        lease_until = doc.get("lease_until")
+        sent_at = doc.get("sent_at")
+        return OutboxRecord(
+            id=record_id,
+            topic=topic,
+            payload=payload,
+            key=key,
+            headers=dict(headers) if headers else None,
+            status=status_value,
+            ts=ts,
+            attempts=int(doc.get("attempts") or 0),
+            available_at=_ms(doc.get("available_at"), ts),
+            claimed_by=doc.get("claimed_by"),
+            claim_token=doc.get("claim_token"),
+            lease_until=None if lease_until is None else _ms(lease_until),
+            last_err=doc.get("last_err"),
+            sent_at=None if sent_at is None else _ms(sent_at),
+        )
+    except (ValueError, TypeError) as exc:
+        if lenient:
+            return f"unreadable record {record_id}: {exc}"
+        return f"unreadable field: {exc}"
+
+
+def _position(doc: Mapping[str, Any]) -> tuple[int, float, str]:
+    """The outbox order of a document in Python, as ``_ORDER`` sorts it (missing ``ord`` first)."""
+    ord_ = doc.get("ord")
+    ts = doc.get("ts")
+    return (
+        -1 if ord_ is None else int(ord_),
+        float(ts) if isinstance(ts, int | float) else 0.0,
+        str(doc.get("_id")),
+    )
+
+
+def _claimable(now: int) -> Doc:
+    # Records without available_at (written the seed's way) get one from _backfill before each claim.
+    return {"status": "pending", "available_at": {"$lte": now}}
+
+
+def _now(now: int | None) -> int:
+    return now_ms() if now is None else now
+
+
+# -- the drainer's side ------------------------------------------------------------------------------------
+
+
+async def open_mongo_outbox(
+    url: str, *, table: str = "outbox", poll_interval_ms: int | None = None
+) -> MongoOutbox:
+    """Open the outbox collection ``table`` in the database named by ``url`` (what ``open_outbox`` calls)."""
+    return await MongoOutbox.open(url, table=table, poll_interval_ms=poll_interval_ms)
+
+
+class MongoOutbox:
+    """``OutboxStore`` over one MongoDB collection. Create with ``await MongoOutbox.open(url)``."""
+
+    def __init__(
+        self, client: AsyncMongoClient[Doc], url: str, database: str, *, table: str, poll_interval_ms: int
+    ) -> None:
+        self._client = client
+        self._url = mask_url(url)
+        self._table = table
+        self._coll: AsyncCollection[Doc] = client[database][table]
+        self._poll_interval_s = poll_interval_ms / 1000
+        self._wake = asyncio.Event()
+        self._watcher: Watcher | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        table: str = "outbox",
+        poll_interval_ms: int | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> MongoOutbox:
+        """Connect to the database named by ``url`` (``mongodb://host:27017/appdb?replicaSet=rs0``).
+
+        ``poll_interval_ms`` (also a URL query parameter) is the wake-up poll without change streams."""
+        _collection_name(table)
+        shown = mask_url(url)
+        try:
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError as exc:
+            raise StoreURLError(f"outbox URL {shown} cannot be parsed: {exc}") from exc
+        rest = [(k, v) for k, v in query if k != "poll_interval_ms"]
+        raw_poll = dict(query).get("poll_interval_ms")
+        if poll_interval_ms is None:
+            if raw_poll is not None and (not raw_poll.isdigit() or int(raw_poll) <= 0):
+                raise StoreURLError(f"outbox URL {shown}: poll_interval_ms must be a positive integer")
+            poll_interval_ms = int(raw_poll) if raw_poll is not None else DEFAULT_POLL_INTERVAL_MS
+        check_positive(poll_interval_ms, name="poll_interval_ms")
+        database = parts.path.lstrip("/")
+        if not database:
+            raise StoreURLError(
+                f"outbox URL {shown} must name the application's database: mongodb://host:27017/appdb"
+            )
+        keys = {k.lower() for k, _ in rest}
+        for name in ("serverSelectionTimeoutMS", "connectTimeoutMS"):
+            if name.lower() not in keys:
+                rest.append((name, str(int(connect_timeout_s * 1000))))
+        try:
+            client: AsyncMongoClient[Doc] = AsyncMongoClient(
+                urlunsplit(parts._replace(query=urlencode(rest))), connect=False
+            )
+        except (PyMongoError, ValueError, TypeError) as exc:
+            raise StoreURLError(f"outbox URL {shown} is not usable: {exc}") from exc
+        outbox = cls(client, url, database, table=table, poll_interval_ms=poll_interval_ms)
+        try:
+            await client[database].command("ping")
+        except PyMongoError as exc:
+            await client.close()
+            raise translate(exc, shown) from exc
+        return outbox
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    @property
+    def collection(self) -> AsyncCollection[Doc]:
+        """The outbox collection (for tests and operators)."""
+        return self._coll
+
+    @property
+    def watch_mode(self) -> str:
+        """``change stream``, ``polling``, or ``starting`` (``wait`` was not called yet)."""
+        return "starting" if self._watcher is None else self._watcher.mode
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watcher is not None:
+            await self._watcher.close()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self._client.close()
+
+    async def _run(self, coro: Any) -> Any:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("MongoOutbox is closed")
+        try:
+            return await coro
+        except PyMongoError as exc:
+            raise translate(exc, self._url) from exc
+
+    async def ensure_schema(self) -> None:
+        """Create the indexes (the collection is created by MongoDB on first write). Indexes the seed
+        created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under the same names."""
+        from ..store.mongo import create_indexes
+
+        models = [
+            IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
+            IndexModel([("status", ASCENDING), ("available_at", ASCENDING)]),
+            IndexModel([("ts", ASCENDING)]),
+            # (``_id`` would complete the order, but the nx-27017 stand-in cannot index it in a compound
+            # index; the rare ties on (ord, ts) are sorted in memory.)
+            IndexModel([("status", ASCENDING), ("ord", ASCENDING), ("ts", ASCENDING)]),
+            IndexModel([("key", ASCENDING), ("status", ASCENDING)]),
+            IndexModel([("claim_token", ASCENDING)], sparse=True),
+            IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)]),
+        ]
+        await self._run(create_indexes(self._coll, models))
+
+    # -- claims -------------------------------------------------------------------------------------------
+
+    async def claim_batch(
+        self,
+        limit: int,
+        lease_ms: int,
+        worker_id: str,
+        *,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[OutboxRecord]:
+        check_positive(limit, name="limit")
+        check_positive(lease_ms, name="lease_ms")
+        at = _now(now)
+        result: list[OutboxRecord] = await self._run(
+            self._claim(limit, lease_ms, worker_id, ordered_by_key, at)
+        )
+        return result
+
+    async def _backfill(self) -> None:
+        """Give records written without ``available_at`` (the seed's shape) one: available since ever.
+
+        A plain ``$or`` on a missing field would do in a query, but the nx-27017 stand-in drops the other
+        conditions of an update filter that has a top-level ``$or`` (docs/mongodb.md): normalising the
+        record keeps every claim filter free of ``$or``, which is right on MongoDB too."""
+        await self._coll.update_many(
+            {"status": "pending", "available_at": None}, {"$set": {"available_at": Int64(0)}}
+        )
+
+    async def _claim(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
+    ) -> list[OutboxRecord]:
+        await self._backfill()
+        for _ in range(3):
+            if ordered:
+                candidates = await self._ordered_candidates(limit, now)
+            else:
+                docs = await self._coll.find(_claimable(now), {"_id": 1}, sort=_ORDER, limit=limit).to_list()
+                candidates = [doc["_id"] for doc in docs]
+            if not candidates:
+                return []
+            token = new_id()
+            # The eligibility filter again: a candidate another drainer claimed meanwhile is not updated.
+            await self._coll.update_many(
+                {"_id": {"$in": candidates}, **_claimable(now)},
+                {
+                    "$set": {
+                        "status": "claimed",
+                        "claimed_by": worker_id,
+                        "claim_token": token,
+                        "lease_until": Int64(now + lease_ms),
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+            docs = await self._coll.find({"claim_token": token}, sort=_ORDER).to_list()
+            if ordered and docs:
+                docs = await self._verify_order(docs, token)
+            if docs:
+                return await self._decode_claimed(docs, token)
+        return []  # every candidate went to other drainers three times: the next pass will try again
+
+    async def _ordered_candidates(self, limit: int, now: int) -> list[Any]:
+        """Claimable records, oldest first, none behind an unsent record of its key that is not claimable
+        now (claimed, dead, or pending in backoff). Pages skip the keys found blocked, so a key blocked by
+        a dead record cannot starve the others."""
+        chosen: list[Any] = []
+        blocked: set[str] = set()
+        page = max(limit, 100)
+        for _ in range(_ORDERED_PAGES):
+            query = _claimable(now)
+            if chosen:
+                query["_id"] = {"$nin": chosen}
+            if blocked:
+                query["key"] = {"$nin": sorted(blocked)}
+            docs = await self._coll.find(
+                query, {"_id": 1, "key": 1, "ts": 1, "ord": 1}, sort=_ORDER, limit=page
+            ).to_list()
+            if not docs:
+                break
+            keys = list({d["key"] for d in docs if isinstance(d.get("key"), str)})
+            first_blocker: dict[str, tuple[int, float, str]] = {}
+            if keys:
+                fields = {"_id": 1, "key": 1, "ts": 1, "ord": 1}
+                unsent = {"key": {"$in": keys}, "status": {"$in": ["claimed", *_DEAD]}}
+                waiting = {"key": {"$in": keys}, "status": "pending", "available_at": {"$gt": now}}
+                for query_ in (unsent, waiting):
+                    async for blocker in self._coll.find(query_, fields):
+                        position = _position(blocker)
+                        known = first_blocker.get(blocker["key"])
+                        if known is None or position < known:
+                            first_blocker[blocker["key"]] = position
+            for doc in docs:
+                key = doc.get("key")
+                if isinstance(key, str) and key in first_blocker and first_blocker[key] < _position(doc):
+                    blocked.add(key)
+                    continue
+                chosen.append(doc["_id"])
+                if len(chosen) == limit:
+                    return chosen
+            if len(docs) < page:
+                break
+        return chosen
+
+    async def _verify_order(self, docs: list[Doc], token: str) -> list[Doc]:
+        """Give back each claimed keyed record behind an unsent record of its key outside this batch."""
+        keys = list({d["key"] for d in docs if isinstance(d.get("key"), str)})
+        if not keys:
+            return docs
+        earliest: dict[str, tuple[int, float, str]] = {}
+        others = self._coll.find(
+            {"key": {"$in": keys}, "status": {"$ne": "sent"}, "claim_token": {"$ne": token}},
+            {"_id": 1, "key": 1, "ts": 1, "ord": 1},
+        )
+        async for other in others:
+            position = _position(other)
+            known = earliest.get(other["key"])
+            if known is None or position < known:
+                earliest[other["key"]] = position
+        give_back = [
+            d["_id"]
+            for d in docs
+            if isinstance(d.get("key"), str) and d["key"] in earliest and earliest[d["key"]] < _position(d)
+        ]
+        if not give_back:
+            return docs
+        await self._coll.update_many(
+            {"_id": {"$in": give_back}, "claim_token": token, "status": "claimed"},
+            {"$set": {"status": "pending"}, "$inc": {"attempts": -1}, "$unset": _CLEAR_CLAIM},
+        )
+        returned = set(map(str, give_back))
+        return [d for d in docs if str(d["_id"]) not in returned]
+
+    async def _decode_claimed(self, docs: list[Doc], token: str) -> list[OutboxRecord]:
+        records: list[OutboxRecord] = []
+        bad: list[tuple[Any, str]] = []
+        for doc in docs:
+            decoded = decode_record(doc)
+            if isinstance(decoded, str):
+                bad.append((doc["_id"], decoded))
+            else:
+                records.append(decoded)
+        if bad:
+            await self._coll.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": raw_id, "claim_token": token},
+                        {"$set": {"status": "dead", "last_err": error}, "$unset": _CLEAR_CLAIM},
+                    )
+                    for raw_id, error in bad
+                ],
+                ordered=False,
+            )
+        return records
+
+    # -- outcomes -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _by_token(records: Sequence[OutboxRecord]) -> dict[str | None, list[Any]]:
+        groups: dict[str | None, list[Any]] = defaultdict(list)
+        for record in records:
+            groups[record.claim_token].extend(_id_values(record.id))
+        return groups
+
+    async def _update_by_token(self, records: Sequence[OutboxRecord], update: Doc) -> int:
+        ops = [
+            UpdateMany({"_id": {"$in": ids}, "claim_token": token, "status": "claimed"}, update)
+            for token, ids in self._by_token(records).items()
+            if token is not None
+        ]
+        if not ops:
+            return 0
+        result = await self._run(self._coll.bulk_write(ops, ordered=False))
+        return int(result.modified_count)
+
+    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
+        if not records:
+            return 0
+        return await self._update_by_token(
+            records, {"$set": {"status": "sent", "sent_at": Int64(_now(now))}, "$unset": _CLEAR_CLAIM}
+        )
+
+    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
+        if not failures:
+            return 0
+        at = _now(now)
+        ops = []
+        for failure in failures:
+            record = failure.record
+            if record.claim_token is None:
+                continue
+            values: Doc = {"last_err": failure.error}
+            if failure.verdict.dead:
+                values["status"] = "dead"
+            else:
+                values.update(status="pending", available_at=Int64(at + failure.verdict.delay_ms))
+            ops.append(
+                UpdateOne(
+                    {
+                        "_id": {"$in": _id_values(record.id)},
+                        "claim_token": record.claim_token,
+                        "status": "claimed",
+                    },
+                    {"$set": values, "$unset": _CLEAR_CLAIM},
+                )
+            )
+        if not ops:
+            return 0
+        result = await self._run(self._coll.bulk_write(ops, ordered=False))
+        return int(result.modified_count)
+
+    async def release(
+        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
+    ) -> int:
+        if not records:
+            return 0
+        return await self._update_by_token(
+            records,
+            {
+                "$set": {"status": "pending", "available_at": Int64(_now(now) + delay_ms)},
+                "$inc": {"attempts": -1},
+                "$unset": _CLEAR_CLAIM,
+            },
+        )
+
+    async def requeue_expired(self, *, now: int | None = None) -> int:
+        result = await self._run(
+            self._coll.update_many(
+                {"status": "claimed", "lease_until": {"$lt": _now(now)}},
+                {"$set": {"status": "pending"}, "$unset": _CLEAR_CLAIM},
+            )
+        )
+        return int(result.modified_count)
+
+    # -- operators ----------------------------------------------------------------------------------------
+
+    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+        query: Doc = {"status": {"$in": _DEAD}}
+        if ids != "all":
+            query["_id"] = {"$in": [v for i in check_ids(ids, what="retry") for v in _id_values(i)]}
+        result = await self._run(
+            self._coll.update_many(
+                query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(_now(now))}}
+            )
+        )
+        if result.modified_count:
+            self._wake.set()
+        return int(result.modified_count)
+
+    async def purge(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        older_than_ms: int | None = None,
+        now: int | None = None,
+    ) -> int:
+        if ids is None and older_than_ms is None:
+            raise ValueError("purge: give ids or older_than_ms (older_than_ms=0 purges every dead record)")
+        query: Doc = {"status": {"$in": _DEAD}}
+        if ids is not None:
+            query["_id"] = {"$in": [v for i in check_ids(ids, what="purge") for v in _id_values(i)]}
+        if older_than_ms is not None:
+            query["ts"] = {"$lte": _now(now) - older_than_ms}
+        result = await self._run(self._coll.delete_many(query))
+        return int(result.deleted_count)
+
+    async def stats(self, *, now: int | None = None) -> OutboxStats:
+        at = _now(now)
+        coll = self._coll
+        pending, claimed, dead, oldest, retry_doc = await self._run(
+            asyncio.gather(
+                coll.count_documents({"status": "pending"}),
+                coll.count_documents({"status": "claimed"}),
+                coll.count_documents({"status": {"$in": _DEAD}}),
+                coll.find_one({"status": "pending"}, {"ts": 1}, sort=[("ts", ASCENDING)]),
+                coll.find_one(
+                    {"status": "pending", "available_at": {"$gt": at}},
+                    {"available_at": 1},
+                    sort=[("available_at", ASCENDING)],
+                ),
+            )
+        )
+        oldest_ts = None if oldest is None else _ms(oldest.get("ts"))
+        return OutboxStats(
+            pending=pending,
+            claimed=claimed,
+            dead=dead,
+            oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
+            next_retry_at=None if retry_doc is None else _ms(retry_doc["available_at"]),
+        )
+
+    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
+        check_positive(limit, name="limit")
+        docs = await self._run(
+            self._coll.find({"status": {"$in": _DEAD}}, sort=_ORDER, limit=limit).to_list()
+        )
+        return [r for r in (decode_record(doc, lenient=True) for doc in docs) if isinstance(r, OutboxRecord)]
+
+    async def get(self, record_id: str) -> OutboxRecord | None:
+        doc = await self._run(self._coll.find_one({"_id": {"$in": _id_values(record_id)}}))
+        if doc is None:
+            return None
+        record = decode_record(doc, lenient=True)
+        return record if isinstance(record, OutboxRecord) else None
+
+    async def delete_sent_older_than(
+        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
+    ) -> int:
+        check_positive(batch_size, name="batch_size")
+        cutoff = _now(now) - retention_ms
+        # Seed-written sent records have no sent_at: their ts stands in for it.
+        total = 0
+        for query in (
+            {"status": "sent", "sent_at": {"$lt": cutoff}},
+            {"status": "sent", "sent_at": None, "ts": {"$lt": cutoff}},
+        ):
+            while True:
+                docs = await self._run(self._coll.find(query, {"_id": 1}, limit=batch_size).to_list())
+                if not docs:
+                    break
+                result = await self._run(
+                    self._coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "status": "sent"})
+                )
+                total += int(result.deleted_count)
+                if len(docs) < batch_size or not result.deleted_count:
+                    break
+        return total
+
+    # -- wake-up ------------------------------------------------------------------------------------------
+
+    def _on_change(self, change: Doc) -> None:
+        self._wake.set()
+
+    async def _poll(self) -> None:
+        last: int | None = None
+        while True:
+            mode = self._watcher.mode if self._watcher is not None else "polling"
+            interval = _SAFETY_POLL_MS / 1000 if mode == "change stream" else self._poll_interval_s
+            try:
+                count = await self._coll.count_documents({"status": "pending"})
+            except PyMongoError:
+                count = None
+            if count is not None:
+                if last is not None and count != last:
+                    self._wake.set()
+                last = count
+            await asyncio.sleep(interval)
+
+    async def wait(self, timeout_s: float) -> bool:
+        if self._closed:
+            raise StoreError(f"MongoDB outbox {self._url} is closed")
+        if self._watcher is None:
+            self._watcher = Watcher(
+                self._coll,
+                [
+                    {
+                        "$match": {
+                            "$or": [
+                                {"operationType": {"$in": ["insert", "replace"]}},
+                                {"updateDescription.updatedFields.status": "pending"},
+                            ]
+                        }
+                    }
+                ],
+                self._on_change,
+                label=f"MongoDB outbox {self._url} ({self._table})",
+            )
+            self._watcher.start()
+            self._poller = asyncio.create_task(self._poll(), name=f"outbox-poll:{self._table}")
+            self._wake.set()  # records may have landed before we started watching
+        if not self._wake.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
+            except TimeoutError:
+                return False
+        self._wake.clear()
+        return True

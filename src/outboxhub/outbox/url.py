@@ -1,0 +1,115 @@
+"""``open_outbox(url)``: an ``OutboxStore`` for an outbox database named by a URL.
+
+==========================================  =============================================================
+URL                                         outbox
+==========================================  =============================================================
+``sqlite:///app.db``                        SQLite file ``app.db`` (relative); ``sqlite:////abs/app.db``
+``postgresql://user@host:5432/db``          PostgreSQL (``postgres://`` and ``postgresql+psycopg://`` too)
+``mongodb://…``                             MongoDB, once ``outboxhub.outbox.mongo`` exists
+==========================================  =============================================================
+
+Query parameters: ``table`` (default ``outbox``; ``schema.table`` on PostgreSQL) on every URL, and
+``poll_interval_ms`` on SQLite. Other PostgreSQL parameters go to libpq unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import StoreURLError
+from ..store.base import mask_url
+from .base import OutboxStore
+from .postgres import PostgresOutbox
+from .sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
+
+__all__ = ["OutboxURL", "open_outbox", "parse_outbox_url"]
+
+_PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_MONGO_SCHEMES = ("mongodb", "mongodb+srv")
+
+
+class OutboxURL:
+    """A parsed outbox URL: ``kind`` (sqlite, postgresql, mongodb), where to connect, the table."""
+
+    __slots__ = ("kind", "options", "table", "target")
+
+    def __init__(self, kind: str, target: str, table: str, options: dict[str, str]) -> None:
+        self.kind = kind
+        self.target = target
+        self.table = table
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"OutboxURL(kind={self.kind!r}, target={mask_url(self.target)!r}, table={self.table!r})"
+
+
+def parse_outbox_url(url: str, *, table: str | None = None) -> OutboxURL:
+    """Split ``url`` into backend, connection target and table; ``StoreURLError`` names the problem."""
+    if not isinstance(url, str) or "://" not in url:
+        raise StoreURLError(
+            f"outbox URL {mask_url(str(url))!r} must look like sqlite:///app.db or postgresql://…"
+        )
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError as exc:
+        raise StoreURLError(f"outbox URL {mask_url(url)!r} cannot be parsed: {exc}") from exc
+    scheme = parts.scheme.lower()
+    url_table = query.pop("table", None)
+    if table is not None and url_table is not None and table != url_table:
+        raise StoreURLError(
+            f"outbox URL {mask_url(url)!r} names table {url_table!r} but table={table!r} was given"
+        )
+    chosen = table or url_table or "outbox"
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise StoreURLError(
+                f"outbox URL {url!r}: a SQLite URL has no host; use sqlite:///relative.db or sqlite:////abs.db"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or path == ":memory:":
+            raise StoreURLError(
+                f"outbox URL {url!r} must name a database file (an in-memory database is private to one "
+                "connection, so the application and the drainer cannot share it)"
+            )
+        unknown = set(query) - {"poll_interval_ms"}
+        if unknown:
+            raise StoreURLError(f"outbox URL {url!r}: unknown SQLite option(s) {', '.join(sorted(unknown))}")
+        return OutboxURL("sqlite", path, chosen, query)
+    if scheme in _PG_SCHEMES:
+        rest = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+        return OutboxURL("postgresql", rest, chosen, {})
+    if scheme in _MONGO_SCHEMES:
+        rest = urlunsplit(parts._replace(query=urlencode(query)))
+        return OutboxURL("mongodb", rest, chosen, {})
+    raise StoreURLError(
+        f"outbox URL {mask_url(url)!r} has unknown scheme {parts.scheme!r} (sqlite, postgresql, mongodb)"
+    )
+
+
+async def open_outbox(url: str, *, table: str | None = None) -> OutboxStore:
+    """Open the outbox named by ``url`` (see the module docstring). The table is not created: call
+    ``await store.ensure_schema()`` (``run_drainers`` does) or apply the DDL of docs/outbox.md."""
+    parsed = parse_outbox_url(url, table=table)
+    if parsed.kind == "sqlite":
+        raw = parsed.options.get("poll_interval_ms", str(DEFAULT_POLL_INTERVAL_MS))
+        if not raw.isdigit() or int(raw) <= 0:
+            raise StoreURLError(
+                f"outbox URL {url!r}: poll_interval_ms must be a positive integer, got {raw!r}"
+            )
+        return await SqliteOutbox.open(parsed.target, table=parsed.table, poll_interval_ms=int(raw))
+    if parsed.kind == "postgresql":
+        return await PostgresOutbox.open(parsed.target, table=parsed.table)
+    try:
+        mongo: Any = importlib.import_module("outboxhub.outbox.mongo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "outboxhub.outbox.mongo":
+            raise
+        raise StoreURLError(
+            f"outbox URL {mask_url(url)!r}: MongoDB outbox support is not installed yet "
+            "(outboxhub.outbox.mongo)"
+        ) from exc
+    store: OutboxStore = await mongo.open_mongo_outbox(parsed.target, table=parsed.table)
+    return store
