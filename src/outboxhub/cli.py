@@ -96,8 +96,10 @@ def token(
 
 def _register_subcommands() -> None:
     from .cli_client import register as register_client_commands
+    from .cli_drain import register as register_drain_command
 
     register_client_commands(app)
+    register_drain_command(app)
 
 
 _register_subcommands()

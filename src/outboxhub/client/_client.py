@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
 from ..ids import new_id
-from ..model import Event, PublishResult
+from ..model import Event, NewEvent, PublishResult
 from ..protocol import (
     MAX_FRAME_SIZE,
     Ack,
@@ -333,6 +333,29 @@ class HubClient:
             )
         async with self._inflight:
             return await self._link.publish(rid, data)
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        """Publish ``events`` pipelined, in order, and return their confirmations in the same order.
+
+        This makes a client an outbox drain sink (``outboxhub drain --url …``): events keep their ids, so
+        a batch re-sent after a crash or reconnect is deduplicated by the hub.
+        """
+        return list(
+            await asyncio.gather(
+                *(
+                    self.publish(
+                        event.topic,
+                        event.payload,
+                        id=event.id,
+                        key=event.key,
+                        headers=event.headers,
+                        tags=event.tags,
+                        caused_by=event.caused_by,
+                    )
+                    for event in events
+                )
+            )
+        )
 
     # -- subscribe ------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from ..client._exceptions import HubConnectionError, NotAuthenticated, RateLimited, Unavailable
 from ..errors import ConfigError, StoreError, StoreUnavailable, TopicError
 from ..ids import new_id, now_ms
 from ..model import NewEvent, PublishResult
@@ -56,7 +57,15 @@ __all__ = [
 
 log = logging.getLogger("outboxhub.outbox")
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, OSError, TimeoutError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    OSError,
+    TimeoutError,
+    HubConnectionError,
+    Unavailable,
+    RateLimited,
+    NotAuthenticated,
+)
 """Sink errors that mean "the hub is unreachable", not "this record is bad": no attempt is used up."""
 
 MAX_ERROR_TEXT = 2_000

@@ -1,0 +1,68 @@
+"""``outboxhub drain``: drain application outboxes into a hub that runs elsewhere.
+
+The sink is a remote hub through the SDK (``--url``/``--token``, publishing with that token's rights) or,
+with ``--store``, a hub store written directly (for example the PostgreSQL database that hub nodes share).
+Either way event id = outbox record id, so a batch re-published after a crash is deduplicated.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .cli_client import TokenOption, UrlOption, _fail, _need_token, _run
+from .outbox import DrainerSettings, Sink, run_drainers
+
+__all__ = ["drain_command", "register"]
+
+
+def drain_command(
+    outbox: Annotated[
+        list[str],
+        typer.Option(help="Outbox database URL: sqlite:///app.db, postgresql://…, mongodb://… (repeatable)."),
+    ],
+    url: UrlOption = "ws://127.0.0.1:8090/",
+    token: TokenOption = None,
+    store: Annotated[
+        str | None, typer.Option(help="Publish straight into this hub store URL instead of --url.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Records claimed per batch.")] = 500,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a record is dead.")] = 10,
+    ordered_by_key: Annotated[
+        bool, typer.Option(help="Never publish a key's record while an earlier one is unsent.")
+    ] = False,
+) -> None:
+    """Drain outbox records into a hub until interrupted (Ctrl-C releases claimed records)."""
+    if not outbox:
+        _fail("--outbox is required (repeat it to drain several databases)")
+    settings = DrainerSettings(
+        batch_size=batch_size, max_attempts=max_attempts, ordered_by_key=ordered_by_key
+    )
+    hub_token = None if store else _need_token(token)
+    _run(_drain(outbox, url, hub_token, store, settings))
+
+
+async def _drain(
+    urls: list[str], url: str, token: str | None, store_url: str | None, settings: DrainerSettings
+) -> None:
+    if store_url is not None:
+        from .store import open_store
+
+        store = await open_store(store_url)
+        try:
+            await run_drainers(urls, store, settings)
+        finally:
+            await store.close()
+        return
+    from .client import HubClient
+
+    assert token is not None
+    async with HubClient(url, token) as client:
+        sink: Sink = client
+        await run_drainers(urls, sink, settings)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``drain`` to the ``outboxhub`` app."""
+    app.command("drain")(drain_command)
