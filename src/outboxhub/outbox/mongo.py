@@ -828,6 +828,15 @@ class MongoOutbox:
     # -- wake-up ------------------------------------------------------------------------------------------
 
     def _on_change(self, change: Doc) -> None:
+        # Updates matter when they make a record pending (retry, release, failure with backoff). The
+        # filter is applied here, not in the pipeline: the nx-27017 stand-in's change streams deliver
+        # nothing for a $match with $or, and send no updateDescription (then every update wakes us).
+        if change.get("operationType") == "update":
+            description = change.get("updateDescription")
+            if isinstance(description, Mapping):
+                fields = description.get("updatedFields") or {}
+                if fields.get("status") != "pending":
+                    return
         self._wake.set()
 
     async def _poll(self) -> None:
@@ -851,16 +860,7 @@ class MongoOutbox:
         if self._watcher is None:
             self._watcher = Watcher(
                 self._coll,
-                [
-                    {
-                        "$match": {
-                            "$or": [
-                                {"operationType": {"$in": ["insert", "replace"]}},
-                                {"updateDescription.updatedFields.status": "pending"},
-                            ]
-                        }
-                    }
-                ],
+                [{"$match": {"operationType": {"$in": ["insert", "replace", "update"]}}}],
                 self._on_change,
                 label=f"MongoDB outbox {self._url} ({self._table})",
             )

@@ -1,0 +1,395 @@
+"""The MongoDB outbox on the nx-27017 stand-in (or ``OUTBOXHUB_TEST_MONGO_URL``): ``add`` and its session
+rules, the seed's record shape, claims and their fencing, failures, operators, per-key order, two drainers,
+wake-up. Mirrors tests/test_outbox_store.py and tests/test_outbox_drainer.py for MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import pymongo
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from mongo_server import mongo_database, supports_transactions
+from outboxhub import outbox
+from outboxhub.errors import OutboxError, StoreURLError
+from outboxhub.ids import now_ms
+from outboxhub.model import NewEvent, PublishResult
+from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStore, Verdict
+from outboxhub.outbox.mongo import MongoOutbox, deployment_supports_transactions
+from test_outbox_support import RecordingSink
+
+pytestmark = pytest.mark.mongo
+
+LEASE = 1_000
+WAIT_S = 30.0
+"""Safety net for "should happen soon" (a wake-up); never the thing measured."""
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    async with mongo_database(prefix="obx") as database_url:
+        yield database_url
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[pymongo.database.Database[Any]]:
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+    yield client.get_default_database()
+    client.close()
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[OutboxStore]:
+    opened = await outbox.open_outbox(url)
+    await opened.ensure_schema()
+    yield opened
+    await opened.close()
+
+
+def _add(db: pymongo.database.Database[Any], n: int, **extra: Any) -> list[str]:
+    return [
+        outbox.add(db, extra.get("topic", "orders.paid"), {"i": i}, key=extra.get("key")) for i in range(n)
+    ]
+
+
+def _seed_record(record_id: Any, topic: Any, payload: Any, **more: Any) -> dict[str, Any]:
+    """A record exactly as the seed's MongoOutbox.add writes it (ts is a JS number: a BSON double)."""
+    return {
+        "_id": record_id,
+        "topic": topic,
+        "payload": payload,
+        "headers": more.pop("headers", None),
+        "status": "pending",
+        "ts": float(time.time() * 1000),
+        "attempts": 0,
+        **more,
+    }
+
+
+# -- add -----------------------------------------------------------------------------------------------------
+
+
+def test_add_writes_the_seed_fields_and_is_idempotent(db: pymongo.database.Database[Any]) -> None:
+    record_id = outbox.add(db, "orders.paid", {"order": 7}, key="o7", headers={"trace": "t"})
+    again = outbox.add(db, "orders.paid", {"order": "changed"}, id=record_id)
+    assert again == record_id
+    doc = db["outbox"].find_one({"_id": record_id})
+    assert doc is not None
+    assert {k: doc[k] for k in ("topic", "payload", "headers", "key", "status", "attempts")} == {
+        "topic": "orders.paid",
+        "payload": {"order": 7},
+        "headers": {"trace": "t"},
+        "key": "o7",
+        "status": "pending",
+        "attempts": 0,
+    }
+    assert doc["ts"] == doc["available_at"] and doc["ord"] > 0
+    assert db["outbox"].count_documents({}) == 1
+
+
+async def test_add_async_with_an_async_database(url: str, store: OutboxStore) -> None:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
+    try:
+        big = {"n": 2**70, "$weird": 1}  # not storable as BSON: kept as JSON text, read back exactly
+        record_id = await outbox.add_async(client.get_default_database(), "a.b", big)
+    finally:
+        await client.close()
+    (claimed,) = await store.claim_batch(10, LEASE, "w")
+    assert (claimed.id, claimed.payload) == (record_id, big)
+
+
+def test_add_in_a_session_needs_a_transaction_on_a_replica_set(
+    url: str, db: pymongo.database.Database[Any]
+) -> None:
+    client = db.client
+    if not supports_transactions(url):
+        # A standalone server (the stand-in presents itself as one: its hello has no setName) refuses
+        # transactions: add() says so before writing anything.
+        with client.start_session() as session:
+            session.start_transaction()
+            with pytest.raises(OutboxError, match="transactions need a replica set") as caught:
+                outbox.add(db, "a.b", 1, session=session)
+            session.abort_transaction()
+        assert "mongod --replSet" in str(caught.value)
+        assert db["outbox"].count_documents({}) == 0
+        return
+    for commit in (True, False):
+        with client.start_session() as session:
+            session.start_transaction()
+            db["orders"].insert_one({"state": "paid"}, session=session)
+            record_id = outbox.add(db, "orders.paid", {"commit": commit}, session=session)
+            if commit:
+                session.commit_transaction()
+            else:
+                session.abort_transaction()
+        assert (db["outbox"].find_one({"_id": record_id}) is not None) is commit
+
+
+def test_a_session_without_a_transaction_is_refused(url: str, db: pymongo.database.Database[Any]) -> None:
+    expected = "start_transaction" if supports_transactions(url) else "replica set"
+    with db.client.start_session() as session, pytest.raises(OutboxError, match=expected):
+        outbox.add(db, "a.b", 1, session=session)
+    with pytest.raises(OutboxError, match="ClientSession"):
+        outbox.add(db, "a.b", 1, session=object())
+    assert db["outbox"].count_documents({}) == 0
+
+
+def test_the_transaction_support_detection() -> None:
+    # pymongo's topology type and server types, as a real deployment reports them.
+    assert deployment_supports_transactions("Single", ["Standalone"]) is False
+    assert deployment_supports_transactions("Single", ["RSPrimary"]) is True  # directConnection to a member
+    assert deployment_supports_transactions("ReplicaSetWithPrimary", ["RSPrimary", "RSSecondary"]) is True
+    assert deployment_supports_transactions("Sharded", ["Mongos"]) is True
+    assert deployment_supports_transactions("Unknown", ["Unknown"]) is None  # not connected yet: ask hello
+    from outboxhub.store._mongo_conn import supports_transactions as from_hello
+
+    assert from_hello({"isWritablePrimary": True}) is False
+    assert from_hello({"setName": "rs0", "isWritablePrimary": True}) is True
+    assert from_hello({"msg": "isdbgrid"}) is True
+
+
+def test_bad_collection_names_are_refused(db: pymongo.database.Database[Any]) -> None:
+    for bad in ("", "a$b", "system.x"):
+        with pytest.raises(OutboxError, match="collection name"):
+            outbox.add(db, "a.b", 1, table=bad)
+
+
+# -- the seed's records --------------------------------------------------------------------------------------
+
+
+async def test_records_written_the_seed_way_are_drained(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    oid = ObjectId()
+    db["outbox"].insert_many(
+        [
+            _seed_record("seed-1", "process.state", {"pid": 1}, headers={"h": "v"}),
+            _seed_record(oid, "process.state", {"pid": 2}),
+            _seed_record("seed-3", "heartbeat.received", [1, 2]),
+        ]
+    )
+    db["outbox"].insert_one(_seed_record("seed-sent", "x.y", 0) | {"status": "sent"})
+    ours = outbox.add(db, "orders.paid", {"n": 1})
+    sink = RecordingSink()
+    await Drainer(store, sink, DrainerSettings(batch_size=2, idle_wait_ms=20)).run_until_idle()
+    assert sink.ids == ["seed-1", str(oid), "seed-3", ours]  # seed records first: they have no ord
+    assert [(e.topic, e.payload, e.headers) for e in sink.log[:3]] == [
+        ("process.state", {"pid": 1}, {"h": "v"}),
+        ("process.state", {"pid": 2}, None),
+        ("heartbeat.received", [1, 2], None),
+    ]
+    assert set(sink.calls.values()) == {1}
+    assert db["outbox"].count_documents({"status": "sent"}) == 5
+    # The seed's terminal status "error" is dead here: listed, retried and purged like dead records.
+    db["outbox"].insert_one(_seed_record("seed-err", "a.b", 1) | {"status": "error", "last_err": "boom"})
+    (dead,) = await store.list_dead()
+    assert (dead.id, dead.status, dead.last_err) == ("seed-err", "dead", "boom")
+    assert (await store.stats()).dead == 1
+    assert await store.retry(["seed-err"]) == 1
+    # Sent seed records have no sent_at: retention goes by their ts.
+    assert await store.delete_sent_older_than(0, now=now_ms() + 1) == 5
+
+
+async def test_unreadable_seed_records_go_dead(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    db["outbox"].insert_many(
+        [
+            _seed_record("bad-topic", 42, {}),
+            _seed_record("bad-headers", "a.b", {}, headers={"h": 1}),
+            _seed_record(7, "a.b", {}),
+            _seed_record("good", "a.b", {"ok": True}),
+        ]
+    )
+    claimed = await store.claim_batch(10, LEASE, "w")
+    assert [r.id for r in claimed] == ["good"]
+    errors = {doc["_id"]: doc["last_err"] for doc in db["outbox"].find({"status": "dead"})}
+    assert errors.keys() == {"bad-topic", "bad-headers", 7}
+    assert "topic" in errors["bad-topic"] and "headers" in errors["bad-headers"] and "_id" in errors[7]
+
+
+# -- claims, leases, failures --------------------------------------------------------------------------------
+
+
+async def test_claims_leases_and_fencing(db: pymongo.database.Database[Any], store: OutboxStore) -> None:
+    ids = _add(db, 5)
+    t = now_ms()
+    first = await store.claim_batch(3, LEASE, "w1", now=t)
+    assert [r.id for r in first] == ids[:3]
+    assert {(r.status, r.attempts, r.claimed_by, r.lease_until) for r in first} == {
+        ("claimed", 1, "w1", t + LEASE)
+    }
+    second = await store.claim_batch(10, 100, "w2", now=t)
+    assert [r.id for r in second] == ids[3:] and second[0].claim_token != first[0].claim_token
+    assert await store.claim_batch(10, LEASE, "w3", now=t) == []
+    assert await store.requeue_expired(now=t + 50) == 0
+    assert await store.requeue_expired(now=t + 200) == 2  # w2's lease passed
+    theirs = await store.claim_batch(10, LEASE, "w4", now=t + 200)
+    assert [(r.id, r.attempts) for r in theirs] == [(i, 2) for i in ids[3:]]
+    assert await store.mark_sent(second, now=t + 300) == 0  # fenced: no longer w2's
+    assert await store.release(second, now=t + 300) == 0
+    assert await store.mark_sent(theirs, now=t + 300) == 2
+    assert await store.mark_sent(first, now=t + 300) == 3
+    record = await store.get(ids[0])
+    assert record is not None and (record.status, record.sent_at, record.claim_token) == (
+        "sent",
+        t + 300,
+        None,
+    )
+
+
+async def test_failures_release_retry_purge_and_stats(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    ids = _add(db, 4)
+    t = now_ms()
+    a, b, c, d = await store.claim_batch(10, LEASE, "w", now=t)
+    assert (
+        await store.mark_failed(
+            [
+                Failure(record=a, error="RuntimeError: boom", verdict=Verdict(dead=False, delay_ms=500)),
+                Failure(record=b, error="ValueError: bad", verdict=Verdict(dead=True)),
+            ],
+            now=t,
+        )
+        == 2
+    )
+    assert await store.release([c], delay_ms=250, now=t) == 1
+    stats = await store.stats(now=t)
+    assert (stats.pending, stats.claimed, stats.dead, stats.next_retry_at) == (2, 1, 1, t + 250)
+    ra, rc = await store.get(ids[0]), await store.get(ids[2])
+    assert ra is not None and (ra.status, ra.available_at, ra.last_err) == (
+        "pending",
+        t + 500,
+        "RuntimeError: boom",
+    )
+    assert rc is not None and (rc.attempts, rc.available_at) == (0, t + 250)
+    assert await store.claim_batch(10, LEASE, "w", now=t + 249) == []
+    assert [r.id for r in await store.claim_batch(10, LEASE, "w", now=t + 500)] == [ids[0], ids[2]]
+    assert [r.id for r in await store.list_dead()] == [ids[1]]
+    assert await store.retry([ids[1], ids[3]], now=t) == 1  # ids[3] is claimed, not dead
+    with pytest.raises(ValueError, match="purge: give ids"):
+        await store.purge()
+    await store.mark_failed([Failure(record=d, error="x", verdict=Verdict(dead=True))], now=t)
+    assert await store.purge(older_than_ms=60_000, now=t) == 0
+    assert await store.purge([ids[3]]) == 1
+    assert await store.get(ids[3]) is None
+
+
+async def test_retention_deletes_sent_records_in_batches(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    _add(db, 12)
+    t = now_ms()
+    for step in range(3):
+        await store.mark_sent(await store.claim_batch(4, LEASE, "w", now=t), now=t + step * 1000)
+    assert await store.delete_sent_older_than(500, batch_size=3, now=t + 2_000) == 8
+    assert await store.delete_sent_older_than(0, batch_size=3, now=t + 5_000) == 4
+    assert db["outbox"].count_documents({}) == 0
+
+
+async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    keys = ["a", "a", "b", None, "a", "c", "b"]
+    ids = [outbox.add(db, "k.v", i, key=k) for i, k in enumerate(keys)]
+    t = now_ms()
+    everything = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
+    assert [r.id for r in everything] == ids
+    assert await store.release(everything, now=t) == 7
+    first = await store.claim_batch(1, LEASE, "w", ordered_by_key=True, now=t)
+    rest = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
+    assert [r.payload for r in rest] == [2, 3, 5, 6]  # a1 and a4 wait behind the claimed a0
+    await store.release(rest, now=t)
+    await store.mark_failed(
+        [Failure(record=first[0], error="e", verdict=Verdict(dead=False, delay_ms=100))], now=t
+    )
+    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)] == [
+        2,
+        3,
+        5,
+        6,
+    ]
+    retried = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 100)
+    assert [r.payload for r in retried] == [0, 1, 4]
+    await store.mark_failed([Failure(record=retried[0], error="e", verdict=Verdict(dead=True))], now=t)
+    await store.release(retried[1:], now=t)
+    assert await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 200) == []
+    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", now=t + 200)] == [1, 4]
+
+
+async def test_a_key_blocked_by_a_dead_record_does_not_starve_other_keys(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
+    t = now_ms()
+    outbox.add(db, "k.v", "poison", key="hot")
+    (poison,) = await store.claim_batch(1, LEASE, "w", now=t)
+    await store.mark_failed([Failure(record=poison, error="e", verdict=Verdict(dead=True))], now=t)
+    for i in range(250):
+        outbox.add(db, "k.v", i, key="hot")
+    cold = outbox.add(db, "k.v", "cold", key="cold")
+    assert [r.id for r in await store.claim_batch(5, LEASE, "w", ordered_by_key=True, now=now_ms())] == [cold]
+
+
+# -- drainers ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+async def test_two_drainers_at_once_publish_each_record_once(url: str, ordered: bool) -> None:
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(url)
+    db = client.get_default_database()
+    ids = [outbox.add(db, "orders.state", {"n": i}, key=f"k{i % 97}") for i in range(400)]
+    client.close()
+
+    class Interleaving(RecordingSink):
+        async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+            await asyncio.sleep(0.002)  # a publish takes time: the other drainer claims meanwhile
+            return await super().publish_batch(events)
+
+    sink = Interleaving()
+    settings = DrainerSettings(batch_size=20, concurrency=2, ordered_by_key=ordered, idle_wait_ms=20)
+    stores = [await outbox.open_outbox(url) for _ in range(2)]
+    try:
+        drainers = [Drainer(s, sink, settings) for s in stores]
+        await asyncio.gather(*(d.run_until_idle() for d in drainers))
+        assert (await stores[0].stats()).pending == 0
+    finally:
+        for s in stores:
+            await s.close()
+    assert sorted(sink.ids) == sorted(ids)  # none skipped
+    assert [i for i, n in sink.calls.items() if n != 1] == []  # none published twice
+    assert all(d.published > 0 for d in drainers), [d.published for d in drainers]
+    if ordered:
+        by_key: dict[str | None, list[int]] = defaultdict(list)
+        for event in sink.log:
+            by_key[event.key].append(event.payload["n"])
+        for key, numbers in by_key.items():
+            assert numbers == sorted(numbers), f"key {key} published out of order"
+
+
+async def test_wait_wakes_on_an_insert(db: pymongo.database.Database[Any], store: OutboxStore) -> None:
+    await store.wait(0.2)  # the first call starts watching
+    assert isinstance(store, MongoOutbox)
+    assert store.watch_mode in ("starting", "change stream", "polling")
+    assert await store.wait(0.05) is False  # nothing happened
+    waiter = asyncio.create_task(store.wait(WAIT_S))
+    await asyncio.sleep(0.1)
+    _add(db, 1)
+    assert await waiter is True
+    assert store.watch_mode in ("change stream", "polling")
+
+
+async def test_open_errors() -> None:
+    with pytest.raises(StoreURLError, match="must name the application's database"):
+        await outbox.open_outbox("mongodb://127.0.0.1:1/")
+    from outboxhub.errors import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable, match=r"mongodb://u:\*\*\*@127\.0\.0\.1:1/app") as caught:
+        await MongoOutbox.open("mongodb://u:hunter2@127.0.0.1:1/app", connect_timeout_s=0.3)
+    assert "hunter2" not in str(caught.value)
