@@ -95,11 +95,13 @@ def token(
 
 
 def _register_subcommands() -> None:
+    from .bench.cli import register as register_bench_commands
     from .cli_client import register as register_client_commands
     from .cli_drain import register as register_drain_command
 
     register_client_commands(app)
     register_drain_command(app)
+    register_bench_commands(app)
 
 
 _register_subcommands()

@@ -1,0 +1,17 @@
+"""``outboxhub bench``: the benchmark harness, with NATS JetStream as the side-by-side peer.
+
+Modules, each one concept:
+
+* :mod:`~outboxhub.bench.runner` — the scenarios against the hub (a subprocess it starts, or ``--url``);
+* :mod:`~outboxhub.bench.peer_nats` — the same workloads against JetStream through nats-py;
+* :mod:`~outboxhub.bench.stats` — HDR latency histograms; :mod:`~outboxhub.bench.procstats` — server CPU
+  and RSS (psutil); :mod:`~outboxhub.bench.report` — the rich table, progress bars and JSON;
+* :mod:`~outboxhub.bench.cli` — ``register(app)`` adds the ``bench`` command group to the CLI.
+
+Nothing heavy is imported here: the CLI stays usable without the ``bench`` extra (hdrhistogram, psutil,
+nats-py), and says what to install when a bench command needs it.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,154 @@
+"""``outboxhub bench publish|consume|e2e|fanout|outbox|idle|replay``: :func:`register` adds the group.
+
+Every scenario command takes the same options. Only this module is imported when the CLI starts; the
+harness (and its extra dependencies: hdrhistogram, psutil, nats-py) is imported when a command runs, and
+a missing one is named with the extra to install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from .options import Scenario
+
+__all__ = ["register"]
+
+_HELP: Final[dict[Scenario, str]] = {
+    "publish": "Confirmed publish: one at a time and pipelined (--clients × --window), 100 B and 4 KiB.",
+    "consume": "One consumer group reads --events prefilled events and ACKs each one.",
+    "e2e": "End-to-end latency (publish → EVENT, acked) at fixed rates (--rate; default 1,000 and 5,000/s).",
+    "fanout": "One pipelined publisher, --groups consumer groups (default 10), every group gets every event.",
+    "outbox": "Drain --events outbox records (SQLite outbox) into the hub with the outbox drainer.",
+    "idle": "Open --clients idle connections (default 1,000): server memory per connection.",
+    "replay": "Replay --events events (default 1,000,000) as NDJSON through the ops API GET /replay.",
+}
+
+_EXTRA_HINT: Final = (
+    "the bench needs its extra dependencies (hdrhistogram, psutil, nats-py): pip install 'outboxhub[bench]'"
+)
+
+
+def _command(scenario: Scenario) -> Any:
+    def command(
+        store: Annotated[
+            str | None,
+            typer.Option(help="Store URL of the hub to start (default: a new SQLite file in a temp dir)."),
+        ] = None,
+        url: Annotated[
+            str | None, typer.Option(help="Benchmark a running hub at this ws:// URL instead.")
+        ] = None,
+        token: Annotated[str | None, typer.Option(help="JWT for --url (publish:**, subscribe:**).")] = None,
+        ops_url: Annotated[str | None, typer.Option(help="Ops base URL of the --url hub (replay).")] = None,
+        clients: Annotated[
+            int | None, typer.Option(help="Connections (publish: 4 pipelined; idle: 1000).")
+        ] = None,
+        size: Annotated[
+            list[int] | None, typer.Option(help="Payload size in bytes (repeatable; publish: 100 and 4096).")
+        ] = None,
+        duration: Annotated[float, typer.Option(help="Seconds per measured case (publish, e2e).")] = 5.0,
+        warmup: Annotated[float, typer.Option(help="Warm-up seconds before each case.")] = 1.0,
+        events: Annotated[
+            int | None, typer.Option(help="Events moved by consume/fanout/outbox/replay.")
+        ] = None,
+        window: Annotated[int, typer.Option(help="Publishes in flight per pipelined connection.")] = 256,
+        rate: Annotated[
+            list[float] | None, typer.Option(help="e2e publish rate in events/s (repeatable).")
+        ] = None,
+        groups: Annotated[int, typer.Option(help="Consumer groups of the fanout scenario.")] = 10,
+        peer: Annotated[
+            str | None, typer.Option(help="Run the same workload against a peer: nats (JetStream).")
+        ] = None,
+        nats_url: Annotated[str, typer.Option(help="NATS server for --peer nats.")] = "nats://127.0.0.1:4222",
+        sdk: Annotated[
+            bool, typer.Option(help="publish: add rows through the Python SDK (HubClient).")
+        ] = False,
+        repeat: Annotated[
+            int, typer.Option(help="Rounds (hub then peer in each); every row reports its median round.")
+        ] = 1,
+        json_path: Annotated[
+            Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+        ] = None,
+        quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    ) -> None:
+        err = Console(stderr=True)
+        if peer not in (None, "nats"):
+            err.print(f"[red]error:[/red] --peer {peer!r}: the only peer is 'nats'", highlight=False)
+            raise typer.Exit(2)
+        try:
+            from .options import DEFAULT_E2E_RATES, BenchOptions
+
+            options = BenchOptions(
+                store=store,
+                url=url,
+                token=token,
+                ops_url=ops_url,
+                clients=clients,
+                sizes=tuple(size or ()),
+                duration_s=duration,
+                warmup_s=warmup,
+                events=events,
+                window=window,
+                rates=tuple(rate or DEFAULT_E2E_RATES),
+                groups=groups,
+                peer="nats" if peer == "nats" else None,
+                nats_url=nats_url,
+                sdk=sdk,
+                repeat=repeat,
+            )
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        try:
+            from . import report as report_mod
+            from .runner import run_bench
+        except ModuleNotFoundError as exc:
+            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
+            raise typer.Exit(2) from None
+        console = Console()
+        if not console.is_terminal:  # a file or a pipe: do not wrap the table at 80 columns
+            console = Console(width=200)
+        try:
+            result = _run(run_bench(scenario, options, console=None if quiet else err))
+        except ModuleNotFoundError as exc:
+            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
+            raise typer.Exit(2) from None
+        except (RuntimeError, OSError, ValueError) as exc:
+            err.print(f"[red]error:[/red] bench {scenario} failed: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        report_mod.render(result, console)
+        if json_path is not None:
+            report_mod.write_json(result, json_path)
+            console.print(f"wrote {json_path}", highlight=False)
+
+    command.__doc__ = _HELP[scenario]
+    return command
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(coro)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` command group (one command per scenario) to ``app``."""
+    bench = typer.Typer(
+        name="bench",
+        help="Benchmarks: throughput, latency percentiles, server CPU and RSS; --peer nats for JetStream.",
+        no_args_is_help=True,
+    )
+    for scenario in _HELP:
+        bench.command(name=scenario)(_command(scenario))
+    app.add_typer(bench, name="bench")

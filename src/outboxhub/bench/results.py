@@ -1,0 +1,77 @@
+"""What a bench run produces: a :class:`Measurement` per (case, system), in a :class:`BenchReport`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any, Literal
+
+import msgspec
+
+from .procstats import ProcStats
+from .stats import LatencySummary
+
+__all__ = ["HUB", "NATS", "SDK", "BenchReport", "Machine", "Measurement", "System", "machine_info"]
+
+System = Literal["outboxhub", "outboxhub (SDK)", "nats"]
+HUB: System = "outboxhub"
+SDK: System = "outboxhub (SDK)"
+NATS: System = "nats"
+
+
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """One case measured on one system.
+
+    ``value`` is the headline number in ``unit`` (events/s, ms p99, KiB/conn); ``higher_is_better`` says
+    which way it points. ``latency`` is the per-operation distribution when the case has one; ``server``
+    the CPU and RSS of the server process (the hub subprocess or nats-server) over the window.
+    """
+
+    scenario: str
+    case: str
+    system: System
+    value: float
+    unit: str
+    higher_is_better: bool
+    count: int
+    elapsed_s: float
+    latency: LatencySummary | None = None
+    server: ProcStats | None = None
+    extra: dict[str, Any] = {}
+
+
+class Machine(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the numbers were taken."""
+
+    cpus: int
+    memory_gib: float
+    python: str
+    platform: str
+    load_avg: tuple[float, float, float]
+
+
+def machine_info() -> Machine:
+    """This machine (memory via psutil)."""
+    import psutil
+
+    return Machine(
+        cpus=os.cpu_count() or 0,
+        memory_gib=psutil.virtual_memory().total / 1024**3,
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        load_avg=os.getloadavg(),
+    )
+
+
+class BenchReport(msgspec.Struct, kw_only=True):
+    """A whole run: the options it ran with, the machine, the store, every measurement."""
+
+    scenario: str
+    version: str
+    store: str
+    machine: Machine
+    options: dict[str, Any]
+    started_at: str
+    measurements: list[Measurement] = []
+    notes: list[str] = []

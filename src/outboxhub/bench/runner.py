@@ -1,0 +1,726 @@
+"""The scenarios against the hub, and :func:`run_bench`, which runs one scenario on the hub and the peer.
+
+Every workload talks raw WebSocket through :class:`~outboxhub.bench.wsclient.RawClient` (``--sdk`` adds
+publish rows through :class:`~outboxhub.client.HubClient`). Server CPU and RSS are those of the hub
+subprocess over the measured window. Events a scenario reads back (consume, replay) are written before
+the hub starts, straight through the store (or over WebSocket when the hub is a ``--url``), so the
+measured window holds only the workload itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import msgspec
+from rich.console import Console
+
+from .. import __version__
+from ..ids import new_id, now_ms
+from ..model import NewEvent, PublishResult
+from ..outbox import Drainer, DrainerSettings, open_outbox
+from ..protocol import EventFrame, Publish, PublishOpts, Subscribe, SubscribeOpts, encode_client_frame
+from ..store import open_store
+from ..store.base import mask_url
+from .cases import (
+    PublishCase,
+    case_consume,
+    case_e2e,
+    case_fanout,
+    case_idle,
+    case_outbox,
+    case_replay,
+    fill_outbox,
+    paced,
+    publish_cases,
+    scenario_sizes,
+    text_payload,
+)
+from .hubproc import HubTarget, hub_target
+from .options import BenchOptions, Scenario
+from .procstats import ProcessWatch, ProcStats, rss_bytes
+from .report import Tracker
+from .results import HUB, SDK, BenchReport, Measurement, machine_info
+from .stats import LatencyHistogram
+from .wsclient import RawClient, connect_many, new_session
+
+__all__ = ["HUB_SCENARIOS", "HubContext", "WsSink", "run_bench"]
+
+_PREFILL_BATCH: Final = 5_000
+_E2E_PAD_OVERHEAD: Final = 36  # {"t":<19 digits>,"m":1,"p":""} around the padding
+
+
+@dataclasses.dataclass(kw_only=True)
+class HubContext:
+    """What a hub scenario works with."""
+
+    options: BenchOptions
+    target: HubTarget
+    tracker: Tracker
+    session: aiohttp.ClientSession
+    run_id: str
+    workdir: Path
+
+    def topic(self, name: str) -> str:
+        """A topic of this run (runs never see each other's events, even on a shared store)."""
+        return f"bench.{self.run_id}.{name}"
+
+    def watch(self) -> ProcessWatch | None:
+        """A started watch on the hub process, or None when its pid is unknown."""
+        if self.target.pid is None:
+            return None
+        watch = ProcessWatch(self.target.pid)
+        watch.start()
+        return watch
+
+    async def connect(self, n: int = 1, *, window: int = 1) -> list[RawClient]:
+        return await connect_many(self.session, self.target.ws_url, self.target.token, n, window=window)
+
+
+async def _stop(watch: ProcessWatch | None) -> ProcStats | None:
+    return None if watch is None else await watch.stop()
+
+
+async def _close(clients: list[RawClient]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _check_errors(clients: list[RawClient]) -> None:
+    errors = [e for c in clients for e in c.errors]
+    if errors:
+        raise RuntimeError(f"the hub refused {len(errors)} requests; first: {errors[0]}")
+
+
+def _merged(clients: list[RawClient]) -> LatencyHistogram:
+    hist = LatencyHistogram()
+    for c in clients:
+        hist.merge(c.latency)
+    return hist
+
+
+def _timeout_for(events: int) -> float:
+    """A generous bound for moving ``events`` (a stuck run fails instead of hanging)."""
+    return 60.0 + events / 1_000
+
+
+# -- prefill --------------------------------------------------------------------------------------------
+
+
+async def prefill_store(store_url: str, topic: str, count: int, size: int, tracker: Tracker) -> None:
+    """Write ``count`` events to ``topic`` straight through the store, in batches (before the hub starts)."""
+    store = await open_store(store_url)
+    done = 0
+    payload = text_payload(size)
+    try:
+        async with tracker.phase(f"prefill {count:,} events (store)", total=count, done=lambda: done):
+            for start in range(0, count, _PREFILL_BATCH):
+                n = min(_PREFILL_BATCH, count - start)
+                ts = now_ms()
+                await store.publish_batch(
+                    [NewEvent(topic=topic, payload=payload, id=new_id(), ts=ts) for _ in range(n)]
+                )
+                done += n
+    finally:
+        await store.close()
+
+
+async def prefill_ws(ctx: HubContext, topic: str, count: int, size: int) -> None:
+    """Write ``count`` events to ``topic`` over WebSocket (pipelined), for a hub given by ``--url``."""
+    frame = encode_client_frame(Publish(topic=topic, payload=text_payload(size)))
+    clients = await ctx.connect(4, window=256)
+    sent = 0
+
+    async def one(client: RawClient, share: int) -> None:
+        nonlocal sent
+        for _ in range(share):
+            if client.in_flight >= client.window:
+                await client.wait_room()
+            await client.send(frame)
+            sent += 1
+        await client.drain()
+
+    try:
+        async with ctx.tracker.phase(f"prefill {count:,} events (WebSocket)", total=count, done=lambda: sent):
+            shares = [count // 4 + (1 if i < count % 4 else 0) for i in range(4)]
+            await asyncio.gather(*(one(c, s) for c, s in zip(clients, shares, strict=True)))
+        _check_errors(clients)
+    finally:
+        await _close(clients)
+
+
+# -- publish --------------------------------------------------------------------------------------------
+
+
+async def _pump(clients: list[RawClient], frame: bytes, seconds: float) -> float:
+    """Every client keeps up to its window of ``frame`` publishes in flight for ``seconds``; return the
+    time until the last reply."""
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    stop_at = loop.time() + seconds
+
+    async def one(client: RawClient) -> None:
+        while loop.time() < stop_at:
+            if client.in_flight >= client.window:
+                await client.wait_room()
+            await client.send(frame)
+        await client.drain()
+
+    await asyncio.gather(*(one(c) for c in clients))
+    return time.perf_counter() - start
+
+
+async def _publish_raw(ctx: HubContext, case: PublishCase) -> Measurement:
+    o = ctx.options
+    frame = encode_client_frame(Publish(topic=ctx.topic("publish"), payload=text_payload(case.size)))
+    clients = await ctx.connect(case.clients, window=case.window)
+    try:
+        if o.warmup_s:
+            async with ctx.tracker.phase(f"warm-up {case.name}", total=o.warmup_s):
+                await _pump(clients, frame, o.warmup_s)
+        for c in clients:
+            c.latency = LatencyHistogram()
+            c.ok = 0
+        watch = ctx.watch()
+        async with ctx.tracker.phase(f"outboxhub {case.name}", total=o.duration_s):
+            elapsed = await _pump(clients, frame, o.duration_s)
+        server = await _stop(watch)
+        _check_errors(clients)
+    finally:
+        await _close(clients)
+    count = sum(c.ok for c in clients)
+    return Measurement(
+        scenario="publish",
+        case=case.name,
+        system=HUB,
+        value=count / elapsed,
+        unit="events/s",
+        higher_is_better=True,
+        count=count,
+        elapsed_s=elapsed,
+        latency=_merged(clients).summary(),
+        server=server,
+        extra={"size": case.size, "clients": case.clients, "window": case.window, "client": "raw WebSocket"},
+    )
+
+
+async def _publish_sdk(ctx: HubContext, case: PublishCase) -> Measurement:
+    from ..client import HubClient
+
+    o = ctx.options
+    topic = ctx.topic("publish")
+    payload = text_payload(case.size)
+    hubs = [
+        HubClient(ctx.target.ws_url, ctx.target.token, reconnect=False, max_in_flight=case.window)
+        for _ in range(case.clients)
+    ]
+    hist = LatencyHistogram()
+    count = 0
+    loop = asyncio.get_running_loop()
+
+    async def worker(hub: HubClient, stop_at: float, record: bool) -> None:
+        nonlocal count
+        while loop.time() < stop_at:
+            t0 = time.perf_counter_ns()
+            await hub.publish(topic, payload)
+            if record:
+                hist.record_ns(time.perf_counter_ns() - t0)
+                count += 1
+
+    async def pump(seconds: float, record: bool) -> float:
+        start = time.perf_counter()
+        stop_at = loop.time() + seconds
+        await asyncio.gather(*(worker(h, stop_at, record) for h in hubs for _ in range(case.window)))
+        return time.perf_counter() - start
+
+    try:
+        for hub in hubs:
+            await hub.connect()
+        if o.warmup_s:
+            async with ctx.tracker.phase(f"warm-up {case.name} (SDK)", total=o.warmup_s):
+                await pump(o.warmup_s, False)
+        watch = ctx.watch()
+        async with ctx.tracker.phase(f"outboxhub SDK {case.name}", total=o.duration_s):
+            elapsed = await pump(o.duration_s, True)
+        server = await _stop(watch)
+    finally:
+        await asyncio.gather(*(h.close() for h in hubs), return_exceptions=True)
+    return Measurement(
+        scenario="publish",
+        case=case.name,
+        system=SDK,
+        value=count / elapsed,
+        unit="events/s",
+        higher_is_better=True,
+        count=count,
+        elapsed_s=elapsed,
+        latency=hist.summary(),
+        server=server,
+        extra={"size": case.size, "clients": case.clients, "window": case.window, "client": "HubClient"},
+    )
+
+
+async def hub_publish(ctx: HubContext) -> list[Measurement]:
+    """Confirmed publish, one at a time and pipelined, per payload size: OKs/s and publish → OK latency."""
+    out: list[Measurement] = []
+    for case in publish_cases(ctx.options):
+        out.append(await _publish_raw(ctx, case))
+        if ctx.options.sdk:
+            out.append(await _publish_sdk(ctx, case))
+    return out
+
+
+# -- consume ---------------------------------------------------------------------------------------------
+
+
+async def hub_consume(ctx: HubContext) -> list[Measurement]:
+    """One group member reads the prefilled events from the earliest and ACKs each one."""
+    o = ctx.options
+    n, size = o.events_for("consume"), scenario_sizes(o, "consume")
+    [client] = await ctx.connect()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    received = 0
+
+    def on_event(frame: EventFrame, now_ns: int) -> None:
+        nonlocal received
+        received += 1
+        if received >= n and not done.done():
+            done.set_result(None)
+
+    client.on_event = on_event
+    try:
+        watch = ctx.watch()
+        start = time.perf_counter()
+        subscribe = Subscribe(
+            topic=ctx.topic("consume"), group="bench-consume", opts=SubscribeOpts(start="earliest")
+        )
+        async with ctx.tracker.phase("outboxhub consume", total=n, done=lambda: received):
+            await client.request(subscribe)
+            await asyncio.wait_for(done, _timeout_for(n))
+        elapsed = time.perf_counter() - start
+        server = await _stop(watch)
+    finally:
+        await _close([client])
+    return [
+        Measurement(
+            scenario="consume",
+            case=case_consume(n, size),
+            system=HUB,
+            value=received / elapsed,
+            unit="events/s",
+            higher_is_better=True,
+            count=received,
+            elapsed_s=elapsed,
+            server=server,
+        )
+    ]
+
+
+# -- end-to-end ------------------------------------------------------------------------------------------
+
+
+async def _e2e_case(ctx: HubContext, rate: float, size: int) -> Measurement:
+    o = ctx.options
+    topic = ctx.topic(f"e2e{int(rate)}")
+    pad = text_payload(max(size - _E2E_PAD_OVERHEAD, 2))
+    count = max(1, int(rate * o.duration_s))
+    sub, pub = await ctx.connect(2, window=1)
+    hist = LatencyHistogram()
+    received = 0
+    last_ns = 0
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_event(frame: EventFrame, now_ns: int) -> None:
+        nonlocal received, last_ns
+        payload = frame.event.payload
+        if payload["m"]:
+            hist.record_ns(now_ns - payload["t"])
+            received += 1
+            last_ns = now_ns
+            if received >= count and not done.done():
+                done.set_result(None)
+
+    async def send(measured: int) -> None:
+        body = {"t": time.perf_counter_ns(), "m": measured, "p": pad}
+        await pub.send(encode_client_frame(Publish(topic=topic, payload=body)))
+
+    sub.on_event = on_event
+    try:
+        await sub.request(Subscribe(topic=topic, group="bench-e2e"))
+        if o.warmup_s:
+            async with ctx.tracker.phase(f"warm-up e2e @ {rate:,.0f}/s", total=o.warmup_s):
+                await paced(rate, int(rate * o.warmup_s), lambda i: send(0))
+            await pub.drain()
+        pub.latency = LatencyHistogram()
+        watch = ctx.watch()
+        start_ns = time.perf_counter_ns()
+        async with ctx.tracker.phase(f"outboxhub e2e @ {rate:,.0f}/s", total=count, done=lambda: received):
+            lag = await paced(rate, count, lambda i: send(1))
+            send_s = (time.perf_counter_ns() - start_ns) / 1e9
+            await asyncio.wait_for(done, _timeout_for(count))
+        await pub.drain()
+        server = await _stop(watch)
+        _check_errors([pub])
+    finally:
+        await _close([sub, pub])
+    summary = hist.summary()
+    assert summary is not None
+    ok = pub.latency.summary()
+    return Measurement(
+        scenario="e2e",
+        case=case_e2e(rate, size),
+        system=HUB,
+        value=summary.p99_ms,
+        unit="ms p99",
+        higher_is_better=False,
+        count=received,
+        elapsed_s=(last_ns - start_ns) / 1e9,
+        latency=summary,
+        server=server,
+        extra={
+            "rate": rate,
+            "achieved_rate": count / send_s,
+            "sender_max_lag_ms": lag * 1000,
+            "publish_ok_latency": msgspec.to_builtins(ok),
+        },
+    )
+
+
+async def hub_e2e(ctx: HubContext) -> list[Measurement]:
+    """Publish at fixed rates; a group member ACKs each EVENT; latency is publish sent → EVENT received."""
+    size = scenario_sizes(ctx.options, "e2e")
+    return [await _e2e_case(ctx, rate, size) for rate in ctx.options.rates]
+
+
+# -- fan-out ---------------------------------------------------------------------------------------------
+
+
+async def hub_fanout(ctx: HubContext) -> list[Measurement]:
+    """One pipelined publisher, ``--groups`` groups of one member each; every group gets every event."""
+    o = ctx.options
+    n, groups, size = o.events_for("fanout"), o.groups, scenario_sizes(o, "fanout")
+    topic = ctx.topic("fanout")
+    pad = text_payload(max(size - _E2E_PAD_OVERHEAD, 2))
+    subs = await ctx.connect(groups)
+    [pub] = await ctx.connect(window=o.window)
+    hist = LatencyHistogram()
+    received = 0
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_event(frame: EventFrame, now_ns: int) -> None:
+        nonlocal received
+        hist.record_ns(now_ns - frame.event.payload["t"])
+        received += 1
+        if received >= n * groups and not done.done():
+            done.set_result(None)
+
+    try:
+        for i, sub in enumerate(subs):
+            sub.on_event = on_event
+            await sub.request(Subscribe(topic=topic, group=f"bench-fan{i}"))
+        watch = ctx.watch()
+        start = time.perf_counter()
+        async with ctx.tracker.phase(
+            f"outboxhub fan-out → {groups}", total=n * groups, done=lambda: received
+        ):
+            for _ in range(n):
+                if pub.in_flight >= pub.window:
+                    await pub.wait_room()
+                body = {"t": time.perf_counter_ns(), "m": 1, "p": pad}
+                await pub.send(encode_client_frame(Publish(topic=topic, payload=body)))
+            await pub.drain()
+            publish_s = time.perf_counter() - start
+            await asyncio.wait_for(done, _timeout_for(n * groups))
+        elapsed = time.perf_counter() - start
+        server = await _stop(watch)
+        _check_errors([pub])
+    finally:
+        await _close([*subs, pub])
+    return [
+        Measurement(
+            scenario="fanout",
+            case=case_fanout(n, groups, size),
+            system=HUB,
+            value=received / elapsed,
+            unit="events/s",
+            higher_is_better=True,
+            count=received,
+            elapsed_s=elapsed,
+            latency=hist.summary(),
+            server=server,
+            extra={
+                "publish_rate": n / publish_s,
+                "groups": groups,
+                "latency": "publish sent → EVENT received",
+            },
+        )
+    ]
+
+
+# -- outbox ----------------------------------------------------------------------------------------------
+
+
+class WsSink:
+    """A drainer sink that publishes each batch over one WebSocket, pipelined, with the record id as the
+    event id (what a remote drainer does)."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+
+    async def publish_batch(self, events: list[NewEvent]) -> list[PublishResult]:
+        futures = []
+        for e in events:
+            opts = PublishOpts(id=e.id, key=e.key, headers=e.headers, ts=e.ts)
+            futures.append(
+                await self.client.submit(
+                    encode_client_frame(Publish(topic=e.topic, payload=e.payload, opts=opts))
+                )
+            )
+        oks = await asyncio.gather(*futures)
+        return [
+            PublishResult(
+                id=ok.fields["id"], seq=ok.fields["seq"], duplicate=bool(ok.fields.get("duplicate"))
+            )
+            for ok in oks
+        ]
+
+
+async def drain_outbox(
+    ctx_tracker: Tracker, label: str, url: str, table: str, sink: Any, n: int
+) -> tuple[int, float]:
+    """Drain the outbox ``table`` at ``url`` into ``sink`` until it is empty; return (published, seconds)."""
+    outbox = await open_outbox(url, table=table)
+    drainer = Drainer(outbox, sink, DrainerSettings(idle_wait_ms=50, retention_ms=None))
+    try:
+        start = time.perf_counter()
+        async with ctx_tracker.phase(label, total=n, done=lambda: drainer.published):
+            await asyncio.wait_for(drainer.run_until_idle(), _timeout_for(n))
+        elapsed = time.perf_counter() - start
+    finally:
+        await outbox.close()
+    return drainer.published, elapsed
+
+
+async def hub_outbox(ctx: HubContext) -> list[Measurement]:
+    """Records added to an SQLite outbox by the application are drained into the hub over WebSocket."""
+    o = ctx.options
+    n, size = o.events_for("outbox"), scenario_sizes(o, "outbox")
+    url = f"sqlite:///{ctx.workdir / 'outbox.db'}"
+    async with ctx.tracker.phase(f"fill outbox with {n:,} records", total=1):
+        await fill_outbox(url, table="outbox_hub", topic=ctx.topic("outbox"), count=n, size=size)
+    [client] = await ctx.connect(window=1)
+    try:
+        watch = ctx.watch()
+        published, elapsed = await drain_outbox(
+            ctx.tracker, "outboxhub outbox drain", url, "outbox_hub", WsSink(client), n
+        )
+        server = await _stop(watch)
+    finally:
+        await _close([client])
+    return [
+        Measurement(
+            scenario="outbox",
+            case=case_outbox(n),
+            system=HUB,
+            value=published / elapsed,
+            unit="events/s",
+            higher_is_better=True,
+            count=published,
+            elapsed_s=elapsed,
+            server=server,
+            extra={"outbox": "sqlite", "drainer": "in the bench process, WebSocket sink"},
+        )
+    ]
+
+
+# -- idle connections --------------------------------------------------------------------------------------
+
+
+async def hub_idle(ctx: HubContext) -> list[Measurement]:
+    """Open N authenticated, idle connections; memory per connection is the hub's RSS growth / N."""
+    n = ctx.options.clients_for("idle")
+    pid = ctx.target.pid
+    if pid is None:
+        raise RuntimeError(
+            "the idle scenario reads the hub's RSS: run it on a hub it starts, or a local --url"
+        )
+    warm = await ctx.connect(10)
+    clients: list[RawClient] = []
+    try:
+        await asyncio.sleep(0.5)
+        before = rss_bytes(pid)
+        watch = ctx.watch()
+        start = time.perf_counter()
+        async with ctx.tracker.phase(
+            f"outboxhub: open {n:,} connections", total=n, done=lambda: len(clients)
+        ):
+            await connect_many(ctx.session, ctx.target.ws_url, ctx.target.token, n, into=clients)
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(1.0)
+        after = rss_bytes(pid)
+        server = await _stop(watch)
+    finally:
+        await _close([*clients, *warm])
+    return [
+        Measurement(
+            scenario="idle",
+            case=case_idle(n),
+            system=HUB,
+            value=(after - before) / n / 1024,
+            unit="KiB/conn",
+            higher_is_better=False,
+            count=n,
+            elapsed_s=elapsed,
+            server=server,
+            extra={"rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20},
+        )
+    ]
+
+
+# -- replay ----------------------------------------------------------------------------------------------
+
+
+async def hub_replay(ctx: HubContext) -> list[Measurement]:
+    """``GET /replay`` of the prefilled topic, read to the end as NDJSON (lines counted, not parsed)."""
+    o = ctx.options
+    n, size = o.events_for("replay"), scenario_sizes(o, "replay")
+    if ctx.target.ops_url is None:
+        raise RuntimeError("the replay scenario needs the ops URL of the hub: pass --ops-url with --url")
+    url = ctx.target.ops_url.rstrip("/") + "/replay"
+    headers = {"Authorization": f"Bearer {ctx.target.token}"}
+    lines = 0
+    watch = ctx.watch()
+    start = time.perf_counter()
+    params = {"pattern": ctx.topic("replay")}
+    async with (
+        ctx.tracker.phase("outboxhub replay (GET /replay)", total=n, done=lambda: lines),
+        ctx.session.get(url, params=params, headers=headers) as resp,
+    ):
+        if resp.status != 200:
+            raise RuntimeError(f"GET /replay answered {resp.status}: {(await resp.text())[:300]}")
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            lines += chunk.count(b"\n")
+    elapsed = time.perf_counter() - start
+    server = await _stop(watch)
+    if lines != n:
+        raise RuntimeError(f"GET /replay returned {lines:,} events, expected {n:,}")
+    return [
+        Measurement(
+            scenario="replay",
+            case=case_replay(n, size),
+            system=HUB,
+            value=lines / elapsed,
+            unit="events/s",
+            higher_is_better=True,
+            count=lines,
+            elapsed_s=elapsed,
+            server=server,
+            extra={"via": "ops API GET /replay (NDJSON)"},
+        )
+    ]
+
+
+HUB_SCENARIOS: Final[dict[Scenario, Callable[[HubContext], Awaitable[list[Measurement]]]]] = {
+    "publish": hub_publish,
+    "consume": hub_consume,
+    "e2e": hub_e2e,
+    "fanout": hub_fanout,
+    "outbox": hub_outbox,
+    "idle": hub_idle,
+    "replay": hub_replay,
+}
+
+_PREFILLED: Final[tuple[Scenario, ...]] = ("consume", "replay")
+
+
+# -- a run -------------------------------------------------------------------------------------------------
+
+
+async def _run_hub(
+    scenario: Scenario, options: BenchOptions, tracker: Tracker, run_id: str, workdir: Path
+) -> tuple[str, list[Measurement]]:
+    store_url = None if options.url else options.store or f"sqlite:///{workdir / 'bench.db'}"
+    topic = f"bench.{run_id}.{scenario}"
+    n, size = options.events_for(scenario), scenario_sizes(options, scenario)
+    if store_url is not None and scenario in _PREFILLED:
+        await prefill_store(store_url, topic, n, size, tracker)
+    async with new_session() as session, hub_target(options, store=store_url, workdir=workdir) as target:
+        ctx = HubContext(
+            options=options, target=target, tracker=tracker, session=session, run_id=run_id, workdir=workdir
+        )
+        if store_url is None and scenario in _PREFILLED:
+            await prefill_ws(ctx, topic, n, size)
+        label = f"{target.store_label} ({mask_url(store_url)})" if store_url else f"hub at {target.ws_url}"
+        return label, await HUB_SCENARIOS[scenario](ctx)
+
+
+def _medians(rounds: list[list[Measurement]]) -> list[Measurement]:
+    """Per case, the measurement of the median round (by headline value); the first round's order."""
+    if not rounds:
+        return []
+    out: list[Measurement] = []
+    for i, first in enumerate(rounds[0]):
+        same = sorted((r[i] for r in rounds if i < len(r) and r[i].case == first.case), key=lambda m: m.value)
+        out.append(same[(len(same) - 1) // 2] if same else first)
+    return out
+
+
+def _interleave(hub: list[Measurement], peer: list[Measurement]) -> list[Measurement]:
+    """Each hub row followed by the peer's row of the same case."""
+    by_case = {(m.scenario, m.case): m for m in peer}
+    out: list[Measurement] = []
+    for m in hub:
+        out.append(m)
+        match = by_case.pop((m.scenario, m.case), None)
+        if match is not None:
+            out.append(match)
+    return out + list(by_case.values())
+
+
+async def run_bench(
+    scenario: Scenario, options: BenchOptions, *, console: Console | None = None
+) -> BenchReport:
+    """Run ``scenario`` on the hub (and on the peer when ``options.peer`` is set); progress bars go to
+    ``console`` (none when None). The hub runs first, then the peer, each alone on the machine."""
+    run_id = new_id().replace("-", "")[-10:]
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    hub: list[list[Measurement]] = []
+    peer: list[list[Measurement]] = []
+    with Tracker(console) as tracker:
+        for round_no in range(options.repeat):
+            if options.repeat > 1:
+                tracker.note(f"round {round_no + 1} of {options.repeat}")
+            round_id = f"{run_id}r{round_no}"
+            with tempfile.TemporaryDirectory(prefix="outboxhub-bench-") as tmp:
+                workdir = Path(tmp)
+                label, measured = await _run_hub(scenario, options, tracker, round_id, workdir)
+                hub.append(measured)
+                if options.peer == "nats":
+                    from .peer_nats import run_nats
+
+                    peer.append(
+                        await run_nats(scenario, options, tracker=tracker, run_id=round_id, workdir=workdir)
+                    )
+    report = BenchReport(
+        scenario=scenario,
+        version=__version__,
+        store=label,
+        machine=machine_info(),
+        options=msgspec.to_builtins(options),
+        started_at=started,
+        measurements=_interleave(_medians(hub), _medians(peer)),
+    )
+    if options.repeat > 1:
+        report.notes.append(f"each row is the median of {options.repeat} rounds (by its headline value)")
+    if options.url is None:
+        report.notes.append(
+            "the hub ran as a subprocess (outboxhub serve, uvloop); clients ran in this process"
+        )
+    return report

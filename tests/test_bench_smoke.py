@@ -1,0 +1,212 @@
+"""``outboxhub bench``: every scenario runs end to end for a tiny size, on a real hub subprocess and on the
+local NATS JetStream; the report, the JSON and the CLI wiring hold together. No performance assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from outboxhub.bench.cli import register
+from outboxhub.bench.hubproc import start_hub_process
+from outboxhub.bench.options import SCENARIOS, BenchOptions, Scenario
+from outboxhub.bench.report import ratio, to_json
+from outboxhub.bench.results import HUB, NATS, Measurement
+from outboxhub.bench.runner import run_bench
+from outboxhub.bench.stats import LatencyHistogram
+
+NATS_URL = "nats://127.0.0.1:4222"
+
+TINY = {
+    "duration_s": 0.2,
+    "warmup_s": 0.1,
+    "events": 200,
+    "window": 16,
+    "rates": (200.0,),
+    "groups": 2,
+    "sizes": (100,),
+}
+
+
+def _nats_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def nats_peer() -> None:
+    if _nats_up():
+        return
+    message = (
+        "NATS JetStream is not running at 127.0.0.1:4222 "
+        "(start it: nats-server -a 127.0.0.1 -p 4222 -js -sd DIR)"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _clients(scenario: Scenario) -> int | None:
+    return 20 if scenario == "idle" else None
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_scenario_runs_on_hub_and_peer(scenario: Scenario, nats_peer: None) -> None:
+    options = BenchOptions(**TINY, clients=_clients(scenario), peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
+    report = await run_bench(scenario, options)
+
+    systems = {m.system for m in report.measurements}
+    assert systems == {HUB, NATS}
+    hub_cases = [m.case for m in report.measurements if m.system == HUB]
+    nats_cases = [m.case for m in report.measurements if m.system == NATS]
+    assert hub_cases == nats_cases  # the side-by-side join key matches
+    for m in report.measurements:
+        assert m.scenario == scenario
+        assert m.count > 0
+        assert m.value > 0 or m.unit == "KiB/conn"
+        assert m.server is not None, f"{m.system} {m.case}: the server process was not watched"
+    decoded = json.loads(to_json(report))
+    assert decoded["scenario"] == scenario
+    if scenario != "idle":  # RSS growth of 20 connections can be lost in the noise (even negative)
+        assert all("ratio_to_nats" in m for m in decoded["measurements"] if m["system"] == HUB)
+
+
+async def test_publish_cases_and_latency() -> None:
+    report = await run_bench("publish", BenchOptions(**TINY, clients=2, sdk=True))  # type: ignore[arg-type]
+    cases = [(m.case, m.system) for m in report.measurements]
+    assert cases == [
+        ("publish 100 B, 1 in flight", "outboxhub"),
+        ("publish 100 B, 1 in flight", "outboxhub (SDK)"),
+        ("publish 100 B, 2×16", "outboxhub"),
+        ("publish 100 B, 2×16", "outboxhub (SDK)"),
+    ]
+    for m in report.measurements:
+        assert m.latency is not None and m.latency.count == m.count
+        assert m.latency.p50_ms <= m.latency.p99_ms <= m.latency.max_ms
+
+
+async def test_against_a_running_hub_by_url(tmp_path: Path) -> None:
+    async with start_hub_process(f"sqlite:///{tmp_path / 'hub.db'}", workdir=tmp_path) as hub:
+        options = BenchOptions(
+            **TINY,  # type: ignore[arg-type]
+            url=hub.ws_url,
+            token=hub.token,
+            ops_url=hub.ops_url,
+        )
+        report = await run_bench("replay", options)
+    [m] = report.measurements
+    assert m.count == 200  # prefilled over WebSocket, then read back through GET /replay
+    assert m.server is not None and m.server.pid == hub.pid  # found by its listening port
+
+
+def test_cli_writes_table_and_json(tmp_path: Path) -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None: ...
+
+    register(app)
+    out = tmp_path / "e2e.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "e2e",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+            "--rate",
+            "100",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "end-to-end @ 100/s" in result.output
+    data = json.loads(out.read_text())
+    assert [m["unit"] for m in data["measurements"]] == ["ms p99"]
+    assert data["machine"]["cpus"] >= 1
+
+
+def test_cli_names_bad_options() -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None: ...
+
+    register(app)
+    runner = CliRunner()
+    for args, needle in (
+        (["bench", "publish", "--url", "ws://127.0.0.1:1/"], "--token"),
+        (["bench", "publish", "--size", "4"], "--size"),
+        (["bench", "idle", "--peer", "kafka"], "--peer"),
+        (["bench", "e2e", "--rate", "0"], "--rate"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output
+
+
+def test_ratio_direction() -> None:
+    def m(system: str, value: float, higher: bool) -> Measurement:
+        return Measurement(
+            scenario="x",
+            case="c",
+            system=system,  # type: ignore[arg-type]
+            value=value,
+            unit="u",
+            higher_is_better=higher,
+            count=1,
+            elapsed_s=1.0,
+        )
+
+    assert ratio(m(HUB, 30, True), m(NATS, 20, True)) == "1.50× ↑"
+    assert ratio(m(HUB, 5, False), m(NATS, 10, False)) == "0.50× ↓"
+    assert ratio(m(HUB, 5, False), None) == ""
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=1_000, max_value=10_000_000_000), min_size=1, max_size=300))
+def test_histogram_percentiles_match_sorted_values(values_ns: list[int]) -> None:
+    hist = LatencyHistogram()
+    for v in values_ns:
+        hist.record_ns(v)
+    summary = hist.summary()
+    assert summary is not None and summary.count == len(values_ns)
+    ordered = sorted(v // 1000 for v in values_ns)  # recorded in whole microseconds
+    for pct, got_ms in ((50, summary.p50_ms), (99, summary.p99_ms), (100, summary.max_ms)):
+        rank = max(1, -(-pct * len(ordered) // 100))  # nearest-rank percentile
+        want_us = ordered[rank - 1]
+        assert abs(got_ms * 1000 - want_us) <= want_us * 0.001 + 1, (pct, got_ms, want_us)
+
+
+def test_histogram_empty_and_merge() -> None:
+    a, b = LatencyHistogram(), LatencyHistogram()
+    assert a.summary() is None
+    a.record_ns(1_000_000)
+    b.record_ns(3_000_000)
+    a.merge(b)
+    summary = a.summary()
+    assert summary is not None and summary.count == 2
+    assert summary.max_ms == pytest.approx(3.0, rel=1e-3)
+
+
+def test_options_defaults_per_scenario() -> None:
+    o = BenchOptions()
+    assert o.clients_for("publish") == 4 and o.clients_for("idle") == 1000
+    assert o.events_for("replay") == 1_000_000
+    assert o.sizes_for("publish") == (100, 4096) and o.sizes_for("e2e") == (100,)
+    assert asyncio.iscoroutinefunction(run_bench)
