@@ -1,0 +1,45 @@
+"""A token bucket: the per-connection publish rate limit of the gateway.
+
+Pure: the caller passes the clock reading (monotonic seconds), so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """Allows ``rate`` operations per second on average and bursts of up to ``burst``.
+
+    The bucket starts full. ``rate == 0`` means no limit (every :meth:`take` succeeds).
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, *, now: float) -> None:
+        if rate < 0:
+            raise ValueError(f"rate must be >= 0 per second, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = now
+
+    def take(self, now: float, n: int = 1) -> bool:
+        """Take ``n`` tokens if the bucket holds them at time ``now``; return whether it did."""
+        if self.rate == 0:
+            return True
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+            self._last = now
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+    @property
+    def tokens(self) -> float:
+        """Tokens left after the last :meth:`take` (without refilling)."""
+        return self._tokens

@@ -1,0 +1,81 @@
+"""Wake-up signalling and retry backoff for the bus's loops.
+
+``Wakeup`` is a latched flag with a single waiter: ``set()`` from anywhere on the event loop thread,
+``await wait(timeout)`` from the one task that owns it. A ``set()`` that happens while the owner is busy
+is kept, so the next ``wait`` returns at once and no notification is ever lost between "checked for work"
+and "went to sleep". It costs one future and one timer handle per sleep (``asyncio.wait_for`` would cost a
+task), which matters when every commit wakes every idle member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["Backoff", "Wakeup"]
+
+
+class Wakeup:
+    """A latched wake-up flag for one waiting task."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        """Wake the waiter now, or make its next ``wait`` return immediately."""
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout_s: float | None) -> bool:
+        """Sleep until ``set()`` or ``timeout_s`` seconds (None: no limit); True when woken by ``set()``.
+
+        The flag is cleared on return either way.
+        """
+        if self._flag:
+            self._flag = False
+            return True
+        if timeout_s is not None and timeout_s <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        woken = self._flag
+        self._flag = False
+        return woken
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Backoff:
+    """Capped exponential backoff: ``initial_s``, doubling per failure, at most ``cap_s``."""
+
+    __slots__ = ("_cap_s", "_initial_s", "_next_s")
+
+    def __init__(self, *, initial_s: float = 0.05, cap_s: float = 2.0) -> None:
+        self._initial_s = min(initial_s, cap_s)
+        self._cap_s = cap_s
+        self._next_s = self._initial_s
+
+    def next(self) -> float:
+        """The delay before the next retry (and double the one after)."""
+        delay = self._next_s
+        self._next_s = min(self._next_s * 2, self._cap_s)
+        return delay
+
+    def reset(self) -> None:
+        """Forget past failures (call after a success)."""
+        self._next_s = self._initial_s

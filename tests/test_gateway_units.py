@@ -1,0 +1,145 @@
+"""The gateway's pure parts: the token bucket (property tests) and the ordered, bounded send queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outboxhub._ratelimit import TokenBucket
+from outboxhub._sendqueue import SendQueue
+
+# ---------------------------------------------------------------- token bucket
+
+
+@given(
+    rate=st.floats(min_value=0.1, max_value=1e5),
+    burst=st.integers(min_value=1, max_value=1000),
+    steps=st.lists(st.floats(min_value=0, max_value=5), max_size=200),
+)
+def test_bucket_never_allows_more_than_burst_plus_rate_times_elapsed(
+    rate: float, burst: int, steps: list[float]
+) -> None:
+    bucket = TokenBucket(rate, burst, now=0.0)
+    now = 0.0
+    allowed = 0
+    for dt in steps:
+        now += dt
+        allowed += bucket.take(now)
+    assert allowed <= burst + rate * now + 1e-6
+
+
+@given(burst=st.integers(min_value=1, max_value=500))
+def test_a_full_bucket_allows_exactly_burst_at_one_instant(burst: int) -> None:
+    bucket = TokenBucket(1.0, burst, now=10.0)
+    assert [bucket.take(10.0) for _ in range(burst + 3)] == [True] * burst + [False] * 3
+
+
+def test_bucket_refills_at_rate_up_to_burst() -> None:
+    bucket = TokenBucket(10.0, 5, now=0.0)
+    assert sum(bucket.take(0.0) for _ in range(10)) == 5
+    assert bucket.take(0.05) is False  # half a token
+    assert bucket.take(0.1) is True  # one token after 0.1 s
+    assert sum(bucket.take(100.0) for _ in range(10)) == 5  # capped at burst
+
+
+def test_rate_zero_means_unlimited_and_bad_arguments_are_refused() -> None:
+    bucket = TokenBucket(0, 1, now=0.0)
+    assert all(bucket.take(0.0) for _ in range(1000))
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(-1, 1, now=0)
+    with pytest.raises(ValueError, match="burst"):
+        TokenBucket(1, 0, now=0)
+
+
+# ---------------------------------------------------------------- send queue
+
+
+class Sink:
+    """Collects sent frames; ``gate`` (when cleared) holds every send like a full socket buffer."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.sent.append(data)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_replies_leave_in_request_order_whatever_order_they_complete_in() -> None:
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    writer = asyncio.create_task(q.run())
+    a, b = q.reserve(), q.reserve()
+    q.reply(b"c")
+    assert q.put_event(b"ev")
+    q.fill(b, b"b")
+    await _settle()
+    assert sink.sent == []  # a is still pending: nothing may overtake it
+    q.fill(a, b"a")
+    await q.flush()
+    assert sink.sent == [b"a", b"b", b"c", b"ev"]
+    q.close()
+    await writer
+
+
+async def test_events_are_refused_when_full_and_drain_is_signalled_at_half() -> None:
+    sink = Sink()
+    drained: list[int] = []
+    q = SendQueue(sink.send, max_events=4, max_replies=10, on_drain=lambda: drained.append(q.events))
+    writer = asyncio.create_task(q.run())
+    sink.gate.clear()
+    assert all(q.put_event(b"%d" % i) for i in range(4))
+    await _settle()
+    assert q.is_full() and q.put_event(b"x") is False
+    assert drained == []
+    sink.gate.set()
+    await q.flush()
+    assert drained and drained[0] <= 2
+    assert sink.sent == [b"0", b"1", b"2", b"3"]
+    q.close()
+    await writer
+
+
+async def test_reply_room_blocks_the_reader_until_half_are_sent() -> None:
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=1, max_replies=4, on_drain=lambda: None)
+    writer = asyncio.create_task(q.run())
+    slots = [q.reserve() for _ in range(4)]
+    assert not q.has_reply_room()
+    waiter = asyncio.create_task(q.wait_reply_room())
+    await _settle()
+    assert not waiter.done()
+    for slot in slots:
+        q.fill(slot, b"r")
+    await asyncio.wait_for(waiter, 1)
+    assert q.has_reply_room()
+    q.close()
+    await writer
+
+
+async def test_a_failing_socket_releases_every_waiter() -> None:
+    async def broken(data: bytes) -> None:
+        raise ConnectionResetError("peer went away")
+
+    q = SendQueue(broken, max_events=2, max_replies=2, on_drain=lambda: None)
+    writer = asyncio.create_task(q.run())
+    waiting = asyncio.create_task(q.flush())
+    q.put_event(b"e")
+    await asyncio.wait_for(writer, 1)
+    await asyncio.wait_for(waiting, 1)
+    q.reserve()
+    q.reserve()
+    assert q.dead and q.has_reply_room()
+    await asyncio.wait_for(q.flush(), 1)
+    await asyncio.wait_for(q.wait_reply_room(), 1)
+    assert q.put_event(b"late") is False
