@@ -88,7 +88,7 @@ async def test_live_view_and_outbox_retry(browser: Any, hub_factory: Any, tmp_pa
     with sqlite3.connect(app_db) as conn:
         outbox.ensure_schema(conn)
         dead_id = outbox.add(conn, "process.state", {"host": "db-1", "state": "recovered"}, key="db-1")
-    hub: Hub = await hub_factory(outbox=[f"sqlite:///{app_db}"])
+    hub: Hub = await hub_factory(outbox=[f"sqlite:///{app_db}"], outbox_drain=False)
     sink = GatedSink(hub)
     store = await outbox.open_outbox(f"sqlite:///{app_db}")
     drainer = outbox.Drainer(

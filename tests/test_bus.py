@@ -21,8 +21,8 @@ from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, Sta
 from outboxhub.store import open_store
 from outboxhub.store.base import Store
 
-WAIT_S = 10.0  # generous upper bound for anything that should happen "soon"; never a measured threshold
-NO_POLL_S = 60.0  # a safety poll interval longer than WAIT_S: what arrives, arrived by notification
+WAIT_S = 30.0  # generous upper bound for anything that should happen "soon"; never a measured threshold
+NO_POLL_S = 120.0  # a safety poll interval longer than WAIT_S: what arrives, arrived by notification
 
 
 class Inbox:

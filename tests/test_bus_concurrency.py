@@ -142,7 +142,7 @@ async def test_publishers_and_competing_members_settle_every_event_once_per_grou
         "narrow": GroupOptions(start=earliest, max_in_flight=2),
     }
     try:
-        async with Bus(store, claim_batch=64, poll_interval_s=0.5) as bus:
+        async with Bus(store, claim_batch=64, poll_interval_s=2 * WAIT_S) as bus:  # no polling
             # Some members have a small send queue: they refuse, get paused, and resume once drained.
             members = {
                 group: [Member(bus, group, rng, ledger, capacity) for capacity in (None, 4, 2)]
@@ -280,7 +280,7 @@ async def test_live_subscribers_fast_and_slow_see_a_gapless_ordered_suffix(tmp_p
             drains.append(asyncio.create_task(reader.drain()))
 
     try:
-        async with Bus(store, claim_batch=16, poll_interval_s=WAIT_S) as bus:
+        async with Bus(store, claim_batch=16, poll_interval_s=2 * WAIT_S) as bus:  # no polling
             await asyncio.gather(subscribe_over_time(bus), *(publish_some(bus, i) for i in range(3)))
             # A last event on each topic, published after every reader subscribed: all must see some.
             for topic in ("live.a", "live.b.c", "other"):

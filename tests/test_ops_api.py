@@ -360,7 +360,7 @@ def outbox_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def outbox_hub(hub_factory: Any, outbox_path: Path) -> Hub:
-    hub: Hub = await hub_factory(outbox=[f"sqlite:///{outbox_path}"])
+    hub: Hub = await hub_factory(outbox=[f"sqlite:///{outbox_path}"], outbox_drain=False)
     return hub
 
 
@@ -421,7 +421,7 @@ async def test_outbox_state_retry_and_purge(
 async def test_an_outbox_that_cannot_be_read_is_reported_not_fatal(
     hub_factory: Any, tmp_path: Path, ops_for: Callable[..., Ops]
 ) -> None:
-    hub = await hub_factory(outbox=[f"sqlite:///{tmp_path / 'no-table.db'}"])
+    hub = await hub_factory(outbox=[f"sqlite:///{tmp_path / 'no-table.db'}"], outbox_drain=False)
     ops = ops_for(hub)
     status, body = await ops.get("/outbox")
     assert status == 200

@@ -82,7 +82,9 @@ async def test_outbox_gauges(hub_factory: Any, tmp_path: Path) -> None:
         outbox.ensure_schema(conn)
         outbox.add(conn, "a.b", 1)
         outbox.add(conn, "a.b", 2)
-    hub = await hub_factory(outbox=[f"sqlite:///{path}", f"sqlite:///{tmp_path / 'missing.db'}"])
+    hub = await hub_factory(
+        outbox=[f"sqlite:///{path}", f"sqlite:///{tmp_path / 'missing.db'}"], outbox_drain=False
+    )
     m = await _scrape(hub)
     ok = (("outbox", f"sqlite:///{path}"),)
     assert m[("outboxhub_outbox_up", ok)] == 1

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     ops_open_metrics: bool = Field(True, validation_alias=_env("ops_open_metrics"))
 
     outbox: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("outbox"))
+    outbox_drain: bool = Field(True, validation_alias=_env("outbox_drain"))
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=_env("log_level")

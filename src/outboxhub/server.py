@@ -185,7 +185,7 @@ async def start_hub(
         bus = Bus(store)
         await bus.start()
         hub = Hub(settings=settings, store=store, bus=bus, verifier=verifier)
-        if settings.outbox:
+        if settings.outbox and settings.outbox_drain:
             await _start_drainers(hub)
         await hub._start(installers)
     except BaseException:
