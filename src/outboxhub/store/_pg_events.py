@@ -8,9 +8,11 @@ claim that dead-letters appends its dead-letter events there).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..model import Event, PublishResult, TopicInfo
 from ._pg_topics import TopicFilter, topic_filter
@@ -18,7 +20,9 @@ from ._sqlite_codec import EventRow, Prepared, decode_event
 
 __all__ = [
     "EVENT_SELECT",
+    "SCAN_SETTINGS",
     "PgConn",
+    "SeqBound",
     "append",
     "count",
     "decode_rows",
@@ -26,6 +30,7 @@ __all__ = [
     "last_seq",
     "latest_by_key",
     "scan",
+    "scan_query",
     "scan_rows",
     "seq_at_or_below",
     "tail",
@@ -34,7 +39,8 @@ __all__ = [
 
 PgConn = psycopg.AsyncConnection[Any]
 
-EVENT_SELECT = "e.seq, e.id, e.topic_id, e.ts, e.key, e.payload, e.meta, t.topic"
+_EVENT_COLUMNS = "e.seq, e.id, e.topic_id, e.ts, e.key, e.payload, e.meta"
+EVENT_SELECT = f"{_EVENT_COLUMNS}, t.topic"
 """The columns every event query selects: the ``_sqlite_codec`` row layout plus the topic name."""
 
 _APPEND = (
@@ -113,6 +119,75 @@ def _ts_bounds(since_ts: int | None, until_ts: int | None) -> tuple[str, list[in
     return sql, params
 
 
+SCAN_SETTINGS = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),"
+    " set_config('jit', 'off', true)"
+)
+"""Planner settings for the rest of the transaction, run before every scan (see ``scan_query``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeqBound:
+    """A lower seq bound given as SQL (``sql`` with ``params``), e.g. a group's frontier read in the query."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+def scan_query(
+    where: TopicFilter,
+    *,
+    after_seq: int | SeqBound,
+    limit: int,
+    since_ts: int | None = None,
+    until_ts: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The statement (``EVENT_SELECT`` columns, seq order) of a scan, to run after ``SCAN_SETTINGS``.
+
+    Every topic's events are read as one range of the ``(topic_id, seq)`` index that stops at the limit, so
+    a page costs its own rows whatever lies after it. Two things make that plan the only one left:
+
+    * The topic id is a value at execution time (a sub-select, or the lateral topic row), written as
+      ``topic_id = ANY(ARRAY[...])`` with ``ORDER BY topic_id, seq``. With a plain equality the planner
+      may walk the primary key in seq order and filter by topic, which reads every event of every other
+      topic on the way (it assumes a topic's events are spread evenly over the log; they rarely are).
+      The events_pkey order is not ``(topic_id, seq)``, so that plan would need a sort and loses.
+    * ``SCAN_SETTINGS`` turns bitmap and sequential scans off for the transaction. When statistics are
+      missing or stale (a topic created since the last ANALYZE) the planner expects a few rows and would
+      fetch and sort *all* of the topic's remaining rows for each page: 300 ms per 5,000-row page at 720k
+      rows, quadratic over a replay. JIT goes off too, so that a plan which does carry a disabled node's
+      cost (never one of these) cannot trigger a compile.
+    """
+    ts_sql, ts_params = _ts_bounds(since_ts, until_ts)
+    if isinstance(after_seq, SeqBound):
+        after_sql, after_params = after_seq.sql, list(after_seq.params)
+    else:
+        after_sql, after_params = "%s", [after_seq]
+    if where.everything:
+        sql = (
+            f"SELECT {EVENT_SELECT} FROM events e JOIN topics t ON t.topic_id = e.topic_id"
+            f" WHERE e.seq > {after_sql}{ts_sql} ORDER BY e.seq LIMIT %s"
+        )
+        return sql, [*after_params, *ts_params, limit]
+    if where.concrete:
+        (topic,) = where.params
+        sql = (
+            f"SELECT {_EVENT_COLUMNS}, %s::text FROM events e"
+            " WHERE e.topic_id = ANY(ARRAY[(SELECT t.topic_id FROM topics t WHERE t.topic = %s)])"
+            f" AND e.seq > {after_sql}{ts_sql} ORDER BY e.topic_id, e.seq LIMIT %s"
+        )
+        return sql, [topic, topic, *after_params, *ts_params, limit]
+    # One index range per matching topic (topics whose last seq is not above the bound are skipped), each
+    # cut at the limit, merged by seq.
+    sql = (
+        f"SELECT {EVENT_SELECT} FROM topics t CROSS JOIN LATERAL ("
+        f" SELECT e.* FROM events e WHERE e.topic_id = ANY(ARRAY[t.topic_id]) AND e.seq > {after_sql}{ts_sql}"
+        " ORDER BY e.topic_id, e.seq LIMIT %s) e"
+        f" WHERE {where.sql} AND t.last_seq > {after_sql} ORDER BY e.seq LIMIT %s"
+    )
+    return sql, [*after_params, *ts_params, limit, *where.params, *after_params, limit]
+
+
 async def scan_rows(
     conn: PgConn,
     pattern: str | TopicFilter,
@@ -122,34 +197,23 @@ async def scan_rows(
     since_ts: int | None = None,
     until_ts: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Rows (``EVENT_SELECT``) of events matching ``pattern`` with ``seq > after_seq``, in seq order."""
+    """Rows (``EVENT_SELECT``) of events matching ``pattern`` with ``seq > after_seq``, in seq order.
+
+    Inside a transaction, ``SCAN_SETTINGS`` stay in force until it ends; outside one, the scan gets a
+    transaction of its own. Either way settings and scan travel in one round trip.
+    """
     if limit <= 0:
         return []
     where = pattern if isinstance(pattern, TopicFilter) else topic_filter(pattern)
-    ts_sql, ts_params = _ts_bounds(since_ts, until_ts)
-    params: list[Any]
-    if where.everything:
-        sql = (
-            f"SELECT {EVENT_SELECT} FROM events e JOIN topics t ON t.topic_id = e.topic_id"
-            f" WHERE e.seq > %s{ts_sql} ORDER BY e.seq LIMIT %s"
-        )
-        params = [after_seq, *ts_params, limit]
-    elif where.concrete:
-        sql = (
-            f"SELECT {EVENT_SELECT} FROM topics t JOIN events e ON e.topic_id = t.topic_id"
-            f" WHERE {where.sql} AND e.seq > %s{ts_sql} ORDER BY e.seq LIMIT %s"
-        )
-        params = [*where.params, after_seq, *ts_params, limit]
-    else:
-        # One index range per matching topic, each cut at the limit, merged by seq.
-        sql = (
-            f"SELECT {EVENT_SELECT} FROM topics t CROSS JOIN LATERAL ("
-            f" SELECT e.* FROM events e WHERE e.topic_id = t.topic_id AND e.seq > %s{ts_sql}"
-            " ORDER BY e.seq LIMIT %s) e"
-            f" WHERE {where.sql} AND t.last_seq > %s ORDER BY e.seq LIMIT %s"
-        )
-        params = [after_seq, *ts_params, limit, *where.params, after_seq, limit]
-    cur = await conn.execute(sql, params)
+    sql, params = scan_query(where, after_seq=after_seq, limit=limit, since_ts=since_ts, until_ts=until_ts)
+    async with conn.pipeline():
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            async with conn.transaction():
+                await conn.execute(SCAN_SETTINGS)
+                cur = await conn.execute(sql, params)
+        else:
+            await conn.execute(SCAN_SETTINGS)
+            cur = await conn.execute(sql, params)
     return await cur.fetchall()
 
 
