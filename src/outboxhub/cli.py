@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -45,13 +45,65 @@ def serve(
     outbox: Annotated[
         list[str] | None, typer.Option(help="Outbox database URL to drain into this hub (repeatable).")
     ] = None,
+    outbox_drain: Annotated[
+        bool | None, typer.Option("--outbox-drain/--no-outbox-drain", help="Drain the --outbox URLs.")
+    ] = None,
+    jwt_secret: Annotated[
+        str | None, typer.Option(help="HS256/384/512 secret (prefer the environment: flags show in ps).")
+    ] = None,
+    jwt_jwks_url: Annotated[str | None, typer.Option(help="JWKS URL for RS/PS/ES/EdDSA tokens.")] = None,
+    jwt_aud: Annotated[str | None, typer.Option(help="Required audience.")] = None,
+    jwt_iss: Annotated[str | None, typer.Option(help="Required issuer.")] = None,
+    jwt_leeway_s: Annotated[float | None, typer.Option(help="Clock tolerance in seconds (5).")] = None,
+    jwks_cooldown_s: Annotated[
+        float | None, typer.Option(help="Minimum seconds between JWKS refetches (30).")
+    ] = None,
+    max_frame_bytes: Annotated[int | None, typer.Option(help="Largest accepted frame (1048576).")] = None,
+    publish_rate: Annotated[
+        float | None, typer.Option(help="Publishes per second per connection (20000; 0 = unlimited).")
+    ] = None,
+    publish_burst: Annotated[int | None, typer.Option(help="Publish token-bucket size (40000).")] = None,
+    max_subscriptions: Annotated[int | None, typer.Option(help="Subscriptions per connection (100).")] = None,
+    send_queue_max: Annotated[
+        int | None, typer.Option(help="Frames queued per connection before delivery pauses (10000).")
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None, typer.Option(help="Browser origin allowed to connect (repeatable; default any).")
+    ] = None,
+    ops_open_metrics: Annotated[
+        bool | None,
+        typer.Option("--ops-open-metrics/--no-ops-open-metrics", help="Serve /metrics without a token."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
 ) -> None:
     """Start the hub: WebSocket gateway, ops API and dashboard, and outbox drainers.
 
-    With no JWT secret or JWKS URL configured, a random secret is generated for this run and a dev token
-    is printed (development mode).
+    Every flag overrides its environment variable (see the README's configuration table). With no JWT
+    secret or JWKS URL configured, a random secret is generated for this run and a dev token is printed
+    (development mode).
     """
-    settings = _settings(store=store, host=host, ws_port=ws_port, ops_port=ops_port, outbox=outbox or None)
+    settings = _settings(
+        store=store,
+        host=host,
+        ws_port=ws_port,
+        ops_port=ops_port,
+        outbox=outbox or None,
+        outbox_drain=outbox_drain,
+        jwt_secret=jwt_secret,
+        jwt_jwks_url=jwt_jwks_url,
+        jwt_aud=jwt_aud,
+        jwt_iss=jwt_iss,
+        jwt_leeway_s=jwt_leeway_s,
+        jwks_cooldown_s=jwks_cooldown_s,
+        max_frame_bytes=max_frame_bytes,
+        publish_rate=publish_rate,
+        publish_burst=publish_burst,
+        max_subscriptions=max_subscriptions,
+        send_queue_max=send_queue_max,
+        allowed_origins=allowed_origin or None,
+        ops_open_metrics=ops_open_metrics,
+        log_level=log_level,
+    )
     from .server import serve as run_server
 
     run_server(settings)
