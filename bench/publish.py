@@ -49,7 +49,20 @@ from outboxhub.ids import new_id, now_ms
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store import open_store
 
-__all__ = ["main"]
+__all__ = [
+    "Runner",
+    "bench_batches",
+    "bench_serial",
+    "choose_runner",
+    "consume_and_ack",
+    "machine",
+    "main",
+    "median_rounds",
+    "new_event",
+    "pipelined",
+    "result",
+    "write_document",
+]
 
 TOPIC = "bench.orders.created"
 PAYLOAD = {"order": 0, "note": "x" * 64}  # ~100 bytes of JSON
@@ -134,8 +147,9 @@ async def bench_batches(bus: Bus, n: int, size: int) -> dict[str, Any]:
 # -- 5. consume ------------------------------------------------------------------------------------------
 
 
-async def bench_consume(bus: Bus, n: int, members: int) -> dict[str, Any]:
-    pattern, group = "bench.**", f"consumers-{members}"
+async def consume_and_ack(bus: Bus, pattern: str, group: str, n: int, members: int) -> float:
+    """``members`` members of ``group`` read ``n`` events of ``pattern`` from the earliest and ack each
+    one; return the seconds until the last ack (the members are closed afterwards)."""
     inbox: deque[Delivery] = deque()
     ready = asyncio.Event()
     done = asyncio.Event()
@@ -170,6 +184,12 @@ async def bench_consume(bus: Bus, n: int, members: int) -> dict[str, Any]:
     worker.cancel()
     for sub in subs:
         await sub.close()
+    return seconds
+
+
+async def bench_consume(bus: Bus, n: int, members: int) -> dict[str, Any]:
+    pattern, group = "bench.**", f"consumers-{members}"
+    seconds = await consume_and_ack(bus, pattern, group, n, members)
     lag = await bus.store.lag(pattern, group)
     assert lag is not None and lag.lag_count == 0, lag
     label = "member" if members == 1 else "members"
@@ -248,14 +268,19 @@ def _empty(directory: Path) -> None:
         path.unlink()
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
-    """Every scenario ``--repeat`` times, rounds interleaved (so a noisy moment hits all alike); the
-    median round per scenario is reported, every round is kept in ``runs``."""
-    rounds = [await one_round(args, workdir, k) for k in range(args.repeat)]
+def median_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per scenario, the median round by events/s, with every round's events/s in ``runs_per_s``."""
     results: dict[str, dict[str, Any]] = {}
     for key in rounds[0]:
         runs = sorted((r[key] for r in rounds), key=lambda row: row["per_s"])
         results[key] = {**runs[len(runs) // 2], "runs_per_s": [row["per_s"] for row in runs]}
+    return results
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Every scenario ``--repeat`` times, rounds interleaved (so a noisy moment hits all alike); the
+    median round per scenario is reported, every round is kept in ``runs``."""
+    results = median_rounds([await one_round(args, workdir, k) for k in range(args.repeat)])
     console.print("[dim]memory run…[/dim]")
     results["memory"] = await with_bus(workdir / "big.db", lambda bus: bench_rss(bus, args.big, args.window))
     return results
@@ -307,6 +332,43 @@ def report(results: dict[str, dict[str, Any]], loop_name: str) -> dict[str, Any]
     return {"pipelined_vs_naive": round(ratio, 2), "pipelined_vs_naive_full": round(ratio_full, 2)}
 
 
+Runner = Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]
+
+
+def choose_runner(no_uvloop: bool) -> tuple[Runner, str]:
+    """``uvloop.run`` when it is installed and not turned off, else ``asyncio.run``; and the loop's name."""
+    if not no_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run, "uvloop"
+    return asyncio.run, "asyncio"
+
+
+def machine(
+    loop_name: str, load_before: tuple[float, ...], load_after: tuple[float, ...], **more: str
+) -> dict[str, Any]:
+    """The ``machine`` section of a results document; ``more`` (e.g. the SQLite version) goes before
+    the loop."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        **more,
+        "loop": loop_name,
+        "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Write a results document as indented JSON (creating its directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    console.print(f"[dim]wrote {path}[/dim]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events for pipelined, batch and consume")
@@ -335,16 +397,7 @@ def main() -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    loop_name = "asyncio"
-    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            runner, loop_name = uvloop.run, "uvloop"
-
+    runner, loop_name = choose_runner(args.no_uvloop)
     workdir = Path(tempfile.mkdtemp(prefix="outboxhub-bench-", dir=args.dir))
     load_before = os.getloadavg()
     try:
@@ -365,14 +418,7 @@ def main() -> None:
     document = {
         "benchmark": "publish",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "sqlite": sqlite3.sqlite_version,
-            "loop": loop_name,
-            "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        },
+        "machine": machine(loop_name, load_before, load_after, sqlite=sqlite3.sqlite_version),
         "params": {
             "events": args.events,
             "serial_events": args.serial_events,
@@ -385,9 +431,7 @@ def main() -> None:
     }
     if postgres is not None:
         document["postgres"] = postgres
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"[dim]wrote {args.json}[/dim]")
+    write_document(args.json, document)
 
 
 if __name__ == "__main__":

@@ -24,48 +24,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import statistics
-import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from publish import (
+    TOPIC,
+    bench_batches,
+    bench_serial,
+    choose_runner,
+    consume_and_ack,
+    machine,
+    median_rounds,
+    pipelined,
+    result,
+    write_document,
+)
 from rich.console import Console
 from rich.table import Table
 
 from outboxhub.bus import Bus
-from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
+from outboxhub.model import Delivery, NewEvent
 from outboxhub.store import open_store
 from outboxhub.store._pg_testing import DEFAULT_TEST_URL, drop_schema, schema_url
 
 __all__ = ["PgBench", "main", "report_postgres", "run_postgres"]
 
-TOPIC = "bench.orders.created"
-NOTE = "x" * 64  # ~100 bytes of JSON per payload
+# The events, the publish scenarios and the consumer are those of bench/publish.py (SQLite).
 TARGETS = {"pipelined_per_s": 20_000}
 
 console = Console(width=120)
 _schemas = itertools.count()
-
-
-def new_event(i: int) -> NewEvent:
-    return NewEvent(topic=TOPIC, payload={"order": i, "note": NOTE})
-
-
-def result(name: str, events: int, seconds: float, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "events": events,
-        "seconds": round(seconds, 4),
-        "per_s": round(events / seconds),
-        **extra,
-    }
 
 
 async def with_buses(
@@ -88,68 +82,14 @@ async def with_buses(
         await drop_schema(base, schema)
 
 
-async def bench_serial(bus: Bus, n: int) -> dict[str, Any]:
-    started = time.perf_counter()
-    for i in range(n):
-        await bus.publish(new_event(i))
-    return result("confirmed publish, batch-1", n, time.perf_counter() - started)
-
-
 async def bench_pipelined(bus: Bus, n: int, window: int) -> dict[str, Any]:
-    counter = itertools.count()
-
-    async def producer() -> None:
-        while (i := next(counter)) < n:
-            await bus.publish(new_event(i))
-
     started = time.perf_counter()
-    await asyncio.gather(*(producer() for _ in range(min(window, n))))
+    await pipelined(bus, n, window)
     return result(f"confirmed publish, pipelined ({window} in flight)", n, time.perf_counter() - started)
 
 
-async def bench_batches(bus: Bus, n: int, size: int) -> dict[str, Any]:
-    events = [new_event(i) for i in range(n)]
-    started = time.perf_counter()
-    for start in range(0, n, size):
-        await bus.publish_batch(events[start : start + size])
-    return result(f"publish_batch of {size}", n, time.perf_counter() - started)
-
-
 async def bench_consume(bus: Bus, n: int, members: int) -> dict[str, Any]:
-    pattern, group = "bench.**", f"consumers-{members}"
-    inbox: deque[Delivery] = deque()
-    ready = asyncio.Event()
-    done = asyncio.Event()
-    acked = 0
-
-    def deliver(delivery: Delivery) -> bool:
-        inbox.append(delivery)
-        ready.set()
-        return True
-
-    async def ack(event_id: str) -> None:
-        nonlocal acked
-        if await bus.ack(pattern, group, event_id):
-            acked += 1
-            if acked == n:
-                done.set()
-
-    async def consumer() -> None:
-        while True:
-            await ready.wait()
-            ready.clear()
-            batch = [inbox.popleft().event.id for _ in range(len(inbox))]
-            await asyncio.gather(*(ack(event_id) for event_id in batch))
-
-    options = GroupOptions(start=StartPosition(kind="earliest"))
-    started = time.perf_counter()
-    worker = asyncio.create_task(consumer())
-    subs = [await bus.subscribe(pattern, group, deliver, options=options) for _ in range(members)]
-    await done.wait()
-    seconds = time.perf_counter() - started
-    worker.cancel()
-    for sub in subs:
-        await sub.close()
+    seconds = await consume_and_ack(bus, "bench.**", f"consumers-{members}", n, members)
     label = "member" if members == 1 else "members"
     return result(f"consume + ack, 1 group, {members} {label}", n, seconds)
 
@@ -237,12 +177,7 @@ class PgBench:
 
 async def run_postgres(settings: PgBench) -> dict[str, dict[str, Any]]:
     """Every scenario ``repeat`` times (rounds interleaved); the median round per scenario."""
-    rounds = [await one_round(settings, k) for k in range(settings.repeat)]
-    results: dict[str, dict[str, Any]] = {}
-    for key in rounds[0]:
-        runs = sorted((r[key] for r in rounds), key=lambda row: row["per_s"])
-        results[key] = {**runs[len(runs) // 2], "runs_per_s": [row["per_s"] for row in runs]}
-    return results
+    return median_rounds([await one_round(settings, k) for k in range(settings.repeat)])
 
 
 def report_postgres(results: dict[str, dict[str, Any]], loop_name: str) -> None:
@@ -292,16 +227,7 @@ def main() -> None:
     if args.cross_events < 2:
         parser.error("--cross-events must be >= 2 (percentiles)")
 
-    loop_name = "asyncio"
-    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            runner, loop_name = uvloop.run, "uvloop"
-
+    runner, loop_name = choose_runner(args.no_uvloop)
     load_before = os.getloadavg()
     settings = PgBench(
         url=args.url,
@@ -318,13 +244,7 @@ def main() -> None:
     document = {
         "benchmark": "publish_pg",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "loop": loop_name,
-            "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        },
+        "machine": machine(loop_name, load_before, load_after),
         "params": {
             "events": args.events,
             "serial_events": args.serial_events,
@@ -334,9 +254,7 @@ def main() -> None:
         "targets": TARGETS,
         "results": results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"[dim]wrote {args.json}[/dim]")
+    write_document(args.json, document)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pymongo
@@ -19,10 +18,15 @@ from mongo_server import mongo_database, supports_transactions
 from outboxhub import outbox
 from outboxhub.errors import OutboxError, StoreURLError
 from outboxhub.ids import now_ms
-from outboxhub.model import NewEvent, PublishResult
 from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStore, Verdict
 from outboxhub.outbox.mongo import MongoOutbox, deployment_supports_transactions
-from test_outbox_support import RecordingSink
+from test_outbox_support import (
+    ORDERED_KEYS,
+    RecordingSink,
+    assert_published_once,
+    check_ordered_claims,
+    race_two_drainers,
+)
 
 pytestmark = pytest.mark.mongo
 
@@ -297,31 +301,8 @@ async def test_retention_deletes_sent_records_in_batches(
 async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
     db: pymongo.database.Database[Any], store: OutboxStore
 ) -> None:
-    keys = ["a", "a", "b", None, "a", "c", "b"]
-    ids = [outbox.add(db, "k.v", i, key=k) for i, k in enumerate(keys)]
-    t = now_ms()
-    everything = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
-    assert [r.id for r in everything] == ids
-    assert await store.release(everything, now=t) == 7
-    first = await store.claim_batch(1, LEASE, "w", ordered_by_key=True, now=t)
-    rest = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
-    assert [r.payload for r in rest] == [2, 3, 5, 6]  # a1 and a4 wait behind the claimed a0
-    await store.release(rest, now=t)
-    await store.mark_failed(
-        [Failure(record=first[0], error="e", verdict=Verdict(dead=False, delay_ms=100))], now=t
-    )
-    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)] == [
-        2,
-        3,
-        5,
-        6,
-    ]
-    retried = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 100)
-    assert [r.payload for r in retried] == [0, 1, 4]
-    await store.mark_failed([Failure(record=retried[0], error="e", verdict=Verdict(dead=True))], now=t)
-    await store.release(retried[1:], now=t)
-    assert await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 200) == []
-    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", now=t + 200)] == [1, 4]
+    ids = [outbox.add(db, "k.v", i, key=k) for i, k in enumerate(ORDERED_KEYS)]
+    await check_ordered_claims(store, ids, LEASE)
 
 
 async def test_a_key_blocked_by_a_dead_record_does_not_starve_other_keys(
@@ -347,30 +328,9 @@ async def test_two_drainers_at_once_publish_each_record_once(url: str, ordered: 
     ids = [outbox.add(db, "orders.state", {"n": i}, key=f"k{i % 97}") for i in range(400)]
     client.close()
 
-    class Interleaving(RecordingSink):
-        async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
-            await asyncio.sleep(0.002)  # a publish takes time: the other drainer claims meanwhile
-            return await super().publish_batch(events)
-
-    sink = Interleaving()
-    settings = DrainerSettings(batch_size=20, concurrency=2, ordered_by_key=ordered, idle_wait_ms=20)
-    stores = [await outbox.open_outbox(url) for _ in range(2)]
-    try:
-        drainers = [Drainer(s, sink, settings) for s in stores]
-        await asyncio.gather(*(d.run_until_idle() for d in drainers))
-        assert (await stores[0].stats()).pending == 0
-    finally:
-        for s in stores:
-            await s.close()
-    assert sorted(sink.ids) == sorted(ids)  # none skipped
-    assert [i for i, n in sink.calls.items() if n != 1] == []  # none published twice
-    assert all(d.published > 0 for d in drainers), [d.published for d in drainers]
-    if ordered:
-        by_key: dict[str | None, list[int]] = defaultdict(list)
-        for event in sink.log:
-            by_key[event.key].append(event.payload["n"])
-        for key, numbers in by_key.items():
-            assert numbers == sorted(numbers), f"key {key} published out of order"
+    sink, drainers, stats = await race_two_drainers(url, ordered)
+    assert stats.pending == 0
+    assert_published_once(sink, ids, drainers, ordered)
 
 
 async def test_wait_wakes_on_an_insert(db: pymongo.database.Database[Any], store: OutboxStore) -> None:

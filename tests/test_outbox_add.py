@@ -55,6 +55,14 @@ def _check_one(db: OutboxDB, record_id: str) -> None:
     assert headers == {"trace": "abc"}
 
 
+def _check_outcome(db: OutboxDB, record_id: str, commit: bool) -> None:
+    """After a commit the record is stored as added; after a rollback there is none."""
+    if commit:
+        _check_one(db, record_id)
+    else:
+        assert _stored(db) == []
+
+
 ARGS: dict[str, Any] = {"key": "o-1", "headers": {"trace": "abc"}}
 PAYLOAD = {"order": 1, "total": 9.5}
 
@@ -86,10 +94,7 @@ async def test_add_async_accepts_sqlite3(sdb: OutboxDB, commit: bool) -> None:
     record_id = await outbox.add_async(conn, "orders.paid", PAYLOAD, **ARGS)
     conn.commit() if commit else conn.rollback()
     conn.close()
-    if commit:
-        _check_one(sdb, record_id)
-    else:
-        assert _stored(sdb) == []
+    _check_outcome(sdb, record_id, commit)
 
 
 @pg
@@ -99,10 +104,7 @@ def test_psycopg_connection(pdb: OutboxDB, commit: bool) -> None:
         record_id = outbox.add(conn, "orders.paid", PAYLOAD, **ARGS, table=pdb.table)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         conn.commit() if commit else conn.rollback()
-    if commit:
-        _check_one(pdb, record_id)
-    else:
-        assert _stored(pdb) == []
+    _check_outcome(pdb, record_id, commit)
 
 
 @pg
@@ -111,10 +113,7 @@ async def test_psycopg_async_connection(pdb: OutboxDB, commit: bool) -> None:
     async with await psycopg.AsyncConnection.connect(pdb.dsn) as conn:
         record_id = await outbox.add_async(conn, "orders.paid", PAYLOAD, **ARGS, table=pdb.table)
         await (conn.commit() if commit else conn.rollback())
-    if commit:
-        _check_one(pdb, record_id)
-    else:
-        assert _stored(pdb) == []
+    _check_outcome(pdb, record_id, commit)
 
 
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
@@ -129,10 +128,7 @@ def test_sqlalchemy_session_sqlite(sdb: OutboxDB, commit: bool) -> None:
             session.commit() if commit else session.rollback()
     finally:
         engine.dispose()
-    if commit:
-        _check_one(sdb, record_id)
-    else:
-        assert _stored(sdb) == []
+    _check_outcome(sdb, record_id, commit)
     assert sdb.query("SELECT count(*) FROM orders") == [(1 if commit else 0,)]
 
 
@@ -159,10 +155,7 @@ def test_sqlalchemy_session_postgres(pdb: OutboxDB, commit: bool) -> None:
             session.commit() if commit else session.rollback()
     finally:
         engine.dispose()
-    if commit:
-        _check_one(pdb, record_id)
-    else:
-        assert _stored(pdb) == []
+    _check_outcome(pdb, record_id, commit)
 
 
 @pg
@@ -175,10 +168,7 @@ async def test_sqlalchemy_async_session_postgres(pdb: OutboxDB, commit: bool) ->
             await (session.commit() if commit else session.rollback())
     finally:
         await engine.dispose()
-    if commit:
-        _check_one(pdb, record_id)
-    else:
-        assert _stored(pdb) == []
+    _check_outcome(pdb, record_id, commit)
 
 
 # -- ids ----------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ an unreachable sink, graceful stop and cancellation, retention, ``run_drainers``
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,15 @@ from outboxhub.errors import ConfigError
 from outboxhub.ids import now_ms
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.outbox import Drainer, DrainerSettings, OutboxStore
-from test_outbox_support import OutboxDB, RecordingSink, open_db, sqlite_db
+from test_outbox_support import (
+    OutboxDB,
+    RecordingSink,
+    assert_key_order,
+    assert_published_once,
+    open_db,
+    race_two_drainers,
+    sqlite_db,
+)
 
 WAIT_S = 30.0
 """Safety net for things that should happen soon; never the thing measured."""
@@ -38,14 +45,6 @@ async def store(db: OutboxDB) -> AsyncIterator[OutboxStore]:
 
 def _keyed(n: int, keys: int, topic: str = "orders.state") -> list[dict[str, object]]:
     return [{"topic": topic, "payload": {"n": i}, "key": f"k{i % keys}"} for i in range(n)]
-
-
-def _assert_key_order(events: list[NewEvent]) -> None:
-    by_key: dict[str | None, list[int]] = defaultdict(list)
-    for event in events:
-        by_key[event.key].append(event.payload["n"])
-    for key, numbers in by_key.items():
-        assert numbers == sorted(numbers), f"key {key} published out of order: {numbers}"
 
 
 async def test_publishes_every_record_once_with_the_record_id_as_event_id(
@@ -73,27 +72,9 @@ async def test_publishes_every_record_once_with_the_record_id_as_event_id(
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 async def test_two_drainers_at_once_publish_each_record_once(db: OutboxDB, ordered: bool) -> None:
     ids = db.add_many(_keyed(800, keys=97))  # a batch of 20 never blocks every key
-
-    class Interleaving(RecordingSink):
-        async def publish_batch(self, events: list[NewEvent]) -> list[PublishResult]:  # type: ignore[override]
-            await asyncio.sleep(0.002)  # a publish takes time: the other drainer claims meanwhile
-            return await super().publish_batch(events)
-
-    sink = Interleaving()
-    settings = DrainerSettings(batch_size=20, concurrency=2, ordered_by_key=ordered, idle_wait_ms=20)
-    stores = [await outbox.open_outbox(db.url) for _ in range(2)]
-    try:
-        drainers = [Drainer(s, sink, settings) for s in stores]
-        await asyncio.gather(*(d.run_until_idle() for d in drainers))
-    finally:
-        for s in stores:
-            await s.close()
-    assert sorted(sink.ids) == sorted(ids)  # none skipped
-    assert [i for i, n in sink.calls.items() if n != 1] == []  # none published twice
-    assert all(d.published > 0 for d in drainers), [d.published for d in drainers]
+    sink, drainers, _ = await race_two_drainers(db.url, ordered)
+    assert_published_once(sink, ids, drainers, ordered)
     assert sum(d.published for d in drainers) == 800
-    if ordered:
-        _assert_key_order(sink.log)
     assert db.count("status <> 'sent'") == 0
 
 
@@ -157,7 +138,7 @@ async def test_poison_record_retries_goes_dead_and_an_operator_retry_publishes_i
     assert sorted(sink.ids) == sorted([*before, poison, *after])
     assert set(sink.calls.values()) == {1}
     if ordered:
-        _assert_key_order(sink.log)
+        assert_key_order(sink.log)
     assert db.count("status <> 'sent'") == 0
 
 

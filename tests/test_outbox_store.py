@@ -14,7 +14,7 @@ from outboxhub import outbox
 from outboxhub.errors import OutboxError, StoreURLError
 from outboxhub.ids import now_ms
 from outboxhub.outbox import Failure, OutboxRecord, OutboxStore, Verdict
-from test_outbox_support import OutboxDB, open_db, postgres_db
+from test_outbox_support import ORDERED_KEYS, OutboxDB, check_ordered_claims, open_db, postgres_db
 
 LEASE = 1_000
 WAIT_S = 30.0
@@ -203,38 +203,8 @@ async def test_sent_records_are_deleted_after_retention_in_batches(db: OutboxDB,
 async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
     db: OutboxDB, store: OutboxStore
 ) -> None:
-    keys = ["a", "a", "b", None, "a", "c", "b"]
-    ids = db.add_many([{"topic": "k.v", "payload": i, "key": k} for i, k in enumerate(keys)])
-    t = now_ms()
-    # Earlier records of a key that are claimable now come along in the same batch, in order.
-    everything = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
-    assert [r.id for r in everything] == ids
-    assert await store.release(everything, now=t) == 7
-
-    first = await store.claim_batch(1, LEASE, "w", ordered_by_key=True, now=t)  # a0 only
-    rest = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)
-    assert [r.payload for r in rest] == [2, 3, 5, 6]  # a1 and a4 wait behind the claimed a0
-    await store.release(rest, now=t)
-
-    # a0 fails and backs off: a1/a4 stay blocked until a0 is sent.
-    await store.mark_failed(
-        [Failure(record=first[0], error="e", verdict=Verdict(dead=False, delay_ms=100))], now=t
-    )
-    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t)] == [
-        2,
-        3,
-        5,
-        6,
-    ]
-    retried = await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 100)
-    assert [r.payload for r in retried] == [0, 1, 4]
-
-    # A dead record blocks its key until an operator retries or purges it.
-    await store.mark_failed([Failure(record=retried[0], error="e", verdict=Verdict(dead=True))], now=t)
-    await store.release(retried[1:], now=t)
-    assert await store.claim_batch(10, LEASE, "w", ordered_by_key=True, now=t + 200) == []
-    # Without ordering, keys are ignored.
-    assert [r.payload for r in await store.claim_batch(10, LEASE, "w", now=t + 200)] == [1, 4]
+    ids = db.add_many([{"topic": "k.v", "payload": i, "key": k} for i, k in enumerate(ORDERED_KEYS)])
+    await check_ordered_claims(store, ids, LEASE)
 
 
 # -- rows written by other programs --------------------------------------------------------------------------

@@ -5,25 +5,53 @@
   default 127.0.0.1:5432/test), dropped afterwards. Unreachable server: skip, or fail under ``CI=true``.
 * ``RecordingSink`` — an in-memory hub: idempotent by event id like the real one, recording every publish
   call so tests can count re-publishes; it can be told to fail for some topics.
+* ``check_ordered_claims`` — the per-key ordering walk of ``claim_batch(ordered_by_key=True)`` over seven
+  records keyed ``a a b - a c b``, shared by the SQL and MongoDB outbox tests.
+* ``race_two_drainers`` / ``assert_published_once`` — two drainers draining one outbox at once through
+  a slow sink, and the checks that each record went out exactly once (in key order when ordered).
+* ``crash_drain`` — the SIGKILL crash test of a drainer child process (tests/test_outbox_crash.py for
+  SQLite and PostgreSQL, tests/test_mongo_outbox_crash.py for MongoDB): kill it right after the hub
+  committed a batch, again and again, then check the hub holds every record exactly once, in key order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from outboxhub import outbox
-from outboxhub.model import NewEvent, PublishResult
+from outboxhub.ids import now_ms
+from outboxhub.model import Event, NewEvent, PublishResult
+from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStats, OutboxStore, Verdict
+from outboxhub.store import open_store
 from outboxhub.store._pg_testing import require_postgres
 
-__all__ = ["OutboxDB", "RecordingSink", "open_db", "postgres_db", "sqlite_db"]
+__all__ = [
+    "ORDERED_KEYS",
+    "OutboxDB",
+    "RecordingSink",
+    "assert_key_order",
+    "assert_published_once",
+    "check_ordered_claims",
+    "crash_drain",
+    "open_db",
+    "postgres_db",
+    "race_two_drainers",
+    "sqlite_db",
+]
 
 
 class OutboxDB:
@@ -144,3 +172,224 @@ class RecordingSink:
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self.log if e.id is not None]
+
+
+class _Interleaving(RecordingSink):
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        await asyncio.sleep(0.002)  # a publish takes time: the other drainer claims meanwhile
+        return await super().publish_batch(events)
+
+
+async def race_two_drainers(url: str, ordered: bool) -> tuple[RecordingSink, list[Drainer], OutboxStats]:
+    """Two drainers, each on its own store of the outbox at ``url``, drain it at once into one slow sink
+    (batches of 20, two lanes each). Return the sink, the drainers and the outbox's stats afterwards."""
+    sink = _Interleaving()
+    settings = DrainerSettings(batch_size=20, concurrency=2, ordered_by_key=ordered, idle_wait_ms=20)
+    stores = [await outbox.open_outbox(url) for _ in range(2)]
+    try:
+        drainers = [Drainer(s, sink, settings) for s in stores]
+        await asyncio.gather(*(d.run_until_idle() for d in drainers))
+        stats = await stores[0].stats()
+    finally:
+        for s in stores:
+            await s.close()
+    return sink, drainers, stats
+
+
+def assert_key_order(events: list[NewEvent]) -> None:
+    """Each key's events (payload ``{"n": i}``) were published in the order they were added."""
+    by_key: dict[str | None, list[int]] = defaultdict(list)
+    for event in events:
+        by_key[event.key].append(event.payload["n"])
+    for key, numbers in by_key.items():
+        assert numbers == sorted(numbers), f"key {key} published out of order: {numbers}"
+
+
+def assert_published_once(
+    sink: RecordingSink, ids: list[str], drainers: list[Drainer], ordered: bool
+) -> None:
+    """Every record of ``ids`` reached ``sink`` once, every drainer took part, key order held if asked."""
+    assert sorted(sink.ids) == sorted(ids)  # none skipped
+    assert [i for i, n in sink.calls.items() if n != 1] == []  # none published twice
+    assert all(d.published > 0 for d in drainers), [d.published for d in drainers]
+    if ordered:
+        assert_key_order(sink.log)
+
+
+# -- per-key ordering ----------------------------------------------------------------------------------------
+
+ORDERED_KEYS: list[str | None] = ["a", "a", "b", None, "a", "c", "b"]
+"""The keys of the records ``check_ordered_claims`` expects (payload = position, topic ``k.v``)."""
+
+
+async def check_ordered_claims(store: OutboxStore, ids: list[str], lease_ms: int) -> None:
+    """Walk ordered claims over the records ``ids`` (keys ``ORDERED_KEYS``, payload i for the i-th) in
+    ``store``: earlier records of a key come along in order, a claimed, backing-off or dead record blocks
+    the later ones of its key, and claims without ordering ignore keys."""
+    t = now_ms()
+    # Earlier records of a key that are claimable now come along in the same batch, in order.
+    everything = await store.claim_batch(10, lease_ms, "w", ordered_by_key=True, now=t)
+    assert [r.id for r in everything] == ids
+    assert await store.release(everything, now=t) == 7
+
+    first = await store.claim_batch(1, lease_ms, "w", ordered_by_key=True, now=t)  # a0 only
+    rest = await store.claim_batch(10, lease_ms, "w", ordered_by_key=True, now=t)
+    assert [r.payload for r in rest] == [2, 3, 5, 6]  # a1 and a4 wait behind the claimed a0
+    await store.release(rest, now=t)
+
+    # a0 fails and backs off: a1/a4 stay blocked until a0 is sent.
+    await store.mark_failed(
+        [Failure(record=first[0], error="e", verdict=Verdict(dead=False, delay_ms=100))], now=t
+    )
+    assert [r.payload for r in await store.claim_batch(10, lease_ms, "w", ordered_by_key=True, now=t)] == [
+        2,
+        3,
+        5,
+        6,
+    ]
+    retried = await store.claim_batch(10, lease_ms, "w", ordered_by_key=True, now=t + 100)
+    assert [r.payload for r in retried] == [0, 1, 4]
+
+    # A dead record blocks its key until an operator retries or purges it.
+    await store.mark_failed([Failure(record=retried[0], error="e", verdict=Verdict(dead=True))], now=t)
+    await store.release(retried[1:], now=t)
+    assert await store.claim_batch(10, lease_ms, "w", ordered_by_key=True, now=t + 200) == []
+    # Without ordering, keys are ignored.
+    assert [r.payload for r in await store.claim_batch(10, lease_ms, "w", now=t + 200)] == [1, 4]
+
+
+# -- crash test: a SIGKILLed drainer child -------------------------------------------------------------------
+
+_CRASH_KILLS = 4
+_CRASH_STUCK_S = 60.0
+"""Safety net: a child that makes no progress for this long is killed and the test fails."""
+
+_CRASH_WORKER = r"""
+import asyncio, sys
+from outboxhub import outbox
+from outboxhub.store import open_store
+
+class Announcing:
+    def __init__(self, hub):
+        self.hub = hub
+
+    async def publish_batch(self, events):
+        results = await self.hub.publish_batch(events)
+        print("PUBLISHED", len(events), flush=True)  # committed in the hub, not yet marked sent
+        await asyncio.sleep(0.05)
+        return results
+
+async def main():
+    store = await outbox.open_outbox(sys.argv[1])
+    hub = await open_store(sys.argv[2])
+    settings = outbox.DrainerSettings(
+        batch_size=int(sys.argv[3]), lease_ms=int(sys.argv[4]), requeue_interval_ms=50, idle_wait_ms=20,
+        ordered_by_key=True, max_attempts=1_000,
+    )
+    drainer = outbox.Drainer(store, Announcing(hub), settings)
+    await drainer.run_until_idle()
+    print("DONE", drainer.published, drainer.duplicates, flush=True)
+    await store.close()
+    await hub.close()
+
+asyncio.run(main())
+"""
+
+
+class _CrashChild:
+    """How to start the drainer child: its outbox and hub URLs, its batch size and lease, its stderr."""
+
+    def __init__(self, outbox_url: str, hub_url: str, stderr: Path, batch_size: int, lease_ms: int) -> None:
+        self.argv = [sys.executable, "-c", _CRASH_WORKER, outbox_url, hub_url, str(batch_size), str(lease_ms)]
+        self.stderr = stderr
+
+    def start(self) -> subprocess.Popen[str]:
+        with self.stderr.open("a") as err:
+            return subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=err, text=True)
+
+    def kill_after_publishes(self, publishes: int) -> None:
+        child = self.start()
+        assert child.stdout is not None
+        watchdog = threading.Timer(_CRASH_STUCK_S, child.kill)  # a stuck child must not hang the suite
+        watchdog.start()
+        seen = 0
+        try:
+            for line in child.stdout:
+                if line.startswith("PUBLISHED"):
+                    seen += 1
+                    if seen == publishes:
+                        break
+        finally:
+            watchdog.cancel()
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+        if seen < publishes:
+            pytest.fail(
+                f"drainer child ended before publishing {publishes} batches:\n{self.stderr.read_text()}"
+            )
+        assert child.returncode == -signal.SIGKILL
+
+    def final_run(self, timeout_s: float) -> tuple[int, int]:
+        """Run the child to the end; return its (published, duplicates)."""
+        child = self.start()
+        try:
+            out, _ = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            pytest.fail(f"final drainer run did not finish in {timeout_s} s:\n{self.stderr.read_text()}")
+        done = [line.split() for line in out.splitlines() if line.startswith("DONE")]
+        if child.returncode != 0 or not done:
+            pytest.fail(f"final drainer run failed ({child.returncode}):\n{self.stderr.read_text()}")
+        return int(done[0][1]), int(done[0][2])
+
+
+async def _hub_log(hub_url: str) -> list[Event]:
+    hub = await open_store(hub_url)
+    try:
+        events: list[Event] = []
+        while True:
+            page = await hub.scan("**", after_seq=events[-1].seq if events else 0, limit=1_000)
+            if not page:
+                return events
+            events.extend(page)
+    finally:
+        await hub.close()
+
+
+async def crash_drain(
+    *,
+    outbox_url: str,
+    hub_url: str,
+    tmp_path: Path,
+    ids: list[str],
+    count_sent: Callable[[], int],
+    batch_size: int,
+    lease_ms: int,
+    final_timeout_s: float = _CRASH_STUCK_S,
+) -> None:
+    """Drain the outbox at ``outbox_url`` (holding the records ``ids``, keyed ``k1``..``k9`` but ``k5``,
+    ``{"n": i}`` payloads) into the hub store at ``hub_url`` with a child drainer SIGKILLed after its
+    first or second committed batch, four times; then a final run. Checks that the kills left work behind,
+    that the last one caused a re-publish, and that the hub's log holds every record exactly once with each
+    key's records in order; ``count_sent()`` counts the outbox's sent records."""
+    child = _CrashChild(outbox_url, hub_url, tmp_path / "drainer.stderr", batch_size, lease_ms)
+    for kill in range(_CRASH_KILLS):
+        await asyncio.to_thread(child.kill_after_publishes, 1 + kill % 2)
+    assert count_sent() < len(ids)  # the kills left work behind
+    _, duplicates = await asyncio.to_thread(child.final_run, final_timeout_s)
+    # The last kill struck between the hub's commit and mark-sent: that batch went out twice.
+    assert duplicates > 0
+
+    log = await _hub_log(hub_url)
+    assert len(log) == len({e.id for e in log}), "an outbox record is in the hub's log more than once"
+    assert sorted(e.id for e in log) == sorted(ids), "an outbox record is missing from the hub's log"
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for event in log:  # scan returns seq order
+        if event.key is not None:
+            by_key[event.key].append(event.payload["n"])
+    assert len(by_key) == 8  # k1..k4, k6..k9 (multiples of five have no key)
+    for key, numbers in by_key.items():
+        assert numbers == sorted(numbers), f"key {key} out of order in the hub: {numbers}"
+    assert count_sent() == len(ids)

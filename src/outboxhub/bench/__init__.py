@@ -4,6 +4,8 @@ Modules, each one concept:
 
 * :mod:`~outboxhub.bench.runner` — the scenarios against the hub (a subprocess it starts, or ``--url``);
 * :mod:`~outboxhub.bench.peer_nats` — the same workloads against JetStream through nats-py;
+* :mod:`~outboxhub.bench.measure` — what both sides share: the server watch, time bounds, the outbox
+  drain and the row each kind of scenario reports;
 * :mod:`~outboxhub.bench.stats` — HDR latency histograms; :mod:`~outboxhub.bench.procstats` — server CPU
   and RSS (psutil); :mod:`~outboxhub.bench.report` — the rich table, progress bars and JSON;
 * :mod:`~outboxhub.bench.cli` — ``register(app)`` adds the ``bench`` command group to the CLI.

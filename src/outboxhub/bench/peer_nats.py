@@ -31,19 +31,26 @@ from ..model import NewEvent, PublishResult
 from .cases import (
     PublishCase,
     case_consume,
-    case_e2e,
     case_fanout,
-    case_idle,
-    case_outbox,
     case_replay,
-    fill_outbox,
     nats_payload,
     paced,
     publish_cases,
     scenario_sizes,
 )
+from .measure import (
+    drain_outbox,
+    e2e_row,
+    fill_outbox_phase,
+    idle_row,
+    outbox_row,
+    start_watch,
+    stop_watch,
+    throughput_row,
+    timeout_for,
+)
 from .options import BenchOptions, Scenario
-from .procstats import ProcessWatch, ProcStats, find_listener, rss_bytes
+from .procstats import ProcessWatch, find_listener, rss_bytes
 from .report import Tracker
 from .results import NATS, Measurement
 from .stats import LatencyHistogram
@@ -53,10 +60,6 @@ __all__ = ["NATS_SCENARIOS", "NatsContext", "NatsSink", "run_nats"]
 _STAMP: Final = struct.Struct("<qB")  # send time (perf_counter_ns) and "measured" flag, then padding
 _FETCH_BATCH: Final = 100
 _MAX_ACK_PENDING: Final = 1_000  # the hub's default max_in_flight per member
-
-
-def _timeout_for(events: int) -> float:
-    return 60.0 + events / 1_000
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -78,15 +81,7 @@ class NatsContext:
         return nc
 
     def watch(self) -> ProcessWatch | None:
-        if self.pid is None:
-            return None
-        watch = ProcessWatch(self.pid)
-        watch.start()
-        return watch
-
-
-async def _stop(watch: ProcessWatch | None) -> ProcStats | None:
-    return None if watch is None else await watch.stop()
+        return start_watch(self.pid)
 
 
 def _padded(size: int, measured: int) -> bytes:
@@ -150,16 +145,13 @@ async def _publish_case(ctx: NatsContext, case: PublishCase) -> Measurement:
     watch = ctx.watch()
     async with ctx.tracker.phase(f"NATS {case.name}", total=o.duration_s):
         elapsed, acked, hist, errors = await _pump(jss, ctx.subject, payload, case.window, o.duration_s)
-    server = await _stop(watch)
+    server = await stop_watch(watch)
     if errors:
         raise RuntimeError(f"JetStream refused {len(errors)} publishes; first: {errors[0]!r}")
-    return Measurement(
-        scenario="publish",
-        case=case.name,
-        system=NATS,
-        value=acked / elapsed,
-        unit="events/s",
-        higher_is_better=True,
+    return throughput_row(
+        "publish",
+        case.name,
+        NATS,
         count=acked,
         elapsed_s=elapsed,
         latency=hist.summary(),
@@ -182,7 +174,17 @@ async def nats_publish(ctx: NatsContext) -> list[Measurement]:
 # -- helpers: prefill, consumers ---------------------------------------------------------------------------
 
 
-async def _prefill(ctx: NatsContext, js: JetStreamContext, nc: NatsClient, n: int, payload: bytes) -> None:
+async def _prefill(ctx: NatsContext, scenario: Scenario) -> tuple[int, int]:
+    """Put the ``scenario``'s events into the stream on a connection of its own; return (events, size)."""
+    n, size = ctx.options.events_for(scenario), scenario_sizes(ctx.options, scenario)
+    nc = await ctx.connect()
+    await _fill_stream(ctx, nc.jetstream(), nc, n, nats_payload(size))
+    return n, size
+
+
+async def _fill_stream(
+    ctx: NatsContext, js: JetStreamContext, nc: NatsClient, n: int, payload: bytes
+) -> None:
     """Put ``n`` messages into the stream: core publishes (flushed every 5,000), then confirmed ones for
     any the stream did not take."""
     sent = 0
@@ -250,11 +252,7 @@ async def _consume(
 
 async def nats_consume(ctx: NatsContext) -> list[Measurement]:
     """A durable pull consumer reads the prefilled stream from the start and acks each message."""
-    o = ctx.options
-    n, size = o.events_for("consume"), scenario_sizes(o, "consume")
-    nc = await ctx.connect()
-    js = nc.jetstream()
-    await _prefill(ctx, js, nc, n, nats_payload(size))
+    n, size = await _prefill(ctx, "consume")
     received = 0
 
     def on_msg(msg: Msg, now_ns: int) -> None:
@@ -266,17 +264,14 @@ async def nats_consume(ctx: NatsContext) -> list[Measurement]:
     start = time.perf_counter()
     async with ctx.tracker.phase("NATS consume", total=n, done=lambda: received):
         loop = await _consume(consumer_nc.jetstream(), ctx, "bench-consume", lambda: received >= n, on_msg)
-        await asyncio.wait_for(loop(), _timeout_for(n))
+        await asyncio.wait_for(loop(), timeout_for(n))
     elapsed = time.perf_counter() - start
-    server = await _stop(watch)
+    server = await stop_watch(watch)
     return [
-        Measurement(
-            scenario="consume",
-            case=case_consume(n, size),
-            system=NATS,
-            value=received / elapsed,
-            unit="events/s",
-            higher_is_better=True,
+        throughput_row(
+            "consume",
+            case_consume(n, size),
+            NATS,
             count=received,
             elapsed_s=elapsed,
             server=server,
@@ -338,33 +333,28 @@ async def _e2e_case(ctx: NatsContext, rate: float, size: int) -> Measurement:
         async with ctx.tracker.phase(f"NATS e2e @ {rate:,.0f}/s", total=count, done=lambda: received):
             lag = await paced(rate, count, lambda i: send(1))
             send_s = (time.perf_counter_ns() - start_ns) / 1e9
-            await asyncio.wait_for(asyncio.shield(consumer), _timeout_for(count))
+            await asyncio.wait_for(asyncio.shield(consumer), timeout_for(count))
         await js.publish_async_completed()
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
     summary = hist.summary()
     assert summary is not None
-    return Measurement(
-        scenario="e2e",
-        case=case_e2e(rate, size),
-        system=NATS,
-        value=summary.p99_ms,
-        unit="ms p99",
-        higher_is_better=False,
-        count=received,
-        elapsed_s=(last_ns - start_ns) / 1e9,
+    return e2e_row(
+        NATS,
+        rate=rate,
+        size=size,
+        count=count,
+        received=received,
         latency=summary,
+        span_ns=last_ns - start_ns,
+        send_s=send_s,
+        lag_s=lag,
+        ok_latency=ok_hist.summary(),
         server=server,
-        extra={
-            "rate": rate,
-            "achieved_rate": count / send_s,
-            "sender_max_lag_ms": lag * 1000,
-            "publish_ok_latency": msgspec.to_builtins(ok_hist.summary()),
-            "fetch_batch": f"adaptive, up to {_FETCH_BATCH}",
-        },
+        fetch_batch=f"adaptive, up to {_FETCH_BATCH}",
     )
 
 
@@ -412,21 +402,18 @@ async def nats_fanout(ctx: NatsContext) -> list[Measurement]:
                 await js.publish_async(ctx.subject, _padded(size, 1))
             await js.publish_async_completed()
             publish_s = time.perf_counter() - start
-            await asyncio.wait_for(asyncio.gather(*consumers), _timeout_for(n * groups))
+            await asyncio.wait_for(asyncio.gather(*consumers), timeout_for(n * groups))
         elapsed = time.perf_counter() - start
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         for task in consumers:
             task.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
     return [
-        Measurement(
-            scenario="fanout",
-            case=case_fanout(n, groups, size),
-            system=NATS,
-            value=received / elapsed,
-            unit="events/s",
-            higher_is_better=True,
+        throughput_row(
+            "fanout",
+            case_fanout(n, groups, size),
+            NATS,
             count=received,
             elapsed_s=elapsed,
             latency=hist.summary(),
@@ -462,33 +449,17 @@ class NatsSink:
 
 async def nats_outbox(ctx: NatsContext) -> list[Measurement]:
     """The same outbox drain, into JetStream."""
-    from .runner import drain_outbox
-
     o = ctx.options
     n, size = o.events_for("outbox"), scenario_sizes(o, "outbox")
     url = f"sqlite:///{ctx.workdir / 'outbox.db'}"
-    async with ctx.tracker.phase(f"fill outbox with {n:,} records", total=1):
-        await fill_outbox(url, table="outbox_nats", topic="bench.nats.outbox", count=n, size=size)
+    await fill_outbox_phase(ctx.tracker, url, table="outbox_nats", topic="bench.nats.outbox", n=n, size=size)
     js = (await ctx.connect()).jetstream()
     watch = ctx.watch()
     published, elapsed = await drain_outbox(
         ctx.tracker, "NATS outbox drain", url, "outbox_nats", NatsSink(js, ctx.subject), n
     )
-    server = await _stop(watch)
-    return [
-        Measurement(
-            scenario="outbox",
-            case=case_outbox(n),
-            system=NATS,
-            value=published / elapsed,
-            unit="events/s",
-            higher_is_better=True,
-            count=published,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"outbox": "sqlite", "drainer": "in the bench process, JetStream sink"},
-        )
-    ]
+    server = await stop_watch(watch)
+    return [outbox_row(NATS, n, published=published, elapsed_s=elapsed, server=server, sink="JetStream")]
 
 
 # -- idle ------------------------------------------------------------------------------------------------
@@ -513,21 +484,8 @@ async def nats_idle(ctx: NatsContext) -> list[Measurement]:
     elapsed = time.perf_counter() - start
     await asyncio.sleep(1.0)
     after = rss_bytes(ctx.pid)
-    server = await _stop(watch)
-    return [
-        Measurement(
-            scenario="idle",
-            case=case_idle(n),
-            system=NATS,
-            value=(after - before) / n / 1024,
-            unit="KiB/conn",
-            higher_is_better=False,
-            count=n,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20},
-        )
-    ]
+    server = await stop_watch(watch)
+    return [idle_row(NATS, n, before=before, after=after, elapsed_s=elapsed, server=server)]
 
 
 # -- replay ----------------------------------------------------------------------------------------------
@@ -535,11 +493,7 @@ async def nats_idle(ctx: NatsContext) -> list[Measurement]:
 
 async def nats_replay(ctx: NatsContext) -> list[Measurement]:
     """Read the whole prefilled stream with an ordered consumer (no acks), counting messages."""
-    o = ctx.options
-    n, size = o.events_for("replay"), scenario_sizes(o, "replay")
-    nc = await ctx.connect()
-    js = nc.jetstream()
-    await _prefill(ctx, js, nc, n, nats_payload(size))
+    n, size = await _prefill(ctx, "replay")
     reader = (await ctx.connect()).jetstream()
     received = 0
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -554,18 +508,15 @@ async def nats_replay(ctx: NatsContext) -> list[Measurement]:
     start = time.perf_counter()
     async with ctx.tracker.phase("NATS replay (ordered consumer)", total=n, done=lambda: received):
         sub = await reader.subscribe(ctx.subject, stream=ctx.stream, ordered_consumer=True, cb=on_msg)
-        await asyncio.wait_for(done, _timeout_for(n))
+        await asyncio.wait_for(done, timeout_for(n))
     elapsed = time.perf_counter() - start
-    server = await _stop(watch)
+    server = await stop_watch(watch)
     await sub.unsubscribe()
     return [
-        Measurement(
-            scenario="replay",
-            case=case_replay(n, size),
-            system=NATS,
-            value=received / elapsed,
-            unit="events/s",
-            higher_is_better=True,
+        throughput_row(
+            "replay",
+            case_replay(n, size),
+            NATS,
             count=received,
             elapsed_s=elapsed,
             server=server,

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import msgspec
@@ -25,27 +25,33 @@ from rich.console import Console
 from .. import __version__
 from ..ids import new_id, now_ms
 from ..model import NewEvent, PublishResult
-from ..outbox import Drainer, DrainerSettings, open_outbox
 from ..protocol import EventFrame, Publish, PublishOpts, Subscribe, SubscribeOpts, encode_client_frame
 from ..store import open_store
 from ..store.base import mask_url
 from .cases import (
     PublishCase,
     case_consume,
-    case_e2e,
     case_fanout,
-    case_idle,
-    case_outbox,
     case_replay,
-    fill_outbox,
     paced,
     publish_cases,
     scenario_sizes,
     text_payload,
 )
 from .hubproc import HubTarget, hub_target
+from .measure import (
+    drain_outbox,
+    e2e_row,
+    fill_outbox_phase,
+    idle_row,
+    outbox_row,
+    start_watch,
+    stop_watch,
+    throughput_row,
+    timeout_for,
+)
 from .options import BenchOptions, Scenario
-from .procstats import ProcessWatch, ProcStats, rss_bytes
+from .procstats import ProcessWatch, rss_bytes
 from .report import Tracker
 from .results import HUB, SDK, BenchReport, Measurement, machine_info
 from .stats import LatencyHistogram
@@ -74,18 +80,10 @@ class HubContext:
 
     def watch(self) -> ProcessWatch | None:
         """A started watch on the hub process, or None when its pid is unknown."""
-        if self.target.pid is None:
-            return None
-        watch = ProcessWatch(self.target.pid)
-        watch.start()
-        return watch
+        return start_watch(self.target.pid)
 
     async def connect(self, n: int = 1, *, window: int = 1) -> list[RawClient]:
         return await connect_many(self.session, self.target.ws_url, self.target.token, n, window=window)
-
-
-async def _stop(watch: ProcessWatch | None) -> ProcStats | None:
-    return None if watch is None else await watch.stop()
 
 
 async def _close(clients: list[RawClient]) -> None:
@@ -103,11 +101,6 @@ def _merged(clients: list[RawClient]) -> LatencyHistogram:
     for c in clients:
         hist.merge(c.latency)
     return hist
-
-
-def _timeout_for(events: int) -> float:
-    """A generous bound for moving ``events`` (a stuck run fails instead of hanging)."""
-    return 60.0 + events / 1_000
 
 
 # -- prefill --------------------------------------------------------------------------------------------
@@ -190,19 +183,15 @@ async def _publish_raw(ctx: HubContext, case: PublishCase) -> Measurement:
         watch = ctx.watch()
         async with ctx.tracker.phase(f"outboxhub {case.name}", total=o.duration_s):
             elapsed = await _pump(clients, frame, o.duration_s)
-        server = await _stop(watch)
+        server = await stop_watch(watch)
         _check_errors(clients)
     finally:
         await _close(clients)
-    count = sum(c.ok for c in clients)
-    return Measurement(
-        scenario="publish",
-        case=case.name,
-        system=HUB,
-        value=count / elapsed,
-        unit="events/s",
-        higher_is_better=True,
-        count=count,
+    return throughput_row(
+        "publish",
+        case.name,
+        HUB,
+        count=sum(c.ok for c in clients),
         elapsed_s=elapsed,
         latency=_merged(clients).summary(),
         server=server,
@@ -248,16 +237,13 @@ async def _publish_sdk(ctx: HubContext, case: PublishCase) -> Measurement:
         watch = ctx.watch()
         async with ctx.tracker.phase(f"outboxhub SDK {case.name}", total=o.duration_s):
             elapsed = await pump(o.duration_s, True)
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         await asyncio.gather(*(h.close() for h in hubs), return_exceptions=True)
-    return Measurement(
-        scenario="publish",
-        case=case.name,
-        system=SDK,
-        value=count / elapsed,
-        unit="events/s",
-        higher_is_better=True,
+    return throughput_row(
+        "publish",
+        case.name,
+        SDK,
         count=count,
         elapsed_s=elapsed,
         latency=hist.summary(),
@@ -303,22 +289,14 @@ async def hub_consume(ctx: HubContext) -> list[Measurement]:
         )
         async with ctx.tracker.phase("outboxhub consume", total=n, done=lambda: received):
             await client.request(subscribe)
-            await asyncio.wait_for(done, _timeout_for(n))
+            await asyncio.wait_for(done, timeout_for(n))
         elapsed = time.perf_counter() - start
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         await _close([client])
     return [
-        Measurement(
-            scenario="consume",
-            case=case_consume(n, size),
-            system=HUB,
-            value=received / elapsed,
-            unit="events/s",
-            higher_is_better=True,
-            count=received,
-            elapsed_s=elapsed,
-            server=server,
+        throughput_row(
+            "consume", case_consume(n, size), HUB, count=received, elapsed_s=elapsed, server=server
         )
     ]
 
@@ -364,32 +342,26 @@ async def _e2e_case(ctx: HubContext, rate: float, size: int) -> Measurement:
         async with ctx.tracker.phase(f"outboxhub e2e @ {rate:,.0f}/s", total=count, done=lambda: received):
             lag = await paced(rate, count, lambda i: send(1))
             send_s = (time.perf_counter_ns() - start_ns) / 1e9
-            await asyncio.wait_for(done, _timeout_for(count))
+            await asyncio.wait_for(done, timeout_for(count))
         await pub.drain()
-        server = await _stop(watch)
+        server = await stop_watch(watch)
         _check_errors([pub])
     finally:
         await _close([sub, pub])
     summary = hist.summary()
     assert summary is not None
-    ok = pub.latency.summary()
-    return Measurement(
-        scenario="e2e",
-        case=case_e2e(rate, size),
-        system=HUB,
-        value=summary.p99_ms,
-        unit="ms p99",
-        higher_is_better=False,
-        count=received,
-        elapsed_s=(last_ns - start_ns) / 1e9,
+    return e2e_row(
+        HUB,
+        rate=rate,
+        size=size,
+        count=count,
+        received=received,
         latency=summary,
+        span_ns=last_ns - start_ns,
+        send_s=send_s,
+        lag_s=lag,
+        ok_latency=pub.latency.summary(),
         server=server,
-        extra={
-            "rate": rate,
-            "achieved_rate": count / send_s,
-            "sender_max_lag_ms": lag * 1000,
-            "publish_ok_latency": msgspec.to_builtins(ok),
-        },
     )
 
 
@@ -437,20 +409,17 @@ async def hub_fanout(ctx: HubContext) -> list[Measurement]:
                 await pub.send(encode_client_frame(Publish(topic=topic, payload=body)))
             await pub.drain()
             publish_s = time.perf_counter() - start
-            await asyncio.wait_for(done, _timeout_for(n * groups))
+            await asyncio.wait_for(done, timeout_for(n * groups))
         elapsed = time.perf_counter() - start
-        server = await _stop(watch)
+        server = await stop_watch(watch)
         _check_errors([pub])
     finally:
         await _close([*subs, pub])
     return [
-        Measurement(
-            scenario="fanout",
-            case=case_fanout(n, groups, size),
-            system=HUB,
-            value=received / elapsed,
-            unit="events/s",
-            higher_is_better=True,
+        throughput_row(
+            "fanout",
+            case_fanout(n, groups, size),
+            HUB,
             count=received,
             elapsed_s=elapsed,
             latency=hist.summary(),
@@ -492,52 +461,22 @@ class WsSink:
         ]
 
 
-async def drain_outbox(
-    ctx_tracker: Tracker, label: str, url: str, table: str, sink: Any, n: int
-) -> tuple[int, float]:
-    """Drain the outbox ``table`` at ``url`` into ``sink`` until it is empty; return (published, seconds)."""
-    outbox = await open_outbox(url, table=table)
-    drainer = Drainer(outbox, sink, DrainerSettings(idle_wait_ms=50, retention_ms=None))
-    try:
-        start = time.perf_counter()
-        async with ctx_tracker.phase(label, total=n, done=lambda: drainer.published):
-            await asyncio.wait_for(drainer.run_until_idle(), _timeout_for(n))
-        elapsed = time.perf_counter() - start
-    finally:
-        await outbox.close()
-    return drainer.published, elapsed
-
-
 async def hub_outbox(ctx: HubContext) -> list[Measurement]:
     """Records added to an SQLite outbox by the application are drained into the hub over WebSocket."""
     o = ctx.options
     n, size = o.events_for("outbox"), scenario_sizes(o, "outbox")
     url = f"sqlite:///{ctx.workdir / 'outbox.db'}"
-    async with ctx.tracker.phase(f"fill outbox with {n:,} records", total=1):
-        await fill_outbox(url, table="outbox_hub", topic=ctx.topic("outbox"), count=n, size=size)
+    await fill_outbox_phase(ctx.tracker, url, table="outbox_hub", topic=ctx.topic("outbox"), n=n, size=size)
     [client] = await ctx.connect(window=1)
     try:
         watch = ctx.watch()
         published, elapsed = await drain_outbox(
             ctx.tracker, "outboxhub outbox drain", url, "outbox_hub", WsSink(client), n
         )
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         await _close([client])
-    return [
-        Measurement(
-            scenario="outbox",
-            case=case_outbox(n),
-            system=HUB,
-            value=published / elapsed,
-            unit="events/s",
-            higher_is_better=True,
-            count=published,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"outbox": "sqlite", "drainer": "in the bench process, WebSocket sink"},
-        )
-    ]
+    return [outbox_row(HUB, n, published=published, elapsed_s=elapsed, server=server, sink="WebSocket")]
 
 
 # -- idle connections --------------------------------------------------------------------------------------
@@ -565,23 +504,10 @@ async def hub_idle(ctx: HubContext) -> list[Measurement]:
         elapsed = time.perf_counter() - start
         await asyncio.sleep(1.0)
         after = rss_bytes(pid)
-        server = await _stop(watch)
+        server = await stop_watch(watch)
     finally:
         await _close([*clients, *warm])
-    return [
-        Measurement(
-            scenario="idle",
-            case=case_idle(n),
-            system=HUB,
-            value=(after - before) / n / 1024,
-            unit="KiB/conn",
-            higher_is_better=False,
-            count=n,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20},
-        )
-    ]
+    return [idle_row(HUB, n, before=before, after=after, elapsed_s=elapsed, server=server)]
 
 
 # -- replay ----------------------------------------------------------------------------------------------
@@ -608,17 +534,14 @@ async def hub_replay(ctx: HubContext) -> list[Measurement]:
         async for chunk in resp.content.iter_chunked(1 << 16):
             lines += chunk.count(b"\n")
     elapsed = time.perf_counter() - start
-    server = await _stop(watch)
+    server = await stop_watch(watch)
     if lines != n:
         raise RuntimeError(f"GET /replay returned {lines:,} events, expected {n:,}")
     return [
-        Measurement(
-            scenario="replay",
-            case=case_replay(n, size),
-            system=HUB,
-            value=lines / elapsed,
-            unit="events/s",
-            higher_is_better=True,
+        throughput_row(
+            "replay",
+            case_replay(n, size),
+            HUB,
             count=lines,
             elapsed_s=elapsed,
             server=server,

@@ -108,9 +108,7 @@ class SyncHubClient:
             self._call(self._client.close(), 30.0)
         finally:
             self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30.0)
-            self._loop.close()
+            _stop_loop(self._loop, self._thread, 30.0)
 
     def __enter__(self) -> SyncHubClient:
         return self
@@ -141,8 +139,13 @@ def connect_sync(url: str, token: TokenSource, *, timeout_s: float = 30.0, **opt
 
         client = asyncio.run_coroutine_threadsafe(make(), loop).result(timeout_s)
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout_s)
-        loop.close()
+        _stop_loop(loop, thread, timeout_s)
         raise
     return SyncHubClient(client, loop, thread)
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, timeout_s: float) -> None:
+    """Stop ``loop`` (running forever on ``thread``), wait up to ``timeout_s`` for the thread, close it."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout_s)
+    loop.close()

@@ -1,4 +1,5 @@
-"""What the SQL outbox backends share: table-name checks, the column list and row decoding."""
+"""What the SQL outbox backends share: table-name checks, the column list, row decoding and the
+statements that differ only in their placeholder (``?`` for SQLite, ``%s`` for PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import msgspec
 from ..errors import OutboxError
 from .model import OutboxRecord, Status
 
-__all__ = ["COLUMNS", "decode_row", "split_table"]
+__all__ = [
+    "COLUMNS",
+    "claim_params",
+    "decode_claimed",
+    "decode_row",
+    "delete_sent_sql",
+    "split_table",
+    "stats_sql",
+]
 
 COLUMNS = (
     "seq, id, topic, payload, key, headers, status, ts, attempts, available_at, "
@@ -77,4 +86,54 @@ def decode_row(row: tuple[Any, ...], *, lenient: bool = False) -> OutboxRecord |
         lease_until=row[12],
         last_err=row[13],
         sent_at=row[14],
+    )
+
+
+def decode_claimed(
+    rows: list[tuple[Any, ...]], token: str
+) -> tuple[list[OutboxRecord], list[tuple[str, int, str]]]:
+    """The claimed ``rows`` as records in ``seq`` order, and ``(error, seq, token)`` for each row that
+    cannot be read (the caller marks those dead)."""
+    records: list[OutboxRecord] = []
+    bad: list[tuple[str, int, str]] = []
+    for row in rows:
+        decoded = decode_row(row)
+        if isinstance(decoded, str):
+            bad.append((decoded, row[0], token))
+        else:
+            records.append(decoded)
+    records.sort(key=lambda r: r.seq)
+    return records, bad
+
+
+def claim_params(*, worker_id: str, token: str, lease_ms: int, now: int, limit: int) -> dict[str, Any]:
+    """The named parameters of the claim statements."""
+    return {
+        "worker": worker_id,
+        "token": token,
+        "lease_until": now + lease_ms,
+        "now": now,
+        "limit": limit,
+    }
+
+
+def stats_sql(table: str, placeholder: str) -> str:
+    """Pending, claimed and dead counts, the oldest pending ``ts`` and the next retry time after the one
+    parameter (now), in one row."""
+    t = table
+    return (
+        f"SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), "
+        f"(SELECT count(*) FROM {t} WHERE status = 'claimed'), "
+        f"(SELECT count(*) FROM {t} WHERE status = 'dead'), "
+        f"(SELECT ts FROM {t} WHERE status = 'pending' ORDER BY seq LIMIT 1), "
+        f"(SELECT min(available_at) FROM {t} WHERE status = 'pending' AND available_at > {placeholder})"
+    )
+
+
+def delete_sent_sql(table: str, placeholder: str) -> str:
+    """Delete one batch of records sent before a cutoff; parameters (cutoff, batch size)."""
+    t, p = table, placeholder
+    return (
+        f"DELETE FROM {t} WHERE seq IN "
+        f"(SELECT seq FROM {t} WHERE status = 'sent' AND sent_at < {p} LIMIT {p})"
     )

@@ -25,12 +25,21 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from ..ids import now_ms
 from .model import Failure, OutboxRecord, OutboxStats
 
-__all__ = ["OutboxStore", "check_ids", "check_positive"]
+__all__ = [
+    "OutboxStore",
+    "check_ids",
+    "check_positive",
+    "check_purge_args",
+    "make_stats",
+    "readable",
+    "resolve_now",
+]
 
 
 @runtime_checkable
@@ -137,3 +146,33 @@ def check_positive(value: int, *, name: str) -> None:
     """``ValueError`` unless ``value`` is an int > 0."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_purge_args(ids: object, older_than_ms: object) -> None:
+    """``ValueError`` when a purge names neither ids nor an age (it would be a no-op or a surprise)."""
+    if ids is None and older_than_ms is None:
+        raise ValueError("purge: give ids or older_than_ms (older_than_ms=0 purges every dead record)")
+
+
+def resolve_now(now: int | None) -> int:
+    """``now`` as given (tests move time), else the wall clock in ms."""
+    return now_ms() if now is None else now
+
+
+def make_stats(
+    at: int, *, pending: int, claimed: int, dead: int, oldest_ts: int | None, next_retry_at: int | None
+) -> OutboxStats:
+    """:class:`OutboxStats` at ``at`` from the counts, the oldest pending record's ``ts`` and the next
+    retry time (the age never goes negative when clocks differ)."""
+    return OutboxStats(
+        pending=pending,
+        claimed=claimed,
+        dead=dead,
+        oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
+        next_retry_at=next_retry_at,
+    )
+
+
+def readable(decoded: Iterable[OutboxRecord | str]) -> list[OutboxRecord]:
+    """The records among decoding results (an error string is a record that could not be read)."""
+    return [r for r in decoded if isinstance(r, OutboxRecord)]

@@ -40,7 +40,7 @@ import datetime
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -58,12 +58,12 @@ from pymongo.errors import DuplicateKeyError, InvalidOperation, OperationFailure
 from pymongo.mongo_client import MongoClient
 
 from ..errors import OutboxError, StoreError, StoreURLError
-from ..ids import new_id, now_ms
+from ..ids import new_id
 from ..store._mongo_conn import supports_transactions, translate, validate_collection_name
 from ..store._mongo_events import decode_payload, encode_payload
 from ..store._mongo_watch import Watcher
 from ..store.base import mask_url
-from .base import check_ids, check_positive
+from .base import check_ids, check_positive, check_purge_args, make_stats, readable, resolve_now
 from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord, Status
 
 __all__ = [
@@ -201,14 +201,12 @@ def _translate_add(exc: PyMongoError, db: Database[Any] | AsyncDatabase[Any]) ->
     return None
 
 
-def insert_mongo(db: Database[Any], record: PreparedRecord, table: str, *, session: Any = None) -> None:
-    """Write ``record`` into ``db[table]`` inside ``session``'s transaction, if given (never commits)."""
-    _collection_name(table)
-    _check_sync_session(db, session)
+@contextlib.contextmanager
+def _add_errors(db: Database[Any] | AsyncDatabase[Any], session: Any) -> Iterator[None]:
+    """Around the upsert of ``add``: a duplicate id outside a transaction is fine, driver errors that
+    mean "no transactions here" or a misused session become ``OutboxError``."""
     try:
-        db[table].update_one(
-            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
-        )
+        yield
     except DuplicateKeyError:
         if session is not None:
             raise
@@ -220,24 +218,26 @@ def insert_mongo(db: Database[Any], record: PreparedRecord, table: str, *, sessi
         raise translated from exc
 
 
+def insert_mongo(db: Database[Any], record: PreparedRecord, table: str, *, session: Any = None) -> None:
+    """Write ``record`` into ``db[table]`` inside ``session``'s transaction, if given (never commits)."""
+    _collection_name(table)
+    _check_sync_session(db, session)
+    with _add_errors(db, session):
+        db[table].update_one(
+            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
+        )
+
+
 async def insert_mongo_async(
     db: AsyncDatabase[Any], record: PreparedRecord, table: str, *, session: Any = None
 ) -> None:
     """``insert_mongo`` for an ``AsyncDatabase`` and an ``AsyncClientSession``."""
     _collection_name(table)
     await _check_async_session(db, session)
-    try:
+    with _add_errors(db, session):
         await db[table].update_one(
             {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
         )
-    except DuplicateKeyError:
-        if session is not None:
-            raise
-    except PyMongoError as exc:
-        translated = _translate_add(exc, db)
-        if translated is None:
-            raise
-        raise translated from exc
 
 
 def _collection_name(table: str) -> str:
@@ -359,10 +359,6 @@ def _position(doc: Mapping[str, Any]) -> tuple[int, float, str]:
 def _claimable(now: int) -> Doc:
     # Records without available_at (written the seed's way) get one from _backfill before each claim.
     return {"status": "pending", "available_at": {"$lte": now}}
-
-
-def _now(now: int | None) -> int:
-    return now_ms() if now is None else now
 
 
 # -- the drainer's side ------------------------------------------------------------------------------------
@@ -510,7 +506,7 @@ class MongoOutbox:
     ) -> list[OutboxRecord]:
         check_positive(limit, name="limit")
         check_positive(lease_ms, name="lease_ms")
-        at = _now(now)
+        at = resolve_now(now)
         result: list[OutboxRecord] = await self._run(
             self._claim(limit, lease_ms, worker_id, ordered_by_key, at)
         )
@@ -676,13 +672,13 @@ class MongoOutbox:
         if not records:
             return 0
         return await self._update_by_token(
-            records, {"$set": {"status": "sent", "sent_at": Int64(_now(now))}, "$unset": _CLEAR_CLAIM}
+            records, {"$set": {"status": "sent", "sent_at": Int64(resolve_now(now))}, "$unset": _CLEAR_CLAIM}
         )
 
     async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
         if not failures:
             return 0
-        at = _now(now)
+        at = resolve_now(now)
         ops = []
         for failure in failures:
             record = failure.record
@@ -716,7 +712,7 @@ class MongoOutbox:
         return await self._update_by_token(
             records,
             {
-                "$set": {"status": "pending", "available_at": Int64(_now(now) + delay_ms)},
+                "$set": {"status": "pending", "available_at": Int64(resolve_now(now) + delay_ms)},
                 "$inc": {"attempts": -1},
                 "$unset": _CLEAR_CLAIM,
             },
@@ -725,7 +721,7 @@ class MongoOutbox:
     async def requeue_expired(self, *, now: int | None = None) -> int:
         result = await self._run(
             self._coll.update_many(
-                {"status": "claimed", "lease_until": {"$lt": _now(now)}},
+                {"status": "claimed", "lease_until": {"$lt": resolve_now(now)}},
                 {"$set": {"status": "pending"}, "$unset": _CLEAR_CLAIM},
             )
         )
@@ -739,7 +735,7 @@ class MongoOutbox:
             query["_id"] = {"$in": [v for i in check_ids(ids, what="retry") for v in _id_values(i)]}
         result = await self._run(
             self._coll.update_many(
-                query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(_now(now))}}
+                query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(resolve_now(now))}}
             )
         )
         if result.modified_count:
@@ -753,18 +749,17 @@ class MongoOutbox:
         older_than_ms: int | None = None,
         now: int | None = None,
     ) -> int:
-        if ids is None and older_than_ms is None:
-            raise ValueError("purge: give ids or older_than_ms (older_than_ms=0 purges every dead record)")
+        check_purge_args(ids, older_than_ms)
         query: Doc = {"status": {"$in": _DEAD}}
         if ids is not None:
             query["_id"] = {"$in": [v for i in check_ids(ids, what="purge") for v in _id_values(i)]}
         if older_than_ms is not None:
-            query["ts"] = {"$lte": _now(now) - older_than_ms}
+            query["ts"] = {"$lte": resolve_now(now) - older_than_ms}
         result = await self._run(self._coll.delete_many(query))
         return int(result.deleted_count)
 
     async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = _now(now)
+        at = resolve_now(now)
         coll = self._coll
         pending, claimed, dead, oldest, retry_doc = await self._run(
             asyncio.gather(
@@ -779,12 +774,12 @@ class MongoOutbox:
                 ),
             )
         )
-        oldest_ts = None if oldest is None else _ms(oldest.get("ts"))
-        return OutboxStats(
+        return make_stats(
+            at,
             pending=pending,
             claimed=claimed,
             dead=dead,
-            oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
+            oldest_ts=None if oldest is None else _ms(oldest.get("ts")),
             next_retry_at=None if retry_doc is None else _ms(retry_doc["available_at"]),
         )
 
@@ -793,7 +788,7 @@ class MongoOutbox:
         docs = await self._run(
             self._coll.find({"status": {"$in": _DEAD}}, sort=_ORDER, limit=limit).to_list()
         )
-        return [r for r in (decode_record(doc, lenient=True) for doc in docs) if isinstance(r, OutboxRecord)]
+        return readable(decode_record(doc, lenient=True) for doc in docs)
 
     async def get(self, record_id: str) -> OutboxRecord | None:
         doc = await self._run(self._coll.find_one({"_id": {"$in": _id_values(record_id)}}))
@@ -806,7 +801,7 @@ class MongoOutbox:
         self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
     ) -> int:
         check_positive(batch_size, name="batch_size")
-        cutoff = _now(now) - retention_ms
+        cutoff = resolve_now(now) - retention_ms
         # Seed-written sent records have no sent_at: their ts stands in for it.
         total = 0
         for query in (

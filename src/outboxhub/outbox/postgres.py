@@ -28,10 +28,10 @@ import psycopg
 import psycopg_pool
 
 from ..errors import OutboxError, StoreError, StoreUnavailable
-from ..ids import new_id, now_ms
+from ..ids import new_id
 from ..store.base import mask_url
-from ._sql import decode_row, split_table
-from .base import check_ids, check_positive
+from ._sql import claim_params, decode_claimed, decode_row, delete_sent_sql, split_table, stats_sql
+from .base import check_ids, check_positive, check_purge_args, make_stats, readable, resolve_now
 from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord
 
 __all__ = [
@@ -202,10 +202,6 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("SET enable_bitmapscan = off")
 
 
-def _now(now: int | None) -> int:
-    return now_ms() if now is None else now
-
-
 class PostgresOutbox:
     """``OutboxStore`` over one PostgreSQL table. Create with ``await PostgresOutbox.open(url)``."""
 
@@ -359,15 +355,10 @@ class PostgresOutbox:
     ) -> list[OutboxRecord]:
         check_positive(limit, name="limit")
         check_positive(lease_ms, name="lease_ms")
-        at = _now(now)
         token = new_id()
-        params = {
-            "worker": worker_id,
-            "token": token,
-            "lease_until": at + lease_ms,
-            "now": at,
-            "limit": limit,
-        }
+        params = claim_params(
+            worker_id=worker_id, token=token, lease_ms=lease_ms, now=resolve_now(now), limit=limit
+        )
         async with self._conn() as conn:
             if ordered_by_key:
                 # BEGIN, lock, claim, COMMIT in one round trip. The claim needs its own statement: its
@@ -379,31 +370,23 @@ class PostgresOutbox:
             else:
                 cur = await conn.execute(self._claim_sql, params)
                 rows = await cur.fetchall()
-            records: list[OutboxRecord] = []
-            bad: list[tuple[str, int, str]] = []
-            for row in rows:
-                decoded = decode_row(row)
-                if isinstance(decoded, str):
-                    bad.append((decoded, row[0], token))
-                else:
-                    records.append(decoded)
+            records, bad = decode_claimed(rows, token)
             if bad:
                 async with conn.cursor() as bad_cur:
                     await bad_cur.executemany(self._mark_bad_sql, bad)
-        records.sort(key=lambda r: r.seq)
         return records
 
     async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
         if not records:
             return 0
         return await self._execute(
-            self._sent_sql, (_now(now), [r.seq for r in records], [r.claim_token for r in records])
+            self._sent_sql, (resolve_now(now), [r.seq for r in records], [r.claim_token for r in records])
         )
 
     async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
         if not failures:
             return 0
-        at = _now(now)
+        at = resolve_now(now)
         return await self._execute(
             self._failed_sql,
             (
@@ -422,11 +405,11 @@ class PostgresOutbox:
             return 0
         return await self._execute(
             self._release_sql,
-            (_now(now) + delay_ms, [r.seq for r in records], [r.claim_token for r in records]),
+            (resolve_now(now) + delay_ms, [r.seq for r in records], [r.claim_token for r in records]),
         )
 
     async def requeue_expired(self, *, now: int | None = None) -> int:
-        return await self._execute(self._requeue_sql, (_now(now),))
+        return await self._execute(self._requeue_sql, (resolve_now(now),))
 
     # -- operators ----------------------------------------------------------------------------------------
 
@@ -435,10 +418,10 @@ class PostgresOutbox:
             f"UPDATE {self._q} SET status = 'pending', attempts = 0, available_at = %s WHERE status = 'dead'"
         )
         if ids == "all":
-            count = await self._execute(base, (_now(now),))
+            count = await self._execute(base, (resolve_now(now),))
         else:
             count = await self._execute(
-                base + " AND id = ANY(%s::text[])", (_now(now), check_ids(ids, what="retry"))
+                base + " AND id = ANY(%s::text[])", (resolve_now(now), check_ids(ids, what="retry"))
             )
         if count:
             await self._notify()
@@ -456,8 +439,7 @@ class PostgresOutbox:
         older_than_ms: int | None = None,
         now: int | None = None,
     ) -> int:
-        if ids is None and older_than_ms is None:
-            raise ValueError("purge: give ids or older_than_ms (older_than_ms=0 purges every dead record)")
+        check_purge_args(ids, older_than_ms)
         sql = f"DELETE FROM {self._q} WHERE status = 'dead'"
         params: list[Any] = []
         if ids is not None:
@@ -465,27 +447,15 @@ class PostgresOutbox:
             params.append(check_ids(ids, what="purge"))
         if older_than_ms is not None:
             sql += " AND ts <= %s"
-            params.append(_now(now) - older_than_ms)
+            params.append(resolve_now(now) - older_than_ms)
         return await self._execute(sql, params)
 
     async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = _now(now)
-        q = self._q
-        rows = await self._fetchall(
-            f"SELECT (SELECT count(*) FROM {q} WHERE status = 'pending'), "
-            f"(SELECT count(*) FROM {q} WHERE status = 'claimed'), "
-            f"(SELECT count(*) FROM {q} WHERE status = 'dead'), "
-            f"(SELECT ts FROM {q} WHERE status = 'pending' ORDER BY seq LIMIT 1), "
-            f"(SELECT min(available_at) FROM {q} WHERE status = 'pending' AND available_at > %s)",
-            (at,),
-        )
+        at = resolve_now(now)
+        rows = await self._fetchall(stats_sql(self._q, "%s"), (at,))
         pending, claimed, dead, oldest_ts, next_retry = rows[0]
-        return OutboxStats(
-            pending=pending,
-            claimed=claimed,
-            dead=dead,
-            oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
-            next_retry_at=next_retry,
+        return make_stats(
+            at, pending=pending, claimed=claimed, dead=dead, oldest_ts=oldest_ts, next_retry_at=next_retry
         )
 
     async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
@@ -494,7 +464,7 @@ class PostgresOutbox:
             f"SELECT {_SELECT.format(p='')} FROM {self._q} WHERE status = 'dead' ORDER BY seq LIMIT %s",
             (limit,),
         )
-        return [r for r in (decode_row(row, lenient=True) for row in rows) if isinstance(r, OutboxRecord)]
+        return readable(decode_row(row, lenient=True) for row in rows)
 
     async def get(self, record_id: str) -> OutboxRecord | None:
         rows = await self._fetchall(
@@ -509,11 +479,8 @@ class PostgresOutbox:
         self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
     ) -> int:
         check_positive(batch_size, name="batch_size")
-        cutoff = _now(now) - retention_ms
-        sql = (
-            f"DELETE FROM {self._q} WHERE seq IN "
-            f"(SELECT seq FROM {self._q} WHERE status = 'sent' AND sent_at < %s LIMIT %s)"
-        )
+        cutoff = resolve_now(now) - retention_ms
+        sql = delete_sent_sql(self._q, "%s")
         total = 0
         while True:
             deleted = await self._execute(sql, (cutoff, batch_size))

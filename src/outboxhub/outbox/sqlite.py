@@ -27,9 +27,9 @@ from typing import Literal, ParamSpec, TypeVar
 import msgspec
 
 from ..errors import OutboxError, StoreError, StoreUnavailable
-from ..ids import new_id, now_ms
-from ._sql import COLUMNS, decode_row, split_table
-from .base import check_ids, check_positive
+from ..ids import new_id
+from ._sql import COLUMNS, claim_params, decode_claimed, decode_row, delete_sent_sql, split_table, stats_sql
+from .base import check_ids, check_positive, check_purge_args, make_stats, readable, resolve_now
 from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord
 
 __all__ = [
@@ -99,10 +99,6 @@ def ensure_schema_sqlite(conn: sqlite3.Connection, table: str = "outbox") -> Non
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def _now(now: int | None) -> int:
-    return now_ms() if now is None else now
 
 
 def insert_statement(table: str, *, paramstyle: Literal["qmark", "named"]) -> str:
@@ -299,7 +295,7 @@ class SqliteOutbox:
     ) -> list[OutboxRecord]:
         check_positive(limit, name="limit")
         check_positive(lease_ms, name="lease_ms")
-        return await self._call(self._claim, limit, lease_ms, worker_id, ordered_by_key, _now(now))
+        return await self._call(self._claim, limit, lease_ms, worker_id, ordered_by_key, resolve_now(now))
 
     def _claim(
         self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
@@ -307,32 +303,17 @@ class SqliteOutbox:
         # Read the commit counter before claiming: a commit landing after this read wakes the next wait().
         self._data_version = self._read_data_version()
         token = new_id()
-        params = {
-            "worker": worker_id,
-            "token": token,
-            "lease_until": now + lease_ms,
-            "now": now,
-            "limit": limit,
-        }
+        params = claim_params(worker_id=worker_id, token=token, lease_ms=lease_ms, now=now, limit=limit)
         sql = self._claim_ordered_sql if ordered else self._claim_sql
-        rows = self._conn.execute(sql, params).fetchall()
-        records: list[OutboxRecord] = []
-        bad: list[tuple[str, int, str]] = []
-        for row in rows:
-            decoded = decode_row(row)
-            if isinstance(decoded, str):
-                bad.append((decoded, row[0], token))
-            else:
-                records.append(decoded)
+        records, bad = decode_claimed(self._conn.execute(sql, params).fetchall(), token)
         if bad:
             self._in_transaction(lambda: self._conn.executemany(self._mark_bad_sql, bad))
-        records.sort(key=lambda r: r.seq)
         return records
 
     async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
         if not records:
             return 0
-        return await self._call(self._by_token, self._sent_sql, records, _now(now))
+        return await self._call(self._by_token, self._sent_sql, records, resolve_now(now))
 
     def _by_token(self, sql: str, records: Sequence[OutboxRecord], value: int) -> int:
         # One statement per claim token (a drainer's batch has one); several run in one transaction.
@@ -354,7 +335,7 @@ class SqliteOutbox:
     async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
         if not failures:
             return 0
-        at = _now(now)
+        at = resolve_now(now)
         params = [
             {
                 "dead": f.verdict.dead,
@@ -374,16 +355,16 @@ class SqliteOutbox:
     ) -> int:
         if not records:
             return 0
-        return await self._call(self._by_token, self._release_sql, records, _now(now) + delay_ms)
+        return await self._call(self._by_token, self._release_sql, records, resolve_now(now) + delay_ms)
 
     async def requeue_expired(self, *, now: int | None = None) -> int:
-        at = _now(now)
+        at = resolve_now(now)
         return await self._call(lambda: self._conn.execute(self._requeue_sql, (at,)).rowcount)
 
     # -- operators ----------------------------------------------------------------------------------------
 
     async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
-        at = _now(now)
+        at = resolve_now(now)
         base = f"UPDATE {self._table_sql} SET status = 'pending', attempts = 0, available_at = ? "
         params: tuple[object, ...]
         if ids == "all":
@@ -401,8 +382,7 @@ class SqliteOutbox:
         older_than_ms: int | None = None,
         now: int | None = None,
     ) -> int:
-        if ids is None and older_than_ms is None:
-            raise ValueError("purge: give ids or older_than_ms (older_than_ms=0 purges every dead record)")
+        check_purge_args(ids, older_than_ms)
         sql = f"DELETE FROM {self._table_sql} WHERE status = 'dead'"
         params: list[object] = []
         if ids is not None:
@@ -410,35 +390,24 @@ class SqliteOutbox:
             params.append(msgspec.json.encode(check_ids(ids, what="purge")).decode())
         if older_than_ms is not None:
             sql += " AND ts <= ?"
-            params.append(_now(now) - older_than_ms)
+            params.append(resolve_now(now) - older_than_ms)
         return await self._call(lambda: self._conn.execute(sql, params).rowcount)
 
     async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = _now(now)
-        t = self._table_sql
-        sql = (
-            f"SELECT (SELECT count(*) FROM {t} WHERE status = 'pending'), "
-            f"(SELECT count(*) FROM {t} WHERE status = 'claimed'), "
-            f"(SELECT count(*) FROM {t} WHERE status = 'dead'), "
-            f"(SELECT ts FROM {t} WHERE status = 'pending' ORDER BY seq LIMIT 1), "
-            f"(SELECT min(available_at) FROM {t} WHERE status = 'pending' AND available_at > ?)"
-        )
+        at = resolve_now(now)
+        sql = stats_sql(self._table_sql, "?")
         pending, claimed, dead, oldest_ts, next_retry = await self._call(
             lambda: self._conn.execute(sql, (at,)).fetchone()
         )
-        return OutboxStats(
-            pending=pending,
-            claimed=claimed,
-            dead=dead,
-            oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
-            next_retry_at=next_retry,
+        return make_stats(
+            at, pending=pending, claimed=claimed, dead=dead, oldest_ts=oldest_ts, next_retry_at=next_retry
         )
 
     async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
         check_positive(limit, name="limit")
         sql = f"SELECT {COLUMNS} FROM {self._table_sql} WHERE status = 'dead' ORDER BY seq LIMIT ?"
         rows = await self._call(lambda: self._conn.execute(sql, (limit,)).fetchall())
-        return [r for r in (decode_row(row, lenient=True) for row in rows) if isinstance(r, OutboxRecord)]
+        return readable(decode_row(row, lenient=True) for row in rows)
 
     async def get(self, record_id: str) -> OutboxRecord | None:
         sql = f"SELECT {COLUMNS} FROM {self._table_sql} WHERE id = ?"
@@ -452,12 +421,8 @@ class SqliteOutbox:
         self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
     ) -> int:
         check_positive(batch_size, name="batch_size")
-        cutoff = _now(now) - retention_ms
-        t = self._table_sql
-        sql = (
-            f"DELETE FROM {t} WHERE seq IN "
-            f"(SELECT seq FROM {t} WHERE status = 'sent' AND sent_at < ? LIMIT ?)"
-        )
+        cutoff = resolve_now(now) - retention_ms
+        sql = delete_sent_sql(self._table_sql, "?")
         total = 0
         while True:
             # One batch per thread hop: claims and marks can run between batches.
