@@ -1,5 +1,6 @@
 """PostgreSQL store beyond the contract suite: gap safety, two nodes on one schema, cross-node wake-up,
-connection loss and recovery, URL parsing, and the pattern → regular expression translation.
+connection loss and recovery, URL parsing, the pattern → regular expression translation, and the plans
+of event scans.
 
 Every test gets its own throwaway schema on the test server (``OUTBOXHUB_TEST_PG_URL``, default
 127.0.0.1:5432/test). Without the server the tests skip, naming it; under ``CI=true`` they fail instead.
@@ -21,11 +22,14 @@ import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.pq import TransactionStatus
 
 from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError, TopicError
 from outboxhub.model import Delivery, NewEvent, StartPosition
+from outboxhub.store import _pg_events as pg_events
+from outboxhub.store import _pg_groups as pg_groups
 from outboxhub.store import open_store
-from outboxhub.store._pg_conn import parse_url
+from outboxhub.store._pg_conn import configure_connection, parse_url, pipelined_transaction
 from outboxhub.store._pg_events import append
 from outboxhub.store._pg_schema import channel_name, quote_ident
 from outboxhub.store._pg_testing import base_url, require_postgres, schema_url, throwaway_schema
@@ -490,3 +494,114 @@ async def test_claiming_an_unknown_group_is_an_error(pg_url: str) -> None:
             await store.claim("nope.*", "g", "m", limit=1, ack_timeout_ms=1000, max_deliver=1)
     finally:
         await store.close()
+
+
+# -- query plans and transactions -----------------------------------------------------------------------
+
+
+async def _raw_connection(store: PostgresStore) -> psycopg.AsyncConnection[Any]:
+    """A connection set up as the store sets up its pooled ones, on the store's schema."""
+    conn = await psycopg.AsyncConnection.connect(base_url(), autocommit=True)
+    await configure_connection(conn)
+    await conn.execute(f"SET search_path = {quote_ident(store.schema)}")
+    return conn
+
+
+async def _explain_everything(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """From now on, the plan of every statement ``conn`` runs (as executed) is appended to the list."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    try:
+        await conn.execute("LOAD 'auto_explain'")
+    except psycopg.Error as exc:  # the module ships with PostgreSQL; loading it needs a superuser
+        pytest.fail(f"cannot load auto_explain on the test server ({exc}); connect as a superuser")
+    await conn.execute("SET auto_explain.log_min_duration = 0")
+    await conn.execute("SET client_min_messages = log")
+    return plans
+
+
+def _event_scans(plans: list[str]) -> list[str]:
+    """The plans of statements that read events by topic (a page of a scan or of a claim's new events)."""
+    return [p for p in plans if "e.payload" in p and "FROM pending" not in p and "topic" in p]
+
+
+def _assert_index_ranges(plan: str, *, concrete: bool) -> None:
+    assert "Bitmap" not in plan and "Seq Scan" not in plan, plan
+    reads = [line for line in plan.splitlines() if " on events " in line]
+    assert reads and all("Index Scan using events_topic_seq on events" in line for line in reads), plan
+    assert not any("Sort Key" in line and "topic_id" in line for line in plan.splitlines()), plan
+    if concrete:  # the index order is the answer's order
+        assert "Sort" not in plan, plan
+
+
+@pg
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "analyzed"])
+async def test_every_event_scan_reads_one_index_range_per_topic(pg_url: str, analyzed: bool) -> None:
+    """Replay pages (a concrete topic and a pattern) and a claim's page of new events read each topic's
+    ``(topic_id, seq)`` index range from the cursor and stop at the limit: no bitmap or sequential scan of
+    events, no walk of the primary key filtered by topic, no sort of a topic's events. Checked on the
+    plans PostgreSQL ran (auto_explain), on a fresh table without statistics and after ANALYZE, with the
+    three topics' events interleaved; the old plans failed both (a sort of every remaining row per page)."""
+    store = await _open(pg_url)
+    try:
+        for i in range(400):
+            await store.publish_batch([NewEvent(topic=f"plan.t{j}", payload=i) for j in range(3)])
+        for pattern in ("plan.t2", "plan.*"):
+            await store.ensure_group(pattern, "g", EARLIEST)
+    finally:
+        await store.close()
+    conn = await _raw_connection(store)
+    try:
+        if analyzed:
+            await conn.execute("ANALYZE events")
+        plans = await _explain_everything(conn)
+        for pattern, concrete in (("plan.t2", True), ("plan.*", False)):
+            for _ in range(6):  # past psycopg's prepare threshold: the prepared statement's plans too
+                plans.clear()
+                rows = await pg_events.scan_rows(conn, pattern, after_seq=300, limit=50)
+                assert len(rows) == 50 and [r[0] for r in rows] == sorted(r[0] for r in rows)
+                assert all(r[7] == "plan.t2" for r in rows) if concrete else rows[0][0] == 301
+                (plan,) = _event_scans(plans)
+                _assert_index_ranges(plan, concrete=concrete)
+            plans.clear()
+            got = await pg_groups.claim(
+                conn,
+                pg_groups.ClaimContext(channel_name(store.schema)),
+                pattern,
+                "g",
+                "m",
+                limit=20,
+                ack_timeout_ms=60_000,
+                max_deliver=5,
+                ordered=False,
+                now=1,
+            )
+            assert len(got) == 20
+            (plan,) = _event_scans(plans)
+            _assert_index_ranges(plan, concrete=concrete)
+    finally:
+        await conn.close()
+
+
+@pg
+async def test_a_failing_pipelined_transaction_is_rolled_back(pg_url: str) -> None:
+    """Statements before the failing one are not committed, and the connection is left idle."""
+    store = await _open(pg_url)
+    await store.close()
+    conn = await _raw_connection(store)
+    try:
+        await conn.execute("CREATE TABLE probe (a integer PRIMARY KEY)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            async with pipelined_transaction(conn):
+                await conn.execute("INSERT INTO probe VALUES (1)")
+                await conn.execute("INSERT INTO probe VALUES (1)")
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        async with pipelined_transaction(conn):
+            await conn.execute("INSERT INTO probe VALUES (2)")
+            cur = await conn.execute("SELECT count(*) FROM probe")
+            assert await cur.fetchone() == (1,)  # a fetch inside the block sees the block's own writes
+        async with await _raw_connection(store) as other:
+            cur = await other.execute("SELECT array_agg(a) FROM probe")
+            assert await cur.fetchone() == ([2],)
+    finally:
+        await conn.close()

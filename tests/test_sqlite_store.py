@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -301,3 +302,25 @@ async def test_two_stores_on_one_file_see_each_others_topics_and_share_groups(tm
     finally:
         await one.close()
         await two.close()
+
+
+async def test_checkpoints_run_on_their_own_thread_and_stop_with_the_store(tmp_path: Path) -> None:
+    """A few small commits, far below SQLite's own 1,000-page checkpoint threshold, are checkpointed by
+    the checkpointer thread (the writer no longer stalls for it); closing the store ends that thread."""
+    before = set(threading.enumerate())
+    store = await open_store(url_for(tmp_path / "ckpt.db"))
+    assert isinstance(store, SQLiteStore)
+    try:
+        for i in range(3):
+            await store.publish(NewEvent(topic="ckpt.t", payload=i))
+        async with asyncio.timeout(20):  # a safety net: the checkpoint follows within about 0.1 s
+            while store.writer_stats.checkpoints == 0:  # noqa: ASYNC110 - a counter of another thread
+                await asyncio.sleep(0.01)
+    finally:
+        await store.close()
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "outboxhub-sqlite-checkpoint"]
+    conn = sqlite3.connect(tmp_path / "ckpt.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+    finally:
+        conn.close()

@@ -7,8 +7,10 @@ connection pool. Every other query parameter is handed to libpq unchanged (``ssl
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 from psycopg.adapt import Loader
+from psycopg.pq import TransactionStatus
 
 from ..errors import StoreError, StoreUnavailable, StoreURLError
 from ._pg_schema import DEFAULT_SCHEMA
@@ -23,11 +26,13 @@ from .base import mask_url
 
 __all__ = [
     "OPTION_NAMES",
+    "PLANNER_SETTINGS",
     "PgSettings",
     "RawJsonLoader",
     "configure_connection",
     "is_retryable",
     "parse_url",
+    "pipelined_transaction",
     "translate",
 ]
 
@@ -133,9 +138,43 @@ class RawJsonLoader(Loader):
         return bytes(data)
 
 
+PLANNER_SETTINGS = (
+    "SELECT set_config('enable_bitmapscan', 'off', false), set_config('enable_seqscan', 'off', false),"
+    " set_config('jit', 'off', false)"
+)
+"""Session settings of every store connection. Every statement of the store is meant to be an index
+range read that stops at its limit; these leave the planner no other plan when its statistics mislead
+it (missing or stale after a burst of publishes, or a topic's events bunched in one stretch of the log),
+where it would otherwise fetch and sort every remaining row of a topic for each page (``_pg_events``).
+JIT is off too: the store's statements are all small, and a plan that did carry a disabled node's cost
+would start a compile of 100 ms or more."""
+
+
 async def configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
     """Per-connection set-up (the pool's ``configure`` hook and the LISTEN connection)."""
     conn.adapters.register_loader("json", RawJsonLoader)
+    await conn.execute(PLANNER_SETTINGS)
+
+
+@asynccontextmanager
+async def pipelined_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """A transaction whose BEGIN, COMMIT and statements without a fetch travel together in pipeline mode.
+
+    ``conn`` must be in autocommit mode with no transaction open. Statements are sent in order; each fetch
+    waits for the replies so far, and the block's end sends COMMIT and waits for everything. Plain
+    ``conn.transaction()`` costs a round trip of its own for BEGIN and for COMMIT; here a claim is two.
+    On an error the transaction is rolled back (when the connection still works) and the error re-raised.
+    """
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            yield
+            await conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
 
 
 def is_retryable(exc: BaseException) -> bool:

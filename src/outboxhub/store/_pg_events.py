@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
-from psycopg.pq import TransactionStatus
 
 from ..model import Event, PublishResult, TopicInfo
 from ._pg_topics import TopicFilter, topic_filter
@@ -20,7 +19,6 @@ from ._sqlite_codec import EventRow, Prepared, decode_event
 
 __all__ = [
     "EVENT_SELECT",
-    "SCAN_SETTINGS",
     "PgConn",
     "SeqBound",
     "append",
@@ -57,9 +55,14 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[Event]:
     return [decode_event(cast(EventRow, tuple(row[:7])), names.__getitem__) for row in rows]
 
 
-async def append(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[list[PublishResult], int]:
+async def append(
+    conn: PgConn, channel: str, rows: Sequence[Prepared], *, commit: bool = False
+) -> tuple[list[PublishResult], int]:
     """Append prepared events in order (idempotent by id, also within ``rows``); return the results and
-    the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction, if any."""
+    the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction, if any.
+
+    ``commit``: send COMMIT right behind the append (``conn`` in pipeline mode, inside a transaction), so
+    the results arrive once the transaction is committed, in the same round trip."""
     first: dict[str, int] = {}
     unique: list[Prepared] = []
     for row in rows:
@@ -78,6 +81,8 @@ async def append(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[
             channel,
         ),
     )
+    if commit:
+        await conn.execute("COMMIT")
     stored = await cur.fetchall()
     seqs = [(int(seq), bool(dup)) for _, seq, dup in stored]
     top = max((seq for seq, dup in seqs if not dup), default=0)
@@ -119,13 +124,6 @@ def _ts_bounds(since_ts: int | None, until_ts: int | None) -> tuple[str, list[in
     return sql, params
 
 
-SCAN_SETTINGS = (
-    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),"
-    " set_config('jit', 'off', true)"
-)
-"""Planner settings for the rest of the transaction, run before every scan (see ``scan_query``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class SeqBound:
     """A lower seq bound given as SQL (``sql`` with ``params``), e.g. a group's frontier read in the query."""
@@ -142,21 +140,20 @@ def scan_query(
     since_ts: int | None = None,
     until_ts: int | None = None,
 ) -> tuple[str, list[Any]]:
-    """The statement (``EVENT_SELECT`` columns, seq order) of a scan, to run after ``SCAN_SETTINGS``.
+    """The statement of a scan: ``EVENT_SELECT`` columns, in seq order.
 
     Every topic's events are read as one range of the ``(topic_id, seq)`` index that stops at the limit, so
     a page costs its own rows whatever lies after it. Two things make that plan the only one left:
 
-    * The topic id is a value at execution time (a sub-select, or the lateral topic row), written as
+    * The topic id is a value known at execution time (a sub-select, or the lateral topic row), written as
       ``topic_id = ANY(ARRAY[...])`` with ``ORDER BY topic_id, seq``. With a plain equality the planner
       may walk the primary key in seq order and filter by topic, which reads every event of every other
       topic on the way (it assumes a topic's events are spread evenly over the log; they rarely are).
-      The events_pkey order is not ``(topic_id, seq)``, so that plan would need a sort and loses.
-    * ``SCAN_SETTINGS`` turns bitmap and sequential scans off for the transaction. When statistics are
-      missing or stale (a topic created since the last ANALYZE) the planner expects a few rows and would
-      fetch and sort *all* of the topic's remaining rows for each page: 300 ms per 5,000-row page at 720k
-      rows, quadratic over a replay. JIT goes off too, so that a plan which does carry a disabled node's
-      cost (never one of these) cannot trigger a compile.
+      The primary key's order is not ``(topic_id, seq)``, so that plan would need a sort and loses.
+    * The store's connections run with bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``).
+      When statistics are missing or stale (a topic created since the last ANALYZE) the planner expects a
+      few rows and would otherwise fetch and sort *all* of the topic's remaining rows for each page: 300 ms
+      per 5,000-row page at 720k rows, quadratic over a replay.
     """
     ts_sql, ts_params = _ts_bounds(since_ts, until_ts)
     if isinstance(after_seq, SeqBound):
@@ -197,23 +194,12 @@ async def scan_rows(
     since_ts: int | None = None,
     until_ts: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Rows (``EVENT_SELECT``) of events matching ``pattern`` with ``seq > after_seq``, in seq order.
-
-    Inside a transaction, ``SCAN_SETTINGS`` stay in force until it ends; outside one, the scan gets a
-    transaction of its own. Either way settings and scan travel in one round trip.
-    """
+    """Rows (``EVENT_SELECT``) of events matching ``pattern`` with ``seq > after_seq``, in seq order."""
     if limit <= 0:
         return []
     where = pattern if isinstance(pattern, TopicFilter) else topic_filter(pattern)
     sql, params = scan_query(where, after_seq=after_seq, limit=limit, since_ts=since_ts, until_ts=until_ts)
-    async with conn.pipeline():
-        if conn.info.transaction_status == TransactionStatus.IDLE:
-            async with conn.transaction():
-                await conn.execute(SCAN_SETTINGS)
-                cur = await conn.execute(sql, params)
-        else:
-            await conn.execute(SCAN_SETTINGS)
-            cur = await conn.execute(sql, params)
+    cur = await conn.execute(sql, params)
     return await cur.fetchall()
 
 

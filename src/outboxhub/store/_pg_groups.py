@@ -16,6 +16,24 @@ Concurrency across hub processes:
 * Every lock order is group row, then pending rows, then (dead-letters only) the counter row; publishers
   take only the counter row. A deadlock between two multi-row statements on ``pending`` is still possible in
   theory; the store retries such a transaction.
+
+Durability: claim, ack and nack transactions commit with ``synchronous_commit = off``: the COMMIT returns
+before its WAL record is flushed (PostgreSQL flushes it within ``3 × wal_writer_delay``, 600 ms by default,
+or earlier with the next synchronous commit, which flushes all WAL before its own). They hold group state
+only, never events, and a crash can lose only the last few of them, whole and in commit order (the WAL is
+a sequence: nothing after a lost commit survives). Losing them means, after the crash: a lost ack leaves
+its event pending, so it is delivered again after its ack timeout; a lost claim puts its events back to
+be claimed again (the frontier with them); a lost nack leaves the event with its earlier deadline. Each is
+a redelivery, which at-least-once delivery allows. A group transaction that appends dead-letter events
+switches back to a synchronous commit (``DURABLE_COMMIT``) first: an event, once visible, must never be
+lost, or a reader that saw it would skip the different event that takes its seq after the crash. Event
+publishes (``publish_events`` from the store's writer) always commit synchronously. What this buys: a
+claim or ack no longer waits for a disk flush, and the flushes left (publishes) are not queued behind them.
+
+Round trips: a claim is two. Its first carries BEGIN, the group lock, the first chunk of expired events and
+the first page of new ones (both read in snapshots taken after the lock, see above); its second carries
+the pending rows, the frontier and COMMIT (``_pg_conn.pipelined_transaction``). More only when a claim
+dead-letters, needs a second chunk or page, or orders by key.
 """
 
 from __future__ import annotations
@@ -28,11 +46,14 @@ from ..errors import StoreError
 from ..model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition, nack_backoff_ms
 from . import _pg_events as events
 from ._common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from ._pg_events import EVENT_SELECT, PgConn, decode_rows
-from ._pg_topics import topic_filter
+from ._pg_conn import pipelined_transaction
+from ._pg_events import EVENT_SELECT, PgConn, SeqBound, decode_rows
+from ._pg_topics import TopicFilter, topic_filter
 from ._sqlite_codec import prepare
 
 __all__ = [
+    "ASYNC_COMMIT",
+    "DURABLE_COMMIT",
     "ClaimContext",
     "ack",
     "claim",
@@ -59,6 +80,10 @@ _INFO = (
 )
 
 _EVENT_SEQ = "(SELECT seq FROM events WHERE id = %s)"
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
+"""Opens every claim, ack and nack transaction (see the module docstring)."""
+DURABLE_COMMIT = "SET LOCAL synchronous_commit TO DEFAULT"
+"""Sent before a group transaction appends dead-letter events: a commit that publishes events is durable."""
 _GROUP_GID = "(SELECT gid FROM groups WHERE pattern = %s AND name = %s)"
 
 
@@ -139,17 +164,25 @@ async def ensure_group(conn: PgConn, pattern: str, name: str, start: StartPositi
     return info
 
 
-async def _lock_group(conn: PgConn, pattern: str, name: str) -> tuple[int, int, int]:
-    """Lock the group row; return (gid, frontier, last_seq read no later than the lock)."""
-    cur = await conn.execute(
-        "SELECT g.gid, g.frontier, c.last_seq FROM groups g CROSS JOIN counter c"
-        " WHERE g.pattern = %s AND g.name = %s AND c.id = 1 FOR UPDATE OF g",
-        (pattern, name),
-    )
-    row = await cur.fetchone()
+_LOCK = (
+    "SELECT g.gid, g.frontier, c.last_seq FROM groups g CROSS JOIN counter c"
+    " WHERE g.pattern = %s AND g.name = %s AND c.id = 1 FOR UPDATE OF g"
+)
+"""Lock the group row; (gid, frontier, last_seq read no later than the lock)."""
+
+_FRONTIER = "(SELECT frontier FROM groups WHERE pattern = %s AND name = %s)"
+
+
+def _locked(row: Sequence[Any] | None, pattern: str, name: str) -> tuple[int, int, int]:
     if row is None:
         raise StoreError(f"consumer group {name!r} on {pattern!r} does not exist (call ensure_group first)")
     return int(row[0]), int(row[1]), int(row[2])
+
+
+async def _lock_group(conn: PgConn, pattern: str, name: str) -> tuple[int, int, int]:
+    """Lock the group row; return (gid, frontier, last_seq read no later than the lock)."""
+    cur = await conn.execute(_LOCK, (pattern, name))
+    return _locked(await cur.fetchone(), pattern, name)
 
 
 async def claim(
@@ -165,21 +198,48 @@ async def claim(
     ordered: bool,
     now: int,
 ) -> list[Delivery]:
-    async with conn.transaction():
-        gid, frontier, last_seq = await _lock_group(conn, pattern, name)
-        if limit <= 0:
+    if limit <= 0:
+        async with conn.transaction():
+            await _lock_group(conn, pattern, name)
             return []
-        deadline = now + ack_timeout_ms
+    deadline = now + ack_timeout_ms
+    where = topic_filter(pattern)
+    chunk = limit + 32
+    first_want = _first_want(limit, ordered)
+    async with pipelined_transaction(conn):
+        # One round trip: the lock, then (in snapshots taken after it) the first chunk of expired events and
+        # the first page of new ones, read from the group's frontier; usually all the claim reads. Its
+        # writes and the COMMIT are a second one.
+        await conn.execute(ASYNC_COMMIT)
+        lock = await conn.execute(_LOCK, (pattern, name))
+        expired = await conn.execute(_EXPIRED_BY_NAME, (pattern, name, now, 0, chunk))
+        sql, params = events.scan_query(
+            where, after_seq=SeqBound(_FRONTIER, (pattern, name)), limit=first_want
+        )
+        fresh = await conn.execute(sql, params)
+        gid, frontier, last_seq = _locked(await lock.fetchone(), pattern, name)
         busy_keys: set[str] = set()  # keys handed out or held back by this claim
         deliveries = await _claim_expired(
-            conn, ctx, gid, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
+            conn,
+            ctx,
+            gid,
+            name,
+            member,
+            limit,
+            max_deliver,
+            ordered,
+            now,
+            deadline,
+            busy_keys,
+            first=await expired.fetchall(),
         )
+        first_page = await fresh.fetchall()
         wanted = limit - len(deliveries)
         if wanted > 0:
             new_frontier = await _claim_new(
                 conn,
                 gid,
-                pattern,
+                where,
                 member,
                 frontier,
                 last_seq,
@@ -188,10 +248,11 @@ async def claim(
                 deadline,
                 busy_keys,
                 deliveries,
+                first=(first_page, first_want),
             )
             if new_frontier != frontier:
                 await conn.execute("UPDATE groups SET frontier = %s WHERE gid = %s", (new_frontier, gid))
-        return deliveries
+    return deliveries
 
 
 _EXPIRED = (
@@ -199,6 +260,9 @@ _EXPIRED = (
     " FROM pending p JOIN events e ON e.seq = p.seq JOIN topics t ON t.topic_id = e.topic_id"
     " WHERE p.gid = %s AND p.deadline <= %s AND p.seq > %s ORDER BY p.seq LIMIT %s"
 )
+"""Pending events of a group whose deadline passed, by seq: ``(gid, now, after_seq, limit)``."""
+_EXPIRED_BY_NAME = _EXPIRED.replace("p.gid = %s", f"p.gid = {_GROUP_GID}", 1)
+"""``_EXPIRED`` with the group given as ``(pattern, name)`` in place of its gid."""
 
 
 async def _claim_expired(
@@ -213,14 +277,19 @@ async def _claim_expired(
     now: int,
     deadline: int,
     busy_keys: set[str],
+    *,
+    first: list[tuple[Any, ...]],
 ) -> list[Delivery]:
-    """Hand out (or dead-letter) pending events whose deadline passed, oldest first."""
+    """Hand out (or dead-letter) pending events whose deadline passed, oldest first. ``first`` is the first
+    chunk of ``_EXPIRED`` (``limit + 32`` rows from seq 0), already read."""
     chosen: list[tuple[int, Event]] = []
     after = 0
     chunk = limit + 32
+    rows = first
     while len(chosen) < limit:
-        cur = await conn.execute(_EXPIRED, (gid, now, after, chunk))
-        rows = await cur.fetchall()
+        if after:
+            cur = await conn.execute(_EXPIRED, (gid, now, after, chunk))
+            rows = await cur.fetchall()
         if not rows:
             break
         exhausted = {int(r[0]) for r in rows if r[2] >= max_deliver}
@@ -273,10 +342,15 @@ async def _claim_expired(
     ]
 
 
+def _first_want(limit: int, ordered: bool) -> int:
+    """The size of ``_claim_new``'s first page when nothing expired was handed out (wanted = limit)."""
+    return max(limit, 64) if ordered else limit
+
+
 async def _claim_new(
     conn: PgConn,
     gid: int,
-    pattern: str,
+    where: TopicFilter,
     member: str,
     frontier: int,
     last_seq: int,
@@ -285,17 +359,25 @@ async def _claim_new(
     deadline: int,
     busy_keys: set[str],
     deliveries: list[Delivery],
+    *,
+    first: tuple[list[tuple[Any, ...]], int],
 ) -> int:
-    """Take new events above the frontier into the pending set; return the new frontier."""
-    where = topic_filter(pattern)
+    """Take new events above the frontier into the pending set; return the new frontier. ``first`` is the
+    first page above the frontier, already read, with the limit it was read with (``_first_want``)."""
     pending: list[tuple[int, str, str | None, str | None, int, int]] = []
     position = frontier
     handed = 0
     budget = max(wanted * _ORDERED_SCAN_CAP, 256) if ordered else wanted
     exhausted = False
+    page: tuple[list[tuple[Any, ...]], int] | None = first
     while handed < wanted and budget > 0:
-        want = min(budget, max(wanted - handed, 64)) if ordered else wanted - handed
-        rows = await events.scan_rows(conn, where, after_seq=position, limit=want)
+        if page is not None:
+            (rows, want), page = page, None
+            if len(rows) > budget:
+                rows, want = rows[:budget], budget
+        else:
+            want = min(budget, max(wanted - handed, 64)) if ordered else wanted - handed
+            rows = await events.scan_rows(conn, where, after_seq=position, limit=want)
         budget -= len(rows)
         held_keys: set[str] = set()
         if ordered:
@@ -361,6 +443,7 @@ async def _dead_letter(
     ]
     if not letters:
         return
+    await conn.execute(DURABLE_COMMIT)  # the transaction now publishes events
     _, top = await events.append(conn, ctx.channel, letters)
     ctx.appended_to = max(ctx.appended_to, top)
     await conn.execute(
@@ -369,10 +452,13 @@ async def _dead_letter(
 
 
 async def ack(conn: PgConn, pattern: str, name: str, event_ids: Sequence[str]) -> int:
+    # One statement in its own transaction; the set_config (evaluated once, before any row) makes that
+    # transaction's COMMIT asynchronous.
     cur = await conn.execute(
         "DELETE FROM pending p USING groups g, events e"
         " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid"
-        " AND e.id = ANY(%s::text[]) AND p.seq = e.seq",
+        " AND e.id = ANY(%s::text[]) AND p.seq = e.seq"
+        " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL",
         (pattern, name, list(event_ids)),
     )
     return max(0, cur.rowcount)
@@ -390,23 +476,22 @@ async def nack(
     reason: str | None,
     now: int,
 ) -> bool:
-    async with conn.transaction():
-        cur = await conn.execute(
+    async with pipelined_transaction(conn):
+        await conn.execute(ASYNC_COMMIT)
+        lock = await conn.execute(
             "SELECT gid FROM groups WHERE pattern = %s AND name = %s FOR UPDATE", (pattern, name)
         )
-        group = await cur.fetchone()
-        if group is None:
-            return False
-        gid = int(group[0])
         cur = await conn.execute(
             f"SELECT p.seq, p.attempts, {EVENT_SELECT} FROM pending p"
             " JOIN events e ON e.seq = p.seq JOIN topics t ON t.topic_id = e.topic_id"
-            " WHERE p.gid = %s AND e.id = %s",
-            (gid, event_id),
+            f" WHERE p.gid = {_GROUP_GID} AND e.id = %s",
+            (pattern, name, event_id),
         )
+        group = await lock.fetchone()
         row = await cur.fetchone()
-        if row is None:
+        if group is None or row is None:
             return False
+        gid = int(group[0])
         seq, attempts = int(row[0]), int(row[1])
         if attempts >= max_deliver:
             event = decode_rows([row[2:]])[0]

@@ -4,7 +4,8 @@ Callers on the event loop put jobs on a queue and await a future. The thread tak
 ``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
 ``executemany``; every other job runs inside its own SAVEPOINT, so a failing job gets its exception and
-the rest of the batch still commits. A failed COMMIT fails every job of the batch.
+the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
+a thread of their own (``_sqlite_checkpoint``), not in the writer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..model import PublishResult
+from ._sqlite_checkpoint import BACKSTOP_BYTES, Checkpointer
 from ._sqlite_codec import Prepared
 from ._sqlite_errors import translate
 from ._sqlite_schema import configure, migrate
@@ -48,6 +50,8 @@ class WriterStats:
     commits: int = 0
     jobs: int = 0
     events: int = 0
+    checkpoints: int = 0
+    """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
 
 
 class Writer:
@@ -77,6 +81,9 @@ class Writer:
         self._thread = threading.Thread(target=self._main, name="outboxhub-sqlite-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = WriterStats()
+        self._checkpointer = Checkpointer(
+            path, url=url, synchronous=synchronous, on_checkpoint=self._checkpointed
+        )
 
     async def start(self) -> None:
         """Start the thread; return once the database is open and migrated (or raise why it is not).
@@ -129,16 +136,20 @@ class Writer:
         try:
             configure(conn, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms, writer=True)
             migrate(conn)
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BACKSTOP_BYTES // page_size)}")
             tx = WriteTx(conn, self._catalog)
         except Exception as exc:
             conn.close()
             self._started.set_exception(_cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
+        self._checkpointer.start()
         self._started.set_result(None)
         try:
             self._serve(conn, tx)
         finally:
+            self._checkpointer.stop()
             conn.close()
             self._stopped.set_result(None)
 
@@ -215,6 +226,7 @@ class Writer:
             self._post([(fut, error, None) for fut, *_ in jobs], 0)
             return
         tx.committed()
+        self._checkpointer.committed()
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
         self._post(outcomes, tx.appended_to)
@@ -273,6 +285,9 @@ class Writer:
             return None
         outcomes.append((fut, None, value))
         return None
+
+    def _checkpointed(self) -> None:
+        self.stats.checkpoints += 1
 
     def _post(self, outcomes: list[_Outcome], last_seq: int) -> None:
         """Hand the batch's results to the event loop in one callback."""

@@ -16,13 +16,17 @@ Design:
   would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
   once per batch, for one short statement plus the commit.
 * **Group commit.** One writer task per store (``_pg_writer``) appends everything queued in one
-  ``publish_events`` call (one statement, one round trip, one commit), and confirms each publish only after
-  that commit. Batches grow with load.
-* **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read events by
-  the ``(topic_id, seq)`` index (``_pg_topics``); no Python runs per row.
+  ``publish_events`` call, sent with its BEGIN and COMMIT in one round trip, and confirms each publish only
+  after that commit. Batches grow with load.
+* **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
+  matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
+  (``_pg_topics``, ``_pg_events.scan_query``); no Python runs per row. The store's connections run with
+  bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
+  into a read of the whole topic.
 * **Groups** (``_pg_groups``): claims and nacks lock the group row, so two processes never hand one event to
   two members; acks are single statements. Dead-letter events have deterministic ids (``_common``), so a
-  retried dead-letter is stored once.
+  retried dead-letter is stored once. Group transactions commit without waiting for the WAL flush unless
+  they append dead-letter events (the reasoning is in ``_pg_groups``); publishes always wait for it.
 * **Wake-up** (``_pg_listen``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
   LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
   any process. Local commits call them directly, without waiting for the notification.
@@ -30,8 +34,9 @@ Design:
   the server cannot be reached within ``pool_timeout_s``; a connection that broke while idle in the pool
   (the server restarted) is discarded and the operation re-run on another. The pool reconnects by itself
   when the server returns, so the store recovers without a restart. A publish is confirmed only after its
-  COMMIT; if the connection drops during the COMMIT itself its outcome is unknown, the publisher gets
-  ``StoreUnavailable``, and publishing the same id again is idempotent.
+  COMMIT. A batch whose connection breaks is written again on another connection: appends are idempotent
+  by id, so if the lost COMMIT had taken effect its events are not stored twice (they come back with
+  ``duplicate`` set, as they would to a publisher retrying after an error).
 
 Options (URL query or keyword arguments of ``open_store``, which win): ``schema`` (default ``outboxhub``),
 ``pool_max`` (8), ``pool_timeout_s`` (5: how long an operation waits for a connection), ``connect_timeout_s``
@@ -253,10 +258,21 @@ class PostgresStore:
         if self._pool_check is None or self._pool_check.done():
             self._pool_check = asyncio.get_running_loop().create_task(self._pool.check())
 
-    async def _stage(self, rows: Sequence[Prepared]) -> _StagedBatch:
-        """Open a transaction and append ``rows`` (the writer commits it). BEGIN and the append travel in
-        one round trip; a connection found broken is replaced and the batch staged again (nothing of it was
-        committed)."""
+    async def _stage(self, rows: Sequence[Prepared]) -> _CommittedBatch:
+        """Append ``rows`` in one transaction whose BEGIN, append and COMMIT travel in one round trip, then
+        call the commit listeners; the writer's ``commit()`` has nothing left to do.
+
+        Sending COMMIT with the append keeps the seq counter's lock held only for what the server itself
+        needs (the insert and the WAL flush), not also for a round trip through the event loop. So the
+        writer writes batches one after another (staging the next batch waits for this one's COMMIT), in
+        the order they were queued.
+
+        A deadlock, or a connection found broken (the server restarted while it sat in the pool), re-runs
+        the batch, on another connection for the latter. When a connection breaks after the server
+        committed but before the reply came back, the re-run finds the events stored: appends are
+        idempotent by id, so they are not stored twice, and come back with their seqs and ``duplicate``
+        set, as a publisher retrying after an error would see them.
+        """
         stale = 0
         tries = 0
         while True:
@@ -268,7 +284,7 @@ class PostgresStore:
             try:
                 async with conn.pipeline():
                     await conn.execute("BEGIN")
-                    results, top = await events.append(conn, self._channel, rows)
+                    results, top = await events.append(conn, self._channel, rows, commit=True)
             except psycopg.Error as exc:
                 await self._give_back(conn)
                 if is_retryable(exc) and tries < _MAX_TRIES:
@@ -281,7 +297,10 @@ class PostgresStore:
             except BaseException:
                 await self._give_back(conn)
                 raise
-            return _StagedBatch(self, conn, results, top)
+            await self._pool.putconn(conn)
+            if top:
+                self._committed(top)
+            return _CommittedBatch(results)
 
     async def _give_back(self, conn: PgConn) -> None:
         """Return a connection to the pool after a failure, rolled back if it still works."""
@@ -451,29 +470,16 @@ def _connection_lost(exc: BaseException) -> bool:
     )
 
 
-class _StagedBatch:
-    """A batch appended by ``PostgresStore._stage`` in a transaction still open on ``conn``."""
+class _CommittedBatch:
+    """A batch ``PostgresStore._stage`` has already committed (the writer's ``Staged``)."""
 
-    __slots__ = ("_conn", "_store", "results", "top")
+    __slots__ = ("results",)
 
-    def __init__(self, store: PostgresStore, conn: PgConn, results: list[PublishResult], top: int) -> None:
-        self._store = store
-        self._conn = conn
+    def __init__(self, results: list[PublishResult]) -> None:
         self.results = results
-        self.top = top
 
     async def commit(self) -> None:
-        store = self._store
-        try:
-            await self._conn.commit()
-        except psycopg.Error as exc:
-            # Whether a COMMIT whose reply was lost took effect is unknown: the publisher gets
-            # StoreUnavailable and republishing the same ids is idempotent.
-            await store._give_back(self._conn)
-            raise translate(exc, store.url) from exc
-        await store._pool.putconn(self._conn)
-        if self.top:
-            store._committed(self.top)
+        """Nothing to do: the COMMIT went with the append."""
 
 
 async def _ping(conn: PgConn) -> None:
