@@ -18,9 +18,9 @@ from outboxhub.errors import StoreUnavailable, StoreURLError
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
+from outboxhub.store._codec import prepare
 from outboxhub.store._mongo_conn import parse_url
 from outboxhub.store._mongo_events import event_doc
-from outboxhub.store._sqlite_codec import prepare
 from outboxhub.store.mongo import MongoStore
 
 pytestmark = pytest.mark.mongo

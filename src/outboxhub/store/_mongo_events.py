@@ -31,9 +31,9 @@ from ..errors import StoreError
 from ..ids import now_ms
 from ..model import Event, PublishResult, TopicInfo
 from ..topics import compile_pattern
+from ._codec import Prepared
 from ._mongo_seq import Allocation, SeqCounter
 from ._pg_topics import pattern_regex
-from ._sqlite_codec import Prepared
 
 __all__ = ["EventLog", "Staged", "bson_safe", "decode_event", "encode_payload", "event_doc"]
 
@@ -91,7 +91,7 @@ def decode_payload(doc: Doc) -> Any:
 
 
 def event_doc(row: Prepared, seq: int) -> Doc:
-    """The document of a prepared event (``_sqlite_codec.prepare``) at ``seq``."""
+    """The document of a prepared event (``_codec.prepare``) at ``seq``."""
     event_id, topic, ts, key, payload, meta = row
     doc: Doc = {"_id": event_id, "seq": Int64(seq), "topic": topic, "ts": Int64(ts)}
     encode_payload(payload, doc)

@@ -14,8 +14,8 @@ from typing import Any, cast
 import psycopg
 
 from ..model import Event, PublishResult, TopicInfo
+from ._codec import EventRow, Prepared, decode_event
 from ._pg_topics import TopicFilter, topic_filter
-from ._sqlite_codec import EventRow, Prepared, decode_event
 
 __all__ = [
     "EVENT_SELECT",
@@ -39,7 +39,7 @@ PgConn = psycopg.AsyncConnection[Any]
 
 _EVENT_COLUMNS = "e.seq, e.id, e.topic_id, e.ts, e.key, e.payload, e.meta"
 EVENT_SELECT = f"{_EVENT_COLUMNS}, t.topic"
-"""The columns every event query selects: the ``_sqlite_codec`` row layout plus the topic name."""
+"""The columns every event query selects: the ``_codec`` row layout plus the topic name."""
 
 _APPEND = (
     "SELECT ord, seq, duplicate FROM publish_events("

@@ -45,11 +45,11 @@ from typing import Any, cast
 from ..errors import StoreError
 from ..model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition, nack_backoff_ms
 from . import _pg_events as events
+from ._codec import prepare
 from ._common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
 from ._pg_conn import pipelined_transaction
 from ._pg_events import EVENT_SELECT, PgConn, SeqBound, decode_rows
 from ._pg_topics import TopicFilter, topic_filter
-from ._sqlite_codec import prepare
 
 __all__ = [
     "ASYNC_COMMIT",

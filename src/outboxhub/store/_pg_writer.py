@@ -20,7 +20,7 @@ from typing import Protocol
 
 from ..errors import StoreError, StoreUnavailable
 from ..model import PublishResult
-from ._sqlite_codec import Prepared
+from ._codec import Prepared
 
 __all__ = ["GroupCommitWriter", "Stage", "Staged"]
 

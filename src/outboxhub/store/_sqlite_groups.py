@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlite3
 
 from ..model import Delivery, Event, GroupInfo, StartPosition, nack_backoff_ms
+from ._codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from ._common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from ._sqlite_codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from ._sqlite_topics import select_events
 from ._sqlite_tx import WriteTx
 

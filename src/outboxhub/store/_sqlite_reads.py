@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..model import Cursor, Event, GroupInfo, Lag, TopicInfo
-from ._sqlite_codec import EVENT_COLUMNS, decode_event
+from ._codec import EVENT_COLUMNS, decode_event
 from ._sqlite_groups import info_from_row
 from ._sqlite_topics import TopicCatalog, count_events, last_seq_at_or_below, select_events
 

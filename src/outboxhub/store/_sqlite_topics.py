@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from ..topics import compile_pattern
-from ._sqlite_codec import EVENT_COLUMNS, EventRow
+from ._codec import EVENT_COLUMNS, EventRow
 
 __all__ = ["MERGE_MAX_TOPICS", "TopicCatalog", "count_events", "last_seq_at_or_below", "select_events"]
 

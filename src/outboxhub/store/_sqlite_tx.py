@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from ..errors import StoreError
 from ..model import PublishResult
 from ..topics import compile_pattern
+from ._codec import Prepared
 from ._common import ack_floor
-from ._sqlite_codec import Prepared
 from ._sqlite_topics import TopicCatalog
 
 __all__ = ["GroupRef", "Mark", "WriteTx"]

@@ -24,8 +24,8 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..model import PublishResult
+from ._codec import Prepared
 from ._sqlite_checkpoint import BACKSTOP_BYTES, Checkpointer
-from ._sqlite_codec import Prepared
 from ._sqlite_errors import translate
 from ._sqlite_schema import configure, migrate
 from ._sqlite_topics import TopicCatalog

@@ -70,13 +70,13 @@ from ..model import (
     TopicInfo,
 )
 from ..topics import compile_pattern
+from ._codec import Prepared, prepare
 from ._mongo_conn import MongoSettings, make_client, parse_url, translate
 from ._mongo_events import EventLog, Staged
 from ._mongo_groups import GroupOps
 from ._mongo_seq import SeqCounter, horizon_of
 from ._mongo_watch import Watcher, WatchMode
 from ._pg_writer import GroupCommitWriter
-from ._sqlite_codec import Prepared, prepare
 from .base import CommitListener
 
 __all__ = ["MongoStore", "open_store"]

@@ -69,13 +69,13 @@ from ..model import (
 )
 from . import _pg_events as events
 from . import _pg_groups as groups_ops
+from ._codec import Prepared, prepare
 from ._pg_conn import PgSettings, configure_connection, is_retryable, parse_url, translate
 from ._pg_events import PgConn
 from ._pg_groups import ClaimContext
 from ._pg_listen import Listener
 from ._pg_schema import channel_name, migrate, quote_ident
 from ._pg_writer import GroupCommitWriter
-from ._sqlite_codec import Prepared, prepare
 from .base import CommitListener
 
 __all__ = ["PostgresStore", "open_store"]

@@ -56,7 +56,7 @@ from ..model import (
 )
 from . import _sqlite_groups as groups_ops
 from . import _sqlite_reads as reads
-from ._sqlite_codec import prepare
+from ._codec import prepare
 from ._sqlite_errors import translate
 from ._sqlite_schema import configure
 from ._sqlite_topics import TopicCatalog

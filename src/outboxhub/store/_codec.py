@@ -1,4 +1,5 @@
-"""How events are laid out in SQLite rows: JSON bytes for the payload, an optional ``meta`` JSON blob.
+"""How events are laid out in stored rows, shared by every backend: JSON bytes for the payload and an
+optional ``meta`` JSON blob (headers, tags, caused_by, sid).
 
 ``prepare`` runs on the caller's side (the event loop) so the writer thread only binds ready values.
 """
