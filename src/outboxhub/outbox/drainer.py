@@ -84,12 +84,12 @@ class Sink(Protocol):
 
 
 class PublishOneSink:
-    """Adapter seam for a client that publishes one event at a time (``async publish(event)``).
+    """Adapter for a client that publishes one event at a time (``async publish(event)``).
 
-    Meant for the remote hub through the Python SDK (issue #6), which does not exist yet: the SDK should
-    grow ``publish_batch`` (then it is a ``Sink`` as it is) or be wrapped here. The events are pipelined
-    (sent without waiting for each reply) in order, which keeps per-key order as long as the client sends
-    its frames in call order over one connection.
+    Not needed for outboxhub's own SDK: ``HubClient`` has ``publish_batch`` and is a ``Sink`` as it is
+    (that is what ``outboxhub drain --url`` uses). The events are pipelined (sent without waiting for each
+    reply) in order, which keeps per-key order as long as the client sends its frames in call order over
+    one connection.
     """
 
     def __init__(self, publish: Callable[[NewEvent], Awaitable[PublishResult]]) -> None:
