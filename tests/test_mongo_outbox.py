@@ -308,8 +308,8 @@ async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
 async def test_a_key_blocked_by_a_dead_record_does_not_starve_other_keys(
     db: pymongo.database.Database[Any], store: OutboxStore
 ) -> None:
-    t = now_ms()
     outbox.add(db, "k.v", "poison", key="hot")
+    t = now_ms()  # after the add: the record is available from its own write time on
     (poison,) = await store.claim_batch(1, LEASE, "w", now=t)
     await store.mark_failed([Failure(record=poison, error="e", verdict=Verdict(dead=True))], now=t)
     for i in range(250):
