@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_MAX_DELIVER",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_NACK_DELAY_MS",
+    "MAX_EVENT_ID",
     "MAX_NACK_DELAY_MS",
     "Cursor",
     "Delivery",
@@ -34,6 +35,8 @@ DEFAULT_MAX_DELIVER = 5
 DEFAULT_MAX_IN_FLIGHT = 1_000
 DEFAULT_NACK_DELAY_MS = 500
 MAX_NACK_DELAY_MS = 30_000
+MAX_EVENT_ID = 256
+"""The longest event id the wire protocol accepts (PUBLISH, ACK, NACK)."""
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from .errors import ProtocolError, TopicError
-from .model import Event, GroupOptions, NewEvent, PublishResult, StartPosition
+from .model import MAX_EVENT_ID, Event, GroupOptions, NewEvent, PublishResult, StartPosition
 from .topics import validate_pattern, validate_topic
 
 __all__ = [
@@ -147,7 +147,7 @@ Rid: TypeAlias = str | int | None
 
 _PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
 _NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
-_EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
 
 # A group name is one topic segment, because it becomes one in the dead-letter topic dlq.<group>.<topic>.
 _GROUP_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")

@@ -5,7 +5,7 @@ Time moves through the ``now=`` parameters: T0 is "now" at the first claim.
 
 from __future__ import annotations
 
-from outboxhub.model import nack_backoff_ms
+from outboxhub.model import MAX_EVENT_ID, nack_backoff_ms
 from outboxhub.store import Store
 
 from . import EARLIEST, T0, claim, ev, ids_of, seqs_of
@@ -142,6 +142,28 @@ async def test_dead_letters_are_events_other_groups_can_consume(store: Store) ->
     await claim(store, "m.t", "g", max_deliver=1, ack_timeout_ms=10, now=T0 + 10)
     [d] = await claim(store, "dlq.**", "ops")
     assert d.event.topic == "dlq.g.m.t" and d.event.caused_by == ["m-1"]
+
+
+async def test_groups_sharing_a_name_on_different_patterns_dead_letter_separately(store: Store) -> None:
+    await store.publish(ev("s.t", "x", id="s-1"))
+    for pattern in ("s.t", "s.*"):
+        await store.ensure_group(pattern, "same", EARLIEST)
+        await claim(store, pattern, "same", max_deliver=1)
+        assert await store.nack(pattern, "same", "s-1", max_deliver=1, reason=f"from {pattern}", now=T0)
+    dead = await store.scan("dlq.same.s.t")
+    assert sorted(e.headers["x-reason"] for e in dead if e.headers) == ["from s.*", "from s.t"]
+    assert len({e.id for e in dead}) == 2
+
+
+async def test_a_dead_letter_id_stays_within_the_event_id_limit(store: Store) -> None:
+    long_id = "i" * MAX_EVENT_ID
+    await store.publish(ev("l.t", id=long_id))
+    await store.ensure_group("l.t", "g", EARLIEST)
+    await claim(store, "l.t", "g", max_deliver=1)
+    assert await store.nack("l.t", "g", long_id, max_deliver=1, now=T0)
+    [dead] = await store.scan("dlq.g.l.t")
+    assert 0 < len(dead.id) <= MAX_EVENT_ID and dead.id != long_id
+    assert dead.headers is not None and dead.headers["x-original-id"] == long_id
 
 
 async def test_release_makes_a_members_claims_deliverable_now(store: Store) -> None:

@@ -6,7 +6,9 @@ in each backend; the contract suite checks the observable result.
 
 from __future__ import annotations
 
-from ..model import Event, NewEvent
+import hashlib
+
+from ..model import MAX_EVENT_ID, Event, NewEvent
 from .base import dlq_topic
 
 __all__ = [
@@ -24,17 +26,28 @@ NACK_REASON = "nack"
 """``x-reason`` of an event dead-lettered by a NACK that gave no reason."""
 
 
-def dead_letter_id(event_id: str, group: str) -> str:
-    """The id of ``event_id``'s dead-letter event for ``group``.
+def dead_letter_id(event_id: str, pattern: str, group: str) -> str:
+    """The id of ``event_id``'s dead-letter event for the group ``(pattern, group)``.
 
     Deterministic, so a dead-letter written twice (a retried transaction, two hub processes racing) is
-    stored once thanks to idempotent publish.
+    stored once thanks to idempotent publish. It names the pattern (by a short digest) as well as the group:
+    two groups may share a name on different patterns, and each dead-letters on its own. Readable as
+    ``<event id>:dlq:<group>:<digest>`` when that fits in ``MAX_EVENT_ID`` characters (so a subscriber of
+    ``dlq.**`` can ACK it), else a digest of all three (the original id is in the ``x-original-id`` header).
     """
-    return f"{event_id}:dlq:{group}"
+    digest = hashlib.blake2b(pattern.encode(), digest_size=6).hexdigest()
+    readable = f"{event_id}:dlq:{group}:{digest}"
+    if len(readable) <= MAX_EVENT_ID:
+        return readable
+    whole = hashlib.blake2b("\0".join((event_id, pattern, group)).encode(), digest_size=16).hexdigest()
+    return f"dlq:{whole}"
 
 
-def dead_letter_event(event: Event, group: str, *, attempts: int, reason: str, now: int) -> NewEvent:
-    """The event published to ``dlq.<group>.<topic>`` when ``event`` exhausts its deliveries in ``group``.
+def dead_letter_event(
+    event: Event, pattern: str, group: str, *, attempts: int, reason: str, now: int
+) -> NewEvent:
+    """The event published to ``dlq.<group>.<topic>`` when ``event`` exhausts its deliveries in the group
+    ``(pattern, group)``.
 
     It keeps the original payload, key, tags and sid; its headers are the original headers plus
     ``x-original-topic``, ``x-original-id``, ``x-group``, ``x-attempts`` and ``x-reason``; ``caused_by`` names
@@ -53,7 +66,7 @@ def dead_letter_event(event: Event, group: str, *, attempts: int, reason: str, n
     return NewEvent(
         topic=dlq_topic(group, event.topic),
         payload=event.payload,
-        id=dead_letter_id(event.id, group),
+        id=dead_letter_id(event.id, pattern, group),
         key=event.key,
         headers=headers,
         tags=event.tags,

@@ -226,7 +226,7 @@ class GroupOps:
                 deadline = now + ack_timeout_ms
                 busy_keys: set[str] = set()  # keys handed out or held back by this claim
                 deliveries = await self._claim_expired(
-                    gid, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
+                    gid, pattern, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
                 )
                 wanted = limit - len(deliveries)
                 if wanted > 0:
@@ -257,6 +257,7 @@ class GroupOps:
     async def _claim_expired(
         self,
         gid: str,
+        pattern: str,
         name: str,
         member: str,
         limit: int,
@@ -325,7 +326,7 @@ class GroupOps:
                     "deadline": {"$lte": now},
                     "attempts": {"$gte": max_deliver},
                 }
-                await self._dead_letter(gid, name, where, None, now)
+                await self._dead_letter(gid, pattern, name, where, None, now)
             if stop or len(rows) < chunk:
                 break
             after = int(rows[-1]["seq"])
@@ -433,7 +434,9 @@ class GroupOps:
 
     # -- dead letters --------------------------------------------------------------------------------------
 
-    async def _dead_letter(self, gid: str, name: str, where: Doc, reason: str | None, now: int) -> int:
+    async def _dead_letter(
+        self, gid: str, pattern: str, name: str, where: Doc, reason: str | None, now: int
+    ) -> int:
         """Dead-letter the pending documents of ``gid`` matching ``where`` (mark, publish, delete).
 
         ``reason`` None means "the event's last NACK reason, else ack timeout"."""
@@ -442,9 +445,9 @@ class GroupOps:
         if reason is not None:
             mark["dl_reason"] = reason
         await self.pending.update_many({**where, "gid": gid, "dl": None}, {"$set": mark})
-        return await self._finish(gid, name, token)
+        return await self._finish(gid, pattern, name, token)
 
-    async def _finish(self, gid: str, name: str, token: str) -> int:
+    async def _finish(self, gid: str, pattern: str, name: str, token: str) -> int:
         marked = await self.pending.find({"gid": gid, "dl": token}).to_list()
         if not marked:
             return 0
@@ -452,6 +455,7 @@ class GroupOps:
         letters = [
             dead_letter_event(
                 events[int(doc["seq"])],
+                pattern,
                 name,
                 attempts=int(doc["attempts"]),
                 reason=doc.get("dl_reason") or doc.get("last_reason") or ACK_TIMEOUT_REASON,
@@ -474,9 +478,9 @@ class GroupOps:
         ).to_list()
         done = 0
         for gid, token in {(doc["gid"], doc["dl"]) for doc in stale}:
-            group = await self.groups.find_one({"_id": gid}, {"name": 1})
+            group = await self.groups.find_one({"_id": gid}, {"pattern": 1, "name": 1})
             if group is not None:
-                done += await self._finish(gid, group["name"], token)
+                done += await self._finish(gid, group["pattern"], group["name"], token)
         return done
 
     # -- ack / nack / extend / release ---------------------------------------------------------------------
@@ -511,7 +515,7 @@ class GroupOps:
             attempts = int(row["attempts"])
             current = {"_id": row["_id"], "attempts": row["attempts"], "dl": None}
             if attempts >= max(1, max_deliver):
-                await self._dead_letter(gid, name, current, reason or NACK_REASON, now)
+                await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True
             update: Doc = {"member": None, "deadline": Int64(now + nack_backoff_ms(attempts, delay_ms))}
             if reason is not None:

@@ -223,6 +223,7 @@ async def claim(
             conn,
             ctx,
             gid,
+            pattern,
             name,
             member,
             limit,
@@ -269,6 +270,7 @@ async def _claim_expired(
     conn: PgConn,
     ctx: ClaimContext,
     gid: int,
+    pattern: str,
     name: str,
     member: str,
     limit: int,
@@ -322,7 +324,7 @@ async def _claim_expired(
                 stop_at = seq
                 break
         if dead:
-            await _dead_letter(conn, ctx, gid, name, dead, now)
+            await _dead_letter(conn, ctx, gid, pattern, name, dead, now)
         if stop_at is not None or len(rows) < chunk:
             break
         after = int(rows[-1][0])
@@ -428,7 +430,13 @@ async def _claim_new(
 
 
 async def _dead_letter(
-    conn: PgConn, ctx: ClaimContext, gid: int, name: str, items: list[tuple[Event, int, str]], now: int
+    conn: PgConn,
+    ctx: ClaimContext,
+    gid: int,
+    pattern: str,
+    name: str,
+    items: list[tuple[Event, int, str]],
+    now: int,
 ) -> None:
     """Publish events to ``dlq.<group>.<topic>`` and ack them for the group (under the group lock)."""
     cur = await conn.execute(
@@ -437,7 +445,7 @@ async def _dead_letter(
     )
     gone = {int(seq) for (seq,) in await cur.fetchall()}
     letters = [
-        prepare(dead_letter_event(event, name, attempts=attempts, reason=reason, now=now))
+        prepare(dead_letter_event(event, pattern, name, attempts=attempts, reason=reason, now=now))
         for event, attempts, reason in items
         if event.seq in gone
     ]
@@ -495,7 +503,7 @@ async def nack(
         seq, attempts = int(row[0]), int(row[1])
         if attempts >= max_deliver:
             event = decode_rows([row[2:]])[0]
-            await _dead_letter(conn, ctx, gid, name, [(event, attempts, reason or NACK_REASON)], now)
+            await _dead_letter(conn, ctx, gid, pattern, name, [(event, attempts, reason or NACK_REASON)], now)
             return True
         await conn.execute(
             "UPDATE pending SET member = NULL, deadline = %s, last_reason = coalesce(%s, last_reason)"

@@ -108,7 +108,9 @@ def claim(
     conn = tx.conn
     deadline = now + ack_timeout_ms
     busy_keys: set[str] = set()  # keys handed out or held back by this claim
-    redelivered = _claim_expired(tx, gid, name, member, limit, max_deliver, ordered, now, deadline, busy_keys)
+    redelivered = _claim_expired(
+        tx, gid, pattern, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
+    )
     deliveries: list[Delivery] = []
     if redelivered:
         rows = conn.execute(
@@ -135,6 +137,7 @@ def claim(
 def _claim_expired(
     tx: WriteTx,
     gid: int,
+    pattern: str,
     name: str,
     member: str,
     limit: int,
@@ -158,7 +161,7 @@ def _claim_expired(
         for seq, key, attempts, last_reason in rows:
             after = seq
             if attempts >= max_deliver:
-                _dead_letter(tx, gid, name, seq, attempts, last_reason or ACK_TIMEOUT_REASON, now)
+                _dead_letter(tx, gid, pattern, name, seq, attempts, last_reason or ACK_TIMEOUT_REASON, now)
                 continue
             if ordered and key is not None:
                 if key in busy_keys:
@@ -244,13 +247,17 @@ def _claim_new(
     return position
 
 
-def _dead_letter(tx: WriteTx, gid: int, name: str, seq: int, attempts: int, reason: str, now: int) -> None:
+def _dead_letter(
+    tx: WriteTx, gid: int, pattern: str, name: str, seq: int, attempts: int, reason: str, now: int
+) -> None:
     """Publish the event to ``dlq.<group>.<topic>`` and ack it for the group."""
     conn = tx.conn
     row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
     if row is not None:
         event = decode_event(row, tx.topic_name)
-        tx.append([prepare(dead_letter_event(event, name, attempts=attempts, reason=reason, now=now))])
+        tx.append(
+            [prepare(dead_letter_event(event, pattern, name, attempts=attempts, reason=reason, now=now))]
+        )
     conn.execute("DELETE FROM pending WHERE gid = ? AND seq = ?", (gid, seq))
     conn.execute("UPDATE groups SET dead_letters = dead_letters + 1 WHERE gid = ?", (gid,))
     tx.dirty(gid)
@@ -292,7 +299,7 @@ def nack(
         return False
     seq, attempts = row
     if attempts >= max(1, max_deliver):
-        _dead_letter(tx, gid, name, seq, attempts, reason or NACK_REASON, now)
+        _dead_letter(tx, gid, pattern, name, seq, attempts, reason or NACK_REASON, now)
         return True
     tx.conn.execute(
         "UPDATE pending SET member = NULL, deadline = ?, last_reason = coalesce(?, last_reason)"
