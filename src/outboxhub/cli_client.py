@@ -13,60 +13,35 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, NoReturn, TextIO
+from typing import Annotated, Any, Final, TextIO
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from ._cli_common import TokenOption, UrlOption, fail, need_token, run_command
 from .client import DEFAULT_URL, HubClient, Message, PublishResult
-from .errors import OutboxhubError
 from .model import StartPosition
 
 __all__ = ["main", "publish_command", "register", "tail_command"]
 
-_USAGE: Final = 2
-_FAILED: Final = 1
-
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 _json_decoder: Final = msgspec.json.Decoder()
 _json_encoder: Final = msgspec.json.Encoder()
-
-UrlOption = Annotated[
-    str, typer.Option("--url", envvar="OUTBOXHUB_URL", help="Hub WebSocket URL.", show_envvar=True)
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option("--token", envvar="OUTBOXHUB_TOKEN", help="JWT to connect with.", show_envvar=True),
-]
-
-
-def _fail(message: str, code: int = _USAGE) -> NoReturn:
-    _err.print(Text.assemble(("error:", "red"), " ", message))
-    raise typer.Exit(code)
-
-
-def _need_token(token: str | None) -> str:
-    if not token:
-        _fail(
-            "no token: pass --token or set OUTBOXHUB_TOKEN (`outboxhub token --sub me --scope ...` mints one)"
-        )
-    return token
 
 
 def _client(url: str, token: str) -> HubClient:
     try:
         return HubClient(url, token)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _parse_json(text: str, where: str) -> Any:
     try:
         return _json_decoder.decode(text)
     except msgspec.DecodeError as exc:
-        _fail(f"{where} is not valid JSON: {exc}")
+        fail(f"{where} is not valid JSON: {exc}")
 
 
 def _parse_headers(values: list[str] | None) -> dict[str, str] | None:
@@ -76,19 +51,9 @@ def _parse_headers(values: list[str] | None) -> dict[str, str] | None:
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            _fail(f"--header {item!r} must look like name=value")
+            fail(f"--header {item!r} must look like name=value")
         headers[name.strip()] = value
     return headers
-
-
-def _run(coro: Any) -> None:
-    """Run the command's coroutine; hub failures become one error line and status 1."""
-    try:
-        asyncio.run(coro)
-    except (OutboxhubError, ValueError, TypeError) as exc:  # HubError: "<code>: <message>"
-        _fail(str(exc), _FAILED)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
 
 
 # -- publish ----------------------------------------------------------------------------------------------
@@ -112,12 +77,12 @@ def publish_command(
     Prints one confirmation per event, in input order: {"id": ..., "seq": ..., "duplicate": ...}.
     """
     headers = _parse_headers(header)
-    auth = _need_token(token)
+    auth = need_token(token)
     if data == "-":
-        _run(_publish_lines(_client(url, auth), topic, sys.stdin, key, headers))
+        run_command(_publish_lines(_client(url, auth), topic, sys.stdin, key, headers))
     else:
         payload = None if data is None else _parse_json(data, "the payload")
-        _run(_publish_one(_client(url, auth), topic, payload, key, headers))
+        run_command(_publish_one(_client(url, auth), topic, payload, key, headers))
 
 
 def _print_result(result: PublishResult) -> None:
@@ -173,7 +138,7 @@ async def _publish_lines(
             for task in window:
                 task.cancel()
     if bad is not None:
-        _fail(bad)
+        fail(bad)
 
 
 # -- tail -------------------------------------------------------------------------------------------------
@@ -186,7 +151,7 @@ def _parse_start(value: str | None) -> str | int | None:
     try:
         StartPosition.parse(start)
     except ValueError as exc:
-        _fail(f"--from: {exc}")
+        fail(f"--from: {exc}")
     return start
 
 
@@ -213,14 +178,14 @@ def tail_command(
     """
     position = _parse_start(start)
     if group is None and position not in (None, "latest"):
-        _fail("--from needs --group: without a group only live events are delivered")
-    auth = _need_token(token)
+        fail("--from needs --group: without a group only live events are delivered")
+    auth = need_token(token)
     client = _client(url, auth)
     try:
         stream = client.messages(pattern, group, start=position)
     except ValueError as exc:  # pattern or group name
-        _fail(str(exc))
-    _run(_tail(client, stream, json, count))
+        fail(str(exc))
+    run_command(_tail(client, stream, json, count))
 
 
 async def _tail(client: HubClient, stream: Any, as_json: bool, count: int | None) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_client import TokenOption, UrlOption, _fail, _need_token, _run
+from ._cli_common import TokenOption, UrlOption, fail, need_token, run_command
 from .outbox import DrainerSettings, Sink, run_drainers
 
 __all__ = ["drain_command", "register"]
@@ -35,12 +35,12 @@ def drain_command(
 ) -> None:
     """Drain outbox records into a hub until interrupted (Ctrl-C releases claimed records)."""
     if not outbox:
-        _fail("--outbox is required (repeat it to drain several databases)")
+        fail("--outbox is required (repeat it to drain several databases)")
     settings = DrainerSettings(
         batch_size=batch_size, max_attempts=max_attempts, ordered_by_key=ordered_by_key
     )
-    hub_token = None if store else _need_token(token)
-    _run(_drain(outbox, url, hub_token, store, settings))
+    hub_token = None if store else need_token(token)
+    run_command(_drain(outbox, url, hub_token, store, settings))
 
 
 async def _drain(

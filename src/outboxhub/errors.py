@@ -17,9 +17,12 @@ translate them into these, chaining with ``from``.
 
 from __future__ import annotations
 
+from typing import Final, Literal, TypeAlias, TypeGuard, get_args
+
 __all__ = [
     "AuthError",
     "ConfigError",
+    "ErrorCode",
     "OutboxError",
     "OutboxhubError",
     "PolicyError",
@@ -28,7 +31,31 @@ __all__ = [
     "StoreURLError",
     "StoreUnavailable",
     "TopicError",
+    "is_error_code",
 ]
+
+
+# Error codes (PROTOCOL.md, "Error codes"). They are part of the wire contract: never rename one.
+ErrorCode: TypeAlias = Literal[
+    "no_token",
+    "jwt_invalid",
+    "token_expired",
+    "not_authenticated",
+    "forbidden",
+    "bad_request",
+    "too_large",
+    "rate_limited",
+    "not_subscribed",
+    "unavailable",
+    "internal",
+]
+
+_ERROR_CODES: Final = frozenset(get_args(ErrorCode))
+
+
+def is_error_code(code: str) -> TypeGuard[ErrorCode]:
+    """Whether ``code`` is one of PROTOCOL.md's error codes."""
+    return code in _ERROR_CODES
 
 
 class OutboxhubError(Exception):
@@ -50,7 +77,7 @@ class PolicyError(OutboxhubError, ValueError):
 class ProtocolError(OutboxhubError):
     """A wire frame was rejected. ``code`` is one of PROTOCOL.md's error codes."""
 
-    def __init__(self, code: str, msg: str, *, rid: str | int | None = None) -> None:
+    def __init__(self, code: ErrorCode, msg: str, *, rid: str | int | None = None) -> None:
         super().__init__(f"{code}: {msg}")
         self.code = code
         self.msg = msg

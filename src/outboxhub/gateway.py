@@ -38,13 +38,14 @@ from ._subscription import Subscription
 from .auth import Principal, TokenVerifier
 from .bus import Bus
 from .config import Settings
-from .errors import AuthError, ProtocolError, StoreUnavailable
+from .errors import AuthError, ProtocolError, StoreUnavailable, is_error_code
 from .ids import new_id
 from .model import Delivery, NewEvent
 from .protocol import (
     BAD_REQUEST,
     FORBIDDEN,
     INTERNAL,
+    JWT_INVALID,
     NOT_AUTHENTICATED,
     NOT_SUBSCRIBED,
     RATE_LIMITED,
@@ -289,7 +290,7 @@ class Connection:
         try:
             frame = decode_client_frame(data, max_size=self._max_frame)
         except ProtocolError as exc:
-            self._err(exc.rid, exc.code, exc.msg)  # type: ignore[arg-type]
+            self._err(exc.rid, exc.code, exc.msg)
             if close_code_for(exc.code) is not None:  # an AUTH without a token
                 await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
             return
@@ -328,7 +329,8 @@ class Connection:
             principal = await self.gateway.verifier.verify(frame.token)
         except AuthError as exc:
             self.gateway.stats.errors[exc.code] += 1
-            self.out.fill(slot, encode_err(frame.rid, exc.code, exc.msg))  # type: ignore[arg-type]
+            code = exc.code if is_error_code(exc.code) else JWT_INVALID
+            self.out.fill(slot, encode_err(frame.rid, code, exc.msg))
             await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
             return
         self.principal = principal

@@ -26,11 +26,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
-from .errors import ProtocolError, TopicError
+from .errors import ErrorCode, ProtocolError, TopicError
 from .model import MAX_EVENT_ID, Event, GroupOptions, NewEvent, PublishResult, StartPosition
 from .topics import validate_pattern, validate_topic
 
@@ -77,22 +77,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------------
-# Error codes (PROTOCOL.md, "Error codes"). They are part of the wire contract: never rename one.
-
-ErrorCode: TypeAlias = Literal[
-    "no_token",
-    "jwt_invalid",
-    "token_expired",
-    "not_authenticated",
-    "forbidden",
-    "bad_request",
-    "too_large",
-    "rate_limited",
-    "not_subscribed",
-    "unavailable",
-    "internal",
-]
-
 NO_TOKEN: Final = "no_token"
 JWT_INVALID: Final = "jwt_invalid"
 TOKEN_EXPIRED: Final = "token_expired"
