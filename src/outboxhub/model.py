@@ -135,10 +135,12 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Cursor(msgspec.Struct, frozen=True, kw_only=True):
-    """A group's ack floor: every matching event with seq <= ``seq`` is acked.
+    """A group's ack floor: every matching event with seq <= ``seq`` is acked or was before the group's
+    start.
 
-    ``last_id``/``last_ts`` describe the newest matching event at or below the floor (None when the
-    group has acked nothing yet).
+    ``last_id``/``last_ts`` describe the newest matching event at or below the floor: for a group that
+    started at ``latest`` (or at a seq) that is the last matching event before its start, so its lag is
+    measured from there; they are None when no matching event is at or below the floor.
     """
 
     pattern: str
@@ -184,8 +186,8 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def nack_backoff_ms(attempt: int, delay_ms: int | None = None) -> int:
-    """Delay before redelivering a NACKed event: ``delay_ms`` when given, else 500 ms doubling per
-    attempt (attempt 1 → 500 ms), capped at 30 s."""
+    """Delay before redelivering a NACKed event: ``delay_ms`` when given (capped at 300 s, ten times
+    ``MAX_NACK_DELAY_MS``), else 500 ms doubling per attempt (attempt 1 → 500 ms), capped at 30 s."""
     if delay_ms is not None:
         return max(0, min(delay_ms, MAX_NACK_DELAY_MS * 10))
     return int(min(DEFAULT_NACK_DELAY_MS * (2 ** max(0, attempt - 1)), MAX_NACK_DELAY_MS))
