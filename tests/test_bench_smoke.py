@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from outboxhub.bench.cli import register
 from outboxhub.bench.hubproc import start_hub_process
-from outboxhub.bench.options import SCENARIOS, BenchOptions, Scenario
+from outboxhub.bench.options import CLIENT_SCENARIOS, SCENARIOS, BenchOptions, Scenario
 from outboxhub.bench.report import ratio, to_json
 from outboxhub.bench.results import HUB, NATS, Measurement
 from outboxhub.bench.runner import run_bench
@@ -82,6 +82,40 @@ async def test_scenario_runs_on_hub_and_peer(scenario: Scenario, nats_peer: None
         assert all("ratio_to_nats" in m for m in decoded["measurements"] if m["system"] == HUB)
 
 
+async def test_consume_with_two_members_on_hub_and_peer(nats_peer: None) -> None:
+    options = BenchOptions(**TINY, clients=2, peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
+    report = await run_bench("consume", options)
+
+    assert [(m.case, m.system) for m in report.measurements] == [
+        ("consume 200 × 100 B, 1 group × 2 members, ack each", HUB),
+        ("consume 200 × 100 B, 1 group × 2 members, ack each", NATS),
+    ]
+    for m in report.measurements:
+        assert m.count == 200
+        assert m.extra["members"] == 2
+        per_member = m.extra["per_member"]
+        assert len(per_member) == 2 and sum(per_member) == 200  # who gets how many is the server's call
+
+
+async def test_e2e_publishers_share_the_rate(nats_peer: None) -> None:
+    options = BenchOptions(**TINY, clients=3, peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
+    report = await run_bench("e2e", options)
+
+    assert [(m.case, m.system) for m in report.measurements] == [
+        ("end-to-end @ 200/s, 100 B, 3 publishers", HUB),
+        ("end-to-end @ 200/s, 100 B, 3 publishers", NATS),
+    ]
+    for m in report.measurements:
+        assert m.extra["publishers"] == 3
+        assert m.count == 40  # rate × duration, however many connections sent them
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in CLIENT_SCENARIOS])
+async def test_run_bench_refuses_clients_where_it_does_not_apply(scenario: Scenario) -> None:
+    with pytest.raises(ValueError, match=f"--clients does not apply to {scenario}"):
+        await run_bench(scenario, BenchOptions(**TINY, clients=3))  # type: ignore[arg-type]
+
+
 async def test_publish_cases_and_latency() -> None:
     report = await run_bench("publish", BenchOptions(**TINY, clients=2, sdk=True))  # type: ignore[arg-type]
     cases = [(m.case, m.system) for m in report.measurements]
@@ -110,16 +144,20 @@ async def test_against_a_running_hub_by_url(tmp_path: Path) -> None:
     assert m.server is not None and m.server.pid == hub.pid  # found by its listening port
 
 
-def test_cli_writes_table_and_json(tmp_path: Path) -> None:
+def _app() -> typer.Typer:
     app = typer.Typer()
 
     @app.callback()
     def main() -> None: ...
 
     register(app)
+    return app
+
+
+def test_cli_writes_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "e2e.json"
     result = CliRunner().invoke(
-        app,
+        _app(),
         [
             "bench",
             "e2e",
@@ -141,13 +179,28 @@ def test_cli_writes_table_and_json(tmp_path: Path) -> None:
     assert data["machine"]["cpus"] >= 1
 
 
+def test_cli_consume_with_two_clients(tmp_path: Path) -> None:
+    out = tmp_path / "consume.json"
+    args = ["bench", "consume", "--clients", "2", "--events", "200", "--quiet", "--json", str(out)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "1 group × 2 members" in result.output
+    [m] = json.loads(out.read_text())["measurements"]
+    assert m["count"] == 200 and m["extra"]["members"] == 2
+
+
+@pytest.mark.parametrize("scenario", ["fanout", "outbox", "replay"])
+def test_cli_refuses_clients_where_it_does_not_apply(scenario: str) -> None:
+    result = CliRunner().invoke(_app(), ["bench", scenario, "--clients", "3", "--events", "10", "--quiet"])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()  # one clear line, and nothing ran
+    assert line == (
+        f"error: --clients does not apply to {scenario}; it is taken by publish, consume, e2e and idle"
+    )
+
+
 def test_cli_names_bad_options() -> None:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None: ...
-
-    register(app)
+    app = _app()
     runner = CliRunner()
     for args, needle in (
         (["bench", "publish", "--url", "ws://127.0.0.1:1/"], "--token"),

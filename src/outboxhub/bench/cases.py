@@ -59,16 +59,18 @@ def _size(size: int) -> str:
     return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
 
 
-def case_consume(n: int, size: int) -> str:
-    return f"consume {n:,} × {_size(size)}, 1 group, ack each"
+def case_consume(n: int, size: int, members: int = 1) -> str:
+    group = "1 group" if members == 1 else f"1 group × {members} members"
+    return f"consume {n:,} × {_size(size)}, {group}, ack each"
 
 
 def case_fanout(n: int, groups: int, size: int) -> str:
     return f"fan-out {n:,} × {_size(size)} → {groups} groups"
 
 
-def case_e2e(rate: float, size: int) -> str:
-    return f"end-to-end @ {rate:,.0f}/s, {_size(size)}"
+def case_e2e(rate: float, size: int, publishers: int = 1) -> str:
+    shared = "" if publishers == 1 else f", {publishers} publishers"
+    return f"end-to-end @ {rate:,.0f}/s, {_size(size)}{shared}"
 
 
 def case_idle(n: int) -> str:

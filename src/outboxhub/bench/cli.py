@@ -1,8 +1,9 @@
 """``outboxhub bench publish|consume|e2e|fanout|outbox|idle|replay``: :func:`register` adds the group.
 
-Every scenario command takes the same options. Only this module is imported when the CLI starts; the
-harness (and its extra dependencies: hdrhistogram, psutil, nats-py) is imported when a command runs, and
-a missing one is named with the extra to install.
+Every scenario command takes the same options, and refuses (exit 2) those it cannot use instead of
+ignoring them (``--clients`` outside publish, consume, e2e and idle). Only this module is imported when
+the CLI starts; the harness (and its extra dependencies: hdrhistogram, psutil, nats-py) is imported when
+a command runs, and a missing one is named with the extra to install.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ __all__ = ["register"]
 
 _HELP: Final[dict[Scenario, str]] = {
     "publish": "Confirmed publish: one at a time and pipelined (--clients × --window), 100 B and 4 KiB.",
-    "consume": "One consumer group reads --events prefilled events and ACKs each one.",
-    "e2e": "End-to-end latency (publish → EVENT, acked) at fixed rates (--rate; default 1,000 and 5,000/s).",
+    "consume": "One consumer group (--clients members, default 1) reads --events prefilled events and "
+    "ACKs each one.",
+    "e2e": "End-to-end latency (publish → EVENT, acked) at fixed rates (--rate; default 1,000 and 5,000/s), "
+    "shared by --clients publishers (default 1).",
     "fanout": "One pipelined publisher, --groups consumer groups (default 10), every group gets every event.",
     "outbox": "Drain --events outbox records (SQLite outbox) into the hub with the outbox drainer.",
     "idle": "Open --clients idle connections (default 1,000): server memory per connection.",
@@ -45,7 +48,11 @@ def _command(scenario: Scenario) -> Any:
         token: Annotated[str | None, typer.Option(help="JWT for --url (publish:**, subscribe:**).")] = None,
         ops_url: Annotated[str | None, typer.Option(help="Ops base URL of the --url hub (replay).")] = None,
         clients: Annotated[
-            int | None, typer.Option(help="Connections (publish: 4 pipelined; idle: 1000).")
+            int | None,
+            typer.Option(
+                help="Connections: publish (pipelined case, default 4), consume (group members, 1), "
+                "e2e (publishers sharing the rate, 1), idle (1000). Refused by the other scenarios."
+            ),
         ] = None,
         size: Annotated[
             list[int] | None, typer.Option(help="Payload size in bytes (repeatable; publish: 100 and 4096).")
@@ -100,8 +107,9 @@ def _command(scenario: Scenario) -> Any:
                 sdk=sdk,
                 repeat=repeat,
             )
+            options.check_scenario(scenario)
         except ValueError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, even in a pipe
             raise typer.Exit(2) from None
         try:
             from . import report as report_mod

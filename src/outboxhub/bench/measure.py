@@ -93,14 +93,15 @@ def e2e_row(
     lag_s: float,
     ok_latency: LatencySummary | None,
     server: ProcStats | None,
+    publishers: int = 1,
     **more: Any,
 ) -> Measurement:
     """An end-to-end row at ``rate``: the headline is the p99 of send → receive (lower is better);
-    ``count`` events were sent over ``send_s``, ``received`` arrived over ``span_ns``. ``more`` is
-    added to ``extra`` after the common keys."""
+    ``count`` events were sent over ``send_s`` by ``publishers`` connections, ``received`` arrived over
+    ``span_ns``. ``more`` is added to ``extra`` after the common keys."""
     return Measurement(
         scenario="e2e",
-        case=case_e2e(rate, size),
+        case=case_e2e(rate, size, publishers),
         system=system,
         value=latency.p99_ms,
         unit="ms p99",
@@ -111,6 +112,7 @@ def e2e_row(
         server=server,
         extra={
             "rate": rate,
+            "publishers": publishers,
             "achieved_rate": count / send_s,
             "sender_max_lag_ms": lag_s * 1000,
             "publish_ok_latency": msgspec.to_builtins(ok_latency),

@@ -6,11 +6,13 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-__all__ = ["DEFAULT_E2E_RATES", "SCENARIOS", "BenchOptions", "Scenario"]
+__all__ = ["CLIENT_SCENARIOS", "DEFAULT_E2E_RATES", "SCENARIOS", "BenchOptions", "Scenario"]
 
 Scenario: TypeAlias = Literal["publish", "consume", "e2e", "fanout", "outbox", "idle", "replay"]
 SCENARIOS: Final[tuple[Scenario, ...]] = ("publish", "consume", "e2e", "fanout", "outbox", "idle", "replay")
 DEFAULT_E2E_RATES: Final = (1_000.0, 5_000.0)
+CLIENT_SCENARIOS: Final[tuple[Scenario, ...]] = ("publish", "consume", "e2e", "idle")
+"""The scenarios ``--clients`` applies to (the others refuse it rather than ignore it)."""
 
 
 class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -18,6 +20,8 @@ class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     * ``store`` — the hub's store URL; None: an SQLite file in a temporary directory.
     * ``url``/``token``/``ops_url`` — benchmark a running hub instead of starting one.
+    * ``clients`` — connections: publish (pipelined case), consume (members of the one group), e2e
+      (publishers sharing the rate), idle; the other scenarios refuse it (:meth:`check_scenario`).
     * ``sizes`` — payload sizes in bytes (publish: 100 and 4096 by default; others: 100).
     * ``duration_s``/``warmup_s`` — per measured case (publish, e2e) and its warm-up.
     * ``events`` — how many events a count-based case moves (consume, fanout, outbox, replay).
@@ -75,8 +79,17 @@ class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
         if self.groups < 1:
             raise ValueError(f"--groups must be >= 1, got {self.groups}")
 
+    def check_scenario(self, scenario: Scenario) -> None:
+        """Refuse options ``scenario`` cannot use (``ValueError`` naming the scenarios that take them)."""
+        if self.clients is not None and scenario not in CLIENT_SCENARIOS:
+            raise ValueError(
+                f"--clients does not apply to {scenario}; it is taken by {', '.join(CLIENT_SCENARIOS[:-1])} "
+                f"and {CLIENT_SCENARIOS[-1]}"
+            )
+
     def clients_for(self, scenario: Scenario) -> int:
-        """Connections for a scenario: ``--clients`` or its default (publish 4, idle 1000, else 1)."""
+        """Connections for a scenario: ``--clients`` or its default (publish 4, idle 1000, consume and
+        e2e 1)."""
         if self.clients is not None:
             return self.clients
         return {"publish": 4, "idle": 1000}.get(scenario, 1)

@@ -251,31 +251,60 @@ async def _consume(
 
 
 async def nats_consume(ctx: NatsContext) -> list[Measurement]:
-    """A durable pull consumer reads the prefilled stream from the start and acks each message."""
+    """``--clients`` pull subscribers (default 1, one connection each) on one durable consumer read the
+    prefilled stream from the start and ack each message."""
     n, size = await _prefill(ctx, "consume")
+    members = ctx.options.clients_for("consume")
     received = 0
+    per_member = [0] * members
 
-    def on_msg(msg: Msg, now_ns: int) -> None:
-        nonlocal received
-        received += 1
+    def handler(member: int) -> Callable[[Msg, int], None]:
+        def on_msg(msg: Msg, now_ns: int) -> None:
+            nonlocal received
+            received += 1
+            per_member[member] += 1
 
-    consumer_nc = await ctx.connect()
+        return on_msg
+
+    connections = [await ctx.connect() for _ in range(members)]
     watch = ctx.watch()
     start = time.perf_counter()
-    async with ctx.tracker.phase("NATS consume", total=n, done=lambda: received):
-        loop = await _consume(consumer_nc.jetstream(), ctx, "bench-consume", lambda: received >= n, on_msg)
-        await asyncio.wait_for(loop(), timeout_for(n))
-    elapsed = time.perf_counter() - start
-    server = await stop_watch(watch)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with ctx.tracker.phase("NATS consume", total=n, done=lambda: received):
+            # As the hub's SUBSCRIBE, creating the consumer is in the window: the first pull_subscribe
+            # creates the durable consumer, the others bind to it.
+            for i, nc in enumerate(connections):
+                loop = await _consume(nc.jetstream(), ctx, "bench-consume", lambda: received >= n, handler(i))
+                tasks.append(asyncio.get_running_loop().create_task(loop()))
+            # A loop returns once every message has arrived; the others may still wait in a fetch.
+            finished, _ = await asyncio.wait(
+                tasks, timeout=timeout_for(n), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not finished:
+                raise TimeoutError(f"NATS consume: {received:,} of {n:,} messages in {timeout_for(n):.0f} s")
+            for task in finished:
+                task.result()
+        elapsed = time.perf_counter() - start
+        server = await stop_watch(watch)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return [
         throughput_row(
             "consume",
-            case_consume(n, size),
+            case_consume(n, size, members),
             NATS,
             count=received,
             elapsed_s=elapsed,
             server=server,
-            extra={"fetch_batch": f"adaptive, up to {_FETCH_BATCH}", "max_ack_pending": _MAX_ACK_PENDING},
+            extra={
+                "fetch_batch": f"adaptive, up to {_FETCH_BATCH}",
+                "max_ack_pending": _MAX_ACK_PENDING,
+                "members": members,
+                "per_member": per_member,
+            },
         )
     ]
 
@@ -286,8 +315,10 @@ async def nats_consume(ctx: NatsContext) -> list[Measurement]:
 async def _e2e_case(ctx: NatsContext, rate: float, size: int) -> Measurement:
     o = ctx.options
     count = max(1, int(rate * o.duration_s))
-    pub_nc, sub_nc = await ctx.connect(), await ctx.connect()
-    js = pub_nc.jetstream(publish_async_max_pending=1_000_000)
+    publishers = o.clients_for("e2e")
+    pub_ncs = [await ctx.connect() for _ in range(publishers)]
+    sub_nc = await ctx.connect()
+    jss = [nc.jetstream(publish_async_max_pending=1_000_000) for nc in pub_ncs]
     hist, ok_hist = LatencyHistogram(), LatencyHistogram()
     received = 0
     last_ns = 0
@@ -308,10 +339,13 @@ async def _e2e_case(ctx: NatsContext, rate: float, size: int) -> Measurement:
 
         return done
 
-    async def send(measured: int) -> None:
+    async def send(i: int, measured: int) -> None:
         payload = _padded(size, measured)
-        future = await js.publish_async(ctx.subject, payload)
+        future = await jss[i % publishers].publish_async(ctx.subject, payload)
         future.add_done_callback(on_ack(time.perf_counter_ns()))
+
+    async def completed() -> None:
+        await asyncio.gather(*(js.publish_async_completed() for js in jss))
 
     loop = await _consume(
         sub_nc.jetstream(),
@@ -325,16 +359,16 @@ async def _e2e_case(ctx: NatsContext, rate: float, size: int) -> Measurement:
     try:
         if o.warmup_s:
             async with ctx.tracker.phase(f"warm-up NATS e2e @ {rate:,.0f}/s", total=o.warmup_s):
-                await paced(rate, int(rate * o.warmup_s), lambda i: send(0))
-            await js.publish_async_completed()
+                await paced(rate, int(rate * o.warmup_s), lambda i: send(i, 0))
+            await completed()
         recording = True
         watch = ctx.watch()
         start_ns = time.perf_counter_ns()
         async with ctx.tracker.phase(f"NATS e2e @ {rate:,.0f}/s", total=count, done=lambda: received):
-            lag = await paced(rate, count, lambda i: send(1))
+            lag = await paced(rate, count, lambda i: send(i, 1))
             send_s = (time.perf_counter_ns() - start_ns) / 1e9
             await asyncio.wait_for(asyncio.shield(consumer), timeout_for(count))
-        await js.publish_async_completed()
+        await completed()
         server = await stop_watch(watch)
     finally:
         consumer.cancel()
@@ -354,12 +388,14 @@ async def _e2e_case(ctx: NatsContext, rate: float, size: int) -> Measurement:
         lag_s=lag,
         ok_latency=ok_hist.summary(),
         server=server,
+        publishers=publishers,
         fetch_batch=f"adaptive, up to {_FETCH_BATCH}",
     )
 
 
 async def nats_e2e(ctx: NatsContext) -> list[Measurement]:
-    """Publish at fixed rates (``publish_async``); a pull consumer fetches one at a time and acks."""
+    """Publish at fixed rates (``publish_async``; ``--clients`` publisher connections take turns, default
+    1); a pull consumer fetches one at a time and acks."""
     size = scenario_sizes(ctx.options, "e2e")
     return [await _e2e_case(ctx, rate, size) for rate in ctx.options.rates]
 

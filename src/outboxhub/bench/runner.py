@@ -266,21 +266,28 @@ async def hub_publish(ctx: HubContext) -> list[Measurement]:
 
 
 async def hub_consume(ctx: HubContext) -> list[Measurement]:
-    """One group member reads the prefilled events from the earliest and ACKs each one."""
+    """``--clients`` members (default 1) of one group read the prefilled events from the earliest and ACK
+    each one; the members compete, so the events are split between them."""
     o = ctx.options
-    n, size = o.events_for("consume"), scenario_sizes(o, "consume")
-    [client] = await ctx.connect()
+    n, size, members = o.events_for("consume"), scenario_sizes(o, "consume"), o.clients_for("consume")
+    clients = await ctx.connect(members)
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     received = 0
+    per_member = [0] * members
 
-    def on_event(frame: EventFrame, now_ns: int) -> None:
-        nonlocal received
-        received += 1
-        if received >= n and not done.done():
-            done.set_result(None)
+    def handler(member: int) -> Callable[[EventFrame, int], None]:
+        def on_event(frame: EventFrame, now_ns: int) -> None:
+            nonlocal received
+            received += 1
+            per_member[member] += 1
+            if received >= n and not done.done():
+                done.set_result(None)
 
-    client.on_event = on_event
+        return on_event
+
+    for i, client in enumerate(clients):
+        client.on_event = handler(i)
     try:
         watch = ctx.watch()
         start = time.perf_counter()
@@ -288,15 +295,21 @@ async def hub_consume(ctx: HubContext) -> list[Measurement]:
             topic=ctx.topic("consume"), group="bench-consume", opts=SubscribeOpts(start="earliest")
         )
         async with ctx.tracker.phase("outboxhub consume", total=n, done=lambda: received):
-            await client.request(subscribe)
+            await asyncio.gather(*(c.request(subscribe) for c in clients))
             await asyncio.wait_for(done, timeout_for(n))
         elapsed = time.perf_counter() - start
         server = await stop_watch(watch)
     finally:
-        await _close([client])
+        await _close(clients)
     return [
         throughput_row(
-            "consume", case_consume(n, size), HUB, count=received, elapsed_s=elapsed, server=server
+            "consume",
+            case_consume(n, size, members),
+            HUB,
+            count=received,
+            elapsed_s=elapsed,
+            server=server,
+            extra={"members": members, "per_member": per_member},
         )
     ]
 
@@ -309,7 +322,8 @@ async def _e2e_case(ctx: HubContext, rate: float, size: int) -> Measurement:
     topic = ctx.topic(f"e2e{int(rate)}")
     pad = text_payload(max(size - _E2E_PAD_OVERHEAD, 2))
     count = max(1, int(rate * o.duration_s))
-    sub, pub = await ctx.connect(2, window=1)
+    publishers = o.clients_for("e2e")
+    sub, *pubs = await ctx.connect(1 + publishers, window=1)
     hist = LatencyHistogram()
     received = 0
     last_ns = 0
@@ -325,29 +339,33 @@ async def _e2e_case(ctx: HubContext, rate: float, size: int) -> Measurement:
             if received >= count and not done.done():
                 done.set_result(None)
 
-    async def send(measured: int) -> None:
+    async def send(i: int, measured: int) -> None:
         body = {"t": time.perf_counter_ns(), "m": measured, "p": pad}
-        await pub.send(encode_client_frame(Publish(topic=topic, payload=body)))
+        await pubs[i % publishers].send(encode_client_frame(Publish(topic=topic, payload=body)))
+
+    async def drain() -> None:
+        await asyncio.gather(*(p.drain() for p in pubs))
 
     sub.on_event = on_event
     try:
         await sub.request(Subscribe(topic=topic, group="bench-e2e"))
         if o.warmup_s:
             async with ctx.tracker.phase(f"warm-up e2e @ {rate:,.0f}/s", total=o.warmup_s):
-                await paced(rate, int(rate * o.warmup_s), lambda i: send(0))
-            await pub.drain()
-        pub.latency = LatencyHistogram()
+                await paced(rate, int(rate * o.warmup_s), lambda i: send(i, 0))
+            await drain()
+        for pub in pubs:
+            pub.latency = LatencyHistogram()
         watch = ctx.watch()
         start_ns = time.perf_counter_ns()
         async with ctx.tracker.phase(f"outboxhub e2e @ {rate:,.0f}/s", total=count, done=lambda: received):
-            lag = await paced(rate, count, lambda i: send(1))
+            lag = await paced(rate, count, lambda i: send(i, 1))
             send_s = (time.perf_counter_ns() - start_ns) / 1e9
             await asyncio.wait_for(done, timeout_for(count))
-        await pub.drain()
+        await drain()
         server = await stop_watch(watch)
-        _check_errors([pub])
+        _check_errors(pubs)
     finally:
-        await _close([sub, pub])
+        await _close([sub, *pubs])
     summary = hist.summary()
     assert summary is not None
     return e2e_row(
@@ -360,13 +378,15 @@ async def _e2e_case(ctx: HubContext, rate: float, size: int) -> Measurement:
         span_ns=last_ns - start_ns,
         send_s=send_s,
         lag_s=lag,
-        ok_latency=pub.latency.summary(),
+        ok_latency=_merged(pubs).summary(),
         server=server,
+        publishers=publishers,
     )
 
 
 async def hub_e2e(ctx: HubContext) -> list[Measurement]:
-    """Publish at fixed rates; a group member ACKs each EVENT; latency is publish sent → EVENT received."""
+    """Publish at fixed rates (``--clients`` publishers take turns, default 1); a group member ACKs each
+    EVENT; latency is publish sent → EVENT received."""
     size = scenario_sizes(ctx.options, "e2e")
     return [await _e2e_case(ctx, rate, size) for rate in ctx.options.rates]
 
@@ -611,7 +631,9 @@ async def run_bench(
     scenario: Scenario, options: BenchOptions, *, console: Console | None = None
 ) -> BenchReport:
     """Run ``scenario`` on the hub (and on the peer when ``options.peer`` is set); progress bars go to
-    ``console`` (none when None). The hub runs first, then the peer, each alone on the machine."""
+    ``console`` (none when None). The hub runs first, then the peer, each alone on the machine.
+    ``ValueError`` when ``options`` holds one the scenario cannot use (see ``check_scenario``)."""
+    options.check_scenario(scenario)
     run_id = new_id().replace("-", "")[-10:]
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     hub: list[list[Measurement]] = []
