@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
+
 from outboxhub.server import Hub
 
 
@@ -174,6 +176,59 @@ async def test_subscribe_from_earliest_replays_history_after_its_ok(
     assert first == {"op": "OK", "rid": "s", "topic": "hist.*", "group": "late"}  # OK precedes its EVENTs
     got = [(await c.next_event())["event"]["id"] for _ in ids]
     assert got == ids
+
+
+async def test_an_event_without_payload_carries_payload_null_everywhere(
+    hub: Hub, ws_connect: Any, token: Any
+) -> None:
+    """PROTOCOL.md: ``payload`` is a required member of an event. A null (or absent) published payload is
+    sent as ``"payload": null`` in EVENT frames, ``/replay`` lines and ``/latest-by-key``; a falsy one as
+    itself."""
+    jwt = token(scopes=["publish:**", "subscribe:**", "ops:read"])
+    c = await ws_connect(hub.ws_url, token=jwt)
+    assert (await c.request("SUBSCRIBE", topic="np.*", group="g"))["op"] == "OK"
+    await c.send({"op": "PUBLISH", "topic": "np.x", "opts": {"key": "absent"}, "rid": 1})  # seed: undefined
+    await c.send({"op": "PUBLISH", "topic": "np.x", "payload": None, "opts": {"key": "null"}, "rid": 2})
+    await c.send({"op": "PUBLISH", "topic": "np.x", "payload": 0, "opts": {"key": "zero"}, "rid": 3})
+    ids = [(await c.recv())["id"] for _ in range(3)]
+    expected = {ids[0]: None, ids[1]: None, ids[2]: 0}
+
+    for _ in ids:
+        ev = await c.next_event()
+        assert "payload" in ev["event"], ev
+        assert ev["event"]["payload"] == expected[ev["event"]["id"]]
+
+    headers = {"Authorization": f"Bearer {jwt}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{hub.ops_url}replay", params={"pattern": "np.*"}) as resp:
+            assert resp.status == 200
+            lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+        assert [line["id"] for line in lines] == ids
+        assert all("payload" in line and line["payload"] == expected[line["id"]] for line in lines), lines
+        for key, event_id in zip(("absent", "null", "zero"), ids, strict=True):
+            params = {"topic": "np.x", "key": key}
+            async with http.get(f"{hub.ops_url}latest-by-key", params=params) as resp:
+                assert resp.status == 200
+                latest = await resp.json()
+            assert latest["id"] == event_id and "payload" in latest
+            assert latest["payload"] == expected[event_id]
+
+
+async def test_any_json_number_is_a_rid_and_comes_back_unchanged(
+    hub: Hub, ws_connect: Any, token: Any
+) -> None:
+    c = await ws_connect(hub.ws_url)
+    await c.send({"op": "AUTH", "token": token(), "rid": 1.5})
+    ok = await c.recv()
+    assert ok["op"] == "OK" and ok["rid"] == 1.5, ok
+    await c.send('{"op":"PUBLISH","topic":"rid.x","payload":1,"rid":-0.25}')
+    await c.send('{"op":"PUBLISH","payload":1,"rid":2.5}')  # no topic: ERR keeps the rid
+    await c.send('{"op":"SUBSCRIBE","topic":"rid.*","group":"g","rid":1e3}')
+    published = await c.recv()
+    assert published["op"] == "OK" and published["rid"] == -0.25
+    err = await c.recv()
+    assert (err["op"], err["code"], err["rid"]) == ("ERR", "bad_request", 2.5)
+    assert (await c.recv())["rid"] == 1000.0
 
 
 async def test_dev_mode_hub_generates_a_secret(hub_factory: Any, ws_connect: Any, token: Any) -> None:

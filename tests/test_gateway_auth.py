@@ -177,6 +177,23 @@ async def test_failed_re_auth_closes_an_authenticated_connection(
     assert await c.wait_closed() == 4001
 
 
+@pytest.mark.parametrize(
+    "bad_token", [12, {"jwt": "x"}, ["x"], True], ids=["number", "object", "array", "bool"]
+)
+async def test_auth_with_a_token_that_is_not_a_string_fails_and_closes(
+    hub: Hub, ws_connect: Any, token: Any, bad_token: Any
+) -> None:
+    """A failed AUTH (PROTOCOL.md): ERR no_token, as the verifier calls it, then close 4001, also for an
+    authenticated connection re-AUTHing."""
+    for authed in (False, True):
+        c = await ws_connect(hub.ws_url, token=token() if authed else None)
+        await c.send({"op": "AUTH", "token": bad_token, "rid": "a"})
+        err = await c.recv()
+        assert (err["op"], err["code"], err["rid"]) == ("ERR", "no_token", "a"), err
+        assert err["msg"].startswith("AUTH.token: must be a string")
+        assert await c.wait_closed() == 4001
+
+
 async def test_other_connections_are_unaffected_by_attacks(
     strict_hub: Hub, ws_connect: Any, rsa_keys: Keys
 ) -> None:

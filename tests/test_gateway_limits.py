@@ -67,7 +67,17 @@ async def test_binary_frames_are_bad_requests(hub: Hub, ws_connect: Any, token: 
     assert (await c.request("PUBLISH", topic="a.b", payload=1))["op"] == "OK"
 
 
+def _publish_of(size: int) -> str:
+    """A PUBLISH frame of exactly ``size`` bytes."""
+    head, tail = '{"op":"PUBLISH","topic":"a.b","payload":"', '"}'
+    frame = head + "x" * (size - len(head) - len(tail)) + tail
+    assert len(frame.encode()) == size
+    return frame
+
+
 async def test_oversize_frames(hub_factory: Any, ws_connect: Any, token: Any) -> None:
+    """README, --max-frame-bytes: above the limit ERR too_large and the connection stays; from twice the
+    limit the frame is refused unread and the connection closes with 1009, without an ERR."""
     hub = await hub_factory(max_frame_bytes=4096)
     c = await ws_connect(hub.ws_url, token=token())
     other = await ws_connect(hub.ws_url, token=token())
@@ -76,9 +86,15 @@ async def test_oversize_frames(hub_factory: Any, ws_connect: Any, token: Any) ->
     err = await c.recv()
     assert err["code"] == "too_large" and "4096" in err["msg"], err
     assert (await c.request("PUBLISH", topic="a.b", payload="x" * 3000))["op"] == "OK"
-    # far beyond the limit the hub does not buffer the frame at all: close 1009 (message too big)
-    await c.send(json.dumps({"op": "PUBLISH", "topic": "a.b", "payload": "x" * 20_000}))
+    for size in (4096, 4097, 2 * 4096 - 1):  # the limit itself is accepted; up to 2x - 1: ERR, stays open
+        await c.send(_publish_of(size))
+        reply = await c.recv()
+        assert reply["op"] == ("OK" if size <= 4096 else "ERR"), (size, reply)
+        assert size <= 4096 or (reply["code"] == "too_large" and f"{size} bytes" in reply["msg"]), reply
+    # from twice the limit the hub does not buffer the frame at all: close 1009 (message too big), no ERR
+    await c.send(_publish_of(2 * 4096))
     assert await c.wait_closed() == 1009
+    assert not c.others and not c.events
     assert (await other.request("PUBLISH", topic="a.b", payload=1))["op"] == "OK"
 
 
@@ -165,6 +181,63 @@ async def test_a_slow_consumer_does_not_hold_back_others(
         seen.add(ev["event"]["id"])
         await slow.send({"op": "ACK", "topic": "big.*", "group": "slow", "id": ev["event"]["id"]})
     assert len(seen) == n
+
+
+async def test_a_paused_member_s_claims_time_out_to_another_member_of_its_group(
+    hub_factory: Any, ws_connect: Any, token: Any
+) -> None:
+    """A group member that stops reading fills its send queue and is paused; the claims it holds (in its
+    queue, its socket, or claimed but not yet sent) time out after its ack_timeout_ms and go to another
+    member of the same group, which ends up with every event."""
+    hub = await hub_factory(send_queue_max=4)
+    stalled = await ws_connect(hub.ws_url, token=token())
+    sub = {"topic": "work.*", "group": "workers"}
+    short = {"ack_timeout_ms": 1000}
+    assert (await stalled.request("SUBSCRIBE", **sub, opts=short))["op"] == "OK"
+    pub = await ws_connect(hub.ws_url, token=token())
+    n = 48
+    payload = "p" * 300_000  # 48 x 300 kB = 14 MB: far more than the socket buffers hold
+    for i in range(n):
+        await pub.send({"op": "PUBLISH", "topic": "work.item", "payload": payload, "rid": i})
+    ids = [(await pub.recv())["id"] for _ in range(n)]
+
+    async def stalled_is_paused() -> bool:
+        return hub.gateway.stats.events_refused > 0  # only the stalled member is subscribed so far
+
+    await _until(stalled_is_paused, "the stalled member's send queue to fill")
+
+    # The second member keeps the default 30 s ack timeout and acks at once, so any redelivery it gets
+    # comes from the stalled member's expired claims, not its own.
+    worker = await ws_connect(hub.ws_url, token=token())
+    assert (await worker.request("SUBSCRIBE", **sub, opts={"max_in_flight": 2}))["op"] == "OK"
+    attempts: dict[str, int] = {}
+    while len(attempts) < n:
+        ev = await worker.next_event(wait_s=30)
+        attempts.setdefault(ev["event"]["id"], ev["ctx"]["attempt"])
+        await worker.send({"op": "ACK", **sub, "id": ev["event"]["id"]})
+    assert sorted(attempts) == sorted(ids)
+    assert any(attempt > 1 for attempt in attempts.values()), (
+        "nothing was redelivered from the stalled member"
+    )
+
+    # Now the stalled member reads what the hub had sent it: each of those deliveries reached the worker
+    # again, as a later attempt. (The reply to this request follows every EVENT queued before it.)
+    assert (await stalled.request("UNSUBSCRIBE", **sub))["op"] == "OK"
+    held = [(ev["event"]["id"], ev["ctx"]["attempt"]) for ev in stalled.events]
+    assert held, "the stalled member was sent nothing"
+    for event_id, attempt in held:
+        assert attempts[event_id] > attempt, (event_id, attempt, attempts[event_id])
+    assert await hub.store.count("work.*") == n
+
+
+async def _until(cond: Any, what: str, wait_s: float = 20.0) -> None:
+    """Wait (bounded) until ``await cond()`` is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not await cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 async def test_store_down_is_answered_with_unavailable(hub: Hub, ws_connect: Any, token: Any) -> None:

@@ -7,11 +7,16 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from outboxhub.server import Hub
 from outboxhub.store import open_store
@@ -122,6 +127,42 @@ async def test_serve_with_a_secret_prints_no_token(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_serve_with_a_jwks_url_prints_no_token(tmp_path: Path) -> None:
+    """A JWKS URL alone (no secret) is a configured verifier, not development mode: no dev token, no
+    warning, and tokens signed with a key of that JWKS are accepted."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "use": "sig"}
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", handle)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        jwks_url = f"http://127.0.0.1:{site.port}/jwks.json"
+        proc, lines = await _start(_env(tmp_path, OUTBOXHUB_JWT_JWKS_URL=jwks_url))
+        try:
+            assert "token" not in lines and "warning" not in lines, lines
+            claims = {"sub": "svc", "exp": int(time.time()) + 300, "scopes": ["publish:**"]}
+            good = jwt.encode(claims, key, "ES256", headers={"kid": "k1"})
+            async with aiohttp.ClientSession() as http, http.ws_connect(lines["ws"]) as ws:
+                await ws.send_json({"op": "AUTH", "token": good, "rid": 1})
+                ok = await ws.receive_json(timeout=10)
+                assert ok["op"] == "OK" and ok["sub"] == "svc", ok
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        await runner.cleanup()
 
 
 async def test_serve_reports_a_bad_store_and_exits_1(tmp_path: Path) -> None:

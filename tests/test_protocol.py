@@ -45,6 +45,7 @@ from outboxhub.protocol import (
     Subscribe,
     SubscribeOpts,
     Unsubscribe,
+    WireEvent,
     close_code_for,
     decode_client_frame,
     decode_server_frame,
@@ -53,6 +54,7 @@ from outboxhub.protocol import (
     encode_event,
     encode_ok,
     encode_published,
+    wire_event,
 )
 from outboxhub.topics import validate_pattern
 
@@ -190,6 +192,51 @@ def test_error_messages_name_the_field(frame: str, msg: str) -> None:
     assert str(info.value) == f"bad_request: {msg}"
 
 
+@pytest.mark.parametrize(
+    ("frame", "msg"),
+    [
+        ('{"op":"AUTH"}', "AUTH.token: missing; AUTH needs a token"),
+        ('{"op":"AUTH","token":null}', "AUTH.token: missing; AUTH needs a token"),
+        ('{"op":"AUTH","token":""}', "AUTH.token: missing; AUTH needs a token"),
+        ('{"op":"AUTH","token":12}', "AUTH.token: must be a string, got number; AUTH needs a token"),
+        ('{"op":"AUTH","token":{"jwt":"x"}}', "AUTH.token: must be a string, got object; AUTH needs a token"),
+        ('{"op":"AUTH","token":["x"]}', "AUTH.token: must be a string, got array; AUTH needs a token"),
+        ('{"op":"AUTH","token":true}', "AUTH.token: must be a string, got boolean; AUTH needs a token"),
+    ],
+)
+def test_auth_without_a_string_token_is_no_token(frame: str, msg: str) -> None:
+    """Like the token verifier, the codec calls anything but a non-empty string no token, so the
+    gateway answers ERR no_token and closes with 4001 (a failed AUTH)."""
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(frame)
+    assert (info.value.code, info.value.msg) == ("no_token", msg)
+    assert close_code_for(info.value.code) == 4001
+
+
+def test_auth_with_a_string_token_but_a_bad_rid_is_a_bad_request() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame('{"op":"AUTH","token":"t","rid":true}')
+    assert info.value.code == "bad_request" and info.value.msg.startswith("AUTH.rid: ")
+
+
+@pytest.mark.parametrize(("text", "rid"), [("1.5", 1.5), ("-0.25", -0.25), ("2.0", 2.0), ("1e3", 1000.0)])
+def test_any_json_number_is_a_rid_and_is_echoed(text: str, rid: float) -> None:
+    frame = decode_client_frame('{"op":"ACK","topic":"a.*","group":"g","id":"e","rid":' + text + "}")
+    assert frame.rid == rid and type(frame.rid) is float
+    assert json.loads(encode_ok(frame.rid)) == {"op": "OK", "rid": rid}
+    assert json.loads(encode_err(frame.rid, "forbidden", "m"))["rid"] == rid
+    assert json.loads(encode_published(frame.rid, PublishResult(id="e", seq=1)))["rid"] == rid
+    # a frame that fails keeps its float rid too
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame('{"op":"ACK","topic":"a.*","group":"g","rid":' + text + "}")
+    assert info.value.rid == rid
+    # and the SDK side reads it back
+    assert decode_server_frame(encode_ok(rid)) == OkFrame(rid=rid)
+    assert decode_server_frame(encode_err(rid, "forbidden", "m")) == ErrFrame(
+        rid=rid, code="forbidden", msg="m"
+    )
+
+
 def test_wildcard_publish_message_names_segment() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_client_frame('{"op":"PUBLISH","rid":"r","topic":"a.*.c","payload":1}')
@@ -277,6 +324,8 @@ def test_encode_event_shape() -> None:
         "event": {"id": "e1", "topic": "a.b", "seq": 3, "ts": 1700, "payload": {"k": [1, None]}},
         "ctx": {"attempt": 1, "redelivered": False},
     }
+    # PROTOCOL.md: payload is a required member of the event, so a null payload is sent as null (model.Event
+    # alone would leave it out); the other optional members are left out when unset.
     full = Event(
         id="e2", topic="a.c", seq=4, ts=5, key="k", headers={"h": "v"}, tags=["t"], caused_by=["e1"], sid="s"
     )
@@ -288,12 +337,37 @@ def test_encode_event_shape() -> None:
         "topic": "a.c",
         "seq": 4,
         "ts": 5,
+        "payload": None,
         "key": "k",
         "headers": {"h": "v"},
         "tags": ["t"],
         "caused_by": ["e1"],
         "sid": "s",
     }
+    bare = Event(id="e3", topic="a.d", seq=5, ts=6)
+    assert json.loads(encode_event("a.*", None, bare, 1))["event"] == {
+        "id": "e3",
+        "topic": "a.d",
+        "seq": 5,
+        "ts": 6,
+        "payload": None,
+    }
+    for falsy in (0, False, "", [], {}):
+        event = Event(id="e4", topic="a.e", seq=7, ts=8, payload=falsy)
+        assert json.loads(encode_event("a.*", None, event, 1))["event"]["payload"] == falsy
+
+
+def test_wire_event() -> None:
+    assert wire_event(EVENT) is EVENT  # a payload: encoded as it is (the delivery hot path)
+    bare = Event(id="e3", topic="a.d", seq=5, ts=6, key="k", tags=["t"])
+    wired = wire_event(bare)
+    assert isinstance(wired, WireEvent)
+    assert (
+        msgspec.json.encode(wired)
+        == b'{"id":"e3","topic":"a.d","seq":5,"ts":6,"payload":null,"key":"k","tags":["t"]}'
+    )
+    assert msgspec.json.decode(msgspec.json.encode(wired), type=Event) == bare
+    assert msgspec.structs.asdict(wired) == msgspec.structs.asdict(bare)  # no field left behind
 
 
 def test_encode_ok_and_err_shapes() -> None:
@@ -340,7 +414,8 @@ def test_decode_server_frames() -> None:
         ('{"op":"PUBLISH"}', "op: unknown op 'PUBLISH'; expected one of OK, ERR, EVENT"),
         ('{"op":"ERR","rid":5,"code":"x"}', "ERR.msg: missing required field"),
         ('{"op":"EVENT","topic":"a","group":null,"event":{"id":"e"},"ctx":{}}', "EVENT.event.topic: missing"),
-        ('{"op":"OK","rid":1.5}', "OK.rid: expected"),
+        ('{"op":"OK","rid":true}', "OK.rid: expected"),
+        ('{"op":"ERR","rid":[1],"code":"x","msg":"m"}', "ERR.rid: expected"),
     ],
 )
 def test_decode_server_frame_garbage(data: str, start: str) -> None:
@@ -397,7 +472,7 @@ patterns = (
     .filter(_is_valid_pattern)
 )
 groups = st.none() | _segment
-rids = st.none() | st.integers() | _text
+rids = st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text
 ids = st.text(alphabet="abcdef0123456789-", min_size=1, max_size=40)
 
 
@@ -499,7 +574,7 @@ def test_any_json_value_decodes_or_is_a_protocol_error(value: Any, ascii_only: b
 def test_frame_shaped_dicts_decode_or_fail_with_their_rid(value: dict[str, Any], ascii_only: bool) -> None:
     result = _decodes_or_protocol_error(json.dumps(value, ensure_ascii=ascii_only))
     rid = value.get("rid")
-    valid_rid = isinstance(rid, str | int) and not isinstance(rid, bool)
+    valid_rid = isinstance(rid, str | int | float) and not isinstance(rid, bool)
     if isinstance(result, ProtocolError):
         # Whatever else is wrong, the ERR answers the right request, unless the text cannot be read as
         # JSON at all (a lone surrogate anywhere makes it invalid UTF-8 or invalid JSON).
@@ -547,7 +622,9 @@ events = st.builds(
 @settings(max_examples=200)
 @given(pattern=patterns, group=groups, event=events, attempt=st.integers(min_value=1, max_value=1000))
 def test_event_frames_round_trip(pattern: str, group: str | None, event: Event, attempt: int) -> None:
-    frame = decode_server_frame(encode_event(pattern, group, event, attempt))
+    data = encode_event(pattern, group, event, attempt)
+    assert "payload" in msgspec.json.decode(data)["event"]
+    frame = decode_server_frame(data)
     assert frame == EventFrame(
         topic=pattern, group=group, event=event, ctx=Ctx(attempt=attempt, redelivered=attempt > 1)
     )

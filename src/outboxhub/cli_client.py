@@ -23,6 +23,7 @@ from rich.text import Text
 from ._cli_common import TokenOption, UrlOption, fail, need_token, run_command
 from .client import DEFAULT_URL, HubClient, Message, PublishResult
 from .model import StartPosition
+from .protocol import wire_event
 
 __all__ = ["main", "publish_command", "register", "tail_command"]
 
@@ -194,7 +195,7 @@ async def _tail(client: HubClient, stream: Any, as_json: bool, count: int | None
     async with client, stream:
         async for msg in stream:
             if as_json:
-                sys.stdout.write(_json_encoder.encode(msg.event).decode() + "\n")
+                sys.stdout.write(_json_encoder.encode(wire_event(msg.event)).decode() + "\n")
                 sys.stdout.flush()
             else:
                 out.print(_event_line(msg))

@@ -77,7 +77,7 @@ class PolicyError(OutboxhubError, ValueError):
 class ProtocolError(OutboxhubError):
     """A wire frame was rejected. ``code`` is one of PROTOCOL.md's error codes."""
 
-    def __init__(self, code: ErrorCode, msg: str, *, rid: str | int | None = None) -> None:
+    def __init__(self, code: ErrorCode, msg: str, *, rid: str | int | float | None = None) -> None:
         super().__init__(f"{code}: {msg}")
         self.code = code
         self.msg = msg

@@ -83,8 +83,9 @@ CLOSE_AUTH_FAILED: Final = 4001
 CLOSE_TOKEN_EXPIRED: Final = 4003
 CLOSE_GOING_AWAY: Final = 1001
 
-# Frames between max_frame_bytes and this multiple of it are read and answered with ERR too_large;
-# beyond it aiohttp refuses to buffer the message and closes the connection with 1009.
+# Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
+# connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
+# any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
 _HARD_LIMIT_FACTOR: Final = 2
 _MAX_PENDING_REPLIES: Final = 4096
 _HEARTBEAT_S: Final = 30.0
@@ -291,7 +292,7 @@ class Connection:
             frame = decode_client_frame(data, max_size=self._max_frame)
         except ProtocolError as exc:
             self._err(exc.rid, exc.code, exc.msg)
-            if close_code_for(exc.code) is not None:  # an AUTH without a token
+            if close_code_for(exc.code) is not None:  # an AUTH without a (string) token
                 await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
             return
         try:

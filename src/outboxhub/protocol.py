@@ -18,7 +18,9 @@ Ground rules, in the spirit of h11:
 Compatibility with the seed's ``PromClient``: its frames carry no ``rid``, and ``opts`` is either absent
 (``JSON.stringify`` drops ``undefined``) or ``null``; both decode. An ``EVENT`` frame always carries
 ``group`` (``null`` for ephemeral subscriptions), because the seed keys handlers by ``topic::group``, and
-the seed echoes that ``group`` back in ``ACK``/``NACK``, so those accept a ``null`` group too.
+the seed echoes that ``group`` back in ``ACK``/``NACK``, so those accept a ``null`` group too. Its event
+always carries ``payload`` (``null`` when null; see :func:`wire_event`), while the other optional event
+fields are left out when unset.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ __all__ = [
     "Subscribe",
     "SubscribeOpts",
     "Unsubscribe",
+    "WireEvent",
     "close_code_for",
     "decode_client_frame",
     "decode_server_frame",
@@ -74,6 +77,7 @@ __all__ = [
     "encode_event",
     "encode_ok",
     "encode_published",
+    "wire_event",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -126,8 +130,9 @@ _SERVER_OPS: Final = ("OK", "ERR", "EVENT")
 # --------------------------------------------------------------------------------------------------
 # Field types
 
-Rid: TypeAlias = str | int | None
-"""A request id chosen by the client, echoed in the reply. Absent (None) in the seed's frames."""
+Rid: TypeAlias = str | int | float | None
+"""A request id chosen by the client (a string or any JSON number), echoed unchanged in the reply. Absent
+(None) in the seed's frames."""
 
 _PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
 _NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
@@ -337,6 +342,54 @@ class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag=
     ctx: Ctx
 
 
+class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An :class:`~outboxhub.model.Event` whose ``payload`` is null, as clients must see it.
+
+    ``Event`` leaves out every field at its default, ``payload`` included, but PROTOCOL.md makes
+    ``payload`` a required member of an event: here it has no default, so it is always encoded.
+    """
+
+    id: str
+    topic: str
+    seq: int
+    ts: int
+    payload: Any
+    key: str | None = None
+    headers: dict[str, str] | None = None
+    tags: list[str] | None = None
+    caused_by: list[str] | None = None
+    sid: str | None = None
+
+
+def wire_event(event: Event) -> Event | WireEvent:
+    """``event`` ready to encode for a client (EVENT frames, the ops API): ``payload`` always present.
+
+    An event with a payload encodes as it is; only a null payload needs the :class:`WireEvent` copy.
+    """
+    if event.payload is not None:
+        return event
+    return WireEvent(
+        id=event.id,
+        topic=event.topic,
+        seq=event.seq,
+        ts=event.ts,
+        payload=None,
+        key=event.key,
+        headers=event.headers,
+        tags=event.tags,
+        caused_by=event.caused_by,
+        sid=event.sid,
+    )
+
+
+# What encode_event writes: EventFrame with the event as wire_event makes it (never decoded).
+class _EventOut(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="EVENT"):
+    topic: str
+    group: str | None
+    event: Event | WireEvent
+    ctx: Ctx
+
+
 class ErrFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op", tag="ERR"):
     """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode."""
 
@@ -397,7 +450,8 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
     """Read one client frame (a WebSocket text or binary message).
 
     Raises :class:`ProtocolError`: ``too_large`` when ``data`` exceeds ``max_size`` bytes (checked before
-    parsing), ``no_token`` for an ``AUTH`` without a token, else ``bad_request`` naming the field at fault.
+    parsing), ``no_token`` for an ``AUTH`` whose token is missing, empty or not a string, else
+    ``bad_request`` naming the field at fault.
     The error carries the frame's ``rid`` whenever it could be read.
     """
     _check_size(data, max_size)
@@ -464,9 +518,16 @@ def encode_err(rid: Rid, code: ErrorCode, msg: str) -> bytes:
 
 
 def encode_event(pattern: str, group: str | None, event: Event, attempt: int) -> bytes:
-    """One ``EVENT`` delivery of ``event`` on subscription ``(pattern, group)`` (delivery hot path)."""
+    """One ``EVENT`` delivery of ``event`` on subscription ``(pattern, group)`` (delivery hot path).
+
+    The event carries ``payload`` even when it is null (:func:`wire_event`)."""
     return _encoder.encode(
-        EventFrame(topic=pattern, group=group, event=event, ctx=Ctx(attempt=attempt, redelivered=attempt > 1))
+        _EventOut(
+            topic=pattern,
+            group=group,
+            event=wire_event(event),
+            ctx=Ctx(attempt=attempt, redelivered=attempt > 1),
+        )
     )
 
 
@@ -505,7 +566,7 @@ def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) 
         return ProtocolError(BAD_REQUEST, f"a frame must be a JSON object, got {_json_type(raw)}")
 
     rid = raw.get("rid")
-    if isinstance(rid, bool) or not isinstance(rid, str | int):
+    if isinstance(rid, bool) or not isinstance(rid, str | int | float):
         rid = None
     expected = ", ".join(ops)
     if "op" not in raw:
@@ -517,8 +578,14 @@ def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) 
         return ProtocolError(BAD_REQUEST, f"op: unknown op {op!r}; expected one of {expected}", rid=rid)
 
     path, text = _locate(str(exc))
-    if op == "AUTH" and path == ".token" and raw.get("token") in (None, ""):
-        return ProtocolError(NO_TOKEN, "AUTH.token: missing; AUTH needs a token", rid=rid)
+    if op == "AUTH" and path == ".token":
+        # Like the token verifier, anything but a non-empty string is no token; the AUTH fails (close 4001).
+        token = raw.get("token")
+        if token is None or token == "":
+            return ProtocolError(NO_TOKEN, "AUTH.token: missing; AUTH needs a token", rid=rid)
+        return ProtocolError(
+            NO_TOKEN, f"AUTH.token: must be a string, got {_json_type(token)}; AUTH needs a token", rid=rid
+        )
     if len(text) > _MAX_MSG:  # messages may quote the offending value; keep ERR frames small
         text = text[: _MAX_MSG - 1] + "…"
     return ProtocolError(BAD_REQUEST, f"{op}{path}: {text}", rid=rid)

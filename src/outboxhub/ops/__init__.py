@@ -63,7 +63,11 @@ def install_ops(app: web.Application, hub: Hub) -> None:
     Sets ``hub.metrics`` to the hub's :class:`HubMetrics`. The ops layer's outbox connections are closed
     when the app is cleaned up (``Hub.close``).
     """
-    metrics = HubMetrics(stats=hub.gateway.stats, open_connections=lambda: len(hub.gateway.connections))
+    metrics = HubMetrics(
+        stats=hub.gateway.stats,
+        open_connections=lambda: len(hub.gateway.connections),
+        drainers=hub.drainer_metrics,
+    )
     ctx = OpsContext(hub=hub, metrics=metrics, outboxes=OutboxRegistry(hub.settings.outbox))
     for method, path, access in _SERVER_ROUTES:
         ctx.access[(method, path)] = access

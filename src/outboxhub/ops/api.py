@@ -20,6 +20,7 @@ from aiohttp import web
 from ..errors import OutboxhubError, StoreError
 from ..model import Cursor, GroupInfo, Lag
 from ..outbox import OutboxRecord, OutboxStore
+from ..protocol import wire_event
 from ._http import HTTPProblem, json_response
 from .context import OPS, OpsContext, RouteSpec
 from .metrics import CONTENT_TYPE, GroupSample, OutboxSample
@@ -170,8 +171,8 @@ async def _latest_by_key(request: web.Request) -> web.StreamResponse:
     topic = query.topic("topic")
     key = query.required("key")
     require_subscribe(topic, what="latest-by-key")
-    found = await _ctx(request).hub.store.latest_by_key(topic, [key])
-    return json_response(found.get(key))
+    found = (await _ctx(request).hub.store.latest_by_key(topic, [key])).get(key)
+    return json_response(None if found is None else wire_event(found))
 
 
 # -- outboxes -----------------------------------------------------------------------------------------------

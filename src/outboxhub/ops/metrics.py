@@ -5,6 +5,8 @@ Three kinds of source, all read when ``/metrics`` is scraped:
 * **counters the gateway keeps** (:class:`~outboxhub.gateway.GatewayStats`: publishes, deliveries,
   redeliveries, acks, nacks, connections, protocol errors) are exported as they are — the gateway stays
   free of Prometheus and pays one integer increment per event;
+* **counters the outbox drainers keep** (``Drainer.published``, ``retried``, ``dead``) are read the
+  same way, from ``Hub.drainer_metrics`` (empty when the hub drains nothing);
 * **state read from the store and the outboxes** (per-group lag, in flight, dead letters, members; outbox
   pending, claimed, dead and the oldest pending record's age) is put in by :meth:`HubMetrics.update`
   just before rendering, so labels of deleted groups disappear instead of going stale;
@@ -13,9 +15,9 @@ Three kinds of source, all read when ``/metrics`` is scraped:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,6 +25,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ..gateway import GatewayStats
+
+if TYPE_CHECKING:
+    from ..outbox import DrainerMetrics
 
 __all__ = ["CONTENT_TYPE", "GroupSample", "HubMetrics", "OutboxSample"]
 
@@ -58,15 +63,23 @@ class OutboxSample:
 
 
 class HubMetrics:
-    """The hub's metrics. ``stats`` are the gateway's counters; ``open_connections`` counts live sockets.
+    """The hub's metrics. ``stats`` are the gateway's counters; ``open_connections`` counts live sockets;
+    ``drainers`` returns ``(outbox name, counters)`` for each outbox drainer (``Hub.drainer_metrics``).
 
     Everything is registered in :attr:`registry`, never in prometheus-client's global default registry.
     """
 
-    def __init__(self, *, stats: GatewayStats, open_connections: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        stats: GatewayStats,
+        open_connections: Callable[[], int],
+        drainers: Callable[[], Iterable[tuple[str, DrainerMetrics]]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stats = stats
         self._open_connections = open_connections
+        self._drainers = drainers
         self._groups: tuple[GroupSample, ...] = ()
         self._outboxes: tuple[OutboxSample, ...] = ()
         self._last_seq = 0
@@ -195,6 +208,37 @@ class HubMetrics:
             outbox_families["dead"].add_metric(key, o.dead)
             outbox_families["age"].add_metric(key, (o.oldest_pending_age_ms or 0) / 1000)
         yield from outbox_families.values()
+        yield from self._drainer_samples()
+
+    def _drainer_samples(self) -> Iterator[Metric]:
+        families = {
+            "published": CounterMetricFamily(
+                "outboxhub_outbox_published",
+                "Outbox records this hub's drainers published (marked sent).",
+                labels=["outbox"],
+            ),
+            "retried": CounterMetricFamily(
+                "outboxhub_outbox_retried",
+                "Outbox record publishes that failed and were scheduled for a retry.",
+                labels=["outbox"],
+            ),
+            "dead": CounterMetricFamily(
+                "outboxhub_outbox_failed_permanently",
+                "Outbox records this hub's drainers gave up on (marked dead).",
+                labels=["outbox"],
+            ),
+        }
+        totals: dict[str, list[int]] = {}
+        for name, counters in self._drainers() if self._drainers is not None else ():
+            total = totals.setdefault(name, [0, 0, 0])  # the same URL configured twice: one series
+            total[0] += counters.published
+            total[1] += counters.retried
+            total[2] += counters.dead
+        for name, (published, retried, dead) in totals.items():
+            families["published"].add_metric([name], published)
+            families["retried"].add_metric([name], retried)
+            families["dead"].add_metric([name], dead)
+        yield from families.values()
 
 
 def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:

@@ -47,13 +47,13 @@ def _obj(required: list[str], properties: dict[str, _Schema], *, extra: bool = F
 _SCHEMAS: Final[dict[str, _Schema]] = {
     "Error": _obj(["error"], {"error": {**_STR, "description": "What is wrong, naming the parameter."}}),
     "Event": _obj(
-        ["id", "topic", "seq", "ts"],
+        ["id", "topic", "seq", "ts", "payload"],
         {
             "id": _STR,
             "topic": _STR,
             "seq": {**_INT, "minimum": 1},
             "ts": {**_INT, "description": "ms since the epoch"},
-            "payload": {"description": "any JSON value; absent when null"},
+            "payload": {"description": "any JSON value (null when the event has none)"},
             "key": _STR,
             "headers": {"type": "object", "additionalProperties": _STR},
             "tags": {"type": "array", "items": _STR},

@@ -1,4 +1,5 @@
-"""``GET /replay``: the events matching a pattern, streamed as NDJSON (one event per line, seq order).
+"""``GET /replay``: the events matching a pattern, streamed as NDJSON (one event per line, seq order),
+each shaped as in an EVENT frame (``payload`` always present, ``null`` when null).
 
 ``from_seq`` (first seq to include) or ``since`` (first ts, ms) picks the start, ``until`` (last ts, ms)
 and ``limit`` the end. The stream reads the store in pages of :data:`PAGE_SIZE` and writes each page as
@@ -18,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from ..errors import StoreError
+from ..protocol import wire_event
 from .context import OPS, RouteSpec
 from .params import BadParameter, Query
 from .security import require_subscribe
@@ -65,7 +67,7 @@ async def _replay(request: web.Request) -> web.StreamResponse:
                 events = [e for e in events if e.seq <= end]
             if not events:
                 break
-            await response.write(_encoder.encode_lines(events))
+            await response.write(_encoder.encode_lines([wire_event(e) for e in events]))
             sent += len(events)
             after = events[-1].seq
             if len(events) < page:
