@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +64,66 @@ async def test_drain_publishes_every_record_once_into_a_remote_hub(
     pending = conn.execute("SELECT count(*) FROM outbox WHERE status != 'sent'").fetchone()[0]
     conn.close()
     assert pending == 0
+
+
+async def test_sigterm_stops_the_drainers_gracefully_and_releases_every_claim(
+    hub: Hub, token: Callable[..., str], tmp_path: Path
+) -> None:
+    app_db = tmp_path / "app.db"
+    with sqlite3.connect(app_db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # the test reads while the drainer writes
+    ids = _write_outbox(app_db, 5000)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "outboxhub.cli",
+        "drain",
+        "--outbox",
+        f"sqlite:///{app_db}",
+        "--batch-size",
+        "10",
+        env=_env(hub.ws_url, token(scopes=("publish:orders.**",))),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    signalled = False
+    try:
+        for _ in range(6000):  # until the drainer is connected and publishing (safety net: 30 s)
+            if hub.gateway.stats.publishes:
+                break
+            await asyncio.sleep(0.005)
+        # The hub runs on this test's event loop: blocking it here leaves the drainer's next publish
+        # unanswered, so it holds a claimed batch when SIGTERM arrives.
+        assert _wait_until_claimed(app_db), "the drainer never held a claim"
+        proc.send_signal(signal.SIGTERM)
+        signalled = True
+    finally:
+        if not signalled:
+            proc.kill()
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    conn = sqlite3.connect(app_db)
+    statuses = dict(conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
+    conn.close()
+    assert "claimed" not in statuses  # every claim was completed or released
+    assert statuses.get("sent", 0) + statuses.get("pending", 0) == len(ids)
+    events = await hub.store.scan("orders.created", limit=len(ids))
+    assert len({e.id for e in events}) == len(events) == statuses.get("sent", 0)
+
+
+def _wait_until_claimed(path: Path, timeout_s: float = 30.0) -> bool:
+    """Poll (blocking: on purpose, see the caller) until some outbox record is claimed."""
+    deadline = time.monotonic() + timeout_s
+    conn = sqlite3.connect(path)
+    try:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM outbox WHERE status = 'claimed'").fetchone()[0]:
+                return True
+            time.sleep(0.005)
+        return False
+    finally:
+        conn.close()
 
 
 async def test_drain_without_a_token_is_one_clear_error(tmp_path: Path) -> None:

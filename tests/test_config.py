@@ -62,6 +62,25 @@ def test_lists_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.outbox == ["sqlite:///app.db"]
 
 
+def test_drainer_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.outbox_batch_size, defaults.outbox_max_attempts, defaults.outbox_ordered_by_key) == (
+        500,
+        10,
+        False,
+    )
+    monkeypatch.setenv("OUTBOXHUB_OUTBOX_BATCH_SIZE", "50")
+    monkeypatch.setenv("OUTBOXHUB_OUTBOX_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("OUTBOXHUB_OUTBOX_ORDERED_BY_KEY", "true")
+    settings = load_settings()
+    assert (settings.outbox_batch_size, settings.outbox_max_attempts, settings.outbox_ordered_by_key) == (
+        50,
+        3,
+        True,
+    )
+    assert load_settings(outbox_max_attempts=5).outbox_max_attempts == 5
+
+
 def test_secret_leaves_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JWT_SECRET", "x")
     assert not load_settings().dev_mode
@@ -74,6 +93,9 @@ def test_secret_leaves_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OUTBOXHUB_WS_PORT", "70000", "ws_port"),
         ("OUTBOXHUB_MAX_FRAME_BYTES", "-1", "max_frame_bytes"),
         ("OUTBOXHUB_LOG_LEVEL", "loud", "log_level"),
+        ("OUTBOXHUB_OUTBOX_BATCH_SIZE", "20000", "outbox_batch_size"),
+        ("OUTBOXHUB_OUTBOX_MAX_ATTEMPTS", "0", "outbox_max_attempts"),
+        ("OUTBOXHUB_OUTBOX_ORDERED_BY_KEY", "sometimes", "outbox_ordered_by_key"),
     ],
 )
 def test_bad_value_is_one_clear_line(

@@ -19,7 +19,7 @@ from outboxhub import outbox
 from outboxhub.errors import OutboxError, StoreURLError
 from outboxhub.ids import now_ms
 from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStore, Verdict
-from outboxhub.outbox.mongo import MongoOutbox, deployment_supports_transactions
+from outboxhub.outbox.mongo import MongoOutbox, deployment_supports_transactions, outbox_indexes
 from test_outbox_support import (
     ORDERED_KEYS,
     RecordingSink,
@@ -162,6 +162,52 @@ def test_bad_collection_names_are_refused(db: pymongo.database.Database[Any]) ->
     for bad in ("", "a$b", "system.x"):
         with pytest.raises(OutboxError, match="collection name"):
             outbox.add(db, "a.b", 1, table=bad)
+
+
+# -- ensure_schema -------------------------------------------------------------------------------------------
+
+INDEX_KEYS = {tuple(model.document["key"]) for model in outbox_indexes()}
+
+
+def _index_keys(collection: pymongo.collection.Collection[Any]) -> set[tuple[str, ...]]:
+    return {tuple(index["key"]) for index in collection.list_indexes() if index["name"] != "_id_"}
+
+
+def test_ensure_schema_takes_a_pymongo_database(db: pymongo.database.Database[Any]) -> None:
+    assert len(INDEX_KEYS) == 7
+    outbox.ensure_schema(db)
+    outbox.ensure_schema(db)  # idempotent
+    outbox.ensure_schema(db, "jobs_outbox")
+    assert _index_keys(db["outbox"]) == INDEX_KEYS
+    assert _index_keys(db["jobs_outbox"]) == INDEX_KEYS
+    with pytest.raises(OutboxError, match="collection name"):
+        outbox.ensure_schema(db, "a$b")
+    record_id = outbox.add(db, "a.b", 1, table="jobs_outbox")  # the collection is usable as created
+    assert db["jobs_outbox"].count_documents({"_id": record_id}) == 1
+
+
+async def test_ensure_schema_async_takes_an_async_database(
+    url: str, db: pymongo.database.Database[Any]
+) -> None:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
+    try:
+        adb = client.get_default_database()
+        await outbox.ensure_schema_async(adb, "jobs_outbox")
+        await outbox.ensure_schema_async(adb, "jobs_outbox")
+        with pytest.raises(OutboxError, match="ensure_schema_async"):
+            outbox.ensure_schema(adb)
+    finally:
+        await client.close()
+    assert _index_keys(db["jobs_outbox"]) == INDEX_KEYS
+    assert "outbox" not in db.list_collection_names()  # the collection given, not the default one
+    with pytest.raises(OutboxError, match="ensure_schema_async"):
+        outbox.ensure_schema(url)
+    drained = await outbox.open_outbox(url, table="drained")  # the drainer creates the same ones
+    try:
+        await drained.ensure_schema()
+    finally:
+        await drained.close()
+    assert _index_keys(db["drained"]) == INDEX_KEYS
 
 
 # -- the seed's records --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,11 @@ import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from outboxhub import outbox
+from outboxhub.gateway import GatewayStats
+from outboxhub.ops.metrics import HubMetrics
+from outboxhub.outbox import DrainerMetrics
 from outboxhub.server import Hub
+from outboxhub.store.base import mask_url
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -103,3 +108,46 @@ async def test_each_hub_has_its_own_registry(hub_factory: Any, ws_connect: Any, 
     assert one.metrics.registry is not two.metrics.registry
     default = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
     assert "outboxhub_" not in default
+
+
+async def test_drainer_counters_are_exported_per_outbox(hub_factory: Any, tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        outbox.ensure_schema(conn)
+        outbox.add(conn, "a.b", 1)
+        outbox.add(conn, "a.b", 2)
+        # Written by another program with a topic the hub refuses: dead at once, never retried.
+        conn.execute("INSERT INTO outbox (topic, payload) VALUES ('bad..topic', '3')")
+    url = f"sqlite:///{path}"
+    hub = await hub_factory(outbox=[url])
+    (drainer,) = hub.drainers
+    for _ in range(600):  # safety net only: the drainer is woken by the records already there
+        if drainer.published + drainer.dead == 3:
+            break
+        await asyncio.sleep(0.05)
+    m = await _scrape(hub)
+    label = (("outbox", url),)
+    assert m[("outboxhub_outbox_published_total", label)] == 2
+    assert m[("outboxhub_outbox_retried_total", label)] == 0
+    assert m[("outboxhub_outbox_failed_permanently_total", label)] == 1
+    assert m[("outboxhub_outbox_dead", label)] == 1  # the gauge, next to the counter
+
+
+def test_drainer_counters_are_read_at_scrape_time_and_masked_names_kept() -> None:
+    counters = {"published": 5, "retried": 2, "dead": 1}
+    name = mask_url("postgresql://app:secret@db/app")
+
+    def drainers() -> list[tuple[str, DrainerMetrics]]:
+        one = DrainerMetrics(duplicates=0, released=0, batches=1, sink_errors=0, store_errors=0, **counters)
+        return [(name, one), (name, one)]  # the same outbox configured twice: one summed series
+
+    metrics = HubMetrics(stats=GatewayStats(), open_connections=lambda: 0, drainers=drainers)
+    label = (("outbox", "postgresql://app:***@db/app"),)
+    first = _samples(metrics.render().decode())
+    assert first[("outboxhub_outbox_published_total", label)] == 10
+    assert first[("outboxhub_outbox_retried_total", label)] == 4
+    assert first[("outboxhub_outbox_failed_permanently_total", label)] == 2
+    counters["published"] = 7
+    assert _samples(metrics.render().decode())[("outboxhub_outbox_published_total", label)] == 14
+    idle = HubMetrics(stats=GatewayStats(), open_connections=lambda: 0)
+    assert not any(n.startswith("outboxhub_outbox_published") for n, _ in _samples(idle.render().decode()))

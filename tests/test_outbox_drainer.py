@@ -1,15 +1,19 @@
 """The drainer over real SQLite files and PostgreSQL: publishing, two drainers at once, poison records,
-an unreachable sink, graceful stop and cancellation, retention, ``run_drainers``."""
+an unreachable sink, graceful stop and cancellation, retention, ``run_drainers``. The poison-record test
+also runs on MongoDB (the nx-27017 stand-in, or ``OUTBOXHUB_TEST_MONGO_URL``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
+import pymongo
 import pytest
 
+from mongo_server import mongo_database
 from outboxhub import outbox
 from outboxhub.errors import ConfigError
 from outboxhub.ids import now_ms
@@ -42,6 +46,54 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ou
 @pytest.fixture
 async def store(db: OutboxDB) -> AsyncIterator[OutboxStore]:
     opened = await outbox.open_outbox(db.url)
+    yield opened
+    await opened.close()
+
+
+class AnyOutboxDB(Protocol):
+    """What the tests that also run on MongoDB need of an outbox database: its URL and a way to add."""
+
+    url: str
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]: ...
+
+
+class MongoOutboxDB:
+    """A fresh MongoDB database holding the outbox, written to as an application does (pymongo, sync)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """``outbox.add`` each record (no transaction: the stand-in is a standalone server)."""
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000)
+        try:
+            database = client.get_default_database()
+            return [outbox.add(database, r["topic"], r.get("payload"), key=r.get("key")) for r in records]
+        finally:
+            client.close()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
+    if request.param == "mongo":
+        async with mongo_database(prefix="obx") as url:
+            yield MongoOutboxDB(url)
+        return
+    async with open_db(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+async def any_store(any_db: AnyOutboxDB) -> AsyncIterator[OutboxStore]:
+    opened = await outbox.open_outbox(any_db.url)
+    await opened.ensure_schema()
     yield opened
     await opened.close()
 
@@ -83,8 +135,9 @@ async def test_two_drainers_at_once_publish_each_record_once(db: OutboxDB, order
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 async def test_poison_record_retries_goes_dead_and_an_operator_retry_publishes_it(
-    db: OutboxDB, store: OutboxStore, ordered: bool
+    any_db: AnyOutboxDB, any_store: OutboxStore, ordered: bool
 ) -> None:
+    db, store = any_db, any_store
     before = db.add_many(_keyed(10, keys=2))
     (poison,) = db.add_many([{"topic": "poison.pill", "payload": {"n": 10}, "key": "k0"}])
     after = db.add_many(
@@ -130,7 +183,7 @@ async def test_poison_record_retries_goes_dead_and_an_operator_retry_publishes_i
     if ordered:
         # k0's later records wait behind the dead record; every other record went out.
         assert set(sink.ids) == set(before) | (set(after) - set(blocked))
-        assert db.count("status = 'pending'") == len(blocked)
+        assert (await store.stats()).pending == len(blocked)
     else:
         assert set(sink.ids) == set(before) | set(after)
     assert [r.id for r in await store.list_dead()] == [poison]
@@ -142,7 +195,8 @@ async def test_poison_record_retries_goes_dead_and_an_operator_retry_publishes_i
     assert set(sink.calls.values()) == {1}
     if ordered:
         assert_key_order(sink.log)
-    assert db.count("status <> 'sent'") == 0
+    stats = await store.stats()
+    assert (stats.pending, stats.claimed, stats.dead) == (0, 0, 0)
 
 
 async def test_an_unreachable_sink_uses_no_attempts(db: OutboxDB, store: OutboxStore) -> None:

@@ -48,6 +48,19 @@ def serve(
     outbox_drain: Annotated[
         bool | None, typer.Option("--outbox-drain/--no-outbox-drain", help="Drain the --outbox URLs.")
     ] = None,
+    outbox_batch_size: Annotated[
+        int | None, typer.Option(help="Outbox records claimed per batch (500; at most 10000).")
+    ] = None,
+    outbox_max_attempts: Annotated[
+        int | None, typer.Option(help="Attempts before an outbox record is dead (10).")
+    ] = None,
+    outbox_ordered_by_key: Annotated[
+        bool | None,
+        typer.Option(
+            "--outbox-ordered-by-key/--no-outbox-ordered-by-key",
+            help="Never publish a key's outbox record while an earlier one is unsent.",
+        ),
+    ] = None,
     jwt_secret: Annotated[
         str | None, typer.Option(help="HS256/384/512 secret (prefer the environment: flags show in ps).")
     ] = None,
@@ -89,6 +102,9 @@ def serve(
         ops_port=ops_port,
         outbox=outbox or None,
         outbox_drain=outbox_drain,
+        outbox_batch_size=outbox_batch_size,
+        outbox_max_attempts=outbox_max_attempts,
+        outbox_ordered_by_key=outbox_ordered_by_key,
         jwt_secret=jwt_secret,
         jwt_jwks_url=jwt_jwks_url,
         jwt_aud=jwt_aud,

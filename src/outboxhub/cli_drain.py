@@ -3,15 +3,23 @@
 The sink is a remote hub through the SDK (``--url``/``--token``, publishing with that token's rights) or,
 with ``--store``, a hub store written directly (for example the PostgreSQL database that hub nodes share).
 Either way event id = outbox record id, so a batch re-published after a crash is deduplicated.
+
+SIGTERM or SIGINT (Ctrl-C) stops the drainers gracefully: each finishes or releases the batch it holds, so
+no record stays claimed, and the command exits with status 0. A second signal stops waiting for that
+(status 1; a batch still in flight is released as its drainer is cancelled).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable
 from typing import Annotated
 
 import typer
 
-from ._cli_common import TokenOption, UrlOption, fail, need_token, run_command
+from ._cli_common import FAILED, TokenOption, UrlOption, fail, need_token, run_command
 from .outbox import DrainerSettings, Sink, run_drainers
 
 __all__ = ["drain_command", "register"]
@@ -33,14 +41,44 @@ def drain_command(
         bool, typer.Option(help="Never publish a key's record while an earlier one is unsent.")
     ] = False,
 ) -> None:
-    """Drain outbox records into a hub until interrupted (Ctrl-C releases claimed records)."""
+    """Drain outbox records into a hub until SIGTERM or Ctrl-C, which stop the drainers gracefully (every
+    batch is finished or released: no record stays claimed)."""
     if not outbox:
         fail("--outbox is required (repeat it to drain several databases)")
     settings = DrainerSettings(
         batch_size=batch_size, max_attempts=max_attempts, ordered_by_key=ordered_by_key
     )
     hub_token = None if store else need_token(token)
-    run_command(_drain(outbox, url, hub_token, store, settings))
+    run_command(_until_signalled(_drain(outbox, url, hub_token, store, settings)))
+
+
+async def _until_signalled(work: Awaitable[None]) -> None:
+    """Run ``work`` until it ends or SIGTERM/SIGINT arrives. The first signal cancels it, which makes
+    ``run_drainers`` stop its drainers gracefully; a second one cancels that graceful wait too."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        task.cancel()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not signals:
+            raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    if signals > 1:
+        fail("stopped before the graceful shutdown finished", FAILED)
 
 
 async def _drain(

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     outbox: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("outbox"))
     outbox_drain: bool = Field(True, validation_alias=_env("outbox_drain"))
+    outbox_batch_size: int = Field(500, ge=1, le=10_000, validation_alias=_env("outbox_batch_size"))
+    outbox_max_attempts: int = Field(10, ge=1, validation_alias=_env("outbox_max_attempts"))
+    outbox_ordered_by_key: bool = Field(False, validation_alias=_env("outbox_ordered_by_key"))
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=_env("log_level")

@@ -17,7 +17,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -29,6 +29,9 @@ from .errors import OutboxhubError
 from .gateway import Gateway
 from .store import open_store
 from .store.base import Store, mask_url
+
+if TYPE_CHECKING:
+    from .outbox import DrainerMetrics, DrainerSettings
 
 __all__ = ["DEV_SCOPES", "Hub", "RouteInstaller", "serve", "start_hub"]
 
@@ -68,6 +71,13 @@ class Hub:
         self._runners: list[web.AppRunner] = []
         self._sites: list[web.TCPSite] = []
         self._closed = False
+
+    def drainer_metrics(self) -> list[tuple[str, DrainerMetrics]]:
+        """Each outbox drainer's counters with the outbox's name (its URL, password masked), in
+        ``settings.outbox`` order; empty when this hub drains nothing. Read by ``/metrics``."""
+        return [
+            (mask_url(url), d.metrics) for url, d in zip(self.settings.outbox, self.drainers, strict=False)
+        ]
 
     @property
     def ws_url(self) -> str:
@@ -202,6 +212,17 @@ async def start_hub(
     return hub
 
 
+def _drainer_settings(settings: Settings) -> DrainerSettings:
+    """The ``DrainerSettings`` of ``outboxhub serve --outbox``: the ``outbox_*`` settings, else defaults."""
+    from .outbox import DrainerSettings
+
+    return DrainerSettings(
+        batch_size=settings.outbox_batch_size,
+        max_attempts=settings.outbox_max_attempts,
+        ordered_by_key=settings.outbox_ordered_by_key,
+    )
+
+
 async def _start_drainers(hub: Hub) -> None:
     """Drain every ``settings.outbox`` URL into the hub's bus. Each outbox is opened (and its table created)
     before this returns, so a bad URL or an unreachable database fails the start; the drainers stop, and
@@ -209,12 +230,15 @@ async def _start_drainers(hub: Hub) -> None:
     from .outbox import Drainer, run_drainers
 
     started = asyncio.Event()
+    settings = _drainer_settings(hub.settings)
 
     def on_start(drainers: list[Drainer]) -> None:
         hub.drainers = drainers
         started.set()
 
-    task = asyncio.create_task(run_drainers(hub.settings.outbox, hub.bus, on_start=on_start), name="drainers")
+    task = asyncio.create_task(
+        run_drainers(hub.settings.outbox, hub.bus, settings, on_start=on_start), name="drainers"
+    )
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():

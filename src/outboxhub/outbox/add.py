@@ -19,9 +19,11 @@ pymongo ``Database``               ``add``      ``outboxhub.outbox.mongo`` with 
 pymongo ``AsyncDatabase``          ``add_async`` ``outboxhub.outbox.mongo`` with ``session=``
 =================================  ===========  ===================================================
 
-MongoDB support lives in ``outboxhub.outbox.mongo``, which must provide
-``insert_mongo(db, record: PreparedRecord, table, *, session)`` and
-``async insert_mongo_async(db, record, table, *, session)``.
+For pymongo targets the record is upserted (``$setOnInsert``) by ``outboxhub.outbox.mongo``
+(``insert_mongo`` / ``insert_mongo_async``) with ``session=``, the ``ClientSession`` of the caller's
+transaction: it commits or aborts with the business writes. Transactions need a replica set or a sharded
+cluster; on a standalone server, ``add`` with a session raises ``OutboxError`` saying so before anything is
+written. Without ``session=`` the record is written on its own.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -70,10 +71,13 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL_MS",
     "MongoOutbox",
     "deployment_supports_transactions",
+    "ensure_schema_mongo",
+    "ensure_schema_mongo_async",
     "insert_mongo",
     "insert_mongo_async",
     "next_ord",
     "open_mongo_outbox",
+    "outbox_indexes",
     "record_doc",
 ]
 
@@ -92,6 +96,8 @@ TXN_NEEDS_REPLICA_SET = (
 )
 
 Doc = dict[str, Any]
+
+log = logging.getLogger("outboxhub.outbox")
 
 _ord_lock = threading.Lock()
 _last_ord = 0
@@ -245,6 +251,59 @@ def _collection_name(table: str) -> str:
         return validate_collection_name(table, what="outbox collection")
     except StoreURLError as exc:
         raise OutboxError(str(exc)) from exc
+
+
+# -- schema ------------------------------------------------------------------------------------------------
+
+
+def outbox_indexes() -> list[IndexModel]:
+    """The indexes of an outbox collection, with default names (docs/mongodb.md says what each is for).
+
+    The first and third are the seed's ``{status: 1, lease_until: 1}`` and ``{ts: 1}``, under the same
+    names. (``_id`` would complete the ``(status, ord, ts)`` order, but the nx-27017 stand-in cannot index
+    it in a compound index; the rare ties on ``(ord, ts)`` are sorted in memory.)
+    """
+    return [
+        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("available_at", ASCENDING)]),
+        IndexModel([("ts", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("ord", ASCENDING), ("ts", ASCENDING)]),
+        IndexModel([("key", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("claim_token", ASCENDING)], sparse=True),
+        IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)]),
+    ]
+
+
+_INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict: the index exists in another form
+
+
+def ensure_schema_mongo(db: Database[Any], table: str = "outbox") -> None:
+    """Create the outbox indexes on ``db[table]`` with pymongo's synchronous API (the collection itself is
+    created by MongoDB on first write). Idempotent; an index that exists under another name or with other
+    options is kept as it is (logged). Driver errors propagate."""
+    collection = db[_collection_name(table)]
+    models = outbox_indexes()
+    try:
+        collection.create_indexes(models)
+    except OperationFailure as exc:
+        if exc.code not in _INDEX_CONFLICTS:
+            raise
+        for model in models:  # one by one, keeping the ones that exist in another form
+            try:
+                collection.create_indexes([model])
+            except OperationFailure as one:
+                if one.code not in _INDEX_CONFLICTS:
+                    raise
+                log.warning(
+                    "%s: keeping the existing index %s (%s)", collection.full_name, model.document, one
+                )
+
+
+async def ensure_schema_mongo_async(db: AsyncDatabase[Any], table: str = "outbox") -> None:
+    """``ensure_schema_mongo`` for a pymongo ``AsyncDatabase``."""
+    from ..store.mongo import create_indexes
+
+    await create_indexes(db[_collection_name(table)], outbox_indexes())
 
 
 # -- reading records ---------------------------------------------------------------------------------------
@@ -477,21 +536,11 @@ class MongoOutbox:
 
     async def ensure_schema(self) -> None:
         """Create the indexes (the collection is created by MongoDB on first write). Indexes the seed
-        created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under the same names."""
+        created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under the same names. The
+        indexes are those of :func:`outbox_indexes`."""
         from ..store.mongo import create_indexes
 
-        models = [
-            IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
-            IndexModel([("status", ASCENDING), ("available_at", ASCENDING)]),
-            IndexModel([("ts", ASCENDING)]),
-            # (``_id`` would complete the order, but the nx-27017 stand-in cannot index it in a compound
-            # index; the rare ties on (ord, ts) are sorted in memory.)
-            IndexModel([("status", ASCENDING), ("ord", ASCENDING), ("ts", ASCENDING)]),
-            IndexModel([("key", ASCENDING), ("status", ASCENDING)]),
-            IndexModel([("claim_token", ASCENDING)], sparse=True),
-            IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)]),
-        ]
-        await self._run(create_indexes(self._coll, models))
+        await self._run(create_indexes(self._coll, outbox_indexes()))
 
     # -- claims -------------------------------------------------------------------------------------------
 

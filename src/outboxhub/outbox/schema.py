@@ -1,13 +1,15 @@
-"""``ensure_schema``: create the outbox table, its indexes (and PostgreSQL's notify trigger) if missing.
+"""``ensure_schema``: create the outbox table, its indexes (and PostgreSQL's notify trigger) if missing; on
+MongoDB, the outbox collection's indexes.
 
-Idempotent and safe to run from several processes at once. It commits, so it refuses a connection with
-an open transaction. Teams that manage migrations themselves apply ``sqlite_ddl()``/``postgres_ddl()``
-(printed in docs/outbox.md) instead.
+Idempotent and safe to run from several processes at once. On SQL it commits, so it refuses a connection
+with an open transaction. Teams that manage migrations themselves apply ``sqlite_ddl()``/``postgres_ddl()``
+(printed in docs/outbox.md), or create the MongoDB indexes listed in docs/mongodb.md, instead.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any
 
 import psycopg
@@ -19,11 +21,29 @@ from .url import open_outbox, parse_outbox_url
 
 __all__ = ["ensure_schema", "ensure_schema_async"]
 
+_SYNC_TARGETS = "a sqlite3.Connection, a psycopg.Connection, a pymongo Database or an outbox URL"
+
+
+def _pymongo_kind(target: Any) -> str | None:
+    """``"sync"`` for a pymongo ``Database``, ``"async"`` for an ``AsyncDatabase``, else None."""
+    if "pymongo" not in sys.modules:  # a pymongo object implies pymongo is imported: no import cost here
+        return None
+    from pymongo.asynchronous.database import AsyncDatabase
+    from pymongo.database import Database
+
+    if isinstance(target, Database):
+        return "sync"
+    if isinstance(target, AsyncDatabase):
+        return "async"
+    return None
+
 
 def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
-    """Create the outbox on a ``sqlite3.Connection``, a ``psycopg.Connection``, or an outbox URL
-    (``sqlite:///app.db``, ``postgresql://…``, optionally with ``?table=``). The table defaults to
-    ``outbox``."""
+    """Create the outbox on a ``sqlite3.Connection``, a ``psycopg.Connection``, a pymongo ``Database``
+    (the indexes of its ``table`` collection, created with pymongo's synchronous API), or an SQLite or
+    PostgreSQL outbox URL (``sqlite:///app.db``, ``postgresql://…``, optionally with ``?table=``). The
+    table or collection defaults to ``outbox``. For a ``mongodb://`` URL or an ``AsyncDatabase`` use
+    ``await ensure_schema_async(...)``."""
     if isinstance(target_or_url, sqlite3.Connection):
         ensure_schema_sqlite(target_or_url, table or "outbox")
     elif isinstance(target_or_url, psycopg.Connection):
@@ -41,16 +61,27 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
             with psycopg.connect(parsed.target, autocommit=True) as pg:
                 ensure_schema_postgres(pg, chosen)
         else:
-            raise OutboxError(f"ensure_schema: use `await ensure_schema_async(url)` for {parsed.kind} URLs")
+            raise OutboxError(
+                f"ensure_schema: use `await ensure_schema_async(url)` for {parsed.kind} URLs "
+                "(or pass a pymongo Database)"
+            )
+    elif (kind := _pymongo_kind(target_or_url)) is not None:
+        if kind == "async":
+            raise OutboxError(
+                "ensure_schema: use `await ensure_schema_async(db)` for a pymongo AsyncDatabase"
+            )
+        from .mongo import ensure_schema_mongo
+
+        ensure_schema_mongo(target_or_url, table or "outbox")
     else:
         raise OutboxError(
-            f"ensure_schema: unsupported target {type(target_or_url).__qualname__}; "
-            "pass a sqlite3.Connection, a psycopg.Connection or an outbox URL"
+            f"ensure_schema: unsupported target {type(target_or_url).__qualname__}; pass {_SYNC_TARGETS}"
         )
 
 
 async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> None:
-    """``ensure_schema`` for a ``psycopg.AsyncConnection`` or any outbox URL (MongoDB included)."""
+    """``ensure_schema`` for a ``psycopg.AsyncConnection``, a pymongo ``AsyncDatabase``, or any outbox
+    URL (``mongodb://…`` included); other targets go to ``ensure_schema``."""
     if isinstance(target_or_url, psycopg.AsyncConnection):
         await ensure_schema_postgres_async(target_or_url, table or "outbox")
     elif isinstance(target_or_url, str):
@@ -59,5 +90,9 @@ async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> N
             await store.ensure_schema()
         finally:
             await store.close()
+    elif _pymongo_kind(target_or_url) == "async":
+        from .mongo import ensure_schema_mongo_async
+
+        await ensure_schema_mongo_async(target_or_url, table or "outbox")
     else:
         ensure_schema(target_or_url, table)

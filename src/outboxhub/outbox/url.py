@@ -5,11 +5,13 @@ URL                                         outbox
 ==========================================  =============================================================
 ``sqlite:///app.db``                        SQLite file ``app.db`` (relative); ``sqlite:////abs/app.db``
 ``postgresql://user@host:5432/db``          PostgreSQL (``postgres://`` and ``postgresql+psycopg://`` too)
-``mongodb://…``                             MongoDB, once ``outboxhub.outbox.mongo`` exists
+``mongodb://host:27017/appdb``              MongoDB database ``appdb`` (``mongodb+srv://`` too), via
+                                            ``outboxhub.outbox.mongo``
 ==========================================  =============================================================
 
-Query parameters: ``table`` (default ``outbox``; ``schema.table`` on PostgreSQL) on every URL, and
-``poll_interval_ms`` on SQLite. Other PostgreSQL parameters go to libpq unchanged.
+Query parameters: ``table`` (default ``outbox``; ``schema.table`` on PostgreSQL, the collection on
+MongoDB) on every URL, and ``poll_interval_ms`` on SQLite and MongoDB. Other PostgreSQL parameters go to
+libpq unchanged, other MongoDB parameters (``replicaSet``, …) to pymongo.
 """
 
 from __future__ import annotations
