@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable
-from typing import Annotated
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ._cli_common import FAILED, TokenOption, UrlOption, fail, need_token, run_command
+from .model import NewEvent, PublishResult
 from .outbox import DrainerSettings, Sink, run_drainers
+
+if TYPE_CHECKING:
+    from .client import HubClient
 
 __all__ = ["drain_command", "register"]
 
@@ -97,8 +101,19 @@ async def _drain(
 
     assert token is not None
     async with HubClient(url, token) as client:
-        sink: Sink = client
+        sink: Sink = _HubSink(client, keep_key_order=settings.ordered_by_key)
         await run_drainers(urls, sink, settings)
+
+
+class _HubSink:
+    """A hub client as a drain sink; it pays for per-key order only when the drainer asks for it."""
+
+    def __init__(self, client: HubClient, *, keep_key_order: bool) -> None:
+        self._client = client
+        self._keep_key_order = keep_key_order
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        return await self._client.publish_batch(events, keep_key_order=self._keep_key_order)
 
 
 def register(app: typer.Typer) -> None:

@@ -144,7 +144,8 @@ class HubClient:
     * ``max_in_flight``: unconfirmed publishes at once (more wait their turn);
     * ``connect_timeout_s``: bound on connect plus AUTH;
     * ``retry_unavailable``: re-send, with the same id, a publish the hub answered ``unavailable`` or
-      ``not_authenticated`` (it had no effect) instead of raising;
+      ``not_authenticated`` (it had no effect) instead of raising; it and every later unconfirmed publish
+      are held back and re-sent in their original order after one ``backoff`` delay;
     * ``heartbeat_s``: ping interval that detects a dead link;
     * ``max_frame_bytes``: larger publishes raise :class:`TooLarge` before anything is sent (set it to
       the hub's limit).
@@ -305,6 +306,12 @@ class HubClient:
         ``topic`` is a concrete topic name or a :class:`Topic` (whose payload type ``payload`` must have).
         ``id`` makes the publish idempotent; one is generated (UUIDv7) when not given, and it is what
         makes re-sending after a reconnect safe. Many publishes may be in flight at once (pipelined).
+
+        Publishes go out in call order, and retries (after ``unavailable``, or a reconnect) re-send the
+        unconfirmed ones in that order, never one on its own. Publishes in flight together are stored in
+        call order unless the hub refuses one and stores a later one already on its way; await a publish
+        before starting the next, or use :meth:`publish_batch` with a key, when the order must hold.
+
         Raises a :class:`HubError` subclass when the hub refuses it (:class:`Forbidden`,
         :class:`BadRequest`, ...), ``TypeError`` when the payload is not JSON-encodable, and
         ``TopicError`` for a topic that is not concrete.
@@ -334,27 +341,66 @@ class HubClient:
         async with self._inflight:
             return await self._link.publish(rid, data)
 
-    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
-        """Publish ``events`` pipelined, in order, and return their confirmations in the same order.
+    async def publish_batch(
+        self, events: Sequence[NewEvent], *, keep_key_order: bool = True
+    ) -> list[PublishResult]:
+        """Publish ``events`` and return their confirmations in the same order.
 
         This makes a client an outbox drain sink (``outboxhub drain --url …``): events keep their ids, so
         a batch re-sent after a crash or reconnect is deduplicated by the hub.
+
+        Order: **the events of one key are stored in batch order, always** (through retried refusals,
+        reconnects and hub restarts). The batch goes out in order, pipelined, except that an event with a
+        ``key`` is sent only once the hub has confirmed the batch's previous event with that key (the
+        events after it wait too, so sending stays in batch order). Events of different keys, or without
+        a key, are stored in batch order unless the hub refuses one and stores a later one that was already
+        on its way (see :meth:`publish`). A batch of distinct keys is thus fully pipelined; a batch of one
+        key takes one round trip per event. ``keep_key_order=False`` pipelines every event (for callers
+        that need no order, such as an outbox drainer without ``ordered_by_key``).
+
+        At the first error that is not retried (``Forbidden``, ``TooLarge``, a lost link with reconnect
+        off, ...) nothing more is sent, the events still in flight are abandoned (they may or may not be
+        stored) and that error is raised; an event whose predecessor of the same key failed is never sent.
         """
-        return list(
-            await asyncio.gather(
-                *(
-                    self.publish(
-                        event.topic,
-                        event.payload,
-                        id=event.id,
-                        key=event.key,
-                        headers=event.headers,
-                        tags=event.tags,
-                        caused_by=event.caused_by,
-                    )
-                    for event in events
-                )
-            )
+        tasks: list[asyncio.Task[PublishResult]] = []
+        failed: list[asyncio.Task[PublishResult]] = []
+
+        def settled(task: asyncio.Task[PublishResult]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task)
+
+        last_of_key: dict[str, asyncio.Task[PublishResult]] = {}
+        try:
+            for event in events:
+                earlier = last_of_key.get(event.key) if keep_key_order and event.key is not None else None
+                if earlier is not None:
+                    if not earlier.done():
+                        await asyncio.wait((earlier,))
+                    earlier.result()  # raises if it failed: then nothing more is sent
+                if failed:
+                    failed[0].result()
+                task = asyncio.create_task(self._publish_event(event))
+                task.add_done_callback(settled)
+                tasks.append(task)
+                if event.key is not None:
+                    last_of_key[event.key] = task
+            return list(await asyncio.gather(*tasks))
+        finally:
+            unfinished = [task for task in tasks if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
+
+    async def _publish_event(self, event: NewEvent) -> PublishResult:
+        return await self.publish(
+            event.topic,
+            event.payload,
+            id=event.id,
+            key=event.key,
+            headers=event.headers,
+            tags=event.tags,
+            caused_by=event.caused_by,
         )
 
     # -- subscribe ------------------------------------------------------------------------------------

@@ -10,11 +10,20 @@ How it works:
   given) and stays in ``_publishes`` until the hub confirms it. After a reconnect the link re-AUTHs
   (asking the token provider again), re-SUBSCRIBEs, and re-sends every unconfirmed publish with the same
   id, so the hub stores each event once whether or not the first copy had arrived (the reply then says
-  ``duplicate=True``). ``ERR unavailable`` (the store is down, or the hub is shutting down: no effect)
-  is retried the same way, with backoff.
+  ``duplicate=True``).
+* **Publishes go out in call order, and retries keep it.** ``_publishes`` is in the order the publishes
+  were first sent. ``ERR unavailable`` or ``not_authenticated`` (no effect: the store is down, the hub is
+  shutting down or dropped the session) does not retry that publish on its own: the link *holds* —
+  nothing more is sent — and after one shared backoff delay, once every publish still on its way has
+  been answered, it re-sends all unconfirmed publishes (the refused one and every later one) in that
+  order, then publishes made meanwhile. A reconnect re-sends the same way. So the hub always receives
+  the copies it acts on in call order; what it cannot be stopped from doing is storing a later publish
+  that was already on its way when it refused an earlier one (``HubClient.publish_batch`` chains the
+  events of a key to rule that out).
 * **Socket generations.** Each new socket bumps ``_gen``. A pending publish remembers the generation it
-  was last sent on; the resume step sends everything not sent on the current generation, and only then
-  marks the link ready, so a publish made during a reconnect is neither lost nor sent twice.
+  was last sent on (0: to be sent); the resume step and the end of a hold (both ``_send_unsent``) send
+  everything not sent on the current generation, and only then let publishes go straight out again, so
+  a publish made meanwhile is neither lost, nor sent twice, nor sent ahead of an older one.
 * **Token refresh.** With a provider, the link sends ``AUTH`` again on the open socket a while before the
   ``exp`` the hub returned (a third of the remaining lifetime, at most a minute early).
 * **Failure.** When reconnecting cannot help (reconnect is off, attempts ran out, a fixed token was
@@ -24,6 +33,7 @@ How it works:
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import time
@@ -72,15 +82,21 @@ _REFRESH_RETRY_S: Final = 1.0
 _NO_EFFECT: Final = frozenset({"unavailable", "not_authenticated"})
 
 
+class _Flow(enum.Enum):
+    """What happens to a new publish (``Link._flow``)."""
+
+    SENDING = "sent at once"
+    HOLDING = "held back after a refusal, until the shared delay is over and every reply due has come"
+    RESENDING = "queued behind the unsent ones being re-sent in order (end of a hold, or a resume)"
+
+
 class _PendingPublish:
-    __slots__ = ("data", "future", "retries", "retry_handle", "sent_gen")
+    __slots__ = ("data", "future", "sent_gen")
 
     def __init__(self, data: bytes, future: asyncio.Future[PublishResult]) -> None:
         self.data = data
         self.future = future
-        self.sent_gen = 0  # 0: not sent on any live socket
-        self.retries = 0
-        self.retry_handle: asyncio.TimerHandle | None = None
+        self.sent_gen = 0  # the socket generation it was last sent on and awaits a reply from; 0: to send
 
 
 class Link:
@@ -107,7 +123,11 @@ class Link:
         self._retry_unavailable = retry_unavailable
         self._heartbeat_s = heartbeat_s
         self._rids = itertools.count(1)
-        self._publishes: dict[int, _PendingPublish] = {}
+        self._publishes: dict[int, _PendingPublish] = {}  # by rid, in the order first sent
+        self._flow = _Flow.SENDING
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_over = False  # the shared delay of the current hold has passed
+        self._holds = 0  # holds since a publish was last confirmed outside one: the backoff attempt
         self._requests: dict[int, asyncio.Future[OkFrame]] = {}
         self.subs: dict[tuple[str, str | None], Subscription[Any]] = {}
         """Active subscriptions by ``(pattern, group)``: EVENTs are routed here, and re-subscribed."""
@@ -160,6 +180,7 @@ class Link:
             return
         self.closing = True
         self._cancel_refresh()
+        self._cancel_hold()
         self._fail_pending(ClientClosed("the client was closed before the hub confirmed the request"))
         self.ready = False
         self._ready_event.set()
@@ -188,14 +209,13 @@ class Link:
         pending = _PendingPublish(data, future)
         self._publishes[rid] = pending
         try:
-            if self.ready:
+            if self.ready and self._flow is _Flow.SENDING:
                 pending.sent_gen = self._gen
                 await self._send(data)  # if it fails, the reader sees the close; resent on reconnect
+            # else it waits its turn: the resume or the end of the hold sends it after the older ones
             return await future
         finally:
             del self._publishes[rid]
-            if pending.retry_handle is not None:
-                pending.retry_handle.cancel()
 
     async def fire(self, frame: ClientFrame) -> None:
         """Send ``frame`` now if a socket is up, without waiting; a refusal is logged."""
@@ -391,20 +411,40 @@ class Link:
                 if self.subs.get(sub.key) is sub:
                     del self.subs[sub.key]
                 sub._end(exc)
+        self._cancel_hold()  # the reconnect has waited already: re-send everything now
+        if not await self._send_unsent(gen):
+            return
+        # No await since _send_unsent's last check: nothing published meanwhile is left unsent (or, if a
+        # re-sent publish was refused meanwhile, the hold that began then sends the rest).
+        self.ready = True
+        self._ready_event.set()
+        self._end_hold()  # in case that hold's delay ran out (and its replies came) before we were ready
+
+    async def _send_unsent(self, gen: int) -> bool:
+        """Send, in their original order, the unconfirmed publishes not sent on socket ``gen`` (and those
+        published meanwhile), then let publishes go straight out again. Stops early when a refusal starts
+        a new hold (True) or when socket ``gen`` is gone (False)."""
+        if gen != self._gen:  # a task spawned for a socket that has gone: the new one's resume does this
+            return False
+        self._flow = _Flow.RESENDING
         while True:
             todo = [p for p in self._publishes.values() if p.sent_gen != gen and not p.future.done()]
             if not todo:
                 break
             for pending in todo:
+                if gen != self._gen:
+                    return False
+                if self._flow is not _Flow.RESENDING:  # a refusal started a new hold: it re-sends the rest
+                    return True
+                if pending.future.done():
+                    continue
                 pending.sent_gen = gen
-                if pending.retry_handle is not None:
-                    pending.retry_handle.cancel()
-                    pending.retry_handle = None
                 if not await self._send(pending.data):
-                    return
-        # No await between the last check above and here: nothing published meanwhile is left unsent.
-        self.ready = True
-        self._ready_event.set()
+                    return False
+        # No await between the last check above and here: nothing is left unsent.
+        if gen == self._gen:
+            self._flow = _Flow.SENDING
+        return True
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
@@ -434,7 +474,7 @@ class Link:
                 )
             return
         rid = frame.rid
-        if rid is None or isinstance(rid, str):
+        if not isinstance(rid, int):  # our rids are ints; anything else is not an answer to us
             if isinstance(frame, ErrFrame):
                 self._notice = frame
                 log.warning("hub: %s: %s", frame.code, frame.msg)
@@ -442,6 +482,8 @@ class Link:
         pending = self._publishes.get(rid)
         if pending is not None:
             self._on_published(rid, pending, frame)
+            if self._flow is _Flow.HOLDING and self._hold_over:
+                self._end_hold()  # this may have been the last reply the hold was waiting for
             return
         future = self._requests.pop(rid, None)
         if future is None or future.done():
@@ -465,24 +507,55 @@ class Link:
                 future.set_exception(HubError("bad_reply", f"PUBLISH reply without {exc.args[0]!r}"))
             else:
                 future.set_result(result)
+                if self._flow is _Flow.SENDING:
+                    self._holds = 0
         elif frame.code in _NO_EFFECT and self._retry_unavailable and not self.closing:
-            # The hub did nothing with it: send it again later with the same id (or on the next socket).
+            # The hub did nothing with it. It must not overtake the publishes after it: hold them all.
             pending.sent_gen = 0
-            delay = self._backoff.delay(pending.retries)
-            pending.retries += 1
-            log.info("publish %d: %s (%s); retrying in %.2f s", rid, frame.code, frame.msg, delay)
-            pending.retry_handle = asyncio.get_running_loop().call_later(delay, self._retry_publish, rid)
+            if self._flow is not _Flow.HOLDING:
+                self._start_hold(rid, frame)
         else:
             future.set_exception(error_from_code(frame.code, frame.msg))
 
-    def _retry_publish(self, rid: int) -> None:
-        pending = self._publishes.get(rid)
-        if pending is None or pending.future.done():
+    # -- holding publishes back after a refusal -------------------------------------------------------
+
+    def _start_hold(self, rid: int, frame: ErrFrame) -> None:
+        """Stop sending publishes; re-send the unconfirmed ones in order after one backoff delay."""
+        self._flow = _Flow.HOLDING
+        self._hold_over = False
+        delay = self._backoff.delay(self._holds)
+        self._holds += 1
+        log.info(
+            "publish %d: %s (%s); holding back %d unconfirmed publishes, re-sending them in order in %.2f s",
+            rid,
+            frame.code,
+            frame.msg,
+            sum(not p.future.done() for p in self._publishes.values()),
+            delay,
+        )
+        self._hold_timer = asyncio.get_running_loop().call_later(delay, self._hold_elapsed)
+
+    def _hold_elapsed(self) -> None:
+        self._hold_timer = None
+        self._hold_over = True
+        self._end_hold()
+
+    def _end_hold(self) -> None:
+        """Re-send once the delay is over and no publish is still on its way: a reply still due could be
+        a refusal, and that publish must go out again before the ones after it."""
+        if self._flow is not _Flow.HOLDING or not self._hold_over or not self.ready:
+            return  # not connected: the resume of the next socket re-sends them
+        gen = self._gen
+        if any(p.sent_gen == gen and not p.future.done() for p in self._publishes.values()):
             return
-        pending.retry_handle = None
-        if self.ready and pending.sent_gen != self._gen:
-            pending.sent_gen = self._gen
-            self._spawn(self._send(pending.data))
+        self._flow = _Flow.RESENDING
+        self._spawn(self._send_unsent(gen))
+
+    def _cancel_hold(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._hold_over = False
 
     # -- token refresh --------------------------------------------------------------------------------
 
@@ -536,9 +609,8 @@ class Link:
                 future.set_exception(error_from_code(error.code, error.msg))
 
     def _fail_pending(self, error: HubError) -> None:
+        self._cancel_hold()
         for pending in self._publishes.values():
-            if pending.retry_handle is not None:
-                pending.retry_handle.cancel()
             if not pending.future.done():
                 pending.future.set_exception(error_from_code(error.code, error.msg))
         self._fail_requests(error)

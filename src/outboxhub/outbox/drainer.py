@@ -76,8 +76,10 @@ _checked_topic = functools.lru_cache(maxsize=4096)(validate_topic)
 class Sink(Protocol):
     """Where drained records go. The in-process ``Bus`` and every ``Store`` satisfy it.
 
-    ``publish_batch`` must be idempotent by event id (a duplicate returns the original's seq) and must
-    store the events in order; it returns one result per event, in order.
+    ``publish_batch`` must be idempotent by event id (a duplicate returns the original's seq) and return
+    one result per event, in order. With ``ordered_by_key`` it must store the events of one key in batch
+    order: the ``Bus`` and the stores store a whole batch in order; ``HubClient.publish_batch`` keeps
+    per-key order (``outboxhub drain --url`` asks it to only when the drainer is ordered by key).
     """
 
     async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]: ...
@@ -88,8 +90,9 @@ class PublishOneSink:
 
     Not needed for outboxhub's own SDK: ``HubClient`` has ``publish_batch`` and is a ``Sink`` as it is
     (that is what ``outboxhub drain --url`` uses). The events are pipelined (sent without waiting for each
-    reply) in order, which keeps per-key order as long as the client sends its frames in call order over
-    one connection.
+    reply) in call order. That does not guarantee per-key order if the hub refuses one event and stores a
+    later one already on its way, so do not use it with ``ordered_by_key`` unless the client re-sends in
+    order and holds back later events of a key (``HubClient`` does).
     """
 
     def __init__(self, publish: Callable[[NewEvent], Awaitable[PublishResult]]) -> None:
