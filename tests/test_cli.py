@@ -44,6 +44,65 @@ def test_a_bad_setting_is_one_line_naming_it(args: tuple[str, ...], env: dict[st
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "flag", "value"),
+    [
+        (("serve", "--ws-port", "abc"), "--ws-port", "abc"),  # does not parse: typer's usage error
+        (("serve", "--ws-port", "70000"), "--ws-port", "70000"),  # parses, out of range: the settings
+        (("serve", "--poll-interval-s", "0"), "--poll-interval-s", "0"),
+        (("serve", "--auth-timeout-s", "soon"), "--auth-timeout-s", "soon"),
+        (("serve", "--auth-timeout-s", "-1"), "--auth-timeout-s", "-1"),
+        (("tail", "x.y", "--count", "many"), "--count", "many"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_naming_the_flag_and_value(
+    args: tuple[str, ...], flag: str, value: str
+) -> None:
+    result = _run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert flag in lines[0] and value in lines[0]
+    assert "OUTBOXHUB_" not in lines[0]
+
+
+def test_a_bad_env_value_names_the_env_var_not_a_flag() -> None:
+    result = _run("serve", "--ws-port", "0", OUTBOXHUB_OPS_PORT="abc")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "OUTBOXHUB_OPS_PORT" in lines[0] and "abc" in lines[0]
+    assert "--ops-port" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (("no-such-command",), "no-such-command"),
+        (("serve", "--no-such-flag"), "--no-such-flag"),
+        (("token",), "--sub"),
+    ],
+)
+def test_other_usage_errors_are_one_line_too(args: tuple[str, ...], expect: str) -> None:
+    result = _run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expect in lines[0]
+
+
+def test_help_is_unchanged_and_exits_zero() -> None:
+    result = _run("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout and "--auth-timeout-s" in result.stdout
+    assert "--poll-interval-s" in result.stdout
+    assert result.stderr == ""
+    bare = _run()  # no command: the help, with status 2 as typer gives it
+    assert bare.returncode == 2
+    assert "Usage:" in bare.stdout and "serve" in bare.stdout
+
+
 def test_an_unknown_store_scheme_stops_serve_with_one_error_line() -> None:
     result = _run("serve", "--store", "ftp://example/db", "--ws-port", "0", "--ops-port", "0")
     assert result.returncode == 1

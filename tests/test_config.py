@@ -33,6 +33,15 @@ def test_defaults() -> None:
     assert (settings.host, settings.ws_port, settings.ops_port) == ("127.0.0.1", 8090, 8082)
     assert settings.dev_mode
     assert settings.max_frame_bytes == 1_048_576
+    assert (settings.auth_timeout_s, settings.poll_interval_s) == (10.0, 1.0)
+
+
+def test_auth_timeout_and_poll_interval_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOXHUB_AUTH_TIMEOUT_S", "0")  # 0 disables the AUTH timeout
+    monkeypatch.setenv("OUTBOXHUB_POLL_INTERVAL_S", "0.25")
+    settings = load_settings()
+    assert (settings.auth_timeout_s, settings.poll_interval_s) == (0.0, 0.25)
+    assert load_settings(auth_timeout_s=2.5, poll_interval_s=0.1).auth_timeout_s == 2.5
 
 
 @pytest.mark.parametrize("env_name", sorted(SEED_NAMES))
@@ -96,6 +105,8 @@ def test_secret_leaves_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OUTBOXHUB_OUTBOX_BATCH_SIZE", "20000", "outbox_batch_size"),
         ("OUTBOXHUB_OUTBOX_MAX_ATTEMPTS", "0", "outbox_max_attempts"),
         ("OUTBOXHUB_OUTBOX_ORDERED_BY_KEY", "sometimes", "outbox_ordered_by_key"),
+        ("OUTBOXHUB_AUTH_TIMEOUT_S", "-1", "auth_timeout_s"),
+        ("OUTBOXHUB_POLL_INTERVAL_S", "0", "poll_interval_s"),
     ],
 )
 def test_bad_value_is_one_clear_line(
@@ -108,3 +119,22 @@ def test_bad_value_is_one_clear_line(
     assert "\n" not in message
     assert named in message
     assert value in message
+
+
+def test_a_bad_override_names_its_flag_not_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOXHUB_WS_PORT", "9100")  # valid, and overridden by the flag
+    with pytest.raises(ConfigError) as info:
+        load_settings(ws_port=70000)
+    message = str(info.value)
+    assert "--ws-port 70000" in message
+    assert "OUTBOXHUB_WS_PORT" not in message
+
+
+def test_a_bad_env_value_still_names_the_env_var_when_other_flags_are_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OUTBOXHUB_POLL_INTERVAL_S", "-2")
+    with pytest.raises(ConfigError) as info:
+        load_settings(ws_port=9000, poll_interval_s=None)
+    assert "OUTBOXHUB_POLL_INTERVAL_S='-2'" in str(info.value)
+    assert "--poll-interval-s" not in str(info.value)

@@ -224,3 +224,31 @@ async def test_token_expiry_while_connected_and_re_auth_in_time(
     assert (await renewed.request("PUBLISH", topic="a.b", payload=1))["op"] == "OK"
     await asyncio.sleep(0)
     assert not renewed.ws.closed
+
+
+async def test_a_connection_that_does_not_auth_in_time_is_closed(
+    hub_factory: Any, ws_connect: Any, token: Any
+) -> None:
+    hub = await hub_factory(auth_timeout_s=0.5)
+    # AUTHed first, so its own AUTH timer (had it not been cancelled) would fire before the silent one's
+    authed = await ws_connect(hub.ws_url, token=token())
+    silent = await ws_connect(hub.ws_url)
+
+    err = await silent.recv(wait_s=15)
+    assert (err["op"], err["code"]) == ("ERR", "no_token") and "rid" not in err, err
+    assert "no AUTH within 0.5s" in err["msg"]
+    assert await silent.wait_closed() == 4001
+
+    assert (await authed.request("PUBLISH", topic="a.b", payload=1))["op"] == "OK"
+    assert not authed.others and not authed.ws.closed
+
+
+async def test_auth_timeout_zero_disables_it(hub_factory: Any, ws_connect: Any, token: Any) -> None:
+    unlimited = await hub_factory(auth_timeout_s=0)
+    limited = await hub_factory(auth_timeout_s=0.5)
+    waiting = await ws_connect(unlimited.ws_url)
+    probe = await ws_connect(limited.ws_url)  # connected later, so its timer is due later
+    assert await probe.wait_closed(wait_s=15) == 4001
+
+    assert (await waiting.auth(token()))["op"] == "OK"
+    assert not waiting.others and not waiting.ws.closed

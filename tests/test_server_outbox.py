@@ -126,4 +126,4 @@ def test_serve_flags_set_the_drainer_settings_and_bad_values_are_one_line(
     result = runner.invoke(app, ["serve", "--outbox-batch-size", "0"])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "outbox_batch_size" in lines[0] and "OUTBOXHUB_OUTBOX_BATCH_SIZE" in lines[0]
+    assert len(lines) == 1 and "outbox_batch_size" in lines[0] and "--outbox-batch-size 0" in lines[0]

@@ -1,7 +1,9 @@
-"""The ``outboxhub`` command line: serve, token (and publish, tail, drain, bench as they land).
+"""The ``outboxhub`` command line: serve, token, publish, tail, drain, bench.
 
 Every command reads the same settings as the server (environment ``OUTBOXHUB_*`` and the seed's names);
-flags override them. A bad setting prints one line naming it and exits with status 2.
+flags override them. A bad setting prints one line naming it (its flag, or its environment variable) and
+exits with status 2; so does a usage error (a flag value that does not parse, an unknown option), which
+:func:`main` reports as one ``error:`` line instead of typer's usage box.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from .config import Settings, load_settings
 from .errors import ConfigError
@@ -26,11 +30,16 @@ app = typer.Typer(
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _error(message: str) -> None:
+    """Print ``error: message`` on stderr (the message is not read as rich markup)."""
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False)
+
+
 def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(str(exc))
         raise typer.Exit(2) from None
 
 
@@ -71,6 +80,10 @@ def serve(
     jwks_cooldown_s: Annotated[
         float | None, typer.Option(help="Minimum seconds between JWKS refetches (30).")
     ] = None,
+    auth_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds a connection has to AUTH before it is closed (10; 0 = no limit)."),
+    ] = None,
     max_frame_bytes: Annotated[int | None, typer.Option(help="Largest accepted frame (1048576).")] = None,
     publish_rate: Annotated[
         float | None, typer.Option(help="Publishes per second per connection (20000; 0 = unlimited).")
@@ -86,6 +99,10 @@ def serve(
     ops_open_metrics: Annotated[
         bool | None,
         typer.Option("--ops-open-metrics/--no-ops-open-metrics", help="Serve /metrics without a token."),
+    ] = None,
+    poll_interval_s: Annotated[
+        float | None,
+        typer.Option(help="Bus safety poll in seconds, for what other processes change (1; > 0)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
 ) -> None:
@@ -111,6 +128,7 @@ def serve(
         jwt_iss=jwt_iss,
         jwt_leeway_s=jwt_leeway_s,
         jwks_cooldown_s=jwks_cooldown_s,
+        auth_timeout_s=auth_timeout_s,
         max_frame_bytes=max_frame_bytes,
         publish_rate=publish_rate,
         publish_burst=publish_burst,
@@ -118,6 +136,7 @@ def serve(
         send_queue_max=send_queue_max,
         allowed_origins=allowed_origin or None,
         ops_open_metrics=ops_open_metrics,
+        poll_interval_s=poll_interval_s,
         log_level=log_level,
     )
     from .server import serve as run_server
@@ -143,7 +162,7 @@ def token(
 
     settings = _settings()
     if not settings.jwt_secret:
-        err_console.print("[red]error:[/red] no secret configured: set OUTBOXHUB_JWT_SECRET (or JWT_SECRET)")
+        _error("no secret configured: set OUTBOXHUB_JWT_SECRET (or JWT_SECRET)")
         raise typer.Exit(2)
     scopes = list(scope or [])
     try:
@@ -157,7 +176,7 @@ def token(
             issuer=iss or settings.jwt_iss,
         )
     except (ValueError, PolicyError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(str(exc))
         raise typer.Exit(2) from None
     typer.echo(minted)
 
@@ -175,9 +194,41 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _usage_message(exc: typer.TyperException) -> str:
+    """One line for a usage error: typer's message naming the flag, the value when it did not parse, and
+    where the help is."""
+    message = exc.format_message()
+    cause = exc.__cause__
+    if isinstance(exc, typer.BadParameter) and exc.param is not None and isinstance(cause, ValidationError):
+        errors = cause.errors()
+        if errors and "input" in errors[0]:
+            detail = exc.message[:1].lower() + exc.message[1:]
+            message = f"Invalid value for {exc.param.get_error_hint()}: {errors[0]['input']!r}: {detail}"
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message.replace("\n", " ")
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Runs the app outside typer's standalone mode so that a usage error (a flag value that does not parse,
+    an unknown option or command, a missing option) prints one ``error:`` line on stderr, exit status 2.
+    ``--help`` and the commands' exit codes are as in standalone mode.
+    """
+    try:
+        result = app(standalone_mode=False)
+    except typer.Abort:
+        err_console.print("Aborted!", highlight=False)
+        raise SystemExit(1) from None
+    except typer.TyperException as exc:  # click's ClickException family: UsageError, BadParameter, …
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help when it was raised
+            _error(_usage_message(exc))
+        raise SystemExit(exc.exit_code) from None
+    # typer.Exit(code) (and --help: 0) comes back as the code; a command that returns gives None
+    if isinstance(result, int) and result:
+        raise SystemExit(result)
 
 
 if __name__ == "__main__":

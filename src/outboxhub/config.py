@@ -3,12 +3,13 @@
 Every setting has an ``OUTBOXHUB_`` environment variable; the seed's names (``MONGO_URL``, ``WS_PORT``,
 ``OPS_PORT``, ``JWT_SECRET``, ``JWT_JWKS_URL``, ``JWT_AUD``, ``JWT_ISS``) are accepted too, the
 ``OUTBOXHUB_`` name winning when both are set. A bad value raises ``ConfigError`` with one line naming
-the setting and its environment variable.
+the setting and its environment variable, or its ``serve`` flag when the value came from one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     jwt_iss: str | None = Field(None, validation_alias=_env("jwt_iss", "JWT_ISS"))
     jwt_leeway_s: float = Field(5.0, ge=0, le=300, validation_alias=_env("jwt_leeway_s"))
     jwks_cooldown_s: float = Field(30.0, ge=0, validation_alias=_env("jwks_cooldown_s"))
+    auth_timeout_s: float = Field(10.0, ge=0, validation_alias=_env("auth_timeout_s"))
 
     max_frame_bytes: int = Field(1_048_576, ge=256, validation_alias=_env("max_frame_bytes"))
     publish_rate: float = Field(20_000.0, ge=0, validation_alias=_env("publish_rate"))
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_env("allowed_origins")
     )
     ops_open_metrics: bool = Field(True, validation_alias=_env("ops_open_metrics"))
+
+    poll_interval_s: float = Field(1.0, gt=0, validation_alias=_env("poll_interval_s"))
 
     outbox: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("outbox"))
     outbox_drain: bool = Field(True, validation_alias=_env("outbox_drain"))
@@ -93,9 +97,17 @@ def _env_name(field: str) -> str:
     return " / ".join(env_names) if env_names else f"OUTBOXHUB_{field.upper()}"
 
 
+_FLAGS: Final[Mapping[str, str]] = {"allowed_origins": "--allowed-origin"}  # the rest: --field-name
+
+
+def _flag_name(field: str) -> str:
+    return _FLAGS.get(field, f"--{field.replace('_', '-')}")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment, with ``overrides`` (CLI flags; None means "not given")
-    taking precedence. Raises ``ConfigError`` naming the first bad setting."""
+    taking precedence. Raises ``ConfigError`` naming the first bad setting and where its value came from:
+    the ``serve`` flag for an override, else the environment variable."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
@@ -105,6 +117,5 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(loc[0]) if loc else "?"
         field = next((name for name in Settings.model_fields if field.lower().endswith(name)), field)
         value = err.get("input")
-        raise ConfigError(
-            f"invalid setting {field} ({_env_name(field)}={value!r}): {err.get('msg', 'invalid value')}"
-        ) from None
+        source = f"{_flag_name(field)} {value!r}" if field in given else f"{_env_name(field)}={value!r}"
+        raise ConfigError(f"invalid setting {field} ({source}): {err.get('msg', 'invalid value')}") from None

@@ -14,8 +14,8 @@ dispatch it, repeat. What keeps it fast and fair:
   its unacked claims time out and move on. One slow consumer never blocks another connection.
 * **Never crash on input.** Every bad frame gets ``ERR`` with a PROTOCOL.md code naming the problem; an
   unexpected exception answers ``ERR internal`` (and is logged) and the connection stays up. Only a failed
-  AUTH (4001), an expired token (4003), a frame beyond the hard size limit (1009) and shutdown (1001)
-  close the socket.
+  AUTH or no AUTH within ``auth_timeout_s`` (4001), an expired token (4003), a frame beyond the hard size
+  limit (1009) and shutdown (1001) close the socket.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from .protocol import (
     FORBIDDEN,
     INTERNAL,
     JWT_INVALID,
+    NO_TOKEN,
     NOT_AUTHENTICATED,
     NOT_SUBSCRIBED,
     RATE_LIMITED,
@@ -89,6 +90,7 @@ CLOSE_GOING_AWAY: Final = 1001
 _HARD_LIMIT_FACTOR: Final = 2
 _MAX_PENDING_REPLIES: Final = 4096
 _HEARTBEAT_S: Final = 30.0
+_AUTH_RECHECK_S: Final = 1.0
 _SHUTDOWN_WAIT_S: Final = 10.0
 _ACL_CACHE_MAX: Final = 1024
 
@@ -246,12 +248,15 @@ class Connection:
         self._max_frame = settings.max_frame_bytes
         self._max_subs = settings.max_subscriptions
         self._leeway_s = settings.jwt_leeway_s
+        self._auth_timeout_s = settings.auth_timeout_s
         self._loop = asyncio.get_running_loop()
         self._bucket = TokenBucket(settings.publish_rate, settings.publish_burst, now=self._loop.time())
         self._tasks: set[asyncio.Future[Any]] = set()
         self._may_publish: dict[str, bool] = {}  # publish ACL decisions under the current policy
         self._batch: list[_Pending] = []  # publishes read but not yet handed to the bus
         self._expiry: asyncio.TimerHandle | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None  # until the first successful AUTH
+        self._authenticating = False
         self._auth_generation = 0
         self._stopping = False  # shutdown: finish in-flight requests, refuse new ones
         self._closed = False
@@ -261,6 +266,8 @@ class Connection:
     async def run(self) -> None:
         """Read and dispatch frames until the socket closes, then release everything."""
         writer = self._loop.create_task(self.out.run(), name=f"outboxhub-send-{self.member}")
+        if self._auth_timeout_s > 0:
+            self._auth_timer = self._loop.call_later(self._auth_timeout_s, self._on_auth_timeout)
         ws = self.ws
         try:
             while not self._closed:
@@ -326,6 +333,7 @@ class Connection:
 
     async def _auth(self, frame: Auth) -> None:
         slot = self.out.reserve()
+        self._authenticating = True
         try:
             principal = await self.gateway.verifier.verify(frame.token)
         except AuthError as exc:
@@ -334,6 +342,9 @@ class Connection:
             self.out.fill(slot, encode_err(frame.rid, code, exc.msg))
             await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
             return
+        finally:
+            self._authenticating = False
+        self._cancel_auth_timer()
         self.principal = principal
         self.policy = principal.policy
         self._may_publish = {}
@@ -343,6 +354,21 @@ class Connection:
         self.out.fill(
             slot, encode_ok(frame.rid, sub=principal.sub, exp=principal.exp, scopes=list(principal.scopes))
         )
+
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _on_auth_timeout(self) -> None:
+        self._auth_timer = None
+        if self._closed or self._stopping or self.principal is not None:
+            return
+        if self._authenticating:  # an AUTH is being verified (bounded by the JWKS timeout): let it finish
+            self._auth_timer = self._loop.call_later(_AUTH_RECHECK_S, self._on_auth_timeout)
+            return
+        self._err(None, NO_TOKEN, f"no AUTH within {self._auth_timeout_s:g}s; send AUTH with a token first")
+        self._spawn(self._close(CLOSE_AUTH_FAILED, NO_TOKEN))
 
     def _schedule_expiry(self, exp: int) -> None:
         if self._expiry is not None:
@@ -626,8 +652,9 @@ class Connection:
         await self._close(CLOSE_GOING_AWAY, "hub is shutting down")
 
     async def _release(self) -> None:
-        """Disconnect: stop the expiry timer and close every subscription (its claims are released for
+        """Disconnect: stop the timers and close every subscription (its claims are released for
         redelivery to other members)."""
+        self._cancel_auth_timer()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None

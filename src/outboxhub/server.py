@@ -192,7 +192,7 @@ async def start_hub(
     hub: Hub | None = None
     try:
         store = await open_store(settings.store)
-        bus = Bus(store)
+        bus = Bus(store, poll_interval_s=settings.poll_interval_s)
         await bus.start()
         hub = Hub(settings=settings, store=store, bus=bus, verifier=verifier)
         if settings.outbox and settings.outbox_drain:
