@@ -1,6 +1,7 @@
-"""The MongoDB outbox on the nx-27017 stand-in (or ``OUTBOXHUB_TEST_MONGO_URL``): ``add`` and its session
-rules, the seed's record shape, claims and their fencing, failures, operators, per-key order, two drainers,
-wake-up. Mirrors tests/test_outbox_store.py and tests/test_outbox_drainer.py for MongoDB."""
+"""What only the MongoDB outbox has, on the nx-27017 stand-in (or ``OUTBOXHUB_TEST_MONGO_URL``): ``add`` and
+its session rules, ``ensure_schema`` and the indexes, the seed's record shape, two drainers, the change-stream
+wake-up. The store contract (claims, leases and fencing, failures, operators, stats, retention, per-key
+order) runs on MongoDB in tests/test_outbox_store.py, with SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,15 +19,9 @@ from mongo_server import mongo_database, supports_transactions
 from outboxhub import outbox
 from outboxhub.errors import OutboxError, StoreURLError
 from outboxhub.ids import now_ms
-from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStore, Verdict
+from outboxhub.outbox import Drainer, DrainerSettings, OutboxStore
 from outboxhub.outbox.mongo import MongoOutbox, deployment_supports_transactions, outbox_indexes
-from test_outbox_support import (
-    ORDERED_KEYS,
-    RecordingSink,
-    assert_published_once,
-    check_ordered_claims,
-    race_two_drainers,
-)
+from test_outbox_support import RecordingSink, assert_published_once, race_two_drainers
 
 pytestmark = pytest.mark.mongo
 
@@ -54,12 +49,6 @@ async def store(url: str) -> AsyncIterator[OutboxStore]:
     await opened.ensure_schema()
     yield opened
     await opened.close()
-
-
-def _add(db: pymongo.database.Database[Any], n: int, **extra: Any) -> list[str]:
-    return [
-        outbox.add(db, extra.get("topic", "orders.paid"), {"i": i}, key=extra.get("key")) for i in range(n)
-    ]
 
 
 def _seed_record(record_id: Any, topic: Any, payload: Any, **more: Any) -> dict[str, Any]:
@@ -264,106 +253,6 @@ async def test_unreadable_seed_records_go_dead(
     assert "topic" in errors["bad-topic"] and "headers" in errors["bad-headers"] and "_id" in errors[7]
 
 
-# -- claims, leases, failures --------------------------------------------------------------------------------
-
-
-async def test_claims_leases_and_fencing(db: pymongo.database.Database[Any], store: OutboxStore) -> None:
-    ids = _add(db, 5)
-    t = now_ms()
-    first = await store.claim_batch(3, LEASE, "w1", now=t)
-    assert [r.id for r in first] == ids[:3]
-    assert {(r.status, r.attempts, r.claimed_by, r.lease_until) for r in first} == {
-        ("claimed", 1, "w1", t + LEASE)
-    }
-    second = await store.claim_batch(10, 100, "w2", now=t)
-    assert [r.id for r in second] == ids[3:] and second[0].claim_token != first[0].claim_token
-    assert await store.claim_batch(10, LEASE, "w3", now=t) == []
-    assert await store.requeue_expired(now=t + 50) == 0
-    assert await store.requeue_expired(now=t + 200) == 2  # w2's lease passed
-    theirs = await store.claim_batch(10, LEASE, "w4", now=t + 200)
-    assert [(r.id, r.attempts) for r in theirs] == [(i, 2) for i in ids[3:]]
-    assert await store.mark_sent(second, now=t + 300) == 0  # fenced: no longer w2's
-    assert await store.release(second, now=t + 300) == 0
-    assert await store.mark_sent(theirs, now=t + 300) == 2
-    assert await store.mark_sent(first, now=t + 300) == 3
-    record = await store.get(ids[0])
-    assert record is not None and (record.status, record.sent_at, record.claim_token) == (
-        "sent",
-        t + 300,
-        None,
-    )
-
-
-async def test_failures_release_retry_purge_and_stats(
-    db: pymongo.database.Database[Any], store: OutboxStore
-) -> None:
-    ids = _add(db, 4)
-    t = now_ms()
-    a, b, c, d = await store.claim_batch(10, LEASE, "w", now=t)
-    assert (
-        await store.mark_failed(
-            [
-                Failure(record=a, error="RuntimeError: boom", verdict=Verdict(dead=False, delay_ms=500)),
-                Failure(record=b, error="ValueError: bad", verdict=Verdict(dead=True)),
-            ],
-            now=t,
-        )
-        == 2
-    )
-    assert await store.release([c], delay_ms=250, now=t) == 1
-    stats = await store.stats(now=t)
-    assert (stats.pending, stats.claimed, stats.dead, stats.next_retry_at) == (2, 1, 1, t + 250)
-    ra, rc = await store.get(ids[0]), await store.get(ids[2])
-    assert ra is not None and (ra.status, ra.available_at, ra.last_err) == (
-        "pending",
-        t + 500,
-        "RuntimeError: boom",
-    )
-    assert rc is not None and (rc.attempts, rc.available_at) == (0, t + 250)
-    assert await store.claim_batch(10, LEASE, "w", now=t + 249) == []
-    assert [r.id for r in await store.claim_batch(10, LEASE, "w", now=t + 500)] == [ids[0], ids[2]]
-    assert [r.id for r in await store.list_dead()] == [ids[1]]
-    assert await store.retry([ids[1], ids[3]], now=t) == 1  # ids[3] is claimed, not dead
-    with pytest.raises(ValueError, match="purge: give ids"):
-        await store.purge()
-    await store.mark_failed([Failure(record=d, error="x", verdict=Verdict(dead=True))], now=t)
-    assert await store.purge(older_than_ms=60_000, now=t) == 0
-    assert await store.purge([ids[3]]) == 1
-    assert await store.get(ids[3]) is None
-
-
-async def test_retention_deletes_sent_records_in_batches(
-    db: pymongo.database.Database[Any], store: OutboxStore
-) -> None:
-    _add(db, 12)
-    t = now_ms()
-    for step in range(3):
-        await store.mark_sent(await store.claim_batch(4, LEASE, "w", now=t), now=t + step * 1000)
-    assert await store.delete_sent_older_than(500, batch_size=3, now=t + 2_000) == 8
-    assert await store.delete_sent_older_than(0, batch_size=3, now=t + 5_000) == 4
-    assert db["outbox"].count_documents({}) == 0
-
-
-async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
-    db: pymongo.database.Database[Any], store: OutboxStore
-) -> None:
-    ids = [outbox.add(db, "k.v", i, key=k) for i, k in enumerate(ORDERED_KEYS)]
-    await check_ordered_claims(store, ids, LEASE)
-
-
-async def test_a_key_blocked_by_a_dead_record_does_not_starve_other_keys(
-    db: pymongo.database.Database[Any], store: OutboxStore
-) -> None:
-    outbox.add(db, "k.v", "poison", key="hot")
-    t = now_ms()  # after the add: the record is available from its own write time on
-    (poison,) = await store.claim_batch(1, LEASE, "w", now=t)
-    await store.mark_failed([Failure(record=poison, error="e", verdict=Verdict(dead=True))], now=t)
-    for i in range(250):
-        outbox.add(db, "k.v", i, key="hot")
-    cold = outbox.add(db, "k.v", "cold", key="cold")
-    assert [r.id for r in await store.claim_batch(5, LEASE, "w", ordered_by_key=True, now=now_ms())] == [cold]
-
-
 # -- drainers ------------------------------------------------------------------------------------------------
 
 
@@ -379,14 +268,16 @@ async def test_two_drainers_at_once_publish_each_record_once(url: str, ordered: 
     assert_published_once(sink, ids, drainers, ordered)
 
 
-async def test_wait_wakes_on_an_insert(db: pymongo.database.Database[Any], store: OutboxStore) -> None:
+async def test_wait_watches_with_a_change_stream_or_a_poll(
+    db: pymongo.database.Database[Any], store: OutboxStore
+) -> None:
     await store.wait(0.2)  # the first call starts watching
     assert isinstance(store, MongoOutbox)
     assert store.watch_mode in ("starting", "change stream", "polling")
     assert await store.wait(0.05) is False  # nothing happened
     waiter = asyncio.create_task(store.wait(WAIT_S))
     await asyncio.sleep(0.1)
-    _add(db, 1)
+    outbox.add(db, "orders.paid", {"i": 0})
     assert await waiter is True
     assert store.watch_mode in ("change stream", "polling")
 

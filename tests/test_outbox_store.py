@@ -1,5 +1,8 @@
-"""``OutboxStore`` semantics, run against real SQLite files and a real PostgreSQL schema: claims, leases and
-their fencing, failures and verdicts, operator retry/purge, stats, retention, per-key ordering, wake-up."""
+"""The ``OutboxStore`` contract, run against a real SQLite file, a real PostgreSQL schema and a real MongoDB
+database (the nx-27017 stand-in, or ``OUTBOXHUB_TEST_MONGO_URL``): claims, leases and their fencing,
+failures and verdicts, operator retry/purge, stats, retention, per-key ordering, wake-up. Then what only
+the SQL stores have (rows inserted by plain SQL, DDL, URLs). MongoDB's own matters (the seed's record shape,
+sessions, change streams, indexes) are in tests/test_mongo_outbox.py."""
 
 from __future__ import annotations
 
@@ -8,30 +11,51 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from outboxhub import outbox
 from outboxhub.errors import OutboxError, StoreURLError
 from outboxhub.ids import now_ms
 from outboxhub.outbox import Failure, OutboxRecord, OutboxStore, Verdict
-from test_outbox_support import ORDERED_KEYS, OutboxDB, check_ordered_claims, open_db, postgres_db
+from test_outbox_support import (
+    ORDERED_KEYS,
+    AnyOutboxDB,
+    OutboxDB,
+    check_ordered_claims,
+    open_any_db,
+    open_db,
+    postgres_db,
+)
 
 LEASE = 1_000
 WAIT_S = 30.0
 """Safety net for "should happen soon" (a wake-up); never the thing measured."""
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OutboxDB]:
-    async with open_db(request.param, tmp_path) as database:
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mongo", marks=pytest.mark.mongo),
+    ]
+)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
+    async with open_any_db(request.param, tmp_path) as database:
         yield database
 
 
 @pytest.fixture
-async def store(db: OutboxDB) -> AsyncIterator[OutboxStore]:
+async def store(db: AnyOutboxDB) -> AsyncIterator[OutboxStore]:
     opened = await outbox.open_outbox(db.url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OutboxDB]:
+    async with open_db(request.param, tmp_path) as database:
+        yield database
 
 
 def _records(n: int, **extra: object) -> list[dict[str, object]]:
@@ -42,7 +66,7 @@ def _records(n: int, **extra: object) -> list[dict[str, object]]:
 
 
 async def test_claim_takes_oldest_first_bumps_attempts_and_sets_a_fresh_token(
-    db: OutboxDB, store: OutboxStore
+    db: AnyOutboxDB, store: OutboxStore
 ) -> None:
     ids = db.add_many(_records(5))
     t = now_ms()
@@ -61,7 +85,26 @@ async def test_claim_takes_oldest_first_bumps_attempts_and_sets_a_fresh_token(
     assert stored is not None and (stored.status, stored.attempts) == ("claimed", 1)
 
 
-async def test_lease_fencing(db: OutboxDB, store: OutboxStore) -> None:
+PAYLOADS: list[object] = [
+    {"order": 7, "at_ms": 1_700_000_000_123, "lines": [{"sku": "a", "qty": 2}], "note": None, "ok": True},
+    [2**31, 2**53 + 1, 2**63 - 1, -(2**63), 2**70],  # 64-bit integers, and one larger
+    1.5,
+    "text with é and \u0000",
+    None,
+]
+
+
+async def test_claims_return_the_payloads_as_added_ready_to_publish(
+    db: AnyOutboxDB, store: OutboxStore
+) -> None:
+    ids = db.add_many([{"topic": "orders.paid", "payload": p} for p in PAYLOADS])
+    claimed = await store.claim_batch(10, LEASE, "w")
+    assert [r.id for r in claimed] == ids
+    # The drainer hands payloads to the hub, which encodes them as JSON: each must encode, to the same value.
+    assert [msgspec.json.decode(msgspec.json.encode(r.payload)) for r in claimed] == PAYLOADS
+
+
+async def test_lease_fencing(db: AnyOutboxDB, store: OutboxStore) -> None:
     db.add_many(_records(4))
     t = now_ms()
     mine = await store.claim_batch(10, 100, "slow", now=t)
@@ -84,8 +127,34 @@ async def test_lease_fencing(db: OutboxDB, store: OutboxStore) -> None:
     assert await store.mark_sent(theirs, now=t + 400) == 0  # already sent
 
 
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+async def test_concurrent_claims_never_return_the_same_record(
+    db: AnyOutboxDB, store: OutboxStore, ordered: bool
+) -> None:
+    ids = db.add_many([{"topic": "k.v", "payload": i, "key": f"k{i % 5}"} for i in range(30)])
+    stores = [store, *[await outbox.open_outbox(db.url) for _ in range(2)]]
+    claimed: list[str] = []
+    try:
+        while True:  # rounds of three claims at once; each round's records are sent before the next
+            batches = await asyncio.gather(
+                *(s.claim_batch(4, LEASE, f"w{i}", ordered_by_key=ordered) for i, s in enumerate(stores))
+            )
+            if not any(batches):
+                break
+            if ordered:  # a key's records never go to two drainers at once
+                owners = [{r.key for r in batch} for batch in batches]
+                assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :]), owners
+            for s, batch in zip(stores, batches, strict=True):
+                claimed += [r.id for r in batch]
+                assert await s.mark_sent(batch) == len(batch)
+    finally:
+        for s in stores[1:]:
+            await s.close()
+    assert sorted(claimed) == sorted(ids) and len(claimed) == len(ids)
+
+
 async def test_an_expired_but_unclaimed_lease_can_still_be_completed(
-    db: OutboxDB, store: OutboxStore
+    db: AnyOutboxDB, store: OutboxStore
 ) -> None:
     db.add_many(_records(2))
     t = now_ms()
@@ -94,7 +163,7 @@ async def test_an_expired_but_unclaimed_lease_can_still_be_completed(
     assert await store.mark_sent(mine, now=t + 10_000) == 2
 
 
-async def test_failures_follow_their_verdict(db: OutboxDB, store: OutboxStore) -> None:
+async def test_failures_follow_their_verdict(db: AnyOutboxDB, store: OutboxStore) -> None:
     ids = db.add_many(_records(3))
     t = now_ms()
     a, b, _ = await store.claim_batch(10, LEASE, "w", now=t)
@@ -118,7 +187,7 @@ async def test_failures_follow_their_verdict(db: OutboxDB, store: OutboxStore) -
     assert [r.id for r in await store.list_dead()] == [ids[1]]
 
 
-async def test_release_refunds_the_attempt(db: OutboxDB, store: OutboxStore) -> None:
+async def test_release_refunds_the_attempt(db: AnyOutboxDB, store: OutboxStore) -> None:
     (record_id,) = db.add_many(_records(1))
     t = now_ms()
     claimed = await store.claim_batch(10, LEASE, "w", now=t)
@@ -144,7 +213,7 @@ async def _make_dead(store: OutboxStore, n: int, t: int) -> list[OutboxRecord]:
     return claimed
 
 
-async def test_retry_and_purge(db: OutboxDB, store: OutboxStore) -> None:
+async def test_retry_and_purge(db: AnyOutboxDB, store: OutboxStore) -> None:
     ids = db.add_many(_records(5))
     t = now_ms()
     await _make_dead(store, 4, t)
@@ -164,7 +233,7 @@ async def test_retry_and_purge(db: OutboxDB, store: OutboxStore) -> None:
     assert (await store.stats(now=t)).dead == 0
 
 
-async def test_stats(db: OutboxDB, store: OutboxStore) -> None:
+async def test_stats(db: AnyOutboxDB, store: OutboxStore) -> None:
     empty = await store.stats()
     assert (empty.pending, empty.claimed, empty.dead, empty.oldest_pending_age_ms, empty.next_retry_at) == (
         0,
@@ -185,34 +254,48 @@ async def test_stats(db: OutboxDB, store: OutboxStore) -> None:
     assert stats.oldest_pending_age_ms is not None and 5_000 <= stats.oldest_pending_age_ms < 60_000
 
 
-async def test_sent_records_are_deleted_after_retention_in_batches(db: OutboxDB, store: OutboxStore) -> None:
+async def test_sent_records_are_deleted_after_retention_in_batches(
+    db: AnyOutboxDB, store: OutboxStore
+) -> None:
     db.add_many(_records(30))
     t = now_ms()
     for step in range(3):  # 10 records sent at t, t + 1000, t + 2000
         await store.mark_sent(await store.claim_batch(10, LEASE, "w", now=t), now=t + step * 1000)
     db.add_many(_records(2))
     assert await store.delete_sent_older_than(5_000, batch_size=3, now=t + 5_500) == 10
-    assert db.count("status = 'sent'") == 20
+    assert db.status_counts() == {"sent": 20, "pending": 2}
     assert await store.delete_sent_older_than(0, batch_size=3, now=t + 10_000) == 20
-    assert db.count() == 2 and db.count("status = 'pending'") == 2
+    assert db.status_counts() == {"pending": 2}
 
 
 # -- per-key ordering ----------------------------------------------------------------------------------------
 
 
 async def test_ordered_claims_never_pass_an_unsent_record_of_the_same_key(
-    db: OutboxDB, store: OutboxStore
+    db: AnyOutboxDB, store: OutboxStore
 ) -> None:
     ids = db.add_many([{"topic": "k.v", "payload": i, "key": k} for i, k in enumerate(ORDERED_KEYS)])
     await check_ordered_claims(store, ids, LEASE)
 
 
-# -- rows written by other programs --------------------------------------------------------------------------
-
-
-async def test_plain_sql_inserts_use_the_defaults_and_unreadable_rows_go_dead(
-    db: OutboxDB, store: OutboxStore
+async def test_a_key_blocked_by_a_dead_record_does_not_starve_other_keys(
+    db: AnyOutboxDB, store: OutboxStore
 ) -> None:
+    db.add_many([{"topic": "k.v", "payload": "poison", "key": "hot"}])
+    t = now_ms()  # after the add: the record is available from its own write time on
+    (poison,) = await store.claim_batch(1, LEASE, "w", now=t)
+    await store.mark_failed([Failure(record=poison, error="e", verdict=Verdict(dead=True))], now=t)
+    # More records of the blocked key than one look at the candidates takes (MongoDB reads them in pages).
+    db.add_many([{"topic": "k.v", "payload": i, "key": "hot"} for i in range(250)])
+    (cold,) = db.add_many([{"topic": "k.v", "payload": "cold", "key": "cold"}])
+    assert [r.id for r in await store.claim_batch(5, LEASE, "w", ordered_by_key=True, now=now_ms())] == [cold]
+
+
+# -- rows written by other programs (SQL; MongoDB's: tests/test_mongo_outbox.py) -----------------------------
+
+
+async def test_plain_sql_inserts_use_the_defaults_and_unreadable_rows_go_dead(sql_db: OutboxDB) -> None:
+    db = sql_db
     conn = db.connect()
     placeholder = "?" if db.kind == "sqlite" else "%s"
     insert = f"INSERT INTO {outbox.postgres.quote_table(db.table)} (topic, payload, headers) VALUES "
@@ -220,12 +303,16 @@ async def test_plain_sql_inserts_use_the_defaults_and_unreadable_rows_go_dead(
     conn.execute(insert + f"({placeholder}, {placeholder}, {placeholder})", ("bad.headers", "1", '["x"]'))
     conn.commit()
     conn.close()
-    claimed = await store.claim_batch(10, LEASE, "w")
-    assert [(r.topic, r.payload, r.attempts, r.status) for r in claimed] == [
-        ("from.sql", {"a": 1}, 1, "claimed")
-    ]
-    assert claimed[0].id and claimed[0].ts > 0
-    (dead,) = await store.list_dead()
+    store = await outbox.open_outbox(db.url)
+    try:
+        claimed = await store.claim_batch(10, LEASE, "w")
+        assert [(r.topic, r.payload, r.attempts, r.status) for r in claimed] == [
+            ("from.sql", {"a": 1}, 1, "claimed")
+        ]
+        assert claimed[0].id and claimed[0].ts > 0
+        (dead,) = await store.list_dead()
+    finally:
+        await store.close()
     assert dead.topic == "bad.headers"
     assert dead.last_err is not None and dead.last_err.startswith("headers are not a JSON object of strings")
 
@@ -249,7 +336,7 @@ async def test_invalid_json_payload_goes_dead(kind: str, tmp_path: Path) -> None
 # -- wake-up -------------------------------------------------------------------------------------------------
 
 
-async def test_wait_wakes_on_a_committed_insert(db: OutboxDB, store: OutboxStore) -> None:
+async def test_wait_wakes_on_a_committed_insert(db: AnyOutboxDB, store: OutboxStore) -> None:
     await store.wait(0.2)  # the first call starts listening (PostgreSQL) or reads the commit counter
     assert await store.wait(0.05) is False  # nothing happened
     waiter = asyncio.create_task(store.wait(WAIT_S))

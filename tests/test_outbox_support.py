@@ -3,10 +3,14 @@
 * ``sqlite_db(tmp_path)`` — an ``OutboxDB`` on a WAL-mode SQLite file with the outbox table created.
 * ``postgres_db()`` — an ``OutboxDB`` on a throwaway schema of the test server (``OUTBOXHUB_TEST_PG_URL``,
   default 127.0.0.1:5432/test), dropped afterwards. Unreachable server: skip, or fail under ``CI=true``.
+* ``mongo_db()`` — a ``MongoOutboxDB`` on a fresh database of the MongoDB test server (tests/mongo_server.py:
+  the nx-27017 stand-in or ``OUTBOXHUB_TEST_MONGO_URL``) with the outbox indexes, dropped afterwards.
+* ``open_any_db(kind, tmp_path)`` — one of the three by name: the outbox-store contract
+  (tests/test_outbox_store.py) runs on each through the ``AnyOutboxDB`` interface.
 * ``RecordingSink`` — an in-memory hub: idempotent by event id like the real one, recording every publish
   call so tests can count re-publishes; it can be told to fail for some topics.
 * ``check_ordered_claims`` — the per-key ordering walk of ``claim_batch(ordered_by_key=True)`` over seven
-  records keyed ``a a b - a c b``, shared by the SQL and MongoDB outbox tests.
+  records keyed ``a a b - a c b`` (part of the contract).
 * ``race_two_drainers`` / ``assert_published_once`` — two drainers draining one outbox at once through
   a slow sink, and the checks that each record went out exactly once (in key order when ordered).
 * ``crash_drain`` — the SIGKILL crash test of a drainer child process (tests/test_outbox_crash.py for
@@ -27,11 +31,13 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
+import pymongo
 import pytest
 
+from mongo_server import mongo_database
 from outboxhub import outbox
 from outboxhub.ids import now_ms
 from outboxhub.model import Event, NewEvent, PublishResult
@@ -41,12 +47,16 @@ from outboxhub.store._pg_testing import require_postgres
 
 __all__ = [
     "ORDERED_KEYS",
+    "AnyOutboxDB",
+    "MongoOutboxDB",
     "OutboxDB",
     "RecordingSink",
     "assert_key_order",
     "assert_published_once",
     "check_ordered_claims",
     "crash_drain",
+    "mongo_db",
+    "open_any_db",
     "open_db",
     "postgres_db",
     "race_two_drainers",
@@ -98,6 +108,57 @@ class OutboxDB:
     def count(self, where: str = "TRUE", params: Sequence[Any] = ()) -> int:
         return int(self.query(f"SELECT count(*) FROM {{t}} WHERE {where}", params)[0][0])
 
+    def status_counts(self) -> Counter[str]:
+        """How many records the table holds in each status."""
+        return Counter(
+            {
+                str(status): int(n)
+                for status, n in self.query("SELECT status, count(*) FROM {t} GROUP BY status")
+            }
+        )
+
+
+class MongoOutboxDB:
+    """A MongoDB database holding the outbox collection, written to as an application does (pymongo)."""
+
+    kind = "mongo"
+
+    def __init__(self, url: str, table: str = "outbox") -> None:
+        self.url = url
+        self.table = table
+
+    def connect(self) -> pymongo.MongoClient[Any]:
+        """A new application client; its default database is the outbox's."""
+        return pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000)
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """``outbox.add`` each record (keyword arguments of add) on a pymongo ``Database``, each written on
+        its own: a transaction needs a replica set, and the stand-in is a standalone server."""
+        with self.connect() as client:
+            database = client.get_default_database()
+            return [
+                outbox.add(database, r["topic"], r.get("payload"), **_extra(r), table=self.table)
+                for r in records
+            ]
+
+    def status_counts(self) -> Counter[str]:
+        """How many records the collection holds in each status."""
+        with self.connect() as client:
+            docs = client.get_default_database()[self.table].find({}, {"status": 1})
+            return Counter(str(doc.get("status")) for doc in docs)
+
+
+class AnyOutboxDB(Protocol):
+    """What the outbox-store contract needs of a database of any kind: where a drainer connects, a way to
+    add records as an application does, and a look at the statuses behind the store's back."""
+
+    kind: str
+    url: str
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]: ...
+
+    def status_counts(self) -> Counter[str]: ...
+
 
 def _extra(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k in ("id", "key", "headers")}
@@ -129,6 +190,17 @@ async def postgres_db() -> AsyncIterator[OutboxDB]:
 
 
 @asynccontextmanager
+async def mongo_db() -> AsyncIterator[MongoOutboxDB]:
+    """An outbox collection, with its indexes, in a fresh database of the MongoDB test server (dropped
+    afterwards). No server: skip, or fail under ``CI=true``."""
+    async with mongo_database(prefix="obx") as url:
+        db = MongoOutboxDB(url)
+        with db.connect() as client:
+            outbox.ensure_schema(client.get_default_database(), db.table)
+        yield db
+
+
+@asynccontextmanager
 async def open_db(kind: str, tmp_path: Path) -> AsyncIterator[OutboxDB]:
     """``sqlite_db`` or ``postgres_db`` by name (for parametrized fixtures)."""
     if kind == "sqlite":
@@ -136,6 +208,17 @@ async def open_db(kind: str, tmp_path: Path) -> AsyncIterator[OutboxDB]:
     else:
         async with postgres_db() as db:
             yield db
+
+
+@asynccontextmanager
+async def open_any_db(kind: str, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
+    """``sqlite_db``, ``postgres_db`` or ``mongo_db`` by name (for parametrized fixtures)."""
+    if kind == "mongo":
+        async with mongo_db() as mongo:
+            yield mongo
+    else:
+        async with open_db(kind, tmp_path) as sql:
+            yield sql
 
 
 class RecordingSink:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from outboxhub.ids import now_ms
 from outboxhub.model import Event
 from outboxhub.store import Store
@@ -67,6 +69,19 @@ async def test_every_field_round_trips(store: Store) -> None:
         caused_by=["evt-0"],
         sid="session-9",
     )
+
+
+async def test_large_integers_come_back_as_plain_ints_that_encode(store: Store) -> None:
+    payload = {"at_ms": 1_700_000_000_000, "ids": [2**40, -(2**62), 7], "nested": {"n": 2**33}}
+    await store.publish(ev("big.ints", payload, id="big-1", key="k"))
+    for event in (
+        *(await store.scan("big.ints")),
+        await store.get_event("big-1"),
+        *(await store.latest_by_key("big.ints", ["k"])).values(),
+    ):
+        assert event is not None and event.payload == payload
+        assert type(event.payload["at_ms"]) is int and type(event.payload["nested"]["n"]) is int
+        assert msgspec.json.decode(msgspec.json.encode(event.payload)) == payload
 
 
 async def test_batch_results_are_in_order_with_consecutive_increasing_seqs(store: Store) -> None:

@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from bson import ObjectId
+from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.int64 import Int64
 from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -87,6 +88,19 @@ _DEAD = ["dead", "error"]  # "error" is the seed's terminal status
 _ORDER = [("ord", ASCENDING), ("ts", ASCENDING), ("_id", ASCENDING)]
 _CLEAR_CLAIM = {"claimed_by": "", "claim_token": "", "lease_until": ""}
 _ORDERED_PAGES = 10
+
+
+class _PlainInt64(TypeDecoder):
+    """Read BSON int64 as ``int``: pymongo gives ``bson.Int64`` (an ``int`` subclass), which msgspec, and
+    so the hub, cannot encode; a payload like ``{"at_ms": 1700000000000}`` would go dead on publish."""
+
+    bson_type = Int64
+
+    def transform_bson(self, value: Any) -> int:
+        return int(value)
+
+
+_PLAIN_INTS = TypeRegistry([_PlainInt64()])
 
 TXN_NEEDS_REPLICA_SET = (
     "MongoDB transactions need a replica set (or a sharded cluster), and {where} is a standalone server: "
@@ -483,7 +497,7 @@ class MongoOutbox:
                 rest.append((name, str(int(connect_timeout_s * 1000))))
         try:
             client: AsyncMongoClient[Doc] = AsyncMongoClient(
-                urlunsplit(parts._replace(query=urlencode(rest))), connect=False
+                urlunsplit(parts._replace(query=urlencode(rest))), connect=False, type_registry=_PLAIN_INTS
             )
         except (PyMongoError, ValueError, TypeError) as exc:
             raise StoreURLError(f"outbox URL {shown} is not usable: {exc}") from exc

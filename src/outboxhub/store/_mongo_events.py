@@ -87,7 +87,19 @@ def decode_payload(doc: Doc) -> Any:
     text = doc.get("payload_json")
     if isinstance(text, str):
         return _decode_json(text)
-    return doc.get("payload")
+    return plain_ints(doc.get("payload"))
+
+
+def plain_ints(value: Any) -> Any:
+    """``value`` with every ``bson.Int64`` (how pymongo reads a BSON int64, e.g. ``1700000000000``) made a
+    plain ``int``: msgspec, and so every client encoder, refuses the subclass."""
+    if isinstance(value, dict):
+        return {k: plain_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_ints(v) for v in value]
+    if type(value) is Int64:
+        return int(value)
+    return value
 
 
 def event_doc(row: Prepared, seq: int) -> Doc:
