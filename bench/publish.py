@@ -1,6 +1,7 @@
 """Publish and consume throughput of outboxhub on embedded SQLite, in-process, against a naive baseline.
 
     .venv/bin/python bench/publish.py [--events N] [--serial-events N] [--big N] [--repeat R] [--json FILE]
+                                      [--postgres URL]
 
 Scenarios (each on a fresh database in a temporary directory, or under ``--dir``):
 
