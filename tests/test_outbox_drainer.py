@@ -5,25 +5,24 @@ also runs on MongoDB (the nx-27017 stand-in, or ``OUTBOXHUB_TEST_MONGO_URL``).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
 
 import msgspec
-import pymongo
 import pytest
 
-from mongo_server import mongo_database
 from outboxhub import outbox
 from outboxhub.errors import ConfigError
 from outboxhub.ids import now_ms
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.outbox import Drainer, DrainerSettings, OutboxStore
 from test_outbox_support import (
+    AnyOutboxDB,
     OutboxDB,
     RecordingSink,
     assert_key_order,
     assert_published_once,
+    open_any_db,
     open_db,
     race_two_drainers,
     sqlite_db,
@@ -50,30 +49,6 @@ async def store(db: OutboxDB) -> AsyncIterator[OutboxStore]:
     await opened.close()
 
 
-class AnyOutboxDB(Protocol):
-    """What the tests that also run on MongoDB need of an outbox database: its URL and a way to add."""
-
-    url: str
-
-    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]: ...
-
-
-class MongoOutboxDB:
-    """A fresh MongoDB database holding the outbox, written to as an application does (pymongo, sync)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def add_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
-        """``outbox.add`` each record (no transaction: the stand-in is a standalone server)."""
-        client: pymongo.MongoClient[Any] = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000)
-        try:
-            database = client.get_default_database()
-            return [outbox.add(database, r["topic"], r.get("payload"), key=r.get("key")) for r in records]
-        finally:
-            client.close()
-
-
 @pytest.fixture(
     params=[
         "sqlite",
@@ -82,11 +57,7 @@ class MongoOutboxDB:
     ]
 )
 async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
-    if request.param == "mongo":
-        async with mongo_database(prefix="obx") as url:
-            yield MongoOutboxDB(url)
-        return
-    async with open_db(request.param, tmp_path) as database:
+    async with open_any_db(request.param, tmp_path) as database:
         yield database
 
 
