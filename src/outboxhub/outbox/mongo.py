@@ -47,7 +47,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from bson import ObjectId
-from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.int64 import Int64
 from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -89,18 +88,6 @@ _ORDER = [("ord", ASCENDING), ("ts", ASCENDING), ("_id", ASCENDING)]
 _CLEAR_CLAIM = {"claimed_by": "", "claim_token": "", "lease_until": ""}
 _ORDERED_PAGES = 10
 
-
-class _PlainInt64(TypeDecoder):
-    """Read BSON int64 as ``int``: pymongo gives ``bson.Int64`` (an ``int`` subclass), which msgspec, and
-    so the hub, cannot encode; a payload like ``{"at_ms": 1700000000000}`` would go dead on publish."""
-
-    bson_type = Int64
-
-    def transform_bson(self, value: Any) -> int:
-        return int(value)
-
-
-_PLAIN_INTS = TypeRegistry([_PlainInt64()])
 
 TXN_NEEDS_REPLICA_SET = (
     "MongoDB transactions need a replica set (or a sharded cluster), and {where} is a standalone server: "
@@ -497,7 +484,7 @@ class MongoOutbox:
                 rest.append((name, str(int(connect_timeout_s * 1000))))
         try:
             client: AsyncMongoClient[Doc] = AsyncMongoClient(
-                urlunsplit(parts._replace(query=urlencode(rest))), connect=False, type_registry=_PLAIN_INTS
+                urlunsplit(parts._replace(query=urlencode(rest))), connect=False
             )
         except (PyMongoError, ValueError, TypeError) as exc:
             raise StoreURLError(f"outbox URL {shown} is not usable: {exc}") from exc
