@@ -368,18 +368,7 @@ def wire_event(event: Event) -> Event | WireEvent:
     """
     if event.payload is not None:
         return event
-    return WireEvent(
-        id=event.id,
-        topic=event.topic,
-        seq=event.seq,
-        ts=event.ts,
-        payload=None,
-        key=event.key,
-        headers=event.headers,
-        tags=event.tags,
-        caused_by=event.caused_by,
-        sid=event.sid,
-    )
+    return WireEvent(**msgspec.structs.asdict(event))
 
 
 # What encode_event writes: EventFrame with the event as wire_event makes it (never decoded).
