@@ -45,7 +45,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from outboxhub.bus import Bus
+from outboxhub.bus.core import Bus
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store import open_store

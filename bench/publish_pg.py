@@ -48,10 +48,10 @@ from publish import (
 from rich.console import Console
 from rich.table import Table
 
-from outboxhub.bus import Bus
+from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, NewEvent
 from outboxhub.store import open_store
-from outboxhub.store._pg_testing import DEFAULT_TEST_URL, drop_schema, schema_url
+from outboxhub.testing.postgres import DEFAULT_TEST_URL, drop_schema, schema_url
 
 __all__ = ["PgBench", "main", "report_postgres", "run_postgres"]
 

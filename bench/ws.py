@@ -40,12 +40,10 @@ from rich.console import Console
 from rich.table import Table
 
 from outboxhub import __version__
-from outboxhub.auth import mint_token
+from outboxhub.auth.jwt import mint_token
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
-SERVE = (
-    "from outboxhub.config import load_settings; from outboxhub.server import serve; serve(load_settings())"
-)
+SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 PAYLOAD = {"order": 12345, "status": "created", "amount": 99.5, "note": "x" * 40}
 TARGET_PUBLISH_PER_S = 25_000
 TARGET_PUBLISH_PER_S_POSTGRES = 20_000

@@ -1,6 +1,6 @@
 """Shared fixtures: a real hub on free ports over an SQLite file, token minting, a small WebSocket client.
 
-* ``hub`` — a running :class:`~outboxhub.server.Hub` (HS256 secret :data:`TEST_SECRET`, SQLite in
+* ``hub`` — a running :class:`~outboxhub.app.Hub` (HS256 secret :data:`TEST_SECRET`, SQLite in
   ``tmp_path``, WS and ops ports chosen by the OS); ``hub_factory(**settings)`` makes more, with any
   :class:`~outboxhub.config.Settings` field overridden. All are closed at the end of the test.
 * ``token(**kw)`` (fixture over :func:`make_token`) — an HS256 token for :data:`TEST_SECRET` (scopes, TTL,
@@ -23,9 +23,9 @@ import aiohttp
 import msgspec
 import pytest
 
-from outboxhub.auth import mint_token
+from outboxhub.app import Hub, start_hub
+from outboxhub.auth.jwt import mint_token
 from outboxhub.config import Settings
-from outboxhub.server import Hub, start_hub
 
 __all__ = [
     "ALL_SCOPES",

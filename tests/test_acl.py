@@ -1,4 +1,4 @@
-"""Tests for outboxhub.acl: policy parsing, scopes, and the allow/deny decision."""
+"""Tests for outboxhub.auth.acl: policy parsing, scopes, and the allow/deny decision."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outboxhub import errors
-from outboxhub.acl import (
+from outboxhub.auth.acl import (
     Action,
     Policy,
     Rule,

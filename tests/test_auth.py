@@ -24,8 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from outboxhub import acl
-from outboxhub.auth import AuthConfig, TokenVerifier, mint_token, parse_ttl
+from outboxhub.auth.jwt import AuthConfig, TokenVerifier, acl, mint_token, parse_ttl
 from outboxhub.errors import AuthError, ConfigError, PolicyError
 
 SECRET = "0123456789abcdef" * 4  # 64 bytes: long enough for HS512 (RFC 7518 §3.2)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from outboxhub import outbox
+from outboxhub.app import Hub
 from outboxhub.model import NewEvent, PublishResult, StartPosition
-from outboxhub.server import Hub
 
 pytestmark = pytest.mark.browser
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outboxhub._wakeup import Backoff, Wakeup
-from outboxhub.bus import DELIVERY_LIFECYCLE, Bus
+from outboxhub.bus.core import DELIVERY_LIFECYCLE, Bus
+from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable, TopicError
 from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
 from outboxhub.store import open_store
@@ -531,7 +531,7 @@ async def test_member_loop_survives_store_errors(store: Store, caplog: pytest.Lo
     flaky = FlakyStore(store, failures=3)
     async with Bus(flaky, poll_interval_s=NO_POLL_S) as bus:
         inbox = Inbox()
-        with caplog.at_level(logging.WARNING, logger="outboxhub.bus"):
+        with caplog.at_level(logging.WARNING, logger="outboxhub.bus.core"):
             await bus.subscribe("e.*", "g", inbox, options=EARLIEST)
             (published,) = await publish(bus, "e.x", 1)
             assert (await inbox.get()).event.id == published.id

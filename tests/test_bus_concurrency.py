@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from outboxhub.bus import Bus, Subscription
+from outboxhub.bus.core import Bus, Subscription
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.base import Store

@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from outboxhub.cli_client import register
-from outboxhub.server import Hub
+from outboxhub.app import Hub
+from outboxhub.cli.client import register
 
 ALL = ("publish:**", "subscribe:**")
 
@@ -30,7 +30,7 @@ async def _cli(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "outboxhub.cli_client",
+        "outboxhub.cli.client",
         *args,
         env=env,
         stdin=asyncio.subprocess.PIPE,
@@ -110,7 +110,7 @@ async def test_tail_without_group_shows_live_events(hub: Hub, token: Callable[..
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "outboxhub.cli_client",
+        "outboxhub.cli.client",
         "tail",
         "live.**",
         "--json",

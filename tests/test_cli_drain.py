@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from outboxhub import outbox
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 
 def _env(url: str, token: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ import msgspec
 import pydantic
 import pytest
 
+from outboxhub.app import Hub
 from outboxhub.client import (
     BadRequest,
     Event,
@@ -26,7 +27,6 @@ from outboxhub.client import (
     connect_sync,
 )
 from outboxhub.errors import TopicError
-from outboxhub.server import Hub
 
 ALL = ("publish:**", "subscribe:**")
 

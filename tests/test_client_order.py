@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from outboxhub.app import Hub
 from outboxhub.client import Backoff, Forbidden, HubClient, PublishResult
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import new_id
 from outboxhub.model import NewEvent
-from outboxhub.server import Hub
-from outboxhub.store.sqlite import SQLiteStore
+from outboxhub.store.sqlite.store import SQLiteStore
 
 ALL = ("publish:**", "subscribe:**")
 FAST = Backoff(initial_s=0.01, max_s=0.05)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from outboxhub.auth import mint_token
+from outboxhub.app import Hub
+from outboxhub.auth.jwt import mint_token
 from outboxhub.client import (
     Backoff,
     HubClient,
@@ -24,16 +25,13 @@ from outboxhub.client import (
     TokenExpired,
 )
 from outboxhub.model import Event
-from outboxhub.server import Hub
 from outboxhub.store import open_store
 
 ALL = ("publish:**", "subscribe:**")
 KILL_SECRET = "client-kill-test-secret-" + "fedcba9876543210" * 3
 FAST = Backoff(initial_s=0.02, max_s=0.3)
 
-SERVE = (
-    "from outboxhub.config import load_settings; from outboxhub.server import serve; serve(load_settings())"
-)
+SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 
 
 class Producers:

@@ -37,7 +37,7 @@ from outboxhub.client._client import _Window
 from outboxhub.client._token import get_token, refresh_delay
 from outboxhub.client._topic import encode_payload
 from outboxhub.errors import AuthError, OutboxhubError, TopicError
-from outboxhub.protocol import ERROR_CODES
+from outboxhub.protocol.codec import ERROR_CODES
 
 # -- backoff -------------------------------------------------------------------------------------------
 

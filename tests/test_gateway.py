@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 
 async def _until(cond: Any, what: str, wait_s: float = 10.0) -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 AUD = "outboxhub-test"
 ISS = "https://issuer.test"

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 CORPUS = json.loads((Path(__file__).parent / "corpus" / "frames.json").read_text())
 BAD_FRAMES = [entry for entry in CORPUS if entry["expect"] != "ok"]

@@ -18,12 +18,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 from outboxhub.store import open_store
 
-SERVE = (
-    "from outboxhub.config import load_settings; from outboxhub.server import serve; serve(load_settings())"
-)
+SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

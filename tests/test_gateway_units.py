@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outboxhub._ratelimit import TokenBucket
-from outboxhub._sendqueue import SendQueue
+from outboxhub.gateway.ratelimit import TokenBucket
+from outboxhub.gateway.sendqueue import SendQueue
 
 # ---------------------------------------------------------------- token bucket
 

@@ -140,7 +140,7 @@ def test_the_transaction_support_detection() -> None:
     assert deployment_supports_transactions("ReplicaSetWithPrimary", ["RSPrimary", "RSSecondary"]) is True
     assert deployment_supports_transactions("Sharded", ["Mongos"]) is True
     assert deployment_supports_transactions("Unknown", ["Unknown"]) is None  # not connected yet: ask hello
-    from outboxhub.store._mongo_conn import supports_transactions as from_hello
+    from outboxhub.store.mongo.conn import supports_transactions as from_hello
 
     assert from_hello({"isWritablePrimary": True}) is False
     assert from_hello({"setName": "rs0", "isWritablePrimary": True}) is True

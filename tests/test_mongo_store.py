@@ -18,10 +18,10 @@ from outboxhub.errors import StoreUnavailable, StoreURLError
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
-from outboxhub.store._codec import prepare
-from outboxhub.store._mongo_conn import parse_url
-from outboxhub.store._mongo_events import event_doc
-from outboxhub.store.mongo import MongoStore
+from outboxhub.store.codec import prepare
+from outboxhub.store.mongo.conn import parse_url
+from outboxhub.store.mongo.events import event_doc
+from outboxhub.store.mongo.store import MongoStore
 
 pytestmark = pytest.mark.mongo
 

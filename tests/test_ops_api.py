@@ -15,9 +15,9 @@ import msgspec
 import pytest
 
 from outboxhub import outbox
+from outboxhub.app import Hub
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.ops import OPS
-from outboxhub.server import Hub
 
 READ = ("ops:read", "subscribe:**")
 WRITE = ("ops:read", "ops:write", "subscribe:**")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 JS_DIR = Path(__file__).parent / "js"
 CLIENT = Path(__file__).parents[1] / "src" / "outboxhub" / "ops" / "static" / "outboxhub.js"

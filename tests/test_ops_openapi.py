@@ -14,9 +14,9 @@ import msgspec
 import pytest
 
 from outboxhub import outbox
+from outboxhub.app import Hub
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.ops import OPS, openapi_document
-from outboxhub.server import Hub
 
 _METHODS = ("get", "post", "put", "patch", "delete")
 

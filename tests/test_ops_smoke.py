@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from outboxhub.server import Hub
+from outboxhub.app import Hub
 
 BURST = 2_000
 

@@ -43,7 +43,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Event, NewEvent, PublishResult
 from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStats, OutboxStore, Verdict
 from outboxhub.store import open_store
-from outboxhub.store._pg_testing import require_postgres
+from outboxhub.testing.postgres import require_postgres
 
 __all__ = [
     "ORDERED_KEYS",

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from outboxhub.auth import mint_token
+from outboxhub.auth.jwt import mint_token
 from outboxhub.store import open_store
-from outboxhub.store._pg_testing import throwaway_schema
+from outboxhub.testing.postgres import throwaway_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -55,7 +55,7 @@ class HubProcess:
         command = (
             [str(script)]
             if script.exists()
-            else [sys.executable, "-c", "from outboxhub.cli import main; main()"]
+            else [sys.executable, "-c", "from outboxhub.cli.app import main; main()"]
         )
         proc = await asyncio.create_subprocess_exec(
             *command, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

@@ -19,8 +19,8 @@ import pytest
 from outboxhub.errors import StoreUnavailable
 from outboxhub.model import NewEvent
 from outboxhub.store import open_store
-from outboxhub.store._pg_testing import throwaway_schema
-from outboxhub.store.postgres import PostgresStore
+from outboxhub.store.postgres.store import PostgresStore
+from outboxhub.testing.postgres import throwaway_schema
 
 pytestmark = pytest.mark.postgres
 

@@ -26,16 +26,16 @@ from psycopg.pq import TransactionStatus
 
 from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError, TopicError
 from outboxhub.model import Delivery, NewEvent, StartPosition
-from outboxhub.store import _pg_events as pg_events
-from outboxhub.store import _pg_groups as pg_groups
 from outboxhub.store import open_store
-from outboxhub.store._codec import prepare
-from outboxhub.store._pg_conn import configure_connection, parse_url, pipelined_transaction
-from outboxhub.store._pg_events import append
-from outboxhub.store._pg_schema import channel_name, quote_ident
-from outboxhub.store._pg_testing import base_url, require_postgres, schema_url, throwaway_schema
-from outboxhub.store._pg_topics import pattern_regex
-from outboxhub.store.postgres import PostgresStore
+from outboxhub.store.codec import prepare
+from outboxhub.store.postgres import events as pg_events
+from outboxhub.store.postgres import groups as pg_groups
+from outboxhub.store.postgres.conn import configure_connection, parse_url, pipelined_transaction
+from outboxhub.store.postgres.events import append
+from outboxhub.store.postgres.schema import channel_name, quote_ident
+from outboxhub.store.postgres.store import PostgresStore
+from outboxhub.store.postgres.topics import pattern_regex
+from outboxhub.testing.postgres import base_url, require_postgres, schema_url, throwaway_schema
 from outboxhub.topics import match_topic
 
 pg = pytest.mark.postgres

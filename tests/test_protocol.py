@@ -1,4 +1,4 @@
-"""Tests of the pure wire codec (outboxhub.protocol), driven partly by the shared frame corpus.
+"""Tests of the pure wire codec (outboxhub.protocol.codec), driven partly by the shared frame corpus.
 
 The corpus, ``tests/corpus/frames.json``, is a JSON array of entries replayed here against
 ``decode_client_frame`` and, by the gateway tests, over a real WebSocket. Each entry has:
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from outboxhub.errors import ProtocolError
 from outboxhub.model import Event, GroupOptions, NewEvent, PublishResult, StartPosition
-from outboxhub.protocol import (
+from outboxhub.protocol.codec import (
     CLIENT_OPS,
     CLOSE_CODES,
     ERROR_CODES,

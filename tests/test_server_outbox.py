@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from outboxhub import outbox
-from outboxhub.cli import app
+from outboxhub.app import Hub, _drainer_settings
+from outboxhub.cli.app import app
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
-from outboxhub.server import Hub, _drainer_settings
 
 
 def _app_db(path: Path) -> sqlite3.Connection:
@@ -109,7 +109,7 @@ def test_serve_flags_set_the_drainer_settings_and_bad_values_are_one_line(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     captured: list[Settings] = []
-    monkeypatch.setattr("outboxhub.server.serve", lambda settings: captured.append(settings))
+    monkeypatch.setattr("outboxhub.app.serve", lambda settings: captured.append(settings))
     runner = CliRunner()
     flags = ["--outbox-batch-size", "9", "--outbox-max-attempts", "2", "--outbox-ordered-by-key"]
     result = runner.invoke(app, ["serve", "--outbox", "sqlite:///app.db", *flags])

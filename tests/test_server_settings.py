@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from outboxhub.cli import app
+from outboxhub.cli.app import app
 from outboxhub.config import Settings
 from outboxhub.model import NewEvent
 
@@ -37,7 +37,7 @@ def test_serve_flags_set_the_poll_interval_and_the_auth_timeout(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     captured: list[Settings] = []
-    monkeypatch.setattr("outboxhub.server.serve", lambda settings: captured.append(settings))
+    monkeypatch.setattr("outboxhub.app.serve", lambda settings: captured.append(settings))
     result = CliRunner().invoke(app, ["serve", "--poll-interval-s", "0.2", "--auth-timeout-s", "3"])
     assert result.exit_code == 0, result.output
     (settings,) = captured

@@ -13,8 +13,9 @@ import pytest
 import outboxhub.store as store_package
 from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError
 from outboxhub.model import NewEvent, StartPosition
-from outboxhub.store import Store, _sqlite_schema, open_store
-from outboxhub.store.sqlite import SQLiteOptions, SQLiteStore, parse_sqlite_url
+from outboxhub.store import Store, open_store
+from outboxhub.store.sqlite import schema as _sqlite_schema
+from outboxhub.store.sqlite.store import SQLiteOptions, SQLiteStore, parse_sqlite_url
 
 EARLIEST = StartPosition(kind="earliest")
 

@@ -7,7 +7,7 @@ log exactly once. Clients connect over WebSocket with a JWT and publish/subscrib
 
 from __future__ import annotations
 
-from .errors import (
+from outboxhub.errors import (
     AuthError,
     ConfigError,
     OutboxError,
@@ -19,7 +19,7 @@ from .errors import (
     StoreURLError,
     TopicError,
 )
-from .model import Event, GroupOptions, NewEvent, PublishResult, StartPosition
+from outboxhub.model import Event, GroupOptions, NewEvent, PublishResult, StartPosition
 
 __all__ = [
     "AuthError",

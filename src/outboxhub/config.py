@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .errors import ConfigError
+from outboxhub.errors import ConfigError
 
 __all__ = ["DEFAULT_STORE_URL", "Settings", "load_settings"]
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import TopicError
+from outboxhub.errors import TopicError
 
 __all__ = [
     "DLQ_MAX_SEGMENTS",

@@ -44,7 +44,7 @@ async def sqlite_database(tmp_path: Path) -> AsyncIterator[str]:
 async def postgres_database(tmp_path: Path) -> AsyncIterator[str]:
     """A new schema on the test PostgreSQL (OUTBOXHUB_TEST_PG_URL, default 127.0.0.1:5432/test), dropped
     after the test. Skips naming the server when it is unreachable; fails instead under CI=true."""
-    from outboxhub.store._pg_testing import throwaway_schema
+    from outboxhub.testing.postgres import throwaway_schema
 
     async with throwaway_schema() as url:
         yield url

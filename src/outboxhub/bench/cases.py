@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from ..outbox import add, open_outbox
-from .options import BenchOptions, Scenario
+from outboxhub.bench.options import BenchOptions, Scenario
+from outboxhub.outbox import add, open_outbox
 
 __all__ = [
     "PublishCase",

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from .options import Scenario
+    from outboxhub.bench.options import Scenario
 
 __all__ = ["register"]
 
@@ -87,7 +87,7 @@ def _command(scenario: Scenario) -> Any:
             err.print(f"[red]error:[/red] --peer {peer!r}: the only peer is 'nats'", highlight=False)
             raise typer.Exit(2)
         try:
-            from .options import DEFAULT_E2E_RATES, BenchOptions
+            from outboxhub.bench.options import DEFAULT_E2E_RATES, BenchOptions
 
             options = BenchOptions(
                 store=store,
@@ -112,8 +112,8 @@ def _command(scenario: Scenario) -> Any:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, even in a pipe
             raise typer.Exit(2) from None
         try:
-            from . import report as report_mod
-            from .runner import run_bench
+            from outboxhub.bench import report as report_mod
+            from outboxhub.bench.runner import run_bench
         except ModuleNotFoundError as exc:
             err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
             raise typer.Exit(2) from None

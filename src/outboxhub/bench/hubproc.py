@@ -21,16 +21,16 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..auth import mint_token
-from ..store.base import mask_url
-from .options import BenchOptions
-from .procstats import find_listener
+from outboxhub.auth.jwt import mint_token
+from outboxhub.bench.options import BenchOptions
+from outboxhub.bench.procstats import find_listener
+from outboxhub.store.base import mask_url
 
 __all__ = ["BENCH_SCOPES", "HubTarget", "describe", "hub_target", "start_hub_process"]
 
 BENCH_SCOPES: Final = ("publish:**", "subscribe:**", "ops:read")
 _SERVE: Final = (
-    "from outboxhub.config import load_settings; from outboxhub.server import serve; serve(load_settings())"
+    "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 )
 _START_TIMEOUT_S: Final = 60.0
 _STOP_TIMEOUT_S: Final = 30.0

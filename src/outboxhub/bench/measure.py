@@ -14,12 +14,12 @@ from typing import Any
 
 import msgspec
 
-from ..outbox import Drainer, DrainerSettings, open_outbox
-from .cases import case_e2e, case_idle, case_outbox, fill_outbox
-from .procstats import ProcessWatch, ProcStats
-from .report import Tracker
-from .results import Measurement, System
-from .stats import LatencySummary
+from outboxhub.bench.cases import case_e2e, case_idle, case_outbox, fill_outbox
+from outboxhub.bench.procstats import ProcessWatch, ProcStats
+from outboxhub.bench.report import Tracker
+from outboxhub.bench.results import Measurement, System
+from outboxhub.bench.stats import LatencySummary
+from outboxhub.outbox import Drainer, DrainerSettings, open_outbox
 
 __all__ = [
     "drain_outbox",

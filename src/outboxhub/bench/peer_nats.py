@@ -27,8 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from ..model import NewEvent, PublishResult
-from .cases import (
+from outboxhub.bench.cases import (
     PublishCase,
     case_consume,
     case_fanout,
@@ -38,7 +37,7 @@ from .cases import (
     publish_cases,
     scenario_sizes,
 )
-from .measure import (
+from outboxhub.bench.measure import (
     drain_outbox,
     e2e_row,
     fill_outbox_phase,
@@ -49,11 +48,12 @@ from .measure import (
     throughput_row,
     timeout_for,
 )
-from .options import BenchOptions, Scenario
-from .procstats import ProcessWatch, find_listener, rss_bytes
-from .report import Tracker
-from .results import NATS, Measurement
-from .stats import LatencyHistogram
+from outboxhub.bench.options import BenchOptions, Scenario
+from outboxhub.bench.procstats import ProcessWatch, find_listener, rss_bytes
+from outboxhub.bench.report import Tracker
+from outboxhub.bench.results import NATS, Measurement
+from outboxhub.bench.stats import LatencyHistogram
+from outboxhub.model import NewEvent, PublishResult
 
 __all__ = ["NATS_SCENARIOS", "NatsContext", "NatsSink", "run_nats"]
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .results import NATS, BenchReport, Measurement
+from outboxhub.bench.results import NATS, BenchReport, Measurement
 
 __all__ = ["Tracker", "ratio", "render", "to_json", "write_json"]
 

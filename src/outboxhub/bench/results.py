@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from .procstats import ProcStats
-from .stats import LatencySummary
+from outboxhub.bench.procstats import ProcStats
+from outboxhub.bench.stats import LatencySummary
 
 __all__ = ["HUB", "NATS", "SDK", "BenchReport", "Machine", "Measurement", "System", "machine_info"]
 

@@ -22,13 +22,8 @@ import aiohttp
 import msgspec
 from rich.console import Console
 
-from .. import __version__
-from ..ids import new_id, now_ms
-from ..model import NewEvent, PublishResult
-from ..protocol import EventFrame, Publish, PublishOpts, Subscribe, SubscribeOpts, encode_client_frame
-from ..store import open_store
-from ..store.base import mask_url
-from .cases import (
+from outboxhub import __version__
+from outboxhub.bench.cases import (
     PublishCase,
     case_consume,
     case_fanout,
@@ -38,8 +33,8 @@ from .cases import (
     scenario_sizes,
     text_payload,
 )
-from .hubproc import HubTarget, hub_target
-from .measure import (
+from outboxhub.bench.hubproc import HubTarget, hub_target
+from outboxhub.bench.measure import (
     drain_outbox,
     e2e_row,
     fill_outbox_phase,
@@ -50,12 +45,24 @@ from .measure import (
     throughput_row,
     timeout_for,
 )
-from .options import BenchOptions, Scenario
-from .procstats import ProcessWatch, rss_bytes
-from .report import Tracker
-from .results import HUB, SDK, BenchReport, Measurement, machine_info
-from .stats import LatencyHistogram
-from .wsclient import RawClient, connect_many, new_session
+from outboxhub.bench.options import BenchOptions, Scenario
+from outboxhub.bench.procstats import ProcessWatch, rss_bytes
+from outboxhub.bench.report import Tracker
+from outboxhub.bench.results import HUB, SDK, BenchReport, Measurement, machine_info
+from outboxhub.bench.stats import LatencyHistogram
+from outboxhub.bench.wsclient import RawClient, connect_many, new_session
+from outboxhub.ids import new_id, now_ms
+from outboxhub.model import NewEvent, PublishResult
+from outboxhub.protocol.codec import (
+    EventFrame,
+    Publish,
+    PublishOpts,
+    Subscribe,
+    SubscribeOpts,
+    encode_client_frame,
+)
+from outboxhub.store import open_store
+from outboxhub.store.base import mask_url
 
 __all__ = ["HUB_SCENARIOS", "HubContext", "WsSink", "run_bench"]
 
@@ -200,7 +207,7 @@ async def _publish_raw(ctx: HubContext, case: PublishCase) -> Measurement:
 
 
 async def _publish_sdk(ctx: HubContext, case: PublishCase) -> Measurement:
-    from ..client import HubClient
+    from outboxhub.client import HubClient
 
     o = ctx.options
     topic = ctx.topic("publish")
@@ -648,7 +655,7 @@ async def run_bench(
                 label, measured = await _run_hub(scenario, options, tracker, round_id, workdir)
                 hub.append(measured)
                 if options.peer == "nats":
-                    from .peer_nats import run_nats
+                    from outboxhub.bench.peer_nats import run_nats
 
                     peer.append(
                         await run_nats(scenario, options, tracker=tracker, run_id=round_id, workdir=workdir)

@@ -1,9 +1,9 @@
-"""The lightest hub client: raw WebSocket (aiohttp) plus the pure codec of :mod:`outboxhub.protocol`.
+"""The lightest hub client: raw WebSocket (aiohttp) plus the pure codec of :mod:`outboxhub.protocol.codec`.
 
 It is the counterpart of nats-py's raw publish: no reconnects, no per-publish future. Replies come back in
 request order (PROTOCOL.md), so a FIFO of send times is all it needs to time every publish; ``window``
 bounds the requests in flight (1 = one publish at a time). Every reply is decoded with
-:func:`~outboxhub.protocol.decode_server_frame`, as a real client would.
+:func:`~outboxhub.protocol.codec.decode_server_frame`, as a real client would.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import aiohttp
 
-from ..protocol import (
+from outboxhub.bench.stats import LatencyHistogram
+from outboxhub.protocol.codec import (
     Ack,
     Auth,
     ClientFrame,
@@ -25,7 +26,6 @@ from ..protocol import (
     decode_server_frame,
     encode_client_frame,
 )
-from .stats import LatencyHistogram
 
 __all__ = ["EventHandler", "RawClient", "connect_many", "new_session"]
 

@@ -19,10 +19,9 @@ Everything public is re-exported here from private modules; ``tests/test_client_
 
 from __future__ import annotations
 
-from ..model import Event, PublishResult
-from ._backoff import Backoff
-from ._client import DEFAULT_URL, HubClient, connect
-from ._exceptions import (
+from outboxhub.client._backoff import Backoff
+from outboxhub.client._client import DEFAULT_URL, HubClient, connect
+from outboxhub.client._exceptions import (
     AuthFailed,
     BadRequest,
     ClientClosed,
@@ -38,11 +37,12 @@ from ._exceptions import (
     Unavailable,
     error_from_code,
 )
-from ._messages import Message, SubscribeContext
-from ._subscription import Handler, Subscription
-from ._sync import SyncHubClient, connect_sync
-from ._token import TokenProvider, TokenSource
-from ._topic import PayloadError, Topic
+from outboxhub.client._messages import Message, SubscribeContext
+from outboxhub.client._subscription import Handler, Subscription
+from outboxhub.client._sync import SyncHubClient, connect_sync
+from outboxhub.client._token import TokenProvider, TokenSource
+from outboxhub.client._topic import PayloadError, Topic
+from outboxhub.model import Event, PublishResult
 
 __all__ = [
     "DEFAULT_URL",

@@ -12,9 +12,16 @@ from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
-from ..ids import new_id
-from ..model import Event, NewEvent, PublishResult
-from ..protocol import (
+from outboxhub.client._backoff import Backoff
+from outboxhub.client._exceptions import HubConnectionError, HubError, NotAuthenticated, TooLarge
+from outboxhub.client._link import Link
+from outboxhub.client._messages import SubscribeContext
+from outboxhub.client._subscription import Handler, Subscription
+from outboxhub.client._token import TokenSource
+from outboxhub.client._topic import Topic, encode_payload
+from outboxhub.ids import new_id
+from outboxhub.model import Event, NewEvent, PublishResult
+from outboxhub.protocol.codec import (
     MAX_FRAME_SIZE,
     Ack,
     ClientFrame,
@@ -25,13 +32,6 @@ from ..protocol import (
     Unsubscribe,
     encode_client_frame,
 )
-from ._backoff import Backoff
-from ._exceptions import HubConnectionError, HubError, NotAuthenticated, TooLarge
-from ._link import Link
-from ._messages import SubscribeContext
-from ._subscription import Handler, Subscription
-from ._token import TokenSource
-from ._topic import Topic, encode_payload
 
 __all__ = ["DEFAULT_URL", "HubClient", "connect"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..errors import AuthError, OutboxhubError
+from outboxhub.errors import AuthError, OutboxhubError
 
 __all__ = [
     "AuthFailed",

@@ -43,19 +43,8 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType
 
-from ..errors import ProtocolError
-from ..model import PublishResult
-from ..protocol import (
-    Auth,
-    ClientFrame,
-    ErrFrame,
-    EventFrame,
-    OkFrame,
-    decode_server_frame,
-    encode_client_frame,
-)
-from ._backoff import Backoff
-from ._exceptions import (
+from outboxhub.client._backoff import Backoff
+from outboxhub.client._exceptions import (
     AuthFailed,
     ClientClosed,
     HubConnectionError,
@@ -64,9 +53,20 @@ from ._exceptions import (
     TokenExpired,
     error_from_code,
 )
-from ._messages import SubscribeContext
-from ._subscription import Subscription
-from ._token import TokenSource, get_token, refresh_delay
+from outboxhub.client._messages import SubscribeContext
+from outboxhub.client._subscription import Subscription
+from outboxhub.client._token import TokenSource, get_token, refresh_delay
+from outboxhub.errors import ProtocolError
+from outboxhub.model import PublishResult
+from outboxhub.protocol.codec import (
+    Auth,
+    ClientFrame,
+    ErrFrame,
+    EventFrame,
+    OkFrame,
+    decode_server_frame,
+    encode_client_frame,
+)
 
 __all__ = ["Link"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from ..model import Event
+from outboxhub.model import Event
 
 __all__ = ["Message", "SubscribeContext"]
 

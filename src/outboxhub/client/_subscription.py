@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
-from ..protocol import Subscribe, SubscribeOpts
-from ._messages import Message, SubscribeContext
-from ._topic import PayloadError, Topic
+from outboxhub.client._messages import Message, SubscribeContext
+from outboxhub.client._topic import PayloadError, Topic
+from outboxhub.protocol.codec import Subscribe, SubscribeOpts
 
 __all__ = ["Handler", "Subscription"]
 

@@ -8,10 +8,10 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from ..model import PublishResult
-from ._client import HubClient
-from ._token import TokenSource
-from ._topic import Topic
+from outboxhub.client._client import HubClient
+from outboxhub.client._token import TokenSource
+from outboxhub.client._topic import Topic
+from outboxhub.model import PublishResult
 
 __all__ = ["SyncHubClient", "connect_sync"]
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from ..topics import validate_pattern
+from outboxhub.topics import validate_pattern
 
 __all__ = ["PayloadError", "Topic", "encode_payload"]
 

@@ -1,6 +1,6 @@
 """The ops port: HTTP ops API, Prometheus metrics, the dashboard and the browser client.
 
-:func:`install_ops` is the route installer :func:`outboxhub.server.start_hub` runs on the ops app (by
+:func:`install_ops` is the route installer :func:`outboxhub.app.start_hub` runs on the ops app (by
 default). It adds, next to the server's own ``/ws`` and ``/healthz``:
 
 ==========================  ========  ==========================================================
@@ -30,18 +30,18 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from .api import API_ROUTES
-from .context import OPS, OpsContext, RouteSpec
-from .metrics import HubMetrics
-from .middleware import ops_middleware
-from .openapi import OPENAPI_ROUTE, openapi_document
-from .outboxes import OutboxRegistry
-from .replay import REPLAY_ROUTE
-from .security import Access
-from .static import static_routes
+from outboxhub.ops.api import API_ROUTES
+from outboxhub.ops.context import OPS, OpsContext, RouteSpec
+from outboxhub.ops.metrics import HubMetrics
+from outboxhub.ops.middleware import ops_middleware
+from outboxhub.ops.openapi import OPENAPI_ROUTE, openapi_document
+from outboxhub.ops.outboxes import OutboxRegistry
+from outboxhub.ops.replay import REPLAY_ROUTE
+from outboxhub.ops.security import Access
+from outboxhub.ops.static import static_routes
 
 if TYPE_CHECKING:
-    from ..server import Hub
+    from outboxhub.app import Hub
 
 __all__ = ["OPS", "HubMetrics", "OpsContext", "RouteSpec", "install_ops", "openapi_document", "ops_routes"]
 

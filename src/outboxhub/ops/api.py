@@ -17,16 +17,16 @@ from typing import Any, Final, Literal
 import msgspec
 from aiohttp import web
 
-from ..errors import OutboxhubError, StoreError
-from ..model import Cursor, GroupInfo, Lag
-from ..outbox import OutboxRecord, OutboxStore
-from ..protocol import wire_event
-from ._http import HTTPProblem, json_response
-from .context import OPS, OpsContext, RouteSpec
-from .metrics import CONTENT_TYPE, GroupSample, OutboxSample
-from .outboxes import OutboxHandle, describe_error
-from .params import BadParameter, Query
-from .security import current_principal, require_subscribe
+from outboxhub.errors import OutboxhubError, StoreError
+from outboxhub.model import Cursor, GroupInfo, Lag
+from outboxhub.ops._http import HTTPProblem, json_response
+from outboxhub.ops.context import OPS, OpsContext, RouteSpec
+from outboxhub.ops.metrics import CONTENT_TYPE, GroupSample, OutboxSample
+from outboxhub.ops.outboxes import OutboxHandle, describe_error
+from outboxhub.ops.params import BadParameter, Query
+from outboxhub.ops.security import current_principal, require_subscribe
+from outboxhub.outbox import OutboxRecord, OutboxStore
+from outboxhub.protocol.codec import wire_event
 
 __all__ = ["API_ROUTES", "MAX_IDS", "refresh_metrics"]
 

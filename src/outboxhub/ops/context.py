@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from .metrics import HubMetrics
-from .outboxes import OutboxRegistry
-from .security import Access
+from outboxhub.ops.metrics import HubMetrics
+from outboxhub.ops.outboxes import OutboxRegistry
+from outboxhub.ops.security import Access
 
 if TYPE_CHECKING:
-    from ..server import Hub
+    from outboxhub.app import Hub
 
 __all__ = ["OPS", "Handler", "OpsContext", "RouteSpec"]
 

@@ -2,7 +2,7 @@
 
 Three kinds of source, all read when ``/metrics`` is scraped:
 
-* **counters the gateway keeps** (:class:`~outboxhub.gateway.GatewayStats`: publishes, deliveries,
+* **counters the gateway keeps** (:class:`~outboxhub.gateway.connection.GatewayStats`: publishes, deliveries,
   redeliveries, acks, nacks, connections, protocol errors) are exported as they are — the gateway stays
   free of Prometheus and pays one integer increment per event;
 * **counters the outbox drainers keep** (``Drainer.published``, ``retried``, ``dead``) are read the
@@ -24,10 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ..gateway import GatewayStats
+from outboxhub.gateway.connection import GatewayStats
 
 if TYPE_CHECKING:
-    from ..outbox import DrainerMetrics
+    from outboxhub.outbox import DrainerMetrics
 
 __all__ = ["CONTENT_TYPE", "GroupSample", "HubMetrics", "OutboxSample"]
 

@@ -15,11 +15,11 @@ from typing import Final
 
 from aiohttp import web
 
-from ..errors import StoreError, StoreUnavailable
-from ._http import HTTPProblem, json_error
-from .context import OPS, Handler
-from .params import BadParameter
-from .security import PRINCIPAL, authorize, effective_access
+from outboxhub.errors import StoreError, StoreUnavailable
+from outboxhub.ops._http import HTTPProblem, json_error
+from outboxhub.ops.context import OPS, Handler
+from outboxhub.ops.params import BadParameter
+from outboxhub.ops.security import PRINCIPAL, authorize, effective_access
 
 __all__ = ["PASS_THROUGH", "ops_middleware"]
 

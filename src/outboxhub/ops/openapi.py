@@ -13,10 +13,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import __version__
-from ._http import json_response
-from .context import RouteSpec
-from .static import STATIC_FILES
+from outboxhub import __version__
+from outboxhub.ops._http import json_response
+from outboxhub.ops.context import RouteSpec
+from outboxhub.ops.static import STATIC_FILES
 
 __all__ = ["OPENAPI_ROUTE", "openapi_document"]
 

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from ..errors import OutboxhubError
-from ..outbox import OutboxStore, open_outbox
-from ..store.base import mask_url
+from outboxhub.errors import OutboxhubError
+from outboxhub.outbox import OutboxStore, open_outbox
+from outboxhub.store.base import mask_url
 
 __all__ = ["OutboxHandle", "OutboxRegistry", "describe_error"]
 

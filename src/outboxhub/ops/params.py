@@ -11,8 +11,8 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Final, Protocol
 
-from ..errors import TopicError
-from ..topics import DLQ_MAX_SEGMENTS, validate_pattern, validate_topic
+from outboxhub.errors import TopicError
+from outboxhub.topics import DLQ_MAX_SEGMENTS, validate_pattern, validate_topic
 
 __all__ = [
     "MAX_INT",

@@ -18,11 +18,11 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from ..errors import StoreError
-from ..protocol import wire_event
-from .context import OPS, RouteSpec
-from .params import BadParameter, Query
-from .security import require_subscribe
+from outboxhub.errors import StoreError
+from outboxhub.ops.context import OPS, RouteSpec
+from outboxhub.ops.params import BadParameter, Query
+from outboxhub.ops.security import require_subscribe
+from outboxhub.protocol.codec import wire_event
 
 __all__ = ["NDJSON_CONTENT_TYPE", "PAGE_SIZE", "REPLAY_ROUTE"]
 

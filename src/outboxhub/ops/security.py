@@ -21,10 +21,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Final, Literal
 
-from .. import acl
-from ..auth import Principal, TokenVerifier
-from ..errors import AuthError
-from ._http import HTTPProblem
+from outboxhub.auth import acl
+from outboxhub.auth.jwt import Principal, TokenVerifier
+from outboxhub.errors import AuthError
+from outboxhub.ops._http import HTTPProblem
 
 __all__ = ["PRINCIPAL", "Access", "authorize", "current_principal", "effective_access", "require_subscribe"]
 

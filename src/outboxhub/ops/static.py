@@ -12,7 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .context import Handler, RouteSpec
+from outboxhub.ops.context import Handler, RouteSpec
 
 __all__ = ["STATIC_DIR", "STATIC_FILES", "static_routes"]
 

@@ -18,10 +18,10 @@ See docs/outbox.md for the DDL, semantics and operations.
 
 from __future__ import annotations
 
-from .add import MAX_ID_LENGTH, add, add_async, prepare_record
-from .backoff import RetryPolicy, backoff_ms, retry_verdict
-from .base import OutboxStore
-from .drainer import (
+from outboxhub.outbox.add import MAX_ID_LENGTH, add, add_async, prepare_record
+from outboxhub.outbox.backoff import RetryPolicy, backoff_ms, retry_verdict
+from outboxhub.outbox.base import OutboxStore
+from outboxhub.outbox.drainer import (
     TRANSIENT_ERRORS,
     Drainer,
     DrainerMetrics,
@@ -30,7 +30,7 @@ from .drainer import (
     Sink,
     run_drainers,
 )
-from .model import (
+from outboxhub.outbox.model import (
     CLAIMED,
     DEAD,
     PENDING,
@@ -43,10 +43,10 @@ from .model import (
     Status,
     Verdict,
 )
-from .postgres import PostgresOutbox, postgres_ddl
-from .schema import ensure_schema, ensure_schema_async
-from .sqlite import SqliteOutbox, sqlite_ddl
-from .url import open_outbox, parse_outbox_url
+from outboxhub.outbox.postgres import PostgresOutbox, postgres_ddl
+from outboxhub.outbox.schema import ensure_schema, ensure_schema_async
+from outboxhub.outbox.sqlite import SqliteOutbox, sqlite_ddl
+from outboxhub.outbox.url import open_outbox, parse_outbox_url
 
 __all__ = [
     "CLAIMED",

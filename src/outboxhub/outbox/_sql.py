@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from ..errors import OutboxError
-from .model import OutboxRecord, Status
+from outboxhub.errors import OutboxError
+from outboxhub.outbox.model import OutboxRecord, Status
 
 __all__ = [
     "COLUMNS",

@@ -38,13 +38,13 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 
-from ..errors import OutboxError, TopicError
-from ..ids import new_id, now_ms
-from ..topics import validate_topic
-from . import postgres as _pg
-from . import sqlite as _sqlite
-from ._sql import split_table
-from .model import PreparedRecord
+from outboxhub.errors import OutboxError, TopicError
+from outboxhub.ids import new_id, now_ms
+from outboxhub.outbox import postgres as _pg
+from outboxhub.outbox import sqlite as _sqlite
+from outboxhub.outbox._sql import split_table
+from outboxhub.outbox.model import PreparedRecord
+from outboxhub.topics import validate_topic
 
 __all__ = ["MAX_ID_LENGTH", "add", "add_async", "prepare_record"]
 

@@ -14,8 +14,8 @@ import math
 
 import msgspec
 
-from ..errors import ConfigError
-from .model import Verdict
+from outboxhub.errors import ConfigError
+from outboxhub.outbox.model import Verdict
 
 __all__ = ["RetryPolicy", "backoff_ms", "retry_verdict"]
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from ..ids import now_ms
-from .model import Failure, OutboxRecord, OutboxStats
+from outboxhub.ids import now_ms
+from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats
 
 __all__ = [
     "OutboxStore",

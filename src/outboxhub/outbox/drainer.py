@@ -36,14 +36,14 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ..client._exceptions import HubConnectionError, NotAuthenticated, RateLimited, Unavailable
-from ..errors import ConfigError, StoreError, StoreUnavailable, TopicError
-from ..ids import new_id, now_ms
-from ..model import NewEvent, PublishResult
-from ..topics import validate_topic
-from .backoff import RetryPolicy, backoff_ms, retry_verdict
-from .base import OutboxStore
-from .model import Failure, OutboxRecord, OutboxStats, Verdict
+from outboxhub.client._exceptions import HubConnectionError, NotAuthenticated, RateLimited, Unavailable
+from outboxhub.errors import ConfigError, StoreError, StoreUnavailable, TopicError
+from outboxhub.ids import new_id, now_ms
+from outboxhub.model import NewEvent, PublishResult
+from outboxhub.outbox.backoff import RetryPolicy, backoff_ms, retry_verdict
+from outboxhub.outbox.base import OutboxStore
+from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, Verdict
+from outboxhub.topics import validate_topic
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -556,7 +556,7 @@ async def run_drainers(
     On cancellation each drainer finishes or releases its batch (up to ``stop_grace_s``), then the
     connections are closed.
     """
-    from .url import open_outbox
+    from outboxhub.outbox.url import open_outbox
 
     stores: list[OutboxStore] = []
     try:

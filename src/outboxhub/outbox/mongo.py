@@ -58,14 +58,21 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, InvalidOperation, OperationFailure, PyMongoError
 from pymongo.mongo_client import MongoClient
 
-from ..errors import OutboxError, StoreError, StoreURLError
-from ..ids import new_id
-from ..store._mongo_conn import supports_transactions, translate, validate_collection_name
-from ..store._mongo_events import decode_payload, encode_payload
-from ..store._mongo_watch import Watcher
-from ..store.base import mask_url
-from .base import check_ids, check_positive, check_purge_args, make_stats, readable, resolve_now
-from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord, Status
+from outboxhub.errors import OutboxError, StoreError, StoreURLError
+from outboxhub.ids import new_id
+from outboxhub.outbox.base import (
+    check_ids,
+    check_positive,
+    check_purge_args,
+    make_stats,
+    readable,
+    resolve_now,
+)
+from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord, Status
+from outboxhub.store.base import mask_url
+from outboxhub.store.mongo.conn import supports_transactions, translate, validate_collection_name
+from outboxhub.store.mongo.events import decode_payload, encode_payload
+from outboxhub.store.mongo.watch import Watcher
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL_MS",
@@ -302,7 +309,7 @@ def ensure_schema_mongo(db: Database[Any], table: str = "outbox") -> None:
 
 async def ensure_schema_mongo_async(db: AsyncDatabase[Any], table: str = "outbox") -> None:
     """``ensure_schema_mongo`` for a pymongo ``AsyncDatabase``."""
-    from ..store.mongo import create_indexes
+    from outboxhub.store.mongo.store import create_indexes
 
     await create_indexes(db[_collection_name(table)], outbox_indexes())
 
@@ -539,7 +546,7 @@ class MongoOutbox:
         """Create the indexes (the collection is created by MongoDB on first write). Indexes the seed
         created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under the same names. The
         indexes are those of :func:`outbox_indexes`."""
-        from ..store.mongo import create_indexes
+        from outboxhub.store.mongo.store import create_indexes
 
         await self._run(create_indexes(self._coll, outbox_indexes()))
 

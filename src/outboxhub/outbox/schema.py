@@ -14,10 +14,10 @@ from typing import Any
 
 import psycopg
 
-from ..errors import OutboxError
-from .postgres import ensure_schema_postgres, ensure_schema_postgres_async
-from .sqlite import ensure_schema_sqlite
-from .url import open_outbox, parse_outbox_url
+from outboxhub.errors import OutboxError
+from outboxhub.outbox.postgres import ensure_schema_postgres, ensure_schema_postgres_async
+from outboxhub.outbox.sqlite import ensure_schema_sqlite
+from outboxhub.outbox.url import open_outbox, parse_outbox_url
 
 __all__ = ["ensure_schema", "ensure_schema_async"]
 
@@ -70,7 +70,7 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
             raise OutboxError(
                 "ensure_schema: use `await ensure_schema_async(db)` for a pymongo AsyncDatabase"
             )
-        from .mongo import ensure_schema_mongo
+        from outboxhub.outbox.mongo import ensure_schema_mongo
 
         ensure_schema_mongo(target_or_url, table or "outbox")
     else:
@@ -91,7 +91,7 @@ async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> N
         finally:
             await store.close()
     elif _pymongo_kind(target_or_url) == "async":
-        from .mongo import ensure_schema_mongo_async
+        from outboxhub.outbox.mongo import ensure_schema_mongo_async
 
         await ensure_schema_mongo_async(target_or_url, table or "outbox")
     else:

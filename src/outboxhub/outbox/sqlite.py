@@ -26,11 +26,26 @@ from typing import Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from ..errors import OutboxError, StoreError, StoreUnavailable
-from ..ids import new_id
-from ._sql import COLUMNS, claim_params, decode_claimed, decode_row, delete_sent_sql, split_table, stats_sql
-from .base import check_ids, check_positive, check_purge_args, make_stats, readable, resolve_now
-from .model import Failure, OutboxRecord, OutboxStats, PreparedRecord
+from outboxhub.errors import OutboxError, StoreError, StoreUnavailable
+from outboxhub.ids import new_id
+from outboxhub.outbox._sql import (
+    COLUMNS,
+    claim_params,
+    decode_claimed,
+    decode_row,
+    delete_sent_sql,
+    split_table,
+    stats_sql,
+)
+from outboxhub.outbox.base import (
+    check_ids,
+    check_positive,
+    check_purge_args,
+    make_stats,
+    readable,
+    resolve_now,
+)
+from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL_MS",

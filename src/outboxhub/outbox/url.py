@@ -20,11 +20,11 @@ import importlib
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import StoreURLError
-from ..store.base import mask_url
-from .base import OutboxStore
-from .postgres import PostgresOutbox
-from .sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
+from outboxhub.errors import StoreURLError
+from outboxhub.outbox.base import OutboxStore
+from outboxhub.outbox.postgres import PostgresOutbox
+from outboxhub.outbox.sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
+from outboxhub.store.base import mask_url
 
 __all__ = ["OutboxURL", "open_outbox", "parse_outbox_url"]
 

@@ -1,8 +1,8 @@
 """Stores: the ``Store`` protocol (``base``) and ``open_store(url)``, which picks the backend by URL scheme.
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — embedded, the default (``.sqlite``);
-* ``postgresql://…`` — ``outboxhub.store.postgres``;
-* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo``.
+* ``postgresql://…`` — ``outboxhub.store.postgres.store``;
+* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``.
 
 Each backend module exposes ``async def open_store(url: str, **options: Any) -> Store`` and is imported only
 when its scheme is used, so a missing driver only matters to whoever asks for that backend.
@@ -14,17 +14,17 @@ import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import StoreURLError
-from .base import CommitListener, Store, dlq_topic, mask_url
+from outboxhub.errors import StoreURLError
+from outboxhub.store.base import CommitListener, Store, dlq_topic, mask_url
 
 __all__ = ["CommitListener", "Store", "dlq_topic", "mask_url", "open_store"]
 
 _BACKENDS: dict[str, tuple[str, str]] = {
-    "sqlite": ("outboxhub.store.sqlite", "SQLite"),
-    "postgresql": ("outboxhub.store.postgres", "PostgreSQL"),
-    "postgres": ("outboxhub.store.postgres", "PostgreSQL"),
-    "mongodb": ("outboxhub.store.mongo", "MongoDB"),
-    "mongodb+srv": ("outboxhub.store.mongo", "MongoDB"),
+    "sqlite": ("outboxhub.store.sqlite.store", "SQLite"),
+    "postgresql": ("outboxhub.store.postgres.store", "PostgreSQL"),
+    "postgres": ("outboxhub.store.postgres.store", "PostgreSQL"),
+    "mongodb": ("outboxhub.store.mongo.store", "MongoDB"),
+    "mongodb+srv": ("outboxhub.store.mongo.store", "MongoDB"),
 }
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from ..model import (
+from outboxhub.model import (
     Cursor,
     Delivery,
     Event,

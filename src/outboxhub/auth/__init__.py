@@ -1,0 +1,1 @@
+"""Who may do what: JWT verification (``jwt``, with JWKS) and the topic policy (``acl``)."""

@@ -1,0 +1,282 @@
+"""The bus: turns the store's log into consumer groups for in-process members (WebSocket connections).
+
+Delivery lifecycle of one event in one group (the store does every transition atomically; the bus decides
+when to claim and passes ACK/NACK through). ``DELIVERY_LIFECYCLE`` below is the same table as data:
+
+=========  ======================================================  ===================================
+state      trigger                                                 next state
+=========  ======================================================  ===================================
+new        claim (a member has capacity)                           delivered (attempt 1)
+new        claim, same key pending (``ordered_by_key``)            new (skipped until the key is free)
+delivered  ack                                                     acked
+delivered  nack, attempts < max_deliver                            waiting (backoff or ``delay_ms``)
+delivered  nack, attempts >= max_deliver                           dead
+delivered  ack deadline passes                                     due
+delivered  member closes (release)                                 due
+delivered  extend (member still working)                           delivered (new deadline)
+waiting    backoff elapses                                         due
+waiting    ack (late)                                              acked
+due        claim, attempts < max_deliver                           delivered (attempt + 1)
+due        claim, attempts >= max_deliver                          dead
+due        ack (late)                                              acked
+acked      (final: the ack floor may pass it)
+dead       (final: copied to ``dlq.<group>.<topic>``, then acked)
+=========  ======================================================  ===================================
+
+How the bus drives it:
+
+* Each grouped member runs one asyncio task. While it has capacity (``max_in_flight`` minus what it holds)
+  and is not paused it claims up to ``min(capacity, claim_batch)`` with its own ``ack_timeout_ms``,
+  ``max_deliver`` and ``ordered_by_key`` and calls ``deliver`` for each. A ``deliver`` that returns False
+  did not take the delivery: the member pauses, keeps it, and offers it again on ``resume()`` unless its
+  deadline passed meanwhile (then the store redelivers it, maybe to another member).
+* With nothing to claim a member sleeps until the first of: a commit notification (the store's commit
+  listener wakes every member, so events published through this process arrive without polling), the
+  group's next redelivery deadline (``store.next_deadline``), an ack of one of its deliveries (any ack when
+  the group orders by key), a nack or a local member's release in its group, ``resume()`` or ``close()``,
+  or ``poll_interval_s``. The poll interval is only a safety net for what this process cannot hear:
+  commits by other processes on a backend without cross-process notifications (SQLite), and claims
+  released by members in other processes. Set it lower for multi-process SQLite, higher otherwise.
+* Store errors in a member loop are logged and retried with capped exponential backoff (50 ms → 2 s);
+  the loop never dies of them.
+* Members of one ``(pattern, group)`` may subscribe with different options: each member's claims use its
+  own options; ``nack`` uses the options of the member holding the event, else those of the latest
+  subscriber in this process.
+* ``group=None`` is an ephemeral subscription: events committed after it starts (at ``store.last_seq()``
+  when ``subscribe`` is called), no stored state, no acks. A paused one catches up from the log on
+  ``resume()``, so it misses nothing while connected. See ``_live.py``.
+
+Everything that must survive a restart (cursors, pending deliveries, attempts) is in the store; the bus only
+holds what is in flight in this process, and ``close()`` releases those claims for immediate redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from outboxhub.bus.live import LiveFanout
+from outboxhub.bus.member import GroupMember, GroupState
+from outboxhub.bus.subscription import DeliverFn, Subscription
+from outboxhub.ids import new_id
+from outboxhub.model import GroupOptions, NewEvent, PublishResult
+from outboxhub.store.base import Store
+from outboxhub.topics import validate_pattern
+
+__all__ = ["DELIVERY_LIFECYCLE", "Bus", "DeliverFn", "Subscription"]
+
+DELIVERY_LIFECYCLE: Final[Mapping[str, Mapping[str, str]]] = {
+    "new": {"claim": "delivered", "claim_key_busy": "new"},
+    "delivered": {
+        "ack": "acked",
+        "nack": "waiting",
+        "nack_final": "dead",
+        "deadline": "due",
+        "release": "due",
+        "extend": "delivered",
+    },
+    "waiting": {"backoff_elapsed": "due", "ack": "acked"},
+    "due": {"claim": "delivered", "claim_final": "dead", "ack": "acked"},
+    "acked": {},
+    "dead": {},
+}
+"""state -> trigger -> next state, for one event in one group (the table in the module docstring)."""
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_:-]{1,128}")
+
+
+class Bus:
+    """Consumer groups and live subscriptions over one ``Store``.
+
+    ``claim_batch`` caps one claim; ``poll_interval_s`` is the safety-net wake-up (see the module
+    docstring); ``close_timeout_s`` bounds how long closing waits for a member's store call to return.
+    The bus does not own the store: closing the bus leaves the store open.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        claim_batch: int = 256,
+        poll_interval_s: float = 1.0,
+        close_timeout_s: float = 5.0,
+    ) -> None:
+        if claim_batch < 1:
+            raise ValueError(f"claim_batch must be >= 1, got {claim_batch}")
+        if poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
+        self._store = store
+        self._claim_batch = claim_batch
+        self._poll_interval_s = poll_interval_s
+        self._close_timeout_s = close_timeout_s
+        self._groups: dict[tuple[str, str], GroupState] = {}
+        self._live = LiveFanout(store, batch=claim_batch, poll_interval_s=poll_interval_s)
+        self._started = False
+        self._closed = False
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    async def start(self) -> None:
+        """Start listening to the store's commits. Idempotent."""
+        if self._closed:
+            raise RuntimeError("Bus.start() after close(): create a new Bus")
+        if not self._started:
+            self._store.add_commit_listener(self._on_commit)
+            self._started = True
+
+    async def close(self) -> None:
+        """Stop every subscription (releasing group members' claims) and stop listening. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        members = [member for state in self._groups.values() for member in state.members.values()]
+        await asyncio.gather(*(member.close() for member in members), return_exceptions=True)
+        await self._live.close()
+        if self._started:
+            self._store.remove_commit_listener(self._on_commit)
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- publishing ---------------------------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent) -> PublishResult:
+        """Append one event (its topic already validated); returns once durable. The store fills id/ts."""
+        return await self._store.publish(event)
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        """Append events in order in one transaction; results in the same order."""
+        return await self._store.publish_batch(events)
+
+    # -- subscribing --------------------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        pattern: str,
+        group: str | None,
+        deliver: DeliverFn,
+        *,
+        options: GroupOptions = GroupOptions(),  # noqa: B008 - frozen, so one shared default is safe
+        member: str | None = None,
+    ) -> Subscription:
+        """Subscribe ``deliver`` to ``pattern``: as a competing member of ``group``, or to live events only
+        when ``group`` is None (``options`` then do not apply).
+
+        Creates the group at ``options.start`` if it does not exist. ``member`` names this member in the
+        store (one id may serve several ``(pattern, group)`` pairs, but only once per pair); a fresh id is
+        generated when omitted. Raises ``TopicError`` for a bad pattern, ``ValueError`` for a bad group name,
+        option or a member id already used in this group, ``StoreUnavailable`` when the store is down.
+        """
+        if not self._started or self._closed:
+            raise RuntimeError("Bus.subscribe() needs a started, open bus: await bus.start() first")
+        validate_pattern(pattern)
+        member_id = member if member is not None else f"m-{new_id()}"
+        if group is None:
+            return await self._live.subscribe(pattern, member_id, deliver)
+        _check_group(group)
+        _check_options(options)
+        await self._store.ensure_group(pattern, group, options.start)
+        if self._closed:
+            raise RuntimeError("the bus was closed while subscribing")
+        key = (pattern, group)
+        state = self._groups.get(key)
+        if state is None:
+            state = self._groups[key] = GroupState(self._store, pattern, group, options)
+        if member_id in state.members:
+            raise ValueError(f"member {member_id!r} is already subscribed to {pattern!r} in group {group!r}")
+        state.options = options
+        subscription = GroupMember(
+            self._store,
+            state,
+            member_id,
+            deliver,
+            options,
+            claim_batch=self._claim_batch,
+            poll_interval_s=self._poll_interval_s,
+            close_timeout_s=self._close_timeout_s,
+        )
+        state.members[member_id] = subscription
+        subscription.start()
+        return subscription
+
+    # -- settling deliveries ------------------------------------------------------------------------------
+
+    async def ack(self, pattern: str, group: str, event_id: str) -> bool:
+        """Acknowledge ``event_id`` for the group; True when it was pending (False: unknown, already acked
+        or dead-lettered, or an ephemeral subscription). Concurrent acks of a group share one store call."""
+        if not group:
+            return False
+        state = self._groups.get((pattern, group))
+        if state is None:
+            return await self._store.ack(pattern, group, [event_id]) > 0
+        return await state.acks.ack(event_id)
+
+    async def nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        reason: str | None = None,
+        delay_ms: int | None = None,
+    ) -> bool:
+        """Ask for a redelivery after ``delay_ms`` (default: the backoff), or dead-letter the event when it
+        has had ``max_deliver`` attempts. True when the event was pending."""
+        if not group:
+            return False
+        if delay_ms is not None and delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
+        state = self._groups.get((pattern, group))
+        options = GroupOptions()
+        if state is not None:
+            holder = state.holders.get(event_id)
+            options = holder.options if holder is not None else state.options
+        pending = await self._store.nack(
+            pattern, group, event_id, max_deliver=options.max_deliver, delay_ms=delay_ms, reason=reason
+        )
+        if state is not None:
+            state.nacked(event_id)
+        return pending
+
+    # -- introspection ------------------------------------------------------------------------------------
+
+    def members(self) -> dict[tuple[str, str], int]:
+        """Members connected to this bus per ``(pattern, group)`` (groups without members are left out)."""
+        return {key: len(state.members) for key, state in self._groups.items() if state.members}
+
+    def live_subscriptions(self) -> int:
+        """How many ephemeral subscriptions are open."""
+        return self._live.count
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _on_commit(self, seq: int) -> None:
+        for key, state in list(self._groups.items()):
+            if state.members:
+                state.wake_all()
+            elif state.idle:
+                del self._groups[key]
+        self._live.notify(seq)
+
+
+def _check_group(group: str) -> None:
+    if not _GROUP_NAME.fullmatch(group):
+        raise ValueError(
+            f"group {group!r} must be 1-128 characters of letters, digits, '_', ':' or '-'"
+            " (it becomes a segment of the dead-letter topic dlq.<group>.<topic>)"
+        )
+
+
+def _check_options(options: GroupOptions) -> None:
+    for name in ("max_in_flight", "ack_timeout_ms", "max_deliver"):
+        value = getattr(options, name)
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")

@@ -1,0 +1,365 @@
+"""Competing members of a consumer group: one claim loop (an asyncio task) per member.
+
+A member claims from the store only as much as it may hold (``max_in_flight`` minus what it holds),
+hands each delivery to its ``DeliverFn``, and sleeps when there is nothing to claim until the first of:
+a commit notification, the group's next redelivery deadline, an ack of one of its deliveries (any ack in
+a group with key ordering: it may free a key), a nack or a local member's release in its group,
+``resume()``/``close()``, or the safety poll interval. Once saturated it claims again only when a quarter
+of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not per ack.
+
+Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
+local member holds which event id (so ``Bus.ack`` can find it without a member argument), and the ack
+batcher. Deliveries whose ack deadline passed stop counting against the member's ``max_in_flight``: the
+store may already have handed them to someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from outboxhub.bus.acks import AckBatcher
+from outboxhub.bus.subscription import DeliverFn, Subscription
+from outboxhub.bus.wakeup import Backoff, Wakeup
+from outboxhub.errors import StoreUnavailable
+from outboxhub.ids import now_ms
+from outboxhub.model import Delivery, GroupOptions
+from outboxhub.store.base import Store
+
+__all__ = ["GroupMember", "GroupState"]
+
+_log = logging.getLogger("outboxhub.bus.core")
+
+_NEVER = 2**63
+
+_PAST_DUE_FIRST_WAIT_S = 0.01
+"""First wait when the next deadline is already due but nothing could be claimed (the event is held back by
+key ordering, or another member took it): doubles per empty round, up to the poll interval."""
+
+
+class GroupState:
+    """What this process knows about one ``(pattern, group)``: its local members and who holds what."""
+
+    __slots__ = ("acks", "group", "holders", "members", "options", "pattern")
+
+    def __init__(self, store: Store, pattern: str, group: str, options: GroupOptions) -> None:
+        self.pattern = pattern
+        self.group = group
+        self.options = options
+        self.members: dict[str, GroupMember] = {}
+        self.holders: dict[str, GroupMember] = {}
+        self.acks = AckBatcher(store, pattern, group, is_local=self.holders.__contains__, on_acked=self.acked)
+
+    def acked(self, event_ids: Sequence[str]) -> None:
+        """Events were acked: free their holders' capacity and wake those holders. With key ordering an
+        ack may also free a key that any member could now claim, so the whole group is woken."""
+        holders = {holder for event_id in event_ids if (holder := self._release(event_id)) is not None}
+        if any(member.options.ordered_by_key for member in self.members.values()):
+            self.wake_all()
+        else:
+            for holder in holders:
+                holder.wake()
+
+    def nacked(self, event_id: str) -> None:
+        """An event was nacked: its redelivery time is earlier than some members' next wake-up."""
+        self._release(event_id)
+        self.wake_all()
+
+    def _release(self, event_id: str) -> GroupMember | None:
+        holder = self.holders.pop(event_id, None)
+        if holder is not None:
+            holder.forget(event_id)
+        return holder
+
+    def wake_all(self) -> None:
+        for member in self.members.values():
+            member.wake()
+
+    @property
+    def idle(self) -> bool:
+        return not self.members and not self.acks.busy
+
+
+class GroupMember(Subscription):
+    """A member of a consumer group, with its claim loop."""
+
+    __slots__ = (
+        "_backlog",
+        "_claim_batch",
+        "_close_timeout_s",
+        "_closed",
+        "_closing",
+        "_deliver",
+        "_earliest",
+        "_in_flight",
+        "_paused",
+        "_poll_interval_s",
+        "_refill",
+        "_state",
+        "_store",
+        "_task",
+        "_wakeup",
+        "options",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        state: GroupState,
+        member: str,
+        deliver: DeliverFn,
+        options: GroupOptions,
+        *,
+        claim_batch: int,
+        poll_interval_s: float,
+        close_timeout_s: float,
+    ) -> None:
+        super().__init__(state.pattern, state.group, member)
+        self.options = options
+        self._store = store
+        self._state = state
+        self._deliver = deliver
+        self._claim_batch = claim_batch
+        self._poll_interval_s = poll_interval_s
+        self._close_timeout_s = close_timeout_s
+        # Claim again only once this much capacity is free: one claim per ack would cost a write
+        # transaction per event once the member is saturated.
+        self._refill = max(1, min(options.max_in_flight, claim_batch) // 4)
+        self._in_flight: dict[str, int] = {}  # event id -> ack deadline (ms)
+        self._earliest = _NEVER  # at most the earliest deadline in _in_flight (a lower bound)
+        self._backlog: deque[Delivery] = deque()  # claimed but refused by deliver; offered again on resume
+        self._paused = False
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- Subscription -------------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._wakeup.set()
+
+    async def close(self) -> None:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            await self._shutdown()
+        finally:
+            self._closing.set_result(None)
+
+    # -- used by the bus ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"outboxhub-member-{self.pattern}::{self.group}::{self.member}"
+        )
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def forget(self, event_id: str) -> None:
+        """The event is no longer this member's (acked, nacked, or claimed by another local member)."""
+        self._in_flight.pop(event_id, None)
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        errors = Backoff()
+        past_due_wait = _PAST_DUE_FIRST_WAIT_S
+        while not self._closed:
+            if self._paused:
+                await self._wakeup.wait(None)
+                continue
+            if self._backlog:
+                self._offer_backlog()
+                continue
+            capacity = self.options.max_in_flight - len(self._in_flight)
+            if capacity < self._refill:
+                capacity = self.options.max_in_flight - self._expire(now_ms())
+                if capacity < self._refill:
+                    await self._wakeup.wait(self._until_first_deadline())
+                    continue
+            limit = min(capacity, self._claim_batch)
+            try:
+                deliveries = await self._store.claim(
+                    self.pattern,
+                    self._state.group,
+                    self.member,
+                    limit=limit,
+                    ack_timeout_ms=self.options.ack_timeout_ms,
+                    max_deliver=self.options.max_deliver,
+                    ordered_by_key=self.options.ordered_by_key,
+                )
+            except Exception as exc:
+                await self._failed("claim", exc, errors)
+                continue
+            errors.reset()
+            if self._closed:
+                break  # close() releases what was just claimed
+            if deliveries:
+                past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                self._hand_out(deliveries)
+                if len(deliveries) == limit or self._paused or self._backlog:
+                    continue
+                # A short batch drained what was claimable; anything committed since has set the wake-up
+                # flag, so go straight to working out how long to sleep.
+            try:
+                deadline = await self._store.next_deadline(self.pattern, self._state.group)
+            except Exception as exc:
+                await self._failed("next_deadline", exc, errors)
+                continue
+            timeout = self._poll_interval_s
+            if deadline is not None:
+                due_in_s = (deadline - now_ms()) / 1000
+                if due_in_s > 0:
+                    timeout = min(timeout, due_in_s + 0.001)
+                    past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                else:
+                    timeout = min(timeout, past_due_wait)
+                    past_due_wait = min(past_due_wait * 2, self._poll_interval_s)
+            await self._wakeup.wait(timeout)
+
+    async def _failed(self, what: str, exc: Exception, errors: Backoff) -> None:
+        delay = errors.next()
+        _log.warning(
+            "member %s of %s::%s: %s failed (%s: %s); retrying in %.2fs",
+            self.member,
+            self.pattern,
+            self.group,
+            what,
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=not isinstance(exc, StoreUnavailable),
+        )
+        await self._wakeup.wait(delay)
+
+    def _hand_out(self, deliveries: list[Delivery]) -> None:
+        holders = self._state.holders
+        for delivery in deliveries:
+            event_id = delivery.event.id
+            previous = holders.get(event_id)
+            if previous is not None and previous is not self:
+                previous.forget(event_id)
+            holders[event_id] = self
+            self._in_flight[event_id] = delivery.deadline
+            if delivery.deadline < self._earliest:
+                self._earliest = delivery.deadline
+        for index, delivery in enumerate(deliveries):
+            if not self._offer(delivery):
+                self._backlog.extend(deliveries[index:])
+                return
+            if self._paused:
+                self._backlog.extend(deliveries[index + 1 :])
+                return
+
+    def _offer_backlog(self) -> None:
+        now = now_ms()
+        while self._backlog and not self._paused and not self._closed:
+            delivery = self._backlog[0]
+            held = self._in_flight.get(delivery.event.id) == delivery.deadline
+            if not held or delivery.deadline <= now:
+                # Expired or taken over: the store redelivers it, possibly to another member.
+                self._backlog.popleft()
+                if held:
+                    self._drop(delivery.event.id)
+                continue
+            if not self._offer(delivery):
+                return
+            self._backlog.popleft()
+
+    def _offer(self, delivery: Delivery) -> bool:
+        """Call deliver; on refusal (or a raising callback) pause the member and report False."""
+        try:
+            accepted = self._deliver(delivery)
+        except Exception:
+            _log.exception(
+                "deliver callback of member %s of %s::%s raised; pausing it",
+                self.member,
+                self.pattern,
+                self.group,
+            )
+            accepted = False
+        if not accepted:
+            self._paused = True
+        return accepted
+
+    def _drop(self, event_id: str) -> None:
+        if self._in_flight.pop(event_id, None) is not None and self._state.holders.get(event_id) is self:
+            del self._state.holders[event_id]
+
+    def _expire(self, now: int) -> int:
+        """Stop counting deliveries whose deadline passed; return how many are still in flight.
+
+        Scans only once the earliest deadline may have passed, so a saturated member woken by every
+        commit does not walk its whole in-flight table each time.
+        """
+        if now >= self._earliest:
+            expired = [event_id for event_id, deadline in self._in_flight.items() if deadline <= now]
+            for event_id in expired:
+                self._drop(event_id)
+            self._earliest = min(self._in_flight.values(), default=_NEVER)
+        return len(self._in_flight)
+
+    def _until_first_deadline(self) -> float:
+        if not self._in_flight:
+            return self._poll_interval_s
+        return max(0.0, min(self._poll_interval_s, (self._earliest - now_ms()) / 1000 + 0.001))
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+        task = self._task
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=self._close_timeout_s)
+            if not done:
+                _log.warning(
+                    "member %s of %s::%s did not stop in time; cancelling",
+                    self.member,
+                    self.pattern,
+                    self.group,
+                )
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        state = self._state
+        try:
+            await state.acks.drain()  # acks already sent by the client count before the release
+        finally:
+            state.members.pop(self.member, None)
+            for event_id in list(self._in_flight):
+                self._drop(event_id)
+            self._backlog.clear()
+        try:
+            released = await self._store.release(self.pattern, state.group, self.member)
+        except Exception as exc:
+            _log.warning(
+                "member %s of %s::%s: release failed (%s); its claims go to others after their ack timeout",
+                self.member,
+                self.pattern,
+                self.group,
+                exc,
+            )
+        else:
+            if released:
+                state.wake_all()

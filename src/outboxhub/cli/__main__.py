@@ -1,0 +1,3 @@
+from outboxhub.cli.app import main
+
+main()

@@ -1,0 +1,668 @@
+"""The WebSocket gateway: one connection = auth state + policy + subscriptions.
+
+The handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame, decode it,
+dispatch it, repeat. What keeps it fast and fair:
+
+* **Pipelining.** PUBLISH, ACK and NACK do not block the reader: each takes its place in the reply order
+  (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer sends replies in
+  request order as their slots fill. The PUBLISHes of one read burst go to the bus as one batch, and each
+  is answered only after the store's durable commit. AUTH, SUBSCRIBE and
+  UNSUBSCRIBE are rare and change the connection's state, so the reader awaits them in place, which keeps
+  them ordered with the frames around them.
+* **Bounded memory.** Too many unanswered requests stop the reader (replies are never dropped); too many
+  queued EVENTs make ``deliver`` refuse, the bus pauses that member until the queue drains to half, and
+  its unacked claims time out and move on. One slow consumer never blocks another connection.
+* **Never crash on input.** Every bad frame gets ``ERR`` with a PROTOCOL.md code naming the problem; an
+  unexpected exception answers ``ERR internal`` (and is logged) and the connection stays up. Only a failed
+  AUTH or no AUTH within ``auth_timeout_s`` (4001), an expired token (4003), a frame beyond the hard size
+  limit (1009) and shutdown (1001) close the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, hdrs, web
+
+from outboxhub.auth import acl
+from outboxhub.auth.jwt import Principal, TokenVerifier
+from outboxhub.bus.core import Bus
+from outboxhub.bus.subscription import Subscription
+from outboxhub.config import Settings
+from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, is_error_code
+from outboxhub.gateway.ratelimit import TokenBucket
+from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
+from outboxhub.ids import new_id
+from outboxhub.model import Delivery, NewEvent
+from outboxhub.protocol.codec import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    INTERNAL,
+    JWT_INVALID,
+    NO_TOKEN,
+    NOT_AUTHENTICATED,
+    NOT_SUBSCRIBED,
+    RATE_LIMITED,
+    TOKEN_EXPIRED,
+    UNAVAILABLE,
+    Ack,
+    Auth,
+    ClientFrame,
+    ErrorCode,
+    Nack,
+    Publish,
+    Rid,
+    Subscribe,
+    Unsubscribe,
+    close_code_for,
+    decode_client_frame,
+    encode_err,
+    encode_event,
+    encode_ok,
+    encode_published,
+)
+
+__all__ = [
+    "CLOSE_AUTH_FAILED",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_TOKEN_EXPIRED",
+    "Connection",
+    "Gateway",
+    "GatewayStats",
+]
+
+log = logging.getLogger("outboxhub.gateway.connection")
+
+CLOSE_AUTH_FAILED: Final = 4001
+CLOSE_TOKEN_EXPIRED: Final = 4003
+CLOSE_GOING_AWAY: Final = 1001
+
+# Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
+# connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
+# any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
+_HARD_LIMIT_FACTOR: Final = 2
+_MAX_PENDING_REPLIES: Final = 4096
+_HEARTBEAT_S: Final = 30.0
+_AUTH_RECHECK_S: Final = 1.0
+_SHUTDOWN_WAIT_S: Final = 10.0
+_ACL_CACHE_MAX: Final = 1024
+
+_MAX_PUBLISH_BATCH: Final = 512
+
+_SubKey = tuple[str, str | None]
+_Pending = tuple[NewEvent, ReplySlot, Rid]
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """Counters for the ops API / Prometheus (read-only for them; the gateway increments)."""
+
+    connections_total: int = 0
+    frames_in: int = 0
+    publishes: int = 0
+    events_out: int = 0
+    events_refused: int = 0
+    redeliveries: int = 0
+    acks: int = 0
+    nacks: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Gateway:
+    """State shared by every connection: the bus, the token verifier, the limits and the live connections.
+
+    :meth:`handle` is the aiohttp request handler (mounted at ``/`` on the WS port and ``/ws`` on the ops
+    port); :meth:`shutdown` closes every connection gracefully.
+    """
+
+    def __init__(
+        self, *, bus: Bus, verifier: TokenVerifier, settings: Settings, close_timeout_s: float = 5.0
+    ) -> None:
+        self.bus = bus
+        self.verifier = verifier
+        self.settings = settings
+        self.close_timeout_s = close_timeout_s
+        self.connections: set[Connection] = set()
+        self.stats = GatewayStats()
+        self._closing = False
+        self._origins = frozenset(_normalize_origin(o) for o in settings.allowed_origins)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade to WebSocket (after the Origin check) and serve the connection until it closes."""
+        if self._closing:
+            raise web.HTTPServiceUnavailable(text="hub is shutting down\n")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and not self.origin_allowed(origin, request.host):
+            log.info("refused WebSocket from origin %r (not in allowed_origins)", origin)
+            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed (see allowed_origins)\n")
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_frame_bytes * _HARD_LIMIT_FACTOR,
+            compress=False,
+            heartbeat=_HEARTBEAT_S,
+            timeout=self.close_timeout_s,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(
+                status=426,
+                headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
+                text="this is the outboxhub WebSocket gateway: connect with a WebSocket client\n",
+            )
+        await ws.prepare(request)
+        log.debug("connection from %s", request.remote)
+        conn = Connection(self, ws, peer=request.remote, transport=request.transport)
+        self.connections.add(conn)
+        self.stats.connections_total += 1
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+        return ws
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """A browser Origin is allowed when no list is configured, it is listed (or ``*`` is), or it is
+        this server's own origin (the dashboard served from the ops port)."""
+        if not self._origins or "*" in self._origins:
+            return True
+        norm = _normalize_origin(origin)
+        if norm in self._origins:
+            return True
+        try:
+            return urlsplit(norm).netloc == host.lower()
+        except ValueError:
+            return False
+
+    async def shutdown(self) -> None:
+        """Refuse new connections, let every connection finish its in-flight requests, then close them
+        with 1001 (going away)."""
+        self._closing = True
+        conns = list(self.connections)
+        if conns:
+            await asyncio.gather(*(c.shutdown() for c in conns), return_exceptions=True)
+
+
+def _normalize_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+class _Sub:
+    """One subscription of a connection: the bus subscription plus the EVENT encoder for it."""
+
+    __slots__ = ("conn", "group", "pattern", "subscription")
+
+    def __init__(self, conn: Connection, pattern: str, group: str | None) -> None:
+        self.conn = conn
+        self.pattern = pattern
+        self.group = group
+        self.subscription: Subscription | None = None
+
+    def deliver(self, delivery: Delivery) -> bool:
+        """Called by the bus (must not block): queue the EVENT, or refuse when the send queue is full."""
+        conn = self.conn
+        out = conn.out
+        if out.is_full():
+            out.refuse_event()
+            conn.paused.add(self)
+            conn.gateway.stats.events_refused += 1
+            return False
+        out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt))
+        conn.gateway.stats.events_out += 1
+        if delivery.attempt > 1:
+            conn.gateway.stats.redeliveries += 1
+        return True
+
+
+class Connection:
+    """One WebSocket client: its principal and policy, its subscriptions, its ordered send queue."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        ws: web.WebSocketResponse,
+        *,
+        peer: str | None = None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        settings = gateway.settings
+        self.gateway = gateway
+        self.ws = ws
+        self.peer = peer
+        self._transport = transport
+        self.member = f"conn-{new_id()}"
+        self.principal: Principal | None = None
+        self.policy: acl.Policy | None = None
+        self.subs: dict[_SubKey, _Sub] = {}
+        self.paused: set[_Sub] = set()
+        self.out = SendQueue(
+            functools.partial(ws.send_frame, opcode=WSMsgType.TEXT),
+            max_events=settings.send_queue_max,
+            max_replies=_MAX_PENDING_REPLIES,
+            on_drain=self._resume_paused,
+        )
+        self._max_frame = settings.max_frame_bytes
+        self._max_subs = settings.max_subscriptions
+        self._leeway_s = settings.jwt_leeway_s
+        self._auth_timeout_s = settings.auth_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._bucket = TokenBucket(settings.publish_rate, settings.publish_burst, now=self._loop.time())
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._may_publish: dict[str, bool] = {}  # publish ACL decisions under the current policy
+        self._batch: list[_Pending] = []  # publishes read but not yet handed to the bus
+        self._expiry: asyncio.TimerHandle | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None  # until the first successful AUTH
+        self._authenticating = False
+        self._auth_generation = 0
+        self._stopping = False  # shutdown: finish in-flight requests, refuse new ones
+        self._closed = False
+
+    # -- loop -------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch frames until the socket closes, then release everything."""
+        writer = self._loop.create_task(self.out.run(), name=f"outboxhub-send-{self.member}")
+        if self._auth_timeout_s > 0:
+            self._auth_timer = self._loop.call_later(self._auth_timeout_s, self._on_auth_timeout)
+        ws = self.ws
+        try:
+            while not self._closed:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.TEXT:
+                    self.gateway.stats.frames_in += 1
+                    await self._on_text(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    self.gateway.stats.frames_in += 1
+                    self._err(None, BAD_REQUEST, "binary frames are not accepted; send JSON text frames")
+                else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. a frame beyond the hard limit: 1009)
+                    if msg.type is WSMsgType.ERROR:
+                        log.info("connection %s: %s", self.member, msg.data)
+                    break
+                if not self.out.has_reply_room():
+                    await self.out.wait_reply_room()
+        finally:
+            self._closed = True
+            await self._release()
+            self.out.close()
+            try:
+                await asyncio.wait_for(writer, self.gateway.close_timeout_s)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            await self._close_ws(CLOSE_GOING_AWAY if self._stopping else 1000, "")
+
+    async def _on_text(self, data: str) -> None:
+        try:
+            frame = decode_client_frame(data, max_size=self._max_frame)
+        except ProtocolError as exc:
+            self._err(exc.rid, exc.code, exc.msg)
+            if close_code_for(exc.code) is not None:  # an AUTH without a (string) token
+                await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
+            return
+        try:
+            await self._dispatch(frame)
+        except Exception:
+            log.exception("connection %s: unexpected error handling %s", self.member, type(frame).__name__)
+            self._err(frame.rid, INTERNAL, "internal error; the request may not have been carried out")
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
+        if type(frame) is Auth:
+            await self._auth(frame)
+            return
+        if self.policy is None:
+            self._err(frame.rid, NOT_AUTHENTICATED, "send AUTH with a token first")
+            return
+        match frame:
+            case Publish():
+                self._publish(frame)
+            case Ack():
+                self._ack(frame)
+            case Nack():
+                self._nack(frame)
+            case Subscribe():
+                await self._subscribe(frame)
+            case Unsubscribe():
+                await self._unsubscribe(frame)
+            case _:  # pragma: no cover - the codec returns only the frames above
+                self._err(frame.rid, BAD_REQUEST, f"unsupported frame {type(frame).__name__}")
+
+    # -- AUTH -------------------------------------------------------------------------------------------
+
+    async def _auth(self, frame: Auth) -> None:
+        slot = self.out.reserve()
+        self._authenticating = True
+        try:
+            principal = await self.gateway.verifier.verify(frame.token)
+        except AuthError as exc:
+            self.gateway.stats.errors[exc.code] += 1
+            code = exc.code if is_error_code(exc.code) else JWT_INVALID
+            self.out.fill(slot, encode_err(frame.rid, code, exc.msg))
+            await self._close(close_code_for(exc.code) or CLOSE_AUTH_FAILED, exc.code)
+            return
+        finally:
+            self._authenticating = False
+        self._cancel_auth_timer()
+        self.principal = principal
+        self.policy = principal.policy
+        self._may_publish = {}
+        self._auth_generation += 1
+        self._schedule_expiry(principal.exp)
+        await self._drop_forbidden_subscriptions()
+        self.out.fill(
+            slot, encode_ok(frame.rid, sub=principal.sub, exp=principal.exp, scopes=list(principal.scopes))
+        )
+
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _on_auth_timeout(self) -> None:
+        self._auth_timer = None
+        if self._closed or self._stopping or self.principal is not None:
+            return
+        if self._authenticating:  # an AUTH is being verified (bounded by the JWKS timeout): let it finish
+            self._auth_timer = self._loop.call_later(_AUTH_RECHECK_S, self._on_auth_timeout)
+            return
+        self._err(None, NO_TOKEN, f"no AUTH within {self._auth_timeout_s:g}s; send AUTH with a token first")
+        self._spawn(self._close(CLOSE_AUTH_FAILED, NO_TOKEN))
+
+    def _schedule_expiry(self, exp: int) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, exp + self._leeway_s - time.time())
+        generation = self._auth_generation
+        self._expiry = self._loop.call_later(delay, self._on_expired, generation)
+
+    def _on_expired(self, generation: int) -> None:
+        if generation != self._auth_generation or self._closed:
+            return
+        self._expiry = None
+        self.policy = None  # nothing more is allowed while the close goes out
+        self._err(None, TOKEN_EXPIRED, "token expired; send AUTH with a fresh token before it expires")
+        self._spawn(self._close(CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED))
+
+    async def _drop_forbidden_subscriptions(self) -> None:
+        """After a re-AUTH, end the subscriptions the new policy no longer allows."""
+        policy = self.policy
+        assert policy is not None
+        for key, sub in list(self.subs.items()):
+            if not acl.is_allowed(policy, "subscribe", sub.pattern, sub.group):
+                log.info("connection %s: re-AUTH revoked subscription %s %s", self.member, *key)
+                del self.subs[key]
+                await self._close_sub(sub)
+
+    # -- PUBLISH ----------------------------------------------------------------------------------------
+
+    def _publish(self, frame: Publish) -> None:
+        if self._stopping:
+            self._err(frame.rid, UNAVAILABLE, "hub is shutting down; publish again on another connection")
+            return
+        policy = self.policy
+        assert policy is not None
+        topic = frame.topic
+        # The policy is fixed until the next AUTH and clients publish to few topics: remember decisions.
+        allowed = self._may_publish.get(topic)
+        if allowed is None:
+            allowed = acl.is_allowed(policy, "publish", topic)
+            if len(self._may_publish) >= _ACL_CACHE_MAX:
+                self._may_publish.clear()
+            self._may_publish[topic] = allowed
+        if not allowed:
+            self._err(frame.rid, FORBIDDEN, acl.explain(policy, "publish", topic, None))
+            return
+        if not self._bucket.take(self._loop.time()):
+            b = self._bucket
+            self._err(
+                frame.rid,
+                RATE_LIMITED,
+                f"publish rate limit exceeded ({b.rate:g}/s, burst {b.burst}); slow down and retry",
+            )
+            return
+        self._batch.append((frame.to_new_event(), self.out.reserve(), frame.rid))
+        if len(self._batch) == 1:
+            # The reader goes on through every frame already received before this callback runs, so the
+            # publishes of one read burst reach the store as one batch (one task, one queue entry).
+            self._loop.call_soon(self._flush_batch)
+        elif len(self._batch) >= _MAX_PUBLISH_BATCH:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        task = self._loop.create_task(self.gateway.bus.publish_batch([event for event, _, _ in batch]))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._published, batch))
+
+    def _published(self, batch: list[_Pending], task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        out = self.out
+        exc = None if task.cancelled() else task.exception()
+        if exc is None and not task.cancelled():
+            results = task.result()
+            self.gateway.stats.publishes += len(results)
+            for (_, slot, rid), result in zip(batch, results, strict=True):
+                out.fill(slot, encode_published(rid, result))
+            return
+        code: ErrorCode
+        if isinstance(exc, StoreUnavailable):
+            code, msg = UNAVAILABLE, f"store unavailable: {exc}"
+        elif exc is None:
+            code, msg = UNAVAILABLE, "publish was cancelled; it had no effect"
+        else:
+            log.error("connection %s: publish of %d events failed", self.member, len(batch), exc_info=exc)
+            code, msg = INTERNAL, "internal error; the publish may have failed"
+        for _, slot, rid in batch:
+            out.fill(slot, self._err_bytes(rid, code, msg))
+
+    # -- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------
+
+    async def _subscribe(self, frame: Subscribe) -> None:
+        if self._stopping:
+            self._err(frame.rid, UNAVAILABLE, "hub is shutting down; subscribe on another connection")
+            return
+        policy = self.policy
+        assert policy is not None
+        pattern, group = frame.topic, frame.group
+        if not acl.is_allowed(policy, "subscribe", pattern, group):
+            self._err(frame.rid, FORBIDDEN, acl.explain(policy, "subscribe", pattern, group))
+            return
+        key = (pattern, group)
+        if key in self.subs:  # idempotent: already subscribed on this connection
+            self.out.reply(encode_ok(frame.rid, topic=pattern, group=group))
+            return
+        if len(self.subs) >= self._max_subs:
+            self._err(
+                frame.rid,
+                RATE_LIMITED,
+                f"too many subscriptions: this connection has {len(self.subs)}, "
+                f"the limit is {self._max_subs} (max_subscriptions)",
+            )
+            return
+        try:
+            options = frame.group_options()
+        except ValueError as exc:  # the codec checks opts already; keep a clear answer all the same
+            self._err(frame.rid, BAD_REQUEST, f"SUBSCRIBE.opts: {exc}")
+            return
+        # The slot goes first so that the OK precedes this subscription's first EVENT.
+        slot = self.out.reserve()
+        sub = _Sub(self, pattern, group)
+        self.subs[key] = sub
+        try:
+            sub.subscription = await self.gateway.bus.subscribe(
+                pattern, group, sub.deliver, options=options, member=self.member
+            )
+        except Exception as exc:
+            self.subs.pop(key, None)
+            self.paused.discard(sub)
+            if isinstance(exc, StoreUnavailable):
+                self.out.fill(slot, self._err_bytes(frame.rid, UNAVAILABLE, f"store unavailable: {exc}"))
+            else:
+                log.error("connection %s: subscribe %s %s failed", self.member, pattern, group, exc_info=exc)
+                self.out.fill(slot, self._err_bytes(frame.rid, INTERNAL, "internal error; not subscribed"))
+            return
+        if self._closed:  # the socket went away while the store answered
+            await self._close_sub(sub)
+        self.out.fill(slot, encode_ok(frame.rid, topic=pattern, group=group))
+
+    async def _unsubscribe(self, frame: Unsubscribe) -> None:
+        sub = self.subs.pop((frame.topic, frame.group), None)
+        if sub is None:
+            self._err(frame.rid, NOT_SUBSCRIBED, _not_subscribed("UNSUBSCRIBE", frame.topic, frame.group))
+            return
+        slot = self.out.reserve()
+        await self._close_sub(sub)
+        self.out.fill(slot, encode_ok(frame.rid))
+
+    async def _close_sub(self, sub: _Sub) -> None:
+        self.paused.discard(sub)
+        subscription, sub.subscription = sub.subscription, None
+        if subscription is None:
+            return
+        try:
+            await subscription.close()
+        except Exception:
+            log.exception(
+                "connection %s: closing subscription %s %s failed", self.member, sub.pattern, sub.group
+            )
+
+    def _resume_paused(self) -> None:
+        paused, self.paused = self.paused, set()
+        for sub in paused:
+            if sub.subscription is not None:
+                sub.subscription.resume()
+
+    # -- ACK / NACK -------------------------------------------------------------------------------------
+
+    def _ack(self, frame: Ack) -> None:
+        if self._check_subscribed("ACK", frame.topic, frame.group, frame.rid):
+            if frame.group is None:  # ephemeral deliveries need no ack
+                self._ok_if_asked(frame.rid)
+                return
+            self.gateway.stats.acks += 1
+            self._settle(frame.rid, self.gateway.bus.ack(frame.topic, frame.group, frame.id))
+
+    def _nack(self, frame: Nack) -> None:
+        if self._check_subscribed("NACK", frame.topic, frame.group, frame.rid):
+            if frame.group is None:
+                self._ok_if_asked(frame.rid)
+                return
+            self.gateway.stats.nacks += 1
+            self._settle(
+                frame.rid,
+                self.gateway.bus.nack(
+                    frame.topic, frame.group, frame.id, reason=frame.reason, delay_ms=frame.delay_ms
+                ),
+            )
+
+    def _check_subscribed(self, op: str, topic: str, group: str | None, rid: Rid) -> bool:
+        if (topic, group) in self.subs:
+            return True
+        self._err(rid, NOT_SUBSCRIBED, _not_subscribed(op, topic, group))
+        return False
+
+    def _ok_if_asked(self, rid: Rid) -> None:
+        if rid is not None:
+            self.out.reply(encode_ok(rid))
+
+    def _settle(self, rid: Rid, coro: Any) -> None:
+        """Run an ACK/NACK; reply OK only when the frame carried a rid (seed clients send none)."""
+        slot = self.out.reserve() if rid is not None else None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._settled, slot, rid))
+
+    def _settled(self, slot: ReplySlot | None, rid: Rid, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            if slot is not None:
+                self.out.fill(slot, encode_ok(rid))
+            return
+        if isinstance(exc, StoreUnavailable):
+            data = self._err_bytes(rid, UNAVAILABLE, f"store unavailable: {exc}")
+        else:
+            log.error("connection %s: ack/nack failed", self.member, exc_info=exc)
+            data = self._err_bytes(rid, INTERNAL, "internal error; the ack/nack may not have been recorded")
+        if slot is not None:
+            self.out.fill(slot, data)
+        else:
+            self.out.reply(data)
+
+    # -- replies, closing -------------------------------------------------------------------------------
+
+    def _err_bytes(self, rid: Rid, code: ErrorCode, msg: str) -> bytes:
+        self.gateway.stats.errors[code] += 1
+        return encode_err(rid, code, msg)
+
+    def _err(self, rid: Rid, code: ErrorCode, msg: str) -> None:
+        self.out.reply(self._err_bytes(rid, code, msg))
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Send what is queued (the ERR explaining why, the replies to in-flight requests), then close the
+        socket with ``code``. Both steps are bounded: a peer that does not read is cut off.
+
+        On shutdown the policy stays in place: PUBLISH and SUBSCRIBE are refused with ``unavailable``
+        (``_stopping``), while ACK/NACK frames still in flight are applied rather than lost."""
+        if not self._stopping:
+            self.policy = None
+        try:
+            await asyncio.wait_for(self.out.flush(), self.gateway.close_timeout_s)
+        except TimeoutError:
+            log.info("connection %s: peer is not reading; dropping the connection", self.member)
+            self._closed = True
+            self._abort()
+            return
+        self._closed = True
+        await self._close_ws(code, reason)
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        if self.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()[:120]), self.gateway.close_timeout_s
+            )
+        except TimeoutError:
+            self._abort()
+
+    def _abort(self) -> None:
+        # transport.close() (what aiohttp does on a failed close) waits for the send buffer to empty, which
+        # never happens with a peer that does not read; abort() drops the connection at once.
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def shutdown(self) -> None:
+        """Refuse new requests, let in-flight publishes and acks finish, send their replies, then close
+        with 1001 (going away)."""
+        self._stopping = True
+        self._flush_batch()  # publishes read but not yet handed over still get their durable answer
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S)
+        await self._close(CLOSE_GOING_AWAY, "hub is shutting down")
+
+    async def _release(self) -> None:
+        """Disconnect: stop the timers and close every subscription (its claims are released for
+        redelivery to other members)."""
+        self._cancel_auth_timer()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        subs, self.subs = list(self.subs.values()), {}
+        for sub in subs:
+            await self._close_sub(sub)
+
+
+def _not_subscribed(op: str, topic: str, group: str | None) -> str:
+    where = f"group {group!r}" if group is not None else "no group"
+    return f"{op}: this connection has no subscription to {topic!r} with {where}"

@@ -1,0 +1,599 @@
+"""The outboxhub wire protocol (PROTOCOL.md): frames, their JSON codec, and the error codes.
+
+Ground rules, in the spirit of h11:
+
+* This module is pure. It turns text/bytes into frame objects and frame objects into bytes; it never
+  touches a socket and imports nothing with I/O. The aiohttp gateway and the Python SDK both sit on it.
+* Frames are frozen, keyword-only msgspec Structs. Client frames check their own semantics (topic and
+  pattern syntax, group names, start positions) in ``__post_init__``, which msgspec runs on decode as
+  well as on construction, so a frame object that exists is a valid frame.
+* The happy path is one typed msgspec decode straight into the frame Struct, selected by the ``op`` tag.
+  Only when that fails do we decode a second time, as plain JSON, to recover the ``rid`` and to name the
+  field at fault: errors are rare, so they may be slow; valid frames must not be.
+* A frame the peer got wrong raises :class:`~outboxhub.errors.ProtocolError` carrying a PROTOCOL.md error
+  code, a message of the form ``"<OP>.<field path>: <problem>"`` and the request's ``rid`` when it could
+  be read. Misuse by the local caller (encoding something that is not JSON) raises ``TypeError``.
+* Unknown extra fields are ignored everywhere (forward compatibility); unknown ops are not.
+
+Compatibility with the seed's ``PromClient``: its frames carry no ``rid``, and ``opts`` is either absent
+(``JSON.stringify`` drops ``undefined``) or ``null``; both decode. An ``EVENT`` frame always carries
+``group`` (``null`` for ephemeral subscriptions), because the seed keys handlers by ``topic::group``, and
+the seed echoes that ``group`` back in ``ACK``/``NACK``, so those accept a ``null`` group too. Its event
+always carries ``payload`` (``null`` when null; see :func:`wire_event`), while the other optional event
+fields are left out when unset.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, TypeAlias
+
+import msgspec
+
+from outboxhub.errors import ErrorCode, ProtocolError, TopicError
+from outboxhub.model import MAX_EVENT_ID, Event, GroupOptions, NewEvent, PublishResult, StartPosition
+from outboxhub.topics import validate_pattern, validate_topic
+
+__all__ = [
+    "BAD_REQUEST",
+    "CLIENT_OPS",
+    "CLOSE_CODES",
+    "ERROR_CODES",
+    "FORBIDDEN",
+    "INTERNAL",
+    "JWT_INVALID",
+    "MAX_FRAME_SIZE",
+    "NOT_AUTHENTICATED",
+    "NOT_SUBSCRIBED",
+    "NO_TOKEN",
+    "RATE_LIMITED",
+    "TOKEN_EXPIRED",
+    "TOO_LARGE",
+    "UNAVAILABLE",
+    "Ack",
+    "Auth",
+    "ClientFrame",
+    "Ctx",
+    "ErrFrame",
+    "ErrorCode",
+    "EventFrame",
+    "Nack",
+    "OkFrame",
+    "Publish",
+    "PublishOpts",
+    "Rid",
+    "ServerFrame",
+    "Subscribe",
+    "SubscribeOpts",
+    "Unsubscribe",
+    "WireEvent",
+    "close_code_for",
+    "decode_client_frame",
+    "decode_server_frame",
+    "encode_client_frame",
+    "encode_err",
+    "encode_event",
+    "encode_ok",
+    "encode_published",
+    "wire_event",
+]
+
+# --------------------------------------------------------------------------------------------------
+NO_TOKEN: Final = "no_token"
+JWT_INVALID: Final = "jwt_invalid"
+TOKEN_EXPIRED: Final = "token_expired"
+NOT_AUTHENTICATED: Final = "not_authenticated"
+FORBIDDEN: Final = "forbidden"
+BAD_REQUEST: Final = "bad_request"
+TOO_LARGE: Final = "too_large"
+RATE_LIMITED: Final = "rate_limited"
+NOT_SUBSCRIBED: Final = "not_subscribed"
+UNAVAILABLE: Final = "unavailable"
+INTERNAL: Final = "internal"
+
+ERROR_CODES: Final[frozenset[str]] = frozenset(
+    {
+        NO_TOKEN,
+        JWT_INVALID,
+        TOKEN_EXPIRED,
+        NOT_AUTHENTICATED,
+        FORBIDDEN,
+        BAD_REQUEST,
+        TOO_LARGE,
+        RATE_LIMITED,
+        NOT_SUBSCRIBED,
+        UNAVAILABLE,
+        INTERNAL,
+    }
+)
+
+# After sending ERR with one of these codes the gateway closes the socket with this WebSocket close
+# code. PROTOCOL.md: a failed AUTH closes with 4001, an expired token with 4003; every other ERR leaves
+# the connection open. (A gateway that refuses a malformed AUTH frame with bad_request may still decide
+# to close with 4001, since that AUTH failed too; that is the gateway's policy, not the codec's.)
+CLOSE_CODES: Final[Mapping[str, int]] = {NO_TOKEN: 4001, JWT_INVALID: 4001, TOKEN_EXPIRED: 4003}
+
+
+def close_code_for(code: str) -> int | None:
+    """The WebSocket close code that follows ``ERR <code>``, or None when the connection stays open."""
+    return CLOSE_CODES.get(code)
+
+
+MAX_FRAME_SIZE: Final = 1_048_576
+"""Default maximum frame size in bytes (1 MiB), checked before any parsing."""
+
+CLIENT_OPS: Final = ("AUTH", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK")
+_SERVER_OPS: Final = ("OK", "ERR", "EVENT")
+
+# --------------------------------------------------------------------------------------------------
+# Field types
+
+Rid: TypeAlias = str | int | float | None
+"""A request id chosen by the client (a string or any JSON number), echoed unchanged in the reply. Absent
+(None) in the seed's frames."""
+
+_PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
+_NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+_EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
+
+# A group name is one topic segment, because it becomes one in the dead-letter topic dlq.<group>.<topic>.
+_GROUP_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")
+
+# Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
+# ones that passed. Failures raise and are not cached; a flood of distinct valid names only churns the LRU.
+_checked_topic = functools.lru_cache(maxsize=4096)(validate_topic)
+_checked_pattern = functools.lru_cache(maxsize=4096)(validate_pattern)
+
+
+# __post_init__ raises ValueError("<field>: <problem>"); msgspec turns that into a ValidationError located
+# at the Struct, and _locate() below moves the field name into the path.
+# topics.py says "topic 'a.*': segment 2 ..."; the field path already says it is a topic.
+def _check_topic(topic: str) -> None:
+    try:
+        _checked_topic(topic)
+    except TopicError as exc:
+        raise TopicError(f"topic: {str(exc).removeprefix('topic ')}") from None
+
+
+def _check_pattern(pattern: str) -> None:
+    try:
+        _checked_pattern(pattern)
+    except TopicError as exc:
+        raise TopicError(f"topic: {str(exc).removeprefix('pattern ')}") from None
+
+
+def _check_group(group: str | None) -> None:
+    if group is not None and _GROUP_RE.fullmatch(group) is None:
+        shown = repr(group) if len(group) <= 40 else f"{group[:40]!r}… ({len(group)} chars)"
+        raise ValueError(
+            f"group: {shown} is not a valid group name; use 1-128 characters of A-Z a-z 0-9 _ : -"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Client → hub frames
+
+
+class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op"):
+    rid: Rid = None
+
+
+class Auth(_ClientFrame, frozen=True, kw_only=True, tag="AUTH"):
+    """``AUTH``: present a JWT. Must be the first frame; may be sent again to refresh the token."""
+
+    token: str
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise ValueError("token: must not be empty")
+
+
+class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Optional ``PUBLISH`` fields. ``id`` makes the publish idempotent; ``ts`` defaults to hub time."""
+
+    id: _EventId | None = None
+    key: str | None = None
+    headers: dict[str, str] | None = None
+    tags: list[str] | None = None
+    caused_by: list[str] | None = None
+    sid: str | None = None
+    ts: _NonNegativeInt | None = None
+
+
+class Publish(_ClientFrame, frozen=True, kw_only=True, tag="PUBLISH"):
+    """``PUBLISH``: store one event on a concrete topic; answered ``OK {id, seq, duplicate}`` once durable."""
+
+    topic: str
+    payload: Any = None
+    opts: PublishOpts | None = None
+
+    def __post_init__(self) -> None:
+        _check_topic(self.topic)
+
+    def to_new_event(self) -> NewEvent:
+        """The event to hand to the store."""
+        o = self.opts
+        if o is None:
+            return NewEvent(topic=self.topic, payload=self.payload)
+        return NewEvent(
+            topic=self.topic,
+            payload=self.payload,
+            id=o.id,
+            key=o.key,
+            headers=o.headers,
+            tags=o.tags,
+            caused_by=o.caused_by,
+            sid=o.sid,
+            ts=o.ts,
+        )
+
+
+class SubscribeOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Optional ``SUBSCRIBE`` fields; absent ones take the defaults of :class:`~outboxhub.model.GroupOptions`.
+
+    ``start`` is ``"earliest"``, ``"latest"``, a seq number, ``"seq:N"`` or ``"ts:MS"``.
+    """
+
+    start: str | int | None = None
+    max_in_flight: _PositiveInt | None = None
+    ack_timeout_ms: _PositiveInt | None = None
+    max_deliver: _PositiveInt | None = None
+    ordered_by_key: bool | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            StartPosition.parse(self.start)
+        except ValueError as exc:
+            raise ValueError(f"start: {exc}") from None
+
+    def group_options(self) -> GroupOptions:
+        """These options over the defaults."""
+        d = GroupOptions()
+        return GroupOptions(
+            start=StartPosition.parse(self.start),
+            max_in_flight=d.max_in_flight if self.max_in_flight is None else self.max_in_flight,
+            ack_timeout_ms=d.ack_timeout_ms if self.ack_timeout_ms is None else self.ack_timeout_ms,
+            max_deliver=d.max_deliver if self.max_deliver is None else self.max_deliver,
+            ordered_by_key=bool(self.ordered_by_key),
+        )
+
+
+class Subscribe(_ClientFrame, frozen=True, kw_only=True, tag="SUBSCRIBE"):
+    """``SUBSCRIBE``: receive events matching a pattern, in a consumer ``group`` or ephemerally (None)."""
+
+    topic: str
+    group: str | None = None
+    opts: SubscribeOpts | None = None
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+    def group_options(self) -> GroupOptions:
+        """The delivery options asked for, over the defaults."""
+        return GroupOptions() if self.opts is None else self.opts.group_options()
+
+
+class Unsubscribe(_ClientFrame, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
+    """``UNSUBSCRIBE``: end the subscription ``(topic, group)`` of this connection."""
+
+    topic: str
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+
+class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
+    """``ACK``: event ``id`` delivered on subscription ``(topic, group)`` is done.
+
+    ``topic`` is the subscription pattern, as in the ``EVENT`` frame. ``group`` may be None because the seed
+    client echoes the EVENT's ``group`` whatever it was; acking an ephemeral delivery is then a no-op.
+    """
+
+    topic: str
+    group: str | None = None
+    id: _EventId
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+
+class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
+    """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff)."""
+
+    topic: str
+    group: str | None = None
+    id: _EventId
+    reason: str | None = None
+    delay_ms: _NonNegativeInt | None = None
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+
+ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack
+
+# --------------------------------------------------------------------------------------------------
+# Hub → client frames
+
+
+class Ctx(msgspec.Struct, frozen=True, kw_only=True):
+    """Delivery context of an ``EVENT``: ``attempt`` starts at 1; ``redelivered`` is ``attempt > 1``."""
+
+    attempt: int
+    redelivered: bool
+
+
+class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="EVENT"):
+    """``EVENT``: one delivery. ``topic`` is the subscription pattern, ``event.topic`` the concrete topic.
+
+    Not ``omit_defaults``: ``group`` is always on the wire, ``null`` for an ephemeral subscription.
+    """
+
+    topic: str
+    group: str | None = None
+    event: Event
+    ctx: Ctx
+
+
+class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An :class:`~outboxhub.model.Event` whose ``payload`` is null, as clients must see it.
+
+    ``Event`` leaves out every field at its default, ``payload`` included, but PROTOCOL.md makes
+    ``payload`` a required member of an event: here it has no default, so it is always encoded.
+    """
+
+    id: str
+    topic: str
+    seq: int
+    ts: int
+    payload: Any
+    key: str | None = None
+    headers: dict[str, str] | None = None
+    tags: list[str] | None = None
+    caused_by: list[str] | None = None
+    sid: str | None = None
+
+
+def wire_event(event: Event) -> Event | WireEvent:
+    """``event`` ready to encode for a client (EVENT frames, the ops API): ``payload`` always present.
+
+    An event with a payload encodes as it is; only a null payload needs the :class:`WireEvent` copy.
+    """
+    if event.payload is not None:
+        return event
+    return WireEvent(**msgspec.structs.asdict(event))
+
+
+# What encode_event writes: EventFrame with the event as wire_event makes it (never decoded).
+class _EventOut(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="EVENT"):
+    topic: str
+    group: str | None
+    event: Event | WireEvent
+    ctx: Ctx
+
+
+class ErrFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op", tag="ERR"):
+    """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode."""
+
+    rid: Rid = None
+    code: str
+    msg: str
+
+
+class OkFrame(msgspec.Struct, frozen=True, kw_only=True):
+    """``OK``: the request ``rid`` succeeded; ``fields`` are the reply's other members (op-specific)."""
+
+    rid: Rid = None
+    fields: dict[str, Any] = {}
+
+
+ServerFrame: TypeAlias = OkFrame | ErrFrame | EventFrame
+
+
+# Wire shapes of OK: the head is what the typed decoder reads (the rest is op-specific and read only when
+# asked for); _PublishedOk is the confirmed-publish reply, encoded without building a dict.
+class _OkHead(msgspec.Struct, frozen=True, tag_field="op", tag="OK"):
+    rid: Rid = None
+
+
+class _PublishedOk(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op", tag="OK"):
+    rid: Rid = None
+    id: str
+    seq: int
+    duplicate: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# Codec
+
+_encoder: Final = msgspec.json.Encoder()
+_client_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(ClientFrame)
+_server_decoder: Final[msgspec.json.Decoder[_OkHead | ErrFrame | EventFrame]] = msgspec.json.Decoder(
+    _OkHead | ErrFrame | EventFrame
+)
+_any_decoder: Final = msgspec.json.Decoder()
+
+_AT_PATH: Final = re.compile(r"(?P<text>.*?) - at `\$(?P<path>[^`]*)`", re.DOTALL)
+_MISSING: Final = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+# Messages raised by our own __post_init__ start with a lowercase field name; msgspec's own never do.
+_POST_INIT: Final = re.compile(r"(?P<field>[a-z_]+): (?P<text>.*)", re.DOTALL)
+
+
+def _check_size(data: str | bytes, max_size: int) -> None:
+    n = len(data)
+    # A str's UTF-8 size is between len and 4*len; encode only when the cheap bounds cannot decide.
+    if isinstance(data, str) and n <= max_size < 4 * n and not data.isascii():
+        n = len(data.encode("utf-8", "surrogatepass"))
+    if n > max_size:
+        raise ProtocolError(TOO_LARGE, f"frame is {n} bytes; the limit is {max_size} bytes")
+
+
+def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) -> ClientFrame:
+    """Read one client frame (a WebSocket text or binary message).
+
+    Raises :class:`ProtocolError`: ``too_large`` when ``data`` exceeds ``max_size`` bytes (checked before
+    parsing), ``no_token`` for an ``AUTH`` whose token is missing, empty or not a string, else
+    ``bad_request`` naming the field at fault.
+    The error carries the frame's ``rid`` whenever it could be read.
+    """
+    _check_size(data, max_size)
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+        raise _explain(data, exc, CLIENT_OPS) from exc
+    except RecursionError as exc:
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
+    except UnicodeError as exc:
+        raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8 text") from exc
+
+
+def decode_server_frame(data: str | bytes) -> ServerFrame:
+    """Read one hub frame (client side, for the SDK). Raises :class:`ProtocolError` on anything else."""
+    try:
+        frame = _server_decoder.decode(data)
+        if not isinstance(frame, _OkHead):
+            return frame
+        fields = _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _explain(data, exc, _SERVER_OPS) from exc
+    except RecursionError as exc:
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
+    except UnicodeError as exc:
+        raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8 text") from exc
+    del fields["op"]
+    fields.pop("rid", None)
+    return OkFrame(rid=frame.rid, fields=fields)
+
+
+def encode_client_frame(frame: ClientFrame) -> bytes:
+    """The JSON text of a client frame. ``None`` fields are left out, as the seed client does."""
+    try:
+        return _encoder.encode(frame)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"{type(frame).__name__.upper()}: cannot encode frame as JSON: {exc}") from exc
+
+
+def encode_ok(rid: Rid, fields: Mapping[str, Any] | None = None, /, **more: Any) -> bytes:
+    """``{"op":"OK","rid":rid, **fields, **more}``; ``rid`` is left out when None."""
+    body: dict[str, Any] = {"op": "OK"}
+    if rid is not None:
+        body["rid"] = rid
+    for extra in (fields, more):
+        if extra:
+            if "op" in extra or "rid" in extra:
+                raise ValueError("encode_ok: 'op' and 'rid' are reserved and cannot be reply fields")
+            body.update(extra)
+    try:
+        return _encoder.encode(body)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"OK: cannot encode reply as JSON: {exc}") from exc
+
+
+def encode_published(rid: Rid, result: PublishResult) -> bytes:
+    """The reply to a confirmed ``PUBLISH``: ``OK {id, seq, duplicate}`` (hot path: no dict is built)."""
+    return _encoder.encode(_PublishedOk(rid=rid, id=result.id, seq=result.seq, duplicate=result.duplicate))
+
+
+def encode_err(rid: Rid, code: ErrorCode, msg: str) -> bytes:
+    """``{"op":"ERR","rid":rid,"code":code,"msg":msg}``; ``rid`` is left out when None."""
+    return _encoder.encode(ErrFrame(rid=rid, code=code, msg=msg))
+
+
+def encode_event(pattern: str, group: str | None, event: Event, attempt: int) -> bytes:
+    """One ``EVENT`` delivery of ``event`` on subscription ``(pattern, group)`` (delivery hot path).
+
+    The event carries ``payload`` even when it is null (:func:`wire_event`)."""
+    return _encoder.encode(
+        _EventOut(
+            topic=pattern,
+            group=group,
+            event=wire_event(event),
+            ctx=Ctx(attempt=attempt, redelivered=attempt > 1),
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Error path: explain why a frame did not decode. Only reached for bad frames, so clarity beats speed.
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) -> ProtocolError:
+    try:
+        raw = _any_decoder.decode(data)
+    except msgspec.ValidationError as exc2:  # e.g. "Number out of range"
+        _, text = _locate(str(exc2))
+        return ProtocolError(BAD_REQUEST, f"invalid JSON: {text}")
+    except msgspec.DecodeError as exc2:
+        return ProtocolError(
+            BAD_REQUEST, f"malformed JSON: {_lower_first(str(exc2).removeprefix('JSON is malformed: '))}"
+        )
+    except RecursionError:
+        # The typed decode stopped early (at a bad op, say) before reaching the deep part; this one did not.
+        return ProtocolError(BAD_REQUEST, "frame is nested too deeply")
+    if not isinstance(raw, dict):
+        return ProtocolError(BAD_REQUEST, f"a frame must be a JSON object, got {_json_type(raw)}")
+
+    rid = raw.get("rid")
+    if isinstance(rid, bool) or not isinstance(rid, str | int | float):
+        rid = None
+    expected = ", ".join(ops)
+    if "op" not in raw:
+        return ProtocolError(BAD_REQUEST, f"op: missing; expected one of {expected}", rid=rid)
+    op = raw["op"]
+    if not isinstance(op, str):
+        return ProtocolError(BAD_REQUEST, f"op: expected a string, got {_json_type(op)}", rid=rid)
+    if op not in ops:
+        return ProtocolError(BAD_REQUEST, f"op: unknown op {op!r}; expected one of {expected}", rid=rid)
+
+    path, text = _locate(str(exc))
+    if op == "AUTH" and path == ".token":
+        # Like the token verifier, anything but a non-empty string is no token; the AUTH fails (close 4001).
+        token = raw.get("token")
+        if token is None or token == "":
+            return ProtocolError(NO_TOKEN, "AUTH.token: missing; AUTH needs a token", rid=rid)
+        return ProtocolError(
+            NO_TOKEN, f"AUTH.token: must be a string, got {_json_type(token)}; AUTH needs a token", rid=rid
+        )
+    if len(text) > _MAX_MSG:  # messages may quote the offending value; keep ERR frames small
+        text = text[: _MAX_MSG - 1] + "…"
+    return ProtocolError(BAD_REQUEST, f"{op}{path}: {text}", rid=rid)
+
+
+_MAX_MSG: Final = 300
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _locate(message: str) -> tuple[str, str]:
+    """Split a msgspec error message into (field path below the frame, human problem)."""
+    path = ""
+    if (m := _AT_PATH.fullmatch(message)) is not None:
+        message, path = m["text"], m["path"]
+    if (m := _MISSING.fullmatch(message)) is not None:
+        return f"{path}.{m['field']}", "missing required field"
+    if (m := _POST_INIT.fullmatch(message)) is not None:
+        return f"{path}.{m['field']}", m["text"]
+    return path, _lower_first(message.replace("`", ""))

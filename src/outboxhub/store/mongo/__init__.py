@@ -1,0 +1,1 @@
+"""The mongo store backend; ``store`` holds the Store class and ``open_store``."""

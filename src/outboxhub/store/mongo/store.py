@@ -1,0 +1,448 @@
+"""The MongoDB store: ``mongodb://user:password@host:port/dbname?replicaSet=rs0``.
+
+pymongo's ``AsyncMongoClient`` (not Motor). The database is the URL path (default ``outboxhub``); the
+store creates its collections and indexes, every name prefixed (``prefix``, default ``outboxhub_``):
+``events``, ``topics``, ``counters``, ``groups``, ``pending``. Several hub processes may share one database
+(ARCHITECTURE.md, Scale-out); nothing here needs multi-document transactions, so a standalone ``mongod``
+works as well as a replica set (which adds change-stream wake-ups).
+
+Design:
+
+* **Gap-safe reads, not commit-ordered seqs.** Seqs are allocated per group-commit batch from one counter
+  document (a compare-and-set that also records the open range, ``_mongo_seq``); two processes insert
+  their batches concurrently, so seq order is not commit order. Readers are made gap-safe instead: every
+  read first takes the *horizon* (the lowest open range's ``lo - 1``, else the last allocated seq) and
+  reads only ``seq <= horizon``, a prefix of the log in which every event has committed. We chose this
+  over commit-ordered seqs because assigning seqs in commit order needs the allocation and the inserts in
+  one transaction holding the counter (replica sets only, and MongoDB aborts the competing transaction
+  with a write conflict instead of queueing it); the horizon works on every deployment and costs readers
+  one primary-key read. Its price: a writer that dies with an open range holds every reader back until
+  the range's lease (``lease_ms``, default 15 s) expires; then readers fill the range's free seqs with hole
+  documents, which also fences a writer that was only stalled (its late inserts hit the unique ``seq``
+  index and are re-allocated above the horizon). Readers and writers must therefore use the primary
+  (the default read preference) and clocks that agree to well within the lease.
+* **Group commit.** One writer task per store (``_pg_writer.GroupCommitWriter``) stages everything
+  queued: check which ids exist (duplicates answer with their original seq), register new topics,
+  allocate, ``insert_many(ordered=False)``; it confirms each publish after the range is released. A
+  duplicate-key error (E11000) on ``_id`` from another process's concurrent insert becomes the duplicate
+  result with the original seq. A batch is not atomic: if the process dies mid-insert, some of its
+  events are stored and the publishers, never confirmed, publish them again (idempotent by id).
+* **Pattern scans** resolve the pattern against the ``topics`` collection and read by the
+  ``(topic, seq)`` index (``_mongo_events``).
+* **Groups** (``_mongo_groups``): claims hold a per-group lease lock (one conditional update), the
+  redelivery hand-out is a conditional ``update_many`` with a claim token, dead-letters are marked before
+  they are published. ``ack``/``nack``/``extend``/``release`` are single conditional updates.
+* **Wake-up** (``_mongo_watch``): a change stream on the counter document when the deployment supports
+  one (detected by opening it; logged once either way), and in every mode a poll of the counter every
+  ``poll_interval_s`` (default 1 s), which also finishes abandoned allocations and half-done dead-letters.
+  Commit listeners are called with the horizon, for commits of any process.
+* **Connection loss**: operations raise ``StoreUnavailable`` naming the URL (password masked) when no
+  server is selectable within ``connect_timeout_s``; pymongo reconnects by itself.
+
+Options (URL query or keyword arguments of ``open_store``, which win): ``prefix``, ``poll_interval_s`` (1),
+``connect_timeout_s`` (5), ``max_batch`` (2000 events per group commit), ``lease_ms`` (15000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure, PyMongoError
+
+from outboxhub.errors import StoreUnavailable
+from outboxhub.ids import now_ms
+from outboxhub.model import (
+    Cursor,
+    Delivery,
+    Event,
+    GroupInfo,
+    Lag,
+    NewEvent,
+    PublishResult,
+    StartPosition,
+    TopicInfo,
+)
+from outboxhub.store.base import CommitListener
+from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.mongo.conn import MongoSettings, make_client, parse_url, translate
+from outboxhub.store.mongo.events import EventLog, Staged
+from outboxhub.store.mongo.groups import GroupOps
+from outboxhub.store.mongo.seq import SeqCounter, horizon_of
+from outboxhub.store.mongo.watch import Watcher, WatchMode
+from outboxhub.topics import compile_pattern
+
+__all__ = ["MongoStore", "open_store"]
+
+_log = logging.getLogger("outboxhub.store.mongo.store")
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+Doc = dict[str, Any]
+
+_INDEXES: dict[str, list[IndexModel]] = {
+    "events": [
+        IndexModel([("seq", ASCENDING)], unique=True),
+        IndexModel([("topic", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("topic", ASCENDING), ("key", ASCENDING), ("seq", ASCENDING)]),
+    ],
+    "groups": [IndexModel([("pattern", ASCENDING), ("name", ASCENDING)], unique=True)],
+    "pending": [
+        IndexModel([("gid", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("gid", ASCENDING), ("event_id", ASCENDING)]),
+        IndexModel([("gid", ASCENDING), ("deadline", ASCENDING)]),
+        IndexModel([("gid", ASCENDING), ("member", ASCENDING)]),
+        IndexModel([("gid", ASCENDING), ("key", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("dl", ASCENDING)], sparse=True),
+    ],
+}
+
+
+async def open_store(url: str, **options: Any) -> MongoStore:
+    """Open the MongoDB store at ``url``, creating its collections and indexes as needed."""
+    return await MongoStore.open(url, **options)
+
+
+async def create_indexes(collection: AsyncCollection[Doc], models: list[IndexModel]) -> None:
+    """Create ``models`` on ``collection``; an index that exists under another name is kept as it is."""
+    try:
+        await collection.create_indexes(models)
+    except OperationFailure as exc:
+        if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+            raise
+        for model in models:  # one by one, keeping the ones that exist in another form
+            try:
+                await collection.create_indexes([model])
+            except OperationFailure as one:
+                if one.code not in (85, 86):
+                    raise
+                _log.warning(
+                    "%s: keeping the existing index %s (%s)", collection.full_name, model.document, one
+                )
+
+
+class MongoStore:
+    """The ``Store`` protocol over a MongoDB database. Open with ``await MongoStore.open(url)``."""
+
+    def __init__(self, settings: MongoSettings) -> None:
+        self._settings = settings
+        self._url = settings.url
+        self._client = make_client(settings)
+        self.db: AsyncDatabase[Doc] = self._client[settings.database]
+        p = settings.prefix
+        self._events = self.db[f"{p}events"]
+        self._topics = self.db[f"{p}topics"]
+        self._counters = self.db[f"{p}counters"]
+        self._groups_coll = self.db[f"{p}groups"]
+        self._pending = self.db[f"{p}pending"]
+        self._counter = SeqCounter(self._counters, self._events, lease_ms=settings.lease_ms)
+        self._log_ = EventLog(self._events, self._topics, self._counter, on_horizon=self._committed)
+        self._groups = GroupOps(
+            self._groups_coll, self._pending, self._log_, self._publish_rows, lease_ms=settings.lease_ms
+        )
+        self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
+        self._watcher = Watcher(
+            self._counters,
+            [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}],
+            self._on_counter_change,
+            label=f"MongoDB store {self._url}",
+            full_document="updateLookup",
+        )
+        self._listeners: list[CommitListener] = []
+        self._notified = 0
+        self._poll_now = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> MongoStore:
+        """Connect, create collections, indexes and the counter, start the watcher."""
+        store = cls(parse_url(url, options))
+        try:
+            await store.db.command("ping")
+            collections = {
+                "events": store._events,
+                "groups": store._groups_coll,
+                "pending": store._pending,
+            }
+            for name, models in _INDEXES.items():
+                await create_indexes(collections[name], models)
+            await store._counter.create()
+            store._notified = await store._counter.horizon()
+        except PyMongoError as exc:
+            await store._client.close()
+            raise translate(exc, store._url) from exc
+        store._watcher.start()
+        store._poller = asyncio.get_running_loop().create_task(store._poll(), name="outboxhub-mongo-poll")
+        return store
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def settings(self) -> MongoSettings:
+        return self._settings
+
+    @property
+    def watch_mode(self) -> WatchMode:
+        """How other processes' commits are heard: ``change stream`` or ``polling`` (first ``starting``)."""
+        return self._watcher.mode
+
+    async def wait_watch_detected(self) -> WatchMode:
+        """Wait until the wake-up mode is known; return it."""
+        await self._watcher.detected.wait()
+        return self._watcher.mode
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._writer.close()
+        finally:
+            await self._watcher.close()
+            if self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poller
+            await self._client.close()
+
+    async def ping(self) -> None:
+        self._check_open()
+        await self._run(self.db.command, "ping")
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _committed(self, horizon: int) -> None:
+        if horizon <= self._notified:
+            return
+        self._notified = horizon
+        for listener in tuple(self._listeners):
+            try:
+                listener(horizon)
+            except Exception:
+                _log.exception("commit listener %r failed", listener)
+
+    def _on_counter_change(self, change: Doc) -> None:
+        doc = change.get("fullDocument")
+        if isinstance(doc, dict):
+            self._committed(horizon_of(doc))
+        else:
+            self._poll_now.set()
+
+    async def _poll(self) -> None:
+        interval = self._settings.poll_interval_s
+        rounds_per_lease = max(1, int(self._settings.lease_ms / 1000 / interval))
+        rounds = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), interval)
+            self._poll_now.clear()
+            rounds += 1
+            try:
+                self._committed(await self._counter.horizon())
+                if rounds % rounds_per_lease == 0:
+                    await self._groups.finish_dead_letters()
+            except PyMongoError as exc:
+                _log.debug("MongoDB store %s: poll failed: %s", self._url, exc)
+            except Exception:
+                _log.exception("MongoDB store %s: poll failed", self._url)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"MongoDB store {self._url} is closed")
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn(...)``, translating pymongo errors (pymongo retries reads and writes once itself)."""
+        try:
+            return await fn(*args, **kwargs)
+        except PyMongoError as exc:
+            raise translate(exc, self._url) from exc
+
+    async def _stage(self, rows: Sequence[Prepared]) -> _TranslatedStaged:
+        staged = await self._run(self._log_.stage, rows)
+        return _TranslatedStaged(staged, self._url)
+
+    async def _publish_rows(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
+        return await self._writer.submit([prepare(event) for event in events_])
+
+    # -- events -------------------------------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent) -> PublishResult:
+        self._check_open()
+        results = await self._writer.submit([prepare(event)])
+        return results[0]
+
+    async def publish_batch(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
+        self._check_open()
+        if not events_:
+            return []
+        return await self._writer.submit([prepare(event) for event in events_])
+
+    async def get_event(self, event_id: str) -> Event | None:
+        self._check_open()
+        return await self._run(self._log_.get_event, event_id)
+
+    async def scan(
+        self,
+        pattern: str,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        self._check_open()
+        return await self._run(
+            self._log_.scan, pattern, after_seq=after_seq, since_ts=since_ts, until_ts=until_ts, limit=limit
+        )
+
+    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
+        self._check_open()
+        if not keys:
+            return {}
+        return await self._run(self._log_.latest_by_key, topic, keys)
+
+    async def tail(self, pattern: str) -> Event | None:
+        self._check_open()
+        return await self._run(self._log_.tail, pattern)
+
+    async def count(self, pattern: str, *, after_seq: int = 0) -> int:
+        self._check_open()
+        return await self._run(self._log_.count, pattern, after_seq=after_seq)
+
+    async def last_seq(self) -> int:
+        self._check_open()
+        return await self._run(self._log_.last_seq)
+
+    async def topics(self) -> list[TopicInfo]:
+        self._check_open()
+        return await self._run(self._log_.topic_infos)
+
+    # -- consumer groups ----------------------------------------------------------------------------------
+
+    async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
+        self._check_open()
+        compile_pattern(pattern)  # TopicError for an invalid pattern, before anything is written
+        return await self._run(self._groups.ensure_group, pattern, group, start, now_ms())
+
+    async def groups(self) -> list[GroupInfo]:
+        self._check_open()
+        return await self._run(self._groups.groups_info)
+
+    async def claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[Delivery]:
+        self._check_open()
+        return await self._run(
+            self._groups.claim,
+            pattern,
+            group,
+            member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=now_ms() if now is None else now,
+        )
+
+    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
+        self._check_open()
+        if not event_ids:
+            return 0
+        return await self._run(self._groups.ack, pattern, group, event_ids)
+
+    async def nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        max_deliver: int,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        now: int | None = None,
+    ) -> bool:
+        self._check_open()
+        return await self._run(
+            self._groups.nack,
+            pattern,
+            group,
+            event_id,
+            max_deliver=max_deliver,
+            delay_ms=delay_ms,
+            reason=reason,
+            now=now_ms() if now is None else now,
+        )
+
+    async def extend(
+        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+    ) -> bool:
+        self._check_open()
+        return await self._run(
+            self._groups.extend, pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now
+        )
+
+    async def release(self, pattern: str, group: str, member: str) -> int:
+        self._check_open()
+        return await self._run(self._groups.release, pattern, group, member)
+
+    async def next_deadline(self, pattern: str, group: str) -> int | None:
+        self._check_open()
+        return await self._run(self._groups.next_deadline, pattern, group)
+
+    async def cursor(self, pattern: str, group: str) -> Cursor | None:
+        self._check_open()
+        return await self._run(self._groups.cursor, pattern, group)
+
+    async def lag(self, pattern: str, group: str) -> Lag | None:
+        self._check_open()
+        return await self._run(self._groups.lag, pattern, group)
+
+
+class _TranslatedStaged:
+    """A staged batch whose commit raises ``StoreError``s, as the group-commit writer expects."""
+
+    __slots__ = ("_staged", "_url", "results")
+
+    def __init__(self, staged: Staged, url: str) -> None:
+        self._staged = staged
+        self._url = url
+        self.results = staged.results
+
+    async def commit(self) -> None:
+        try:
+            await self._staged.commit()
+        except PyMongoError as exc:
+            raise translate(exc, self._url) from exc

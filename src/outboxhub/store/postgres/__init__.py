@@ -1,0 +1,1 @@
+"""The postgres store backend; ``store`` holds the Store class and ``open_store``."""

@@ -1,0 +1,138 @@
+"""Cross-process wake-up: LISTEN on a dedicated connection, with polling as the fallback.
+
+Every publishing transaction NOTIFYs the schema's channel with its last seq (``publish_events``), so a
+commit made by any hub process reaches every other one within milliseconds. The listener keeps its own
+connection (a pooled one could not stay in LISTEN), and when that connection drops it reconnects with
+backoff. A notification lost while disconnected is covered by polling: after every (re)connect and every
+``poll_interval_s`` without a notification, the listener reads the counter and reports any seq it has not
+reported yet. The poll doubles as the liveness check of the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from outboxhub.store.postgres.conn import configure_connection
+from outboxhub.store.postgres.schema import quote_ident
+
+__all__ = ["Listener"]
+
+_log = logging.getLogger("outboxhub.store.postgres.store")
+
+_BACKOFF_START_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+class Listener:
+    """Calls ``on_seq(seq)`` for commits seen through NOTIFY or polling (from the event loop)."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        url: str,
+        schema: str,
+        channel: str,
+        on_seq: Callable[[int], None],
+        poll_interval_s: float = 1.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._url = url
+        self._schema = schema
+        self._channel = channel
+        self._on_seq = on_seq
+        self._poll_interval_s = poll_interval_s
+        self._connect_timeout_s = connect_timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.connected = asyncio.Event()
+        """Set while the LISTEN connection is up (tests wait on it)."""
+        self.reconnects = 0
+        """How many times the connection was re-established after a loss."""
+        self.backend_pid: int | None = None
+        """The server process id of the current LISTEN connection."""
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="outboxhub-pg-listener")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self.connected.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _run(self) -> None:
+        backoff = _BACKOFF_START_S
+        down_since_logged = False
+        ever_connected = False
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout_s))
+                )
+                self._conn = conn
+                self.backend_pid = conn.info.backend_pid
+                await configure_connection(conn)
+                await conn.execute(f"LISTEN {quote_ident(self._channel)}")
+                if ever_connected:
+                    self.reconnects += 1
+                    _log.info("PostgreSQL listener for %s reconnected", self._url)
+                ever_connected = True
+                down_since_logged = False
+                backoff = _BACKOFF_START_S
+                self.connected.set()
+                await self._poll(conn)  # anything committed while we were not listening
+                await self._listen(conn)
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError, ValueError) as exc:
+                if not down_since_logged:
+                    # One line per outage, not a traceback per retry.
+                    _log.warning(
+                        "PostgreSQL listener for %s lost its connection (%s); retrying",
+                        self._url,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    )
+                    down_since_logged = True
+            except Exception:
+                # A bug, not an outage: say so once with the traceback, and keep the wake-ups coming.
+                _log.exception("PostgreSQL listener for %s failed; restarting it", self._url)
+            await self._drop()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            got = False
+            async for notify in conn.notifies(timeout=self._poll_interval_s):
+                got = True
+                try:
+                    seq = int(notify.payload)
+                except ValueError:
+                    continue
+                self._on_seq(seq)
+            if not got:
+                await self._poll(conn)
+
+    async def _poll(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute(f"SELECT last_seq FROM {quote_ident(self._schema)}.counter WHERE id = 1")
+        row = await cur.fetchone()
+        if row is not None:
+            self._on_seq(int(row[0]))

@@ -1,0 +1,486 @@
+"""The PostgreSQL store: ``postgresql://user:password@host:port/db?schema=NAME``.
+
+Several hub processes may share one database (ARCHITECTURE.md, Scale-out): every mutation is atomic in the
+database, group claims lock the group row, and commits wake the other processes through NOTIFY.
+
+Design:
+
+* **Gap-safe reads by assigning seq in commit order.** A PostgreSQL sequence is not commit-ordered: a
+  transaction holding seq 7 may commit after one holding seq 8, so a reader that saw 8 and moved its cursor
+  past 7 would skip 7 forever. Instead of a sequence, ``publish_events`` (a PL/pgSQL function, see
+  ``_pg_schema``) takes the one ``counter`` row ``FOR UPDATE``, assigns ``last_seq + 1 ...`` and keeps the row
+  lock until COMMIT. The next publisher waits for that commit before it can read the counter, so seq order
+  is commit order and every reader sees a gap-free prefix of the log: plain ``seq > cursor`` reads are
+  safe. We chose this over filtering reads by ``pg_snapshot_xmin`` (an xid8 per row) because it keeps every
+  read a plain index range, needs no visibility horizon in the API (a horizon held back by one slow writer
+  would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
+  once per batch, for one short statement plus the commit.
+* **Group commit.** One writer task per store (``_pg_writer``) appends everything queued in one
+  ``publish_events`` call, sent with its BEGIN and COMMIT in one round trip, and confirms each publish only
+  after that commit. Batches grow with load.
+* **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
+  matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
+  (``_pg_topics``, ``_pg_events.scan_query``); no Python runs per row. The store's connections run with
+  bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
+  into a read of the whole topic.
+* **Groups** (``_pg_groups``): claims and nacks lock the group row, so two processes never hand one event to
+  two members; acks are single statements. Dead-letter events have deterministic ids (``_common``), so a
+  retried dead-letter is stored once. Group transactions commit without waiting for the WAL flush unless
+  they append dead-letter events (the reasoning is in ``_pg_groups``); publishes always wait for it.
+* **Wake-up** (``_pg_listen``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
+  LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
+  any process. Local commits call them directly, without waiting for the notification.
+* **Connection loss**: operations raise ``StoreUnavailable`` (one line naming the URL, password masked) when
+  the server cannot be reached within ``pool_timeout_s``; a connection that broke while idle in the pool
+  (the server restarted) is discarded and the operation re-run on another. The pool reconnects by itself
+  when the server returns, so the store recovers without a restart. A publish is confirmed only after its
+  COMMIT. A batch whose connection breaks is written again on another connection: appends are idempotent
+  by id, so if the lost COMMIT had taken effect its events are not stored twice (they come back with
+  ``duplicate`` set, as they would to a publisher retrying after an error).
+
+Options (URL query or keyword arguments of ``open_store``, which win): ``schema`` (default ``outboxhub``),
+``pool_max`` (8), ``pool_timeout_s`` (5: how long an operation waits for a connection), ``connect_timeout_s``
+(5), ``poll_interval_s`` (1: the listener's fallback poll), ``max_batch`` (2000 events per group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+import psycopg_pool
+
+from outboxhub.errors import StoreUnavailable
+from outboxhub.ids import now_ms
+from outboxhub.model import (
+    Cursor,
+    Delivery,
+    Event,
+    GroupInfo,
+    Lag,
+    NewEvent,
+    PublishResult,
+    StartPosition,
+    TopicInfo,
+)
+from outboxhub.store.base import CommitListener
+from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.postgres import events
+from outboxhub.store.postgres import groups as groups_ops
+from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
+from outboxhub.store.postgres.events import PgConn
+from outboxhub.store.postgres.groups import ClaimContext
+from outboxhub.store.postgres.listen import Listener
+from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
+
+__all__ = ["PostgresStore", "open_store"]
+
+_log = logging.getLogger("outboxhub.store.postgres.store")
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+_RECONNECT_TIMEOUT_S = 3.0
+
+_MAX_TRIES = 5
+"""Attempts of a transaction that hit a deadlock or serialization failure."""
+
+
+async def open_store(url: str, **options: Any) -> PostgresStore:
+    """Open the PostgreSQL store at ``url``, creating or migrating its schema as needed."""
+    return await PostgresStore.open(url, **options)
+
+
+class PostgresStore:
+    """The ``Store`` protocol over a PostgreSQL schema. Open with ``await PostgresStore.open(url)``."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self._settings = settings
+        self._url = settings.url
+        self._channel = channel_name(settings.schema)
+        self._search_path = quote_ident(settings.schema)
+        self._pool: psycopg_pool.AsyncConnectionPool[PgConn] = psycopg_pool.AsyncConnectionPool(
+            settings.dsn,
+            min_size=1,
+            max_size=settings.pool_max,
+            open=False,
+            timeout=settings.pool_timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(settings.connect_timeout_s))},
+            configure=self._configure,
+            name=f"outboxhub-{settings.schema}",
+            # psycopg_pool retries a failed connect with a doubling delay until this timeout, then waits for
+            # the next request to start again: a short timeout bounds how long the store stays down after
+            # the server is back (the default, 5 minutes, lets the delay grow to minutes).
+            reconnect_timeout=_RECONNECT_TIMEOUT_S,
+        )
+        self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
+        self._listener = Listener(
+            dsn=settings.dsn,
+            url=self._url,
+            schema=settings.schema,
+            channel=self._channel,
+            on_seq=self._committed,
+            poll_interval_s=settings.poll_interval_s,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+        self._listeners: list[CommitListener] = []
+        self._notified = 0
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._pool_check: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> PostgresStore:
+        """Connect, create or migrate the schema, start the pool and the listener."""
+        settings = parse_url(url, options)
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                settings.dsn, autocommit=True, connect_timeout=max(1, round(settings.connect_timeout_s))
+            )
+        except psycopg.Error as exc:
+            raise translate(exc, settings.url) from exc
+        try:
+            await migrate(conn, settings.schema)
+        except psycopg.Error as exc:
+            raise translate(exc, settings.url) from exc
+        finally:
+            await conn.close()
+        store = cls(settings)
+        try:
+            await store._pool.open(wait=True, timeout=settings.connect_timeout_s)
+            store._listener.start()
+            store._notified = await store._run(events.last_seq)
+        except BaseException as exc:
+            await store.close()
+            if isinstance(exc, psycopg.Error):
+                raise translate(exc, settings.url) from exc
+            raise
+        return store
+
+    async def _configure(self, conn: PgConn) -> None:
+        await configure_connection(conn)
+        await conn.execute(f"SET search_path = {self._search_path}")
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def schema(self) -> str:
+        """The schema holding this store's tables."""
+        return self._settings.schema
+
+    @property
+    def listener(self) -> Listener:
+        """The LISTEN side (its ``connected`` event and ``reconnects`` count are useful in tests)."""
+        return self._listener
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._writer.close()
+        finally:
+            await self._listener.close()
+            if self._pool_check is not None:
+                self._pool_check.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._pool_check
+            await self._pool.close()
+
+    async def ping(self) -> None:
+        self._check_open()
+        await self._run(_ping)
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _committed(self, last_seq: int) -> None:
+        if last_seq <= self._notified:
+            return
+        self._notified = last_seq
+        for listener in tuple(self._listeners):
+            try:
+                listener(last_seq)
+            except Exception:
+                _log.exception("commit listener %r failed", listener)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"PostgreSQL store {self._url} is closed")
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    async def _run(
+        self, fn: Callable[Concatenate[PgConn, _P], Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run ``fn(conn, ...)`` on a pooled connection, translating psycopg errors.
+
+        A deadlock or serialization failure re-runs it (the transaction had no effect); a connection that
+        turns out to be broken (the server restarted while it sat in the pool) is discarded and ``fn`` re-run
+        on another, at most once per pooled connection. Group mutations are safe to re-run: acks, extends and
+        releases are idempotent, a re-run claim at worst leaves an event pending until its ack timeout, and
+        appends are idempotent by event id.
+        """
+        tries = 0
+        stale = 0
+        while True:
+            tries += 1
+            try:
+                async with self._pool.connection() as conn:
+                    return await fn(conn, *args, **kwargs)
+            except psycopg.Error as exc:
+                if is_retryable(exc) and tries < _MAX_TRIES:
+                    continue
+                if _connection_lost(exc) and stale <= self._settings.pool_max:
+                    stale += 1
+                    self._check_pool()
+                    continue
+                raise translate(exc, self._url) from exc
+
+    def _check_pool(self) -> None:
+        """Test the idle pooled connections in the background, replacing the broken ones."""
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.get_running_loop().create_task(self._pool.check())
+
+    async def _stage(self, rows: Sequence[Prepared]) -> _CommittedBatch:
+        """Append ``rows`` in one transaction whose BEGIN, append and COMMIT travel in one round trip, then
+        call the commit listeners; the writer's ``commit()`` has nothing left to do.
+
+        Sending COMMIT with the append keeps the seq counter's lock held only for what the server itself
+        needs (the insert and the WAL flush), not also for a round trip through the event loop. So the
+        writer writes batches one after another (staging the next batch waits for this one's COMMIT), in
+        the order they were queued.
+
+        A deadlock, or a connection found broken (the server restarted while it sat in the pool), re-runs
+        the batch, on another connection for the latter. When a connection breaks after the server
+        committed but before the reply came back, the re-run finds the events stored: appends are
+        idempotent by id, so they are not stored twice, and come back with their seqs and ``duplicate``
+        set, as a publisher retrying after an error would see them.
+        """
+        stale = 0
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                conn = await self._pool.getconn()
+            except psycopg.Error as exc:
+                raise translate(exc, self._url) from exc
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    results, top = await events.append(conn, self._channel, rows, commit=True)
+            except psycopg.Error as exc:
+                await self._give_back(conn)
+                if is_retryable(exc) and tries < _MAX_TRIES:
+                    continue
+                if _connection_lost(exc) and stale <= self._settings.pool_max:
+                    stale += 1
+                    self._check_pool()
+                    continue
+                raise translate(exc, self._url) from exc
+            except BaseException:
+                await self._give_back(conn)
+                raise
+            await self._pool.putconn(conn)
+            if top:
+                self._committed(top)
+            return _CommittedBatch(results)
+
+    async def _give_back(self, conn: PgConn) -> None:
+        """Return a connection to the pool after a failure, rolled back if it still works."""
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        await self._pool.putconn(conn)
+
+    # -- events -------------------------------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent) -> PublishResult:
+        self._check_open()
+        results = await self._writer.submit([prepare(event)])
+        return results[0]
+
+    async def publish_batch(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
+        self._check_open()
+        if not events_:
+            return []
+        return await self._writer.submit([prepare(event) for event in events_])
+
+    async def get_event(self, event_id: str) -> Event | None:
+        self._check_open()
+        return await self._run(events.get_event, event_id)
+
+    async def scan(
+        self,
+        pattern: str,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        self._check_open()
+        return await self._run(
+            events.scan, pattern, after_seq=after_seq, since_ts=since_ts, until_ts=until_ts, limit=limit
+        )
+
+    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
+        self._check_open()
+        if not keys:
+            return {}
+        return await self._run(events.latest_by_key, topic, keys)
+
+    async def tail(self, pattern: str) -> Event | None:
+        self._check_open()
+        return await self._run(events.tail, pattern)
+
+    async def count(self, pattern: str, *, after_seq: int = 0) -> int:
+        self._check_open()
+        return await self._run(events.count, pattern, after_seq=after_seq)
+
+    async def last_seq(self) -> int:
+        self._check_open()
+        return await self._run(events.last_seq)
+
+    async def topics(self) -> list[TopicInfo]:
+        self._check_open()
+        return await self._run(events.topics)
+
+    # -- consumer groups ----------------------------------------------------------------------------------
+
+    async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
+        self._check_open()
+        return await self._run(groups_ops.ensure_group, pattern, group, start, now_ms())
+
+    async def groups(self) -> list[GroupInfo]:
+        self._check_open()
+        return await self._run(groups_ops.groups)
+
+    async def claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[Delivery]:
+        self._check_open()
+        ctx = ClaimContext(self._channel)
+        deliveries = await self._run(
+            groups_ops.claim,
+            ctx,
+            pattern,
+            group,
+            member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=now_ms() if now is None else now,
+        )
+        if ctx.appended_to:
+            self._committed(ctx.appended_to)
+        return deliveries
+
+    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
+        self._check_open()
+        if not event_ids:
+            return 0
+        return await self._run(groups_ops.ack, pattern, group, event_ids)
+
+    async def nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        max_deliver: int,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        now: int | None = None,
+    ) -> bool:
+        self._check_open()
+        ctx = ClaimContext(self._channel)
+        found = await self._run(
+            groups_ops.nack,
+            ctx,
+            pattern,
+            group,
+            event_id,
+            max_deliver=max_deliver,
+            delay_ms=delay_ms,
+            reason=reason,
+            now=now_ms() if now is None else now,
+        )
+        if ctx.appended_to:
+            self._committed(ctx.appended_to)
+        return found
+
+    async def extend(
+        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+    ) -> bool:
+        self._check_open()
+        return await self._run(
+            groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now
+        )
+
+    async def release(self, pattern: str, group: str, member: str) -> int:
+        self._check_open()
+        return await self._run(groups_ops.release, pattern, group, member)
+
+    async def next_deadline(self, pattern: str, group: str) -> int | None:
+        self._check_open()
+        return await self._run(groups_ops.next_deadline, pattern, group)
+
+    async def cursor(self, pattern: str, group: str) -> Cursor | None:
+        self._check_open()
+        return await self._run(groups_ops.cursor, pattern, group)
+
+    async def lag(self, pattern: str, group: str) -> Lag | None:
+        self._check_open()
+        return await self._run(groups_ops.lag, pattern, group)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection broke (server restarted or went away), as opposed to no connection being available."""
+    return (
+        isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        and not isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed)
+        and not is_retryable(exc)
+    )
+
+
+class _CommittedBatch:
+    """A batch ``PostgresStore._stage`` has already committed (the writer's ``Staged``)."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, results: list[PublishResult]) -> None:
+        self.results = results
+
+    async def commit(self) -> None:
+        """Nothing to do: the COMMIT went with the append."""
+
+
+async def _ping(conn: PgConn) -> None:
+    await conn.execute("SELECT 1")

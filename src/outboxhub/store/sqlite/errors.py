@@ -1,0 +1,35 @@
+"""Translation of sqlite3 exceptions into the outboxhub exception tree."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from outboxhub.errors import StoreError, StoreUnavailable
+
+__all__ = ["translate"]
+
+_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+    "SQLITE_PROTOCOL",
+    "SQLITE_NOLFS",
+)
+
+
+def translate(exc: BaseException, url: str) -> BaseException:
+    """``StoreUnavailable`` for a database that cannot be reached or written right now (locked, I/O error,
+    disk full, cannot open), ``StoreError`` for other sqlite3 errors, anything else unchanged."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    message = f"sqlite store {url}: {exc}"
+    if name.startswith(_UNAVAILABLE):
+        error: StoreError = StoreUnavailable(message)
+    else:
+        error = StoreError(message)
+    error.__cause__ = exc
+    return error

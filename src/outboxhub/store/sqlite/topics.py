@@ -1,0 +1,167 @@
+"""The topic catalog (topic name ↔ topic id) and the SQL that scans events by a set of topic ids.
+
+Pattern scans never run Python per row: a pattern is resolved to the ids of the topics it matches (cached
+per pattern, extended when a topic appears), then SQLite walks the ``(topic_id, seq)`` index. Memory grows
+with the number of topics and of distinct patterns, never with the log.
+
+The catalog holds only committed topics, always a contiguous prefix of topic ids (ids are assigned max + 1
+by whoever holds the write lock). ``sync`` loads the topics committed since, so it must run inside the
+snapshot of the query that follows it: every event that snapshot can see then belongs to a known topic.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+
+from outboxhub.store.codec import EVENT_COLUMNS, EventRow
+from outboxhub.topics import compile_pattern
+
+__all__ = ["MERGE_MAX_TOPICS", "TopicCatalog", "count_events", "last_seq_at_or_below", "select_events"]
+
+MERGE_MAX_TOPICS = 24
+"""Up to this many topics, a multi-topic scan is a k-way merge of index ranges (``UNION ALL ... ORDER BY``
+runs as a merge in SQLite, stopping at the limit). Beyond it, a walk of the rowid with a topic filter, which
+is what a pattern matching many topics wants (it usually matches much of the log)."""
+
+_PATTERN_CACHE_MAX = 4096
+
+
+class TopicCatalog:
+    """Committed topics by name and id, and the topic ids each pattern resolves to. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._max_id = 0
+        self._patterns: dict[str, list[int]] = {}
+
+    @property
+    def max_id(self) -> int:
+        return self._max_id
+
+    def sync(self, conn: sqlite3.Connection) -> None:
+        """Load the topics committed since the last sync, as seen by ``conn``'s current snapshot."""
+        top = conn.execute("SELECT coalesce(max(topic_id), 0) FROM topics").fetchone()[0]
+        if top > self._max_id:
+            rows = conn.execute(
+                "SELECT topic_id, topic FROM topics WHERE topic_id > ? ORDER BY topic_id", (self._max_id,)
+            ).fetchall()
+            self.merge(rows)
+
+    def merge(self, rows: Iterable[tuple[int, str]]) -> None:
+        """Add committed topics (idempotent)."""
+        with self._lock:
+            for topic_id, name in rows:
+                if topic_id in self._names:
+                    continue
+                self._names[topic_id] = name
+                self._ids[name] = topic_id
+                self._max_id = max(self._max_id, topic_id)
+                for pattern, ids in self._patterns.items():
+                    if compile_pattern(pattern).match(name):
+                        ids.append(topic_id)
+
+    def topic_id(self, name: str) -> int | None:
+        return self._ids.get(name)
+
+    def name(self, topic_id: int) -> str:
+        return self._names[topic_id]
+
+    def resolve(self, pattern: str) -> tuple[int, ...]:
+        """The ids of the known topics that ``pattern`` matches."""
+        matcher = compile_pattern(pattern)  # cached; validates the pattern (TopicError)
+        if matcher.concrete:
+            topic_id = self._ids.get(pattern)
+            return () if topic_id is None else (topic_id,)
+        ids = self._patterns.get(pattern)
+        if ids is None:
+            with self._lock:
+                ids = [topic_id for name, topic_id in self._ids.items() if matcher.match(name)]
+                if len(self._patterns) >= _PATTERN_CACHE_MAX:
+                    self._patterns.clear()
+                self._patterns[pattern] = ids
+        return tuple(ids)
+
+
+def _ids_sql(topic_ids: Sequence[int]) -> str:
+    # Topic ids are ints from our own catalog, so inlining them is safe; it also sidesteps the bound
+    # parameter limit for patterns that match thousands of topics.
+    return ",".join(str(int(topic_id)) for topic_id in topic_ids)
+
+
+def select_events(
+    conn: sqlite3.Connection,
+    topic_ids: Sequence[int],
+    *,
+    after_seq: int,
+    limit: int,
+    since_ts: int | None = None,
+    until_ts: int | None = None,
+) -> list[EventRow]:
+    """Rows of events in ``topic_ids`` with ``seq > after_seq`` (and the ts bounds), in seq order."""
+    if not topic_ids or limit <= 0:
+        return []
+    extra = ""
+    extra_params: list[int] = []
+    if since_ts is not None:
+        extra += " AND ts >= ?"
+        extra_params.append(since_ts)
+    if until_ts is not None:
+        extra += " AND ts <= ?"
+        extra_params.append(until_ts)
+    params: list[int]
+    if len(topic_ids) == 1:
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE topic_id = {int(topic_ids[0])} AND seq > ?{extra}"
+            " ORDER BY seq LIMIT ?"
+        )
+        params = [after_seq, *extra_params, limit]
+    elif len(topic_ids) <= MERGE_MAX_TOPICS:
+        arms = [
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE topic_id = {int(topic_id)} AND seq > ?{extra}"
+            for topic_id in topic_ids
+        ]
+        sql = " UNION ALL ".join(arms) + " ORDER BY seq LIMIT ?"
+        params = [after_seq, *extra_params] * len(topic_ids) + [limit]
+    else:
+        # The unary + keeps the planner off the topic index: walk seq order and filter.
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND +topic_id IN ({_ids_sql(topic_ids)})"
+            f"{extra} ORDER BY seq LIMIT ?"
+        )
+        params = [after_seq, *extra_params, limit]
+    return conn.execute(sql, params).fetchall()
+
+
+def count_events(conn: sqlite3.Connection, topic_ids: Sequence[int], *, after_seq: int) -> int:
+    """How many events in ``topic_ids`` have ``seq > after_seq``."""
+    if not topic_ids:
+        return 0
+    ids = _ids_sql(topic_ids)
+    if after_seq <= 0:
+        row = conn.execute(f"SELECT coalesce(sum(count), 0) FROM topics WHERE topic_id IN ({ids})").fetchone()
+        return int(row[0])
+    row = conn.execute(
+        f"SELECT count(*) FROM events WHERE topic_id IN ({ids}) AND seq > ?", (after_seq,)
+    ).fetchone()
+    return int(row[0])
+
+
+def last_seq_at_or_below(conn: sqlite3.Connection, topic_ids: Sequence[int], seq: int) -> int | None:
+    """The highest seq of an event in ``topic_ids`` that is ``<= seq`` (one index probe per topic)."""
+    if not topic_ids or seq <= 0:
+        return None
+    if len(topic_ids) == 1:
+        row = conn.execute(
+            "SELECT max(seq) FROM events WHERE topic_id = ? AND seq <= ?", (topic_ids[0], seq)
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT max((SELECT max(e.seq) FROM events e WHERE e.topic_id = t.topic_id AND e.seq <= ?))"
+            f" FROM topics t WHERE t.topic_id IN ({_ids_sql(topic_ids)})",
+            (seq,),
+        ).fetchone()
+    return None if row[0] is None else int(row[0])

@@ -1,0 +1,333 @@
+"""The one writer thread of a SQLite store: group commit of everything that writes.
+
+Callers on the event loop put jobs on a queue and await a future. The thread takes everything queued (up to
+``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
+then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
+``executemany``; every other job runs inside its own SAVEPOINT, so a failing job gets its exception and
+the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
+a thread of their own (``_sqlite_checkpoint``), not in the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from outboxhub.errors import StoreUnavailable
+from outboxhub.model import PublishResult
+from outboxhub.store.codec import Prepared
+from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES, Checkpointer
+from outboxhub.store.sqlite.errors import translate
+from outboxhub.store.sqlite.schema import configure, migrate
+from outboxhub.store.sqlite.topics import TopicCatalog
+from outboxhub.store.sqlite.tx import WriteTx
+
+__all__ = ["JobFn", "Writer", "WriterStats"]
+
+_log = logging.getLogger("outboxhub.store.sqlite.store")
+
+JobFn = Callable[..., Any]
+"""A write job: called in the writer thread as ``fn(tx, *args)`` inside the batch's transaction."""
+
+_Job = tuple["asyncio.Future[Any]", JobFn | None, Any]
+_Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
+_STOP: Any = object()
+
+
+@dataclass
+class WriterStats:
+    """Counters for tests and metrics (read without locking; they only grow)."""
+
+    commits: int = 0
+    jobs: int = 0
+    events: int = 0
+    checkpoints: int = 0
+    """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
+
+
+class Writer:
+    """Owns the write connection and the thread that uses it."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        url: str,
+        catalog: TopicCatalog,
+        synchronous: str,
+        busy_timeout_ms: int,
+        max_batch: int,
+        on_commit: Callable[[int], None],
+    ) -> None:
+        self._path = path
+        self._url = url
+        self._catalog = catalog
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, name="outboxhub-sqlite-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats = WriterStats()
+        self._checkpointer = Checkpointer(
+            path, url=url, synchronous=synchronous, on_checkpoint=self._checkpointed
+        )
+
+    async def start(self) -> None:
+        """Start the thread; return once the database is open and migrated (or raise why it is not).
+
+        The writer is bound to the running event loop: callers await its futures on that loop.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+        await asyncio.wrap_future(self._started)
+
+    async def stop(self) -> None:
+        """Run everything queued so far, then stop the thread and close the connection."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+        await asyncio.wrap_future(self._stopped)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def publish(self, rows: Sequence[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        assert self._loop is not None, "the writer is not started"
+        fut: asyncio.Future[list[PublishResult]] = self._loop.create_future()
+        self._queue.put((fut, None, rows))
+        return fut
+
+    def submit(self, fn: JobFn, *args: Any) -> asyncio.Future[Any]:
+        assert self._loop is not None, "the writer is not started"
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((fut, fn, args))
+        return fut
+
+    # -- thread -------------------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self._path))
+        if not os.path.isdir(directory):
+            missing = StoreUnavailable(
+                f"cannot open sqlite store {self._url}: directory {directory} does not exist"
+            )
+            self._started.set_exception(missing)
+            self._stopped.set_result(None)
+            return
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        except Exception as exc:
+            self._started.set_exception(_cannot_open(exc, self._url))
+            self._stopped.set_result(None)
+            return
+        try:
+            configure(conn, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms, writer=True)
+            migrate(conn)
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BACKSTOP_BYTES // page_size)}")
+            tx = WriteTx(conn, self._catalog)
+        except Exception as exc:
+            conn.close()
+            self._started.set_exception(_cannot_open(exc, self._url))
+            self._stopped.set_result(None)
+            return
+        self._checkpointer.start()
+        self._started.set_result(None)
+        try:
+            self._serve(conn, tx)
+        finally:
+            self._checkpointer.stop()
+            conn.close()
+            self._stopped.set_result(None)
+
+    def _serve(self, conn: sqlite3.Connection, tx: WriteTx) -> None:
+        get_nowait = self._queue.get_nowait
+        while True:
+            job = self._queue.get()
+            stop = job is _STOP
+            jobs: list[_Job] = [] if stop else [job]
+            while not stop and len(jobs) < self._max_batch:
+                try:
+                    job = get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                else:
+                    jobs.append(job)
+            if jobs:
+                try:
+                    self._batch(conn, tx, jobs)
+                except Exception:  # a bug: never let it kill the thread with futures unresolved
+                    _log.exception("sqlite writer: batch failed unexpectedly")
+                    _rollback(conn)
+                    error = StoreUnavailable(f"sqlite store {self._url}: internal error in the writer")
+                    self._post([(fut, error, None) for fut, *_ in jobs], 0)
+            if stop:
+                self._fail_leftovers()
+                return
+
+    def _fail_leftovers(self) -> None:
+        leftovers: list[_Outcome] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                leftovers.append((job[0], StoreUnavailable(f"sqlite store {self._url} is closed"), None))
+        if leftovers:
+            self._post(leftovers, 0)
+
+    def _batch(self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            tx.begin()
+        except Exception as exc:
+            _rollback(conn)
+            error = translate(exc, self._url)
+            self._post([(fut, error, None) for fut, *_ in jobs], 0)
+            return
+        outcomes: list[_Outcome] = []
+        broken: BaseException | None = None
+        index = 0
+        while index < len(jobs) and broken is None:
+            fut, fn, args = jobs[index]
+            if fn is None:
+                end = index + 1
+                while end < len(jobs) and jobs[end][1] is None:
+                    end += 1
+                broken = self._publishes(conn, tx, jobs[index:end], outcomes)
+                index = end
+            else:
+                broken = self._job(conn, tx, fut, fn, args, outcomes)
+                index += 1
+        try:
+            if broken is not None:
+                raise broken
+            tx.finish()
+            conn.execute("COMMIT")
+        except Exception as exc:
+            _rollback(conn)
+            error = translate(exc, self._url)
+            self._post([(fut, error, None) for fut, *_ in jobs], 0)
+            return
+        tx.committed()
+        self._checkpointer.committed()
+        self.stats.commits += 1
+        self.stats.jobs += len(jobs)
+        self._post(outcomes, tx.appended_to)
+
+    def _publishes(
+        self, conn: sqlite3.Connection, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]
+    ) -> BaseException | None:
+        rows: list[Prepared] = []
+        for _, _, job_rows in run:
+            rows.extend(job_rows)
+        mark = tx.mark()
+        try:
+            conn.execute("SAVEPOINT publish")
+        except Exception as exc:
+            return exc
+        try:
+            results = tx.append(rows)
+            conn.execute("RELEASE publish")
+        except Exception as exc:
+            if (broken := _undo(conn, "publish")) is not None:
+                return broken
+            tx.reset(mark)
+            error = translate(exc, self._url)
+            outcomes.extend((fut, error, None) for fut, _, _ in run)
+            return None
+        self.stats.events += len(rows)
+        start = 0
+        for fut, _, job_rows in run:
+            end = start + len(job_rows)
+            outcomes.append((fut, None, results[start:end]))
+            start = end
+        return None
+
+    def _job(
+        self,
+        conn: sqlite3.Connection,
+        tx: WriteTx,
+        fut: asyncio.Future[Any],
+        fn: JobFn,
+        args: Any,
+        outcomes: list[_Outcome],
+    ) -> BaseException | None:
+        mark = tx.mark()
+        try:
+            conn.execute("SAVEPOINT job")
+        except Exception as exc:
+            return exc
+        try:
+            value = fn(tx, *args)
+            conn.execute("RELEASE job")
+        except Exception as exc:
+            if (broken := _undo(conn, "job")) is not None:
+                return broken
+            tx.reset(mark)
+            outcomes.append((fut, translate(exc, self._url), None))
+            return None
+        outcomes.append((fut, None, value))
+        return None
+
+    def _checkpointed(self) -> None:
+        self.stats.checkpoints += 1
+
+    def _post(self, outcomes: list[_Outcome], last_seq: int) -> None:
+        """Hand the batch's results to the event loop in one callback."""
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._resolve, outcomes, last_seq)
+
+    def _resolve(self, outcomes: list[_Outcome], last_seq: int) -> None:
+        for fut, error, value in outcomes:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+        if last_seq:
+            self._on_commit(last_seq)
+
+
+def _undo(conn: sqlite3.Connection, savepoint: str) -> BaseException | None:
+    try:
+        conn.execute(f"ROLLBACK TO {savepoint}")
+        conn.execute(f"RELEASE {savepoint}")
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            _log.exception("sqlite writer: ROLLBACK failed")
+
+
+def _cannot_open(exc: BaseException, url: str) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        error = StoreUnavailable(f"cannot open sqlite store {url}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc

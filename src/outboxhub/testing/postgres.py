@@ -1,0 +1,84 @@
+"""Test support for the PostgreSQL store: a throwaway schema per test on the test server.
+
+The server is ``OUTBOXHUB_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``). When it
+cannot be reached, tests are skipped with a message naming it, except under ``CI=true``, where they fail
+with that message: CI must never pass by skipping the PostgreSQL tests. Only tests import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+
+from outboxhub.store.base import mask_url
+from outboxhub.store.postgres.schema import quote_ident
+
+__all__ = ["base_url", "drop_schema", "require_postgres", "schema_url", "throwaway_schema"]
+
+DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+_unreachable: dict[str, str | None] = {}
+
+
+def base_url() -> str:
+    """The test server's URL (no schema)."""
+    return os.environ.get("OUTBOXHUB_TEST_PG_URL") or DEFAULT_TEST_URL
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with its ``schema`` query parameter set to ``schema``."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    query.append(("schema", schema))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def _problem(url: str) -> str | None:
+    if url not in _unreachable:
+        try:
+            conn = await psycopg.AsyncConnection.connect(url, connect_timeout=3, autocommit=True)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _unreachable[url] = (
+                f"PostgreSQL test server {mask_url(url)} is unreachable ({first}); start it or set "
+                "OUTBOXHUB_TEST_PG_URL"
+            )
+        else:
+            await conn.close()
+            _unreachable[url] = None
+    return _unreachable[url]
+
+
+async def require_postgres() -> str:
+    """The test server's URL; skip the test when it is unreachable (fail under ``CI=true``)."""
+    import pytest  # only tests call this
+
+    url = base_url()
+    problem = await _problem(url)
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+    return url
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+
+
+@asynccontextmanager
+async def throwaway_schema(prefix: str = "t") -> AsyncIterator[str]:
+    """Yield a store URL on a fresh schema of the test server; drop the schema afterwards."""
+    url = await require_postgres()
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    try:
+        yield schema_url(url, schema)
+    finally:
+        await drop_schema(url, schema)
