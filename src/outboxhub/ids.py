@@ -1,7 +1,7 @@
 """Event ids and clocks.
 
 Ids default to UUIDv7: time-ordered ids keep inserts into the unique-id index local, which is worth
-2–3x publish throughput on SQLite compared with random UUIDv4 (ARCHITECTURE.md, performance notes).
+2–3x publish throughput on SQLite compared with random UUIDv4 (measured when the store was built).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The ``outboxhub`` command line: serve, token, publish, tail, drain, bench.
 
-Every command reads the same settings as the server (environment ``OUTBOXHUB_*`` and the seed's names);
+Every command reads the same settings as the server (environment ``OUTBOXHUB_*`` and the legacy
+names of the original TypeScript hub, listed in ``config.py``);
 flags override them. A bad setting prints one line naming it (its flag, or its environment variable) and
 exits with status 2; so does a usage error (a flag value that does not parse, an unknown option), which
 :func:`main` reports as one ``error:`` line instead of typer's usage box.

@@ -1,9 +1,10 @@
 """The outbox record, its statuses and the small value objects the stores and the drainer exchange.
 
-Field names follow the seed's Mongo record (``_id`` is ``id`` in SQL, ``topic``, ``payload``,
-``headers``, ``status``, ``claimed_by``, ``lease_until``, ``last_err``, ``ts``, ``attempts``), plus what
-a safe drainer needs: ``key`` (per-key ordering), ``claim_token`` (lease fencing), ``available_at``
-(retry backoff) and ``sent_at`` (retention). All times are integer milliseconds since the epoch.
+Field names follow the Mongo record of the original TypeScript outbox (docs/outbox.md): ``_id`` is
+``id`` in SQL, ``topic``, ``payload``, ``headers``, ``status``, ``claimed_by``, ``lease_until``,
+``last_err``, ``ts``, ``attempts``; plus what a safe drainer needs: ``key`` (per-key ordering),
+``claim_token`` (lease fencing), ``available_at`` (retry backoff) and ``sent_at`` (retention). All times
+are integer milliseconds since the epoch.
 
 Lifecycle::
 
@@ -15,7 +16,7 @@ Lifecycle::
        │                  └──mark_failed──▶ dead ──purge──▶ (deleted)
        └──────────retry (operator)───────────┘
 
-The seed's terminal ``"error"`` status is ``"dead"`` here.
+That outbox's terminal ``"error"`` status is ``"dead"`` here.
 """
 
 from __future__ import annotations
