@@ -33,9 +33,9 @@ from outboxhub.client import (
     Unavailable,
     error_from_code,
 )
-from outboxhub.client._client import _Window
 from outboxhub.client._token import get_token, refresh_delay
 from outboxhub.client._topic import encode_payload
+from outboxhub.client._window import Window as _Window
 from outboxhub.errors import AuthError, OutboxhubError, TopicError
 from outboxhub.protocol.codec import ERROR_CODES
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from outboxhub import outbox
 from outboxhub.app import Hub
-from outboxhub.gateway.connection import GatewayStats
+from outboxhub.gateway import GatewayStats
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.outbox import DrainerMetrics
 from outboxhub.store.base import mask_url

@@ -1,1 +1,2 @@
-"""Who may do what: JWT verification (``jwt``, with JWKS) and the topic policy (``acl``)."""
+"""Who may do what: JWT verification (``jwt``), the JWKS keys it uses (``jwks``) and the topic policy
+(``acl``)."""

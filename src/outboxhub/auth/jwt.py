@@ -2,25 +2,20 @@
 
 The gateway hands every AUTH token to :meth:`TokenVerifier.verify` and gets back a :class:`Principal`
 (subject, expiry, scopes and the ACL policy) or an :class:`~outboxhub.errors.AuthError` whose ``code`` is
-``no_token``, ``jwt_invalid`` or ``token_expired`` (PROTOCOL.md).
+``no_token``, ``jwt_invalid`` or ``token_expired`` (``docs/protocol.md``).
 
 Algorithms are pinned by key family, and the token header only chooses *which* family:
 
 * ``HS256/384/512`` verify with the configured shared secret, and only with it. Symmetric keys are never
   taken from a JWKS, so a public key can never be used as an HMAC secret.
-* ``RS*``/``PS*``, ``ES*`` and ``EdDSA`` verify with a key from the JWKS, found by the header's ``kid``.
-  Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP → EdDSA; a JWK
-  that declares ``alg`` narrows that to the one algorithm.
+* ``RS*``/``PS*``, ``ES*`` and ``EdDSA`` verify with a key from the JWKS, found by the header's ``kid``,
+  and only with the algorithms that key allows (:mod:`outboxhub.auth.jwks` fetches, caches and loads
+  the keys).
 * ``none`` and anything else is refused.
-
-JWKS keys are cached by (issuer, kid). An unknown kid refetches the JWKS at most once per cooldown; the
-fetch is a single task shared by every waiting caller, so a slow or dead endpoint only delays tokens whose
-kid is not cached yet.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
@@ -33,14 +28,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
-import msgspec
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from jwt.utils import is_pem_format, is_ssh_key
 
 from outboxhub.auth import acl
+from outboxhub.auth.jwks import JWKS_ALGS, JwksCache, PublicKey
 from outboxhub.errors import AuthError, ConfigError, PolicyError
 from outboxhub.ids import new_id
 
@@ -54,16 +45,7 @@ __all__ = [
 
 # RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
 _HMAC_MIN_SECRET_BYTES: Final[Mapping[str, int]] = {"HS256": 32, "HS384": 48, "HS512": 64}
-_RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-_EC_ALG_BY_CURVE: Final[Mapping[str, str]] = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-_OKP_CURVES: Final = frozenset({"Ed25519", "Ed448"})
-_JWKS_ALGS: Final = _RSA_ALGS | frozenset(_EC_ALG_BY_CURVE.values()) | {"EdDSA"}
-_MIN_RSA_BITS: Final = 2048
-
 _MAX_TOKEN_CHARS: Final = 65_536
-_MAX_JWKS_BYTES: Final = 1 << 20
-
-_PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,13 +101,6 @@ class Principal:
     claims: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class _JwksKey:
-    kid: str
-    algorithms: frozenset[str]
-    key: _PublicKey
-
-
 class TokenVerifier:
     """Verifies AUTH tokens against an :class:`AuthConfig`.
 
@@ -145,7 +120,7 @@ class TokenVerifier:
             raise ConfigError("auth needs a secret or a jwks_url; neither is set")
         self._config = config
         self._jwks = (
-            _JwksCache(
+            JwksCache(
                 url=config.jwks_url,
                 issuer=config.issuer or config.jwks_url,
                 timeout_s=config.jwks_timeout_s,
@@ -198,10 +173,10 @@ class TokenVerifier:
         if alg.lower() == "none":
             raise _invalid(f"algorithm {alg!r} is not allowed")
 
-        key: str | _PublicKey
+        key: str | PublicKey
         if alg in _HMAC_MIN_SECRET_BYTES:
             key = self._secret_for(alg)
-        elif alg in _JWKS_ALGS:
+        elif alg in JWKS_ALGS:
             key = await self._jwks_key_for(alg, header.get("kid"))
         else:
             raise _invalid(f"algorithm {alg!r} is not supported (allowed: {', '.join(self._allowed_algs())})")
@@ -213,7 +188,7 @@ class TokenVerifier:
         if self._config.secret is not None:
             algs += sorted(_HMAC_MIN_SECRET_BYTES)
         if self._jwks is not None:
-            algs += sorted(_JWKS_ALGS)
+            algs += sorted(JWKS_ALGS)
         return algs
 
     def _secret_for(self, alg: str) -> str:
@@ -228,7 +203,7 @@ class TokenVerifier:
             )
         return secret
 
-    async def _jwks_key_for(self, alg: str, kid: object) -> _PublicKey:
+    async def _jwks_key_for(self, alg: str, kid: object) -> PublicKey:
         if self._jwks is None:
             raise _invalid(f"algorithm {alg!r} needs a JWKS and no jwks_url is configured")
         if not isinstance(kid, str) or not kid:
@@ -239,7 +214,7 @@ class TokenVerifier:
             raise _invalid(f"algorithm {alg!r} is not allowed for key id {kid!r} (allowed: {allowed})")
         return found.key
 
-    def _decode(self, token: str, key: str | _PublicKey, alg: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: str | PublicKey, alg: str) -> dict[str, Any]:
         cfg = self._config
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -274,152 +249,6 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise _invalid(str(exc)) from None
         return claims
-
-
-class _JwksCache:
-    """The JWKS keys of one issuer, refetched on an unknown kid at most once per cooldown."""
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        issuer: str,
-        timeout_s: float,
-        cooldown_s: float,
-        session: aiohttp.ClientSession | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self._url = url
-        self._issuer = issuer
-        self._timeout_s = timeout_s
-        self._cooldown_s = cooldown_s
-        self._session = session
-        self._owns_session = session is None
-        self._clock = clock
-        self._keys: dict[tuple[str, str], _JwksKey] = {}
-        self._refused: dict[str, str] = {}  # kid -> why the last JWKS document's key was not taken
-        self._last_attempt: float | None = None
-        self._last_error: str | None = None
-        self._inflight: asyncio.Task[None] | None = None
-
-    async def get(self, kid: str) -> _JwksKey:
-        found = self._keys.get((self._issuer, kid))
-        if found is not None:
-            return found
-        await self._refresh()
-        found = self._keys.get((self._issuer, kid))
-        if found is not None:
-            return found
-        if kid in self._refused:
-            raise _invalid(f"key id {kid!r} in the JWKS is not usable: {self._refused[kid]}")
-        if self._last_error is not None:
-            raise _invalid(f"unknown key id {kid!r} (JWKS fetch failed: {self._last_error})")
-        raise _invalid(f"unknown key id {kid!r}")
-
-    async def _refresh(self) -> None:
-        task = self._inflight
-        if task is None:
-            now = self._clock()
-            if self._last_attempt is not None and now - self._last_attempt < self._cooldown_s:
-                return
-            self._last_attempt = now
-            task = self._inflight = asyncio.create_task(self._fetch(), name="outboxhub-jwks-fetch")
-        # wait() rather than await: a caller that is cancelled must not cancel the shared fetch.
-        await asyncio.wait((task,))
-
-    async def _fetch(self) -> None:
-        try:
-            keys, refused = await self._download()
-        except TimeoutError:
-            self._last_error = f"timed out after {self._timeout_s:g} s"
-        except Exception as exc:  # any failure of the fetch becomes the message of the refusals it causes
-            self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        else:
-            self._keys = {(self._issuer, k.kid): k for k in keys}
-            self._refused = refused
-            self._last_error = None
-        finally:
-            self._inflight = None
-
-    async def _download(self) -> tuple[list[_JwksKey], dict[str, str]]:
-        async with asyncio.timeout(self._timeout_s):
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            async with self._session.get(self._url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise ValueError(f"HTTP {resp.status} from {self._url}")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(65_536):
-                    body += chunk
-                    if len(body) > _MAX_JWKS_BYTES:
-                        raise ValueError(f"JWKS document is larger than {_MAX_JWKS_BYTES} bytes")
-        try:
-            doc = msgspec.json.decode(bytes(body))
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"JWKS document is not JSON: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
-            raise ValueError("JWKS document has no 'keys' list")
-        keys: list[_JwksKey] = []
-        refused: dict[str, str] = {}
-        for jwk in doc["keys"]:
-            kid = jwk.get("kid") if isinstance(jwk, dict) else None
-            if not isinstance(kid, str) or not kid:
-                continue  # a token must name its key, so a key without a kid can never be chosen
-            try:
-                keys.append(_load_jwk(kid, jwk))
-            except ValueError as exc:
-                refused[kid] = str(exc)
-        return keys, refused
-
-    async def close(self) -> None:
-        task = self._inflight
-        if task is not None:
-            task.cancel()
-            await asyncio.wait((task,))
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _load_jwk(kid: str, jwk: dict[str, Any]) -> _JwksKey:
-    """Build a verification key from one JWK, with the algorithms its type allows; ValueError if unusable."""
-    use = jwk.get("use")
-    if use is not None and use != "sig":
-        raise ValueError(f"'use' is {use!r}, not 'sig'")
-    kty = jwk.get("kty")
-    algs: frozenset[str]
-    if kty == "RSA":
-        algs = _RSA_ALGS
-    elif kty == "EC":
-        crv = jwk.get("crv")
-        alg = _EC_ALG_BY_CURVE.get(crv) if isinstance(crv, str) else None
-        if alg is None:
-            raise ValueError(f"EC curve {crv!r} is not supported (supported: {', '.join(_EC_ALG_BY_CURVE)})")
-        algs = frozenset({alg})
-    elif kty == "OKP":
-        if jwk.get("crv") not in _OKP_CURVES:
-            raise ValueError(f"OKP curve {jwk.get('crv')!r} is not supported (supported: Ed25519, Ed448)")
-        algs = frozenset({"EdDSA"})
-    elif kty == "oct":
-        raise ValueError("symmetric keys are not taken from a JWKS; configure the shared secret instead")
-    else:
-        raise ValueError(f"key type {kty!r} is not supported")
-    declared = jwk.get("alg")
-    if declared is not None:
-        if declared not in algs:
-            raise ValueError(f"declares alg {declared!r}, which a {kty} key cannot use")
-        algs = frozenset({declared})
-    try:
-        raw = jwt.PyJWK(jwk, algorithm=min(algs)).key
-    except jwt.PyJWTError as exc:
-        raise ValueError(str(exc)) from None
-    if isinstance(raw, RSAPrivateKey | EllipticCurvePrivateKey | Ed25519PrivateKey | Ed448PrivateKey):
-        raw = raw.public_key()
-    if not isinstance(raw, _PublicKey):
-        raise ValueError(f"JWK did not give a public key but {type(raw).__name__}")
-    if isinstance(raw, RSAPublicKey) and raw.key_size < _MIN_RSA_BITS:
-        raise ValueError(f"RSA key has {raw.key_size} bits; at least {_MIN_RSA_BITS} are required")
-    return _JwksKey(kid=kid, algorithms=algs, key=raw)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
-from urllib.parse import urlsplit
 
 from outboxhub.client._backoff import Backoff
 from outboxhub.client._exceptions import HubConnectionError, HubError, NotAuthenticated, TooLarge
 from outboxhub.client._link import Link
 from outboxhub.client._messages import SubscribeContext
+from outboxhub.client._options import check_url, positive, str_list, subscribe_opts
 from outboxhub.client._subscription import Handler, Subscription
 from outboxhub.client._token import TokenSource
 from outboxhub.client._topic import Topic, encode_payload
+from outboxhub.client._window import Window
 from outboxhub.ids import new_id
 from outboxhub.model import Event, NewEvent, PublishResult
 from outboxhub.protocol.codec import (
@@ -41,89 +41,6 @@ T = TypeVar("T")
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8090/"
 """Where ``outboxhub serve`` listens by default."""
-
-
-def _check_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(f"hub URL {url!r} cannot be parsed: {exc}") from None
-    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-        raise ValueError(f"hub URL {url!r} must look like ws://host:port/ (or wss://, http://, https://)")
-    return url
-
-
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _subscribe_opts(
-    start: str | int | None,
-    max_in_flight: int | None,
-    ack_timeout_ms: int | None,
-    max_deliver: int | None,
-    ordered_by_key: bool | None,
-) -> SubscribeOpts | None:
-    _positive("max_in_flight", max_in_flight)
-    _positive("ack_timeout_ms", ack_timeout_ms)
-    _positive("max_deliver", max_deliver)
-    if (start, max_in_flight, ack_timeout_ms, max_deliver, ordered_by_key) == (None,) * 5:
-        return None
-    try:
-        return SubscribeOpts(
-            start=start,
-            max_in_flight=max_in_flight,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered_by_key=ordered_by_key,
-        )
-    except ValueError as exc:  # "start: ..." from the frame's own check
-        raise ValueError(str(exc)) from None
-
-
-class _Window:
-    """A FIFO counting semaphore with O(1) release: bounds the publishes in flight.
-
-    Not ``asyncio.Semaphore``: on Python 3.11 its release scans every waiter, which makes a burst of
-    tens of thousands of waiting publishes quadratic.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def __aenter__(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # a releasing publish hands its slot over
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # got the slot, then was cancelled: pass it on
-                self._release()
-            raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-
-def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        raise TypeError(f"{name} must be a list of str, not a str")
-    return list(values)
 
 
 class HubClient:
@@ -165,16 +82,16 @@ class HubClient:
         heartbeat_s: float | None = 20.0,
         max_frame_bytes: int = MAX_FRAME_SIZE,
     ) -> None:
-        self._url = _check_url(url)
+        self._url = check_url(url)
         if isinstance(token, str) and not token:
             raise ValueError("token must not be empty")
-        _positive("max_in_flight", max_in_flight)
-        _positive("max_reconnect_attempts", max_reconnect_attempts)
-        _positive("max_frame_bytes", max_frame_bytes)
+        positive("max_in_flight", max_in_flight)
+        positive("max_reconnect_attempts", max_reconnect_attempts)
+        positive("max_frame_bytes", max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
         if not connect_timeout_s > 0:
             raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s}")
-        self._inflight = _Window(max_in_flight)
+        self._inflight = Window(max_in_flight)
         self._link = Link(
             self._url,
             token,
@@ -326,8 +243,8 @@ class HubClient:
             id=id if id is not None else new_id(),
             key=key,
             headers=dict(headers) if headers is not None else None,
-            tags=_str_list("tags", tags),
-            caused_by=_str_list("caused_by", caused_by),
+            tags=str_list("tags", tags),
+            caused_by=str_list("caused_by", caused_by),
         )
         data = encode_client_frame(Publish(rid=rid, topic=name, payload=body, opts=opts))
         if len(data) > self._max_frame_bytes:
@@ -460,12 +377,12 @@ class HubClient:
         does not decode is NACKed without calling the handler. ``group=None`` subscribes ephemerally (live
         events only, no acks). Up to ``concurrency`` handler calls run at once. Options ``start``
         (earliest, latest, a seq, ``"seq:N"``, ``"ts:MS"``), ``max_in_flight``, ``ack_timeout_ms``,
-        ``max_deliver`` and ``ordered_by_key`` are those of PROTOCOL.md's SUBSCRIBE.
+        ``max_deliver`` and ``ordered_by_key`` are those of SUBSCRIBE in ``docs/protocol.md``.
         """
         sub = self._new_subscription(
             topic,
             group,
-            _subscribe_opts(start, max_in_flight, ack_timeout_ms, max_deliver, ordered_by_key),
+            subscribe_opts(start, max_in_flight, ack_timeout_ms, max_deliver, ordered_by_key),
             handler=handler,
             concurrency=concurrency,
             nack_delay_ms=nack_delay_ms,
@@ -529,7 +446,7 @@ class HubClient:
         return self._new_subscription(
             topic,
             group,
-            _subscribe_opts(start, max_in_flight, ack_timeout_ms, max_deliver, ordered_by_key),
+            subscribe_opts(start, max_in_flight, ack_timeout_ms, max_deliver, ordered_by_key),
             max_pending=max_pending,
         )
 

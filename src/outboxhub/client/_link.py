@@ -11,19 +11,8 @@ How it works:
   (asking the token provider again), re-SUBSCRIBEs, and re-sends every unconfirmed publish with the same
   id, so the hub stores each event once whether or not the first copy had arrived (the reply then says
   ``duplicate=True``).
-* **Publishes go out in call order, and retries keep it.** ``_publishes`` is in the order the publishes
-  were first sent. ``ERR unavailable`` or ``not_authenticated`` (no effect: the store is down, the hub is
-  shutting down or dropped the session) does not retry that publish on its own: the link *holds* —
-  nothing more is sent — and after one shared backoff delay, once every publish still on its way has
-  been answered, it re-sends all unconfirmed publishes (the refused one and every later one) in that
-  order, then publishes made meanwhile. A reconnect re-sends the same way. So the hub always receives
-  the copies it acts on in call order; what it cannot be stopped from doing is storing a later publish
-  that was already on its way when it refused an earlier one (``HubClient.publish_batch`` chains the
-  events of a key to rule that out).
-* **Socket generations.** Each new socket bumps ``_gen``. A pending publish remembers the generation it
-  was last sent on (0: to be sent); the resume step and the end of a hold (both ``_send_unsent``) send
-  everything not sent on the current generation, and only then let publishes go straight out again, so
-  a publish made meanwhile is neither lost, nor sent twice, nor sent ahead of an older one.
+* **Publish order.** Publishes go out in call order and retries keep it; how is in
+  :mod:`outboxhub.client._publish_order` (the publish side of :class:`Link`).
 * **Token refresh.** With a provider, the link sends ``AUTH`` again on the open socket a while before the
   ``exp`` the hub returned (a third of the remaining lifetime, at most a minute early).
 * **Failure.** When reconnecting cannot help (reconnect is off, attempts ran out, a fixed token was
@@ -33,7 +22,6 @@ How it works:
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
 import time
@@ -54,10 +42,10 @@ from outboxhub.client._exceptions import (
     error_from_code,
 )
 from outboxhub.client._messages import SubscribeContext
+from outboxhub.client._publish_order import Flow, PendingPublish, PublishOrder
 from outboxhub.client._subscription import Subscription
 from outboxhub.client._token import TokenSource, get_token, refresh_delay
 from outboxhub.errors import ProtocolError
-from outboxhub.model import PublishResult
 from outboxhub.protocol.codec import (
     Auth,
     ClientFrame,
@@ -76,30 +64,9 @@ _CLOSE_AUTH_FAILED: Final = 4001
 _CLOSE_TOKEN_EXPIRED: Final = 4003
 _MAX_MSG_SIZE: Final = 64 * 1024 * 1024
 _REFRESH_RETRY_S: Final = 1.0
-# Refusals that say the request had no effect and may succeed later. ``not_authenticated`` on a socket
-# that did authenticate means the hub has dropped the session (shutting down, token just expired) and
-# is about to close it; the request goes out again on the next socket.
-_NO_EFFECT: Final = frozenset({"unavailable", "not_authenticated"})
 
 
-class _Flow(enum.Enum):
-    """What happens to a new publish (``Link._flow``)."""
-
-    SENDING = "sent at once"
-    HOLDING = "held back after a refusal, until the shared delay is over and every reply due has come"
-    RESENDING = "queued behind the unsent ones being re-sent in order (end of a hold, or a resume)"
-
-
-class _PendingPublish:
-    __slots__ = ("data", "future", "sent_gen")
-
-    def __init__(self, data: bytes, future: asyncio.Future[PublishResult]) -> None:
-        self.data = data
-        self.future = future
-        self.sent_gen = 0  # the socket generation it was last sent on and awaits a reply from; 0: to send
-
-
-class Link:
+class Link(PublishOrder):
     """The client's connection state machine (see the module docstring). Internal to :class:`HubClient`."""
 
     def __init__(
@@ -123,8 +90,8 @@ class Link:
         self._retry_unavailable = retry_unavailable
         self._heartbeat_s = heartbeat_s
         self._rids = itertools.count(1)
-        self._publishes: dict[int, _PendingPublish] = {}  # by rid, in the order first sent
-        self._flow = _Flow.SENDING
+        self._publishes: dict[int, PendingPublish] = {}  # by rid, in the order first sent
+        self._flow = Flow.SENDING
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_over = False  # the shared delay of the current hold has passed
         self._holds = 0  # holds since a publish was last confirmed outside one: the backoff attempt
@@ -172,9 +139,6 @@ class Link:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outboxhub-client")
         await self.wait_ready()
 
-    def pending_publishes(self) -> list[asyncio.Future[PublishResult]]:
-        return [p.future for p in self._publishes.values()]
-
     async def close(self) -> None:
         if self.closing and self._task is None:
             return
@@ -201,21 +165,6 @@ class Link:
 
     def next_rid(self) -> int:
         return next(self._rids)
-
-    async def publish(self, rid: int, data: bytes) -> PublishResult:
-        """Send an encoded PUBLISH (carrying ``rid``) and wait for its confirmation, across reconnects."""
-        self.check_usable()
-        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        pending = _PendingPublish(data, future)
-        self._publishes[rid] = pending
-        try:
-            if self.ready and self._flow is _Flow.SENDING:
-                pending.sent_gen = self._gen
-                await self._send(data)  # if it fails, the reader sees the close; resent on reconnect
-            # else it waits its turn: the resume or the end of the hold sends it after the older ones
-            return await future
-        finally:
-            del self._publishes[rid]
 
     async def fire(self, frame: ClientFrame) -> None:
         """Send ``frame`` now if a socket is up, without waiting; a refusal is logged."""
@@ -420,32 +369,6 @@ class Link:
         self._ready_event.set()
         self._end_hold()  # in case that hold's delay ran out (and its replies came) before we were ready
 
-    async def _send_unsent(self, gen: int) -> bool:
-        """Send, in their original order, the unconfirmed publishes not sent on socket ``gen`` (and those
-        published meanwhile), then let publishes go straight out again. Stops early when a refusal starts
-        a new hold (True) or when socket ``gen`` is gone (False)."""
-        if gen != self._gen:  # a task spawned for a socket that has gone: the new one's resume does this
-            return False
-        self._flow = _Flow.RESENDING
-        while True:
-            todo = [p for p in self._publishes.values() if p.sent_gen != gen and not p.future.done()]
-            if not todo:
-                break
-            for pending in todo:
-                if gen != self._gen:
-                    return False
-                if self._flow is not _Flow.RESENDING:  # a refusal started a new hold: it re-sends the rest
-                    return True
-                if pending.future.done():
-                    continue
-                pending.sent_gen = gen
-                if not await self._send(pending.data):
-                    return False
-        # No await between the last check above and here: nothing is left unsent.
-        if gen == self._gen:
-            self._flow = _Flow.SENDING
-        return True
-
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             msg = await ws.receive()
@@ -482,7 +405,7 @@ class Link:
         pending = self._publishes.get(rid)
         if pending is not None:
             self._on_published(rid, pending, frame)
-            if self._flow is _Flow.HOLDING and self._hold_over:
+            if self._flow is Flow.HOLDING and self._hold_over:
                 self._end_hold()  # this may have been the last reply the hold was waiting for
             return
         future = self._requests.pop(rid, None)
@@ -492,70 +415,6 @@ class Link:
             future.set_exception(error_from_code(frame.code, frame.msg))
         else:
             future.set_result(frame)
-
-    def _on_published(self, rid: int, pending: _PendingPublish, frame: OkFrame | ErrFrame) -> None:
-        future = pending.future
-        if future.done():
-            return
-        if isinstance(frame, OkFrame):
-            fields = frame.fields
-            try:
-                result = PublishResult(
-                    id=fields["id"], seq=fields["seq"], duplicate=bool(fields.get("duplicate", False))
-                )
-            except KeyError as exc:
-                future.set_exception(HubError("bad_reply", f"PUBLISH reply without {exc.args[0]!r}"))
-            else:
-                future.set_result(result)
-                if self._flow is _Flow.SENDING:
-                    self._holds = 0
-        elif frame.code in _NO_EFFECT and self._retry_unavailable and not self.closing:
-            # The hub did nothing with it. It must not overtake the publishes after it: hold them all.
-            pending.sent_gen = 0
-            if self._flow is not _Flow.HOLDING:
-                self._start_hold(rid, frame)
-        else:
-            future.set_exception(error_from_code(frame.code, frame.msg))
-
-    # -- holding publishes back after a refusal -------------------------------------------------------
-
-    def _start_hold(self, rid: int, frame: ErrFrame) -> None:
-        """Stop sending publishes; re-send the unconfirmed ones in order after one backoff delay."""
-        self._flow = _Flow.HOLDING
-        self._hold_over = False
-        delay = self._backoff.delay(self._holds)
-        self._holds += 1
-        log.info(
-            "publish %d: %s (%s); holding back %d unconfirmed publishes, re-sending them in order in %.2f s",
-            rid,
-            frame.code,
-            frame.msg,
-            sum(not p.future.done() for p in self._publishes.values()),
-            delay,
-        )
-        self._hold_timer = asyncio.get_running_loop().call_later(delay, self._hold_elapsed)
-
-    def _hold_elapsed(self) -> None:
-        self._hold_timer = None
-        self._hold_over = True
-        self._end_hold()
-
-    def _end_hold(self) -> None:
-        """Re-send once the delay is over and no publish is still on its way: a reply still due could be
-        a refusal, and that publish must go out again before the ones after it."""
-        if self._flow is not _Flow.HOLDING or not self._hold_over or not self.ready:
-            return  # not connected: the resume of the next socket re-sends them
-        gen = self._gen
-        if any(p.sent_gen == gen and not p.future.done() for p in self._publishes.values()):
-            return
-        self._flow = _Flow.RESENDING
-        self._spawn(self._send_unsent(gen))
-
-    def _cancel_hold(self) -> None:
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        self._hold_over = False
 
     # -- token refresh --------------------------------------------------------------------------------
 

@@ -1,10 +1,13 @@
 """The WebSocket gateway: one ``Connection`` per socket over the sans-I/O ``protocol``.
 
-* ``connection`` — ``Gateway`` (the aiohttp handler) and ``Connection`` (AUTH, ACL, frames → bus);
+* ``server`` — ``Gateway`` (the aiohttp handler: upgrade, Origin check, live connections, shutdown) and
+  ``GatewayStats`` (its counters);
+* ``connection`` — ``Connection`` (AUTH, ACL, frames → bus, ACK/NACK);
+* ``delivery`` — the per-subscription callback that queues EVENTs for a connection;
 * ``sendqueue`` — the ordered, bounded per-connection send queue;
 * ``ratelimit`` — the per-connection token bucket.
 """
 
-from outboxhub.gateway.connection import Gateway, GatewayStats
+from outboxhub.gateway.server import Gateway, GatewayStats
 
 __all__ = ["Gateway", "GatewayStats"]

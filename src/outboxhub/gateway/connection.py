@@ -1,7 +1,9 @@
-"""The WebSocket gateway: one connection = auth state + policy + subscriptions.
+"""One WebSocket connection of the gateway: its auth state, policy and subscriptions.
 
-The handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame, decode it,
-dispatch it, repeat. What keeps it fast and fair:
+:class:`~outboxhub.gateway.server.Gateway` upgrades the socket and hands it to a :class:`Connection`.
+
+The handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame,
+decode it, dispatch it, repeat. What keeps it fast and fair:
 
 * **Pipelining.** PUBLISH, ACK and NACK do not block the reader: each takes its place in the reply order
   (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer sends replies in
@@ -12,10 +14,10 @@ dispatch it, repeat. What keeps it fast and fair:
 * **Bounded memory.** Too many unanswered requests stop the reader (replies are never dropped); too many
   queued EVENTs make ``deliver`` refuse, the bus pauses that member until the queue drains to half, and
   its unacked claims time out and move on. One slow consumer never blocks another connection.
-* **Never crash on input.** Every bad frame gets ``ERR`` with a PROTOCOL.md code naming the problem; an
-  unexpected exception answers ``ERR internal`` (and is logged) and the connection stays up. Only a failed
-  AUTH or no AUTH within ``auth_timeout_s`` (4001), an expired token (4003), a frame beyond the hard size
-  limit (1009) and shutdown (1001) close the socket.
+* **Never crash on input.** Every bad frame gets ``ERR`` with a ``docs/protocol.md`` code naming the
+  problem; an unexpected exception answers ``ERR internal`` (and is logged) and the connection stays up.
+  Only a failed AUTH or no AUTH within ``auth_timeout_s`` (4001), an expired token (4003), a frame beyond
+  the hard size limit (1009) and shutdown (1001) close the socket.
 """
 
 from __future__ import annotations
@@ -24,23 +26,18 @@ import asyncio
 import functools
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import WSMsgType, web
 
 from outboxhub.auth import acl
-from outboxhub.auth.jwt import Principal, TokenVerifier
-from outboxhub.bus.core import Bus
-from outboxhub.bus.subscription import Subscription
-from outboxhub.config import Settings
+from outboxhub.auth.jwt import Principal
 from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, is_error_code
+from outboxhub.gateway.delivery import SocketSub
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.ids import new_id
-from outboxhub.model import Delivery, NewEvent
+from outboxhub.model import NewEvent
 from outboxhub.protocol.codec import (
     BAD_REQUEST,
     FORBIDDEN,
@@ -64,10 +61,12 @@ from outboxhub.protocol.codec import (
     close_code_for,
     decode_client_frame,
     encode_err,
-    encode_event,
     encode_ok,
     encode_published,
 )
+
+if TYPE_CHECKING:
+    from outboxhub.gateway.server import Gateway, GatewayStats
 
 __all__ = [
     "CLOSE_AUTH_FAILED",
@@ -84,12 +83,7 @@ CLOSE_AUTH_FAILED: Final = 4001
 CLOSE_TOKEN_EXPIRED: Final = 4003
 CLOSE_GOING_AWAY: Final = 1001
 
-# Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
-# connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
-# any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
-_HARD_LIMIT_FACTOR: Final = 2
 _MAX_PENDING_REPLIES: Final = 4096
-_HEARTBEAT_S: Final = 30.0
 _AUTH_RECHECK_S: Final = 1.0
 _SHUTDOWN_WAIT_S: Final = 10.0
 _ACL_CACHE_MAX: Final = 1024
@@ -98,124 +92,6 @@ _MAX_PUBLISH_BATCH: Final = 512
 
 _SubKey = tuple[str, str | None]
 _Pending = tuple[NewEvent, ReplySlot, Rid]
-
-
-@dataclass(slots=True)
-class GatewayStats:
-    """Counters for the ops API / Prometheus (read-only for them; the gateway increments)."""
-
-    connections_total: int = 0
-    frames_in: int = 0
-    publishes: int = 0
-    events_out: int = 0
-    events_refused: int = 0
-    redeliveries: int = 0
-    acks: int = 0
-    nacks: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-
-class Gateway:
-    """State shared by every connection: the bus, the token verifier, the limits and the live connections.
-
-    :meth:`handle` is the aiohttp request handler (mounted at ``/`` on the WS port and ``/ws`` on the ops
-    port); :meth:`shutdown` closes every connection gracefully.
-    """
-
-    def __init__(
-        self, *, bus: Bus, verifier: TokenVerifier, settings: Settings, close_timeout_s: float = 5.0
-    ) -> None:
-        self.bus = bus
-        self.verifier = verifier
-        self.settings = settings
-        self.close_timeout_s = close_timeout_s
-        self.connections: set[Connection] = set()
-        self.stats = GatewayStats()
-        self._closing = False
-        self._origins = frozenset(_normalize_origin(o) for o in settings.allowed_origins)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Upgrade to WebSocket (after the Origin check) and serve the connection until it closes."""
-        if self._closing:
-            raise web.HTTPServiceUnavailable(text="hub is shutting down\n")
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and not self.origin_allowed(origin, request.host):
-            log.info("refused WebSocket from origin %r (not in allowed_origins)", origin)
-            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed (see allowed_origins)\n")
-        ws = web.WebSocketResponse(
-            max_msg_size=self.settings.max_frame_bytes * _HARD_LIMIT_FACTOR,
-            compress=False,
-            heartbeat=_HEARTBEAT_S,
-            timeout=self.close_timeout_s,
-        )
-        if not ws.can_prepare(request).ok:
-            return web.Response(
-                status=426,
-                headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
-                text="this is the outboxhub WebSocket gateway: connect with a WebSocket client\n",
-            )
-        await ws.prepare(request)
-        log.debug("connection from %s", request.remote)
-        conn = Connection(self, ws, peer=request.remote, transport=request.transport)
-        self.connections.add(conn)
-        self.stats.connections_total += 1
-        try:
-            await conn.run()
-        finally:
-            self.connections.discard(conn)
-        return ws
-
-    def origin_allowed(self, origin: str, host: str) -> bool:
-        """A browser Origin is allowed when no list is configured, it is listed (or ``*`` is), or it is
-        this server's own origin (the dashboard served from the ops port)."""
-        if not self._origins or "*" in self._origins:
-            return True
-        norm = _normalize_origin(origin)
-        if norm in self._origins:
-            return True
-        try:
-            return urlsplit(norm).netloc == host.lower()
-        except ValueError:
-            return False
-
-    async def shutdown(self) -> None:
-        """Refuse new connections, let every connection finish its in-flight requests, then close them
-        with 1001 (going away)."""
-        self._closing = True
-        conns = list(self.connections)
-        if conns:
-            await asyncio.gather(*(c.shutdown() for c in conns), return_exceptions=True)
-
-
-def _normalize_origin(origin: str) -> str:
-    return origin.strip().rstrip("/").lower()
-
-
-class _Sub:
-    """One subscription of a connection: the bus subscription plus the EVENT encoder for it."""
-
-    __slots__ = ("conn", "group", "pattern", "subscription")
-
-    def __init__(self, conn: Connection, pattern: str, group: str | None) -> None:
-        self.conn = conn
-        self.pattern = pattern
-        self.group = group
-        self.subscription: Subscription | None = None
-
-    def deliver(self, delivery: Delivery) -> bool:
-        """Called by the bus (must not block): queue the EVENT, or refuse when the send queue is full."""
-        conn = self.conn
-        out = conn.out
-        if out.is_full():
-            out.refuse_event()
-            conn.paused.add(self)
-            conn.gateway.stats.events_refused += 1
-            return False
-        out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt))
-        conn.gateway.stats.events_out += 1
-        if delivery.attempt > 1:
-            conn.gateway.stats.redeliveries += 1
-        return True
 
 
 class Connection:
@@ -237,8 +113,8 @@ class Connection:
         self.member = f"conn-{new_id()}"
         self.principal: Principal | None = None
         self.policy: acl.Policy | None = None
-        self.subs: dict[_SubKey, _Sub] = {}
-        self.paused: set[_Sub] = set()
+        self.subs: dict[_SubKey, SocketSub] = {}
+        self.paused: set[SocketSub] = set()
         self.out = SendQueue(
             functools.partial(ws.send_frame, opcode=WSMsgType.TEXT),
             max_events=settings.send_queue_max,
@@ -490,7 +366,7 @@ class Connection:
             return
         # The slot goes first so that the OK precedes this subscription's first EVENT.
         slot = self.out.reserve()
-        sub = _Sub(self, pattern, group)
+        sub = SocketSub(self, pattern, group)
         self.subs[key] = sub
         try:
             sub.subscription = await self.gateway.bus.subscribe(
@@ -518,7 +394,7 @@ class Connection:
         await self._close_sub(sub)
         self.out.fill(slot, encode_ok(frame.rid))
 
-    async def _close_sub(self, sub: _Sub) -> None:
+    async def _close_sub(self, sub: SocketSub) -> None:
         self.paused.discard(sub)
         subscription, sub.subscription = sub.subscription, None
         if subscription is None:
@@ -570,7 +446,8 @@ class Connection:
             self.out.reply(encode_ok(rid))
 
     def _settle(self, rid: Rid, coro: Any) -> None:
-        """Run an ACK/NACK; reply OK only when the frame carried a rid (seed clients send none)."""
+        """Run an ACK/NACK; reply OK only when the frame carried a rid (clients of the legacy PromClient
+        protocol send none)."""
         slot = self.out.reserve() if rid is not None else None
         task = self._loop.create_task(coro)
         self._tasks.add(task)
@@ -666,3 +543,15 @@ class Connection:
 def _not_subscribed(op: str, topic: str, group: str | None) -> str:
     where = f"group {group!r}" if group is not None else "no group"
     return f"{op}: this connection has no subscription to {topic!r} with {where}"
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        # Gateway and GatewayStats live in outboxhub.gateway.server, which imports this module; they stay
+        # importable from here (resolved on first use) for the modules that still import them so.
+        if name in ("Gateway", "GatewayStats"):
+            from outboxhub.gateway import server
+
+            return getattr(server, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -200,7 +200,7 @@ def _sa_missing_table(exc: Exception, table: str) -> OutboxError | None:
 
 
 def _mongo_module() -> ModuleType:
-    # The dispatch point for MongoDB: outboxhub/outbox/mongo.py is added separately.
+    # The dispatch point for MongoDB: the outboxhub.outbox.mongo package, imported on use (pymongo: optional).
     try:
         return importlib.import_module("outboxhub.outbox.mongo")
     except ModuleNotFoundError as exc:

@@ -1,31 +1,14 @@
-"""The outbox in an application's MongoDB database (pymongo, sync or async).
+"""``MongoOutbox``: the drainer's ``OutboxStore`` over one MongoDB collection.
 
-Records are the seed's documents plus what a safe drainer needs::
+Records in the original shape (:mod:`outboxhub.outbox.mongo.records`) are drained as they are.
 
-    {_id, topic, payload, headers?, key?, status: "pending", ts, attempts: 0,          # the seed's shape
-     available_at, ord, claimed_by?, claim_token?, lease_until?, last_err?, sent_at?}
-
-Records written the seed's way (no ``available_at``, ``ord``, ``key``; ``_id`` a string or an ObjectId;
-``ts`` a JS number) are drained as they are: a missing ``available_at`` means "available now", and a
-status ``"error"`` (the seed's terminal state) counts as ``"dead"``. Order is ``(ord, ts, _id)``: ``ord``
-is a per-process monotonic microsecond stamp set by ``add`` (``ts`` has only millisecond resolution), so
-records added by one process keep their order; records without ``ord`` (seed-written) sort first.
-
-Writing: ``add(db, topic, payload, session=s)`` upserts the record (``$setOnInsert``: an existing id is
-left as it is, and no duplicate-key error can abort the caller's transaction) with the caller's
-``ClientSession``, inside the transaction the caller started. Transactions need a replica set (or a
-sharded cluster): with a standalone server, ``add`` with a session raises ``OutboxError`` saying so,
-before anything is written. The deployment is read from the client's topology (a ``hello`` when it is
-not known yet). A session without a started transaction is refused too: the record would commit on its
-own, not with the business write. Without ``session`` the record is written on its own.
-
-Draining (``MongoOutbox``): a claim is three round trips: candidate ids (claimable, oldest first), one
-``update_many`` repeating the eligibility filter and setting a fresh ``claim_token``, then a find by that
-token. Two drainers racing for the same candidates split them (each document is updated once); a drainer
-that lost every candidate looks again. With ``ordered_by_key`` the candidates are filtered against
-blocking records of their keys, and after the update each claimed keyed record is checked again: if an
-unsent earlier record of its key belongs to nobody in this batch (another drainer claimed it meanwhile),
-the record is given back at once. Marks are fenced by the claim token, as on SQL.
+Draining: a claim is three round trips: candidate ids (claimable, oldest first), one ``update_many``
+repeating the eligibility filter and setting a fresh ``claim_token``, then a find by that token. Two
+drainers racing for the same candidates split them (each document is updated once); a drainer that lost
+every candidate looks again. With ``ordered_by_key`` the candidates are filtered against blocking records
+of their keys, and after the update each claimed keyed record is checked again: if an unsent earlier
+record of its key belongs to nobody in this batch (another drainer claimed it meanwhile), the record is
+given back at once. Marks are fenced by the claim token, as on SQL.
 
 Wake-up: a change stream on the collection (inserts, and updates that make a record pending) when the
 deployment supports one, detected by opening it and logged once; polling of the pending count every
@@ -36,29 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import logging
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgspec
-from bson import ObjectId
 from bson.int64 import Int64
-from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
-from pymongo.client_session import ClientSession
-from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, InvalidOperation, OperationFailure, PyMongoError
-from pymongo.mongo_client import MongoClient
+from pymongo.errors import PyMongoError
 
-from outboxhub.errors import OutboxError, StoreError, StoreURLError
+from outboxhub.errors import StoreError, StoreURLError
 from outboxhub.ids import new_id
 from outboxhub.outbox.base import (
     check_ids,
@@ -68,348 +40,21 @@ from outboxhub.outbox.base import (
     readable,
     resolve_now,
 )
-from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord, Status
+from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats
+from outboxhub.outbox.mongo.records import Doc, decode_record, id_values, to_ms
+from outboxhub.outbox.mongo.schema import collection_name, outbox_indexes
 from outboxhub.store.base import mask_url
-from outboxhub.store.mongo.conn import supports_transactions, translate, validate_collection_name
-from outboxhub.store.mongo.events import decode_payload, encode_payload
+from outboxhub.store.mongo.conn import translate
 from outboxhub.store.mongo.watch import Watcher
 
-__all__ = [
-    "DEFAULT_POLL_INTERVAL_MS",
-    "MongoOutbox",
-    "deployment_supports_transactions",
-    "ensure_schema_mongo",
-    "ensure_schema_mongo_async",
-    "insert_mongo",
-    "insert_mongo_async",
-    "next_ord",
-    "open_mongo_outbox",
-    "outbox_indexes",
-    "record_doc",
-]
+__all__ = ["DEFAULT_POLL_INTERVAL_MS", "MongoOutbox", "open_mongo_outbox"]
 
 DEFAULT_POLL_INTERVAL_MS = 100
 _SAFETY_POLL_MS = 1_000
-_DEAD = ["dead", "error"]  # "error" is the seed's terminal status
+_DEAD = ["dead", "error"]  # "error" is the terminal status of the original shape
 _ORDER = [("ord", ASCENDING), ("ts", ASCENDING), ("_id", ASCENDING)]
 _CLEAR_CLAIM = {"claimed_by": "", "claim_token": "", "lease_until": ""}
 _ORDERED_PAGES = 10
-
-
-TXN_NEEDS_REPLICA_SET = (
-    "MongoDB transactions need a replica set (or a sharded cluster), and {where} is a standalone server: "
-    "outbox.add(..., session=...) cannot write the record in your transaction. Run the server as a "
-    "replica set (mongod --replSet rs0, then rs.initiate()), or call add() without session= (the record "
-    "is then written on its own, not atomically with your other writes)"
-)
-
-Doc = dict[str, Any]
-
-log = logging.getLogger("outboxhub.outbox")
-
-_ord_lock = threading.Lock()
-_last_ord = 0
-
-
-def next_ord() -> int:
-    """A microsecond stamp, strictly increasing within this process (the outbox order of ``add``)."""
-    global _last_ord
-    with _ord_lock:
-        _last_ord = max(time.time_ns() // 1000, _last_ord + 1)
-        return _last_ord
-
-
-# -- writing -----------------------------------------------------------------------------------------------
-
-
-def record_doc(record: PreparedRecord) -> Doc:
-    """The document ``add`` writes for ``record`` (without ``_id``, which the upsert's filter sets)."""
-    doc: Doc = {"topic": record.topic}
-    encode_payload(record.payload_json, doc)
-    if record.key is not None:
-        doc["key"] = record.key
-    if record.headers is not None:
-        doc["headers"] = record.headers
-    doc.update(
-        status="pending",
-        ts=Int64(record.ts),
-        attempts=0,
-        available_at=Int64(record.ts),
-        ord=Int64(next_ord()),
-    )
-    return doc
-
-
-def deployment_supports_transactions(topology_type: str, server_types: Sequence[str]) -> bool | None:
-    """Whether a pymongo topology can run transactions; None while it is not known yet.
-
-    ``topology_type`` and ``server_types`` are pymongo's ``topology_type_name`` and the
-    ``server_type_name`` of each known server.
-    """
-    if topology_type in ("ReplicaSetWithPrimary", "ReplicaSetNoPrimary", "Sharded", "LoadBalanced"):
-        return True
-    known = [t for t in server_types if t not in ("Unknown", "PossiblePrimary")]
-    if not known:
-        return None
-    return any(t in ("RSPrimary", "RSSecondary", "RSArbiter", "Mongos", "LoadBalancer") for t in known)
-
-
-def _from_topology(client: MongoClient[Any] | AsyncMongoClient[Any]) -> bool | None:
-    description = client.topology_description
-    return deployment_supports_transactions(
-        description.topology_type_name,
-        [s.server_type_name for s in description.server_descriptions().values()],
-    )
-
-
-def _where(client: MongoClient[Any] | AsyncMongoClient[Any]) -> str:
-    addresses = [f"{host}:{port}" for host, port in client.topology_description.server_descriptions()]
-    return ", ".join(addresses) or "the server"
-
-
-def _check_session_state(session: Any, supported: bool, client: Any) -> None:
-    if not supported:
-        raise OutboxError(TXN_NEEDS_REPLICA_SET.format(where=_where(client)))
-    if not session.in_transaction:
-        raise OutboxError(
-            "outbox.add(..., session=...) needs a transaction on that session: call "
-            "session.start_transaction() (or use session.with_transaction) before add(), otherwise the "
-            "record would commit on its own, not with your other writes"
-        )
-
-
-def _check_sync_session(db: Database[Any], session: Any) -> None:
-    if session is None:
-        return
-    if not isinstance(session, ClientSession):
-        raise OutboxError(
-            f"session= must be a pymongo ClientSession of the same client, got {type(session).__qualname__}"
-        )
-    supported = _from_topology(db.client)
-    if supported is None:
-        supported = supports_transactions(db.client.admin.command("hello"))
-    _check_session_state(session, supported, db.client)
-
-
-async def _check_async_session(db: AsyncDatabase[Any], session: Any) -> None:
-    if session is None:
-        return
-    if not isinstance(session, AsyncClientSession):
-        raise OutboxError(
-            "session= must be a pymongo AsyncClientSession of the same client, got "
-            f"{type(session).__qualname__}"
-        )
-    supported = _from_topology(db.client)
-    if supported is None:
-        supported = supports_transactions(await db.client.admin.command("hello"))
-    _check_session_state(session, supported, db.client)
-
-
-def _translate_add(exc: PyMongoError, db: Database[Any] | AsyncDatabase[Any]) -> OutboxError | None:
-    if isinstance(exc, OperationFailure) and (
-        exc.code == 20 or "Transaction numbers are only allowed" in str(exc)
-    ):
-        return OutboxError(TXN_NEEDS_REPLICA_SET.format(where=_where(db.client)))
-    if isinstance(exc, InvalidOperation):
-        return OutboxError(f"outbox.add: {exc}")
-    return None
-
-
-@contextlib.contextmanager
-def _add_errors(db: Database[Any] | AsyncDatabase[Any], session: Any) -> Iterator[None]:
-    """Around the upsert of ``add``: a duplicate id outside a transaction is fine, driver errors that
-    mean "no transactions here" or a misused session become ``OutboxError``."""
-    try:
-        yield
-    except DuplicateKeyError:
-        if session is not None:
-            raise
-        # Two writers upserted the same new id at once outside a transaction: it exists, as wanted.
-    except PyMongoError as exc:
-        translated = _translate_add(exc, db)
-        if translated is None:
-            raise
-        raise translated from exc
-
-
-def insert_mongo(db: Database[Any], record: PreparedRecord, table: str, *, session: Any = None) -> None:
-    """Write ``record`` into ``db[table]`` inside ``session``'s transaction, if given (never commits)."""
-    _collection_name(table)
-    _check_sync_session(db, session)
-    with _add_errors(db, session):
-        db[table].update_one(
-            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
-        )
-
-
-async def insert_mongo_async(
-    db: AsyncDatabase[Any], record: PreparedRecord, table: str, *, session: Any = None
-) -> None:
-    """``insert_mongo`` for an ``AsyncDatabase`` and an ``AsyncClientSession``."""
-    _collection_name(table)
-    await _check_async_session(db, session)
-    with _add_errors(db, session):
-        await db[table].update_one(
-            {"_id": record.id}, {"$setOnInsert": record_doc(record)}, upsert=True, session=session
-        )
-
-
-def _collection_name(table: str) -> str:
-    try:
-        return validate_collection_name(table, what="outbox collection")
-    except StoreURLError as exc:
-        raise OutboxError(str(exc)) from exc
-
-
-# -- schema ------------------------------------------------------------------------------------------------
-
-
-def outbox_indexes() -> list[IndexModel]:
-    """The indexes of an outbox collection, with default names (docs/mongodb.md says what each is for).
-
-    The first and third are the seed's ``{status: 1, lease_until: 1}`` and ``{ts: 1}``, under the same
-    names. (``_id`` would complete the ``(status, ord, ts)`` order, but the nx-27017 stand-in cannot index
-    it in a compound index; the rare ties on ``(ord, ts)`` are sorted in memory.)
-    """
-    return [
-        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
-        IndexModel([("status", ASCENDING), ("available_at", ASCENDING)]),
-        IndexModel([("ts", ASCENDING)]),
-        IndexModel([("status", ASCENDING), ("ord", ASCENDING), ("ts", ASCENDING)]),
-        IndexModel([("key", ASCENDING), ("status", ASCENDING)]),
-        IndexModel([("claim_token", ASCENDING)], sparse=True),
-        IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)]),
-    ]
-
-
-_INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict: the index exists in another form
-
-
-def ensure_schema_mongo(db: Database[Any], table: str = "outbox") -> None:
-    """Create the outbox indexes on ``db[table]`` with pymongo's synchronous API (the collection itself is
-    created by MongoDB on first write). Idempotent; an index that exists under another name or with other
-    options is kept as it is (logged). Driver errors propagate."""
-    collection = db[_collection_name(table)]
-    models = outbox_indexes()
-    try:
-        collection.create_indexes(models)
-    except OperationFailure as exc:
-        if exc.code not in _INDEX_CONFLICTS:
-            raise
-        for model in models:  # one by one, keeping the ones that exist in another form
-            try:
-                collection.create_indexes([model])
-            except OperationFailure as one:
-                if one.code not in _INDEX_CONFLICTS:
-                    raise
-                log.warning(
-                    "%s: keeping the existing index %s (%s)", collection.full_name, model.document, one
-                )
-
-
-async def ensure_schema_mongo_async(db: AsyncDatabase[Any], table: str = "outbox") -> None:
-    """``ensure_schema_mongo`` for a pymongo ``AsyncDatabase``."""
-    from outboxhub.store.mongo.store import create_indexes
-
-    await create_indexes(db[_collection_name(table)], outbox_indexes())
-
-
-# -- reading records ---------------------------------------------------------------------------------------
-
-
-def _id_text(raw: Any) -> str | None:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, ObjectId):
-        return str(raw)
-    return None
-
-
-def _id_values(record_id: str) -> list[Any]:
-    """The ``_id`` values a record id may stand for (seed records may have ObjectId ids)."""
-    return [record_id, ObjectId(record_id)] if ObjectId.is_valid(record_id) else [record_id]
-
-
-def _ms(value: Any, default: int = 0) -> int:
-    if value is None:
-        return default
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
-        return int(value.timestamp() * 1000)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    raise ValueError(f"{value!r} is not a time in milliseconds")
-
-
-_headers_type = msgspec.convert
-
-
-def decode_record(doc: Doc, *, lenient: bool = False) -> OutboxRecord | str:
-    """An ``OutboxRecord`` from a document, or why it cannot be drained (the record then goes dead).
-
-    With ``lenient`` (operators listing records) unreadable fields are shown as well as possible."""
-    record_id = _id_text(doc.get("_id"))
-    if record_id is None:
-        if not lenient:
-            return f"record _id {doc.get('_id')!r} must be a string or an ObjectId"
-        record_id = repr(doc.get("_id"))
-    topic = doc.get("topic")
-    if not isinstance(topic, str):
-        if not lenient:
-            return f"topic {topic!r} is not a string"
-        topic = repr(topic)
-    key = doc.get("key")
-    if key is not None and not isinstance(key, str):
-        if not lenient:
-            return f"key {key!r} is not a string"
-        key = repr(key)
-    headers = doc.get("headers")
-    if headers is not None and not (
-        isinstance(headers, Mapping)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-    ):
-        if not lenient:
-            return f"headers are not an object of strings: {headers!r:.200}"
-        headers = None
-    try:
-        payload = decode_payload(doc)
-    except msgspec.DecodeError as exc:
-        if not lenient:
-            return f"payload is not valid JSON: {exc}"
-        payload = doc.get("payload_json")
-    status = doc.get("status")
-    status_value: Status = (
-        "dead"
-        if status == "error"
-        else status
-        if status in ("pending", "claimed", "sent", "dead")
-        else "pending"
-    )
-    try:
-        ts = _ms(doc.get("ts"))
-        lease_until = doc.get("lease_until")
-        sent_at = doc.get("sent_at")
-        return OutboxRecord(
-            id=record_id,
-            topic=topic,
-            payload=payload,
-            key=key,
-            headers=dict(headers) if headers else None,
-            status=status_value,
-            ts=ts,
-            attempts=int(doc.get("attempts") or 0),
-            available_at=_ms(doc.get("available_at"), ts),
-            claimed_by=doc.get("claimed_by"),
-            claim_token=doc.get("claim_token"),
-            lease_until=None if lease_until is None else _ms(lease_until),
-            last_err=doc.get("last_err"),
-            sent_at=None if sent_at is None else _ms(sent_at),
-        )
-    except (ValueError, TypeError) as exc:
-        if lenient:
-            return f"unreadable record {record_id}: {exc}"
-        return f"unreadable field: {exc}"
 
 
 def _position(doc: Mapping[str, Any]) -> tuple[int, float, str]:
@@ -424,11 +69,8 @@ def _position(doc: Mapping[str, Any]) -> tuple[int, float, str]:
 
 
 def _claimable(now: int) -> Doc:
-    # Records without available_at (written the seed's way) get one from _backfill before each claim.
+    # Records without available_at (in the original shape) get one from _backfill before each claim.
     return {"status": "pending", "available_at": {"$lte": now}}
-
-
-# -- the drainer's side ------------------------------------------------------------------------------------
 
 
 async def open_mongo_outbox(
@@ -466,7 +108,7 @@ class MongoOutbox:
         """Connect to the database named by ``url`` (``mongodb://host:27017/appdb?replicaSet=rs0``).
 
         ``poll_interval_ms`` (also a URL query parameter) is the wake-up poll without change streams."""
-        _collection_name(table)
+        collection_name(table)
         shown = mask_url(url)
         try:
             parts = urlsplit(url)
@@ -543,9 +185,9 @@ class MongoOutbox:
             raise translate(exc, self._url) from exc
 
     async def ensure_schema(self) -> None:
-        """Create the indexes (the collection is created by MongoDB on first write). Indexes the seed
-        created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under the same names. The
-        indexes are those of :func:`outbox_indexes`."""
+        """Create the indexes (the collection is created by MongoDB on first write). Indexes the original
+        TypeScript outbox created (``{status: 1, lease_until: 1}``, ``{ts: 1}``) are the same ones, under
+        the same names. The indexes are those of :func:`outbox_indexes`."""
         from outboxhub.store.mongo.store import create_indexes
 
         await self._run(create_indexes(self._coll, outbox_indexes()))
@@ -570,7 +212,7 @@ class MongoOutbox:
         return result
 
     async def _backfill(self) -> None:
-        """Give records written without ``available_at`` (the seed's shape) one: available since ever.
+        """Give records written without ``available_at`` (the original shape) one: available since ever.
 
         A plain ``$or`` on a missing field would do in a query, but the nx-27017 stand-in drops the other
         conditions of an update filter that has a top-level ``$or`` (docs/mongodb.md): normalising the
@@ -711,7 +353,7 @@ class MongoOutbox:
     def _by_token(records: Sequence[OutboxRecord]) -> dict[str | None, list[Any]]:
         groups: dict[str | None, list[Any]] = defaultdict(list)
         for record in records:
-            groups[record.claim_token].extend(_id_values(record.id))
+            groups[record.claim_token].extend(id_values(record.id))
         return groups
 
     async def _update_by_token(self, records: Sequence[OutboxRecord], update: Doc) -> int:
@@ -749,7 +391,7 @@ class MongoOutbox:
             ops.append(
                 UpdateOne(
                     {
-                        "_id": {"$in": _id_values(record.id)},
+                        "_id": {"$in": id_values(record.id)},
                         "claim_token": record.claim_token,
                         "status": "claimed",
                     },
@@ -789,7 +431,7 @@ class MongoOutbox:
     async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
         query: Doc = {"status": {"$in": _DEAD}}
         if ids != "all":
-            query["_id"] = {"$in": [v for i in check_ids(ids, what="retry") for v in _id_values(i)]}
+            query["_id"] = {"$in": [v for i in check_ids(ids, what="retry") for v in id_values(i)]}
         result = await self._run(
             self._coll.update_many(
                 query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(resolve_now(now))}}
@@ -809,7 +451,7 @@ class MongoOutbox:
         check_purge_args(ids, older_than_ms)
         query: Doc = {"status": {"$in": _DEAD}}
         if ids is not None:
-            query["_id"] = {"$in": [v for i in check_ids(ids, what="purge") for v in _id_values(i)]}
+            query["_id"] = {"$in": [v for i in check_ids(ids, what="purge") for v in id_values(i)]}
         if older_than_ms is not None:
             query["ts"] = {"$lte": resolve_now(now) - older_than_ms}
         result = await self._run(self._coll.delete_many(query))
@@ -836,8 +478,8 @@ class MongoOutbox:
             pending=pending,
             claimed=claimed,
             dead=dead,
-            oldest_ts=None if oldest is None else _ms(oldest.get("ts")),
-            next_retry_at=None if retry_doc is None else _ms(retry_doc["available_at"]),
+            oldest_ts=None if oldest is None else to_ms(oldest.get("ts")),
+            next_retry_at=None if retry_doc is None else to_ms(retry_doc["available_at"]),
         )
 
     async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
@@ -848,7 +490,7 @@ class MongoOutbox:
         return readable(decode_record(doc, lenient=True) for doc in docs)
 
     async def get(self, record_id: str) -> OutboxRecord | None:
-        doc = await self._run(self._coll.find_one({"_id": {"$in": _id_values(record_id)}}))
+        doc = await self._run(self._coll.find_one({"_id": {"$in": id_values(record_id)}}))
         if doc is None:
             return None
         record = decode_record(doc, lenient=True)
@@ -859,7 +501,7 @@ class MongoOutbox:
     ) -> int:
         check_positive(batch_size, name="batch_size")
         cutoff = resolve_now(now) - retention_ms
-        # Seed-written sent records have no sent_at: their ts stands in for it.
+        # Sent records in the original shape have no sent_at: their ts stands in for it.
         total = 0
         for query in (
             {"status": "sent", "sent_at": {"$lt": cutoff}},

@@ -1,0 +1,45 @@
+"""Delivery to one connection: the callback the bus calls with each event of a subscription.
+
+It encodes the EVENT into the connection's send queue, or refuses it when the queue is full (the bus then
+pauses that subscription until the queue drains to half; see :mod:`outboxhub.gateway.connection`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from outboxhub.bus.subscription import Subscription
+from outboxhub.model import Delivery
+from outboxhub.protocol.codec import encode_event
+
+if TYPE_CHECKING:
+    from outboxhub.gateway.connection import Connection
+
+__all__ = ["SocketSub"]
+
+
+class SocketSub:
+    """One subscription of a connection: the bus subscription plus the EVENT encoder for it."""
+
+    __slots__ = ("conn", "group", "pattern", "subscription")
+
+    def __init__(self, conn: Connection, pattern: str, group: str | None) -> None:
+        self.conn = conn
+        self.pattern = pattern
+        self.group = group
+        self.subscription: Subscription | None = None
+
+    def deliver(self, delivery: Delivery) -> bool:
+        """Called by the bus (must not block): queue the EVENT, or refuse when the send queue is full."""
+        conn = self.conn
+        out = conn.out
+        if out.is_full():
+            out.refuse_event()
+            conn.paused.add(self)
+            conn.gateway.stats.events_refused += 1
+            return False
+        out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt))
+        conn.gateway.stats.events_out += 1
+        if delivery.attempt > 1:
+            conn.gateway.stats.redeliveries += 1
+        return True

@@ -1,0 +1,121 @@
+"""The aiohttp side of the gateway: the WebSocket upgrade (after the Origin check), the registry of live
+connections, their shared counters, and graceful shutdown. Each upgraded socket is served by a
+:class:`~outboxhub.gateway.connection.Connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from aiohttp import hdrs, web
+
+from outboxhub.auth.jwt import TokenVerifier
+from outboxhub.bus.core import Bus
+from outboxhub.config import Settings
+from outboxhub.gateway.connection import Connection
+
+__all__ = ["Gateway", "GatewayStats"]
+
+log = logging.getLogger("outboxhub.gateway.connection")
+
+# Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
+# connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
+# any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
+_HARD_LIMIT_FACTOR: Final = 2
+_HEARTBEAT_S: Final = 30.0
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """Counters for the ops API / Prometheus (read-only for them; the gateway increments)."""
+
+    connections_total: int = 0
+    frames_in: int = 0
+    publishes: int = 0
+    events_out: int = 0
+    events_refused: int = 0
+    redeliveries: int = 0
+    acks: int = 0
+    nacks: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Gateway:
+    """State shared by every connection: the bus, the token verifier, the limits and the live connections.
+
+    :meth:`handle` is the aiohttp request handler (mounted at ``/`` on the WS port and ``/ws`` on the ops
+    port); :meth:`shutdown` closes every connection gracefully.
+    """
+
+    def __init__(
+        self, *, bus: Bus, verifier: TokenVerifier, settings: Settings, close_timeout_s: float = 5.0
+    ) -> None:
+        self.bus = bus
+        self.verifier = verifier
+        self.settings = settings
+        self.close_timeout_s = close_timeout_s
+        self.connections: set[Connection] = set()
+        self.stats = GatewayStats()
+        self._closing = False
+        self._origins = frozenset(_normalize_origin(o) for o in settings.allowed_origins)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade to WebSocket (after the Origin check) and serve the connection until it closes."""
+        if self._closing:
+            raise web.HTTPServiceUnavailable(text="hub is shutting down\n")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and not self.origin_allowed(origin, request.host):
+            log.info("refused WebSocket from origin %r (not in allowed_origins)", origin)
+            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed (see allowed_origins)\n")
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_frame_bytes * _HARD_LIMIT_FACTOR,
+            compress=False,
+            heartbeat=_HEARTBEAT_S,
+            timeout=self.close_timeout_s,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(
+                status=426,
+                headers={hdrs.UPGRADE: "websocket", hdrs.CONNECTION: "Upgrade"},
+                text="this is the outboxhub WebSocket gateway: connect with a WebSocket client\n",
+            )
+        await ws.prepare(request)
+        log.debug("connection from %s", request.remote)
+        conn = Connection(self, ws, peer=request.remote, transport=request.transport)
+        self.connections.add(conn)
+        self.stats.connections_total += 1
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+        return ws
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """A browser Origin is allowed when no list is configured, it is listed (or ``*`` is), or it is
+        this server's own origin (the dashboard served from the ops port)."""
+        if not self._origins or "*" in self._origins:
+            return True
+        norm = _normalize_origin(origin)
+        if norm in self._origins:
+            return True
+        try:
+            return urlsplit(norm).netloc == host.lower()
+        except ValueError:
+            return False
+
+    async def shutdown(self) -> None:
+        """Refuse new connections, let every connection finish its in-flight requests, then close them
+        with 1001 (going away)."""
+        self._closing = True
+        conns = list(self.connections)
+        if conns:
+            await asyncio.gather(*(c.shutdown() for c in conns), return_exceptions=True)
+
+
+def _normalize_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
