@@ -34,7 +34,7 @@ import msgspec
 
 from outboxhub.errors import ErrorCode, ProtocolError, TopicError
 from outboxhub.model import MAX_EVENT_ID, Event, GroupOptions, NewEvent, PublishResult, StartPosition
-from outboxhub.topics import validate_pattern, validate_topic
+from outboxhub.topics import validate_group, validate_pattern, validate_topic
 
 __all__ = [
     "BAD_REQUEST",
@@ -138,9 +138,6 @@ _PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
 _NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 _EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
 
-# A group name is one topic segment, because it becomes one in the dead-letter topic dlq.<group>.<topic>.
-_GROUP_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")
-
 # Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
 # ones that passed. Failures raise and are not cached; a flood of distinct valid names only churns the LRU.
 _checked_topic = functools.lru_cache(maxsize=4096)(validate_topic)
@@ -165,11 +162,11 @@ def _check_pattern(pattern: str) -> None:
 
 
 def _check_group(group: str | None) -> None:
-    if group is not None and _GROUP_RE.fullmatch(group) is None:
-        shown = repr(group) if len(group) <= 40 else f"{group[:40]!r}… ({len(group)} chars)"
-        raise ValueError(
-            f"group: {shown} is not a valid group name; use 1-128 characters of A-Z a-z 0-9 _ : -"
-        )
+    if group is not None:
+        try:
+            validate_group(group)
+        except TopicError as exc:
+            raise TopicError(f"group: {str(exc).removeprefix('group ')}") from None
 
 
 # --------------------------------------------------------------------------------------------------
