@@ -36,13 +36,32 @@ from outboxhub.auth.jwt import Principal, TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.bus.subscription import Subscription
 from outboxhub.config import Settings
-from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, is_error_code
+from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.ids import new_id
 from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
+    Ack,
+    Auth,
+    ClientFrame,
+    Nack,
+    Publish,
+    Rid,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+    encode_err,
+    encode_event,
+    encode_ok,
+    encode_published,
+)
+from outboxhub.protocol.codes import (
     BAD_REQUEST,
+    CLOSE_AUTH_FAILED,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_TOKEN_EXPIRED,
     FORBIDDEN,
     INTERNAL,
     JWT_INVALID,
@@ -52,21 +71,9 @@ from outboxhub.protocol.codec import (
     RATE_LIMITED,
     TOKEN_EXPIRED,
     UNAVAILABLE,
-    Ack,
-    Auth,
-    ClientFrame,
     ErrorCode,
-    Nack,
-    Publish,
-    Rid,
-    Subscribe,
-    Unsubscribe,
     close_code_for,
-    decode_client_frame,
-    encode_err,
-    encode_event,
-    encode_ok,
-    encode_published,
+    is_error_code,
 )
 
 __all__ = [
@@ -80,9 +87,6 @@ __all__ = [
 
 log = logging.getLogger("outboxhub.gateway.connection")
 
-CLOSE_AUTH_FAILED: Final = 4001
-CLOSE_TOKEN_EXPIRED: Final = 4003
-CLOSE_GOING_AWAY: Final = 1001
 
 # Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
 # connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
@@ -292,7 +296,7 @@ class Connection:
                 await asyncio.wait_for(writer, self.gateway.close_timeout_s)
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
-            await self._close_ws(CLOSE_GOING_AWAY if self._stopping else 1000, "")
+            await self._close_ws(CLOSE_GOING_AWAY if self._stopping else CLOSE_NORMAL, "")
 
     async def _on_text(self, data: str) -> None:
         try:
