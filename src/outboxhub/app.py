@@ -6,6 +6,10 @@
 
 :func:`start_hub` binds both (port 0 picks a free port) and returns a running :class:`Hub`;
 :meth:`Hub.close` shuts down gracefully. :func:`serve` is the blocking ``outboxhub serve``.
+
+This module is the composition root: it imports the layers below it (store, bus, gateway, ops, the outbox
+drainers) and wires them together; none of them imports it. The ops layer sees a :class:`Hub` through
+:class:`outboxhub.ops.HubView`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -26,12 +30,11 @@ from outboxhub.auth.jwt import AuthConfig, TokenVerifier, mint_token
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
-from outboxhub.gateway.connection import Gateway
+from outboxhub.gateway.server import Gateway
+from outboxhub.ops import OPS, HubMetrics, install_ops
+from outboxhub.outbox import Drainer, DrainerMetrics, DrainerSettings, run_drainers
 from outboxhub.store import open_store
 from outboxhub.store.base import Store, mask_url
-
-if TYPE_CHECKING:
-    from outboxhub.outbox import DrainerMetrics, DrainerSettings
 
 __all__ = ["DEV_SCOPES", "Hub", "RouteInstaller", "serve", "start_hub"]
 
@@ -49,9 +52,9 @@ class Hub:
     """A running hub. Built by :func:`start_hub`; close with :meth:`close`.
 
     ``jwt_secret`` is the secret tokens are signed with (the configured one, or the random one of this
-    run in development mode). ``metrics`` is free for the ops layer to hang its collectors on;
-    ``on_close`` callbacks (e.g. outbox drainers) run after the gateway closed and before the bus and the
-    store do.
+    run in development mode). ``metrics`` is the ops layer's :class:`HubMetrics` once it is installed
+    (None without it). ``on_close`` callbacks (e.g. outbox drainers) run after the gateway closed and
+    before the bus and the store do.
     """
 
     def __init__(self, *, settings: Settings, store: Store, bus: Bus, verifier: TokenVerifier) -> None:
@@ -61,9 +64,9 @@ class Hub:
         self.verifier = verifier
         self.gateway = Gateway(bus=bus, verifier=verifier, settings=settings)
         self.jwt_secret: str | None = settings.jwt_secret
-        self.metrics: Any = None
+        self.metrics: HubMetrics | None = None
         self.on_close: list[Callable[[], Awaitable[None]]] = []
-        self.drainers: list[Any] = []  # outbox drainers of settings.outbox (outboxhub.outbox.Drainer)
+        self.drainers: list[Drainer] = []  # the outbox drainers of settings.outbox, in that order
         self.ws_app = web.Application()
         self.ops_app = web.Application()
         self.ws_port = 0
@@ -95,6 +98,8 @@ class Hub:
         self.ops_app.router.add_get("/healthz", self._healthz)
         for install in installers:
             install(self.ops_app, self)
+        ops = self.ops_app.get(OPS)
+        self.metrics = None if ops is None else ops.metrics
         host = self.settings.host
         for app, port in ((self.ws_app, self.settings.ws_port), (self.ops_app, self.settings.ops_port)):
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
@@ -180,8 +185,6 @@ async def start_hub(
     )
     installers: list[RouteInstaller]
     if ops_routes is None:  # the default: the ops API, metrics and dashboard (pass [] for none)
-        from outboxhub.ops import install_ops
-
         installers = [install_ops]
     elif callable(ops_routes):
         installers = [ops_routes]
@@ -214,8 +217,6 @@ async def start_hub(
 
 def _drainer_settings(settings: Settings) -> DrainerSettings:
     """The ``DrainerSettings`` of ``outboxhub serve --outbox``: the ``outbox_*`` settings, else defaults."""
-    from outboxhub.outbox import DrainerSettings
-
     return DrainerSettings(
         batch_size=settings.outbox_batch_size,
         max_attempts=settings.outbox_max_attempts,
@@ -227,8 +228,6 @@ async def _start_drainers(hub: Hub) -> None:
     """Drain every ``settings.outbox`` URL into the hub's bus. Each outbox is opened (and its table created)
     before this returns, so a bad URL or an unreachable database fails the start; the drainers stop, and
     release their claims, when the hub closes."""
-    from outboxhub.outbox import Drainer, run_drainers
-
     started = asyncio.Event()
     settings = _drainer_settings(hub.settings)
 

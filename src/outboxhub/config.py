@@ -1,9 +1,10 @@
 """Settings, read once at start-up from CLI flags and the environment (pydantic-settings).
 
-Every setting has an ``OUTBOXHUB_`` environment variable; the seed's names (``MONGO_URL``, ``WS_PORT``,
-``OPS_PORT``, ``JWT_SECRET``, ``JWT_JWKS_URL``, ``JWT_AUD``, ``JWT_ISS``) are accepted too, the
-``OUTBOXHUB_`` name winning when both are set. A bad value raises ``ConfigError`` with one line naming
-the setting and its environment variable, or its ``serve`` flag when the value came from one.
+Every setting has an ``OUTBOXHUB_`` environment variable; the legacy names of the PromClient-era hub
+(``MONGO_URL``, ``WS_PORT``, ``OPS_PORT``, ``JWT_SECRET``, ``JWT_JWKS_URL``, ``JWT_AUD``, ``JWT_ISS``) are
+accepted too, the ``OUTBOXHUB_`` name winning when both are set. A bad value raises ``ConfigError`` with
+one line naming the setting and its environment variable, or its ``serve`` flag when the value came from
+one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     ├── ConfigError            a setting has a bad value (names the setting)
     ├── TopicError(ValueError) a topic or pattern breaks the syntax rules (names the segment)
     ├── PolicyError(ValueError) an ACL policy or scope cannot be read (names the path)
-    ├── ProtocolError          a wire frame is malformed (carries an error code from PROTOCOL.md)
+    ├── ProtocolError          a wire frame is malformed (carries an error code, protocol/codes.py)
     ├── AuthError              a token was refused (carries the error code: jwt_invalid, token_expired, ...)
     ├── StoreError             the store failed
     │   ├── StoreURLError      the store URL is unknown or malformed (password masked)
@@ -13,11 +13,14 @@
 
 Only store and transport adapters catch driver exceptions (sqlite3, psycopg, pymongo, aiohttp) and
 translate them into these, chaining with ``from``.
+
+``ErrorCode`` and ``is_error_code`` are re-exported from :mod:`outboxhub.protocol.codes`, their home (a
+leaf module: it imports nothing from outboxhub, so this module stays at the bottom of the import graph).
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias, TypeGuard, get_args
+from outboxhub.protocol.codes import ErrorCode, is_error_code
 
 __all__ = [
     "AuthError",
@@ -33,29 +36,6 @@ __all__ = [
     "TopicError",
     "is_error_code",
 ]
-
-
-# Error codes (PROTOCOL.md, "Error codes"). They are part of the wire contract: never rename one.
-ErrorCode: TypeAlias = Literal[
-    "no_token",
-    "jwt_invalid",
-    "token_expired",
-    "not_authenticated",
-    "forbidden",
-    "bad_request",
-    "too_large",
-    "rate_limited",
-    "not_subscribed",
-    "unavailable",
-    "internal",
-]
-
-_ERROR_CODES: Final = frozenset(get_args(ErrorCode))
-
-
-def is_error_code(code: str) -> TypeGuard[ErrorCode]:
-    """Whether ``code`` is one of PROTOCOL.md's error codes."""
-    return code in _ERROR_CODES
 
 
 class OutboxhubError(Exception):
@@ -75,7 +55,7 @@ class PolicyError(OutboxhubError, ValueError):
 
 
 class ProtocolError(OutboxhubError):
-    """A wire frame was rejected. ``code`` is one of PROTOCOL.md's error codes."""
+    """A wire frame was rejected. ``code`` is one of the protocol's error codes (docs/protocol.md)."""
 
     def __init__(self, code: ErrorCode, msg: str, *, rid: str | int | float | None = None) -> None:
         super().__init__(f"{code}: {msg}")

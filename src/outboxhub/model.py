@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from outboxhub.retry import BackoffPolicy
+
 __all__ = [
     "DEFAULT_ACK_TIMEOUT_MS",
     "DEFAULT_MAX_DELIVER",
@@ -113,7 +115,7 @@ class StartPosition(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GroupOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Delivery options of a consumer group subscription (PROTOCOL.md, SUBSCRIBE ``opts``)."""
+    """Delivery options of a consumer group subscription (docs/protocol.md, SUBSCRIBE ``opts``)."""
 
     start: StartPosition = StartPosition()
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
@@ -153,7 +155,8 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
 class Lag(msgspec.Struct, frozen=True, kw_only=True):
     """How far a group is behind its pattern's tail.
 
-    ``lag_ms`` follows the seed: tail.ts - cursor.last_ts, None when either side is missing.
+    ``lag_ms`` follows the legacy PromClient protocol: tail.ts - cursor.last_ts, None when either side is
+    missing.
     ``lag_count`` is the number of matching events above the ack floor.
     """
 
@@ -190,4 +193,7 @@ def nack_backoff_ms(attempt: int, delay_ms: int | None = None) -> int:
     ``MAX_NACK_DELAY_MS``), else 500 ms doubling per attempt (attempt 1 → 500 ms), capped at 30 s."""
     if delay_ms is not None:
         return max(0, min(delay_ms, MAX_NACK_DELAY_MS * 10))
-    return int(min(DEFAULT_NACK_DELAY_MS * (2 ** max(0, attempt - 1)), MAX_NACK_DELAY_MS))
+    return int(_NACK_BACKOFF.raw(attempt - 1))
+
+
+_NACK_BACKOFF = BackoffPolicy(base=DEFAULT_NACK_DELAY_MS, cap=MAX_NACK_DELAY_MS)

@@ -35,6 +35,7 @@ __all__ = [
     "literal_prefix",
     "match_topic",
     "overlaps",
+    "validate_group",
     "validate_pattern",
     "validate_topic",
 ]
@@ -122,6 +123,22 @@ def validate_topic(topic: str, *, max_segments: int = MAX_SEGMENTS) -> str:
 def validate_pattern(pattern: str, *, max_segments: int = MAX_SEGMENTS) -> str:
     """Return ``pattern`` if valid (wildcards only as whole segments), else raise :class:`TopicError`."""
     return _validate(pattern, kind="pattern", wildcards=True, max_segments=max_segments)
+
+
+def validate_group(group: str) -> str:
+    """Return ``group`` if it is a valid consumer group name, else raise :class:`TopicError`.
+
+    A group name is one topic segment (1-128 of ``A-Z a-z 0-9 _ : -``), because it becomes one in the
+    dead-letter topic ``dlq.<group>.<topic>``. The message starts with ``group <name>``.
+    """
+    if not isinstance(group, str):
+        raise TopicError(f"group must be a string, got {type(group).__name__}")
+    if _SEGMENT_RE.fullmatch(group) is None:
+        raise TopicError(
+            f"group {_show(group)} is not a valid group name: use 1-{MAX_SEGMENT_LENGTH} characters of "
+            "A-Z a-z 0-9 _ : - (it becomes a segment of the dead-letter topic dlq.<group>.<topic>)"
+        )
+    return group
 
 
 def _tokens(pattern: str) -> tuple[str, ...]:

@@ -53,7 +53,6 @@ holds what is in flight in this process, and ``close()`` releases those claims f
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -63,7 +62,7 @@ from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.ids import new_id
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
 from outboxhub.store.base import Store
-from outboxhub.topics import validate_pattern
+from outboxhub.topics import validate_group, validate_pattern
 
 __all__ = ["DELIVERY_LIFECYCLE", "Bus", "DeliverFn", "Subscription"]
 
@@ -83,8 +82,6 @@ DELIVERY_LIFECYCLE: Final[Mapping[str, Mapping[str, str]]] = {
     "dead": {},
 }
 """state -> trigger -> next state, for one event in one group (the table in the module docstring)."""
-
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_:-]{1,128}")
 
 
 class Bus:
@@ -181,7 +178,7 @@ class Bus:
         member_id = member if member is not None else f"m-{new_id()}"
         if group is None:
             return await self._live.subscribe(pattern, member_id, deliver)
-        _check_group(group)
+        validate_group(group)
         _check_options(options)
         await self._store.ensure_group(pattern, group, options.start)
         if self._closed:
@@ -265,14 +262,6 @@ class Bus:
             elif state.idle:
                 del self._groups[key]
         self._live.notify(seq)
-
-
-def _check_group(group: str) -> None:
-    if not _GROUP_NAME.fullmatch(group):
-        raise ValueError(
-            f"group {group!r} must be 1-128 characters of letters, digits, '_', ':' or '-'"
-            " (it becomes a segment of the dead-letter topic dlq.<group>.<topic>)"
-        )
 
 
 def _check_options(options: GroupOptions) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
+from outboxhub.retry import BackoffPolicy, Retries
+
 __all__ = ["Backoff", "Wakeup"]
 
 
@@ -60,22 +62,11 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class Backoff:
-    """Capped exponential backoff: ``initial_s``, doubling per failure, at most ``cap_s``."""
+class Backoff(Retries):
+    """The bus loops' retry delays: ``initial_s``, doubling per failure, at most ``cap_s``, no jitter
+    (the rule is :class:`outboxhub.retry.BackoffPolicy`)."""
 
-    __slots__ = ("_cap_s", "_initial_s", "_next_s")
+    __slots__ = ()
 
     def __init__(self, *, initial_s: float = 0.05, cap_s: float = 2.0) -> None:
-        self._initial_s = min(initial_s, cap_s)
-        self._cap_s = cap_s
-        self._next_s = self._initial_s
-
-    def next(self) -> float:
-        """The delay before the next retry (and double the one after)."""
-        delay = self._next_s
-        self._next_s = min(self._next_s * 2, self._cap_s)
-        return delay
-
-    def reset(self) -> None:
-        """Forget past failures (call after a success)."""
-        self._next_s = self._initial_s
+        super().__init__(BackoffPolicy(base=min(initial_s, cap_s), cap=cap_s))

@@ -1,10 +1,16 @@
-"""Reconnect delays: exponential backoff with jitter (pure; no clock, no sleeping)."""
+"""Reconnect delays: exponential backoff with jitter (pure; no clock, no sleeping).
+
+The rule is :class:`outboxhub.retry.BackoffPolicy` (``spread`` jitter); this is its public face in the SDK,
+with the SDK's field names and errors.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from outboxhub.retry import BackoffPolicy
 
 __all__ = ["Backoff"]
 
@@ -33,17 +39,21 @@ class Backoff:
         if not 0 <= self.jitter < 1:
             raise ValueError(f"Backoff.jitter must be in [0, 1), got {self.jitter}")
 
+    @property
+    def policy(self) -> BackoffPolicy:
+        """These settings as the shared backoff rule."""
+        return BackoffPolicy(
+            base=self.initial_s,
+            cap=self.max_s,
+            factor=self.multiplier,
+            jitter=self.jitter,
+            jitter_mode="spread",
+        )
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay before reconnect attempt ``attempt`` (0-based), in seconds."""
-        base = self.initial_s * self.multiplier ** min(attempt, 64)
-        base = min(self.max_s, base)
-        if self.jitter:
-            base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
-        return min(self.max_s, base)
+        return self.policy.delay(attempt, (rng or random).random() if self.jitter else 0.0)
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The endless sequence of delays for attempts 0, 1, 2, …"""
-        attempt = 0
-        while True:
-            yield self.delay(attempt, rng)
-            attempt += 1
+        return self.policy.delays((rng or random).random)

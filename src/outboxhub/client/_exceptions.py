@@ -1,4 +1,4 @@
-"""The SDK's exceptions: one class per PROTOCOL.md error code, plus the link-level failures.
+"""The SDK's exceptions: one class per protocol error code (protocol/codes.py), plus link-level failures.
 
     OutboxhubError                       (outboxhub.errors)
     └── HubError(code, msg)              the hub answered ERR, or the link to it failed
@@ -21,9 +21,26 @@ know yet becomes a plain :class:`HubError` that still carries it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from outboxhub.errors import AuthError, OutboxhubError
+from outboxhub.protocol.codes import (
+    BAD_REQUEST,
+    ERROR_CODES,
+    FORBIDDEN,
+    INTERNAL,
+    JWT_INVALID,
+    NO_TOKEN,
+    NOT_AUTHENTICATED,
+    NOT_SUBSCRIBED,
+    RATE_LIMITED,
+    TOKEN_EXPIRED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    ErrorCode,
+    is_error_code,
+)
 
 __all__ = [
     "AuthFailed",
@@ -47,7 +64,7 @@ CLOSED: Final = "closed"
 
 
 class HubError(OutboxhubError):
-    """The hub refused a request (``code`` is a PROTOCOL.md error code) or could not be reached.
+    """The hub refused a request (``code`` is an error code of docs/protocol.md) or could not be reached.
 
     ``code`` and ``msg`` are the ``ERR`` frame's fields; ``str(exc)`` is ``"<code>: <msg>"``.
     """
@@ -113,32 +130,28 @@ class ClientClosed(HubConnectionError):
         super().__init__(msg, code=CLOSED)
 
 
+_BY_CODE: Final[Mapping[ErrorCode, type[HubError]]] = {
+    NO_TOKEN: AuthFailed,
+    JWT_INVALID: AuthFailed,
+    TOKEN_EXPIRED: TokenExpired,
+    NOT_AUTHENTICATED: NotAuthenticated,
+    FORBIDDEN: Forbidden,
+    BAD_REQUEST: BadRequest,
+    TOO_LARGE: TooLarge,
+    RATE_LIMITED: RateLimited,
+    NOT_SUBSCRIBED: NotSubscribed,
+    UNAVAILABLE: Unavailable,
+    INTERNAL: InternalError,
+}
+assert _BY_CODE.keys() == ERROR_CODES, "every protocol error code needs its exception class"
+
+
 def error_from_code(code: str, msg: str) -> HubError:
     """The exception for an ``ERR {code, msg}`` frame (or a link failure), by code."""
-    match code:
-        case "no_token" | "jwt_invalid":
-            return AuthFailed(code, msg)
-        case "token_expired":
-            return TokenExpired(code, msg)
-        case "not_authenticated":
-            return NotAuthenticated(code, msg)
-        case "forbidden":
-            return Forbidden(code, msg)
-        case "bad_request":
-            return BadRequest(code, msg)
-        case "too_large":
-            return TooLarge(code, msg)
-        case "rate_limited":
-            return RateLimited(code, msg)
-        case "not_subscribed":
-            return NotSubscribed(code, msg)
-        case "unavailable":
-            return Unavailable(code, msg)
-        case "internal":
-            return InternalError(code, msg)
-        case "connection":
-            return HubConnectionError(msg)
-        case "closed":
-            return ClientClosed(msg)
-        case _:
-            return HubError(code, msg)
+    if is_error_code(code):
+        return _BY_CODE[code](code, msg)
+    if code == CONNECTION:
+        return HubConnectionError(msg)
+    if code == CLOSED:
+        return ClientClosed(msg)
+    return HubError(code, msg)

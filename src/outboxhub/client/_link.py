@@ -55,13 +55,12 @@ from outboxhub.protocol.codec import (
     decode_server_frame,
     encode_client_frame,
 )
+from outboxhub.protocol.codes import CLOSE_AUTH_FAILED, CLOSE_TOKEN_EXPIRED
 
 __all__ = ["Link"]
 
 log = logging.getLogger("outboxhub.client")
 
-_CLOSE_AUTH_FAILED: Final = 4001
-_CLOSE_TOKEN_EXPIRED: Final = 4003
 _MAX_MSG_SIZE: Final = 64 * 1024 * 1024
 _REFRESH_RETRY_S: Final = 1.0
 
@@ -313,11 +312,11 @@ class Link(PublishOrder):
 
     def _final_error(self, close_code: int | None) -> HubError | None:
         """The error that ends the client when the hub closed for an auth reason a fixed token can't fix."""
-        if close_code not in (_CLOSE_AUTH_FAILED, _CLOSE_TOKEN_EXPIRED) or not isinstance(self._token, str):
+        if close_code not in (CLOSE_AUTH_FAILED, CLOSE_TOKEN_EXPIRED) or not isinstance(self._token, str):
             return None
         if self._notice is not None:
             return error_from_code(self._notice.code, self._notice.msg)
-        if close_code == _CLOSE_TOKEN_EXPIRED:
+        if close_code == CLOSE_TOKEN_EXPIRED:
             return TokenExpired("token_expired", "the token expired; use a token provider to refresh it")
         return AuthFailed("jwt_invalid", "the hub refused the token and closed the connection")
 

@@ -8,6 +8,7 @@
 * ``ratelimit`` — the per-connection token bucket.
 """
 
-from outboxhub.gateway.server import Gateway, GatewayStats
+from outboxhub.gateway.server import Gateway
+from outboxhub.gateway.stats import GatewayStats
 
 __all__ = ["Gateway", "GatewayStats"]

@@ -26,20 +26,41 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import WSMsgType, web
 
 from outboxhub.auth import acl
-from outboxhub.auth.jwt import Principal
-from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, is_error_code
+from outboxhub.auth.jwt import Principal, TokenVerifier
+from outboxhub.bus.core import Bus
+from outboxhub.config import Settings
+from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
 from outboxhub.gateway.delivery import SocketSub
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
+from outboxhub.gateway.stats import GatewayStats
 from outboxhub.ids import new_id
 from outboxhub.model import NewEvent
 from outboxhub.protocol.codec import (
+    Ack,
+    Auth,
+    ClientFrame,
+    Nack,
+    Publish,
+    Rid,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+    encode_err,
+    encode_ok,
+    encode_published,
+)
+from outboxhub.protocol.codes import (
     BAD_REQUEST,
+    CLOSE_AUTH_FAILED,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_TOKEN_EXPIRED,
     FORBIDDEN,
     INTERNAL,
     JWT_INVALID,
@@ -49,39 +70,30 @@ from outboxhub.protocol.codec import (
     RATE_LIMITED,
     TOKEN_EXPIRED,
     UNAVAILABLE,
-    Ack,
-    Auth,
-    ClientFrame,
     ErrorCode,
-    Nack,
-    Publish,
-    Rid,
-    Subscribe,
-    Unsubscribe,
     close_code_for,
-    decode_client_frame,
-    encode_err,
-    encode_ok,
-    encode_published,
+    is_error_code,
 )
-
-if TYPE_CHECKING:
-    from outboxhub.gateway.server import Gateway, GatewayStats
 
 __all__ = [
     "CLOSE_AUTH_FAILED",
     "CLOSE_GOING_AWAY",
     "CLOSE_TOKEN_EXPIRED",
     "Connection",
-    "Gateway",
-    "GatewayStats",
 ]
 
 log = logging.getLogger("outboxhub.gateway.connection")
 
-CLOSE_AUTH_FAILED: Final = 4001
-CLOSE_TOKEN_EXPIRED: Final = 4003
-CLOSE_GOING_AWAY: Final = 1001
+
+class GatewayContext(Protocol):
+    """What a connection reads from the gateway that owns it (``outboxhub.gateway.server.Gateway``)."""
+
+    settings: Settings
+    stats: GatewayStats
+    bus: Bus
+    verifier: TokenVerifier
+    close_timeout_s: float
+
 
 _MAX_PENDING_REPLIES: Final = 4096
 _AUTH_RECHECK_S: Final = 1.0
@@ -99,7 +111,7 @@ class Connection:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: GatewayContext,
         ws: web.WebSocketResponse,
         *,
         peer: str | None = None,
@@ -168,7 +180,7 @@ class Connection:
                 await asyncio.wait_for(writer, self.gateway.close_timeout_s)
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
-            await self._close_ws(CLOSE_GOING_AWAY if self._stopping else 1000, "")
+            await self._close_ws(CLOSE_GOING_AWAY if self._stopping else CLOSE_NORMAL, "")
 
     async def _on_text(self, data: str) -> None:
         try:
@@ -366,7 +378,7 @@ class Connection:
             return
         # The slot goes first so that the OK precedes this subscription's first EVENT.
         slot = self.out.reserve()
-        sub = SocketSub(self, pattern, group)
+        sub = SocketSub(self.out, self.paused, self.gateway.stats, pattern, group)
         self.subs[key] = sub
         try:
             sub.subscription = await self.gateway.bus.subscribe(
@@ -407,7 +419,8 @@ class Connection:
             )
 
     def _resume_paused(self) -> None:
-        paused, self.paused = self.paused, set()
+        paused = list(self.paused)
+        self.paused.clear()  # the same set object is shared with every SocketSub of this connection
         for sub in paused:
             if sub.subscription is not None:
                 sub.subscription.resume()
@@ -543,15 +556,3 @@ class Connection:
 def _not_subscribed(op: str, topic: str, group: str | None) -> str:
     where = f"group {group!r}" if group is not None else "no group"
     return f"{op}: this connection has no subscription to {topic!r} with {where}"
-
-
-if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> Any:
-        # Gateway and GatewayStats live in outboxhub.gateway.server, which imports this module; they stay
-        # importable from here (resolved on first use) for the modules that still import them so.
-        if name in ("Gateway", "GatewayStats"):
-            from outboxhub.gateway import server
-
-            return getattr(server, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

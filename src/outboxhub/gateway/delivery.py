@@ -6,14 +6,11 @@ pauses that subscription until the queue drains to half; see :mod:`outboxhub.gat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from outboxhub.bus.subscription import Subscription
+from outboxhub.gateway.sendqueue import SendQueue
+from outboxhub.gateway.stats import GatewayStats
 from outboxhub.model import Delivery
 from outboxhub.protocol.codec import encode_event
-
-if TYPE_CHECKING:
-    from outboxhub.gateway.connection import Connection
 
 __all__ = ["SocketSub"]
 
@@ -21,25 +18,29 @@ __all__ = ["SocketSub"]
 class SocketSub:
     """One subscription of a connection: the bus subscription plus the EVENT encoder for it."""
 
-    __slots__ = ("conn", "group", "pattern", "subscription")
+    __slots__ = ("group", "out", "pattern", "paused", "stats", "subscription")
 
-    def __init__(self, conn: Connection, pattern: str, group: str | None) -> None:
-        self.conn = conn
+    def __init__(
+        self, out: SendQueue, paused: set[SocketSub], stats: GatewayStats, pattern: str, group: str | None
+    ) -> None:
+        self.out = out
+        self.paused = paused
+        self.stats = stats
         self.pattern = pattern
         self.group = group
         self.subscription: Subscription | None = None
 
     def deliver(self, delivery: Delivery) -> bool:
         """Called by the bus (must not block): queue the EVENT, or refuse when the send queue is full."""
-        conn = self.conn
-        out = conn.out
+        out = self.out
+        stats = self.stats
         if out.is_full():
             out.refuse_event()
-            conn.paused.add(self)
-            conn.gateway.stats.events_refused += 1
+            self.paused.add(self)
+            stats.events_refused += 1
             return False
         out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt))
-        conn.gateway.stats.events_out += 1
+        stats.events_out += 1
         if delivery.attempt > 1:
-            conn.gateway.stats.redeliveries += 1
+            stats.redeliveries += 1
         return True

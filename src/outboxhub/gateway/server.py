@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -18,6 +16,7 @@ from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.gateway.connection import Connection
+from outboxhub.gateway.stats import GatewayStats
 
 __all__ = ["Gateway", "GatewayStats"]
 
@@ -28,21 +27,6 @@ log = logging.getLogger("outboxhub.gateway.connection")
 # any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
 _HARD_LIMIT_FACTOR: Final = 2
 _HEARTBEAT_S: Final = 30.0
-
-
-@dataclass(slots=True)
-class GatewayStats:
-    """Counters for the ops API / Prometheus (read-only for them; the gateway increments)."""
-
-    connections_total: int = 0
-    frames_in: int = 0
-    publishes: int = 0
-    events_out: int = 0
-    events_refused: int = 0
-    redeliveries: int = 0
-    acks: int = 0
-    nacks: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
 
 
 class Gateway:

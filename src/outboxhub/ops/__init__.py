@@ -8,8 +8,8 @@ route                       access    what
 ==========================  ========  ==========================================================
 ``GET /topics``             read      topics with count, last seq and last ts
 ``GET /groups``             read      groups: pattern, members, in flight, lag, dead letters
-``GET /cursors?topic=``     read      the seed's cursors of the groups on a pattern
-``GET /lag?topic=&group=``  read      the seed's lag, plus ``lagCount``
+``GET /cursors?topic=``     read      legacy-shaped cursors of the groups on a pattern
+``GET /lag?topic=&group=``  read      legacy-shaped lag, plus ``lagCount``
 ``GET /latest-by-key``      read      the newest event of a topic with a key (or null)
 ``GET /replay``             read      matching events as NDJSON, streamed page by page
 ``GET /outbox``             read      drained outboxes: counts, oldest pending age, dead records
@@ -26,12 +26,12 @@ Access levels are explained in :mod:`outboxhub.ops.security`; docs/ops.md is the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import web
 
 from outboxhub.ops.api import API_ROUTES
-from outboxhub.ops.context import OPS, OpsContext, RouteSpec
+from outboxhub.ops.context import OPS, HubView, OpsContext, RouteSpec
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.ops.middleware import ops_middleware
 from outboxhub.ops.openapi import OPENAPI_ROUTE, openapi_document
@@ -40,10 +40,16 @@ from outboxhub.ops.replay import REPLAY_ROUTE
 from outboxhub.ops.security import Access
 from outboxhub.ops.static import static_routes
 
-if TYPE_CHECKING:
-    from outboxhub.app import Hub
-
-__all__ = ["OPS", "HubMetrics", "OpsContext", "RouteSpec", "install_ops", "openapi_document", "ops_routes"]
+__all__ = [
+    "OPS",
+    "HubMetrics",
+    "HubView",
+    "OpsContext",
+    "RouteSpec",
+    "install_ops",
+    "openapi_document",
+    "ops_routes",
+]
 
 _SERVER_ROUTES: Final[tuple[tuple[str, str, Access], ...]] = (
     ("GET", "/healthz", "metrics"),
@@ -57,11 +63,11 @@ def ops_routes() -> list[RouteSpec]:
     return [*API_ROUTES, REPLAY_ROUTE, OPENAPI_ROUTE, *static_routes()]
 
 
-def install_ops(app: web.Application, hub: Hub) -> None:
+def install_ops(app: web.Application, hub: HubView) -> None:
     """Install the ops API, metrics, dashboard and browser client on the hub's ops ``app``.
 
-    Sets ``hub.metrics`` to the hub's :class:`HubMetrics`. The ops layer's outbox connections are closed
-    when the app is cleaned up (``Hub.close``).
+    The :class:`OpsContext` (with the hub's :class:`HubMetrics`) is ``app[OPS]``. The ops layer's outbox
+    connections are closed when the app is cleaned up (``Hub.close``).
     """
     metrics = HubMetrics(
         stats=hub.gateway.stats,
@@ -84,4 +90,3 @@ def install_ops(app: web.Application, hub: Hub) -> None:
         await ctx.outboxes.close()
 
     app.on_cleanup.append(close_outboxes)
-    hub.metrics = metrics

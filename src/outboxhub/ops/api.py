@@ -1,10 +1,10 @@
 """The ops API's JSON routes: topics, groups, cursors, lag, latest-by-key, outboxes (and their operator
 actions), metrics.
 
-Response field names follow the seed's ops dashboard (``lastId``, ``lastTs``, ``lagMs``: camelCase);
-inputs (query parameters, JSON bodies) are snake_case like the rest of outboxhub (``from_seq``,
-``older_than_ms``). Every bad input is a ``400 {"error": "<parameter>: <problem>"}``. The shapes are
-written down in :mod:`outboxhub.ops.openapi`, and a test holds both to each other.
+Response field names follow the legacy ops dashboard of the PromClient protocol (``lastId``, ``lastTs``,
+``lagMs``: camelCase); inputs (query parameters, JSON bodies) are snake_case like the rest of outboxhub
+(``from_seq``, ``older_than_ms``). Every bad input is a ``400 {"error": "<parameter>: <problem>"}``. The
+shapes are written down in :mod:`outboxhub.ops.openapi`, and a test holds both to each other.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def _lag(request: web.Request) -> web.StreamResponse:
     group = query.group("group")
     store = _ctx(request).hub.store
     lag = await store.lag(topic, group)
-    if lag is None:  # no such group: the seed's shape with nothing to compare
+    if lag is None:  # no such group: the legacy shape with nothing to compare
         tail = await store.tail(topic)
         return json_response(
             {

@@ -1,24 +1,62 @@
 """What every ops handler reaches through ``request.app[OPS]``: the hub, its metrics, its outboxes, and the
-route table (path, method, access level) that the middleware and the OpenAPI test read."""
+route table (path, method, access level) that the middleware and the OpenAPI test read.
+
+The ops layer sees the hub through :class:`HubView`, the few things it reads; ``outboxhub.app.Hub`` is one,
+and ``outboxhub.app`` (the composition root) is what installs the ops layer. Ops never imports the app.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
+from outboxhub.auth.jwt import TokenVerifier
+from outboxhub.bus.core import Bus
+from outboxhub.config import Settings
+from outboxhub.gateway.server import Gateway
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.ops.outboxes import OutboxRegistry
 from outboxhub.ops.security import Access
+from outboxhub.outbox import DrainerMetrics
+from outboxhub.store.base import Store
 
-if TYPE_CHECKING:
-    from outboxhub.app import Hub
-
-__all__ = ["OPS", "Handler", "OpsContext", "RouteSpec"]
+__all__ = ["OPS", "Handler", "HubView", "OpsContext", "RouteSpec"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HubView(Protocol):
+    """What the ops layer reads from a running hub."""
+
+    @property
+    def settings(self) -> Settings:
+        """``outbox`` (the drained outboxes) and ``ops_open_metrics``."""
+        ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def bus(self) -> Bus:
+        """``members()``, for the member counts of ``/groups``."""
+        ...
+
+    @property
+    def gateway(self) -> Gateway:
+        """``stats`` and ``connections``, for ``/metrics``."""
+        ...
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        """Checks the bearer tokens of the ops routes."""
+        ...
+
+    def drainer_metrics(self) -> list[tuple[str, DrainerMetrics]]:
+        """Each outbox drainer's counters with the outbox's name, for ``/metrics``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +73,7 @@ class RouteSpec:
 class OpsContext:
     """The ops layer's state for one hub."""
 
-    hub: Hub
+    hub: HubView
     metrics: HubMetrics
     outboxes: OutboxRegistry
     access: dict[tuple[str, str], Access] = field(default_factory=dict)

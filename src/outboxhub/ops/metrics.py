@@ -17,17 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from outboxhub.gateway.connection import GatewayStats
-
-if TYPE_CHECKING:
-    from outboxhub.outbox import DrainerMetrics
+from outboxhub.gateway.stats import GatewayStats
+from outboxhub.outbox import DrainerMetrics
 
 __all__ = ["CONTENT_TYPE", "GroupSample", "HubMetrics", "OutboxSample"]
 

@@ -369,7 +369,7 @@ def _paths() -> dict[str, Any]:
         },
         "/ws": {
             "get": {
-                "summary": "The WebSocket gateway for same-origin browsers (protocol: docs/PROTOCOL.md)",
+                "summary": "The WebSocket gateway for same-origin browsers (protocol: docs/protocol.md)",
                 "x-outboxhub-access": "open",
                 "security": [],
                 "responses": {

@@ -7,12 +7,11 @@ Every reader raises :class:`BadParameter` with the parameter's name and the prob
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from typing import Final, Protocol
 
 from outboxhub.errors import TopicError
-from outboxhub.topics import DLQ_MAX_SEGMENTS, validate_pattern, validate_topic
+from outboxhub.topics import DLQ_MAX_SEGMENTS, validate_group, validate_pattern, validate_topic
 
 __all__ = [
     "MAX_INT",
@@ -27,7 +26,6 @@ MAX_INT: Final = 2**63 - 1
 """Largest integer any parameter accepts (the stores keep seq and ts as signed 64-bit integers)."""
 
 _SHOWN_MAX: Final = 60
-_GROUP_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")
 
 
 class Params(Protocol):
@@ -119,9 +117,10 @@ class Query:
     def group(self, name: str) -> str:
         """A required consumer group name (one topic segment: 1-128 of ``A-Z a-z 0-9 _ : -``)."""
         value = self.required(name)
-        if _GROUP_RE.fullmatch(value) is None:
-            raise BadParameter(name, f"{_show(value)} is not a group name (1-128 of A-Z a-z 0-9 _ : -)")
-        return value
+        try:
+            return validate_group(value)
+        except TopicError as exc:
+            raise BadParameter(name, str(exc).removeprefix("group ")) from None
 
     def topic(self, name: str) -> str:
         """A required concrete topic (dead-letter topics ``dlq.<group>.<topic>`` included)."""

@@ -6,16 +6,17 @@ reaches ``max_attempts``, else a retry after an exponential delay with jitter::
 
     raw   = min(max_ms, base_ms * 2 ** (attempts - 1))
     delay = raw - floor(raw * jitter * rand)          # in [raw * (1 - jitter), raw]
+
+That is :class:`outboxhub.retry.BackoffPolicy` with ``shave`` jitter (``RetryPolicy.backoff``), in ms.
 """
 
 from __future__ import annotations
-
-import math
 
 import msgspec
 
 from outboxhub.errors import ConfigError
 from outboxhub.outbox.model import Verdict
+from outboxhub.retry import BackoffPolicy
 
 __all__ = ["RetryPolicy", "backoff_ms", "retry_verdict"]
 
@@ -39,13 +40,21 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if not 0.0 <= self.jitter <= 1.0:
             raise ConfigError(f"backoff jitter must be between 0 and 1, got {self.jitter}")
 
+    @property
+    def backoff(self) -> BackoffPolicy:
+        """This policy as the shared backoff rule (milliseconds, ``shave`` jitter, ``max_attempts``)."""
+        return BackoffPolicy(
+            base=self.base_ms,
+            cap=self.max_ms,
+            jitter=self.jitter,
+            jitter_mode="shave",
+            max_attempts=self.max_attempts,
+        )
+
 
 def backoff_ms(attempts: int, *, base_ms: int, max_ms: int) -> int:
     """The delay before retry number ``attempts`` (1-based) without jitter: doubling, capped."""
-    exponent = max(0, attempts - 1)
-    if exponent >= 62 or base_ms << exponent > max_ms:
-        return max_ms
-    return base_ms << exponent
+    return int(BackoffPolicy(base=base_ms, cap=max_ms).raw(attempts - 1))
 
 
 def retry_verdict(attempts: int, policy: RetryPolicy, rand: float) -> Verdict:
@@ -55,7 +64,7 @@ def retry_verdict(attempts: int, policy: RetryPolicy, rand: float) -> Verdict:
     """
     if not 0.0 <= rand < 1.0:
         raise ValueError(f"rand must be in [0, 1), got {rand}")
-    if attempts >= policy.max_attempts:
+    backoff = policy.backoff
+    if backoff.gives_up(attempts):
         return Verdict(dead=True)
-    raw = backoff_ms(attempts, base_ms=policy.base_ms, max_ms=policy.max_ms)
-    return Verdict(dead=False, delay_ms=raw - math.floor(raw * policy.jitter * rand))
+    return Verdict(dead=False, delay_ms=int(backoff.delay(attempts - 1, rand)))

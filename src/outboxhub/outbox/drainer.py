@@ -36,7 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from outboxhub.client._exceptions import HubConnectionError, NotAuthenticated, RateLimited, Unavailable
+from outboxhub.client import HubConnectionError, NotAuthenticated, RateLimited, Unavailable
 from outboxhub.errors import ConfigError, StoreError, StoreUnavailable, TopicError
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import NewEvent, PublishResult

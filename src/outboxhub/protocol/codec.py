@@ -1,4 +1,6 @@
-"""The outboxhub wire protocol (PROTOCOL.md): frames, their JSON codec, and the error codes.
+"""The outboxhub wire protocol (docs/protocol.md): frames and their JSON codec.
+
+The error and close codes live in :mod:`outboxhub.protocol.codes`; they are re-exported here.
 
 Ground rules, in the spirit of h11:
 
@@ -10,15 +12,16 @@ Ground rules, in the spirit of h11:
 * The happy path is one typed msgspec decode straight into the frame Struct, selected by the ``op`` tag.
   Only when that fails do we decode a second time, as plain JSON, to recover the ``rid`` and to name the
   field at fault: errors are rare, so they may be slow; valid frames must not be.
-* A frame the peer got wrong raises :class:`~outboxhub.errors.ProtocolError` carrying a PROTOCOL.md error
-  code, a message of the form ``"<OP>.<field path>: <problem>"`` and the request's ``rid`` when it could
-  be read. Misuse by the local caller (encoding something that is not JSON) raises ``TypeError``.
+* A frame the peer got wrong raises :class:`~outboxhub.errors.ProtocolError` carrying an error code
+  (:mod:`outboxhub.protocol.codes`), a message of the form ``"<OP>.<field path>: <problem>"`` and the
+  request's ``rid`` when it could be read. Misuse by the local caller (encoding something that is not
+  JSON) raises ``TypeError``.
 * Unknown extra fields are ignored everywhere (forward compatibility); unknown ops are not.
 
-Compatibility with the seed's ``PromClient``: its frames carry no ``rid``, and ``opts`` is either absent
-(``JSON.stringify`` drops ``undefined``) or ``null``; both decode. An ``EVENT`` frame always carries
-``group`` (``null`` for ephemeral subscriptions), because the seed keys handlers by ``topic::group``, and
-the seed echoes that ``group`` back in ``ACK``/``NACK``, so those accept a ``null`` group too. Its event
+Compatibility with the legacy PromClient protocol: its frames carry no ``rid``, and ``opts`` is either
+absent (``JSON.stringify`` drops ``undefined``) or ``null``; both decode. An ``EVENT`` frame always carries
+``group`` (``null`` for ephemeral subscriptions), because PromClient keys handlers by ``topic::group``, and
+PromClient echoes that ``group`` back in ``ACK``/``NACK``, so those accept a ``null`` group too. Its event
 always carries ``payload`` (``null`` when null; see :func:`wire_event`), while the other optional event
 fields are left out when unset.
 """
@@ -32,9 +35,26 @@ from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
-from outboxhub.errors import ErrorCode, ProtocolError, TopicError
+from outboxhub.errors import ProtocolError, TopicError
 from outboxhub.model import MAX_EVENT_ID, Event, GroupOptions, NewEvent, PublishResult, StartPosition
-from outboxhub.topics import validate_pattern, validate_topic
+from outboxhub.protocol.codes import (
+    BAD_REQUEST,
+    CLOSE_CODES,
+    ERROR_CODES,
+    FORBIDDEN,
+    INTERNAL,
+    JWT_INVALID,
+    NO_TOKEN,
+    NOT_AUTHENTICATED,
+    NOT_SUBSCRIBED,
+    RATE_LIMITED,
+    TOKEN_EXPIRED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    ErrorCode,
+    close_code_for,
+)
+from outboxhub.topics import validate_group, validate_pattern, validate_topic
 
 __all__ = [
     "BAD_REQUEST",
@@ -81,46 +101,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------------
-NO_TOKEN: Final = "no_token"
-JWT_INVALID: Final = "jwt_invalid"
-TOKEN_EXPIRED: Final = "token_expired"
-NOT_AUTHENTICATED: Final = "not_authenticated"
-FORBIDDEN: Final = "forbidden"
-BAD_REQUEST: Final = "bad_request"
-TOO_LARGE: Final = "too_large"
-RATE_LIMITED: Final = "rate_limited"
-NOT_SUBSCRIBED: Final = "not_subscribed"
-UNAVAILABLE: Final = "unavailable"
-INTERNAL: Final = "internal"
-
-ERROR_CODES: Final[frozenset[str]] = frozenset(
-    {
-        NO_TOKEN,
-        JWT_INVALID,
-        TOKEN_EXPIRED,
-        NOT_AUTHENTICATED,
-        FORBIDDEN,
-        BAD_REQUEST,
-        TOO_LARGE,
-        RATE_LIMITED,
-        NOT_SUBSCRIBED,
-        UNAVAILABLE,
-        INTERNAL,
-    }
-)
-
-# After sending ERR with one of these codes the gateway closes the socket with this WebSocket close
-# code. PROTOCOL.md: a failed AUTH closes with 4001, an expired token with 4003; every other ERR leaves
-# the connection open. (A gateway that refuses a malformed AUTH frame with bad_request may still decide
-# to close with 4001, since that AUTH failed too; that is the gateway's policy, not the codec's.)
-CLOSE_CODES: Final[Mapping[str, int]] = {NO_TOKEN: 4001, JWT_INVALID: 4001, TOKEN_EXPIRED: 4003}
-
-
-def close_code_for(code: str) -> int | None:
-    """The WebSocket close code that follows ``ERR <code>``, or None when the connection stays open."""
-    return CLOSE_CODES.get(code)
-
-
 MAX_FRAME_SIZE: Final = 1_048_576
 """Default maximum frame size in bytes (1 MiB), checked before any parsing."""
 
@@ -132,14 +112,11 @@ _SERVER_OPS: Final = ("OK", "ERR", "EVENT")
 
 Rid: TypeAlias = str | int | float | None
 """A request id chosen by the client (a string or any JSON number), echoed unchanged in the reply. Absent
-(None) in the seed's frames."""
+(None) in frames of the legacy PromClient protocol."""
 
 _PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
 _NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 _EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
-
-# A group name is one topic segment, because it becomes one in the dead-letter topic dlq.<group>.<topic>.
-_GROUP_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,128}")
 
 # Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
 # ones that passed. Failures raise and are not cached; a flood of distinct valid names only churns the LRU.
@@ -165,11 +142,11 @@ def _check_pattern(pattern: str) -> None:
 
 
 def _check_group(group: str | None) -> None:
-    if group is not None and _GROUP_RE.fullmatch(group) is None:
-        shown = repr(group) if len(group) <= 40 else f"{group[:40]!r}… ({len(group)} chars)"
-        raise ValueError(
-            f"group: {shown} is not a valid group name; use 1-128 characters of A-Z a-z 0-9 _ : -"
-        )
+    if group is not None:
+        try:
+            validate_group(group)
+        except TopicError as exc:
+            raise TopicError(f"group: {str(exc).removeprefix('group ')}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,8 +267,8 @@ class Unsubscribe(_ClientFrame, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
 class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
     """``ACK``: event ``id`` delivered on subscription ``(topic, group)`` is done.
 
-    ``topic`` is the subscription pattern, as in the ``EVENT`` frame. ``group`` may be None because the seed
-    client echoes the EVENT's ``group`` whatever it was; acking an ephemeral delivery is then a no-op.
+    ``topic`` is the subscription pattern, as in the ``EVENT`` frame. ``group`` may be None because a legacy
+    PromClient echoes the EVENT's ``group`` whatever it was; acking an ephemeral delivery is then a no-op.
     """
 
     topic: str
@@ -345,7 +322,7 @@ class EventFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag=
 class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An :class:`~outboxhub.model.Event` whose ``payload`` is null, as clients must see it.
 
-    ``Event`` leaves out every field at its default, ``payload`` included, but PROTOCOL.md makes
+    ``Event`` leaves out every field at its default, ``payload`` included, but docs/protocol.md makes
     ``payload`` a required member of an event: here it has no default, so it is always encoded.
     """
 
@@ -473,7 +450,7 @@ def decode_server_frame(data: str | bytes) -> ServerFrame:
 
 
 def encode_client_frame(frame: ClientFrame) -> bytes:
-    """The JSON text of a client frame. ``None`` fields are left out, as the seed client does."""
+    """The JSON text of a client frame. ``None`` fields are left out, as the legacy PromClient does."""
     try:
         return _encoder.encode(frame)
     except (TypeError, ValueError, OverflowError) as exc:

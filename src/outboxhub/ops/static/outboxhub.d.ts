@@ -1,6 +1,6 @@
 // Types of outboxhub.js, the browser and Node client of an outboxhub hub (served at /outboxhub.d.ts).
 
-/** Optional fields of a publish (PROTOCOL.md, PUBLISH opts). `id` makes the publish idempotent. */
+/** Optional fields of a publish (docs/protocol.md, PUBLISH opts). `id` makes the publish idempotent. */
 export interface PublishOpts {
   id?: string;
   key?: string;
@@ -42,7 +42,7 @@ export interface DeliveryContext {
 /** Where a new consumer group starts. */
 export type StartPosition = "earliest" | "latest" | number | `seq:${number}` | `ts:${number}`;
 
-/** Options of a group subscription (PROTOCOL.md, SUBSCRIBE opts). */
+/** Options of a group subscription (docs/protocol.md, SUBSCRIBE opts). */
 export interface SubscribeOpts {
   start?: StartPosition;
   max_in_flight?: number;
@@ -82,7 +82,24 @@ export interface ClientOptions {
   onError?: (error: Error) => void;
 }
 
-/** An ERR from the hub (`code` as in PROTOCOL.md) or a client-side failure: `closed`, `connection_lost`,
+/** Every error code an ERR from the hub can carry (docs/protocol.md; src/outboxhub/protocol/codes.py is
+ * their home and tests/test_error_codes.py holds this list to it). */
+export type ErrorCode =
+  | "no_token"
+  | "jwt_invalid"
+  | "token_expired"
+  | "not_authenticated"
+  | "forbidden"
+  | "bad_request"
+  | "too_large"
+  | "rate_limited"
+  | "not_subscribed"
+  | "unavailable"
+  | "internal";
+
+export const ERROR_CODES: readonly ErrorCode[];
+
+/** An ERR from the hub (`code`: an {@link ErrorCode}) or a client-side failure: `closed`, `connection_lost`,
  * `timeout`, `auth_failed`. */
 export class HubError extends Error {
   readonly code: string;
@@ -110,7 +127,7 @@ export class OutboxHubClient {
   close(): void;
 }
 
-/** The seed's name for the client. */
+/** The legacy PromClient protocol's name for the client. */
 export { OutboxHubClient as PromClient };
 
 /** Create a client and connect it. */

@@ -6,7 +6,7 @@
  *   const { id, seq } = await hub.publish("orders.paid", { order: 42 }, { key: "42" });
  *   await hub.subscribe("orders.*", "billing", async (event, ctx) => { ... }); // ACK when it resolves
  *
- * The API is the seed's PromClient (`new PromClient(url, token)`, connect, publish, subscribe,
+ * The API is the legacy PromClient's (`new PromClient(url, token)`, connect, publish, subscribe,
  * unsubscribe, close), plus:
  *  - confirmed publish: `publish` resolves to {id, seq, duplicate} once the event is durably stored,
  *    and rejects with a HubError (`code`, `msg`) when the hub refuses it;
@@ -21,8 +21,25 @@
  */
 
 const OPEN = 1;
+// The hub's error and close codes (docs/protocol.md). src/outboxhub/protocol/codes.py is their home;
+// tests/test_error_codes.py holds these copies to it.
 const CLOSE_AUTH_FAILED = 4001;
 const CLOSE_TOKEN_EXPIRED = 4003;
+
+/** Every error code an ERR from the hub can carry. */
+export const ERROR_CODES = Object.freeze([
+  "no_token",
+  "jwt_invalid",
+  "token_expired",
+  "not_authenticated",
+  "forbidden",
+  "bad_request",
+  "too_large",
+  "rate_limited",
+  "not_subscribed",
+  "unavailable",
+  "internal",
+]);
 
 /** An ERR reply from the hub, or a client-side failure (`closed`, `connection_lost`, `timeout`). */
 export class HubError extends Error {
@@ -75,7 +92,7 @@ export class OutboxHubClient {
     this.backoffInitialMs = options.backoff?.initialMs ?? 250;
     this.backoffMaxMs = options.backoff?.maxMs ?? 10_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this.handlers = new Map(); // seed name: "topic::group" -> handler
+    this.handlers = new Map(); // PromClient's name: "topic::group" -> handler
     this.subs = new Map(); // "topic::group" -> {topic, group, opts}
     this.pending = new Map(); // rid -> {frame, resolve, reject, resend, generatedId}
     this._state = "idle";
@@ -413,7 +430,7 @@ export class OutboxHubClient {
   }
 }
 
-/** The seed's name for the client. */
+/** The legacy PromClient protocol's name for the client. */
 export { OutboxHubClient as PromClient };
 
 /** Create a client and connect it. */

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
+from outboxhub.retry import BackoffPolicy, Retries
+
 __all__ = ["WatchMode", "Watcher"]
 
 log = logging.getLogger("outboxhub.store.mongo.store")
@@ -25,6 +27,8 @@ log = logging.getLogger("outboxhub.store.mongo.store")
 WatchMode = Literal["starting", "change stream", "polling"]
 
 Doc = dict[str, Any]
+
+_BACKOFF = BackoffPolicy(base=0.1, cap=5.0)
 
 
 class Watcher:
@@ -61,7 +65,7 @@ class Watcher:
                 await task
 
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = Retries(_BACKOFF)
         while True:
             try:
                 async with await self._collection.watch(
@@ -71,7 +75,7 @@ class Watcher:
                         log.info("%s: waking up through a change stream", self._label)
                     self.mode = "change stream"
                     self.detected.set()
-                    delay = 0.1
+                    backoff.reset()
                     async for change in stream:
                         self._on_change(change)
             except OperationFailure as exc:
@@ -89,6 +93,10 @@ class Watcher:
                     self.detected.set()
                     return
             except PyMongoError as exc:
-                log.debug("%s: change stream interrupted (%s); reopening in %.1fs", self._label, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                log.debug(
+                    "%s: change stream interrupted (%s); reopening in %.1fs",
+                    self._label,
+                    exc,
+                    backoff.policy.raw(backoff.failures),
+                )
+            await asyncio.sleep(backoff.next())

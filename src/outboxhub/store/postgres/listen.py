@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from outboxhub.retry import BackoffPolicy, Retries
 from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.schema import quote_ident
 
@@ -25,8 +26,7 @@ __all__ = ["Listener"]
 
 _log = logging.getLogger("outboxhub.store.postgres.store")
 
-_BACKOFF_START_S = 0.05
-_BACKOFF_MAX_S = 2.0
+_BACKOFF = BackoffPolicy(base=0.05, cap=2.0)
 
 
 class Listener:
@@ -79,7 +79,7 @@ class Listener:
                 await conn.close()
 
     async def _run(self) -> None:
-        backoff = _BACKOFF_START_S
+        backoff = Retries(_BACKOFF)
         down_since_logged = False
         ever_connected = False
         while True:
@@ -96,7 +96,7 @@ class Listener:
                     _log.info("PostgreSQL listener for %s reconnected", self._url)
                 ever_connected = True
                 down_since_logged = False
-                backoff = _BACKOFF_START_S
+                backoff.reset()
                 self.connected.set()
                 await self._poll(conn)  # anything committed while we were not listening
                 await self._listen(conn)
@@ -115,8 +115,7 @@ class Listener:
                 # A bug, not an outage: say so once with the traceback, and keep the wake-ups coming.
                 _log.exception("PostgreSQL listener for %s failed; restarting it", self._url)
             await self._drop()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
