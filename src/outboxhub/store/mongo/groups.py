@@ -1,5 +1,5 @@
 """Consumer groups on MongoDB (semantics: ``base.py``; choices shared with SQLite and PostgreSQL:
-``_sqlite_groups``, ``_pg_groups``).
+``store/sqlite/groups.py``, ``store/postgres/groups.py``).
 
 Documents::
 
@@ -18,7 +18,7 @@ Concurrency across hub processes, without multi-document transactions (they need
   until the lease expires (``lease_ms``, default 15 s).
 * New events become pending documents whose ``_id`` is ``<gid>:<seq>``: even a claim that outlived its
   lease cannot put one event into the pending set twice.
-* Redelivery hands out expired pending documents with the brief's three steps: choose candidate seqs, one
+* Redelivery hands out expired pending documents in three steps: choose candidate seqs (``ClaimPlan``), one
   ``update_many`` that repeats the eligibility filter (``deadline <= now``, not being dead-lettered) and
   sets a fresh claim token ``ctok``, then ``find({ctok})``. ``ack``, ``nack``, ``extend`` and ``release``
   take no lock; the repeated filter makes an event acked, nacked or extended since the choice drop out.
@@ -28,7 +28,7 @@ Concurrency across hub processes, without multi-document transactions (they need
   event is never both acked and dead-lettered. A process that dies in between leaves marked documents,
   which ``finish_dead_letters`` (run by the store's maintenance loop) completes after the lease.
 * The ack floor is not stored: it is computed on read from the frontier and the oldest pending seq
-  (``_common.ack_floor``).
+  (``common.ack_floor``).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class GroupOps:
         if start.kind == "latest":
             return horizon
         # ts: just below the first event (by seq) whose ts reaches the value; a binary search over seq,
-        # exact when ts grows with seq (as hub-assigned ts do), as in _sqlite_groups.
+        # exact when ts grows with seq (as hub-assigned ts do), as in store/sqlite/groups.py.
         low, high = 1, horizon + 1
         while low < high:
             mid = (low + high) // 2
@@ -218,7 +218,7 @@ class GroupOps:
             try:
                 if limit <= 0:
                     return []
-                horizon = await self._log.counter.horizon()  # before any scan: see store/mongo/seq.py
+                horizon = await self._log.counter.horizon()  # before any scan: see seq.py
                 plan = ClaimPlan(
                     limit=limit,
                     ack_timeout_ms=ack_timeout_ms,

@@ -3,13 +3,13 @@
 pymongo's ``AsyncMongoClient`` (not Motor). The database is the URL path (default ``outboxhub``); the
 store creates its collections and indexes, every name prefixed (``prefix``, default ``outboxhub_``):
 ``events``, ``topics``, ``counters``, ``groups``, ``pending``. Several hub processes may share one database
-(ARCHITECTURE.md, Scale-out); nothing here needs multi-document transactions, so a standalone ``mongod``
+(``docs/stores.md``); nothing here needs multi-document transactions, so a standalone ``mongod``
 works as well as a replica set (which adds change-stream wake-ups).
 
 Design:
 
 * **Gap-safe reads, not commit-ordered seqs.** Seqs are allocated per group-commit batch from one counter
-  document (a compare-and-set that also records the open range, ``_mongo_seq``); two processes insert
+  document (a compare-and-set that also records the open range, ``seq.py``); two processes insert
   their batches concurrently, so seq order is not commit order. Readers are made gap-safe instead: every
   read first takes the *horizon* (the lowest open range's ``lo - 1``, else the last allocated seq) and
   reads only ``seq <= horizon``, a prefix of the log in which every event has committed. We chose this
@@ -21,18 +21,18 @@ Design:
   documents, which also fences a writer that was only stalled (its late inserts hit the unique ``seq``
   index and are re-allocated above the horizon). Readers and writers must therefore use the primary
   (the default read preference) and clocks that agree to well within the lease.
-* **Group commit.** One writer task per store (``_pg_writer.GroupCommitWriter``) stages everything
+* **Group commit.** One writer task per store (``groupcommit.GroupCommitWriter``) stages everything
   queued: check which ids exist (duplicates answer with their original seq), register new topics,
   allocate, ``insert_many(ordered=False)``; it confirms each publish after the range is released. A
   duplicate-key error (E11000) on ``_id`` from another process's concurrent insert becomes the duplicate
   result with the original seq. A batch is not atomic: if the process dies mid-insert, some of its
   events are stored and the publishers, never confirmed, publish them again (idempotent by id).
 * **Pattern scans** resolve the pattern against the ``topics`` collection and read by the
-  ``(topic, seq)`` index (``_mongo_events``).
-* **Groups** (``_mongo_groups``): claims hold a per-group lease lock (one conditional update), the
+  ``(topic, seq)`` index (``events.py``).
+* **Groups** (``groups.py``): claims hold a per-group lease lock (one conditional update), the
   redelivery hand-out is a conditional ``update_many`` with a claim token, dead-letters are marked before
   they are published. ``ack``/``nack``/``extend``/``release`` are single conditional updates.
-* **Wake-up** (``_mongo_watch``): a change stream on the counter document when the deployment supports
+* **Wake-up** (``watch.py``): a change stream on the counter document when the deployment supports
   one (detected by opening it; logged once either way), and in every mode a poll of the counter every
   ``poll_interval_s`` (default 1 s), which also finishes abandoned allocations and half-done dead-letters.
   Commit listeners are called with the horizon, for commits of any process.

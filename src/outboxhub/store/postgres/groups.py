@@ -1,5 +1,5 @@
 """Consumer-group statements of the PostgreSQL store (semantics: ``base.py``; choices shared with SQLite:
-``_sqlite_groups``).
+``store/sqlite/groups.py``).
 
 Concurrency across hub processes:
 
@@ -12,7 +12,7 @@ Concurrency across hub processes:
   re-checks that condition on the newest row version, so an event acked, nacked or extended meanwhile is
   not handed out.
 * The ack floor is not stored: it is computed on read from the frontier and the oldest pending seq (the same
-  rule as ``_common.ack_floor``), both read in one snapshot, so it is always exact.
+  rule as ``common.ack_floor``), both read in one snapshot, so it is always exact.
 * Every lock order is group row, then pending rows, then (dead-letters only) the counter row; publishers
   take only the counter row. A deadlock between two multi-row statements on ``pending`` is still possible in
   theory; the store retries such a transaction.
@@ -32,7 +32,7 @@ claim or ack no longer waits for a disk flush, and the flushes left (publishes) 
 
 Round trips: a claim is two. Its first carries BEGIN, the group lock, the first chunk of expired events and
 the first page of new ones (both read in snapshots taken after the lock, see above); its second carries
-the pending rows, the frontier and COMMIT (``_pg_conn.pipelined_transaction``). More only when a claim
+the pending rows, the frontier and COMMIT (``conn.pipelined_transaction``). More only when a claim
 dead-letters, needs a second chunk or page, or orders by key.
 """
 
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 _FLOOR = "LEAST(coalesce((SELECT min(p.seq) FROM pending p WHERE p.gid = g.gid) - 1, g.frontier), g.frontier)"
-"""The ack floor (``_common.ack_floor`` in SQL): just below the oldest pending seq, else the frontier."""
+"""The ack floor (``common.ack_floor`` in SQL): just below the oldest pending seq, else the frontier."""
 
 _INFO = (
     f"SELECT g.pattern, g.name, {_FLOOR}, g.frontier, g.dead_letters,"
@@ -129,7 +129,8 @@ WITH RECURSIVE b (lo, hi) AS (
 )
 SELECT min(lo) - 1 FROM b WHERE lo >= hi
 """
-"""The ``ts`` start of ``_sqlite_groups``: a binary search over seq, in one statement (one probe per step)."""
+"""The ``ts`` start of ``store/sqlite/groups.py``: a binary search over seq, in one statement (one probe per
+step)."""
 
 
 async def _start_frontier(conn: PgConn, start: StartPosition) -> int:
@@ -465,7 +466,7 @@ async def release(conn: PgConn, pattern: str, name: str, member: str) -> int:
 
 async def next_deadline(conn: PgConn, pattern: str, name: str) -> int | None:
     """Earliest deadline of a pending event delivered before (held-back events are not counted, as in
-    ``_sqlite_reads.next_deadline``)."""
+    ``sqlite.reads.next_deadline``)."""
     cur = await conn.execute(
         f"SELECT min(deadline) FROM pending WHERE gid = {_GROUP_GID} AND attempts > 0", (pattern, name)
     )

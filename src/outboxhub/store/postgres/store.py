@@ -1,6 +1,6 @@
 """The PostgreSQL store: ``postgresql://user:password@host:port/db?schema=NAME``.
 
-Several hub processes may share one database (ARCHITECTURE.md, Scale-out): every mutation is atomic in the
+Several hub processes may share one database (``docs/stores.md``): every mutation is atomic in the
 database, group claims lock the group row, and commits wake the other processes through NOTIFY.
 
 Design:
@@ -8,26 +8,26 @@ Design:
 * **Gap-safe reads by assigning seq in commit order.** A PostgreSQL sequence is not commit-ordered: a
   transaction holding seq 7 may commit after one holding seq 8, so a reader that saw 8 and moved its cursor
   past 7 would skip 7 forever. Instead of a sequence, ``publish_events`` (a PL/pgSQL function, see
-  ``_pg_schema``) takes the one ``counter`` row ``FOR UPDATE``, assigns ``last_seq + 1 ...`` and keeps the row
+  ``schema.py``) takes the one ``counter`` row ``FOR UPDATE``, assigns ``last_seq + 1 ...`` and keeps the row
   lock until COMMIT. The next publisher waits for that commit before it can read the counter, so seq order
   is commit order and every reader sees a gap-free prefix of the log: plain ``seq > cursor`` reads are
   safe. We chose this over filtering reads by ``pg_snapshot_xmin`` (an xid8 per row) because it keeps every
   read a plain index range, needs no visibility horizon in the API (a horizon held back by one slow writer
   would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
   once per batch, for one short statement plus the commit.
-* **Group commit.** One writer task per store (``_pg_writer``) appends everything queued in one
+* **Group commit.** One writer task per store (``store/groupcommit.py``) appends everything queued in one
   ``publish_events`` call, sent with its BEGIN and COMMIT in one round trip, and confirms each publish only
   after that commit. Batches grow with load.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
-  (``_pg_topics``, ``_pg_events.scan_query``); no Python runs per row. The store's connections run with
-  bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
+  (``topics.py``, ``events.scan_query``); no Python runs per row. The store's connections run with
+  bitmap and sequential scans off (``conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
   into a read of the whole topic.
-* **Groups** (``_pg_groups``): claims and nacks lock the group row, so two processes never hand one event to
-  two members; acks are single statements. Dead-letter events have deterministic ids (``_common``), so a
+* **Groups** (``groups.py``): claims and nacks lock the group row, so two processes never hand one event to
+  two members; acks are single statements. Dead-letter events have deterministic ids (``common.py``), so a
   retried dead-letter is stored once. Group transactions commit without waiting for the WAL flush unless
-  they append dead-letter events (the reasoning is in ``_pg_groups``); publishes always wait for it.
-* **Wake-up** (``_pg_listen``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
+  they append dead-letter events (the reasoning is in ``groups.py``); publishes always wait for it.
+* **Wake-up** (``listen.py``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
   LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
   any process. Local commits call them directly, without waiting for the notification.
 * **Connection loss**: operations raise ``StoreUnavailable`` (one line naming the URL, password masked) when

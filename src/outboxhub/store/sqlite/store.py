@@ -1,12 +1,12 @@
 """The embedded SQLite store (the default backend): ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``.
 
-Design (ARCHITECTURE.md, Stores):
+Design (options and durability for users: ``docs/stores.md``):
 
 * WAL journal; one writer thread owns the only write connection and commits everything queued in one
-  transaction (group commit, ``_sqlite_writer``). A publish is confirmed only after its COMMIT. ``seq`` is the
+  transaction (group commit, ``writer.py``). A publish is confirmed only after its COMMIT. ``seq`` is the
   rowid, assigned as max + 1 under the write lock, so it is strictly increasing in commit order.
 * Reads run on a small pool of reader threads, each with its own connection, each query in one snapshot.
-* Pattern scans resolve the pattern to topic ids once (``_sqlite_topics``) and walk the ``(topic_id, seq)``
+* Pattern scans resolve the pattern to topic ids once (``topics.py``) and walk the ``(topic_id, seq)``
   index; nothing is evaluated in Python per row, and no in-memory structure grows with the log.
 * Consumer-group state lives only in the database, so a restarted hub carries on where it stopped; group
   mutations run in the writer's transaction, so they are atomic (also against other processes sharing the
@@ -16,7 +16,7 @@ Durability. ``synchronous=normal`` (the default) fsyncs the WAL at checkpoints, 
 confirmed publish survives the process crashing or being killed (SIGKILL included, see
 tests/test_crash_durability.py), but the last commits before a power loss or OS crash may be lost: those
 since the last checkpoint, which a background thread runs within about 0.1 s of a commit
-(``_sqlite_checkpoint``).
+(``checkpoint.py``).
 ``?synchronous=full`` fsyncs every commit (power-loss durable, at several times the cost per commit; group
 commit amortizes it over a batch).
 
