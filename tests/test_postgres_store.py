@@ -28,13 +28,13 @@ from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError, TopicE
 from outboxhub.model import Delivery, NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.codec import prepare
+from outboxhub.store.patterns import pattern_regex
 from outboxhub.store.postgres import events as pg_events
 from outboxhub.store.postgres import groups as pg_groups
 from outboxhub.store.postgres.conn import configure_connection, parse_url, pipelined_transaction
 from outboxhub.store.postgres.events import append
 from outboxhub.store.postgres.schema import channel_name, quote_ident
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.store.postgres.topics import pattern_regex
 from outboxhub.testing.postgres import base_url, require_postgres, schema_url, throwaway_schema
 from outboxhub.topics import match_topic
 

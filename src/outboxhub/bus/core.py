@@ -1,27 +1,8 @@
 """The bus: turns the store's log into consumer groups for in-process members (WebSocket connections).
 
-Delivery lifecycle of one event in one group (the store does every transition atomically; the bus decides
-when to claim and passes ACK/NACK through). ``DELIVERY_LIFECYCLE`` below is the same table as data:
-
-=========  ======================================================  ===================================
-state      trigger                                                 next state
-=========  ======================================================  ===================================
-new        claim (a member has capacity)                           delivered (attempt 1)
-new        claim, same key pending (``ordered_by_key``)            new (skipped until the key is free)
-delivered  ack                                                     acked
-delivered  nack, attempts < max_deliver                            waiting (backoff or ``delay_ms``)
-delivered  nack, attempts >= max_deliver                           dead
-delivered  ack deadline passes                                     due
-delivered  member closes (release)                                 due
-delivered  extend (member still working)                           delivered (new deadline)
-waiting    backoff elapses                                         due
-waiting    ack (late)                                              acked
-due        claim, attempts < max_deliver                           delivered (attempt + 1)
-due        claim, attempts >= max_deliver                          dead
-due        ack (late)                                              acked
-acked      (final: the ack floor may pass it)
-dead       (final: copied to ``dlq.<group>.<topic>``, then acked)
-=========  ======================================================  ===================================
+Delivery lifecycle of one event in one group: the store does every transition atomically; the bus decides
+when to claim and passes ACK/NACK through. The table and the claim rule that enforces it live in
+``outboxhub.store.lifecycle`` (``DELIVERY_LIFECYCLE``, re-exported here), which every store backend runs.
 
 How the bus drives it:
 
@@ -44,7 +25,7 @@ How the bus drives it:
   subscriber in this process.
 * ``group=None`` is an ephemeral subscription: events committed after it starts (at ``store.last_seq()``
   when ``subscribe`` is called), no stored state, no acks. A paused one catches up from the log on
-  ``resume()``, so it misses nothing while connected. See ``_live.py``.
+  ``resume()``, so it misses nothing while connected. See ``bus/live.py``.
 
 Everything that must survive a restart (cursors, pending deliveries, attempts) is in the store; the bus only
 holds what is in flight in this process, and ``close()`` releases those claims for immediate redelivery.
@@ -53,8 +34,7 @@ holds what is in flight in this process, and ``close()`` releases those claims f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Final
+from collections.abc import Sequence
 
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import GroupMember, GroupState
@@ -62,26 +42,10 @@ from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.ids import new_id
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
 from outboxhub.store.base import Store
+from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
 from outboxhub.topics import validate_group, validate_pattern
 
 __all__ = ["DELIVERY_LIFECYCLE", "Bus", "DeliverFn", "Subscription"]
-
-DELIVERY_LIFECYCLE: Final[Mapping[str, Mapping[str, str]]] = {
-    "new": {"claim": "delivered", "claim_key_busy": "new"},
-    "delivered": {
-        "ack": "acked",
-        "nack": "waiting",
-        "nack_final": "dead",
-        "deadline": "due",
-        "release": "due",
-        "extend": "delivered",
-    },
-    "waiting": {"backoff_elapsed": "due", "ack": "acked"},
-    "due": {"claim": "delivered", "claim_final": "dead", "ack": "acked"},
-    "acked": {},
-    "dead": {},
-}
-"""state -> trigger -> next state, for one event in one group (the table in the module docstring)."""
 
 
 class Bus:

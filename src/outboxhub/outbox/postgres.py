@@ -47,6 +47,7 @@ from outboxhub.outbox.base import (
 )
 from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord
 from outboxhub.store.base import mask_url
+from outboxhub.store.postgres.conn import translate
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -335,12 +336,8 @@ class PostgresOutbox:
                 yield conn
         except psycopg.errors.UndefinedTable as exc:
             raise StoreError(f"outbox table {self._table!r} does not exist; run ensure_schema()") from exc
-        except psycopg_pool.PoolTimeout as exc:
-            raise StoreUnavailable(f"PostgreSQL outbox {self.url} is unreachable: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL outbox {self.url}: {exc}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL outbox {self.url}: {exc}") from exc
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
+            raise translate(exc, self.url, what="PostgreSQL outbox") from exc
 
     async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         async with self._conn() as conn:

@@ -5,7 +5,7 @@ idempotent by ``id``), consumer-group state (ack floor, delivery frontier, pendi
 commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
 ``tests/contract/`` runs one suite against every backend.
 
-Group semantics (ARCHITECTURE.md, Concepts):
+Group semantics (the delivery lifecycle itself is ``store/lifecycle.py``):
 
 * A group is identified by ``(pattern, group)``. ``ensure_group`` creates it at its start position, or
   returns the existing state unchanged (the start position only matters once).

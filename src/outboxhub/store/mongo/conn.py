@@ -1,8 +1,8 @@
 """MongoDB store URLs, client settings, deployment detection and the translation of pymongo errors.
 
 ``mongodb://user:password@host:port/dbname?replicaSet=rs0&prefix=hub_`` (``mongodb+srv://`` too). The
-database is the URL path (default ``outboxhub``; the seed's ``MONGO_URL`` default is
-``mongodb://127.0.0.1:27017/prom``). outboxhub's own options are taken out of the query before the rest
+database is the URL path (default ``outboxhub``; ``mongodb://127.0.0.1:27017/prom`` uses the database
+``prom``). outboxhub's own options are taken out of the query before the rest
 goes to pymongo unchanged, so pymongo never sees (or warns about) an option it does not know.
 """
 

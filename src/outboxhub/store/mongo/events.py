@@ -7,10 +7,10 @@ Event documents::
 ``payload`` is stored as native BSON after a round trip through JSON (so a payload reads back exactly as
 on the SQL backends: JSON types only). A payload BSON cannot hold exactly (an integer beyond 64 bits, a
 key starting with ``$``, containing ``.`` or NUL, nesting deeper than 90) is stored as JSON text in
-``payload_json`` instead. Hole documents (``_mongo_seq``) have no ``topic``, so no event query sees them.
+``payload_json`` instead. Hole documents (``seq.py``) have no ``topic``, so no event query sees them.
 
 Pattern reads resolve the pattern against the small ``topics`` collection first (``_id`` = topic name,
-matched by the anchored regular expression of ``_pg_topics.pattern_regex``, which uses the ``_id``
+matched by the anchored regular expression of ``patterns.pattern_regex``, which uses the ``_id``
 index for the literal prefix), then read ``{topic: {$in: [...]}, seq: ...}`` by the ``(topic, seq)``
 index. Writers register a topic before allocating seqs for its events, and readers read the horizon
 before resolving, so every event at or below the horizon has its topic registered.
@@ -32,7 +32,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Event, PublishResult, TopicInfo
 from outboxhub.store.codec import Prepared
 from outboxhub.store.mongo.seq import Allocation, SeqCounter
-from outboxhub.store.postgres.topics import pattern_regex
+from outboxhub.store.patterns import pattern_regex
 from outboxhub.topics import compile_pattern
 
 __all__ = ["EventLog", "Staged", "bson_safe", "decode_event", "encode_payload", "event_doc"]
@@ -139,7 +139,7 @@ def decode_event(doc: Doc) -> Event:
 
 
 class Staged:
-    """A batch inserted under open allocations; ``commit`` releases them (see ``_pg_writer.Staged``)."""
+    """A batch inserted under open allocations; ``commit`` releases them (see ``groupcommit.Staged``)."""
 
     __slots__ = ("_allocations", "_log", "results", "top")
 

@@ -1,5 +1,5 @@
 """Consumer groups on MongoDB (semantics: ``base.py``; choices shared with SQLite and PostgreSQL:
-``_sqlite_groups``, ``_pg_groups``).
+``store/sqlite/groups.py``, ``store/postgres/groups.py``).
 
 Documents::
 
@@ -18,7 +18,7 @@ Concurrency across hub processes, without multi-document transactions (they need
   until the lease expires (``lease_ms``, default 15 s).
 * New events become pending documents whose ``_id`` is ``<gid>:<seq>``: even a claim that outlived its
   lease cannot put one event into the pending set twice.
-* Redelivery hands out expired pending documents with the brief's three steps: choose candidate seqs, one
+* Redelivery hands out expired pending documents in three steps: choose candidate seqs (``ClaimPlan``), one
   ``update_many`` that repeats the eligibility filter (``deadline <= now``, not being dead-lettered) and
   sets a fresh claim token ``ctok``, then ``find({ctok})``. ``ack``, ``nack``, ``extend`` and ``release``
   take no lock; the repeated filter makes an event acked, nacked or extended since the choice drop out.
@@ -28,7 +28,7 @@ Concurrency across hub processes, without multi-document transactions (they need
   event is never both acked and dead-lettered. A process that dies in between leaves marked documents,
   which ``finish_dead_letters`` (run by the store's maintenance loop) completes after the lease.
 * The ack floor is not stored: it is computed on read from the frontier and the oldest pending seq
-  (``_common.ack_floor``).
+  (``common.ack_floor``).
 """
 
 from __future__ import annotations
@@ -57,16 +57,13 @@ from outboxhub.model import (
     nack_backoff_ms,
 )
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, ack_floor, dead_letter_event
+from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
 from outboxhub.store.mongo.events import EventLog, decode_event
 
 __all__ = ["GroupOps"]
 
 Doc = dict[str, Any]
 Publish = Callable[[Sequence[NewEvent]], Awaitable[list[PublishResult]]]
-
-_ORDERED_SCAN_CAP = 4
-"""With ordered_by_key, one claim scans at most this many times ``limit`` (min 256) new events looking for
-deliverable ones, as in ``_sqlite_groups``."""
 
 
 class GroupOps:
@@ -136,7 +133,7 @@ class GroupOps:
         if start.kind == "latest":
             return horizon
         # ts: just below the first event (by seq) whose ts reaches the value; a binary search over seq,
-        # exact when ts grows with seq (as hub-assigned ts do), as in _sqlite_groups.
+        # exact when ts grows with seq (as hub-assigned ts do), as in store/sqlite/groups.py.
         low, high = 1, horizon + 1
         while low < high:
             mid = (low + high) // 2
@@ -221,27 +218,18 @@ class GroupOps:
             try:
                 if limit <= 0:
                     return []
-                max_deliver = max(1, max_deliver)  # 0 would dead-letter events never delivered
-                horizon = await self._log.counter.horizon()  # before any scan: see _mongo_seq
-                deadline = now + ack_timeout_ms
-                busy_keys: set[str] = set()  # keys handed out or held back by this claim
-                deliveries = await self._claim_expired(
-                    gid, pattern, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
+                horizon = await self._log.counter.horizon()  # before any scan: see seq.py
+                plan = ClaimPlan(
+                    limit=limit,
+                    ack_timeout_ms=ack_timeout_ms,
+                    max_deliver=max_deliver,
+                    ordered=ordered,
+                    now=now,
                 )
-                wanted = limit - len(deliveries)
-                if wanted > 0:
-                    new_frontier = await self._claim_new(
-                        gid,
-                        pattern,
-                        member,
-                        frontier,
-                        horizon,
-                        wanted,
-                        ordered,
-                        deadline,
-                        busy_keys,
-                        deliveries,
-                    )
+                deliveries = await self._claim_expired(gid, pattern, name, member, plan)
+                plan.begin_new(frontier, delivered=len(deliveries))
+                if plan.wanted > 0:
+                    new_frontier = await self._claim_new(gid, pattern, member, plan, horizon, deliveries)
                 return deliveries
             finally:
                 await asyncio.shield(
@@ -254,171 +242,116 @@ class GroupOps:
         docs = await self._log.events.find({"seq": {"$in": [Int64(s) for s in seqs]}}).to_list()
         return {int(doc["seq"]): decode_event(doc) for doc in docs if "topic" in doc}
 
+    async def _oldest_pending(self, gid: str, keys: list[str], dying: list[int]) -> dict[str, int]:
+        """The oldest pending seq of each of ``keys``, not counting the seqs in ``dying``."""
+        cursor = await self.pending.aggregate(
+            [
+                {"$match": {"gid": gid, "key": {"$in": keys}, "seq": {"$nin": [Int64(s) for s in dying]}}},
+                {"$group": {"_id": "$key", "first": {"$min": "$seq"}}},
+            ]
+        )
+        return {row["_id"]: int(row["first"]) async for row in cursor}
+
     async def _claim_expired(
-        self,
-        gid: str,
-        pattern: str,
-        name: str,
-        member: str,
-        limit: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-        deadline: int,
-        busy_keys: set[str],
+        self, gid: str, pattern: str, name: str, member: str, plan: ClaimPlan
     ) -> list[Delivery]:
-        """Hand out (or dead-letter) pending events whose deadline passed, oldest first."""
+        """Hand out (or dead-letter) pending events whose deadline passed, as ``plan`` decides."""
         chosen: list[int] = []
-        after = 0
-        chunk = limit + 32
-        while len(chosen) < limit:
+        while not plan.expired_done:
             rows = await self.pending.find(
-                {"gid": gid, "deadline": {"$lte": now}, "seq": {"$gt": after}, "dl": None},
+                {"gid": gid, "deadline": {"$lte": plan.now}, "seq": {"$gt": plan.after}, "dl": None},
                 sort=[("seq", 1)],
-                limit=chunk,
+                limit=plan.chunk,
             ).to_list()
-            if not rows:
-                break
-            exhausted = [r for r in rows if int(r["attempts"]) >= max_deliver]
-            exhausted_seqs = {int(r["seq"]) for r in exhausted}
-            first_of: dict[str, int] = {}
-            if ordered:
-                keys = list(
-                    {
-                        r["key"]
-                        for r in rows
-                        if r.get("key") is not None and int(r["seq"]) not in exhausted_seqs
-                    }
-                )
-                if keys:
-                    # The oldest pending seq of each key, not counting those about to be dead-lettered.
-                    cursor = await self.pending.aggregate(
-                        [
-                            {
-                                "$match": {
-                                    "gid": gid,
-                                    "key": {"$in": keys},
-                                    "seq": {"$nin": [Int64(s) for s in exhausted_seqs]},
-                                }
-                            },
-                            {"$group": {"_id": "$key", "first": {"$min": "$seq"}}},
-                        ]
-                    )
-                    first_of = {row["_id"]: int(row["first"]) async for row in cursor}
-            stop = False
-            for row in rows:
-                seq, key = int(row["seq"]), row.get("key")
-                if seq in exhausted_seqs:
-                    continue
-                if ordered and key is not None:
-                    if key in busy_keys:
-                        continue
-                    busy_keys.add(key)
-                    if first_of.get(key) != seq:
-                        continue
-                chosen.append(seq)
-                if len(chosen) == limit:
-                    stop = True
-                    break
-            if exhausted:
+            candidates = [Expired(int(r["seq"]), r.get("key"), int(r["attempts"])) for r in rows]
+            keys, dying = plan.keys_to_check(candidates)
+            oldest = await self._oldest_pending(gid, keys, dying) if keys else {}
+            dead: list[int] = []
+            for decision in plan.expired(candidates, oldest):
+                if decision.verdict is Verdict.DEAD_LETTER:
+                    dead.append(decision.seq)
+                elif decision.verdict is Verdict.REDELIVER:
+                    chosen.append(decision.seq)
+            if dead:
                 where = {
-                    "seq": {"$in": [Int64(s) for s in exhausted_seqs]},
-                    "deadline": {"$lte": now},
-                    "attempts": {"$gte": max_deliver},
+                    "seq": {"$in": [Int64(s) for s in dead]},
+                    "deadline": {"$lte": plan.now},
+                    "attempts": {"$gte": plan.max_deliver},
                 }
-                await self._dead_letter(gid, pattern, name, where, None, now)
-            if stop or len(rows) < chunk:
-                break
-            after = int(rows[-1]["seq"])
+                await self._dead_letter(gid, pattern, name, where, None, plan.now)
         if not chosen:
             return []
         token = new_id()
         # The eligibility filter again: an event acked, nacked, extended or dead-lettered since it was
         # chosen is not updated, and so not handed out.
         await self.pending.update_many(
-            {"gid": gid, "seq": {"$in": [Int64(s) for s in chosen]}, "deadline": {"$lte": now}, "dl": None},
-            {"$set": {"member": member, "deadline": Int64(deadline), "ctok": token}, "$inc": {"attempts": 1}},
+            {
+                "gid": gid,
+                "seq": {"$in": [Int64(s) for s in chosen]},
+                "deadline": {"$lte": plan.now},
+                "dl": None,
+            },
+            {
+                "$set": {"member": member, "deadline": Int64(plan.deadline), "ctok": token},
+                "$inc": {"attempts": 1},
+            },
         )
         got = await self.pending.find({"gid": gid, "ctok": token}, {"seq": 1, "attempts": 1}).to_list()
         attempt_of = {int(doc["seq"]): int(doc["attempts"]) for doc in got}
         events = await self._events_by_seq(sorted(attempt_of))
         return [
-            Delivery(event=events[seq], attempt=attempt_of[seq], deadline=deadline)
+            Delivery(event=events[seq], attempt=attempt_of[seq], deadline=plan.deadline)
             for seq in chosen
             if seq in attempt_of and seq in events
         ]
 
     async def _claim_new(
-        self,
-        gid: str,
-        pattern: str,
-        member: str,
-        frontier: int,
-        horizon: int,
-        wanted: int,
-        ordered: bool,
-        deadline: int,
-        busy_keys: set[str],
-        deliveries: list[Delivery],
+        self, gid: str, pattern: str, member: str, plan: ClaimPlan, horizon: int, deliveries: list[Delivery]
     ) -> int:
-        """Take new events above the frontier into the pending set; return the new frontier."""
+        """Take new events above the frontier into the pending set, as ``plan`` decides; return the new
+        frontier."""
         where = await self._log.topic_query(pattern)
-        if where is None:
-            return max(frontier, horizon)  # no topic matches: every matching event (none) is pending
         pending: list[Doc] = []
         handed: list[Delivery] = []
-        position = frontier
-        budget = max(wanted * _ORDERED_SCAN_CAP, 256) if ordered else wanted
-        exhausted = False
-        while len(handed) < wanted and budget > 0:
-            want = min(budget, max(wanted - len(handed), 64)) if ordered else wanted - len(handed)
-            rows = await self._log.scan_docs(where, after_seq=position, horizon=horizon, limit=want)
-            budget -= len(rows)
+        while size := plan.page_size():
+            rows = (
+                []
+                if where is None  # no topic matches: every matching event (none) is pending
+                else await self._log.scan_docs(where, after_seq=plan.position, horizon=horizon, limit=size)
+            )
+            page = [(int(r["seq"]), r.get("key")) for r in rows]
+            keys = plan.new_keys_to_check(page)
             held_keys: set[str] = set()
-            if ordered:
-                keys = list(
-                    {r["key"] for r in rows if r.get("key") is not None and r["key"] not in busy_keys}
-                )
-                if keys:
-                    rows_of_keys = self.pending.find({"gid": gid, "key": {"$in": keys}}, {"key": 1, "_id": 0})
-                    held_keys = {doc["key"] async for doc in rows_of_keys}
-            for row in rows:
-                seq, key = int(row["seq"]), row.get("key")
-                position = seq
+            if keys:
+                rows_of_keys = self.pending.find({"gid": gid, "key": {"$in": keys}}, {"key": 1, "_id": 0})
+                held_keys = {doc["key"] async for doc in rows_of_keys}
+            by_seq = {int(r["seq"]): r for r in rows}
+            for decision in plan.new_events(page, held_keys, asked=size):
+                row = by_seq[decision.seq]
                 doc: Doc = {
-                    "_id": f"{gid}:{seq}",
+                    "_id": f"{gid}:{decision.seq}",
                     "gid": gid,
-                    "seq": Int64(seq),
+                    "seq": Int64(decision.seq),
                     "event_id": row["_id"],
-                    "key": key,
+                    "key": row.get("key"),
                     "member": member,
-                    "deadline": Int64(deadline),
-                    "attempts": 1,
+                    "deadline": Int64(plan.deadline),
+                    "attempts": decision.attempt,
                 }
-                if ordered and key is not None:
-                    held = key in busy_keys or key in held_keys
-                    busy_keys.add(key)
-                    if held:
-                        doc.update(member=None, deadline=Int64(0), attempts=0)
-                        pending.append(doc)
-                        continue
+                if decision.verdict is Verdict.HOLD:
+                    doc.update(member=None, deadline=Int64(0), attempts=0)
+                else:
+                    handed.append(
+                        Delivery(event=decode_event(row), attempt=decision.attempt, deadline=plan.deadline)
+                    )
                 pending.append(doc)
-                handed.append(Delivery(event=decode_event(row), attempt=1, deadline=deadline))
-                if len(handed) == wanted:
-                    break
-            if len(handed) == wanted:
-                break
-            if len(rows) < want:
-                exhausted = True
-                break
         if pending:
             taken = await self._insert_pending(pending)
             handed = [d for d in handed if d.event.seq not in taken]
         deliveries.extend(handed)
-        if exhausted:
-            # Every matching event up to the horizon (read before the scans) is pending now.
-            position = max(position, horizon)
-        return position
+        # When the scan reached the end, every matching event up to the horizon (read before the scans)
+        # is pending now.
+        return plan.frontier(horizon)
 
     async def _insert_pending(self, docs: list[Doc]) -> set[int]:
         """Insert pending documents; return the seqs that were pending already (only after a claim that
@@ -513,8 +446,17 @@ class GroupOps:
             if row is None:
                 return False
             attempts = int(row["attempts"])
+            trigger = plan_nack(
+                attempts=attempts,
+                held=row.get("member") is not None,
+                deadline=int(row["deadline"]),
+                now=now,
+                max_deliver=max_deliver,
+            )
+            if trigger is None:
+                return False
             current = {"_id": row["_id"], "attempts": row["attempts"], "dl": None}
-            if attempts >= max(1, max_deliver):
+            if trigger is Trigger.NACK_FINAL:
                 await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True
             update: Doc = {"member": None, "deadline": Int64(now + nack_backoff_ms(attempts, delay_ms))}

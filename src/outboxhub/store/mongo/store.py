@@ -3,13 +3,13 @@
 pymongo's ``AsyncMongoClient`` (not Motor). The database is the URL path (default ``outboxhub``); the
 store creates its collections and indexes, every name prefixed (``prefix``, default ``outboxhub_``):
 ``events``, ``topics``, ``counters``, ``groups``, ``pending``. Several hub processes may share one database
-(ARCHITECTURE.md, Scale-out); nothing here needs multi-document transactions, so a standalone ``mongod``
+(``docs/stores.md``); nothing here needs multi-document transactions, so a standalone ``mongod``
 works as well as a replica set (which adds change-stream wake-ups).
 
 Design:
 
 * **Gap-safe reads, not commit-ordered seqs.** Seqs are allocated per group-commit batch from one counter
-  document (a compare-and-set that also records the open range, ``_mongo_seq``); two processes insert
+  document (a compare-and-set that also records the open range, ``seq.py``); two processes insert
   their batches concurrently, so seq order is not commit order. Readers are made gap-safe instead: every
   read first takes the *horizon* (the lowest open range's ``lo - 1``, else the last allocated seq) and
   reads only ``seq <= horizon``, a prefix of the log in which every event has committed. We chose this
@@ -21,18 +21,18 @@ Design:
   documents, which also fences a writer that was only stalled (its late inserts hit the unique ``seq``
   index and are re-allocated above the horizon). Readers and writers must therefore use the primary
   (the default read preference) and clocks that agree to well within the lease.
-* **Group commit.** One writer task per store (``_pg_writer.GroupCommitWriter``) stages everything
+* **Group commit.** One writer task per store (``groupcommit.GroupCommitWriter``) stages everything
   queued: check which ids exist (duplicates answer with their original seq), register new topics,
   allocate, ``insert_many(ordered=False)``; it confirms each publish after the range is released. A
   duplicate-key error (E11000) on ``_id`` from another process's concurrent insert becomes the duplicate
   result with the original seq. A batch is not atomic: if the process dies mid-insert, some of its
   events are stored and the publishers, never confirmed, publish them again (idempotent by id).
 * **Pattern scans** resolve the pattern against the ``topics`` collection and read by the
-  ``(topic, seq)`` index (``_mongo_events``).
-* **Groups** (``_mongo_groups``): claims hold a per-group lease lock (one conditional update), the
+  ``(topic, seq)`` index (``events.py``).
+* **Groups** (``groups.py``): claims hold a per-group lease lock (one conditional update), the
   redelivery hand-out is a conditional ``update_many`` with a claim token, dead-letters are marked before
   they are published. ``ack``/``nack``/``extend``/``release`` are single conditional updates.
-* **Wake-up** (``_mongo_watch``): a change stream on the counter document when the deployment supports
+* **Wake-up** (``watch.py``): a change stream on the counter document when the deployment supports
   one (detected by opening it; logged once either way), and in every mode a poll of the counter every
   ``poll_interval_s`` (default 1 s), which also finishes abandoned allocations and half-done dead-letters.
   Commit listeners are called with the horizon, for commits of any process.
@@ -56,7 +56,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
-from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import (
     Cursor,
@@ -69,7 +68,7 @@ from outboxhub.model import (
     StartPosition,
     TopicInfo,
 )
-from outboxhub.store.base import CommitListener
+from outboxhub.store.backend import StoreBackend
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.mongo.conn import MongoSettings, make_client, parse_url, translate
@@ -129,12 +128,14 @@ async def create_indexes(collection: AsyncCollection[Doc], models: list[IndexMod
                 )
 
 
-class MongoStore:
+class MongoStore(StoreBackend):
     """The ``Store`` protocol over a MongoDB database. Open with ``await MongoStore.open(url)``."""
 
+    label = "MongoDB store"
+
     def __init__(self, settings: MongoSettings) -> None:
+        super().__init__(settings.url, newer_only=True)
         self._settings = settings
-        self._url = settings.url
         self._client = make_client(settings)
         self.db: AsyncDatabase[Doc] = self._client[settings.database]
         p = settings.prefix
@@ -146,7 +147,7 @@ class MongoStore:
         self._counter = SeqCounter(self._counters, self._events, lease_ms=settings.lease_ms)
         self._log_ = EventLog(self._events, self._topics, self._counter, on_horizon=self._committed)
         self._groups = GroupOps(
-            self._groups_coll, self._pending, self._log_, self._publish_rows, lease_ms=settings.lease_ms
+            self._groups_coll, self._pending, self._log_, self._publish_events, lease_ms=settings.lease_ms
         )
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._watcher = Watcher(
@@ -156,12 +157,8 @@ class MongoStore:
             label=f"MongoDB store {self._url}",
             full_document="updateLookup",
         )
-        self._listeners: list[CommitListener] = []
-        self._notified = 0
         self._poll_now = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        self._closed = False
-        self._closing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> MongoStore:
@@ -177,7 +174,7 @@ class MongoStore:
             for name, models in _INDEXES.items():
                 await create_indexes(collections[name], models)
             await store._counter.create()
-            store._notified = await store._counter.horizon()
+            store._commits.last = await store._counter.horizon()
         except PyMongoError as exc:
             await store._client.close()
             raise translate(exc, store._url) from exc
@@ -186,10 +183,6 @@ class MongoStore:
         return store
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     @property
     def settings(self) -> MongoSettings:
@@ -205,12 +198,6 @@ class MongoStore:
         await self._watcher.detected.wait()
         return self._watcher.mode
 
-    async def close(self) -> None:
-        if self._closing is None:
-            self._closed = True
-            self._closing = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._closing)
-
     async def _shutdown(self) -> None:
         try:
             await self._writer.close()
@@ -225,23 +212,6 @@ class MongoStore:
     async def ping(self) -> None:
         self._check_open()
         await self._run(self.db.command, "ping")
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def _committed(self, horizon: int) -> None:
-        if horizon <= self._notified:
-            return
-        self._notified = horizon
-        for listener in tuple(self._listeners):
-            try:
-                listener(horizon)
-            except Exception:
-                _log.exception("commit listener %r failed", listener)
 
     def _on_counter_change(self, change: Doc) -> None:
         doc = change.get("fullDocument")
@@ -268,10 +238,6 @@ class MongoStore:
             except Exception:
                 _log.exception("MongoDB store %s: poll failed", self._url)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable(f"MongoDB store {self._url} is closed")
-
     # -- plumbing -----------------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -285,44 +251,27 @@ class MongoStore:
         staged = await self._run(self._log_.stage, rows)
         return _TranslatedStaged(staged, self._url)
 
-    async def _publish_rows(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
+    async def _publish_events(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
+        """Append events (dead letters) without the closed check: maintenance may run while closing."""
         return await self._writer.submit([prepare(event) for event in events_])
 
     # -- events -------------------------------------------------------------------------------------------
 
-    async def publish(self, event: NewEvent) -> PublishResult:
-        self._check_open()
-        results = await self._writer.submit([prepare(event)])
-        return results[0]
-
-    async def publish_batch(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
-        self._check_open()
-        if not events_:
-            return []
-        return await self._writer.submit([prepare(event) for event in events_])
+    async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
+        return await self._writer.submit(rows)
 
     async def get_event(self, event_id: str) -> Event | None:
         self._check_open()
         return await self._run(self._log_.get_event, event_id)
 
-    async def scan(
-        self,
-        pattern: str,
-        *,
-        after_seq: int = 0,
-        since_ts: int | None = None,
-        until_ts: int | None = None,
-        limit: int = 1000,
+    async def _scan(
+        self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
     ) -> list[Event]:
-        self._check_open()
         return await self._run(
             self._log_.scan, pattern, after_seq=after_seq, since_ts=since_ts, until_ts=until_ts, limit=limit
         )
 
-    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
-        self._check_open()
-        if not keys:
-            return {}
+    async def _latest_by_key(self, topic: str, keys: list[str]) -> dict[str, Event]:
         return await self._run(self._log_.latest_by_key, topic, keys)
 
     async def tail(self, pattern: str) -> Event | None:
@@ -352,19 +301,17 @@ class MongoStore:
         self._check_open()
         return await self._run(self._groups.groups_info)
 
-    async def claim(
+    async def _claim(
         self,
         pattern: str,
         group: str,
         member: str,
-        *,
         limit: int,
         ack_timeout_ms: int,
         max_deliver: int,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+        ordered: bool,
+        now: int,
     ) -> list[Delivery]:
-        self._check_open()
         return await self._run(
             self._groups.claim,
             pattern,
@@ -373,28 +320,23 @@ class MongoStore:
             limit=limit,
             ack_timeout_ms=ack_timeout_ms,
             max_deliver=max_deliver,
-            ordered=ordered_by_key,
-            now=now_ms() if now is None else now,
+            ordered=ordered,
+            now=now,
         )
 
-    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
-        self._check_open()
-        if not event_ids:
-            return 0
+    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         return await self._run(self._groups.ack, pattern, group, event_ids)
 
-    async def nack(
+    async def _nack(
         self,
         pattern: str,
         group: str,
         event_id: str,
-        *,
         max_deliver: int,
-        delay_ms: int | None = None,
-        reason: str | None = None,
-        now: int | None = None,
+        delay_ms: int | None,
+        reason: str | None,
+        now: int,
     ) -> bool:
-        self._check_open()
         return await self._run(
             self._groups.nack,
             pattern,
@@ -403,16 +345,11 @@ class MongoStore:
             max_deliver=max_deliver,
             delay_ms=delay_ms,
             reason=reason,
-            now=now_ms() if now is None else now,
+            now=now,
         )
 
-    async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
-    ) -> bool:
-        self._check_open()
-        return await self._run(
-            self._groups.extend, pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now
-        )
+    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
+        return await self._run(self._groups.extend, pattern, group, event_id, ack_timeout_ms, now)
 
     async def release(self, pattern: str, group: str, member: str) -> int:
         self._check_open()

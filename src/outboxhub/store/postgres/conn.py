@@ -145,7 +145,7 @@ PLANNER_SETTINGS = (
 """Session settings of every store connection. Every statement of the store is meant to be an index
 range read that stops at its limit; these leave the planner no other plan when its statistics mislead
 it (missing or stale after a burst of publishes, or a topic's events bunched in one stretch of the log),
-where it would otherwise fetch and sort every remaining row of a topic for each page (``_pg_events``).
+where it would otherwise fetch and sort every remaining row of a topic for each page (``events.py``).
 JIT is off too: the store's statements are all small, and a plan that did carry a disabled node's cost
 would start a compile of 100 ms or more."""
 
@@ -187,22 +187,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def translate(exc: BaseException, url: str) -> BaseException:
+def translate(exc: BaseException, url: str, *, what: str = "PostgreSQL store") -> BaseException:
     """``StoreUnavailable`` for a server that cannot be reached (refused, restarting, connection dropped,
     no pooled connection in time), ``StoreError`` for any other psycopg error, anything else unchanged.
 
-    ``url`` must already be masked. The message is one line: callers log it, not a traceback."""
+    The one translation of psycopg errors, for the store and for the PostgreSQL outbox (``what`` names the
+    one speaking in messages). A deadlock or serialization failure (``is_retryable``) is a ``StoreError``,
+    not unavailability: the server answered, and the caller may re-run the transaction. ``url`` must already
+    be masked. The message is one line: callers log it, not a traceback."""
     error: StoreError
     if isinstance(exc, psycopg_pool.PoolTimeout):
         error = StoreUnavailable(
             f"PostgreSQL at {url} is unavailable: no connection could be obtained in time"
         )
     elif isinstance(exc, psycopg_pool.PoolClosed):
-        error = StoreError(f"PostgreSQL store {url} is closed")
+        error = StoreError(f"{what} {url} is closed")
     elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not is_retryable(exc):
         error = StoreUnavailable(f"PostgreSQL at {url} is unavailable: {_first_line(exc)}")
     elif isinstance(exc, psycopg.Error):
-        error = StoreError(f"PostgreSQL store {url}: {_first_line(exc)}")
+        error = StoreError(f"{what} {url}: {_first_line(exc)}")
     else:
         return exc
     error.__cause__ = exc

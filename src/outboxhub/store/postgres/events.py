@@ -150,7 +150,7 @@ def scan_query(
       may walk the primary key in seq order and filter by topic, which reads every event of every other
       topic on the way (it assumes a topic's events are spread evenly over the log; they rarely are).
       The primary key's order is not ``(topic_id, seq)``, so that plan would need a sort and loses.
-    * The store's connections run with bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``).
+    * The store's connections run with bitmap and sequential scans off (``conn.PLANNER_SETTINGS``).
       When statistics are missing or stale (a topic created since the last ANALYZE) the planner expects a
       few rows and would otherwise fetch and sort *all* of the topic's remaining rows for each page: 300 ms
       per 5,000-row page at 720k rows, quadratic over a replay.

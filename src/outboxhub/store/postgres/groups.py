@@ -1,5 +1,5 @@
 """Consumer-group statements of the PostgreSQL store (semantics: ``base.py``; choices shared with SQLite:
-``_sqlite_groups``).
+``store/sqlite/groups.py``).
 
 Concurrency across hub processes:
 
@@ -12,7 +12,7 @@ Concurrency across hub processes:
   re-checks that condition on the newest row version, so an event acked, nacked or extended meanwhile is
   not handed out.
 * The ack floor is not stored: it is computed on read from the frontier and the oldest pending seq (the same
-  rule as ``_common.ack_floor``), both read in one snapshot, so it is always exact.
+  rule as ``common.ack_floor``), both read in one snapshot, so it is always exact.
 * Every lock order is group row, then pending rows, then (dead-letters only) the counter row; publishers
   take only the counter row. A deadlock between two multi-row statements on ``pending`` is still possible in
   theory; the store retries such a transaction.
@@ -32,7 +32,7 @@ claim or ack no longer waits for a disk flush, and the flushes left (publishes) 
 
 Round trips: a claim is two. Its first carries BEGIN, the group lock, the first chunk of expired events and
 the first page of new ones (both read in snapshots taken after the lock, see above); its second carries
-the pending rows, the frontier and COMMIT (``_pg_conn.pipelined_transaction``). More only when a claim
+the pending rows, the frontier and COMMIT (``conn.pipelined_transaction``). More only when a claim
 dead-letters, needs a second chunk or page, or orders by key.
 """
 
@@ -46,6 +46,7 @@ from outboxhub.errors import StoreError
 from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition, nack_backoff_ms
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
+from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
@@ -67,12 +68,8 @@ __all__ = [
     "release",
 ]
 
-_ORDERED_SCAN_CAP = 4
-"""With ordered_by_key, one claim scans at most this many times ``limit`` (min 256) new events looking for
-deliverable ones, as in ``_sqlite_groups``."""
-
 _FLOOR = "LEAST(coalesce((SELECT min(p.seq) FROM pending p WHERE p.gid = g.gid) - 1, g.frontier), g.frontier)"
-"""The ack floor (``_common.ack_floor`` in SQL): just below the oldest pending seq, else the frontier."""
+"""The ack floor (``common.ack_floor`` in SQL): just below the oldest pending seq, else the frontier."""
 
 _INFO = (
     f"SELECT g.pattern, g.name, {_FLOOR}, g.frontier, g.dead_letters,"
@@ -132,7 +129,8 @@ WITH RECURSIVE b (lo, hi) AS (
 )
 SELECT min(lo) - 1 FROM b WHERE lo >= hi
 """
-"""The ``ts`` start of ``_sqlite_groups``: a binary search over seq, in one statement (one probe per step)."""
+"""The ``ts`` start of ``store/sqlite/groups.py``: a binary search over seq, in one statement (one probe per
+step)."""
 
 
 async def _start_frontier(conn: PgConn, start: StartPosition) -> int:
@@ -202,54 +200,31 @@ async def claim(
         async with conn.transaction():
             await _lock_group(conn, pattern, name)
             return []
-    deadline = now + ack_timeout_ms
+    plan = ClaimPlan(
+        limit=limit, ack_timeout_ms=ack_timeout_ms, max_deliver=max_deliver, ordered=ordered, now=now
+    )
     where = topic_filter(pattern)
-    chunk = limit + 32
-    first_want = _first_want(limit, ordered)
+    first_want = plan.first_page_size()
     async with pipelined_transaction(conn):
         # One round trip: the lock, then (in snapshots taken after it) the first chunk of expired events and
         # the first page of new ones, read from the group's frontier; usually all the claim reads. Its
         # writes and the COMMIT are a second one.
         await conn.execute(ASYNC_COMMIT)
         lock = await conn.execute(_LOCK, (pattern, name))
-        expired = await conn.execute(_EXPIRED_BY_NAME, (pattern, name, now, 0, chunk))
+        expired = await conn.execute(_EXPIRED_BY_NAME, (pattern, name, now, 0, plan.chunk))
         sql, params = events.scan_query(
             where, after_seq=SeqBound(_FRONTIER, (pattern, name)), limit=first_want
         )
         fresh = await conn.execute(sql, params)
         gid, frontier, last_seq = _locked(await lock.fetchone(), pattern, name)
-        busy_keys: set[str] = set()  # keys handed out or held back by this claim
         deliveries = await _claim_expired(
-            conn,
-            ctx,
-            gid,
-            pattern,
-            name,
-            member,
-            limit,
-            max_deliver,
-            ordered,
-            now,
-            deadline,
-            busy_keys,
-            first=await expired.fetchall(),
+            conn, ctx, gid, pattern, name, member, plan, first=await expired.fetchall()
         )
         first_page = await fresh.fetchall()
-        wanted = limit - len(deliveries)
-        if wanted > 0:
+        plan.begin_new(frontier, delivered=len(deliveries))
+        if plan.wanted > 0:
             new_frontier = await _claim_new(
-                conn,
-                gid,
-                where,
-                member,
-                frontier,
-                last_seq,
-                wanted,
-                ordered,
-                deadline,
-                busy_keys,
-                deliveries,
-                first=(first_page, first_want),
+                conn, gid, where, member, plan, last_seq, deliveries, first=(first_page, first_want)
             )
             if new_frontier != frontier:
                 await conn.execute("UPDATE groups SET frontier = %s WHERE gid = %s", (new_frontier, gid))
@@ -273,80 +248,54 @@ async def _claim_expired(
     pattern: str,
     name: str,
     member: str,
-    limit: int,
-    max_deliver: int,
-    ordered: bool,
-    now: int,
-    deadline: int,
-    busy_keys: set[str],
+    plan: ClaimPlan,
     *,
     first: list[tuple[Any, ...]],
 ) -> list[Delivery]:
-    """Hand out (or dead-letter) pending events whose deadline passed, oldest first. ``first`` is the first
-    chunk of ``_EXPIRED`` (``limit + 32`` rows from seq 0), already read."""
+    """Hand out (or dead-letter) pending events whose deadline passed, as ``plan`` decides. ``first`` is
+    the first chunk of ``_EXPIRED`` (``plan.chunk`` rows from seq 0), already read."""
     chosen: list[tuple[int, Event]] = []
-    after = 0
-    chunk = limit + 32
-    rows = first
-    while len(chosen) < limit:
-        if after:
-            cur = await conn.execute(_EXPIRED, (gid, now, after, chunk))
+    rows: list[tuple[Any, ...]] | None = first
+    while not plan.expired_done:
+        if rows is None:
+            cur = await conn.execute(_EXPIRED, (gid, plan.now, plan.after, plan.chunk))
             rows = await cur.fetchall()
-        if not rows:
-            break
-        exhausted = {int(r[0]) for r in rows if r[2] >= max_deliver}
-        first_of: dict[str, int] = {}
-        if ordered:
-            keys = list({r[1] for r in rows if r[1] is not None and int(r[0]) not in exhausted})
-            if keys:
-                # The oldest pending seq of each key, not counting those about to be dead-lettered.
-                kcur = await conn.execute(
-                    "SELECT key, min(seq) FROM pending WHERE gid = %s AND key = ANY(%s::text[])"
-                    " AND NOT (seq = ANY(%s::bigint[])) GROUP BY key",
-                    (gid, keys, list(exhausted)),
-                )
-                first_of = {key: int(seq) for key, seq in await kcur.fetchall()}
-        stop_at: int | None = None
+        candidates = [Expired(int(r[0]), r[1], int(r[2])) for r in rows]
+        keys, dying = plan.keys_to_check(candidates)
+        oldest: dict[str, int] = {}
+        if keys:
+            # The oldest pending seq of each key, not counting those about to be dead-lettered.
+            kcur = await conn.execute(
+                "SELECT key, min(seq) FROM pending WHERE gid = %s AND key = ANY(%s::text[])"
+                " AND NOT (seq = ANY(%s::bigint[])) GROUP BY key",
+                (gid, keys, dying),
+            )
+            oldest = {key: int(seq) for key, seq in await kcur.fetchall()}
+        by_seq = {int(r[0]): r for r in rows}
         dead: list[tuple[Event, int, str]] = []
-        for row in rows:
-            seq, key, attempts, last_reason = int(row[0]), row[1], int(row[2]), row[3]
-            if seq in exhausted:
-                dead.append((decode_rows([row[4:]])[0], attempts, last_reason or ACK_TIMEOUT_REASON))
-                continue
-            if ordered and key is not None:
-                if key in busy_keys:
-                    continue
-                busy_keys.add(key)
-                if first_of.get(key) != seq:
-                    continue
-            chosen.append((seq, decode_rows([row[4:]])[0]))
-            if len(chosen) == limit:
-                stop_at = seq
-                break
+        for decision in plan.expired(candidates, oldest):
+            row = by_seq[decision.seq]
+            if decision.verdict is Verdict.DEAD_LETTER:
+                dead.append((decode_rows([row[4:]])[0], int(row[2]), row[3] or ACK_TIMEOUT_REASON))
+            elif decision.verdict is Verdict.REDELIVER:
+                chosen.append((decision.seq, decode_rows([row[4:]])[0]))
         if dead:
-            await _dead_letter(conn, ctx, gid, pattern, name, dead, now)
-        if stop_at is not None or len(rows) < chunk:
-            break
-        after = int(rows[-1][0])
+            await _dead_letter(conn, ctx, gid, pattern, name, dead, plan.now)
+        rows = None
     if not chosen:
         return []
     # Re-checked on the newest row versions: an event acked, nacked or extended since the SELECT is skipped.
     cur = await conn.execute(
         "UPDATE pending p SET member = %s, deadline = %s, attempts = p.attempts + 1"
         " WHERE p.gid = %s AND p.seq = ANY(%s::bigint[]) AND p.deadline <= %s RETURNING p.seq, p.attempts",
-        (member, deadline, gid, [seq for seq, _ in chosen], now),
+        (member, plan.deadline, gid, [seq for seq, _ in chosen], plan.now),
     )
     attempt_of = {int(seq): int(attempts) for seq, attempts in await cur.fetchall()}
     return [
-        Delivery(event=event, attempt=attempt_of[seq], deadline=deadline)
+        Delivery(event=event, attempt=attempt_of[seq], deadline=plan.deadline)
         for seq, event in chosen
         if seq in attempt_of
     ]
-
-
-def _first_want(limit: int, ordered: bool) -> int:
-    """The size of ``_claim_new``'s first page when nothing expired was handed out (wanted = limit)."""
-    return max(limit, 64) if ordered else limit
 
 
 async def _claim_new(
@@ -354,60 +303,41 @@ async def _claim_new(
     gid: int,
     where: TopicFilter,
     member: str,
-    frontier: int,
+    plan: ClaimPlan,
     last_seq: int,
-    wanted: int,
-    ordered: bool,
-    deadline: int,
-    busy_keys: set[str],
     deliveries: list[Delivery],
     *,
     first: tuple[list[tuple[Any, ...]], int],
 ) -> int:
-    """Take new events above the frontier into the pending set; return the new frontier. ``first`` is the
-    first page above the frontier, already read, with the limit it was read with (``_first_want``)."""
+    """Take new events above the frontier into the pending set, as ``plan`` decides; return the new
+    frontier. ``first`` is the first page above the frontier, already read, with the limit it was read
+    with."""
     pending: list[tuple[int, str, str | None, str | None, int, int]] = []
-    position = frontier
-    handed = 0
-    budget = max(wanted * _ORDERED_SCAN_CAP, 256) if ordered else wanted
-    exhausted = False
     page: tuple[list[tuple[Any, ...]], int] | None = first
-    while handed < wanted and budget > 0:
+    while size := plan.page_size():
         if page is not None:
-            (rows, want), page = page, None
-            if len(rows) > budget:
-                rows, want = rows[:budget], budget
+            (rows, asked), page = page, None
         else:
-            want = min(budget, max(wanted - handed, 64)) if ordered else wanted - handed
-            rows = await events.scan_rows(conn, where, after_seq=position, limit=want)
-        budget -= len(rows)
+            rows, asked = await events.scan_rows(conn, where, after_seq=plan.position, limit=size), size
+        seqs_keys = [(int(row[0]), cast("str | None", row[4])) for row in rows]
+        keys = plan.new_keys_to_check(seqs_keys)
         held_keys: set[str] = set()
-        if ordered:
-            keys = list({row[4] for row in rows if row[4] is not None and row[4] not in busy_keys})
-            if keys:
-                kcur = await conn.execute(
-                    "SELECT DISTINCT key FROM pending WHERE gid = %s AND key = ANY(%s::text[])", (gid, keys)
-                )
-                held_keys = {key for (key,) in await kcur.fetchall()}
-        for row in rows:
-            seq, event_id, key = int(row[0]), str(row[1]), cast("str | None", row[4])
-            position = seq
-            if ordered and key is not None:
-                held = key in busy_keys or key in held_keys
-                busy_keys.add(key)
-                if held:
-                    pending.append((seq, event_id, key, None, 0, 0))
-                    continue
-            pending.append((seq, event_id, key, member, deadline, 1))
-            deliveries.append(Delivery(event=decode_rows([row])[0], attempt=1, deadline=deadline))
-            handed += 1
-            if handed == wanted:
-                break
-        if handed == wanted:
-            break
-        if len(rows) < want:
-            exhausted = True
-            break
+        if keys:
+            kcur = await conn.execute(
+                "SELECT DISTINCT key FROM pending WHERE gid = %s AND key = ANY(%s::text[])", (gid, keys)
+            )
+            held_keys = {key for (key,) in await kcur.fetchall()}
+        by_seq = {int(row[0]): row for row in rows}
+        for decision in plan.new_events(seqs_keys, held_keys, asked=asked):
+            row = by_seq[decision.seq]
+            event_id, key = str(row[1]), cast("str | None", row[4])
+            if decision.verdict is Verdict.HOLD:
+                pending.append((decision.seq, event_id, key, None, 0, 0))
+                continue
+            pending.append((decision.seq, event_id, key, member, plan.deadline, decision.attempt))
+            deliveries.append(
+                Delivery(event=decode_rows([row])[0], attempt=decision.attempt, deadline=plan.deadline)
+            )
     if pending:
         await conn.execute(
             "INSERT INTO pending (gid, seq, event_id, key, member, deadline, attempts)"
@@ -423,10 +353,9 @@ async def _claim_new(
                 [p[5] for p in pending],
             ),
         )
-    if exhausted:
-        # Every matching event up to last_seq (read before the scans, so they saw all of it) is pending.
-        position = max(position, last_seq)
-    return position
+    # When the scan reached the end, every matching event up to last_seq (read before the scans, so they
+    # saw all of it) is pending.
+    return plan.frontier(last_seq)
 
 
 async def _dead_letter(
@@ -490,7 +419,7 @@ async def nack(
             "SELECT gid FROM groups WHERE pattern = %s AND name = %s FOR UPDATE", (pattern, name)
         )
         cur = await conn.execute(
-            f"SELECT p.seq, p.attempts, {EVENT_SELECT} FROM pending p"
+            f"SELECT p.seq, p.attempts, p.member IS NOT NULL, p.deadline, {EVENT_SELECT} FROM pending p"
             " JOIN events e ON e.seq = p.seq JOIN topics t ON t.topic_id = e.topic_id"
             f" WHERE p.gid = {_GROUP_GID} AND e.id = %s",
             (pattern, name, event_id),
@@ -501,8 +430,13 @@ async def nack(
             return False
         gid = int(group[0])
         seq, attempts = int(row[0]), int(row[1])
-        if attempts >= max_deliver:
-            event = decode_rows([row[2:]])[0]
+        trigger = plan_nack(
+            attempts=attempts, held=bool(row[2]), deadline=int(row[3]), now=now, max_deliver=max_deliver
+        )
+        if trigger is None:
+            return False
+        if trigger is Trigger.NACK_FINAL:
+            event = decode_rows([row[4:]])[0]
             await _dead_letter(conn, ctx, gid, pattern, name, [(event, attempts, reason or NACK_REASON)], now)
             return True
         await conn.execute(
@@ -532,7 +466,7 @@ async def release(conn: PgConn, pattern: str, name: str, member: str) -> int:
 
 async def next_deadline(conn: PgConn, pattern: str, name: str) -> int | None:
     """Earliest deadline of a pending event delivered before (held-back events are not counted, as in
-    ``_sqlite_reads.next_deadline``)."""
+    ``sqlite.reads.next_deadline``)."""
     cur = await conn.execute(
         f"SELECT min(deadline) FROM pending WHERE gid = {_GROUP_GID} AND attempts > 0", (pattern, name)
     )

@@ -17,7 +17,7 @@ Tables:
   its event count, last seq and last ts, updated by ``publish_events`` in the same transaction.
 * ``groups``: one row per ``(pattern, name)``: frontier and dead-letter count. Claims and nacks lock this
   row, which serialises them per group across hub processes. The ack floor is not stored: it is computed
-  from the frontier and the oldest pending seq when read (``_pg_groups``).
+  from the frontier and the oldest pending seq when read (``groups.py``).
 * ``pending``: a group's deliveries not yet acked. ``member`` NULL with ``attempts`` 0 marks an event held
   back by key ordering; ``deadline`` is when it becomes deliverable (again).
 """

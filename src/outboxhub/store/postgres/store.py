@@ -1,6 +1,6 @@
 """The PostgreSQL store: ``postgresql://user:password@host:port/db?schema=NAME``.
 
-Several hub processes may share one database (ARCHITECTURE.md, Scale-out): every mutation is atomic in the
+Several hub processes may share one database (``docs/stores.md``): every mutation is atomic in the
 database, group claims lock the group row, and commits wake the other processes through NOTIFY.
 
 Design:
@@ -8,26 +8,26 @@ Design:
 * **Gap-safe reads by assigning seq in commit order.** A PostgreSQL sequence is not commit-ordered: a
   transaction holding seq 7 may commit after one holding seq 8, so a reader that saw 8 and moved its cursor
   past 7 would skip 7 forever. Instead of a sequence, ``publish_events`` (a PL/pgSQL function, see
-  ``_pg_schema``) takes the one ``counter`` row ``FOR UPDATE``, assigns ``last_seq + 1 ...`` and keeps the row
+  ``schema.py``) takes the one ``counter`` row ``FOR UPDATE``, assigns ``last_seq + 1 ...`` and keeps the row
   lock until COMMIT. The next publisher waits for that commit before it can read the counter, so seq order
   is commit order and every reader sees a gap-free prefix of the log: plain ``seq > cursor`` reads are
   safe. We chose this over filtering reads by ``pg_snapshot_xmin`` (an xid8 per row) because it keeps every
   read a plain index range, needs no visibility horizon in the API (a horizon held back by one slow writer
   would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
   once per batch, for one short statement plus the commit.
-* **Group commit.** One writer task per store (``_pg_writer``) appends everything queued in one
+* **Group commit.** One writer task per store (``store/groupcommit.py``) appends everything queued in one
   ``publish_events`` call, sent with its BEGIN and COMMIT in one round trip, and confirms each publish only
   after that commit. Batches grow with load.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
-  (``_pg_topics``, ``_pg_events.scan_query``); no Python runs per row. The store's connections run with
-  bitmap and sequential scans off (``_pg_conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
+  (``topics.py``, ``events.scan_query``); no Python runs per row. The store's connections run with
+  bitmap and sequential scans off (``conn.PLANNER_SETTINGS``), so stale statistics cannot turn a page
   into a read of the whole topic.
-* **Groups** (``_pg_groups``): claims and nacks lock the group row, so two processes never hand one event to
-  two members; acks are single statements. Dead-letter events have deterministic ids (``_common``), so a
+* **Groups** (``groups.py``): claims and nacks lock the group row, so two processes never hand one event to
+  two members; acks are single statements. Dead-letter events have deterministic ids (``common.py``), so a
   retried dead-letter is stored once. Group transactions commit without waiting for the WAL flush unless
-  they append dead-letter events (the reasoning is in ``_pg_groups``); publishes always wait for it.
-* **Wake-up** (``_pg_listen``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
+  they append dead-letter events (the reasoning is in ``groups.py``); publishes always wait for it.
+* **Wake-up** (``listen.py``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
   LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
   any process. Local commits call them directly, without waiting for the notification.
 * **Connection loss**: operations raise ``StoreUnavailable`` (one line naming the URL, password masked) when
@@ -47,14 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 import psycopg_pool
 
-from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import (
     Cursor,
@@ -62,13 +60,12 @@ from outboxhub.model import (
     Event,
     GroupInfo,
     Lag,
-    NewEvent,
     PublishResult,
     StartPosition,
     TopicInfo,
 )
-from outboxhub.store.base import CommitListener
-from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.backend import StoreBackend
+from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres import groups as groups_ops
@@ -80,7 +77,6 @@ from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
 
 __all__ = ["PostgresStore", "open_store"]
 
-_log = logging.getLogger("outboxhub.store.postgres.store")
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -96,12 +92,14 @@ async def open_store(url: str, **options: Any) -> PostgresStore:
     return await PostgresStore.open(url, **options)
 
 
-class PostgresStore:
+class PostgresStore(StoreBackend):
     """The ``Store`` protocol over a PostgreSQL schema. Open with ``await PostgresStore.open(url)``."""
 
+    label = "PostgreSQL store"
+
     def __init__(self, settings: PgSettings) -> None:
+        super().__init__(settings.url, newer_only=True)
         self._settings = settings
-        self._url = settings.url
         self._channel = channel_name(settings.schema)
         self._search_path = quote_ident(settings.schema)
         self._pool: psycopg_pool.AsyncConnectionPool[PgConn] = psycopg_pool.AsyncConnectionPool(
@@ -128,10 +126,6 @@ class PostgresStore:
             poll_interval_s=settings.poll_interval_s,
             connect_timeout_s=settings.connect_timeout_s,
         )
-        self._listeners: list[CommitListener] = []
-        self._notified = 0
-        self._closed = False
-        self._closing: asyncio.Future[None] | None = None
         self._pool_check: asyncio.Task[None] | None = None
 
     @classmethod
@@ -154,7 +148,7 @@ class PostgresStore:
         try:
             await store._pool.open(wait=True, timeout=settings.connect_timeout_s)
             store._listener.start()
-            store._notified = await store._run(events.last_seq)
+            store._commits.last = await store._run(events.last_seq)
         except BaseException as exc:
             await store.close()
             if isinstance(exc, psycopg.Error):
@@ -169,10 +163,6 @@ class PostgresStore:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        return self._url
-
-    @property
     def schema(self) -> str:
         """The schema holding this store's tables."""
         return self._settings.schema
@@ -181,12 +171,6 @@ class PostgresStore:
     def listener(self) -> Listener:
         """The LISTEN side (its ``connected`` event and ``reconnects`` count are useful in tests)."""
         return self._listener
-
-    async def close(self) -> None:
-        if self._closing is None:
-            self._closed = True
-            self._closing = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._closing)
 
     async def _shutdown(self) -> None:
         try:
@@ -202,27 +186,6 @@ class PostgresStore:
     async def ping(self) -> None:
         self._check_open()
         await self._run(_ping)
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def _committed(self, last_seq: int) -> None:
-        if last_seq <= self._notified:
-            return
-        self._notified = last_seq
-        for listener in tuple(self._listeners):
-            try:
-                listener(last_seq)
-            except Exception:
-                _log.exception("commit listener %r failed", listener)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable(f"PostgreSQL store {self._url} is closed")
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
@@ -311,39 +274,21 @@ class PostgresStore:
 
     # -- events -------------------------------------------------------------------------------------------
 
-    async def publish(self, event: NewEvent) -> PublishResult:
-        self._check_open()
-        results = await self._writer.submit([prepare(event)])
-        return results[0]
-
-    async def publish_batch(self, events_: Sequence[NewEvent]) -> list[PublishResult]:
-        self._check_open()
-        if not events_:
-            return []
-        return await self._writer.submit([prepare(event) for event in events_])
+    async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
+        return await self._writer.submit(rows)
 
     async def get_event(self, event_id: str) -> Event | None:
         self._check_open()
         return await self._run(events.get_event, event_id)
 
-    async def scan(
-        self,
-        pattern: str,
-        *,
-        after_seq: int = 0,
-        since_ts: int | None = None,
-        until_ts: int | None = None,
-        limit: int = 1000,
+    async def _scan(
+        self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
     ) -> list[Event]:
-        self._check_open()
         return await self._run(
             events.scan, pattern, after_seq=after_seq, since_ts=since_ts, until_ts=until_ts, limit=limit
         )
 
-    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
-        self._check_open()
-        if not keys:
-            return {}
+    async def _latest_by_key(self, topic: str, keys: list[str]) -> dict[str, Event]:
         return await self._run(events.latest_by_key, topic, keys)
 
     async def tail(self, pattern: str) -> Event | None:
@@ -372,77 +317,68 @@ class PostgresStore:
         self._check_open()
         return await self._run(groups_ops.groups)
 
-    async def claim(
+    async def _run_appending(
+        self,
+        fn: Callable[Concatenate[PgConn, ClaimContext, _P], Awaitable[_T]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """``_run`` a group transaction that may append dead letters; wake the listeners if it did."""
+        ctx = ClaimContext(self._channel)
+        result = await self._run(fn, ctx, *args, **kwargs)
+        if ctx.appended_to:
+            self._committed(ctx.appended_to)
+        return result
+
+    async def _claim(
         self,
         pattern: str,
         group: str,
         member: str,
-        *,
         limit: int,
         ack_timeout_ms: int,
         max_deliver: int,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+        ordered: bool,
+        now: int,
     ) -> list[Delivery]:
-        self._check_open()
-        ctx = ClaimContext(self._channel)
-        deliveries = await self._run(
+        return await self._run_appending(
             groups_ops.claim,
-            ctx,
             pattern,
             group,
             member,
             limit=limit,
             ack_timeout_ms=ack_timeout_ms,
             max_deliver=max_deliver,
-            ordered=ordered_by_key,
-            now=now_ms() if now is None else now,
+            ordered=ordered,
+            now=now,
         )
-        if ctx.appended_to:
-            self._committed(ctx.appended_to)
-        return deliveries
 
-    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
-        self._check_open()
-        if not event_ids:
-            return 0
+    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         return await self._run(groups_ops.ack, pattern, group, event_ids)
 
-    async def nack(
+    async def _nack(
         self,
         pattern: str,
         group: str,
         event_id: str,
-        *,
         max_deliver: int,
-        delay_ms: int | None = None,
-        reason: str | None = None,
-        now: int | None = None,
+        delay_ms: int | None,
+        reason: str | None,
+        now: int,
     ) -> bool:
-        self._check_open()
-        ctx = ClaimContext(self._channel)
-        found = await self._run(
+        return await self._run_appending(
             groups_ops.nack,
-            ctx,
             pattern,
             group,
             event_id,
             max_deliver=max_deliver,
             delay_ms=delay_ms,
             reason=reason,
-            now=now_ms() if now is None else now,
+            now=now,
         )
-        if ctx.appended_to:
-            self._committed(ctx.appended_to)
-        return found
 
-    async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
-    ) -> bool:
-        self._check_open()
-        return await self._run(
-            groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now
-        )
+    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
+        return await self._run(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
 
     async def release(self, pattern: str, group: str, member: str) -> int:
         self._check_open()

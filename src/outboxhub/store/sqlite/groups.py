@@ -16,21 +16,21 @@ SQLite-specific choices are:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from outboxhub.model import Delivery, Event, GroupInfo, StartPosition, nack_backoff_ms
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
+from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
 from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
 __all__ = ["ack", "claim", "ensure_group", "extend", "group_info", "info_from_row", "nack", "release"]
 
-_ORDERED_SCAN_CAP = 4
-"""With ordered_by_key, one claim scans at most this many times ``limit`` (min 256) new events looking for
-deliverable ones, so a hot key cannot make one claim walk the whole log."""
-
 _EVENT_ID_SEQ = "(SELECT seq FROM events WHERE id = ?)"
+_JSON_LIST = "(SELECT value FROM json_each(?))"
+"""A list passed as one JSON parameter (no limit on its length, unlike ``?, ?, ...``)."""
 
 
 def group_info(conn: sqlite3.Connection, gid: int) -> GroupInfo:
@@ -104,147 +104,107 @@ def claim(
     gid, frontier = tx.group(pattern, name)
     if limit <= 0:
         return []
-    max_deliver = max(1, max_deliver)  # 0 would dead-letter events never delivered
-    conn = tx.conn
-    deadline = now + ack_timeout_ms
-    busy_keys: set[str] = set()  # keys handed out or held back by this claim
-    redelivered = _claim_expired(
-        tx, gid, pattern, name, member, limit, max_deliver, ordered, now, deadline, busy_keys
+    plan = ClaimPlan(
+        limit=limit, ack_timeout_ms=ack_timeout_ms, max_deliver=max_deliver, ordered=ordered, now=now
     )
+    redelivered = _claim_expired(tx, gid, pattern, name, member, plan)
     deliveries: list[Delivery] = []
     if redelivered:
-        rows = conn.execute(
+        rows = tx.conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ({','.join(str(s) for s in redelivered)})"
             " ORDER BY seq"
         ).fetchall()
         for row in rows:
-            deliveries.append(
-                Delivery(
-                    event=decode_event(row, tx.topic_name), attempt=redelivered[row[0]], deadline=deadline
-                )
-            )
-    wanted = limit - len(redelivered)
-    if wanted > 0:
-        new_frontier = _claim_new(
-            tx, gid, pattern, member, frontier, wanted, ordered, deadline, busy_keys, deliveries
-        )
+            event = decode_event(row, tx.topic_name)
+            deliveries.append(Delivery(event=event, attempt=redelivered[row[0]], deadline=plan.deadline))
+    plan.begin_new(frontier, delivered=len(redelivered))
+    if plan.wanted > 0:
+        new_frontier = _claim_new(tx, gid, pattern, member, plan, deliveries)
         if new_frontier != frontier:
-            conn.execute("UPDATE groups SET frontier = ? WHERE gid = ?", (new_frontier, gid))
+            tx.conn.execute("UPDATE groups SET frontier = ? WHERE gid = ?", (new_frontier, gid))
             tx.dirty(gid)
     return deliveries
 
 
 def _claim_expired(
-    tx: WriteTx,
-    gid: int,
-    pattern: str,
-    name: str,
-    member: str,
-    limit: int,
-    max_deliver: int,
-    ordered: bool,
-    now: int,
-    deadline: int,
-    busy_keys: set[str],
+    tx: WriteTx, gid: int, pattern: str, name: str, member: str, plan: ClaimPlan
 ) -> dict[int, int]:
-    """Hand out (or dead-letter) pending events whose deadline passed; return {seq: attempt} handed out."""
+    """Hand out (or dead-letter) pending events whose deadline passed, as ``plan`` decides; return
+    {seq: attempt} handed out."""
     conn = tx.conn
     handed: dict[int, int] = {}
-    after = 0
-    chunk = limit + 32
-    while len(handed) < limit:
+    while not plan.expired_done:
         rows = conn.execute(
             "SELECT seq, key, attempts, last_reason FROM pending INDEXED BY pending_deadline"
             " WHERE gid = ? AND deadline <= ? AND seq > ? ORDER BY seq LIMIT ?",
-            (gid, now, after, chunk),
+            (gid, plan.now, plan.after, plan.chunk),
         ).fetchall()
-        for seq, key, attempts, last_reason in rows:
-            after = seq
-            if attempts >= max_deliver:
-                _dead_letter(tx, gid, pattern, name, seq, attempts, last_reason or ACK_TIMEOUT_REASON, now)
-                continue
-            if ordered and key is not None:
-                if key in busy_keys:
-                    continue
-                busy_keys.add(key)
-                earlier = conn.execute(
-                    "SELECT 1 FROM pending WHERE gid = ? AND key = ? AND seq < ? LIMIT 1", (gid, key, seq)
-                ).fetchone()
-                if earlier is not None:
-                    continue
-            handed[seq] = attempts + 1
-            if len(handed) == limit:
-                break
-        if len(rows) < chunk:
-            break
+        candidates = [Expired(seq, key, attempts) for seq, key, attempts, _ in rows]
+        keys, dying = plan.keys_to_check(candidates)
+        oldest: dict[str, int] = {}
+        if keys:
+            oldest = dict(
+                conn.execute(
+                    f"SELECT key, min(seq) FROM pending WHERE gid = ? AND key IN {_JSON_LIST}"
+                    f" AND seq NOT IN {_JSON_LIST} GROUP BY key",
+                    (gid, json.dumps(keys), json.dumps(dying)),
+                ).fetchall()
+            )
+        by_seq = {seq: (attempts, last_reason) for seq, _, attempts, last_reason in rows}
+        for decision in plan.expired(candidates, oldest):
+            if decision.verdict is Verdict.DEAD_LETTER:
+                attempts, last_reason = by_seq[decision.seq]
+                reason = last_reason or ACK_TIMEOUT_REASON
+                _dead_letter(tx, gid, pattern, name, decision.seq, attempts, reason, plan.now)
+            elif decision.verdict is Verdict.REDELIVER:
+                handed[decision.seq] = decision.attempt
     if handed:
         conn.executemany(
             "UPDATE pending SET member = ?, deadline = ?, attempts = ? WHERE gid = ? AND seq = ?",
-            [(member, deadline, attempt, gid, seq) for seq, attempt in handed.items()],
+            [(member, plan.deadline, attempt, gid, seq) for seq, attempt in handed.items()],
         )
     return handed
 
 
 def _claim_new(
-    tx: WriteTx,
-    gid: int,
-    pattern: str,
-    member: str,
-    frontier: int,
-    wanted: int,
-    ordered: bool,
-    deadline: int,
-    busy_keys: set[str],
-    deliveries: list[Delivery],
+    tx: WriteTx, gid: int, pattern: str, member: str, plan: ClaimPlan, deliveries: list[Delivery]
 ) -> int:
-    """Take new events above the frontier into the pending set; return the new frontier."""
+    """Take new events above the frontier into the pending set, as ``plan`` decides; return the new
+    frontier."""
     conn = tx.conn
     topic_ids = tx.topic_ids(pattern)
-    if not topic_ids:
-        return max(frontier, tx.last_seq)
     pending: list[tuple[int, int, str, str | None, str | None, int, int]] = []
-    position = frontier
-    handed = 0
-    budget = max(wanted * _ORDERED_SCAN_CAP, 256) if ordered else wanted
-    exhausted = False
-    while handed < wanted and budget > 0:
-        want = min(budget, max(wanted - handed, 64)) if ordered else wanted - handed
-        rows: list[EventRow] = select_events(conn, topic_ids, after_seq=position, limit=want)
-        budget -= len(rows)
-        for row in rows:
-            seq, event_id, key = row[0], row[1], row[4]
-            position = seq
-            if ordered and key is not None:
-                held = key in busy_keys or (
-                    conn.execute(
-                        "SELECT 1 FROM pending WHERE gid = ? AND key = ? LIMIT 1", (gid, key)
-                    ).fetchone()
-                    is not None
+    while size := plan.page_size():
+        rows: list[EventRow] = (
+            select_events(conn, topic_ids, after_seq=plan.position, limit=size) if topic_ids else []
+        )
+        page = [(row[0], row[4]) for row in rows]
+        keys = plan.new_keys_to_check(page)
+        held: set[str] = set()
+        if keys:
+            held = {
+                key
+                for (key,) in conn.execute(
+                    f"SELECT DISTINCT key FROM pending WHERE gid = ? AND key IN {_JSON_LIST}",
+                    (gid, json.dumps(keys)),
                 )
-                busy_keys.add(key)
-                if held:
-                    pending.append((gid, seq, event_id, key, None, 0, 0))
-                    continue
-            pending.append((gid, seq, event_id, key, member, deadline, 1))
+            }
+        by_seq = {row[0]: row for row in rows}
+        for decision in plan.new_events(page, held, asked=size):
+            row = by_seq[decision.seq]
+            if decision.verdict is Verdict.HOLD:
+                pending.append((gid, row[0], row[1], row[4], None, 0, 0))
+                continue
+            pending.append((gid, row[0], row[1], row[4], member, plan.deadline, decision.attempt))
             event: Event = decode_event(row, tx.topic_name)
-            deliveries.append(Delivery(event=event, attempt=1, deadline=deadline))
-            handed += 1
-            if handed == wanted:
-                break
-        if handed == wanted:
-            break
-        if len(rows) < want:
-            exhausted = True
-            break
+            deliveries.append(Delivery(event=event, attempt=decision.attempt, deadline=plan.deadline))
     if pending:
         conn.executemany(
             "INSERT INTO pending (gid, seq, event_id, key, member, deadline, attempts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             pending,
         )
-    if exhausted:
-        position = max(position, tx.last_seq)
-    return position
+    return plan.frontier(tx.last_seq)
 
 
 def _dead_letter(
@@ -293,12 +253,19 @@ def nack(
         return False
     gid = ref[0]
     row = tx.conn.execute(
-        f"SELECT seq, attempts FROM pending WHERE gid = ? AND seq = {_EVENT_ID_SEQ}", (gid, event_id)
+        "SELECT seq, attempts, member IS NOT NULL, deadline FROM pending"
+        f" WHERE gid = ? AND seq = {_EVENT_ID_SEQ}",
+        (gid, event_id),
     ).fetchone()
     if row is None:
         return False
-    seq, attempts = row
-    if attempts >= max(1, max_deliver):
+    seq, attempts, held, deadline = row
+    trigger = plan_nack(
+        attempts=attempts, held=bool(held), deadline=deadline, now=now, max_deliver=max_deliver
+    )
+    if trigger is None:
+        return False
+    if trigger is Trigger.NACK_FINAL:
         _dead_letter(tx, gid, pattern, name, seq, attempts, reason or NACK_REASON, now)
         return True
     tx.conn.execute(

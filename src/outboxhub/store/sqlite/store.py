@@ -1,12 +1,12 @@
 """The embedded SQLite store (the default backend): ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``.
 
-Design (ARCHITECTURE.md, Stores):
+Design (options and durability for users: ``docs/stores.md``):
 
 * WAL journal; one writer thread owns the only write connection and commits everything queued in one
-  transaction (group commit, ``_sqlite_writer``). A publish is confirmed only after its COMMIT. ``seq`` is the
+  transaction (group commit, ``writer.py``). A publish is confirmed only after its COMMIT. ``seq`` is the
   rowid, assigned as max + 1 under the write lock, so it is strictly increasing in commit order.
 * Reads run on a small pool of reader threads, each with its own connection, each query in one snapshot.
-* Pattern scans resolve the pattern to topic ids once (``_sqlite_topics``) and walk the ``(topic_id, seq)``
+* Pattern scans resolve the pattern to topic ids once (``topics.py``) and walk the ``(topic_id, seq)``
   index; nothing is evaluated in Python per row, and no in-memory structure grows with the log.
 * Consumer-group state lives only in the database, so a restarted hub carries on where it stopped; group
   mutations run in the writer's transaction, so they are atomic (also against other processes sharing the
@@ -16,7 +16,7 @@ Durability. ``synchronous=normal`` (the default) fsyncs the WAL at checkpoints, 
 confirmed publish survives the process crashing or being killed (SIGKILL included, see
 tests/test_crash_durability.py), but the last commits before a power loss or OS crash may be lost: those
 since the last checkpoint, which a background thread runs within about 0.1 s of a commit
-(``_sqlite_checkpoint``).
+(``checkpoint.py``).
 ``?synchronous=full`` fsyncs every commit (power-loss durable, at several times the cost per commit; group
 commit amortizes it over a batch).
 
@@ -31,11 +31,9 @@ URL query parameters (or keyword options of ``open_store``, which win):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,13 +47,13 @@ from outboxhub.model import (
     Event,
     GroupInfo,
     Lag,
-    NewEvent,
     PublishResult,
     StartPosition,
     TopicInfo,
 )
-from outboxhub.store.base import CommitListener, mask_url
-from outboxhub.store.codec import prepare
+from outboxhub.store.backend import StoreBackend
+from outboxhub.store.base import mask_url
+from outboxhub.store.codec import Prepared
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
 from outboxhub.store.sqlite.errors import translate
@@ -65,7 +63,6 @@ from outboxhub.store.sqlite.writer import JobFn, Writer, WriterStats
 
 __all__ = ["SQLiteOptions", "SQLiteStore", "open_store", "parse_sqlite_url"]
 
-_log = logging.getLogger("outboxhub.store.sqlite.store")
 
 _T = TypeVar("_T")
 
@@ -157,16 +154,17 @@ async def open_store(url: str, **options: Any) -> SQLiteStore:
     return await SQLiteStore.open(url, **options)
 
 
-class SQLiteStore:
+class SQLiteStore(StoreBackend):
     """The ``Store`` protocol over one SQLite file. Open with ``await SQLiteStore.open(url)``; use it from
     the event loop that opened it."""
 
+    label = "sqlite store"
+
     def __init__(self, path: str, url: str, options: SQLiteOptions) -> None:
+        super().__init__(mask_url(url), newer_only=False)
         self._path = path
-        self._url = mask_url(url)
         self._options = options
         self._catalog = TopicCatalog()
-        self._listeners: list[CommitListener] = []
         self._writer = Writer(
             path,
             url=self._url,
@@ -182,8 +180,6 @@ class SQLiteStore:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._closed = False
-        self._closing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> SQLiteStore:
@@ -200,10 +196,6 @@ class SQLiteStore:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        return self._url
-
-    @property
     def path(self) -> str:
         """The database file."""
         return self._path
@@ -212,12 +204,6 @@ class SQLiteStore:
     def writer_stats(self) -> WriterStats:
         """Commit/job/event counters of the writer (group commit shows as many jobs per commit)."""
         return self._writer.stats
-
-    async def close(self) -> None:
-        if self._closing is None:
-            self._closed = True
-            self._closing = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._closing)
 
     async def _shutdown(self) -> None:
         try:
@@ -234,24 +220,6 @@ class SQLiteStore:
         if not self._writer.alive:
             raise StoreUnavailable(f"sqlite store {self._url}: the writer thread is not running")
         await self._read(_ping)
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def _committed(self, last_seq: int) -> None:
-        for listener in tuple(self._listeners):
-            try:
-                listener(last_seq)
-            except Exception:
-                _log.exception("commit listener %r failed", listener)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable(f"sqlite store {self._url} is closed")
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
@@ -293,35 +261,19 @@ class SQLiteStore:
 
     # -- events -------------------------------------------------------------------------------------------
 
-    async def publish(self, event: NewEvent) -> PublishResult:
-        self._check_open()
-        results = await self._writer.publish([prepare(event)])
-        return results[0]
-
-    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
-        self._check_open()
-        if not events:
-            return []
-        return await self._writer.publish([prepare(event) for event in events])
+    async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
+        return await self._writer.publish(rows)
 
     async def get_event(self, event_id: str) -> Event | None:
         return await self._read(reads.get_event, self._catalog, event_id)
 
-    async def scan(
-        self,
-        pattern: str,
-        *,
-        after_seq: int = 0,
-        since_ts: int | None = None,
-        until_ts: int | None = None,
-        limit: int = 1000,
+    async def _scan(
+        self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
     ) -> list[Event]:
         return await self._read(reads.scan, self._catalog, pattern, after_seq, since_ts, until_ts, limit)
 
-    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
-        if not keys:
-            return {}
-        return await self._read(reads.latest_by_key, self._catalog, topic, list(keys))
+    async def _latest_by_key(self, topic: str, keys: list[str]) -> dict[str, Event]:
+        return await self._read(reads.latest_by_key, self._catalog, topic, keys)
 
     async def tail(self, pattern: str) -> Event | None:
         return await self._read(reads.tail, self._catalog, pattern)
@@ -344,66 +296,43 @@ class SQLiteStore:
     async def groups(self) -> list[GroupInfo]:
         return await self._read(reads.groups)
 
-    async def claim(
+    async def _claim(
         self,
         pattern: str,
         group: str,
         member: str,
-        *,
         limit: int,
         ack_timeout_ms: int,
         max_deliver: int,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+        ordered: bool,
+        now: int,
     ) -> list[Delivery]:
         deliveries: list[Delivery] = await self._write(
-            groups_ops.claim,
-            pattern,
-            group,
-            member,
-            limit,
-            ack_timeout_ms,
-            max_deliver,
-            ordered_by_key,
-            now_ms() if now is None else now,
+            groups_ops.claim, pattern, group, member, limit, ack_timeout_ms, max_deliver, ordered, now
         )
         return deliveries
 
-    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
-        if not event_ids:
-            return 0
-        count: int = await self._write(groups_ops.ack, pattern, group, list(event_ids))
+    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
+        count: int = await self._write(groups_ops.ack, pattern, group, event_ids)
         return count
 
-    async def nack(
+    async def _nack(
         self,
         pattern: str,
         group: str,
         event_id: str,
-        *,
         max_deliver: int,
-        delay_ms: int | None = None,
-        reason: str | None = None,
-        now: int | None = None,
+        delay_ms: int | None,
+        reason: str | None,
+        now: int,
     ) -> bool:
         found: bool = await self._write(
-            groups_ops.nack,
-            pattern,
-            group,
-            event_id,
-            max_deliver,
-            delay_ms,
-            reason,
-            now_ms() if now is None else now,
+            groups_ops.nack, pattern, group, event_id, max_deliver, delay_ms, reason, now
         )
         return found
 
-    async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
-    ) -> bool:
-        found: bool = await self._write(
-            groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now
-        )
+    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
+        found: bool = await self._write(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
         return found
 
     async def release(self, pattern: str, group: str, member: str) -> int:

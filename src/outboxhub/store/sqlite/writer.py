@@ -5,7 +5,7 @@ Callers on the event loop put jobs on a queue and await a future. The thread tak
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
 ``executemany``; every other job runs inside its own SAVEPOINT, so a failing job gets its exception and
 the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
-a thread of their own (``_sqlite_checkpoint``), not in the writer.
+a thread of their own (``checkpoint.py``), not in the writer.
 """
 
 from __future__ import annotations

@@ -1,0 +1,200 @@
+"""``StoreBackend``: what every store backend shares, so each backend holds only what differs.
+
+The base class implements the ``Store`` methods whose argument handling is the same everywhere (closing
+once, the closed check, commit listeners, preparing events for ``publish``/``publish_batch``, empty
+inputs, the default ``now``) and calls one hook per backend for the work: ``_shutdown``, ``_append``,
+``_scan``, ``_latest_by_key``, ``_claim``, ``_ack``, ``_nack``, ``_extend``. Methods that are a plain call
+in every backend (``get_event``, ``tail``, ``groups``, ``cursor``, ...) are written in the backend.
+
+Adding a backend: subclass ``StoreBackend``, implement the hooks and the remaining ``Store`` methods, run
+claims through ``store/lifecycle.py``'s ``ClaimPlan``, expose ``open_store(url, **options)`` and register
+the URL scheme in ``store/__init__.py``; then add it to ``BACKENDS`` in ``tests/contract/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from outboxhub.errors import StoreUnavailable
+from outboxhub.ids import now_ms
+from outboxhub.model import Delivery, Event, NewEvent, PublishResult
+from outboxhub.store.base import CommitListener
+from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.listeners import CommitListeners
+
+__all__ = ["StoreBackend"]
+
+
+class StoreBackend(ABC):
+    """The shared half of a ``Store`` implementation (see the module docstring).
+
+    ``label`` names the backend in messages (``"<label> <url> is closed"``); ``newer_only`` is passed to
+    ``CommitListeners``. ``url`` must already be masked.
+    """
+
+    label: ClassVar[str]
+
+    def __init__(self, url: str, *, newer_only: bool) -> None:
+        self._url = url
+        self._commits = CommitListeners(logging.getLogger(type(self).__module__), newer_only=newer_only)
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def close(self) -> None:
+        """Stop accepting work, then ``_shutdown`` once; concurrent and later calls wait for that one."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    @abstractmethod
+    async def _shutdown(self) -> None:
+        """Flush pending writes and release connections (called once)."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"{self.label} {self._url} is closed")
+
+    # -- commit listeners ---------------------------------------------------------------------------------
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._commits.add(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        self._commits.remove(listener)
+
+    def _committed(self, last_seq: int) -> None:
+        self._commits.notify(last_seq)
+
+    # -- events -------------------------------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent) -> PublishResult:
+        self._check_open()
+        results = await self._append([prepare(event)])
+        return results[0]
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        self._check_open()
+        if not events:
+            return []
+        return await self._append([prepare(event) for event in events])
+
+    @abstractmethod
+    async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
+        """Append prepared events in one group commit; return once durable (results in order)."""
+
+    async def scan(
+        self,
+        pattern: str,
+        *,
+        after_seq: int = 0,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        self._check_open()
+        return await self._scan(pattern, after_seq, since_ts, until_ts, limit)
+
+    @abstractmethod
+    async def _scan(
+        self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
+    ) -> list[Event]: ...
+
+    async def latest_by_key(self, topic: str, keys: Sequence[str]) -> dict[str, Event]:
+        self._check_open()
+        if not keys:
+            return {}
+        return await self._latest_by_key(topic, list(keys))
+
+    @abstractmethod
+    async def _latest_by_key(self, topic: str, keys: list[str]) -> dict[str, Event]: ...
+
+    # -- consumer groups ----------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[Delivery]:
+        self._check_open()
+        at = now_ms() if now is None else now
+        return await self._claim(
+            pattern, group, member, limit, ack_timeout_ms, max_deliver, ordered_by_key, at
+        )
+
+    @abstractmethod
+    async def _claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered: bool,
+        now: int,
+    ) -> list[Delivery]:
+        """Run the claim (``ClaimPlan`` of ``store/lifecycle.py``) atomically."""
+
+    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
+        self._check_open()
+        if not event_ids:
+            return 0
+        return await self._ack(pattern, group, list(event_ids))
+
+    @abstractmethod
+    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int: ...
+
+    async def nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        max_deliver: int,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        now: int | None = None,
+    ) -> bool:
+        self._check_open()
+        at = now_ms() if now is None else now
+        return await self._nack(pattern, group, event_id, max_deliver, delay_ms, reason, at)
+
+    @abstractmethod
+    async def _nack(
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        max_deliver: int,
+        delay_ms: int | None,
+        reason: str | None,
+        now: int,
+    ) -> bool:
+        """Run the NACK (``plan_nack`` of ``store/lifecycle.py``) atomically."""
+
+    async def extend(
+        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+    ) -> bool:
+        self._check_open()
+        return await self._extend(pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now)
+
+    @abstractmethod
+    async def _extend(
+        self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int
+    ) -> bool: ...
