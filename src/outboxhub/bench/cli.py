@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from outboxhub._extras import missing_extra, needs_extra
 
 if TYPE_CHECKING:
     from outboxhub.bench.options import Scenario
@@ -31,9 +34,13 @@ _HELP: Final[dict[Scenario, str]] = {
     "replay": "Replay --events events (default 1,000,000) as NDJSON through the ops API GET /replay.",
 }
 
-_EXTRA_HINT: Final = (
-    "the bench needs its extra dependencies (hdrhistogram, psutil, nats-py): pip install 'outboxhub[bench]'"
-)
+
+def _missing_driver(err: Console, exc: ModuleNotFoundError) -> typer.Exit:
+    """Print which extra provides the missing module (``bench`` unless it is a database driver)."""
+    extra = missing_extra(exc) or "bench"
+    what = "the bench" if extra == "bench" else f"this bench run ({exc.name})"
+    err.print(f"[red]error:[/red] {escape(needs_extra(what, extra))}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
 
 
 def _command(scenario: Scenario) -> Any:
@@ -109,24 +116,24 @@ def _command(scenario: Scenario) -> Any:
             )
             options.check_scenario(scenario)
         except ValueError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, even in a pipe
+            err.print(
+                f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )  # one line, even in a pipe
             raise typer.Exit(2) from None
         try:
             from outboxhub.bench import report as report_mod
             from outboxhub.bench.runner import run_bench
         except ModuleNotFoundError as exc:
-            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
-            raise typer.Exit(2) from None
+            raise _missing_driver(err, exc) from None
         console = Console()
         if not console.is_terminal:  # a file or a pipe: do not wrap the table at 80 columns
             console = Console(width=200)
         try:
             result = _run(run_bench(scenario, options, console=None if quiet else err))
         except ModuleNotFoundError as exc:
-            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
-            raise typer.Exit(2) from None
+            raise _missing_driver(err, exc) from None
         except (RuntimeError, OSError, ValueError) as exc:
-            err.print(f"[red]error:[/red] bench {scenario} failed: {exc}", highlight=False)
+            err.print(f"[red]error:[/red] bench {scenario} failed: {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         report_mod.render(result, console)
         if json_path is not None:
