@@ -1,4 +1,4 @@
-"""The scenarios against the hub, and :func:`run_bench`, which runs one scenario on the hub and the peer.
+"""The scenarios against the hub (:data:`HUB_SCENARIOS`); :mod:`outboxhub.bench.runner` runs them.
 
 Every workload talks raw WebSocket through :class:`~outboxhub.bench.wsclient.RawClient` (``--sdk`` adds
 publish rows through :class:`~outboxhub.client.HubClient`). Server CPU and RSS are those of the hub
@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
 import aiohttp
-import msgspec
-from rich.console import Console
 
-from outboxhub import __version__
 from outboxhub.bench.cases import (
     PublishCase,
     case_consume,
@@ -33,7 +28,7 @@ from outboxhub.bench.cases import (
     scenario_sizes,
     text_payload,
 )
-from outboxhub.bench.hubproc import HubTarget, hub_target
+from outboxhub.bench.hubproc import HubTarget
 from outboxhub.bench.measure import (
     drain_outbox,
     e2e_row,
@@ -48,9 +43,9 @@ from outboxhub.bench.measure import (
 from outboxhub.bench.options import BenchOptions, Scenario
 from outboxhub.bench.procstats import ProcessWatch, rss_bytes
 from outboxhub.bench.report import Tracker
-from outboxhub.bench.results import HUB, SDK, BenchReport, Measurement, machine_info
+from outboxhub.bench.results import HUB, SDK, Measurement
 from outboxhub.bench.stats import LatencyHistogram
-from outboxhub.bench.wsclient import RawClient, connect_many, new_session
+from outboxhub.bench.wsclient import RawClient, connect_many
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.protocol.codec import (
@@ -62,9 +57,8 @@ from outboxhub.protocol.codec import (
     encode_client_frame,
 )
 from outboxhub.store import open_store
-from outboxhub.store.base import mask_url
 
-__all__ = ["HUB_SCENARIOS", "HubContext", "WsSink", "run_bench"]
+__all__ = ["HUB_SCENARIOS", "PREFILLED", "HubContext", "WsSink", "prefill_store", "prefill_ws"]
 
 _PREFILL_BATCH: Final = 5_000
 _E2E_PAD_OVERHEAD: Final = 36  # {"t":<19 digits>,"m":1,"p":""} around the padding
@@ -587,92 +581,5 @@ HUB_SCENARIOS: Final[dict[Scenario, Callable[[HubContext], Awaitable[list[Measur
     "replay": hub_replay,
 }
 
-_PREFILLED: Final[tuple[Scenario, ...]] = ("consume", "replay")
-
-
-# -- a run -------------------------------------------------------------------------------------------------
-
-
-async def _run_hub(
-    scenario: Scenario, options: BenchOptions, tracker: Tracker, run_id: str, workdir: Path
-) -> tuple[str, list[Measurement]]:
-    store_url = None if options.url else options.store or f"sqlite:///{workdir / 'bench.db'}"
-    topic = f"bench.{run_id}.{scenario}"
-    n, size = options.events_for(scenario), scenario_sizes(options, scenario)
-    if store_url is not None and scenario in _PREFILLED:
-        await prefill_store(store_url, topic, n, size, tracker)
-    async with new_session() as session, hub_target(options, store=store_url, workdir=workdir) as target:
-        ctx = HubContext(
-            options=options, target=target, tracker=tracker, session=session, run_id=run_id, workdir=workdir
-        )
-        if store_url is None and scenario in _PREFILLED:
-            await prefill_ws(ctx, topic, n, size)
-        label = f"{target.store_label} ({mask_url(store_url)})" if store_url else f"hub at {target.ws_url}"
-        return label, await HUB_SCENARIOS[scenario](ctx)
-
-
-def _medians(rounds: list[list[Measurement]]) -> list[Measurement]:
-    """Per case, the measurement of the median round (by headline value); the first round's order."""
-    if not rounds:
-        return []
-    out: list[Measurement] = []
-    for i, first in enumerate(rounds[0]):
-        same = sorted((r[i] for r in rounds if i < len(r) and r[i].case == first.case), key=lambda m: m.value)
-        out.append(same[(len(same) - 1) // 2] if same else first)
-    return out
-
-
-def _interleave(hub: list[Measurement], peer: list[Measurement]) -> list[Measurement]:
-    """Each hub row followed by the peer's row of the same case."""
-    by_case = {(m.scenario, m.case): m for m in peer}
-    out: list[Measurement] = []
-    for m in hub:
-        out.append(m)
-        match = by_case.pop((m.scenario, m.case), None)
-        if match is not None:
-            out.append(match)
-    return out + list(by_case.values())
-
-
-async def run_bench(
-    scenario: Scenario, options: BenchOptions, *, console: Console | None = None
-) -> BenchReport:
-    """Run ``scenario`` on the hub (and on the peer when ``options.peer`` is set); progress bars go to
-    ``console`` (none when None). The hub runs first, then the peer, each alone on the machine.
-    ``ValueError`` when ``options`` holds one the scenario cannot use (see ``check_scenario``)."""
-    options.check_scenario(scenario)
-    run_id = new_id().replace("-", "")[-10:]
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    hub: list[list[Measurement]] = []
-    peer: list[list[Measurement]] = []
-    with Tracker(console) as tracker:
-        for round_no in range(options.repeat):
-            if options.repeat > 1:
-                tracker.note(f"round {round_no + 1} of {options.repeat}")
-            round_id = f"{run_id}r{round_no}"
-            with tempfile.TemporaryDirectory(prefix="outboxhub-bench-") as tmp:
-                workdir = Path(tmp)
-                label, measured = await _run_hub(scenario, options, tracker, round_id, workdir)
-                hub.append(measured)
-                if options.peer == "nats":
-                    from outboxhub.bench.peer_nats import run_nats
-
-                    peer.append(
-                        await run_nats(scenario, options, tracker=tracker, run_id=round_id, workdir=workdir)
-                    )
-    report = BenchReport(
-        scenario=scenario,
-        version=__version__,
-        store=label,
-        machine=machine_info(),
-        options=msgspec.to_builtins(options),
-        started_at=started,
-        measurements=_interleave(_medians(hub), _medians(peer)),
-    )
-    if options.repeat > 1:
-        report.notes.append(f"each row is the median of {options.repeat} rounds (by its headline value)")
-    if options.url is None:
-        report.notes.append(
-            "the hub ran as a subprocess (outboxhub serve, uvloop); clients ran in this process"
-        )
-    return report
+PREFILLED: Final[tuple[Scenario, ...]] = ("consume", "replay")
+"""Scenarios whose events are written before the hub starts (:func:`prefill_store`)."""
