@@ -52,7 +52,8 @@ DEFAULT_SCOPES: tuple[str, ...] = ("publish:**", "subscribe:**")
 
 # Settings read the environment; these must not leak into tests from the developer's shell or CI.
 _ENV_PREFIXES = ("OUTBOXHUB_",)
-_SEED_ENV = ("MONGO_URL", "WS_PORT", "OPS_PORT", "JWT_SECRET", "JWT_JWKS_URL", "JWT_AUD", "JWT_ISS")
+# The original TypeScript hub's unprefixed variables, which Settings also reads.
+_LEGACY_ENV = ("MONGO_URL", "WS_PORT", "OPS_PORT", "JWT_SECRET", "JWT_JWKS_URL", "JWT_AUD", "JWT_ISS")
 
 
 def make_token(
@@ -125,7 +126,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove outboxhub's environment variables, and the original TypeScript hub's unprefixed ones
     (``MONGO_URL``, ``WS_PORT``, …), for this test."""
     for name in list(os.environ):
-        if name.startswith(_ENV_PREFIXES) or name in _SEED_ENV:
+        if name.startswith(_ENV_PREFIXES) or name in _LEGACY_ENV:
             monkeypatch.delenv(name)
 
 
