@@ -26,8 +26,8 @@ serve: $(STAMP)
 	$(BIN)/outboxhub serve
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy

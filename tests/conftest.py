@@ -7,6 +7,10 @@
   audience, issuer, policy as needed).
 * ``ws_connect(url, token=...)`` — a :class:`WsClient` (JSON frames, rid-matched requests, EVENT
   buffering, close codes), closed at the end of the test.
+* ``mongo_server`` — the session's MongoDB server (:mod:`outboxhub.testing.mongo`).
+
+A database test server that cannot be had (``outboxhub.testing.unavailable``) skips the test, or fails it
+under ``CI=true``: CI must never pass by skipping the PostgreSQL or MongoDB tests.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 import msgspec
@@ -26,6 +30,10 @@ import pytest
 from outboxhub.app import Hub, start_hub
 from outboxhub.auth.jwt import mint_token
 from outboxhub.config import Settings
+from outboxhub.testing import set_unavailable_handler
+
+if TYPE_CHECKING:
+    from outboxhub.testing.mongo import MongoServer
 
 __all__ = [
     "ALL_SCOPES",
@@ -44,7 +52,8 @@ DEFAULT_SCOPES: tuple[str, ...] = ("publish:**", "subscribe:**")
 
 # Settings read the environment; these must not leak into tests from the developer's shell or CI.
 _ENV_PREFIXES = ("OUTBOXHUB_",)
-_SEED_ENV = ("MONGO_URL", "WS_PORT", "OPS_PORT", "JWT_SECRET", "JWT_JWKS_URL", "JWT_AUD", "JWT_ISS")
+# The original TypeScript hub's unprefixed variables, which Settings also reads.
+_LEGACY_ENV = ("MONGO_URL", "WS_PORT", "OPS_PORT", "JWT_SECRET", "JWT_JWKS_URL", "JWT_AUD", "JWT_ISS")
 
 
 def make_token(
@@ -81,6 +90,23 @@ def hub_settings(tmp_path: Path, name: str = "hub", **overrides: Any) -> Setting
     return Settings(**values)
 
 
+def _skip_or_fail(message: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+set_unavailable_handler(_skip_or_fail)
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> MongoServer:
+    """The session's MongoDB server: ``OUTBOXHUB_TEST_MONGO_URL`` or the nx-27017 stand-in."""
+    from outboxhub.testing.mongo import require_mongo
+
+    return require_mongo()
+
+
 HubFactory = Callable[..., Awaitable[Hub]]
 TokenFactory = Callable[..., str]
 
@@ -97,9 +123,10 @@ def token() -> TokenFactory:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remove outboxhub's and the seed's environment variables for this test."""
+    """Remove outboxhub's environment variables, and the original TypeScript hub's unprefixed ones
+    (``MONGO_URL``, ``WS_PORT``, …), for this test."""
     for name in list(os.environ):
-        if name.startswith(_ENV_PREFIXES) or name in _SEED_ENV:
+        if name.startswith(_ENV_PREFIXES) or name in _LEGACY_ENV:
             monkeypatch.delenv(name)
 
 

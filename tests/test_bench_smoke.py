@@ -263,3 +263,86 @@ def test_options_defaults_per_scenario() -> None:
     assert o.events_for("replay") == 1_000_000
     assert o.sizes_for("publish") == (100, 4096) and o.sizes_for("e2e") == (100,)
     assert asyncio.iscoroutinefunction(run_bench)
+
+
+# -- inproc: the bus and a store in this process, against plain sqlite3 ------------------------------------
+
+_INPROC_TINY = ["--events", "300", "--serial-events", "50", "--big", "500", "--window", "16", "--repeat", "1"]
+
+
+def test_cli_inproc_on_sqlite(tmp_path: Path) -> None:
+    out = tmp_path / "inproc.json"
+    result = CliRunner().invoke(_app(), ["bench", "inproc", *_INPROC_TINY, "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rows = {(m["system"], m["case"]): m for m in data["measurements"]}
+    assert ("naive baseline", "1 txn/event, synchronous=NORMAL") in rows
+    assert ("outboxhub", "confirmed publish, 16 in flight") in rows
+    assert ("outboxhub", "consume + ack, 1 group, 4 members") in rows
+    memory = rows[("outboxhub", "memory run, 16 in flight")]
+    assert len(memory["extra"]["rss_by_tenth_mib"]) == 10
+    assert all(m["count"] > 0 and m["value"] > 0 for m in data["measurements"])
+    assert any("pipelined ÷ naive sqlite3 (NORMAL)" in note for note in data["notes"])
+
+
+async def test_inproc_on_postgres_adds_cross_node() -> None:
+    from outboxhub.bench.inproc import InprocOptions, run_inproc
+    from outboxhub.testing.postgres import require_postgres
+
+    url = await require_postgres()
+    options = InprocOptions(
+        store=url, events=300, serial_events=50, big=0, cross_events=20, window=16, repeat=1
+    )
+    report = await run_inproc(options)
+    cases = [m.case for m in report.measurements]
+    assert "1 txn/event, synchronous=NORMAL" not in cases  # the naive baseline is SQLite's
+    cross = next(m for m in report.measurements if m.case.startswith("cross-node"))
+    assert cross.count == 20 and cross.latency is not None and cross.latency.count == 20
+
+
+def test_cli_inproc_refuses_a_sqlite_store_url() -> None:
+    result = CliRunner().invoke(_app(), ["bench", "inproc", "--store", "sqlite:///x.db", "--quiet"])
+    assert result.exit_code == 2
+    assert "postgresql://" in result.output
+
+
+# -- drainers: outboxhub's Drainer against a naive one-record-at-a-time drainer -----------------------------
+
+
+def test_cli_drainers_on_sqlite_and_the_mongo_stand_in(tmp_path: Path) -> None:
+    out = tmp_path / "drainers.json"
+    args = ["bench", "drainers", "--database", "sqlite", "--database", "mongo", "--records", "200"]
+    args += ["--naive-records", "50", "--repeat", "1", "--latency-samples", "5", "--latency-rate", "200"]
+    result = CliRunner().invoke(_app(), [*args, "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    cases = [(m["system"], m["case"]) for m in data["measurements"]]
+    for db in ("sqlite", "mongo (stand-in)"):
+        assert ("naive baseline", f"{db}: naive drainer → hub") in cases
+        assert ("outboxhub", f"{db}: Drainer → hub") in cases
+        assert ("outboxhub", f"{db}: Drainer → null sink") in cases
+        latency = [m for m in data["measurements"] if m["case"].startswith(f"{db}: commit → published")]
+        assert len(latency) == 1 and latency[0]["latency"]["count"] == 5
+    assert any("the naive drainer" in note for note in data["notes"])
+
+
+async def test_drainers_on_postgres() -> None:
+    from outboxhub.bench.drainers import DrainersOptions, run_drainers_bench
+    from outboxhub.testing.postgres import require_postgres
+
+    url = await require_postgres()
+    options = DrainersOptions(
+        databases=("postgres",), records=200, naive_records=50, repeat=1, latency_samples=5, pg_url=url
+    )
+    report = await run_drainers_bench(options)
+    assert [m.case for m in report.measurements][:3] == [
+        "postgres: naive drainer → hub",
+        "postgres: Drainer → hub",
+        "postgres: Drainer → null sink",
+    ]
+
+
+def test_cli_drainers_refuses_an_unknown_database() -> None:
+    result = CliRunner().invoke(_app(), ["bench", "drainers", "--database", "oracle", "--quiet"])
+    assert result.exit_code == 2
+    assert "sqlite, postgres, mongo" in result.output

@@ -2,7 +2,9 @@
 
 Modules, each one concept:
 
-* :mod:`~outboxhub.bench.runner` — the scenarios against the hub (a subprocess it starts, or ``--url``);
+* :mod:`~outboxhub.bench.runner` — a run: one scenario on the hub (a subprocess it starts, or ``--url``)
+  and on the peer, ``--repeat`` rounds, each row's median round;
+* :mod:`~outboxhub.bench.hub_scenarios` — the scenarios against the hub, over WebSocket;
 * :mod:`~outboxhub.bench.peer_nats` — the same workloads against JetStream through nats-py;
 * :mod:`~outboxhub.bench.measure` — what both sides share: the server watch, time bounds, the outbox
   drain and the row each kind of scenario reports;

@@ -1,6 +1,7 @@
-"""``outboxhub bench publish|consume|e2e|fanout|outbox|idle|replay``: :func:`register` adds the group.
+"""``outboxhub bench publish|consume|e2e|fanout|outbox|idle|replay`` (a hub subprocess, optionally NATS
+side by side) and ``inproc|drainers`` (in this process, against naive baselines): :func:`register`.
 
-Every scenario command takes the same options, and refuses (exit 2) those it cannot use instead of
+The hub scenario commands take the same options, and refuse (exit 2) those they cannot use instead of
 ignoring them (``--clients`` outside publish, consume, e2e and idle). Only this module is imported when
 the CLI starts; the harness (and its extra dependencies: hdrhistogram, psutil, nats-py) is imported when
 a command runs, and a missing one is named with the extra to install.
@@ -13,6 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from outboxhub._extras import missing_extra, needs_extra
 
 if TYPE_CHECKING:
     from outboxhub.bench.options import Scenario
@@ -31,9 +35,13 @@ _HELP: Final[dict[Scenario, str]] = {
     "replay": "Replay --events events (default 1,000,000) as NDJSON through the ops API GET /replay.",
 }
 
-_EXTRA_HINT: Final = (
-    "the bench needs its extra dependencies (hdrhistogram, psutil, nats-py): pip install 'outboxhub[bench]'"
-)
+
+def _missing_driver(err: Console, exc: ModuleNotFoundError) -> typer.Exit:
+    """Print which extra provides the missing module (``bench`` unless it is a database driver)."""
+    extra = missing_extra(exc) or "bench"
+    what = "the bench" if extra == "bench" else f"this bench run ({exc.name})"
+    err.print(f"[red]error:[/red] {escape(needs_extra(what, extra))}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
 
 
 def _command(scenario: Scenario) -> Any:
@@ -109,24 +117,24 @@ def _command(scenario: Scenario) -> Any:
             )
             options.check_scenario(scenario)
         except ValueError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, even in a pipe
+            err.print(
+                f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )  # one line, even in a pipe
             raise typer.Exit(2) from None
         try:
             from outboxhub.bench import report as report_mod
             from outboxhub.bench.runner import run_bench
         except ModuleNotFoundError as exc:
-            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
-            raise typer.Exit(2) from None
+            raise _missing_driver(err, exc) from None
         console = Console()
         if not console.is_terminal:  # a file or a pipe: do not wrap the table at 80 columns
             console = Console(width=200)
         try:
             result = _run(run_bench(scenario, options, console=None if quiet else err))
         except ModuleNotFoundError as exc:
-            err.print(f"[red]error:[/red] {_EXTRA_HINT} ({exc})", highlight=False)
-            raise typer.Exit(2) from None
+            raise _missing_driver(err, exc) from None
         except (RuntimeError, OSError, ValueError) as exc:
-            err.print(f"[red]error:[/red] bench {scenario} failed: {exc}", highlight=False)
+            err.print(f"[red]error:[/red] bench {scenario} failed: {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         report_mod.render(result, console)
         if json_path is not None:
@@ -135,6 +143,118 @@ def _command(scenario: Scenario) -> Any:
 
     command.__doc__ = _HELP[scenario]
     return command
+
+
+def inproc(
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="A postgresql:// URL (a throwaway schema per case); default: SQLite in a temp dir."
+        ),
+    ] = None,
+    events: Annotated[int, typer.Option(help="Events of the pipelined, batch and consume cases.")] = 100_000,
+    serial_events: Annotated[
+        int, typer.Option(help="Events of the one-commit-per-event cases (naive, batch-1).")
+    ] = 10_000,
+    big: Annotated[int, typer.Option(help="Events of the memory run (0: no memory run).")] = 1_000_000,
+    cross_events: Annotated[int, typer.Option(help="Events of the PostgreSQL cross-node case.")] = 1_000,
+    window: Annotated[int, typer.Option(help="Publishes in flight when pipelining.")] = 1_000,
+    repeat: Annotated[int, typer.Option(help="Rounds; every row reports its median round.")] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+) -> None:
+    """In-process bus and store (no WebSocket): confirmed publish batch-1 / pipelined / publish_batch,
+    consume + ack, flat RSS, against plain sqlite3 at one transaction per event; --store postgresql://…
+    adds cross-node wake-up latency."""
+    err = Console(stderr=True)
+    try:
+        from outboxhub.bench.inproc import InprocOptions, run_inproc
+
+        options = InprocOptions(
+            store=store,
+            events=events,
+            serial_events=serial_events,
+            big=big,
+            cross_events=cross_events,
+            window=window,
+            repeat=repeat,
+        )
+        result = _run(run_inproc(options, console=None if quiet else err))
+    except ModuleNotFoundError as exc:
+        raise _missing_driver(err, exc) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (RuntimeError, OSError) as exc:
+        err.print(f"[red]error:[/red] bench inproc failed: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    _output(result, json_path)
+
+
+def drainers(
+    database: Annotated[
+        list[str] | None,
+        typer.Option(help="Outbox database: sqlite, postgres, mongo (repeatable; default all three)."),
+    ] = None,
+    records: Annotated[int, typer.Option(help="Records per Drainer run.")] = 50_000,
+    naive_records: Annotated[int, typer.Option(help="Records per naive drainer run.")] = 2_000,
+    repeat: Annotated[int, typer.Option(help="Rounds; every drain row reports its median round.")] = 3,
+    latency_samples: Annotated[int, typer.Option(help="Records committed one at a time.")] = 300,
+    latency_rate: Annotated[float, typer.Option(help="Commits per second of the latency case.")] = 100.0,
+    pg_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL server (default OUTBOXHUB_TEST_PG_URL or local).")
+    ] = None,
+    mongo_url: Annotated[
+        str | None,
+        typer.Option(
+            help="MongoDB server (default: the nx-27017 stand-in, started in memory; not a real one)."
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+) -> None:
+    """Outbox drain records/s and commit → publish latency on SQLite, PostgreSQL and MongoDB: outboxhub's
+    Drainer against a naive one-record-at-a-time drainer."""
+    err = Console(stderr=True)
+    try:
+        from outboxhub.bench.drainers import DrainersOptions, run_drainers_bench
+
+        options = DrainersOptions(
+            databases=tuple(database or ("sqlite", "postgres", "mongo")),  # type: ignore[arg-type]
+            records=records,
+            naive_records=naive_records,
+            repeat=repeat,
+            latency_samples=latency_samples,
+            latency_rate=latency_rate,
+            pg_url=pg_url,
+            mongo_url=mongo_url,
+        )
+        result = _run(run_drainers_bench(options, console=None if quiet else err))
+    except ModuleNotFoundError as exc:
+        raise _missing_driver(err, exc) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (RuntimeError, OSError) as exc:
+        err.print(f"[red]error:[/red] bench drainers failed: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    _output(result, json_path)
+
+
+def _output(result: Any, json_path: Path | None) -> None:
+    from outboxhub.bench import report as report_mod
+
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: do not wrap the table at 80 columns
+        console = Console(width=200)
+    report_mod.render(result, console)
+    if json_path is not None:
+        report_mod.write_json(result, json_path)
+        console.print(f"wrote {json_path}", highlight=False)
 
 
 def _run(coro: Any) -> Any:
@@ -159,4 +279,6 @@ def register(app: typer.Typer) -> None:
     )
     for scenario in _HELP:
         bench.command(name=scenario)(_command(scenario))
+    bench.command(name="inproc")(inproc)
+    bench.command(name="drainers")(drainers)
     app.add_typer(bench, name="bench")

@@ -1,9 +1,9 @@
 """The measuring both systems share: the server watch, time bounds, the outbox drain and the rows
 (:class:`~outboxhub.bench.results.Measurement`) each kind of scenario reports.
 
-The hub (:mod:`~outboxhub.bench.runner`) and the peer (:mod:`~outboxhub.bench.peer_nats`) differ only in
-how they drive their server; what a row holds for a scenario is built here once, so both sides stay
-comparable.
+The hub (:mod:`~outboxhub.bench.hub_scenarios`) and the peer (:mod:`~outboxhub.bench.peer_nats`) differ
+only in how they drive their server; what a row holds for a scenario is built here once, so both sides
+stay comparable.
 """
 
 from __future__ import annotations

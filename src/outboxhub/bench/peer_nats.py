@@ -6,6 +6,7 @@ window when pipelined), durable pull consumers with explicit acks (``fetch`` wit
 ``msg.ack()`` per message, fire-and-forget as the hub's ACK frame is). Replay reads the stream with an
 ordered consumer. One nats-py connection per hub connection. Server CPU and RSS are those of the
 nats-server process that listens on the URL's port (found with psutil).
+:func:`outboxhub.bench.runner.run_nats` makes the stream and runs a scenario of :data:`NATS_SCENARIOS` on it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from outboxhub.bench.cases import (
     PublishCase,
@@ -49,13 +49,13 @@ from outboxhub.bench.measure import (
     timeout_for,
 )
 from outboxhub.bench.options import BenchOptions, Scenario
-from outboxhub.bench.procstats import ProcessWatch, find_listener, rss_bytes
+from outboxhub.bench.procstats import ProcessWatch, rss_bytes
 from outboxhub.bench.report import Tracker
 from outboxhub.bench.results import NATS, Measurement
 from outboxhub.bench.stats import LatencyHistogram
 from outboxhub.model import NewEvent, PublishResult
 
-__all__ = ["NATS_SCENARIOS", "NatsContext", "NatsSink", "run_nats"]
+__all__ = ["NATS_SCENARIOS", "NatsContext", "NatsSink"]
 
 _STAMP: Final = struct.Struct("<qB")  # send time (perf_counter_ns) and "measured" flag, then padding
 _FETCH_BATCH: Final = 100
@@ -570,38 +570,3 @@ NATS_SCENARIOS: Final[dict[Scenario, Callable[[NatsContext], Awaitable[list[Meas
     "idle": nats_idle,
     "replay": nats_replay,
 }
-
-
-async def run_nats(
-    scenario: Scenario, options: BenchOptions, *, tracker: Tracker, run_id: str, workdir: Path
-) -> list[Measurement]:
-    """Run ``scenario`` against JetStream at ``options.nats_url`` on a stream made for it (then deleted)."""
-    url = options.nats_url
-    parts = urlsplit(url)
-    pid = find_listener(parts.port or 4222) if parts.hostname in ("127.0.0.1", "localhost", "::1") else None
-    ctx = NatsContext(
-        options=options,
-        tracker=tracker,
-        url=url,
-        pid=pid,
-        stream=f"OBXBENCH_{run_id}_{scenario}".upper(),
-        subject=f"obxbench.{run_id}.{scenario}",
-        workdir=workdir,
-    )
-    try:
-        admin = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
-    except Exception as exc:
-        raise RuntimeError(f"cannot connect to NATS at {url}: {exc!r} (is nats-server -js running?)") from exc
-    try:
-        jsm = admin.jetstream()
-        await jsm.add_stream(StreamConfig(name=ctx.stream, subjects=[ctx.subject], storage=StorageType.FILE))
-        try:
-            return await NATS_SCENARIOS[scenario](ctx)
-        finally:
-            for nc in ctx.connections:
-                with contextlib.suppress(Exception):
-                    await nc.close()
-            with contextlib.suppress(Exception):
-                await jsm.delete_stream(ctx.stream)
-    finally:
-        await admin.close()

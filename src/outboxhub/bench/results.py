@@ -12,12 +12,25 @@ import msgspec
 from outboxhub.bench.procstats import ProcStats
 from outboxhub.bench.stats import LatencySummary
 
-__all__ = ["HUB", "NATS", "SDK", "BenchReport", "Machine", "Measurement", "System", "machine_info"]
+__all__ = [
+    "BASELINE",
+    "HUB",
+    "NATS",
+    "SDK",
+    "BenchReport",
+    "Machine",
+    "Measurement",
+    "System",
+    "machine_info",
+]
 
-System = Literal["outboxhub", "outboxhub (SDK)", "nats"]
+System = Literal["outboxhub", "outboxhub (SDK)", "nats", "naive baseline"]
 HUB: System = "outboxhub"
 SDK: System = "outboxhub (SDK)"
 NATS: System = "nats"
+BASELINE: System = "naive baseline"
+"""The baseline rows of ``bench inproc`` (plain sqlite3, one transaction per event) and ``bench drainers``
+(a naive one-record-at-a-time drainer, :mod:`~outboxhub.bench.naive_drainer`)."""
 
 
 class Measurement(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,7 +1,7 @@
 """The lightest hub client: raw WebSocket (aiohttp) plus the pure codec of :mod:`outboxhub.protocol.codec`.
 
 It is the counterpart of nats-py's raw publish: no reconnects, no per-publish future. Replies come back in
-request order (PROTOCOL.md), so a FIFO of send times is all it needs to time every publish; ``window``
+request order (docs/protocol.md), so a FIFO of send times is all it needs to time every publish; ``window``
 bounds the requests in flight (1 = one publish at a time). Every reply is decoded with
 :func:`~outboxhub.protocol.codec.decode_server_frame`, as a real client would.
 """

@@ -13,10 +13,14 @@ Draining::
     drainer = outbox.Drainer(store, bus_or_store, outbox.DrainerSettings(ordered_by_key=True))
     await drainer.run()                          # or run_until_idle() in tests; stop() to end
 
-See docs/outbox.md for the DDL, semantics and operations.
+See docs/outbox.md for the DDL, semantics and operations. ``PostgresOutbox`` and ``postgres_ddl`` are
+imported on first use (they need the ``postgres`` extra, psycopg), so SQLite-only applications do not
+need psycopg; ``outboxhub.outbox.mongo`` (the ``mongo`` extra) is imported by the calls that need it.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from outboxhub.outbox.add import MAX_ID_LENGTH, add, add_async, prepare_record
 from outboxhub.outbox.backoff import RetryPolicy, backoff_ms, retry_verdict
@@ -43,10 +47,12 @@ from outboxhub.outbox.model import (
     Status,
     Verdict,
 )
-from outboxhub.outbox.postgres import PostgresOutbox, postgres_ddl
 from outboxhub.outbox.schema import ensure_schema, ensure_schema_async
 from outboxhub.outbox.sqlite import SqliteOutbox, sqlite_ddl
 from outboxhub.outbox.url import open_outbox, parse_outbox_url
+
+if TYPE_CHECKING:
+    from outboxhub.outbox.postgres import PostgresOutbox, postgres_ddl
 
 __all__ = [
     "CLAIMED",
@@ -84,3 +90,17 @@ __all__ = [
     "run_drainers",
     "sqlite_ddl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PostgresOutbox``, ``postgres_ddl`` and the ``postgres`` and ``mongo`` submodules, imported on first
+    use (they need the 'postgres' and 'mongo' extras)."""
+    if name in ("postgres", "mongo"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in ("PostgresOutbox", "postgres_ddl"):
+        from outboxhub.outbox.url import import_postgres_outbox
+
+        return getattr(import_postgres_outbox("the PostgreSQL outbox"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

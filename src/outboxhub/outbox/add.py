@@ -36,11 +36,10 @@ from types import ModuleType
 from typing import Any, Literal
 
 import msgspec
-import psycopg
 
+from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
-from outboxhub.outbox import postgres as _pg
 from outboxhub.outbox import sqlite as _sqlite
 from outboxhub.outbox._sql import split_table
 from outboxhub.outbox.model import PreparedRecord
@@ -117,12 +116,16 @@ def prepare_record(
 def _classify(target: object) -> _Kind | None:
     if isinstance(target, sqlite3.Connection):
         return "sqlite"
-    if isinstance(target, psycopg.AsyncConnection):
-        return "psycopg_async"
-    if isinstance(target, psycopg.Connection):
-        return "psycopg"
     # Optional libraries are only consulted when the application has imported them already: an object
-    # of their types cannot exist otherwise, and importing them here would slow every add down.
+    # of their types cannot exist otherwise, and importing them here would slow every add down (and
+    # psycopg and pymongo are optional: the 'postgres' and 'mongo' extras).
+    if sys.modules.get("psycopg") is not None:
+        import psycopg
+
+        if isinstance(target, psycopg.AsyncConnection):
+            return "psycopg_async"
+        if isinstance(target, psycopg.Connection):
+            return "psycopg"
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.orm import Session
@@ -135,7 +138,7 @@ def _classify(target: object) -> _Kind | None:
 
             if isinstance(target, AsyncSession | SAAsyncConnection):
                 return "sa_async"
-    if "pymongo" in sys.modules:
+    if sys.modules.get("pymongo") is not None:
         from pymongo.asynchronous.database import AsyncDatabase
         from pymongo.database import Database
 
@@ -173,7 +176,8 @@ def _sa_dialect(target: Any) -> Literal["sqlite", "postgresql"]:
 def _sa_statement(dialect: Literal["sqlite", "postgresql"], table: str) -> str:
     if dialect == "sqlite":
         return _sqlite.insert_statement(table, paramstyle="named")
-    return _pg.insert_statement(table, paramstyle="named")
+    statement: str = _pg().insert_statement(table, paramstyle="named")
+    return statement
 
 
 def _sa_params(record: PreparedRecord) -> dict[str, Any]:
@@ -189,7 +193,8 @@ def _sa_params(record: PreparedRecord) -> dict[str, Any]:
 
 def _sa_missing_table(exc: Exception, table: str) -> OutboxError | None:
     orig = getattr(exc, "orig", None)
-    if isinstance(orig, psycopg.errors.UndefinedTable) or (
+    psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
+    if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
         isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
     ):
         return OutboxError(
@@ -199,11 +204,23 @@ def _sa_missing_table(exc: Exception, table: str) -> OutboxError | None:
     return None
 
 
+def _pg() -> Any:
+    """``outboxhub.outbox.postgres`` (the 'postgres' extra), imported on first PostgreSQL use."""
+    try:
+        return importlib.import_module("outboxhub.outbox.postgres")
+    except ModuleNotFoundError as exc:
+        if missing_extra(exc) != "postgres":
+            raise
+        raise OutboxError(needs_extra("a PostgreSQL outbox", "postgres")) from exc
+
+
 def _mongo_module() -> ModuleType:
-    # The dispatch point for MongoDB: the outboxhub.outbox.mongo package, imported on use (pymongo: optional).
+    # The dispatch point for MongoDB (the 'mongo' extra).
     try:
         return importlib.import_module("outboxhub.outbox.mongo")
     except ModuleNotFoundError as exc:
+        if missing_extra(exc) == "mongo":
+            raise OutboxError(needs_extra("a MongoDB outbox", "mongo")) from exc
         if exc.name != "outboxhub.outbox.mongo":
             raise
         raise OutboxError("MongoDB outbox support is not installed yet (outboxhub.outbox.mongo)") from exc
@@ -245,7 +262,7 @@ def add(
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg":
-        _pg.insert_postgres(target, record, table)
+        _pg().insert_postgres(target, record, table)
     elif kind == "sa":
         from sqlalchemy import exc as sa_exc
         from sqlalchemy import text
@@ -282,7 +299,7 @@ async def add_async(
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg_async":
-        await _pg.insert_postgres_async(target, record, table)
+        await _pg().insert_postgres_async(target, record, table)
     elif kind == "sa_async":
         from sqlalchemy import exc as sa_exc
         from sqlalchemy import text

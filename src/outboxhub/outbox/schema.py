@@ -12,21 +12,31 @@ import sqlite3
 import sys
 from typing import Any
 
-import psycopg
-
 from outboxhub.errors import OutboxError
-from outboxhub.outbox.postgres import ensure_schema_postgres, ensure_schema_postgres_async
 from outboxhub.outbox.sqlite import ensure_schema_sqlite
-from outboxhub.outbox.url import open_outbox, parse_outbox_url
+from outboxhub.outbox.url import import_postgres_outbox, open_outbox, parse_outbox_url
 
 __all__ = ["ensure_schema", "ensure_schema_async"]
 
 _SYNC_TARGETS = "a sqlite3.Connection, a psycopg.Connection, a pymongo Database or an outbox URL"
 
 
+def _psycopg_kind(target: Any) -> str | None:
+    """``"sync"`` for a psycopg ``Connection``, ``"async"`` for an ``AsyncConnection``, else None."""
+    if sys.modules.get("psycopg") is None:  # a psycopg object implies psycopg is imported
+        return None
+    import psycopg
+
+    if isinstance(target, psycopg.AsyncConnection):
+        return "async"
+    if isinstance(target, psycopg.Connection):
+        return "sync"
+    return None
+
+
 def _pymongo_kind(target: Any) -> str | None:
     """``"sync"`` for a pymongo ``Database``, ``"async"`` for an ``AsyncDatabase``, else None."""
-    if "pymongo" not in sys.modules:  # a pymongo object implies pymongo is imported: no import cost here
+    if sys.modules.get("pymongo") is None:  # a pymongo object implies pymongo is imported
         return None
     from pymongo.asynchronous.database import AsyncDatabase
     from pymongo.database import Database
@@ -46,8 +56,10 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
     ``await ensure_schema_async(...)``."""
     if isinstance(target_or_url, sqlite3.Connection):
         ensure_schema_sqlite(target_or_url, table or "outbox")
-    elif isinstance(target_or_url, psycopg.Connection):
-        ensure_schema_postgres(target_or_url, table or "outbox")
+    elif _psycopg_kind(target_or_url) == "sync":
+        import_postgres_outbox("ensure_schema", OutboxError).ensure_schema_postgres(
+            target_or_url, table or "outbox"
+        )
     elif isinstance(target_or_url, str):
         parsed = parse_outbox_url(target_or_url, table=table)
         chosen = parsed.table
@@ -58,8 +70,11 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
             finally:
                 conn.close()
         elif parsed.kind == "postgresql":
+            postgres = import_postgres_outbox("ensure_schema on a PostgreSQL URL", OutboxError, parsed.target)
+            import psycopg
+
             with psycopg.connect(parsed.target, autocommit=True) as pg:
-                ensure_schema_postgres(pg, chosen)
+                postgres.ensure_schema_postgres(pg, chosen)
         else:
             raise OutboxError(
                 f"ensure_schema: use `await ensure_schema_async(url)` for {parsed.kind} URLs "
@@ -82,8 +97,9 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
 async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> None:
     """``ensure_schema`` for a ``psycopg.AsyncConnection``, a pymongo ``AsyncDatabase``, or any outbox
     URL (``mongodb://…`` included); other targets go to ``ensure_schema``."""
-    if isinstance(target_or_url, psycopg.AsyncConnection):
-        await ensure_schema_postgres_async(target_or_url, table or "outbox")
+    if _psycopg_kind(target_or_url) == "async":
+        postgres = import_postgres_outbox("ensure_schema_async", OutboxError)
+        await postgres.ensure_schema_postgres_async(target_or_url, table or "outbox")
     elif isinstance(target_or_url, str):
         store = await open_outbox(target_or_url, table=table)
         try:

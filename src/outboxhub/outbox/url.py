@@ -12,24 +12,45 @@ URL                                         outbox
 Query parameters: ``table`` (default ``outbox``; ``schema.table`` on PostgreSQL, the collection on
 MongoDB) on every URL, and ``poll_interval_ms`` on SQLite and MongoDB. Other PostgreSQL parameters go to
 libpq unchanged, other MongoDB parameters (``replicaSet``, …) to pymongo.
+
+The PostgreSQL and MongoDB outboxes are imported when their URL is opened: without their driver the error
+names the extra, ``StoreURLError: the PostgreSQL outbox needs the 'postgres' extra: pip install
+'outboxhub[postgres]'`` (``mongo`` for MongoDB).
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import StoreURLError
 from outboxhub.outbox.base import OutboxStore
-from outboxhub.outbox.postgres import PostgresOutbox
 from outboxhub.outbox.sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
 from outboxhub.store.base import mask_url
 
-__all__ = ["OutboxURL", "open_outbox", "parse_outbox_url"]
+__all__ = ["OutboxURL", "import_postgres_outbox", "open_outbox", "parse_outbox_url"]
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 _MONGO_SCHEMES = ("mongodb", "mongodb+srv")
+
+
+def import_postgres_outbox(
+    what: str = "the PostgreSQL outbox", error: type[Exception] = StoreURLError, url: str | None = None
+) -> ModuleType:
+    """``outboxhub.outbox.postgres``; without psycopg, ``error`` saying that ``what`` needs the extra."""
+    try:
+        return importlib.import_module("outboxhub.outbox.postgres")
+    except ModuleNotFoundError as exc:
+        if missing_extra(exc) != "postgres":
+            raise
+        raise error(needs_extra(what, "postgres") + _for(url)) from exc
+
+
+def _for(url: str | None) -> str:
+    return "" if url is None else f" (for {mask_url(url)})"
 
 
 class OutboxURL:
@@ -103,10 +124,14 @@ async def open_outbox(url: str, *, table: str | None = None) -> OutboxStore:
             )
         return await SqliteOutbox.open(parsed.target, table=parsed.table, poll_interval_ms=int(raw))
     if parsed.kind == "postgresql":
-        return await PostgresOutbox.open(parsed.target, table=parsed.table)
+        pg: Any = import_postgres_outbox(url=url)
+        postgres_store: OutboxStore = await pg.PostgresOutbox.open(parsed.target, table=parsed.table)
+        return postgres_store
     try:
         mongo: Any = importlib.import_module("outboxhub.outbox.mongo")
     except ModuleNotFoundError as exc:
+        if missing_extra(exc) == "mongo":
+            raise StoreURLError(needs_extra("the MongoDB outbox", "mongo") + _for(url)) from exc
         if exc.name != "outboxhub.outbox.mongo":
             raise
         raise StoreURLError(

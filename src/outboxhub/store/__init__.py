@@ -5,7 +5,9 @@
 * ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``.
 
 Each backend module exposes ``async def open_store(url: str, **options: Any) -> Store`` and is imported only
-when its scheme is used, so a missing driver only matters to whoever asks for that backend.
+when its scheme is used, so a missing driver only matters to whoever asks for that backend: without psycopg
+``open_store("postgresql://…")`` raises ``StoreURLError: the PostgreSQL store needs the 'postgres' extra: pip
+install 'outboxhub[postgres]'`` (``mongo`` for pymongo), see ``outboxhub._extras``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import StoreURLError
 from outboxhub.store.base import CommitListener, Store, dlq_topic, mask_url
 
@@ -51,6 +54,9 @@ async def open_store(url: str, **options: Any) -> Store:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is not None:
+            raise StoreURLError(f"{needs_extra(f'the {label} store', extra)} (for {shown})") from exc
         raise StoreURLError(f"the {label} store backend is not available for {shown} ({exc})") from exc
     store: Store = await module.open_store(url, **options)
     return store

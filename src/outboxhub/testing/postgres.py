@@ -1,8 +1,9 @@
-"""Test support for the PostgreSQL store: a throwaway schema per test on the test server.
+"""For tests and benchmarks (not the hub): the PostgreSQL test server and a throwaway schema on it.
 
 The server is ``OUTBOXHUB_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``). When it
-cannot be reached, tests are skipped with a message naming it, except under ``CI=true``, where they fail
-with that message: CI must never pass by skipping the PostgreSQL tests. Only tests import this module.
+cannot be reached, :func:`require_postgres` calls :func:`outboxhub.testing.unavailable` with a message
+naming it: ``ServiceUnavailable`` by default; under pytest, ``tests/conftest.py`` turns that into a skip
+(a failure under ``CI=true``). Needs the ``postgres`` extra (psycopg).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 
 from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.schema import quote_ident
+from outboxhub.testing import unavailable
 
 __all__ = ["base_url", "drop_schema", "require_postgres", "schema_url", "throwaway_schema"]
 
@@ -55,15 +57,11 @@ async def _problem(url: str) -> str | None:
 
 
 async def require_postgres() -> str:
-    """The test server's URL; skip the test when it is unreachable (fail under ``CI=true``)."""
-    import pytest  # only tests call this
-
+    """The test server's URL; :func:`~outboxhub.testing.unavailable` when it cannot be reached."""
     url = base_url()
     problem = await _problem(url)
     if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem, pytrace=False)
-        pytest.skip(problem)
+        unavailable(problem)
     return url
 
 
