@@ -22,8 +22,8 @@ __all__ = ["DEFAULT_STORE_URL", "Settings", "load_settings"]
 DEFAULT_STORE_URL = "sqlite:///outboxhub.db"
 
 
-def _env(name: str, *seed_names: str) -> Any:
-    return AliasChoices(f"OUTBOXHUB_{name.upper()}", *seed_names)
+def _env(name: str, *legacy_names: str) -> Any:
+    return AliasChoices(f"OUTBOXHUB_{name.upper()}", *legacy_names)
 
 
 class Settings(BaseSettings):
