@@ -118,7 +118,7 @@ def _store_fix(url: str, message: str) -> str:
         return "use sqlite:///path.db, postgresql://user:password@host:5432/db or mongodb://host:27017/db"
     if "extra" in lowered:
         return message[message.find("pip install") :] if "pip install" in message else "install the extra"
-    if "password" in lowered or "authentication" in lowered:
+    if "password" in lowered or "authentication" in lowered or "role" in lowered:
         return "correct the user and password in the URL (or in PGPASSWORD / ~/.pgpass)"
     if "newer" in lowered:
         return "upgrade outboxhub to the version that wrote this database"
