@@ -257,7 +257,9 @@ def main() -> None:
         err_console.print("Aborted!", highlight=False)
         raise SystemExit(1) from None
     except typer.TyperException as exc:  # click's ClickException family: UsageError, BadParameter, …
-        if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help when it was raised
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without a command: its help, on stdout
+            typer.echo(exc.format_message())
+        else:
             _error(_usage_message(exc))
         raise SystemExit(exc.exit_code) from None
     # typer.Exit(code) (and --help: 0) comes back as the code; a command that returns gives None
