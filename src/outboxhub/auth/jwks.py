@@ -83,6 +83,12 @@ class JwksCache:
             raise AuthError("jwt_invalid", f"unknown key id {kid!r} (JWKS fetch failed: {self._last_error})")
         raise AuthError("jwt_invalid", f"unknown key id {kid!r}")
 
+    async def fetch_keys(self) -> tuple[list[JwksKey], dict[str, str]]:
+        """Download the JWKS now, bypassing the cache and the cooldown (``outboxhub doctor``): the usable
+        keys, and by kid why each other key was refused. Raises ``TimeoutError``, ``aiohttp.ClientError``
+        or ``ValueError`` (not HTTP 200, too large, not a JWKS document)."""
+        return await self._download()
+
     async def _refresh(self) -> None:
         task = self._inflight
         if task is None:

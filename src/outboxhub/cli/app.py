@@ -9,24 +9,30 @@ exits with status 2; so does a usage error (a flag value that does not parse, an
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
+from outboxhub.cli.common import complete_store_url
+from outboxhub.cli.help import CONTEXT_SETTINGS, polish
 from outboxhub.config import Settings, load_settings
 from outboxhub.errors import ConfigError
 
-__all__ = ["app", "main"]
+__all__ = ["PROG_NAME", "app", "build_command", "main"]
+
+PROG_NAME = "outboxhub"
 
 app = typer.Typer(
     name="outboxhub",
     help="Durable event hub with a transactional outbox.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: nothing cut at 80 columns (see cli/help.py)
+    context_settings=dict(CONTEXT_SETTINGS),
 )
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -47,22 +53,28 @@ def _settings(**overrides: object) -> Settings:
 @app.command()
 def serve(
     store: Annotated[
-        str | None, typer.Option(help="Store URL: sqlite:///path, postgresql://…, mongodb://…")
+        str | None,
+        typer.Option(
+            help="Store URL: sqlite:///path, postgresql://…, mongodb://…", autocompletion=complete_store_url
+        ),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    ws_port: Annotated[int | None, typer.Option(help="WebSocket port (default 8090).")] = None,
-    ops_port: Annotated[int | None, typer.Option(help="Ops API and dashboard port (default 8082).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    ws_port: Annotated[int | None, typer.Option(help="WebSocket port.")] = None,
+    ops_port: Annotated[int | None, typer.Option(help="Ops API and dashboard port.")] = None,
     outbox: Annotated[
-        list[str] | None, typer.Option(help="Outbox database URL to drain into this hub (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Outbox database URL to drain into this hub (repeatable).", autocompletion=complete_store_url
+        ),
     ] = None,
     outbox_drain: Annotated[
         bool | None, typer.Option("--outbox-drain/--no-outbox-drain", help="Drain the --outbox URLs.")
     ] = None,
     outbox_batch_size: Annotated[
-        int | None, typer.Option(help="Outbox records claimed per batch (500; at most 10000).")
+        int | None, typer.Option(help="Outbox records claimed per batch (at most 10000).")
     ] = None,
     outbox_max_attempts: Annotated[
-        int | None, typer.Option(help="Attempts before an outbox record is dead (10).")
+        int | None, typer.Option(help="Attempts before an outbox record is dead.")
     ] = None,
     outbox_ordered_by_key: Annotated[
         bool | None,
@@ -77,22 +89,22 @@ def serve(
     jwt_jwks_url: Annotated[str | None, typer.Option(help="JWKS URL for RS/PS/ES/EdDSA tokens.")] = None,
     jwt_aud: Annotated[str | None, typer.Option(help="Required audience.")] = None,
     jwt_iss: Annotated[str | None, typer.Option(help="Required issuer.")] = None,
-    jwt_leeway_s: Annotated[float | None, typer.Option(help="Clock tolerance in seconds (5).")] = None,
+    jwt_leeway_s: Annotated[float | None, typer.Option(help="Clock tolerance in seconds.")] = None,
     jwks_cooldown_s: Annotated[
-        float | None, typer.Option(help="Minimum seconds between JWKS refetches (30).")
+        float | None, typer.Option(help="Minimum seconds between JWKS refetches.")
     ] = None,
     auth_timeout_s: Annotated[
         float | None,
-        typer.Option(help="Seconds a connection has to AUTH before it is closed (10; 0 = no limit)."),
+        typer.Option(help="Seconds a connection has to AUTH before it is closed (0 = no limit)."),
     ] = None,
-    max_frame_bytes: Annotated[int | None, typer.Option(help="Largest accepted frame (1048576).")] = None,
+    max_frame_bytes: Annotated[int | None, typer.Option(help="Largest accepted frame.")] = None,
     publish_rate: Annotated[
-        float | None, typer.Option(help="Publishes per second per connection (20000; 0 = unlimited).")
+        float | None, typer.Option(help="Publishes per second per connection (0 = unlimited).")
     ] = None,
-    publish_burst: Annotated[int | None, typer.Option(help="Publish token-bucket size (40000).")] = None,
-    max_subscriptions: Annotated[int | None, typer.Option(help="Subscriptions per connection (100).")] = None,
+    publish_burst: Annotated[int | None, typer.Option(help="Publish token-bucket size.")] = None,
+    max_subscriptions: Annotated[int | None, typer.Option(help="Subscriptions per connection.")] = None,
     send_queue_max: Annotated[
-        int | None, typer.Option(help="Frames queued per connection before delivery pauses (10000).")
+        int | None, typer.Option(help="Frames queued per connection before delivery pauses.")
     ] = None,
     allowed_origin: Annotated[
         list[str] | None, typer.Option(help="Browser origin allowed to connect (repeatable; default any).")
@@ -103,7 +115,7 @@ def serve(
     ] = None,
     poll_interval_s: Annotated[
         float | None,
-        typer.Option(help="Bus safety poll in seconds, for what other processes change (1; > 0)."),
+        typer.Option(help="Bus safety poll in seconds, for what other processes change (> 0)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
 ) -> None:
@@ -155,8 +167,14 @@ def token(
     ttl: Annotated[str, typer.Option(help="Lifetime: 3600, 45s, 30m, 1h, 2d.")] = "1h",
     aud: Annotated[str | None, typer.Option(help="Audience claim (default: the configured JWT_AUD).")] = None,
     iss: Annotated[str | None, typer.Option(help="Issuer claim (default: the configured JWT_ISS).")] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print {token, sub, scopes, exp} as one JSON document.")
+    ] = False,
 ) -> None:
-    """Mint an HS256 token signed with the configured secret (OUTBOXHUB_JWT_SECRET / JWT_SECRET)."""
+    """Mint an HS256 token signed with the configured secret (OUTBOXHUB_JWT_SECRET / JWT_SECRET).
+
+    Prints the token alone (for $(…) in a shell), or with --json the token and what it grants.
+    """
     from outboxhub.auth.acl import scopes_to_policy
     from outboxhub.auth.jwt import mint_token, parse_ttl
     from outboxhub.errors import PolicyError
@@ -179,20 +197,35 @@ def token(
     except (ValueError, PolicyError) as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
-    typer.echo(minted)
+    if not json:
+        typer.echo(minted)
+        return
+    import jwt as pyjwt
+    import msgspec
+
+    exp = pyjwt.decode(minted, options={"verify_signature": False})["exp"]
+    doc = {"token": minted, "sub": sub, "scopes": scopes, "exp": exp}
+    typer.echo(msgspec.json.encode(doc).decode())
 
 
 def _register_subcommands() -> None:
     from outboxhub.bench.cli import register as register_bench_commands
     from outboxhub.cli.client import register as register_client_commands
+    from outboxhub.cli.doctor import register as register_doctor_command
     from outboxhub.cli.drain import register as register_drain_command
 
+    register_doctor_command(app)
     register_client_commands(app)
     register_drain_command(app)
     register_bench_commands(app)
 
 
 _register_subcommands()
+
+
+def build_command() -> Any:
+    """The click command tree of :data:`app`, its help laid out by :func:`outboxhub.cli.help.polish`."""
+    return polish(typer.main.get_command(app))
 
 
 def _usage_message(exc: typer.TyperException) -> str:
@@ -219,12 +252,14 @@ def main() -> None:
     ``--help`` and the commands' exit codes are as in standalone mode.
     """
     try:
-        result = app(standalone_mode=False)
+        result = build_command().main(prog_name=PROG_NAME, standalone_mode=False)
     except typer.Abort:
         err_console.print("Aborted!", highlight=False)
         raise SystemExit(1) from None
     except typer.TyperException as exc:  # click's ClickException family: UsageError, BadParameter, …
-        if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help when it was raised
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without a command: its help, on stdout
+            typer.echo(exc.format_message())
+        else:
             _error(_usage_message(exc))
         raise SystemExit(exc.exit_code) from None
     # typer.Exit(code) (and --help: 0) comes back as the code; a command that returns gives None

@@ -17,7 +17,18 @@ from rich.text import Text
 
 from outboxhub.errors import OutboxhubError
 
-__all__ = ["FAILED", "USAGE", "TokenOption", "UrlOption", "fail", "need_token", "run_command", "stderr"]
+__all__ = [
+    "FAILED",
+    "STORE_URL_SCHEMES",
+    "USAGE",
+    "TokenOption",
+    "UrlOption",
+    "complete_store_url",
+    "fail",
+    "need_token",
+    "run_command",
+    "stderr",
+]
 
 USAGE: Final = 2
 FAILED: Final = 1
@@ -31,6 +42,15 @@ TokenOption = Annotated[
     str | None,
     typer.Option("--token", envvar="OUTBOXHUB_TOKEN", help="JWT to connect with.", show_envvar=True),
 ]
+
+STORE_URL_SCHEMES: Final = ("sqlite:///", "postgresql://", "mongodb://", "mongodb+srv://")
+"""What a store or outbox URL starts with (``outboxhub.store.open_store``, ``open_outbox``)."""
+
+
+def complete_store_url(incomplete: str) -> list[str]:
+    """Shell completion for ``--store`` and ``--outbox``: the URL schemes that ``incomplete`` can still
+    become (all of them for an empty word)."""
+    return [scheme for scheme in STORE_URL_SCHEMES if scheme.startswith(incomplete)]
 
 
 def fail(message: str, code: int = USAGE) -> NoReturn:

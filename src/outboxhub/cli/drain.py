@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outboxhub.cli.common import FAILED, TokenOption, UrlOption, fail, need_token, run_command
+from outboxhub.cli.common import (
+    FAILED,
+    TokenOption,
+    UrlOption,
+    complete_store_url,
+    fail,
+    need_token,
+    run_command,
+)
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.outbox import DrainerSettings, Sink, run_drainers
 
@@ -32,12 +40,19 @@ __all__ = ["drain_command", "register"]
 def drain_command(
     outbox: Annotated[
         list[str],
-        typer.Option(help="Outbox database URL: sqlite:///app.db, postgresql://…, mongodb://… (repeatable)."),
+        typer.Option(
+            help="Outbox database URL: sqlite:///app.db, postgresql://…, mongodb://… (repeatable).",
+            autocompletion=complete_store_url,
+        ),
     ],
     url: UrlOption = "ws://127.0.0.1:8090/",
     token: TokenOption = None,
     store: Annotated[
-        str | None, typer.Option(help="Publish straight into this hub store URL instead of --url.")
+        str | None,
+        typer.Option(
+            help="Publish straight into this hub store URL instead of --url.",
+            autocompletion=complete_store_url,
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Records claimed per batch.")] = 500,
     max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a record is dead.")] = 10,
