@@ -67,6 +67,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
@@ -330,52 +331,14 @@ class PostgresStore(StoreBackend):
             self._committed(ctx.appended_to)
         return result
 
-    async def _claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
-        return await self._run_appending(
-            groups_ops.claim,
-            pattern,
-            group,
-            member,
-            limit=limit,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered=ordered,
-            now=now,
-        )
+    async def _claim(self, request: ClaimRequest) -> list[Delivery]:
+        return await self._run_appending(groups_ops.claim, request)
 
     async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         return await self._run(groups_ops.ack, pattern, group, event_ids)
 
-    async def _nack(
-        self,
-        pattern: str,
-        group: str,
-        event_id: str,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
-        return await self._run_appending(
-            groups_ops.nack,
-            pattern,
-            group,
-            event_id,
-            max_deliver=max_deliver,
-            delay_ms=delay_ms,
-            reason=reason,
-            now=now,
-        )
+    async def _nack(self, request: NackRequest) -> bool:
+        return await self._run_appending(groups_ops.nack, request)
 
     async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
         return await self._run(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
