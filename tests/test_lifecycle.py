@@ -11,12 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outboxhub.bus.core import DELIVERY_LIFECYCLE as BUS_TABLE
+from outboxhub.model import nack_backoff_ms
 from outboxhub.store.lifecycle import (
     DELIVERY_LIFECYCLE,
     ClaimPlan,
+    ClaimRequest,
     Decision,
     Expired,
     LifecycleError,
+    NackRequest,
     State,
     Trigger,
     Verdict,
@@ -143,6 +146,66 @@ def test_nack_decision(attempts: int, held: bool, deadline: int, max_deliver: in
         assert trigger is Trigger.NACK_FINAL
     else:
         assert trigger is Trigger.NACK
+
+
+@given(
+    attempts=st.integers(0, 10),
+    held=st.booleans(),
+    deadline=st.integers(0, 200),
+    max_deliver=st.integers(-3, 10),
+    delay_ms=st.none() | st.integers(-10, 400_000),
+)
+def test_a_nack_request_decides_as_plan_nack(
+    attempts: int, held: bool, deadline: int, max_deliver: int, delay_ms: int | None
+) -> None:
+    request = NackRequest(
+        pattern="p.*",
+        group="g",
+        event_id="e",
+        max_deliver=max_deliver,
+        delay_ms=delay_ms,
+        reason=None,
+        now=100,
+    )
+    assert request.trigger(attempts=attempts, held=held, deadline=deadline) is plan_nack(
+        attempts=attempts, held=held, deadline=deadline, now=100, max_deliver=max_deliver
+    )
+    assert request.redeliver_at(attempts) == 100 + nack_backoff_ms(attempts, delay_ms)
+
+
+@given(
+    limit=st.integers(-2, 50),
+    ack_timeout_ms=st.integers(0, 10_000),
+    max_deliver=st.integers(-3, 10),
+    ordered=st.booleans(),
+)
+def test_a_claim_request_plans_with_its_own_arguments(
+    limit: int, ack_timeout_ms: int, max_deliver: int, ordered: bool
+) -> None:
+    request = ClaimRequest(
+        pattern="p.*",
+        group="g",
+        member="m",
+        limit=limit,
+        ack_timeout_ms=ack_timeout_ms,
+        max_deliver=max_deliver,
+        ordered=ordered,
+        now=1_000,
+    )
+    got = request.plan()
+    want = ClaimPlan(
+        limit=limit, ack_timeout_ms=ack_timeout_ms, max_deliver=max_deliver, ordered=ordered, now=1_000
+    )
+    assert (got.limit, got.now, got.deadline, got.max_deliver, got.ordered, got.chunk) == (
+        want.limit,
+        want.now,
+        want.deadline,
+        want.max_deliver,
+        want.ordered,
+        want.chunk,
+    )
+    assert got.first_page_size() == want.first_page_size()
+    assert request.plan() is not got  # a fresh plan each time: a plan is used up by one claim
 
 
 # -- the claim planner: expired rows ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError, TopicE
 from outboxhub.model import Delivery, NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.codec import prepare
+from outboxhub.store.lifecycle import ClaimRequest
 from outboxhub.store.patterns import pattern_regex
 from outboxhub.store.postgres import events as pg_events
 from outboxhub.store.postgres import groups as pg_groups
@@ -567,14 +568,16 @@ async def test_every_event_scan_reads_one_index_range_per_topic(pg_url: str, ana
             got = await pg_groups.claim(
                 conn,
                 pg_groups.ClaimContext(channel_name(store.schema)),
-                pattern,
-                "g",
-                "m",
-                limit=20,
-                ack_timeout_ms=60_000,
-                max_deliver=5,
-                ordered=False,
-                now=1,
+                ClaimRequest(
+                    pattern=pattern,
+                    group="g",
+                    member="m",
+                    limit=20,
+                    ack_timeout_ms=60_000,
+                    max_deliver=5,
+                    ordered=False,
+                    now=1,
+                ),
             )
             assert len(got) == 20
             (plan,) = _event_scans(plans)

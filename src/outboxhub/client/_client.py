@@ -8,13 +8,21 @@ import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, Unpack, overload
 
 from outboxhub.client._backoff import Backoff
 from outboxhub.client._exceptions import HubConnectionError, HubError, NotAuthenticated, TooLarge
 from outboxhub.client._link import Link
 from outboxhub.client._messages import SubscribeContext
-from outboxhub.client._options import check_url, positive, str_list, subscribe_opts
+from outboxhub.client._options import (
+    HandlerOptions,
+    PublishOptions,
+    StreamOptions,
+    check_url,
+    positive,
+    str_list,
+    subscribe_opts,
+)
 from outboxhub.client._subscription import Handler, Subscription
 from outboxhub.client._token import TokenSource
 from outboxhub.client._topic import Topic, encode_payload
@@ -183,28 +191,12 @@ class HubClient:
 
     @overload
     async def publish(
-        self,
-        topic: Topic[T],
-        payload: T,
-        *,
-        id: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tags: Sequence[str] | None = None,
-        caused_by: Sequence[str] | None = None,
+        self, topic: Topic[T], payload: T, **options: Unpack[PublishOptions]
     ) -> PublishResult: ...
 
     @overload
     async def publish(
-        self,
-        topic: str,
-        payload: Any = None,
-        *,
-        id: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tags: Sequence[str] | None = None,
-        caused_by: Sequence[str] | None = None,
+        self, topic: str, payload: Any = None, **options: Unpack[PublishOptions]
     ) -> PublishResult: ...
 
     async def publish(
@@ -324,34 +316,12 @@ class HubClient:
 
     @overload
     async def subscribe(
-        self,
-        topic: Topic[T],
-        group: str | None,
-        handler: Handler[T],
-        *,
-        start: str | int | None = None,
-        max_in_flight: int | None = None,
-        ack_timeout_ms: int | None = None,
-        max_deliver: int | None = None,
-        ordered_by_key: bool | None = None,
-        concurrency: int = 1,
-        nack_delay_ms: int | None = None,
-    ) -> Subscription[T]: ...
+        self, topic: Topic[T], group: str | None, handler: Handler[T], **options: Unpack[HandlerOptions]
+    ) -> Subscription[Any]: ...
 
     @overload
     async def subscribe(
-        self,
-        topic: str,
-        group: str | None,
-        handler: Handler[Event],
-        *,
-        start: str | int | None = None,
-        max_in_flight: int | None = None,
-        ack_timeout_ms: int | None = None,
-        max_deliver: int | None = None,
-        ordered_by_key: bool | None = None,
-        concurrency: int = 1,
-        nack_delay_ms: int | None = None,
+        self, topic: str, group: str | None, handler: Handler[Event], **options: Unpack[HandlerOptions]
     ) -> Subscription[Any]: ...
 
     async def subscribe(
@@ -392,30 +362,12 @@ class HubClient:
 
     @overload
     def messages(
-        self,
-        topic: Topic[T],
-        group: str | None = None,
-        *,
-        start: str | int | None = None,
-        max_in_flight: int | None = None,
-        ack_timeout_ms: int | None = None,
-        max_deliver: int | None = None,
-        ordered_by_key: bool | None = None,
-        max_pending: int = 10_000,
+        self, topic: Topic[T], group: str | None = None, **options: Unpack[StreamOptions]
     ) -> Subscription[T]: ...
 
     @overload
     def messages(
-        self,
-        topic: str,
-        group: str | None = None,
-        *,
-        start: str | int | None = None,
-        max_in_flight: int | None = None,
-        ack_timeout_ms: int | None = None,
-        max_deliver: int | None = None,
-        ordered_by_key: bool | None = None,
-        max_pending: int = 10_000,
+        self, topic: str, group: str | None = None, **options: Unpack[StreamOptions]
     ) -> Subscription[Any]: ...
 
     def messages(

@@ -5,12 +5,46 @@ Nothing here is public (``tests/test_client_exports.py`` pins the SDK's names).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from outboxhub.protocol.codec import SubscribeOpts
 
 __all__: list[str] = []
+
+
+class PublishOptions(TypedDict, total=False):
+    """The keyword options of ``HubClient.publish``, so its overloads (typed topic or name) share them."""
+
+    id: str | None
+    key: str | None
+    headers: Mapping[str, str] | None
+    tags: Sequence[str] | None
+    caused_by: Sequence[str] | None
+
+
+class SubscribeOptions(TypedDict, total=False):
+    """The SUBSCRIBE options shared by ``HubClient.subscribe`` and ``HubClient.messages``."""
+
+    start: str | int | None
+    max_in_flight: int | None
+    ack_timeout_ms: int | None
+    max_deliver: int | None
+    ordered_by_key: bool | None
+
+
+class HandlerOptions(SubscribeOptions, total=False):
+    """The keyword options of ``HubClient.subscribe``, shared by its overloads."""
+
+    concurrency: int
+    nack_delay_ms: int | None
+
+
+class StreamOptions(SubscribeOptions, total=False):
+    """The keyword options of ``HubClient.messages``, shared by its overloads."""
+
+    max_pending: int
 
 
 def check_url(url: str) -> str:

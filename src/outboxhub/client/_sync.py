@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from outboxhub.client._client import HubClient
+from outboxhub.client._options import PublishOptions
 from outboxhub.client._token import TokenSource
 from outboxhub.client._topic import Topic
 from outboxhub.model import PublishResult
@@ -54,12 +55,8 @@ class SyncHubClient:
         topic: Topic[T],
         payload: T,
         *,
-        id: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tags: Sequence[str] | None = None,
-        caused_by: Sequence[str] | None = None,
         timeout_s: float | None = 30.0,
+        **options: Unpack[PublishOptions],
     ) -> PublishResult: ...
 
     @overload
@@ -68,12 +65,8 @@ class SyncHubClient:
         topic: str,
         payload: Any = None,
         *,
-        id: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tags: Sequence[str] | None = None,
-        caused_by: Sequence[str] | None = None,
         timeout_s: float | None = 30.0,
+        **options: Unpack[PublishOptions],
     ) -> PublishResult: ...
 
     def publish(
@@ -81,24 +74,12 @@ class SyncHubClient:
         topic: Topic[Any] | str,
         payload: Any = None,
         *,
-        id: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        tags: Sequence[str] | None = None,
-        caused_by: Sequence[str] | None = None,
         timeout_s: float | None = 30.0,
+        **options: Unpack[PublishOptions],
     ) -> PublishResult:
-        """Publish one event and block until the hub confirms it (see :meth:`HubClient.publish`)."""
-        coro = self._client.publish(
-            topic,
-            payload,
-            id=id,
-            key=key,
-            headers=headers,
-            tags=tags,
-            caused_by=caused_by,
-        )
-        return self._call(coro, timeout_s)
+        """Publish one event and block until the hub confirms it (see :meth:`HubClient.publish`; the same
+        keyword options, and ``timeout_s``)."""
+        return self._call(self._client.publish(topic, payload, **options), timeout_s)
 
     def close(self) -> None:
         """Close the client and stop its thread. Idempotent."""

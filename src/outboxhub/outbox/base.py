@@ -1,6 +1,8 @@
 """The async ``OutboxStore`` protocol: what a drainer and the ops API need from an outbox database.
 
-One implementation per database (``sqlite.py``, ``postgres.py``; ``mongo.py`` follows the same contract).
+One implementation per database (``sqlite.py``, ``postgres.py``, ``mongo/store.py``), each an
+``OutboxBackend``: that base class checks the arguments and resolves ``now`` once for all of them and calls
+one hook per method for the database work.
 Semantics every backend keeps:
 
 * ``claim_batch`` takes up to ``limit`` pending records whose ``available_at <= now``, oldest first, in
@@ -25,14 +27,17 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from outboxhub.ids import now_ms
 from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats
 
 __all__ = [
+    "OutboxBackend",
     "OutboxStore",
+    "StatsRow",
     "check_ids",
     "check_positive",
     "check_purge_args",
@@ -159,20 +164,141 @@ def resolve_now(now: int | None) -> int:
     return now_ms() if now is None else now
 
 
-def make_stats(
-    at: int, *, pending: int, claimed: int, dead: int, oldest_ts: int | None, next_retry_at: int | None
-) -> OutboxStats:
-    """:class:`OutboxStats` at ``at`` from the counts, the oldest pending record's ``ts`` and the next
-    retry time (the age never goes negative when clocks differ)."""
+def make_stats(at: int, row: StatsRow) -> OutboxStats:
+    """:class:`OutboxStats` at ``at`` from what ``OutboxBackend._stats`` read (the age of the oldest pending
+    record never goes negative when clocks differ)."""
     return OutboxStats(
-        pending=pending,
-        claimed=claimed,
-        dead=dead,
-        oldest_pending_age_ms=None if oldest_ts is None else max(0, at - oldest_ts),
-        next_retry_at=next_retry_at,
+        pending=row.pending,
+        claimed=row.claimed,
+        dead=row.dead,
+        oldest_pending_age_ms=None if row.oldest_ts is None else max(0, at - row.oldest_ts),
+        next_retry_at=row.next_retry_at,
     )
 
 
 def readable(decoded: Iterable[OutboxRecord | str]) -> list[OutboxRecord]:
     """The records among decoding results (an error string is a record that could not be read)."""
     return [r for r in decoded if isinstance(r, OutboxRecord)]
+
+
+class StatsRow(NamedTuple):
+    """What ``OutboxBackend._stats`` reads: the counts, the oldest pending ``ts``, the next retry time."""
+
+    pending: int
+    claimed: int
+    dead: int
+    oldest_ts: int | None
+    next_retry_at: int | None
+
+
+class OutboxBackend(ABC):
+    """The ``OutboxStore`` methods whose argument handling every backend shares: positive ``limit`` /
+    ``lease_ms`` / ``batch_size``, id lists, empty inputs (0 without a round trip) and the default ``now``.
+    Each calls one ``_hook`` with checked arguments and times resolved to ms; a backend implements the
+    hooks and the rest of the protocol (``url``, ``table``, ``ensure_schema``, ``close``, ``get``, ``wait``).
+    """
+
+    async def claim_batch(
+        self,
+        limit: int,
+        lease_ms: int,
+        worker_id: str,
+        *,
+        ordered_by_key: bool = False,
+        now: int | None = None,
+    ) -> list[OutboxRecord]:
+        check_positive(limit, name="limit")
+        check_positive(lease_ms, name="lease_ms")
+        return await self._claim_batch(limit, lease_ms, worker_id, ordered_by_key, resolve_now(now))
+
+    @abstractmethod
+    async def _claim_batch(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
+    ) -> list[OutboxRecord]: ...
+
+    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
+        return await self._mark_sent(records, resolve_now(now)) if records else 0
+
+    @abstractmethod
+    async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
+        """Mark ``records`` (at least one) sent at ``now``."""
+
+    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
+        return await self._mark_failed(failures, resolve_now(now)) if failures else 0
+
+    @abstractmethod
+    async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
+        """Apply ``failures`` (at least one); a retried record is available at ``now + delay_ms``."""
+
+    async def release(
+        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
+    ) -> int:
+        return await self._release(records, resolve_now(now) + delay_ms) if records else 0
+
+    @abstractmethod
+    async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
+        """Give ``records`` (at least one) back, available at ``available_at``."""
+
+    async def requeue_expired(self, *, now: int | None = None) -> int:
+        return await self._requeue_expired(resolve_now(now))
+
+    @abstractmethod
+    async def _requeue_expired(self, now: int) -> int: ...
+
+    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+        at = resolve_now(now)
+        return await self._retry(None if ids == "all" else check_ids(ids, what="retry"), at)
+
+    @abstractmethod
+    async def _retry(self, ids: list[str] | None, now: int) -> int:
+        """Make the dead records ``ids`` (None: all of them) pending at ``now``, attempts reset."""
+
+    async def purge(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        older_than_ms: int | None = None,
+        now: int | None = None,
+    ) -> int:
+        check_purge_args(ids, older_than_ms)
+        id_list = None if ids is None else check_ids(ids, what="purge")
+        return await self._purge(id_list, None if older_than_ms is None else resolve_now(now) - older_than_ms)
+
+    @abstractmethod
+    async def _purge(self, ids: list[str] | None, created_by: int | None) -> int:
+        """Delete dead records: those of ``ids`` if given, and those with ``ts <= created_by`` if given."""
+
+    async def stats(self, *, now: int | None = None) -> OutboxStats:
+        at = resolve_now(now)
+        return make_stats(at, await self._stats(at))
+
+    @abstractmethod
+    async def _stats(self, now: int) -> StatsRow:
+        """The counts; ``next_retry_at``: the earliest ``available_at`` of a pending record after ``now``."""
+
+    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
+        check_positive(limit, name="limit")
+        return await self._list_dead(limit)
+
+    @abstractmethod
+    async def _list_dead(self, limit: int) -> list[OutboxRecord]: ...
+
+    async def delete_sent_older_than(
+        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
+    ) -> int:
+        check_positive(batch_size, name="batch_size")
+        return await self._delete_sent(resolve_now(now) - retention_ms, batch_size)
+
+    @abstractmethod
+    async def _delete_sent(self, cutoff: int, batch_size: int) -> int:
+        """Delete records sent before ``cutoff``, ``batch_size`` per transaction; return how many."""
+
+    @staticmethod
+    async def _in_batches(delete_batch: Callable[[], Awaitable[int]], batch_size: int) -> int:
+        """Call ``delete_batch`` until it deletes fewer than ``batch_size``; return the total."""
+        total = 0
+        while True:
+            deleted = await delete_batch()
+            total += deleted
+            if deleted < batch_size:
+                return total

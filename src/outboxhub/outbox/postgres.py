@@ -37,15 +37,8 @@ from outboxhub.outbox._sql import (
     split_table,
     stats_sql,
 )
-from outboxhub.outbox.base import (
-    check_ids,
-    check_positive,
-    check_purge_args,
-    make_stats,
-    readable,
-    resolve_now,
-)
-from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.model import Failure, OutboxRecord, PreparedRecord
 from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.conn import translate
 
@@ -217,7 +210,7 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("SET enable_bitmapscan = off")
 
 
-class PostgresOutbox:
+class PostgresOutbox(OutboxBackend):
     """``OutboxStore`` over one PostgreSQL table. Create with ``await PostgresOutbox.open(url)``."""
 
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any], conninfo: str, *, table: str) -> None:
@@ -355,23 +348,13 @@ class PostgresOutbox:
 
     # -- drainer ------------------------------------------------------------------------------------------
 
-    async def claim_batch(
-        self,
-        limit: int,
-        lease_ms: int,
-        worker_id: str,
-        *,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+    async def _claim_batch(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
     ) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
-        check_positive(lease_ms, name="lease_ms")
         token = new_id()
-        params = claim_params(
-            worker_id=worker_id, token=token, lease_ms=lease_ms, now=resolve_now(now), limit=limit
-        )
+        params = claim_params(worker_id=worker_id, token=token, lease_ms=lease_ms, now=now, limit=limit)
         async with self._conn() as conn:
-            if ordered_by_key:
+            if ordered:
                 # BEGIN, lock, claim, COMMIT in one round trip. The claim needs its own statement: its
                 # snapshot must be taken after the lock is granted, so it sees the previous claim's rows.
                 async with conn.pipeline(), conn.transaction():
@@ -387,53 +370,41 @@ class PostgresOutbox:
                     await bad_cur.executemany(self._mark_bad_sql, bad)
         return records
 
-    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
-        if not records:
-            return 0
+    async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
         return await self._execute(
-            self._sent_sql, (resolve_now(now), [r.seq for r in records], [r.claim_token for r in records])
+            self._sent_sql, (now, [r.seq for r in records], [r.claim_token for r in records])
         )
 
-    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
-        if not failures:
-            return 0
-        at = resolve_now(now)
+    async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
         return await self._execute(
             self._failed_sql,
             (
                 [f.record.seq for f in failures],
                 [f.record.claim_token for f in failures],
                 [f.verdict.dead for f in failures],
-                [at + f.verdict.delay_ms for f in failures],
+                [now + f.verdict.delay_ms for f in failures],
                 [f.error for f in failures],
             ),
         )
 
-    async def release(
-        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
-    ) -> int:
-        if not records:
-            return 0
+    async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
         return await self._execute(
-            self._release_sql,
-            (resolve_now(now) + delay_ms, [r.seq for r in records], [r.claim_token for r in records]),
+            self._release_sql, (available_at, [r.seq for r in records], [r.claim_token for r in records])
         )
 
-    async def requeue_expired(self, *, now: int | None = None) -> int:
-        return await self._execute(self._requeue_sql, (resolve_now(now),))
+    async def _requeue_expired(self, now: int) -> int:
+        return await self._execute(self._requeue_sql, (now,))
 
     # -- operators ----------------------------------------------------------------------------------------
 
-    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+    async def _retry(self, ids: list[str] | None, now: int) -> int:
         base = (
             f"UPDATE {self._q} SET status = 'pending', attempts = 0, available_at = %s WHERE status = 'dead'"
         )
-        if ids == "all":
-            count = await self._execute(base, (resolve_now(now),))
+        if ids is None:
+            count = await self._execute(base, (now,))
         else:
-            count = await self._execute(
-                base + " AND id = ANY(%s::text[])", (resolve_now(now), check_ids(ids, what="retry"))
-            )
+            count = await self._execute(base + " AND id = ANY(%s::text[])", (now, ids))
         if count:
             await self._notify()
         return count
@@ -443,34 +414,22 @@ class PostgresOutbox:
         if qualified is not None:
             await self._execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, qualified))
 
-    async def purge(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        older_than_ms: int | None = None,
-        now: int | None = None,
-    ) -> int:
-        check_purge_args(ids, older_than_ms)
+    async def _purge(self, ids: list[str] | None, created_by: int | None) -> int:
         sql = f"DELETE FROM {self._q} WHERE status = 'dead'"
         params: list[Any] = []
         if ids is not None:
             sql += " AND id = ANY(%s::text[])"
-            params.append(check_ids(ids, what="purge"))
-        if older_than_ms is not None:
+            params.append(ids)
+        if created_by is not None:
             sql += " AND ts <= %s"
-            params.append(resolve_now(now) - older_than_ms)
+            params.append(created_by)
         return await self._execute(sql, params)
 
-    async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = resolve_now(now)
-        rows = await self._fetchall(stats_sql(self._q, "%s"), (at,))
-        pending, claimed, dead, oldest_ts, next_retry = rows[0]
-        return make_stats(
-            at, pending=pending, claimed=claimed, dead=dead, oldest_ts=oldest_ts, next_retry_at=next_retry
-        )
+    async def _stats(self, now: int) -> StatsRow:
+        rows = await self._fetchall(stats_sql(self._q, "%s"), (now,))
+        return StatsRow(*rows[0])
 
-    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
+    async def _list_dead(self, limit: int) -> list[OutboxRecord]:
         rows = await self._fetchall(
             f"SELECT {_SELECT.format(p='')} FROM {self._q} WHERE status = 'dead' ORDER BY seq LIMIT %s",
             (limit,),
@@ -486,18 +445,9 @@ class PostgresOutbox:
         record = decode_row(rows[0], lenient=True)
         return record if isinstance(record, OutboxRecord) else None
 
-    async def delete_sent_older_than(
-        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
-    ) -> int:
-        check_positive(batch_size, name="batch_size")
-        cutoff = resolve_now(now) - retention_ms
+    async def _delete_sent(self, cutoff: int, batch_size: int) -> int:
         sql = delete_sent_sql(self._q, "%s")
-        total = 0
-        while True:
-            deleted = await self._execute(sql, (cutoff, batch_size))
-            total += deleted
-            if deleted < batch_size:
-                return total
+        return await self._in_batches(lambda: self._execute(sql, (cutoff, batch_size)), batch_size)
 
     # -- wake-up ------------------------------------------------------------------------------------------
 

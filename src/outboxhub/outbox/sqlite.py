@@ -37,15 +37,8 @@ from outboxhub.outbox._sql import (
     split_table,
     stats_sql,
 )
-from outboxhub.outbox.base import (
-    check_ids,
-    check_positive,
-    check_purge_args,
-    make_stats,
-    readable,
-    resolve_now,
-)
-from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats, PreparedRecord
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.model import Failure, OutboxRecord, PreparedRecord
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL_MS",
@@ -154,7 +147,7 @@ def insert_sqlite(conn: sqlite3.Connection, record: PreparedRecord, table: str) 
         raise
 
 
-class SqliteOutbox:
+class SqliteOutbox(OutboxBackend):
     """``OutboxStore`` over one SQLite file. Create with ``await SqliteOutbox.open(path)``."""
 
     def __init__(
@@ -299,18 +292,10 @@ class SqliteOutbox:
 
     # -- drainer ------------------------------------------------------------------------------------------
 
-    async def claim_batch(
-        self,
-        limit: int,
-        lease_ms: int,
-        worker_id: str,
-        *,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+    async def _claim_batch(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
     ) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
-        check_positive(lease_ms, name="lease_ms")
-        return await self._call(self._claim, limit, lease_ms, worker_id, ordered_by_key, resolve_now(now))
+        return await self._call(self._claim, limit, lease_ms, worker_id, ordered, now)
 
     def _claim(
         self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
@@ -325,10 +310,8 @@ class SqliteOutbox:
             self._in_transaction(lambda: self._conn.executemany(self._mark_bad_sql, bad))
         return records
 
-    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
-        if not records:
-            return 0
-        return await self._call(self._by_token, self._sent_sql, records, resolve_now(now))
+    async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
+        return await self._call(self._by_token, self._sent_sql, records, now)
 
     def _by_token(self, sql: str, records: Sequence[OutboxRecord], value: int) -> int:
         # One statement per claim token (a drainer's batch has one); several run in one transaction.
@@ -347,14 +330,11 @@ class SqliteOutbox:
 
         return self._in_transaction(run)
 
-    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
-        if not failures:
-            return 0
-        at = resolve_now(now)
+    async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
         params = [
             {
                 "dead": f.verdict.dead,
-                "available_at": at + f.verdict.delay_ms,
+                "available_at": now + f.verdict.delay_ms,
                 "err": f.error,
                 "seq": f.record.seq,
                 "token": f.record.claim_token,
@@ -365,61 +345,40 @@ class SqliteOutbox:
             self._in_transaction, lambda: self._conn.executemany(self._failed_sql, params).rowcount
         )
 
-    async def release(
-        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
-    ) -> int:
-        if not records:
-            return 0
-        return await self._call(self._by_token, self._release_sql, records, resolve_now(now) + delay_ms)
+    async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
+        return await self._call(self._by_token, self._release_sql, records, available_at)
 
-    async def requeue_expired(self, *, now: int | None = None) -> int:
-        at = resolve_now(now)
-        return await self._call(lambda: self._conn.execute(self._requeue_sql, (at,)).rowcount)
+    async def _requeue_expired(self, now: int) -> int:
+        return await self._call(lambda: self._conn.execute(self._requeue_sql, (now,)).rowcount)
 
     # -- operators ----------------------------------------------------------------------------------------
 
-    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
-        at = resolve_now(now)
+    async def _retry(self, ids: list[str] | None, now: int) -> int:
         base = f"UPDATE {self._table_sql} SET status = 'pending', attempts = 0, available_at = ? "
         params: tuple[object, ...]
-        if ids == "all":
-            sql, params = base + "WHERE status = 'dead'", (at,)
+        if ids is None:
+            sql, params = base + "WHERE status = 'dead'", (now,)
         else:
-            id_list = check_ids(ids, what="retry")
             sql = base + "WHERE status = 'dead' AND id IN (SELECT value FROM json_each(?))"
-            params = (at, msgspec.json.encode(id_list).decode())
+            params = (now, msgspec.json.encode(ids).decode())
         return await self._call(lambda: self._conn.execute(sql, params).rowcount)
 
-    async def purge(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        older_than_ms: int | None = None,
-        now: int | None = None,
-    ) -> int:
-        check_purge_args(ids, older_than_ms)
+    async def _purge(self, ids: list[str] | None, created_by: int | None) -> int:
         sql = f"DELETE FROM {self._table_sql} WHERE status = 'dead'"
         params: list[object] = []
         if ids is not None:
             sql += " AND id IN (SELECT value FROM json_each(?))"
-            params.append(msgspec.json.encode(check_ids(ids, what="purge")).decode())
-        if older_than_ms is not None:
+            params.append(msgspec.json.encode(ids).decode())
+        if created_by is not None:
             sql += " AND ts <= ?"
-            params.append(resolve_now(now) - older_than_ms)
+            params.append(created_by)
         return await self._call(lambda: self._conn.execute(sql, params).rowcount)
 
-    async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = resolve_now(now)
+    async def _stats(self, now: int) -> StatsRow:
         sql = stats_sql(self._table_sql, "?")
-        pending, claimed, dead, oldest_ts, next_retry = await self._call(
-            lambda: self._conn.execute(sql, (at,)).fetchone()
-        )
-        return make_stats(
-            at, pending=pending, claimed=claimed, dead=dead, oldest_ts=oldest_ts, next_retry_at=next_retry
-        )
+        return StatsRow(*await self._call(lambda: self._conn.execute(sql, (now,)).fetchone()))
 
-    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
+    async def _list_dead(self, limit: int) -> list[OutboxRecord]:
         sql = f"SELECT {COLUMNS} FROM {self._table_sql} WHERE status = 'dead' ORDER BY seq LIMIT ?"
         rows = await self._call(lambda: self._conn.execute(sql, (limit,)).fetchall())
         return readable(decode_row(row, lenient=True) for row in rows)
@@ -432,19 +391,12 @@ class SqliteOutbox:
         record = decode_row(row, lenient=True)
         return record if isinstance(record, OutboxRecord) else None
 
-    async def delete_sent_older_than(
-        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
-    ) -> int:
-        check_positive(batch_size, name="batch_size")
-        cutoff = resolve_now(now) - retention_ms
+    async def _delete_sent(self, cutoff: int, batch_size: int) -> int:
         sql = delete_sent_sql(self._table_sql, "?")
-        total = 0
-        while True:
-            # One batch per thread hop: claims and marks can run between batches.
-            deleted = await self._call(lambda: self._conn.execute(sql, (cutoff, batch_size)).rowcount)
-            total += deleted
-            if deleted < batch_size:
-                return total
+        # One batch per thread hop: claims and marks can run between batches.
+        return await self._in_batches(
+            lambda: self._call(lambda: self._conn.execute(sql, (cutoff, batch_size)).rowcount), batch_size
+        )
 
     # -- wake-up ------------------------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@
 The base class implements the ``Store`` methods whose argument handling is the same everywhere (closing
 once, the closed check, commit listeners, preparing events for ``publish``/``publish_batch``, empty
 inputs, the default ``now``) and calls one hook per backend for the work: ``_shutdown``, ``_append``,
-``_scan``, ``_latest_by_key``, ``_claim``, ``_ack``, ``_nack``, ``_extend``. Methods that are a plain call
+``_scan``, ``_latest_by_key``, ``_claim``, ``_ack``, ``_nack``, ``_extend`` (a claim and a NACK arrive as one
+``ClaimRequest`` / ``NackRequest`` of ``store/lifecycle.py``, ``now`` resolved). Methods that are a plain call
 in every backend (``get_event``, ``tail``, ``groups``, ``cursor``, ...) are written in the backend.
 
 Adding a backend: subclass ``StoreBackend``, implement the hooks and the remaining ``Store`` methods, run
-claims through ``store/lifecycle.py``'s ``ClaimPlan``, expose ``open_store(url, **options)`` and register
-the URL scheme in ``store/__init__.py``; then add it to ``BACKENDS`` in ``tests/contract/conftest.py``.
+claims through the ``ClaimPlan`` of ``ClaimRequest.plan()``, expose ``open_store(url, **options)`` and
+register the URL scheme in ``store/__init__.py``; then add it to ``BACKENDS`` in
+``tests/contract/conftest.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, NewEvent, PublishResult
 from outboxhub.store.base import CommitListener
 from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
 
 __all__ = ["StoreBackend"]
@@ -132,24 +135,21 @@ class StoreBackend(ABC):
         now: int | None = None,
     ) -> list[Delivery]:
         self._check_open()
-        at = now_ms() if now is None else now
-        return await self._claim(
-            pattern, group, member, limit, ack_timeout_ms, max_deliver, ordered_by_key, at
+        request = ClaimRequest(
+            pattern=pattern,
+            group=group,
+            member=member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=now_ms() if now is None else now,
         )
+        return await self._claim(request)
 
     @abstractmethod
-    async def _claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
-        """Run the claim (``ClaimPlan`` of ``store/lifecycle.py``) atomically."""
+    async def _claim(self, request: ClaimRequest) -> list[Delivery]:
+        """Run the claim (``request.plan()``, a ``ClaimPlan`` of ``store/lifecycle.py``) atomically."""
 
     async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
         self._check_open()
@@ -172,21 +172,20 @@ class StoreBackend(ABC):
         now: int | None = None,
     ) -> bool:
         self._check_open()
-        at = now_ms() if now is None else now
-        return await self._nack(pattern, group, event_id, max_deliver, delay_ms, reason, at)
+        request = NackRequest(
+            pattern=pattern,
+            group=group,
+            event_id=event_id,
+            max_deliver=max_deliver,
+            delay_ms=delay_ms,
+            reason=reason,
+            now=now_ms() if now is None else now,
+        )
+        return await self._nack(request)
 
     @abstractmethod
-    async def _nack(
-        self,
-        pattern: str,
-        group: str,
-        event_id: str,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
-        """Run the NACK (``plan_nack`` of ``store/lifecycle.py``) atomically."""
+    async def _nack(self, request: NackRequest) -> bool:
+        """Run the NACK (``request.trigger()``, ``plan_nack`` of ``store/lifecycle.py``) atomically."""
 
     async def extend(
         self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None

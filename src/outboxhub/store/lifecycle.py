@@ -57,13 +57,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from outboxhub.model import nack_backoff_ms
+
 __all__ = [
     "DELIVERY_LIFECYCLE",
     "ORDERED_SCAN_CAP",
     "ClaimPlan",
+    "ClaimRequest",
     "Decision",
     "Expired",
     "LifecycleError",
+    "NackRequest",
     "State",
     "Trigger",
     "Verdict",
@@ -378,3 +382,50 @@ class ClaimPlan:
         """The group's frontier after the claim: where the scan stopped, or ``last_seq`` (read before the
         first page) when the scan reached the end of the log."""
         return max(self.position, last_seq) if self._exhausted else self.position
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRequest:
+    """One ``Store.claim`` call, its ``now`` resolved: what ``StoreBackend`` hands a backend's claim."""
+
+    pattern: str
+    group: str
+    member: str
+    limit: int
+    ack_timeout_ms: int
+    max_deliver: int
+    ordered: bool
+    now: int
+
+    def plan(self) -> ClaimPlan:
+        """A fresh ``ClaimPlan`` for this claim."""
+        return ClaimPlan(
+            limit=self.limit,
+            ack_timeout_ms=self.ack_timeout_ms,
+            max_deliver=self.max_deliver,
+            ordered=self.ordered,
+            now=self.now,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NackRequest:
+    """One ``Store.nack`` call, its ``now`` resolved: what ``StoreBackend`` hands a backend's NACK."""
+
+    pattern: str
+    group: str
+    event_id: str
+    max_deliver: int
+    delay_ms: int | None
+    reason: str | None
+    now: int
+
+    def trigger(self, *, attempts: int, held: bool, deadline: int) -> Trigger | None:
+        """``plan_nack`` for the pending row of the event (see there)."""
+        return plan_nack(
+            attempts=attempts, held=held, deadline=deadline, now=self.now, max_deliver=self.max_deliver
+        )
+
+    def redeliver_at(self, attempts: int) -> int:
+        """The deadline a NACKed row waits for: ``delay_ms``, or the backoff of its ``attempts``."""
+        return self.now + nack_backoff_ms(attempts, self.delay_ms)

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bson.int64 import Int64
@@ -32,15 +32,8 @@ from pymongo.errors import PyMongoError
 
 from outboxhub.errors import StoreError, StoreURLError
 from outboxhub.ids import new_id
-from outboxhub.outbox.base import (
-    check_ids,
-    check_positive,
-    check_purge_args,
-    make_stats,
-    readable,
-    resolve_now,
-)
-from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.model import Failure, OutboxRecord
 from outboxhub.outbox.mongo.records import Doc, decode_record, id_values, to_ms
 from outboxhub.outbox.mongo.schema import collection_name, outbox_indexes
 from outboxhub.store.base import mask_url
@@ -80,7 +73,7 @@ async def open_mongo_outbox(
     return await MongoOutbox.open(url, table=table, poll_interval_ms=poll_interval_ms)
 
 
-class MongoOutbox:
+class MongoOutbox(OutboxBackend):
     """``OutboxStore`` over one MongoDB collection. Create with ``await MongoOutbox.open(url)``."""
 
     def __init__(
@@ -194,21 +187,10 @@ class MongoOutbox:
 
     # -- claims -------------------------------------------------------------------------------------------
 
-    async def claim_batch(
-        self,
-        limit: int,
-        lease_ms: int,
-        worker_id: str,
-        *,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+    async def _claim_batch(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
     ) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
-        check_positive(lease_ms, name="lease_ms")
-        at = resolve_now(now)
-        result: list[OutboxRecord] = await self._run(
-            self._claim(limit, lease_ms, worker_id, ordered_by_key, at)
-        )
+        result: list[OutboxRecord] = await self._run(self._claim(limit, lease_ms, worker_id, ordered, now))
         return result
 
     async def _backfill(self) -> None:
@@ -367,17 +349,12 @@ class MongoOutbox:
         result = await self._run(self._coll.bulk_write(ops, ordered=False))
         return int(result.modified_count)
 
-    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
-        if not records:
-            return 0
+    async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
         return await self._update_by_token(
-            records, {"$set": {"status": "sent", "sent_at": Int64(resolve_now(now))}, "$unset": _CLEAR_CLAIM}
+            records, {"$set": {"status": "sent", "sent_at": Int64(now)}, "$unset": _CLEAR_CLAIM}
         )
 
-    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
-        if not failures:
-            return 0
-        at = resolve_now(now)
+    async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
         ops = []
         for failure in failures:
             record = failure.record
@@ -387,7 +364,7 @@ class MongoOutbox:
             if failure.verdict.dead:
                 values["status"] = "dead"
             else:
-                values.update(status="pending", available_at=Int64(at + failure.verdict.delay_ms))
+                values.update(status="pending", available_at=Int64(now + failure.verdict.delay_ms))
             ops.append(
                 UpdateOne(
                     {
@@ -403,24 +380,20 @@ class MongoOutbox:
         result = await self._run(self._coll.bulk_write(ops, ordered=False))
         return int(result.modified_count)
 
-    async def release(
-        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
-    ) -> int:
-        if not records:
-            return 0
+    async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
         return await self._update_by_token(
             records,
             {
-                "$set": {"status": "pending", "available_at": Int64(resolve_now(now) + delay_ms)},
+                "$set": {"status": "pending", "available_at": Int64(available_at)},
                 "$inc": {"attempts": -1},
                 "$unset": _CLEAR_CLAIM,
             },
         )
 
-    async def requeue_expired(self, *, now: int | None = None) -> int:
+    async def _requeue_expired(self, now: int) -> int:
         result = await self._run(
             self._coll.update_many(
-                {"status": "claimed", "lease_until": {"$lt": resolve_now(now)}},
+                {"status": "claimed", "lease_until": {"$lt": now}},
                 {"$set": {"status": "pending"}, "$unset": _CLEAR_CLAIM},
             )
         )
@@ -428,37 +401,29 @@ class MongoOutbox:
 
     # -- operators ----------------------------------------------------------------------------------------
 
-    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+    async def _retry(self, ids: list[str] | None, now: int) -> int:
         query: Doc = {"status": {"$in": _DEAD}}
-        if ids != "all":
-            query["_id"] = {"$in": [v for i in check_ids(ids, what="retry") for v in id_values(i)]}
+        if ids is not None:
+            query["_id"] = {"$in": [v for i in ids for v in id_values(i)]}
         result = await self._run(
             self._coll.update_many(
-                query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(resolve_now(now))}}
+                query, {"$set": {"status": "pending", "attempts": 0, "available_at": Int64(now)}}
             )
         )
         if result.modified_count:
             self._wake.set()
         return int(result.modified_count)
 
-    async def purge(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        older_than_ms: int | None = None,
-        now: int | None = None,
-    ) -> int:
-        check_purge_args(ids, older_than_ms)
+    async def _purge(self, ids: list[str] | None, created_by: int | None) -> int:
         query: Doc = {"status": {"$in": _DEAD}}
         if ids is not None:
-            query["_id"] = {"$in": [v for i in check_ids(ids, what="purge") for v in id_values(i)]}
-        if older_than_ms is not None:
-            query["ts"] = {"$lte": resolve_now(now) - older_than_ms}
+            query["_id"] = {"$in": [v for i in ids for v in id_values(i)]}
+        if created_by is not None:
+            query["ts"] = {"$lte": created_by}
         result = await self._run(self._coll.delete_many(query))
         return int(result.deleted_count)
 
-    async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = resolve_now(now)
+    async def _stats(self, now: int) -> StatsRow:
         coll = self._coll
         pending, claimed, dead, oldest, retry_doc = await self._run(
             asyncio.gather(
@@ -467,23 +432,21 @@ class MongoOutbox:
                 coll.count_documents({"status": {"$in": _DEAD}}),
                 coll.find_one({"status": "pending"}, {"ts": 1}, sort=[("ts", ASCENDING)]),
                 coll.find_one(
-                    {"status": "pending", "available_at": {"$gt": at}},
+                    {"status": "pending", "available_at": {"$gt": now}},
                     {"available_at": 1},
                     sort=[("available_at", ASCENDING)],
                 ),
             )
         )
-        return make_stats(
-            at,
-            pending=pending,
-            claimed=claimed,
-            dead=dead,
-            oldest_ts=None if oldest is None else to_ms(oldest.get("ts")),
-            next_retry_at=None if retry_doc is None else to_ms(retry_doc["available_at"]),
+        return StatsRow(
+            pending,
+            claimed,
+            dead,
+            None if oldest is None else to_ms(oldest.get("ts")),
+            None if retry_doc is None else to_ms(retry_doc["available_at"]),
         )
 
-    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
+    async def _list_dead(self, limit: int) -> list[OutboxRecord]:
         docs = await self._run(
             self._coll.find({"status": {"$in": _DEAD}}, sort=_ORDER, limit=limit).to_list()
         )
@@ -496,11 +459,7 @@ class MongoOutbox:
         record = decode_record(doc, lenient=True)
         return record if isinstance(record, OutboxRecord) else None
 
-    async def delete_sent_older_than(
-        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
-    ) -> int:
-        check_positive(batch_size, name="batch_size")
-        cutoff = resolve_now(now) - retention_ms
+    async def _delete_sent(self, cutoff: int, batch_size: int) -> int:
         # Sent records in the original shape have no sent_at: their ts stands in for it.
         total = 0
         for query in (

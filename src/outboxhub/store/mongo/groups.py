@@ -54,10 +54,9 @@ from outboxhub.model import (
     NewEvent,
     PublishResult,
     StartPosition,
-    nack_backoff_ms,
 )
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, ack_floor, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
+from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
 from outboxhub.store.mongo.events import EventLog, decode_event
 
 __all__ = ["GroupOps"]
@@ -197,18 +196,8 @@ class GroupOps:
         # Conditional on our token: a claim that outlived its lease changes nothing.
         await self.groups.update_one({"_id": gid, "lock_tok": token}, update)
 
-    async def claim(
-        self,
-        pattern: str,
-        name: str,
-        member: str,
-        *,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
+    async def claim(self, request: ClaimRequest) -> list[Delivery]:
+        pattern, name, member = request.pattern, request.group, request.member
         local = self._local.setdefault((pattern, name), asyncio.Lock())
         async with local:
             token = new_id()
@@ -216,16 +205,10 @@ class GroupOps:
             gid, frontier = group["_id"], int(group["frontier"])
             new_frontier: int | None = None
             try:
-                if limit <= 0:
+                if request.limit <= 0:
                     return []
                 horizon = await self._log.counter.horizon()  # before any scan: see seq.py
-                plan = ClaimPlan(
-                    limit=limit,
-                    ack_timeout_ms=ack_timeout_ms,
-                    max_deliver=max_deliver,
-                    ordered=ordered,
-                    now=now,
-                )
+                plan = request.plan()
                 deliveries = await self._claim_expired(gid, pattern, name, member, plan)
                 plan.begin_new(frontier, delivered=len(deliveries))
                 if plan.wanted > 0:
@@ -427,31 +410,18 @@ class GroupOps:
         )
         return result.deleted_count
 
-    async def nack(
-        self,
-        pattern: str,
-        name: str,
-        event_id: str,
-        *,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
+    async def nack(self, request: NackRequest) -> bool:
+        pattern, name, reason, now = request.pattern, request.group, request.reason, request.now
         gid = await self._gid(pattern, name)
         if gid is None:
             return False
         for _ in range(5):
-            row = await self.pending.find_one({"gid": gid, "event_id": event_id, "dl": None})
+            row = await self.pending.find_one({"gid": gid, "event_id": request.event_id, "dl": None})
             if row is None:
                 return False
             attempts = int(row["attempts"])
-            trigger = plan_nack(
-                attempts=attempts,
-                held=row.get("member") is not None,
-                deadline=int(row["deadline"]),
-                now=now,
-                max_deliver=max_deliver,
+            trigger = request.trigger(
+                attempts=attempts, held=row.get("member") is not None, deadline=int(row["deadline"])
             )
             if trigger is None:
                 return False
@@ -459,7 +429,7 @@ class GroupOps:
             if trigger is Trigger.NACK_FINAL:
                 await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True
-            update: Doc = {"member": None, "deadline": Int64(now + nack_backoff_ms(attempts, delay_ms))}
+            update: Doc = {"member": None, "deadline": Int64(request.redeliver_at(attempts))}
             if reason is not None:
                 update["last_reason"] = reason
             result = await self.pending.update_one(current, {"$set": update})

@@ -71,6 +71,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.mongo.conn import MongoSettings, make_client, parse_url, translate
 from outboxhub.store.mongo.events import EventLog, Staged
 from outboxhub.store.mongo.groups import GroupOps
@@ -301,52 +302,14 @@ class MongoStore(StoreBackend):
         self._check_open()
         return await self._run(self._groups.groups_info)
 
-    async def _claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
-        return await self._run(
-            self._groups.claim,
-            pattern,
-            group,
-            member,
-            limit=limit,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered=ordered,
-            now=now,
-        )
+    async def _claim(self, request: ClaimRequest) -> list[Delivery]:
+        return await self._run(self._groups.claim, request)
 
     async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         return await self._run(self._groups.ack, pattern, group, event_ids)
 
-    async def _nack(
-        self,
-        pattern: str,
-        group: str,
-        event_id: str,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
-        return await self._run(
-            self._groups.nack,
-            pattern,
-            group,
-            event_id,
-            max_deliver=max_deliver,
-            delay_ms=delay_ms,
-            reason=reason,
-            now=now,
-        )
+    async def _nack(self, request: NackRequest) -> bool:
+        return await self._run(self._groups.nack, request)
 
     async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
         return await self._run(self._groups.extend, pattern, group, event_id, ack_timeout_ms, now)

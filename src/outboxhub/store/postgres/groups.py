@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from outboxhub.errors import StoreError
-from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition, nack_backoff_ms
+from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
+from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
@@ -183,26 +183,13 @@ async def _lock_group(conn: PgConn, pattern: str, name: str) -> tuple[int, int, 
     return _locked(await cur.fetchone(), pattern, name)
 
 
-async def claim(
-    conn: PgConn,
-    ctx: ClaimContext,
-    pattern: str,
-    name: str,
-    member: str,
-    *,
-    limit: int,
-    ack_timeout_ms: int,
-    max_deliver: int,
-    ordered: bool,
-    now: int,
-) -> list[Delivery]:
-    if limit <= 0:
+async def claim(conn: PgConn, ctx: ClaimContext, request: ClaimRequest) -> list[Delivery]:
+    pattern, name, member, now = request.pattern, request.group, request.member, request.now
+    if request.limit <= 0:
         async with conn.transaction():
             await _lock_group(conn, pattern, name)
             return []
-    plan = ClaimPlan(
-        limit=limit, ack_timeout_ms=ack_timeout_ms, max_deliver=max_deliver, ordered=ordered, now=now
-    )
+    plan = request.plan()
     where = topic_filter(pattern)
     first_want = plan.first_page_size()
     async with pipelined_transaction(conn):
@@ -401,18 +388,8 @@ async def ack(conn: PgConn, pattern: str, name: str, event_ids: Sequence[str]) -
     return max(0, cur.rowcount)
 
 
-async def nack(
-    conn: PgConn,
-    ctx: ClaimContext,
-    pattern: str,
-    name: str,
-    event_id: str,
-    *,
-    max_deliver: int,
-    delay_ms: int | None,
-    reason: str | None,
-    now: int,
-) -> bool:
+async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
+    pattern, name, reason, now = request.pattern, request.group, request.reason, request.now
     async with pipelined_transaction(conn):
         await conn.execute(ASYNC_COMMIT)
         lock = await conn.execute(
@@ -422,7 +399,7 @@ async def nack(
             f"SELECT p.seq, p.attempts, p.member IS NOT NULL, p.deadline, {EVENT_SELECT} FROM pending p"
             " JOIN events e ON e.seq = p.seq JOIN topics t ON t.topic_id = e.topic_id"
             f" WHERE p.gid = {_GROUP_GID} AND e.id = %s",
-            (pattern, name, event_id),
+            (pattern, name, request.event_id),
         )
         group = await lock.fetchone()
         row = await cur.fetchone()
@@ -430,9 +407,7 @@ async def nack(
             return False
         gid = int(group[0])
         seq, attempts = int(row[0]), int(row[1])
-        trigger = plan_nack(
-            attempts=attempts, held=bool(row[2]), deadline=int(row[3]), now=now, max_deliver=max_deliver
-        )
+        trigger = request.trigger(attempts=attempts, held=bool(row[2]), deadline=int(row[3]))
         if trigger is None:
             return False
         if trigger is Trigger.NACK_FINAL:
@@ -442,7 +417,7 @@ async def nack(
         await conn.execute(
             "UPDATE pending SET member = NULL, deadline = %s, last_reason = coalesce(%s, last_reason)"
             " WHERE gid = %s AND seq = %s",
-            (now + nack_backoff_ms(attempts, delay_ms), reason, gid, seq),
+            (request.redeliver_at(attempts), reason, gid, seq),
         )
         return True
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -67,6 +68,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
@@ -200,21 +202,26 @@ class PostgresStore(StoreBackend):
         releases are idempotent, a re-run claim at worst leaves an event pending until its ack timeout, and
         appends are idempotent by event id.
         """
-        tries = 0
-        stale = 0
+        failures = _Failures()
         while True:
-            tries += 1
             try:
                 async with self._pool.connection() as conn:
                     return await fn(conn, *args, **kwargs)
             except psycopg.Error as exc:
-                if is_retryable(exc) and tries < _MAX_TRIES:
-                    continue
-                if _connection_lost(exc) and stale <= self._settings.pool_max:
-                    stale += 1
-                    self._check_pool()
-                    continue
-                raise translate(exc, self._url) from exc
+                if not self._again(exc, failures):
+                    raise translate(exc, self._url) from exc
+
+    def _again(self, exc: psycopg.Error, failures: _Failures) -> bool:
+        """Whether to re-run after ``exc`` (see ``_run``): a deadlock or serialization failure up to
+        ``_MAX_TRIES`` tries in all, a broken connection once per pooled connection (checking the pool)."""
+        failures.tries += 1
+        if is_retryable(exc) and failures.tries < _MAX_TRIES:
+            return True
+        if _connection_lost(exc) and failures.stale <= self._settings.pool_max:
+            failures.stale += 1
+            self._check_pool()
+            return True
+        return False
 
     def _check_pool(self) -> None:
         """Test the idle pooled connections in the background, replacing the broken ones."""
@@ -236,10 +243,8 @@ class PostgresStore(StoreBackend):
         idempotent by id, so they are not stored twice, and come back with their seqs and ``duplicate``
         set, as a publisher retrying after an error would see them.
         """
-        stale = 0
-        tries = 0
+        failures = _Failures()
         while True:
-            tries += 1
             try:
                 conn = await self._pool.getconn()
             except psycopg.Error as exc:
@@ -250,13 +255,9 @@ class PostgresStore(StoreBackend):
                     results, top = await events.append(conn, self._channel, rows, commit=True)
             except psycopg.Error as exc:
                 await self._give_back(conn)
-                if is_retryable(exc) and tries < _MAX_TRIES:
-                    continue
-                if _connection_lost(exc) and stale <= self._settings.pool_max:
-                    stale += 1
-                    self._check_pool()
-                    continue
-                raise translate(exc, self._url) from exc
+                if not self._again(exc, failures):
+                    raise translate(exc, self._url) from exc
+                continue
             except BaseException:
                 await self._give_back(conn)
                 raise
@@ -330,52 +331,14 @@ class PostgresStore(StoreBackend):
             self._committed(ctx.appended_to)
         return result
 
-    async def _claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
-        return await self._run_appending(
-            groups_ops.claim,
-            pattern,
-            group,
-            member,
-            limit=limit,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered=ordered,
-            now=now,
-        )
+    async def _claim(self, request: ClaimRequest) -> list[Delivery]:
+        return await self._run_appending(groups_ops.claim, request)
 
     async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         return await self._run(groups_ops.ack, pattern, group, event_ids)
 
-    async def _nack(
-        self,
-        pattern: str,
-        group: str,
-        event_id: str,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
-        return await self._run_appending(
-            groups_ops.nack,
-            pattern,
-            group,
-            event_id,
-            max_deliver=max_deliver,
-            delay_ms=delay_ms,
-            reason=reason,
-            now=now,
-        )
+    async def _nack(self, request: NackRequest) -> bool:
+        return await self._run_appending(groups_ops.nack, request)
 
     async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
         return await self._run(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
@@ -404,6 +367,14 @@ def _connection_lost(exc: BaseException) -> bool:
         and not isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed)
         and not is_retryable(exc)
     )
+
+
+@dataclass(slots=True)
+class _Failures:
+    """The failed tries of one ``_run`` or ``_stage`` so far (``PostgresStore._again`` counts them)."""
+
+    tries: int = 0
+    stale: int = 0
 
 
 class _CommittedBatch:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from outboxhub.model import Delivery, Event, GroupInfo, StartPosition, nack_backoff_ms
+from outboxhub.model import Delivery, Event, GroupInfo, StartPosition
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, Expired, Trigger, Verdict, plan_nack
+from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
 from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
@@ -90,23 +90,12 @@ def _start_frontier(tx: WriteTx, start: StartPosition) -> int:
     return low - 1
 
 
-def claim(
-    tx: WriteTx,
-    pattern: str,
-    name: str,
-    member: str,
-    limit: int,
-    ack_timeout_ms: int,
-    max_deliver: int,
-    ordered: bool,
-    now: int,
-) -> list[Delivery]:
+def claim(tx: WriteTx, request: ClaimRequest) -> list[Delivery]:
+    pattern, name, member = request.pattern, request.group, request.member
     gid, frontier = tx.group(pattern, name)
-    if limit <= 0:
+    if request.limit <= 0:
         return []
-    plan = ClaimPlan(
-        limit=limit, ack_timeout_ms=ack_timeout_ms, max_deliver=max_deliver, ordered=ordered, now=now
-    )
+    plan = request.plan()
     redelivered = _claim_expired(tx, gid, pattern, name, member, plan)
     deliveries: list[Delivery] = []
     if redelivered:
@@ -238,16 +227,8 @@ def ack(tx: WriteTx, pattern: str, name: str, event_ids: list[str]) -> int:
     return count
 
 
-def nack(
-    tx: WriteTx,
-    pattern: str,
-    name: str,
-    event_id: str,
-    max_deliver: int,
-    delay_ms: int | None,
-    reason: str | None,
-    now: int,
-) -> bool:
+def nack(tx: WriteTx, request: NackRequest) -> bool:
+    pattern, name, reason, now = request.pattern, request.group, request.reason, request.now
     ref = tx.find_group(pattern, name)
     if ref is None:
         return False
@@ -255,14 +236,12 @@ def nack(
     row = tx.conn.execute(
         "SELECT seq, attempts, member IS NOT NULL, deadline FROM pending"
         f" WHERE gid = ? AND seq = {_EVENT_ID_SEQ}",
-        (gid, event_id),
+        (gid, request.event_id),
     ).fetchone()
     if row is None:
         return False
     seq, attempts, held, deadline = row
-    trigger = plan_nack(
-        attempts=attempts, held=bool(held), deadline=deadline, now=now, max_deliver=max_deliver
-    )
+    trigger = request.trigger(attempts=attempts, held=bool(held), deadline=deadline)
     if trigger is None:
         return False
     if trigger is Trigger.NACK_FINAL:
@@ -271,7 +250,7 @@ def nack(
     tx.conn.execute(
         "UPDATE pending SET member = NULL, deadline = ?, last_reason = coalesce(?, last_reason)"
         " WHERE gid = ? AND seq = ?",
-        (now + nack_backoff_ms(attempts, delay_ms), reason, gid, seq),
+        (request.redeliver_at(attempts), reason, gid, seq),
     )
     return True
 

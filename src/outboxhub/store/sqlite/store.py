@@ -54,6 +54,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import mask_url
 from outboxhub.store.codec import Prepared
+from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
 from outboxhub.store.sqlite.errors import translate
@@ -296,39 +297,16 @@ class SQLiteStore(StoreBackend):
     async def groups(self) -> list[GroupInfo]:
         return await self._read(reads.groups)
 
-    async def _claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered: bool,
-        now: int,
-    ) -> list[Delivery]:
-        deliveries: list[Delivery] = await self._write(
-            groups_ops.claim, pattern, group, member, limit, ack_timeout_ms, max_deliver, ordered, now
-        )
+    async def _claim(self, request: ClaimRequest) -> list[Delivery]:
+        deliveries: list[Delivery] = await self._write(groups_ops.claim, request)
         return deliveries
 
     async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         count: int = await self._write(groups_ops.ack, pattern, group, event_ids)
         return count
 
-    async def _nack(
-        self,
-        pattern: str,
-        group: str,
-        event_id: str,
-        max_deliver: int,
-        delay_ms: int | None,
-        reason: str | None,
-        now: int,
-    ) -> bool:
-        found: bool = await self._write(
-            groups_ops.nack, pattern, group, event_id, max_deliver, delay_ms, reason, now
-        )
+    async def _nack(self, request: NackRequest) -> bool:
+        found: bool = await self._write(groups_ops.nack, request)
         return found
 
     async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
