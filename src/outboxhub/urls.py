@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 __all__ = ["MASK", "is_secret_key", "mask_url"]
 
@@ -61,4 +61,5 @@ def mask_url(url: str) -> str:
     fragment = MASK if parts.fragment else ""
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url  # nothing to hide: keep the URL exactly as given (``sqlite:///x.db`` stays as is)
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+    head = f"{parts.scheme}://{netloc}" if url.startswith(f"{parts.scheme}://") else f"{parts.scheme}:{netloc}"
+    return head + parts.path + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
