@@ -441,7 +441,9 @@ async def test_a_heavy_policy_decides_off_the_loop_with_the_same_answer() -> Non
 
 
 @given(st.sampled_from(["subscribe", "*"]), _pattern, st.lists(st.sampled_from(["g1", "g2"]), min_size=1))
-def test_a_group_suffix_restricts_a_scope_to_those_groups(action: str, pattern: str, groups: list[str]) -> None:
+def test_a_group_suffix_restricts_a_scope_to_those_groups(
+    action: str, pattern: str, groups: list[str]
+) -> None:
     pol = scopes_to_policy([f"{action}:{pattern}@{','.join(groups)}"])
     assert is_allowed(pol, "subscribe", pattern, groups[0])
     assert not is_allowed(pol, "subscribe", pattern, "g3")

@@ -100,7 +100,8 @@ class Jwks:
             return web.Response(status=self.status)
         doc = {
             "keys": [
-                {**RSAAlgorithm.to_jwk(k.public_key(), as_dict=True), "kid": kid} for kid, k in self.keys.items()
+                {**RSAAlgorithm.to_jwk(k.public_key(), as_dict=True), "kid": kid}
+                for kid, k in self.keys.items()
             ]
         }
         headers = {"Cache-Control": self.cache_control} if self.cache_control else None
@@ -203,7 +204,13 @@ async def test_cache_control_max_age_shortens_the_ttl(jwks: Jwks) -> None:
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [(None, None), ("max-age=30", 30.0), ('public, MAX-AGE="7"', 7.0), ("no-store", 0.0), ("max-age=x", None)],
+    [
+        (None, None),
+        ("max-age=30", 30.0),
+        ('public, MAX-AGE="7"', 7.0),
+        ("no-store", 0.0),
+        ("max-age=x", None),
+    ],
 )
 def test_cache_max_age(header: str | None, seconds: float | None) -> None:
     assert cache_max_age(header) == seconds
@@ -217,5 +224,3 @@ async def test_a_jwks_fetch_error_never_shows_the_url_query(jwks: Jwks) -> None:
             await verifier.verify(jwks.token("new"))
     assert "HTTP 500" in info.value.msg
     assert "hunter2" not in info.value.msg and "token=***" in info.value.msg
-
-

@@ -15,10 +15,19 @@ from outboxhub.urls import is_secret_key, mask_url
     [
         ("sqlite:///data/hub.db", "sqlite:///data/hub.db"),
         ("postgresql://app:s3cret@db:5432/app", "postgresql://app:***@db:5432/app"),
-        ("postgresql://db/app?sslmode=require&password=s3cret", "postgresql://db/app?sslmode=require&password=***"),
-        ("mongodb://u:p@h/db?authSource=admin&replicaSet=rs0", "mongodb://u:***@h/db?authSource=***&replicaSet=rs0"),
+        (
+            "postgresql://db/app?sslmode=require&password=s3cret",
+            "postgresql://db/app?sslmode=require&password=***",
+        ),
+        (
+            "mongodb://u:p@h/db?authSource=admin&replicaSet=rs0",
+            "mongodb://u:***@h/db?authSource=***&replicaSet=rs0",
+        ),
         ("https://idp/jwks.json?token=abc&x=1", "https://idp/jwks.json?token=***&x=1"),
-        ("https://idp/jwks.json?api_key=abc&X-Amz-Signature=d", "https://idp/jwks.json?api_key=***&X-Amz-Signature=***"),
+        (
+            "https://idp/jwks.json?api_key=abc&X-Amz-Signature=d",
+            "https://idp/jwks.json?api_key=***&X-Amz-Signature=***",
+        ),
         ("sqlite:///a.db?secret=x", "sqlite:///a.db?secret=***"),
         ("postgresql://u@db/app?sslkey=/k", "postgresql://u@db/app?sslkey=***"),
         ("host=db password=abc user=u", "host=db password=*** user=u"),

@@ -61,5 +61,7 @@ def mask_url(url: str) -> str:
     fragment = MASK if parts.fragment else ""
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url  # nothing to hide: keep the URL exactly as given (``sqlite:///x.db`` stays as is)
-    head = f"{parts.scheme}://{netloc}" if url.startswith(f"{parts.scheme}://") else f"{parts.scheme}:{netloc}"
+    head = (
+        f"{parts.scheme}://{netloc}" if url.startswith(f"{parts.scheme}://") else f"{parts.scheme}:{netloc}"
+    )
     return head + parts.path + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")

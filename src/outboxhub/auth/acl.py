@@ -43,8 +43,6 @@ __all__ = [
     "filter_foreign_scopes",
     "is_allowed",
     "parse_policy",
-    "may_read",
-    "rule_count",
     "scopes_to_policy",
     "split_scopes",
 ]

@@ -6,6 +6,9 @@ instead builds one :class:`Decider` when its token is verified and asks it:
 * rules are split once by action and effect, and indexed by their first segment: a rule whose pattern
   starts with a literal segment can only cover or overlap a request that starts with the same segment
   (or, for overlaps, with a wildcard), so most rules of a large policy are never looked at;
+* a SUBSCRIBE allow pattern can only cover a request pattern that contains every literal segment it has
+  (a topic of the request without that literal would escape it), so allow rules are also indexed by their
+  rarest literal, and only those whose literals all occur in the request are tried;
 * decisions are remembered in a bounded LRU (:data:`DECISION_CACHE_MAX` entries per decider), so a
   client repeating a request costs one dictionary lookup;
 * :attr:`Decider.heavy` tells the caller when an uncached SUBSCRIBE decision may be expensive (many rule
@@ -55,6 +58,10 @@ def dlq_original(topic: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def _literals(tokens: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(tok for tok in tokens if tok not in ("*", "**"))
+
+
 def _first(tokens: tuple[str, ...]) -> str:
     head = tokens[0]
     return _WILD if head in ("*", "**") else head
@@ -63,7 +70,7 @@ def _first(tokens: tuple[str, ...]) -> str:
 class Decider:
     """The decisions of one :class:`Policy`, compiled once and cached (bounded)."""
 
-    __slots__ = ("_cache", "_index", "heavy", "policy")
+    __slots__ = ("_by_literal", "_cache", "_index", "_no_literal", "heavy", "policy")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -77,7 +84,32 @@ class Decider:
                 for action in actions:
                     by_first = self._index.setdefault((action, rule.effect), {})
                     by_first.setdefault(_first(tokens), []).append((rule, pattern, tokens))
+        # SUBSCRIBE allow entries by their rarest literal (with their literal set), or literal-free
+        allows = [e for entries in self._index.get(("subscribe", "allow"), {}).values() for e in entries]
+        seen: dict[str, int] = {}
+        for _, _, tokens in allows:
+            for lit in _literals(tokens):
+                seen[lit] = seen.get(lit, 0) + 1
+        self._by_literal: dict[str, list[tuple[frozenset[str], _Entry]]] = {}
+        self._no_literal: list[_Entry] = []
+        for entry in allows:
+            lits = _literals(entry[2])
+            if not lits:
+                self._no_literal.append(entry)
+            else:
+                key = min(lits, key=lambda lit: (seen[lit], lit))
+                self._by_literal.setdefault(key, []).append((lits, entry))
         self._cache: OrderedDict[_Key, bool] = OrderedDict()
+
+    def _subscribe_allows(self, tokens: tuple[str, ...]) -> list[_Entry]:
+        """The allow entries that may cover a request with these tokens (literal-subset pre-filter)."""
+        lits = _literals(tokens)
+        found = list(self._no_literal)
+        for lit in lits:
+            for rule_lits, entry in self._by_literal.get(lit, ()):
+                if rule_lits <= lits:
+                    found.append(entry)
+        return found
 
     def _candidates(self, action: str, effect: str, first: str) -> list[_Entry]:
         by_first = self._index.get((action, effect))
@@ -99,7 +131,12 @@ class Decider:
                 compile_pattern(pattern).match(topic) if action == "publish" else overlaps(pattern, topic)
             ):
                 return False
-        for rule, pattern, _ in self._candidates(action, "allow", first):
+        allows = (
+            self._candidates(action, "allow", first)
+            if action == "publish"
+            else self._subscribe_allows(matcher.tokens)
+        )
+        for rule, pattern, _ in allows:
             if rule.applies(action, group) and (
                 compile_pattern(pattern).match(topic) if action == "publish" else covers(pattern, topic)
             ):
@@ -150,7 +187,11 @@ class Decider:
 
     def may_read(self, topic: str) -> bool:
         """May an event on the concrete ``topic`` be delivered to this principal? See :func:`may_read`."""
-        key = ("read", topic, None)  # the subscriber's group was checked at SUBSCRIBE; the rule reads the topic
+        key = (
+            "read",
+            topic,
+            None,
+        )  # the subscriber's group was checked at SUBSCRIBE; the rule reads the topic
         found = self._cache.get(key)
         if found is not None:
             return found

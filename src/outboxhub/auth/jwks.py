@@ -7,8 +7,9 @@ JWKS response); a token whose kid is cached but stale is verified with the cache
 JWKS is refetched in the background (at most once per cooldown), and a successful refetch replaces the
 whole key set, so a key removed upstream stops being trusted. A failed refetch keeps the last keys: a
 down JWKS endpoint never blocks a cached kid. Fetch errors name the URL without its query or password
-(:func:`outboxhub.urls.mask_url`). Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP →
-EdDSA; a JWK that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
+(:func:`outboxhub.urls.mask_url`).
+
+Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP → EdDSA; a JWK that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
 """
 
 from __future__ import annotations

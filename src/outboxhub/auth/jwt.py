@@ -279,7 +279,9 @@ class TokenVerifier:
         for name in ("exp", "nbf", "iat"):
             value = claims.get(name)
             if value is not None and not (
-                isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_CLAIM
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and 0 <= value <= MAX_TIME_CLAIM
             ):
                 raise _invalid(
                     f"claim '{name}' is out of range: {str(value)[:40]!r} "

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import msgspec
 from aiohttp import web
 
+from outboxhub.auth.decide import Decider
 from outboxhub.errors import OutboxhubError, StoreError
 from outboxhub.model import Cursor, GroupInfo, Lag
 from outboxhub.ops._http import HTTPProblem, json_response
@@ -24,7 +25,6 @@ from outboxhub.ops.context import OPS, OpsContext, RouteSpec
 from outboxhub.ops.metrics import CONTENT_TYPE, GroupSample, OutboxSample
 from outboxhub.ops.outboxes import OutboxHandle, describe_error
 from outboxhub.ops.params import BadParameter, Query
-from outboxhub.auth.decide import Decider
 from outboxhub.ops.security import current_principal, dead_letter_refusal, require_subscribe
 from outboxhub.outbox import OutboxRecord, OutboxStore
 from outboxhub.protocol.codec import wire_event
