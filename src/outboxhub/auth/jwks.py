@@ -9,7 +9,8 @@ whole key set, so a key removed upstream stops being trusted. A failed refetch k
 down JWKS endpoint never blocks a cached kid. Fetch errors name the URL without its query or password
 (:func:`outboxhub.urls.mask_url`).
 
-Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP → EdDSA; a JWK that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
+Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP → EdDSA; a JWK
+that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
 """
 
 from __future__ import annotations
