@@ -199,7 +199,8 @@ async def _outbox_state(handle: OutboxHandle, dead_limit: int, decider: Decider 
         stats = await store.stats()
         dead = await store.list_dead(dead_limit) if dead_limit else []
     except (OutboxhubError, OSError) as exc:
-        state.update(up=False, error=describe_error(exc))
+        # The URL may be quoted in the message: show it masked, like the name.
+        state.update(up=False, error=describe_error(exc).replace(handle.url, handle.name))
         return state
     state.update(
         up=True,
@@ -275,7 +276,8 @@ async def _open(handle: OutboxHandle) -> OutboxStore:
     try:
         return await handle.store()
     except (OutboxhubError, OSError) as exc:
-        raise HTTPProblem(503, f"outbox {handle.name!r} cannot be opened: {describe_error(exc)}") from None
+        reason = describe_error(exc).replace(handle.url, handle.name)
+        raise HTTPProblem(503, f"outbox {handle.name!r} cannot be opened: {reason}") from None
 
 
 async def _outbox_retry(request: web.Request) -> web.StreamResponse:
