@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from outboxhub.auth.acl import (
     is_allowed,
     parse_policy,
     scopes_to_policy,
+    split_scopes,
 )
+from outboxhub.auth.decide import DECISION_CACHE_MAX, Decider, dlq_original, rule_count
 from outboxhub.errors import PolicyError, TopicError
 from outboxhub.topics import covers, match_topic, overlaps
 
@@ -394,3 +397,98 @@ def test_scope_list_equals_scope_string(scopes: list[str]) -> None:
     assert pol == scopes_to_policy(" ".join(scopes))
     assert pol == scopes_to_policy(filter_foreign_scopes(["openid", *scopes, "read:user"]))
     assert all(r.effect == "allow" for r in pol.rules)
+
+
+# --------------------------------------------------------------------------- issue #14: the Decider, scopes
+
+
+@given(policies, requests())
+def test_the_compiled_decider_decides_like_the_definition(
+    pol: Policy, req: tuple[Action, str, str | None]
+) -> None:
+    """The first-segment index may only skip rules that cannot match: every decision, cached or not, equals
+    the rule-by-rule one."""
+    decider = Decider(pol)
+    expected = ref_allowed(pol, *req)
+    assert decider.allowed(*req) is expected
+    assert decider.allowed(*req) is expected  # from the cache
+
+
+@given(policies, st.lists(requests(), min_size=1, max_size=30))
+def test_the_decision_cache_is_bounded_and_stays_right(
+    pol: Policy, reqs: list[tuple[Action, str, str | None]]
+) -> None:
+    decider = Decider(pol)
+    for req in reqs * 3:
+        assert decider.allowed(*req) is ref_allowed(pol, *req)
+    assert len(decider._cache) <= DECISION_CACHE_MAX
+
+
+def test_the_decision_cache_never_outgrows_its_bound() -> None:
+    decider = Decider(scopes_to_policy(["subscribe:**"]))
+    for n in range(DECISION_CACHE_MAX + 50):
+        assert decider.allowed("subscribe", f"t{n}.*")
+    assert len(decider._cache) == DECISION_CACHE_MAX
+
+
+async def test_a_heavy_policy_decides_off_the_loop_with_the_same_answer() -> None:
+    rules = [{"effect": "allow", "action": "subscribe", "topics": [f"**.r{n}.**.x"]} for n in range(40)]
+    pol = parse_policy({"rules": [*rules, {"effect": "deny", "action": "*", "topics": ["secret.**"]}]})
+    decider = Decider(pol)
+    assert decider.heavy and rule_count(pol) == 41
+    for pattern in ("a.r7.b.x", "**.r39.x", "secret.r1.x", "**"):
+        assert await decider.allowed_async("subscribe", pattern) is is_allowed(pol, "subscribe", pattern)
+
+
+@given(st.sampled_from(["subscribe", "*"]), _pattern, st.lists(st.sampled_from(["g1", "g2"]), min_size=1))
+def test_a_group_suffix_restricts_a_scope_to_those_groups(
+    action: str, pattern: str, groups: list[str]
+) -> None:
+    pol = scopes_to_policy([f"{action}:{pattern}@{','.join(groups)}"])
+    assert is_allowed(pol, "subscribe", pattern, groups[0])
+    assert not is_allowed(pol, "subscribe", pattern, "g3")
+    assert not is_allowed(pol, "subscribe", pattern, None)  # nor the group-less live tail
+    assert pol.rules[0].groups == tuple(groups)
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [
+        ("publish:a.*@g", "restricts subscribe scopes only"),
+        ("subscribe:a.*@", "groups[0]"),
+        ("subscribe:a.*@a.b", "groups[0]"),
+        ("subscribe:@g", "missing the topic pattern"),
+    ],
+)
+def test_bad_group_suffixes_are_refused_naming_the_scope(scope: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(message)) as info:
+        scopes_to_policy([scope])
+    assert repr(scope) in str(info.value)
+
+
+@given(st.sampled_from(["\u00a0", "\u2003", "\u3000", "\u2028", "\x85"]))
+def test_only_ascii_whitespace_separates_scopes(space: str) -> None:
+    """``openid<NBSP>publish:**`` is one foreign scope, never ``publish:**``."""
+    assert split_scopes(f"openid{space}publish:**") == [f"openid{space}publish:**"]
+    assert filter_foreign_scopes(f"openid{space}publish:**") == []
+    assert split_scopes("a:b \t\nc:d") == ["a:b", "c:d"]
+
+
+def test_dead_letters_follow_the_rules_of_their_original_topic_and_group() -> None:
+    pol = parse_policy(
+        {
+            "rules": [
+                {"effect": "allow", "action": "subscribe", "topics": ["**"]},
+                {"effect": "deny", "action": "*", "topics": ["secret.**"]},
+                {"effect": "deny", "action": "subscribe", "topics": ["pay.*"], "groups": ["audit"]},
+            ]
+        }
+    )
+    decider = Decider(pol)
+    assert decider.allowed("subscribe", "dlq.**")  # the pattern itself overlaps no deny rule...
+    assert not decider.may_read("dlq.payroll.secret.salaries")  # ...but this dead letter is denied
+    assert not decider.may_read("dlq.g2.dlq.g1.secret.x")  # a dead letter of a dead letter too
+    assert not decider.may_read("dlq.audit.pay.in")  # the original group's rules apply
+    assert decider.may_read("dlq.settle.pay.in")
+    assert decider.may_read("payroll.public")
+    assert dlq_original("dlq.g.a.b") == ("g", "a.b") and dlq_original("dlqx.g.a") is None

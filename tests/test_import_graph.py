@@ -23,7 +23,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src"
 ROOT = "outboxhub"
 
-BASE = {"model", "topics", "errors", "ids", "retry", "protocol.codes"}
+BASE = {"model", "topics", "errors", "ids", "retry", "protocol.codes", "urls"}
 """The bottom layer: these import nothing from outboxhub but each other."""
 
 CLIENT_MAY_USE = {"model", "topics", "errors", "ids", "retry", "protocol"}

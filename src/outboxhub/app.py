@@ -181,6 +181,8 @@ async def start_hub(
             issuer=settings.jwt_iss,
             leeway_s=settings.jwt_leeway_s,
             jwks_cooldown_s=settings.jwks_cooldown_s,
+            jwks_ttl_s=settings.jwks_ttl_s,
+            max_policy_rules=settings.max_policy_rules,
         )
     )
     installers: list[RouteInstaller]

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         "info", validation_alias=_env("log_level")
     )
 
+    # tenant isolation (issue #14): token policies and the JWKS cache (docs/security.md)
+    max_policy_rules: int = Field(256, ge=1, le=100_000, validation_alias=_env("max_policy_rules"))
+    jwks_ttl_s: float = Field(600.0, gt=0, validation_alias=_env("jwks_ttl_s"))
+
     @field_validator("allowed_origins", "outbox", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

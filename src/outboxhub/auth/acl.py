@@ -17,6 +17,7 @@ Policies come from a token's ``policy`` claim (:func:`parse_policy`, the JSON sh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
@@ -43,6 +44,7 @@ __all__ = [
     "is_allowed",
     "parse_policy",
     "scopes_to_policy",
+    "split_scopes",
 ]
 
 Effect = Literal["allow", "deny"]
@@ -273,9 +275,19 @@ def parse_policy(obj: object) -> Policy:
     return Policy(rules=rules, ops=frozenset(ops_obj))
 
 
+_ASCII_SPACE: Final = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def split_scopes(text: str) -> list[str]:
+    """Split an OAuth scope string on ASCII whitespace only (RFC 6749 §3.3 separates scopes with
+    spaces): a no-break space or another Unicode space is part of a scope, never a separator, so
+    ``"openid\u00a0publish:**"`` stays one (foreign) scope."""
+    return [part for part in _ASCII_SPACE.split(text) if part]
+
+
 def _scope_list(scopes: object) -> list[object]:
     if isinstance(scopes, str):
-        return list(scopes.split())
+        return list(split_scopes(scopes))
     if isinstance(scopes, Sequence):
         return list(scopes)
     raise PolicyError(
@@ -304,12 +316,19 @@ def scopes_to_policy(scopes: str | Sequence[str]) -> Policy:
                 raise PolicyError(f"scope {scope!r}: the ops scopes are 'ops:read' and 'ops:write'")
             ops.add(pattern)
         elif action in _RULE_ACTIONS:
+            pattern, at, group_list = pattern.partition("@")
             if not pattern:
                 raise PolicyError(f"scope {scope!r}: missing the topic pattern after {action + ':'!r}")
+            groups: tuple[str, ...] | None = None
+            if at:
+                if action == "publish":
+                    raise PolicyError(f"scope {scope!r}: '@<group>' restricts subscribe scopes only")
+                groups = tuple(group_list.split(","))
             try:
-                rules.append(Rule(effect="allow", action=action, topics=(pattern,)))  # type: ignore[arg-type]
+                rules.append(Rule(effect="allow", action=action, topics=(pattern,), groups=groups))  # type: ignore[arg-type]
             except PolicyError as exc:
-                raise PolicyError(f"scope {scope!r}: {str(exc).removeprefix('topics[0]: ')}") from None
+                text = str(exc).removeprefix("topics[0]: ")
+                raise PolicyError(f"scope {scope!r}: {text}") from None
         else:
             what = f"unknown action {action!r}" if sep else "not of the form '<action>:<pattern>'"
             raise PolicyError(f"scope {scope!r}: {what} (expected publish, subscribe, * or ops)")

@@ -2,8 +2,15 @@
 
 Keys are cached by (issuer, kid). An unknown kid refetches the JWKS at most once per cooldown; the fetch is
 a single task shared by every waiting caller, so a slow or dead endpoint only delays tokens whose kid is
-not cached yet. Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP →
-EdDSA; a JWK that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
+not cached yet. Fetched keys are trusted for ``ttl_s`` (shortened by a ``Cache-Control: max-age`` on the
+JWKS response); a token whose kid is cached but stale is verified with the cached key at once while the
+JWKS is refetched in the background (at most once per cooldown), and a successful refetch replaces the
+whole key set, so a key removed upstream stops being trusted. A failed refetch keeps the last keys: a
+down JWKS endpoint never blocks a cached kid. Fetch errors name the URL without its query or password
+(:func:`outboxhub.urls.mask_url`).
+
+Each key allows only its own algorithms: RSA → RS*/PS*, EC → the ES* of its curve, OKP → EdDSA; a JWK
+that declares ``alg`` narrows that to the one algorithm. Symmetric (``oct``) keys are refused.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from outboxhub.errors import AuthError
+from outboxhub.urls import mask_url
 
-__all__ = ["JWKS_ALGS", "JwksCache", "JwksKey", "PublicKey", "load_jwk"]
+__all__ = ["JWKS_ALGS", "JwksCache", "JwksKey", "PublicKey", "cache_max_age", "load_jwk"]
 
 _RSA_ALGS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALG_BY_CURVE: Final[Mapping[str, str]] = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
@@ -53,6 +61,7 @@ class JwksCache:
         issuer: str,
         timeout_s: float,
         cooldown_s: float,
+        ttl_s: float = 600.0,
         session: aiohttp.ClientSession | None,
         clock: Callable[[], float],
     ) -> None:
@@ -60,6 +69,8 @@ class JwksCache:
         self._issuer = issuer
         self._timeout_s = timeout_s
         self._cooldown_s = cooldown_s
+        self._ttl_s = ttl_s
+        self._expires_at: float | None = None  # clock time after which the keys are refetched
         self._session = session
         self._owns_session = session is None
         self._clock = clock
@@ -72,6 +83,8 @@ class JwksCache:
     async def get(self, kid: str) -> JwksKey:
         found = self._keys.get((self._issuer, kid))
         if found is not None:
+            if self._expires_at is not None and self._clock() >= self._expires_at:
+                self._start_refresh()  # in the background: a cached kid never waits for the endpoint
             return found
         await self._refresh()
         found = self._keys.get((self._issuer, kid))
@@ -87,40 +100,53 @@ class JwksCache:
         """Download the JWKS now, bypassing the cache and the cooldown (``outboxhub doctor``): the usable
         keys, and by kid why each other key was refused. Raises ``TimeoutError``, ``aiohttp.ClientError``
         or ``ValueError`` (not HTTP 200, too large, not a JWKS document)."""
-        return await self._download()
+        keys, refused, _max_age = await self._download()
+        return keys, refused
 
-    async def _refresh(self) -> None:
+    def _start_refresh(self) -> asyncio.Task[None] | None:
+        """The running fetch, or a new one unless the last attempt is within the cooldown."""
         task = self._inflight
         if task is None:
             now = self._clock()
             if self._last_attempt is not None and now - self._last_attempt < self._cooldown_s:
-                return
+                return None
             self._last_attempt = now
             task = self._inflight = asyncio.create_task(self._fetch(), name="outboxhub-jwks-fetch")
-        # wait() rather than await: a caller that is cancelled must not cancel the shared fetch.
-        await asyncio.wait((task,))
+        return task
+
+    async def _refresh(self) -> None:
+        task = self._start_refresh()
+        if task is not None:
+            # wait() rather than await: a caller that is cancelled must not cancel the shared fetch.
+            await asyncio.wait((task,))
 
     async def _fetch(self) -> None:
         try:
-            keys, refused = await self._download()
+            keys, refused, max_age = await self._download()
         except TimeoutError:
             self._last_error = f"timed out after {self._timeout_s:g} s"
         except Exception as exc:  # any failure of the fetch becomes the message of the refusals it causes
-            self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # The message reaches unauthenticated clients: never the URL's query, user or password (an
+            # aiohttp error may quote the whole URL).
+            text = str(exc).replace(self._url, mask_url(self._url))
+            self._last_error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         else:
             self._keys = {(self._issuer, k.kid): k for k in keys}
             self._refused = refused
             self._last_error = None
+            ttl = self._ttl_s if max_age is None else min(self._ttl_s, max_age)
+            self._expires_at = self._clock() + ttl
         finally:
             self._inflight = None
 
-    async def _download(self) -> tuple[list[JwksKey], dict[str, str]]:
+    async def _download(self) -> tuple[list[JwksKey], dict[str, str], float | None]:
         async with asyncio.timeout(self._timeout_s):
             if self._session is None:
                 self._session = aiohttp.ClientSession()
             async with self._session.get(self._url, allow_redirects=False) as resp:
                 if resp.status != 200:
-                    raise ValueError(f"HTTP {resp.status} from {self._url}")
+                    raise ValueError(f"HTTP {resp.status} from {mask_url(self._url)}")
+                max_age = cache_max_age(resp.headers.get("Cache-Control"))
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(65_536):
                     body += chunk
@@ -142,7 +168,7 @@ class JwksCache:
                 keys.append(load_jwk(kid, jwk))
             except ValueError as exc:
                 refused[kid] = str(exc)
-        return keys, refused
+        return keys, refused, max_age
 
     async def close(self) -> None:
         task = self._inflight
@@ -152,6 +178,22 @@ class JwksCache:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def cache_max_age(header: str | None) -> float | None:
+    """Seconds of ``max-age`` in a ``Cache-Control`` header (0 for ``no-cache``/``no-store``), or None."""
+    if not header:
+        return None
+    for directive in header.split(","):
+        name, _, value = directive.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-cache", "no-store"):
+            return 0.0
+        if name == "max-age":
+            value = value.strip().strip('"')
+            if value.isascii() and value.isdigit():
+                return float(min(int(value), 10**9))
+    return None
 
 
 def load_jwk(kid: str, jwk: dict[str, Any]) -> JwksKey:

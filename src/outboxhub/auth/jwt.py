@@ -31,11 +31,15 @@ import jwt
 from jwt.utils import is_pem_format, is_ssh_key
 
 from outboxhub.auth import acl
+from outboxhub.auth.decide import rule_count
 from outboxhub.auth.jwks import JWKS_ALGS, JwksCache, PublicKey
 from outboxhub.errors import AuthError, ConfigError, PolicyError
 from outboxhub.ids import new_id
 
 __all__ = [
+    "DEFAULT_JWKS_TTL_S",
+    "DEFAULT_MAX_POLICY_RULES",
+    "MAX_TIME_CLAIM",
     "AuthConfig",
     "Principal",
     "TokenVerifier",
@@ -46,6 +50,11 @@ __all__ = [
 # RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
 _HMAC_MIN_SECRET_BYTES: Final[Mapping[str, int]] = {"HS256": 32, "HS384": 48, "HS512": 64}
 _MAX_TOKEN_CHARS: Final = 65_536
+MAX_TIME_CLAIM: Final = 253_402_300_799
+"""The largest ``exp``/``nbf``/``iat`` accepted: 9999-12-31T23:59:59Z (larger values overflow timers and
+64-bit fields, so they are refused with ``jwt_invalid`` naming the claim)."""
+DEFAULT_MAX_POLICY_RULES: Final = 256
+DEFAULT_JWKS_TTL_S: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +64,10 @@ class AuthConfig:
     ``secret`` enables HS256/384/512; ``jwks_url`` enables RS*/PS*/ES*/EdDSA with keys from that URL.
     ``audience`` and ``issuer``, when set, must match the token's ``aud`` and ``iss``. ``leeway_s`` is
     the clock tolerance for ``exp``, ``nbf`` and ``iat``. ``jwks_timeout_s`` bounds one JWKS fetch and
-    ``jwks_cooldown_s`` is the least time between two fetches.
+    ``jwks_cooldown_s`` is the least time between two fetches. ``jwks_ttl_s`` is how long fetched keys are
+    trusted before the JWKS is fetched again in the background (a ``Cache-Control: max-age`` of the JWKS
+    response shortens it); ``max_policy_rules`` bounds a token's policy (one per topic pattern of every
+    rule or scope): a larger one is refused with ``jwt_invalid`` naming the limit.
 
     Raises :class:`~outboxhub.errors.ConfigError` naming the setting when a value is unusable, e.g. a
     secret shorter than 32 bytes (RFC 7518 §3.2) or a PEM key given as the secret.
@@ -68,6 +80,8 @@ class AuthConfig:
     leeway_s: float = 5.0
     jwks_timeout_s: float = 3.0
     jwks_cooldown_s: float = 30.0
+    jwks_ttl_s: float = DEFAULT_JWKS_TTL_S
+    max_policy_rules: int = DEFAULT_MAX_POLICY_RULES
 
     def __post_init__(self) -> None:
         if self.secret is not None:
@@ -83,6 +97,10 @@ class AuthConfig:
         _check_seconds("leeway_s", self.leeway_s, allow_zero=True)
         _check_seconds("jwks_timeout_s", self.jwks_timeout_s, allow_zero=False)
         _check_seconds("jwks_cooldown_s", self.jwks_cooldown_s, allow_zero=True)
+        _check_seconds("jwks_ttl_s", self.jwks_ttl_s, allow_zero=False)
+        rules = self.max_policy_rules
+        if isinstance(rules, bool) or not isinstance(rules, int) or rules < 1:
+            raise ConfigError(f"max_policy_rules must be a whole number >= 1, got {rules!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +143,7 @@ class TokenVerifier:
                 issuer=config.issuer or config.jwks_url,
                 timeout_s=config.jwks_timeout_s,
                 cooldown_s=config.jwks_cooldown_s,
+                ttl_s=config.jwks_ttl_s,
                 session=session,
                 clock=clock,
             )
@@ -181,7 +200,14 @@ class TokenVerifier:
         else:
             raise _invalid(f"algorithm {alg!r} is not supported (allowed: {', '.join(self._allowed_algs())})")
         claims = self._decode(token, key, alg)
-        return _principal(claims)
+        principal = _principal(claims)
+        size = rule_count(principal.policy)
+        if size > self._config.max_policy_rules:
+            raise _invalid(
+                f"the token's policy has {size} rules (counting each topic pattern); "
+                f"the limit is {self._config.max_policy_rules} (max_policy_rules)"
+            )
+        return principal
 
     def _allowed_algs(self) -> list[str]:
         algs: list[str] = []
@@ -248,6 +274,19 @@ class TokenVerifier:
             raise _invalid(f"malformed token: {exc}") from None
         except jwt.PyJWTError as exc:
             raise _invalid(str(exc)) from None
+        except (OverflowError, ValueError, TypeError) as exc:  # a time claim PyJWT could not compare
+            raise _invalid(f"a time claim (exp, nbf, iat) is out of range: {exc}") from None
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is not None and not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and 0 <= value <= MAX_TIME_CLAIM
+            ):
+                raise _invalid(
+                    f"claim '{name}' is out of range: {str(value)[:40]!r} "
+                    f"(a NumericDate from 0 to {MAX_TIME_CLAIM}, year 9999)"
+                )
         return claims
 
 
@@ -362,7 +401,7 @@ def mint_token(
         raise ValueError(f"sub must be a non-empty string, got {sub!r}")
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s <= 0:
         raise ValueError(f"ttl_s must be a positive whole number of seconds, got {ttl_s!r}")
-    scope_list = scopes.split() if isinstance(scopes, str) else list(scopes)
+    scope_list = acl.split_scopes(scopes) if isinstance(scopes, str) else list(scopes)
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl_s, "jti": new_id()}
     if scope_list:

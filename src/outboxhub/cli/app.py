@@ -118,6 +118,12 @@ def serve(
         typer.Option(help="Bus safety poll in seconds, for what other processes change (> 0)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    max_policy_rules: Annotated[
+        int | None, typer.Option(help="Most rules (topic patterns) in a token's policy (256).")
+    ] = None,
+    jwks_ttl_s: Annotated[
+        float | None, typer.Option(help="Seconds JWKS keys are trusted before a background refetch (600).")
+    ] = None,
 ) -> None:
     """Start the hub: WebSocket gateway, ops API and dashboard, and outbox drainers.
 
@@ -151,6 +157,8 @@ def serve(
         ops_open_metrics=ops_open_metrics,
         poll_interval_s=poll_interval_s,
         log_level=log_level,
+        max_policy_rules=max_policy_rules,
+        jwks_ttl_s=jwks_ttl_s,
     )
     from outboxhub.app import serve as run_server
 

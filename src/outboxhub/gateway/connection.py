@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 from aiohttp import WSMsgType, web
 
 from outboxhub.auth import acl
+from outboxhub.auth.decide import Decider
 from outboxhub.auth.jwt import Principal, TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
@@ -40,7 +41,7 @@ from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.gateway.stats import GatewayStats
 from outboxhub.ids import new_id
-from outboxhub.model import NewEvent
+from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
     Ack,
     Auth,
@@ -125,6 +126,7 @@ class Connection:
         self.member = f"conn-{new_id()}"
         self.principal: Principal | None = None
         self.policy: acl.Policy | None = None
+        self.decider: Decider | None = None  # the policy compiled, with this connection's decision cache
         self.subs: dict[_SubKey, SocketSub] = {}
         self.paused: set[SocketSub] = set()
         self.out = SendQueue(
@@ -224,7 +226,12 @@ class Connection:
         self._authenticating = True
         try:
             principal = await self.gateway.verifier.verify(frame.token)
-        except AuthError as exc:
+            decider = Decider(principal.policy)
+        except Exception as exc:
+            # The reserved slot must be filled whatever happens, or every later reply waits behind it.
+            if not isinstance(exc, AuthError):
+                log.exception("connection %s: AUTH failed unexpectedly", self.member)
+                exc = AuthError(JWT_INVALID, "token could not be verified")
             self.gateway.stats.errors[exc.code] += 1
             code = exc.code if is_error_code(exc.code) else JWT_INVALID
             self.out.fill(slot, encode_err(frame.rid, code, exc.msg))
@@ -235,6 +242,7 @@ class Connection:
         self._cancel_auth_timer()
         self.principal = principal
         self.policy = principal.policy
+        self.decider = decider
         self._may_publish = {}
         self._auth_generation += 1
         self._schedule_expiry(principal.exp)
@@ -270,15 +278,16 @@ class Connection:
             return
         self._expiry = None
         self.policy = None  # nothing more is allowed while the close goes out
+        self.decider = None
         self._err(None, TOKEN_EXPIRED, "token expired; send AUTH with a fresh token before it expires")
         self._spawn(self._close(CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED))
 
     async def _drop_forbidden_subscriptions(self) -> None:
         """After a re-AUTH, end the subscriptions the new policy no longer allows."""
-        policy = self.policy
-        assert policy is not None
+        decider = self.decider
+        assert decider is not None
         for key, sub in list(self.subs.items()):
-            if not acl.is_allowed(policy, "subscribe", sub.pattern, sub.group):
+            if not await decider.allowed_async("subscribe", sub.pattern, sub.group):
                 log.info("connection %s: re-AUTH revoked subscription %s %s", self.member, *key)
                 del self.subs[key]
                 await self._close_sub(sub)
@@ -353,11 +362,16 @@ class Connection:
         if self._stopping:
             self._err(frame.rid, UNAVAILABLE, "hub is shutting down; subscribe on another connection")
             return
-        policy = self.policy
-        assert policy is not None
+        decider = self.decider
+        assert decider is not None
         pattern, group = frame.topic, frame.group
-        if not acl.is_allowed(policy, "subscribe", pattern, group):
-            self._err(frame.rid, FORBIDDEN, acl.explain(policy, "subscribe", pattern, group))
+        # A large policy decides in a worker thread: the loop keeps serving other connections meanwhile.
+        allowed = await decider.allowed_async("subscribe", pattern, group)
+        if self.decider is not decider or self.policy is None:  # expired or closed while deciding
+            self._err(frame.rid, TOKEN_EXPIRED if not self._closed else UNAVAILABLE, "the token ended")
+            return
+        if not allowed:
+            self._err(frame.rid, FORBIDDEN, decider.explain("subscribe", pattern, group))
             return
         key = (pattern, group)
         if key in self.subs:  # idempotent: already subscribed on this connection
@@ -379,6 +393,7 @@ class Connection:
         # The slot goes first so that the OK precedes this subscription's first EVENT.
         slot = self.out.reserve()
         sub = SocketSub(self.out, self.paused, self.gateway.stats, pattern, group)
+        sub.withhold = self._withhold
         self.subs[key] = sub
         try:
             sub.subscription = await self.gateway.bus.subscribe(
@@ -396,6 +411,19 @@ class Connection:
         if self._closed:  # the socket went away while the store answered
             await self._close_sub(sub)
         self.out.fill(slot, encode_ok(frame.rid, topic=pattern, group=group))
+
+    def _withhold(self, sub: SocketSub, delivery: Delivery) -> bool:
+        """The dead-letter rule at delivery time: True (and the event settled for a group, so it does not
+        come back) when this principal may not read the dead letter's original topic."""
+        decider = self.decider
+        if decider is None:  # the token ended: nothing readable is decided any more (claims time out)
+            return True
+        if decider.may_read(delivery.event.topic):
+            return False
+        self.gateway.stats.events_withheld += 1
+        if sub.group is not None:
+            self._spawn(self.gateway.bus.ack(sub.pattern, sub.group, delivery.event.id))
+        return True
 
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
         sub = self.subs.pop((frame.topic, frame.group), None)
@@ -505,6 +533,7 @@ class Connection:
         (``_stopping``), while ACK/NACK frames still in flight are applied rather than lost."""
         if not self._stopping:
             self.policy = None
+            self.decider = None
         try:
             await asyncio.wait_for(self.out.flush(), self.gateway.close_timeout_s)
         except TimeoutError:

@@ -20,4 +20,6 @@ class GatewayStats:
     redeliveries: int = 0
     acks: int = 0
     nacks: int = 0
+    events_withheld: int = 0
+    """Dead letters not delivered because the principal may not read their original topic."""
     errors: Counter[str] = field(default_factory=Counter)

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import msgspec
 from aiohttp import web
 
+from outboxhub.auth.decide import Decider
 from outboxhub.errors import OutboxhubError, StoreError
 from outboxhub.model import Cursor, GroupInfo, Lag
 from outboxhub.ops._http import HTTPProblem, json_response
@@ -24,7 +25,7 @@ from outboxhub.ops.context import OPS, OpsContext, RouteSpec
 from outboxhub.ops.metrics import CONTENT_TYPE, GroupSample, OutboxSample
 from outboxhub.ops.outboxes import OutboxHandle, describe_error
 from outboxhub.ops.params import BadParameter, Query
-from outboxhub.ops.security import current_principal, require_subscribe
+from outboxhub.ops.security import current_principal, dead_letter_refusal, require_subscribe
 from outboxhub.outbox import OutboxRecord, OutboxStore
 from outboxhub.protocol.codec import wire_event
 
@@ -72,13 +73,17 @@ def _group_json(info: GroupInfo, lag: Lag | None, members: int) -> dict[str, Any
     }
 
 
-def _record_json(record: OutboxRecord) -> dict[str, Any]:
+def _record_json(record: OutboxRecord, decider: Decider) -> dict[str, Any]:
+    """A dead record; its payload and headers only for a token that may subscribe to its topic (and read
+    it, for a dead letter), else ``null`` with ``"redacted": true``."""
+    readable = _may_see(decider, record.topic)
     return {
         "id": record.id,
         "topic": record.topic,
         "key": record.key,
-        "payload": record.payload,
-        "headers": record.headers,
+        "payload": record.payload if readable else None,
+        "headers": record.headers if readable else None,
+        "redacted": not readable,
         "attempts": record.attempts,
         "lastErr": record.last_err,
         "ts": record.ts,
@@ -170,7 +175,9 @@ async def _latest_by_key(request: web.Request) -> web.StreamResponse:
     query = Query(request.query, ("topic", "key"))
     topic = query.topic("topic")
     key = query.required("key")
-    require_subscribe(topic, what="latest-by-key")
+    decider = require_subscribe(topic, what="latest-by-key")
+    if not decider.may_read(topic):
+        raise HTTPProblem(403, f"latest-by-key: {dead_letter_refusal(topic)}")
     found = (await _ctx(request).hub.store.latest_by_key(topic, [key])).get(key)
     return json_response(None if found is None else wire_event(found))
 
@@ -178,14 +185,22 @@ async def _latest_by_key(request: web.Request) -> web.StreamResponse:
 # -- outboxes -----------------------------------------------------------------------------------------------
 
 
-async def _outbox_state(handle: OutboxHandle, dead_limit: int) -> dict[str, Any]:
+def _may_see(decider: Decider, topic: str) -> bool:
+    try:
+        return decider.allowed("subscribe", topic, None) and decider.may_read(topic)
+    except ValueError:  # not a valid topic (a record the drainer will refuse): no rule grants it
+        return False
+
+
+async def _outbox_state(handle: OutboxHandle, dead_limit: int, decider: Decider | None) -> dict[str, Any]:
     state: dict[str, Any] = {"name": handle.name}
     try:
         store = await handle.store()
         stats = await store.stats()
         dead = await store.list_dead(dead_limit) if dead_limit else []
     except (OutboxhubError, OSError) as exc:
-        state.update(up=False, error=describe_error(exc))
+        # The URL may be quoted in the message: show it masked, like the name.
+        state.update(up=False, error=describe_error(exc).replace(handle.url, handle.name))
         return state
     state.update(
         up=True,
@@ -195,7 +210,7 @@ async def _outbox_state(handle: OutboxHandle, dead_limit: int) -> dict[str, Any]
         dead=stats.dead,
         oldestPendingAgeMs=stats.oldest_pending_age_ms,
         nextRetryAt=stats.next_retry_at,
-        deadRecords=[_record_json(r) for r in dead],
+        deadRecords=[_record_json(r, decider) for r in dead] if decider is not None else [],
     )
     return state
 
@@ -205,7 +220,8 @@ async def _outbox(request: web.Request) -> web.StreamResponse:
     limit = query.integer("dead_limit", default=_DEFAULT_DEAD_LIMIT, maximum=_MAX_DEAD_LIMIT)
     assert limit is not None
     handles = _ctx(request).outboxes.handles
-    states = await asyncio.gather(*(_outbox_state(h, limit) for h in handles))
+    decider = Decider(current_principal().policy)
+    states = await asyncio.gather(*(_outbox_state(h, limit, decider) for h in handles))
     return json_response({"outboxes": states})
 
 
@@ -217,6 +233,8 @@ async def _json_body(request: web.Request, known: Sequence[str]) -> dict[str, An
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadParameter("body", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadParameter("body", "JSON nested too deeply; send a flat JSON object") from None
     if not isinstance(body, dict):
         raise BadParameter("body", f"must be a JSON object, got {type(body).__name__}")
     unknown = sorted(k for k in body if k not in known)
@@ -258,7 +276,8 @@ async def _open(handle: OutboxHandle) -> OutboxStore:
     try:
         return await handle.store()
     except (OutboxhubError, OSError) as exc:
-        raise HTTPProblem(503, f"outbox {handle.name!r} cannot be opened: {describe_error(exc)}") from None
+        reason = describe_error(exc).replace(handle.url, handle.name)
+        raise HTTPProblem(503, f"outbox {handle.name!r} cannot be opened: {reason}") from None
 
 
 async def _outbox_retry(request: web.Request) -> web.StreamResponse:
@@ -322,7 +341,7 @@ async def refresh_metrics(ctx: OpsContext) -> None:
     except StoreError as exc:
         log.warning("metrics: store unavailable: %s", exc)
         store_up = False
-    states = await asyncio.gather(*(_outbox_state(h, 0) for h in ctx.outboxes.handles))
+    states = await asyncio.gather(*(_outbox_state(h, 0, None) for h in ctx.outboxes.handles))
     outboxes = [
         OutboxSample(
             outbox=s["name"],

@@ -131,13 +131,18 @@ _SCHEMAS: Final[dict[str, _Schema]] = {
         },
     ),
     "DeadRecord": _obj(
-        ["id", "topic", "key", "payload", "headers", "attempts", "lastErr", "ts", "seq"],
+        ["id", "topic", "key", "payload", "headers", "redacted", "attempts", "lastErr", "ts", "seq"],
         {
             "id": _STR,
             "topic": _STR,
             "key": _STR_OR_NULL,
-            "payload": {"description": "any JSON value"},
+            "payload": {"description": "any JSON value; null when redacted"},
             "headers": {"type": ["object", "null"], "additionalProperties": _STR},
+            "redacted": {
+                "type": "boolean",
+                "description": "true when the token may not subscribe to the record's topic: payload and "
+                "headers are then null",
+            },
             "attempts": _INT,
             "lastErr": _STR_OR_NULL,
             "ts": _INT,

@@ -44,7 +44,7 @@ async def _replay(request: web.Request) -> web.StreamResponse:
         raise BadParameter("since", "give from_seq or since, not both")
     if since is not None and until is not None and until < since:
         raise BadParameter("until", f"must be >= since ({since}), got {until}")
-    require_subscribe(pattern, what="replay")
+    decider = require_subscribe(pattern, what="replay")
 
     store = request.app[OPS].hub.store
     end = await store.last_seq()
@@ -67,10 +67,14 @@ async def _replay(request: web.Request) -> web.StreamResponse:
                 events = [e for e in events if e.seq <= end]
             if not events:
                 break
-            await response.write(_encoder.encode_lines([wire_event(e) for e in events]))
-            sent += len(events)
             after = events[-1].seq
-            if len(events) < page:
+            scanned = len(events)
+            # The dead-letter rule: a dead letter whose original topic this token may not read is left out.
+            events = [e for e in events if not e.topic.startswith("dlq.") or decider.may_read(e.topic)]
+            if events:
+                await response.write(_encoder.encode_lines([wire_event(e) for e in events]))
+            sent += len(events)
+            if scanned < page:
                 break
     except ConnectionError as exc:  # the client went away
         log.debug("replay %s: client gone after %d events: %s", pattern, sent, exc)

@@ -13,7 +13,8 @@ Every route has an :data:`Access` level, declared next to the route (see :mod:`o
 
 A missing, malformed, invalid or expired token is ``401`` (with ``WWW-Authenticate: Bearer``); a valid
 token without the scope is ``403``. Routes that return event data (``/replay``, ``/latest-by-key``) also
-check subscribe rights on the pattern, like a WebSocket subscription would (:func:`require_subscribe`).
+check subscribe rights on the pattern, like a WebSocket subscription would (:func:`require_subscribe`), and
+leave out the dead letters whose original topic the token may not subscribe to (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Final, Literal
 
-from outboxhub.auth import acl
+from outboxhub.auth.decide import Decider, dlq_original
 from outboxhub.auth.jwt import Principal, TokenVerifier
 from outboxhub.errors import AuthError
 from outboxhub.ops._http import HTTPProblem
 
-__all__ = ["PRINCIPAL", "Access", "authorize", "current_principal", "effective_access", "require_subscribe"]
+__all__ = [
+    "PRINCIPAL",
+    "Access",
+    "authorize",
+    "current_principal",
+    "dead_letter_refusal",
+    "effective_access",
+    "require_subscribe",
+]
 
 Access = Literal["open", "metrics", "read", "write"]
 
@@ -78,10 +87,19 @@ async def authorize(verifier: TokenVerifier, header: str | None, need: Literal["
     return principal
 
 
-def require_subscribe(pattern: str, *, what: str) -> None:
+def require_subscribe(pattern: str, *, what: str) -> Decider:
     """403 unless this request's principal may subscribe to ``pattern`` (group-less, like a live
-    subscription)."""
-    policy = current_principal().policy
-    if not acl.is_allowed(policy, "subscribe", pattern, None):
-        reason = acl.explain(policy, "subscribe", pattern, None)
+    subscription). Returns the principal's :class:`Decider`, for the dead-letter rule on each event
+    (:meth:`Decider.may_read`)."""
+    decider = Decider(current_principal().policy)
+    if not decider.allowed("subscribe", pattern, None):
+        reason = decider.explain("subscribe", pattern, None)
         raise HTTPProblem(403, f"{what} needs subscribe rights on {pattern!r}: {reason}")
+    return decider
+
+
+def dead_letter_refusal(topic: str) -> str:
+    """Why a dead letter of ``topic`` is not shown (the dead-letter rule of docs/security.md)."""
+    found = dlq_original(topic)
+    where = f"{found[1]!r} for group {found[0]!r}" if found else repr(topic)
+    return f"{topic!r} is a dead letter of {where}, which this token may not subscribe to"

@@ -99,7 +99,9 @@ def parse_outbox_url(url: str, *, table: str | None = None) -> OutboxURL:
             )
         unknown = set(query) - {"poll_interval_ms"}
         if unknown:
-            raise StoreURLError(f"outbox URL {url!r}: unknown SQLite option(s) {', '.join(sorted(unknown))}")
+            raise StoreURLError(
+                f"outbox URL {mask_url(url)!r}: unknown SQLite option(s) {', '.join(sorted(unknown))}"
+            )
         return OutboxURL("sqlite", path, chosen, query)
     if scheme in _PG_SCHEMES:
         rest = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))

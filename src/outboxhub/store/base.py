@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from outboxhub.model import (
     Cursor,
@@ -43,24 +42,12 @@ from outboxhub.model import (
     StartPosition,
     TopicInfo,
 )
+from outboxhub.urls import mask_url  # the one masking function, re-exported here for the stores
 
 __all__ = ["CommitListener", "Store", "dlq_topic", "mask_url"]
 
 CommitListener = Callable[[int], None]
 """Called with the newest committed seq after events are committed (from the event loop thread)."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def dlq_topic(group: str, topic: str) -> str:
