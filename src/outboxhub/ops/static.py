@@ -3,9 +3,11 @@
 The client is the build output of the npm package in ``clients/js`` (``npm run build`` writes
 ``clients/js/dist``, committed; ``ops/jsclient`` is a link to it, and the wheel carries its files), so the
 hub serves the very ES modules Node services install: ``/outboxhub.js`` and ``/outboxhub.d.ts``, which
-import ``/outboxhub/<module>.js``. Files are read once when the routes are installed. The page gets a Content-Security-Policy that allows
-only same-origin scripts, styles, fetches and WebSockets, so a payload shown in the dashboard can never
-run as script (the page also only ever writes it with ``textContent``).
+import ``/outboxhub/<module>.js``. Files are read once when the routes are installed.
+
+The page gets a Content-Security-Policy that allows only same-origin scripts, styles, fetches and
+WebSockets, so a payload shown in the dashboard can never run as script (the page also only ever writes
+it with ``textContent``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ _TS: Final = "application/typescript; charset=utf-8"
 
 
 def _client_files() -> dict[str, tuple[Path, str]]:
-    files = sorted(
-        p for p in JS_CLIENT_DIR.rglob("*") if p.is_file() and p.name.endswith((".js", ".d.ts"))
-    )
+    files = sorted(p for p in JS_CLIENT_DIR.rglob("*") if p.is_file() and p.name.endswith((".js", ".d.ts")))
     if not any(p.name == "outboxhub.js" for p in files):
         raise RuntimeError(f"the browser client's build is missing from {JS_CLIENT_DIR} (clients/js/dist)")
-    return {"/" + p.relative_to(JS_CLIENT_DIR).as_posix(): (p, _TS if p.name.endswith(".d.ts") else _JS) for p in files}
+    return {
+        "/" + p.relative_to(JS_CLIENT_DIR).as_posix(): (p, _TS if p.name.endswith(".d.ts") else _JS)
+        for p in files
+    }
 
 
 STATIC_FILES: Final[dict[str, tuple[Path, str]]] = {
