@@ -1,12 +1,8 @@
 import { MessageStream } from "./messages.js";
 import { type Topic } from "./topic.js";
 import type { ClientOptions, ClientState, Handler, PublishOpts, PublishResult, SubscribeOpts } from "./types.js";
-/** A subscription made with a handler. */
-export interface Subscription {
-    readonly topic: string;
-    readonly group: string | null;
-    unsubscribe(): Promise<void>;
-}
+import { type Subscription } from "./wire.js";
+export type { Subscription } from "./wire.js";
 export declare class OutboxHubClient {
     #private;
     readonly url: string;

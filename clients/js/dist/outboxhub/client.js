@@ -4,29 +4,13 @@
  */
 import { CLOSE_AUTH_FAILED, CLOSE_TOKEN_EXPIRED } from "./codes.js";
 import { AuthFailed, ClientClosed, HubConnectionError, HubError, RateLimited, TokenExpired, errorFromCode, } from "./errors.js";
-import { Message, MessageStream } from "./messages.js";
+import { MessageStream } from "./messages.js";
 import { getToken, refreshDelayMs } from "./token.js";
 import { topicName } from "./topic.js";
 import { uuidv7 } from "./uuid.js";
+import { backoffDelay, decoder, handlerDelivery, messageText, reasonOf, retried, socketClass, streamDelivery, subKey, subscribeFrame, } from "./wire.js";
 const OPEN = 1;
 const MAX_TIMER_MS = 2 ** 31 - 1;
-function subKey(topic, group) {
-    return `${topic}::${group ?? ""}`;
-}
-function messageText(data) {
-    if (typeof data === "string")
-        return data;
-    if (data instanceof ArrayBuffer)
-        return new TextDecoder().decode(data);
-    if (ArrayBuffer.isView(data))
-        return new TextDecoder().decode(data); // Node Buffer
-    return String(data);
-}
-function reasonOf(error) {
-    return String(error?.message ?? error);
-}
-/** Codes a publish is refused with that had no effect, so it is re-sent (in order) after a pause. */
-const RETRIED = new Set(["unavailable", "not_authenticated"]);
 export class OutboxHubClient {
     url;
     options;
@@ -88,12 +72,6 @@ export class OutboxHubClient {
         else if (typeof console !== "undefined")
             console.warn("outboxhub:", error);
     }
-    #backoff(attempt) {
-        const initial = this.options.backoff?.initialMs ?? 250;
-        const max = this.options.backoff?.maxMs ?? 10_000;
-        const base = Math.min(max, initial * 2 ** (attempt - 1));
-        return base / 2 + Math.random() * (base / 2);
-    }
     /** Open the connection and authenticate. Resolves once AUTH is accepted; safe to call repeatedly. */
     connect() {
         if (this.#closing || this.#state === "closed")
@@ -116,24 +94,9 @@ export class OutboxHubClient {
         }
         return this.#opening;
     }
-    async #socketClass() {
-        if (this.options.WebSocket)
-            return this.options.WebSocket;
-        const global = globalThis.WebSocket;
-        if (global !== undefined)
-            return global;
-        const name = "ws"; // a variable, so bundlers for the browser leave it alone
-        try {
-            const mod = await import(name);
-            return (mod.WebSocket ?? mod.default);
-        }
-        catch {
-            throw new HubConnectionError("no global WebSocket (Node.js < 22): install the ws package (npm install ws) or pass options.WebSocket");
-        }
-    }
     /** One connection attempt: socket, AUTH, then re-subscribe and re-send what is pending. */
     async #open() {
-        const [WS, token] = await Promise.all([this.#socketClass(), getToken(this.options.token)]);
+        const [WS, token] = await Promise.all([socketClass(this.options), getToken(this.options.token)]);
         if (this.#state === "closed")
             throw new ClientClosed("the client was closed");
         const timeoutMs = this.options.connectTimeoutMs ?? 10_000;
@@ -202,7 +165,7 @@ export class OutboxHubClient {
                 this.#transmit(waiting);
             }
             else {
-                this.#request(this.#subscribeFrame(sub), { resend: true }).catch((error) => this.#report(error));
+                this.#request(subscribeFrame(sub), { resend: true }).catch((error) => this.#report(error));
             }
         }
         this.#requeue();
@@ -290,7 +253,7 @@ export class OutboxHubClient {
         }
         else if (msg.op === "ERR") {
             const error = errorFromCode(String(msg.code), String(msg.msg), msg);
-            if (op === "PUBLISH" && this.#retries(error)) {
+            if (op === "PUBLISH" && retried(error, this.options)) {
                 p.sent = false;
                 this.#hold(error);
             }
@@ -307,11 +270,6 @@ export class OutboxHubClient {
             this.#checkDrained();
         }
     }
-    #retries(error) {
-        if (error instanceof RateLimited)
-            return this.options.retryRateLimited !== false;
-        return RETRIED.has(error.code);
-    }
     /** Hold back publishes after a refusal; after the pause and once every reply due is in, re-send in order. */
     #hold(error) {
         if (this.#held)
@@ -322,7 +280,7 @@ export class OutboxHubClient {
         this.#holdTimer = setTimeout(() => {
             this.#holdTimer = undefined;
             this.#release();
-        }, after ?? this.#backoff(this.#holdAttempt));
+        }, after ?? backoffDelay(this.options, this.#holdAttempt));
     }
     #release() {
         if (!this.#held || this.#holdTimer !== undefined || this.#inFlight > 0)
@@ -368,23 +326,16 @@ export class OutboxHubClient {
         };
         sub.deliver(event, msg.ctx ?? { attempt: 1, redelivered: false }, settle);
     }
-    #decoder(t) {
-        const decode = typeof t === "string" ? undefined : t.decode;
-        if (!decode)
-            return (event) => event;
-        return (event) => {
-            try {
-                return { ...event, payload: decode(event.payload) };
-            }
-            catch (error) {
-                throw new TypeError(`payload of ${event.topic} (event ${event.id}) does not decode: ${reasonOf(error)}`);
-            }
-        };
-    }
-    #idle() {
-        this.#busy -= 1;
-        this.#checkDrained();
-    }
+    /** Counts running handlers and taken, unsettled messages, for close()'s drain. */
+    #work = {
+        enter: () => {
+            this.#busy += 1;
+        },
+        leave: () => {
+            this.#busy -= 1;
+            this.#checkDrained();
+        },
+    };
     #onClose(ws, ev) {
         if (ws !== this.#ws)
             return;
@@ -444,7 +395,7 @@ export class OutboxHubClient {
                     this.#scheduleReconnect(error);
                 }
             });
-        }, this.#backoff(this.#attempt));
+        }, backoffDelay(this.options, this.#attempt));
     }
     #fail(error) {
         clearTimeout(this.#reconnectTimer);
@@ -489,19 +440,11 @@ export class OutboxHubClient {
         const frame = { op: "PUBLISH", topic: topicName(topic), payload, opts: o };
         return this.#request(frame, { resend: true, generatedId: generated });
     }
-    #subscribeFrame(sub) {
-        const frame = { op: "SUBSCRIBE", topic: sub.topic };
-        if (sub.group !== null)
-            frame.group = sub.group;
-        if (sub.opts)
-            frame.opts = sub.opts;
-        return frame;
-    }
     async #addSub(sub) {
         const key = subKey(sub.topic, sub.group);
         this.#subs.get(key)?.stream?.end();
         this.#subs.set(key, sub);
-        await this.#request(this.#subscribeFrame(sub), { resend: true });
+        await this.#request(subscribeFrame(sub), { resend: true });
     }
     #dropSub(key, error) {
         const sub = this.#subs.get(key);
@@ -518,21 +461,9 @@ export class OutboxHubClient {
         await this.#ready();
         const name = topicName(topic);
         const g = group ?? null;
-        const decode = this.#decoder(topic);
+        const decode = decoder(topic);
         this.handlers.set(subKey(name, g), handler);
-        const deliver = (raw, ctx, settle) => {
-            const nack = (error) => settle("NACK", { reason: reasonOf(error) });
-            this.#busy += 1;
-            try {
-                Promise.resolve(handler(decode(raw), ctx))
-                    .then(() => settle("ACK"), nack)
-                    .finally(() => this.#idle());
-            }
-            catch (error) {
-                nack(error);
-                this.#idle();
-            }
-        };
+        const deliver = handlerDelivery(handler, decode, this.#work);
         await this.#addSub({ topic: name, group: g, opts, deliver });
         return { topic: name, group: g, unsubscribe: () => this.unsubscribe(name, g) };
     }
@@ -544,20 +475,9 @@ export class OutboxHubClient {
         await this.#ready();
         const name = topicName(topic);
         const g = group ?? null;
-        const decode = this.#decoder(topic);
+        const decode = decoder(topic);
         const stream = new MessageStream(name, g, () => this.unsubscribe(name, g));
-        const deliver = (raw, ctx, settle) => {
-            let event;
-            try {
-                event = decode(raw);
-            }
-            catch (error) {
-                settle("NACK", { reason: reasonOf(error) });
-                return;
-            }
-            this.#busy += 1;
-            stream.push(new Message(event, ctx, g, settle, () => this.#idle()));
-        };
+        const deliver = streamDelivery(stream, decode, this.#work);
         await this.#addSub({ topic: name, group: g, opts, deliver, stream: stream });
         return stream;
     }

@@ -12,7 +12,7 @@ import {
   TokenExpired,
   errorFromCode,
 } from "./errors.js";
-import { Message, MessageStream, type Settle } from "./messages.js";
+import { MessageStream, type Settle } from "./messages.js";
 import { getToken, refreshDelayMs } from "./token.js";
 import { type Topic, topicName } from "./topic.js";
 import type {
@@ -24,61 +24,32 @@ import type {
   PublishOpts,
   PublishResult,
   SubscribeOpts,
-  WebSocketClass,
   WebSocketLike,
 } from "./types.js";
 import { uuidv7 } from "./uuid.js";
+import {
+  type Frame,
+  type Pending,
+  type Reply,
+  type Sub,
+  type Subscription,
+  type Work,
+  backoffDelay,
+  decoder,
+  handlerDelivery,
+  messageText,
+  reasonOf,
+  retried,
+  socketClass,
+  streamDelivery,
+  subKey,
+  subscribeFrame,
+} from "./wire.js";
+
+export type { Subscription } from "./wire.js";
 
 const OPEN = 1;
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-type Frame = { op: string } & Record<string, unknown>;
-type Reply = Record<string, unknown>;
-
-interface Pending {
-  rid: number;
-  frame: Frame;
-  resolve: (reply: Reply) => void;
-  reject: (error: Error) => void;
-  /** Survives a lost connection: sent again, with the same rid and event id, after the reconnect. */
-  resend: boolean;
-  sent: boolean;
-  /** A publish whose event id the client made up: a duplicate of it can only be its own first attempt. */
-  generatedId: boolean;
-}
-
-interface Sub {
-  topic: string;
-  group: string | null;
-  opts: SubscribeOpts | undefined;
-  deliver: (event: HubEvent<unknown>, ctx: DeliveryContext, settle: Settle) => void;
-  stream?: MessageStream<unknown>;
-}
-
-/** A subscription made with a handler. */
-export interface Subscription {
-  readonly topic: string;
-  readonly group: string | null;
-  unsubscribe(): Promise<void>;
-}
-
-function subKey(topic: string, group: string | null): string {
-  return `${topic}::${group ?? ""}`;
-}
-
-function messageText(data: unknown): string {
-  if (typeof data === "string") return data;
-  if (data instanceof ArrayBuffer) return new TextDecoder().decode(data);
-  if (ArrayBuffer.isView(data)) return new TextDecoder().decode(data); // Node Buffer
-  return String(data);
-}
-
-function reasonOf(error: unknown): string {
-  return String((error as { message?: unknown } | null)?.message ?? error);
-}
-
-/** Codes a publish is refused with that had no effect, so it is re-sent (in order) after a pause. */
-const RETRIED = new Set(["unavailable", "not_authenticated"]);
 
 export class OutboxHubClient {
   readonly url: string;
@@ -143,13 +114,6 @@ export class OutboxHubClient {
     else if (typeof console !== "undefined") console.warn("outboxhub:", error);
   }
 
-  #backoff(attempt: number): number {
-    const initial = this.options.backoff?.initialMs ?? 250;
-    const max = this.options.backoff?.maxMs ?? 10_000;
-    const base = Math.min(max, initial * 2 ** (attempt - 1));
-    return base / 2 + Math.random() * (base / 2);
-  }
-
   /** Open the connection and authenticate. Resolves once AUTH is accepted; safe to call repeatedly. */
   connect(): Promise<void> {
     if (this.#closing || this.#state === "closed") return Promise.reject(new ClientClosed("the client was closed"));
@@ -173,24 +137,9 @@ export class OutboxHubClient {
     return this.#opening;
   }
 
-  async #socketClass(): Promise<WebSocketClass> {
-    if (this.options.WebSocket) return this.options.WebSocket;
-    const global = (globalThis as { WebSocket?: WebSocketClass }).WebSocket;
-    if (global !== undefined) return global;
-    const name = "ws"; // a variable, so bundlers for the browser leave it alone
-    try {
-      const mod = await import(name);
-      return (mod.WebSocket ?? mod.default) as WebSocketClass;
-    } catch {
-      throw new HubConnectionError(
-        "no global WebSocket (Node.js < 22): install the ws package (npm install ws) or pass options.WebSocket",
-      );
-    }
-  }
-
   /** One connection attempt: socket, AUTH, then re-subscribe and re-send what is pending. */
   async #open(): Promise<void> {
-    const [WS, token] = await Promise.all([this.#socketClass(), getToken(this.options.token)]);
+    const [WS, token] = await Promise.all([socketClass(this.options), getToken(this.options.token)]);
     if (this.#state === "closed") throw new ClientClosed("the client was closed");
     const timeoutMs = this.options.connectTimeoutMs ?? 10_000;
     await new Promise<void>((resolve, reject) => {
@@ -259,7 +208,7 @@ export class OutboxHubClient {
       if (waiting) {
         this.#transmit(waiting);
       } else {
-        this.#request(this.#subscribeFrame(sub), { resend: true }).catch((error: Error) => this.#report(error));
+        this.#request(subscribeFrame(sub), { resend: true }).catch((error: Error) => this.#report(error));
       }
     }
     this.#requeue();
@@ -343,7 +292,7 @@ export class OutboxHubClient {
       }
     } else if (msg.op === "ERR") {
       const error = errorFromCode(String(msg.code), String(msg.msg), msg);
-      if (op === "PUBLISH" && this.#retries(error)) {
+      if (op === "PUBLISH" && retried(error, this.options)) {
         p.sent = false;
         this.#hold(error);
       } else {
@@ -359,11 +308,6 @@ export class OutboxHubClient {
     }
   }
 
-  #retries(error: HubError): boolean {
-    if (error instanceof RateLimited) return this.options.retryRateLimited !== false;
-    return RETRIED.has(error.code);
-  }
-
   /** Hold back publishes after a refusal; after the pause and once every reply due is in, re-send in order. */
   #hold(error: HubError): void {
     if (this.#held) return;
@@ -375,7 +319,7 @@ export class OutboxHubClient {
         this.#holdTimer = undefined;
         this.#release();
       },
-      after ?? this.#backoff(this.#holdAttempt),
+      after ?? backoffDelay(this.options, this.#holdAttempt),
     );
   }
 
@@ -420,22 +364,16 @@ export class OutboxHubClient {
     sub.deliver(event, (msg.ctx as DeliveryContext | undefined) ?? { attempt: 1, redelivered: false }, settle);
   }
 
-  #decoder<T>(t: string | Topic<T>): (event: HubEvent<unknown>) => HubEvent<T> {
-    const decode = typeof t === "string" ? undefined : t.decode;
-    if (!decode) return (event) => event as HubEvent<T>;
-    return (event) => {
-      try {
-        return { ...event, payload: decode(event.payload) };
-      } catch (error) {
-        throw new TypeError(`payload of ${event.topic} (event ${event.id}) does not decode: ${reasonOf(error)}`);
-      }
-    };
-  }
-
-  #idle(): void {
-    this.#busy -= 1;
-    this.#checkDrained();
-  }
+  /** Counts running handlers and taken, unsettled messages, for close()'s drain. */
+  readonly #work: Work = {
+    enter: () => {
+      this.#busy += 1;
+    },
+    leave: () => {
+      this.#busy -= 1;
+      this.#checkDrained();
+    },
+  };
 
   #onClose(ws: WebSocketLike, ev: { code: number }): void {
     if (ws !== this.#ws) return;
@@ -487,7 +425,7 @@ export class OutboxHubClient {
           this.#scheduleReconnect(error);
         }
       });
-    }, this.#backoff(this.#attempt));
+    }, backoffDelay(this.options, this.#attempt));
   }
 
   #fail(error: Error): void {
@@ -526,18 +464,11 @@ export class OutboxHubClient {
     return this.#request(frame, { resend: true, generatedId: generated }) as Promise<unknown> as Promise<PublishResult>;
   }
 
-  #subscribeFrame(sub: { topic: string; group: string | null; opts: SubscribeOpts | undefined }): Frame {
-    const frame: Frame = { op: "SUBSCRIBE", topic: sub.topic };
-    if (sub.group !== null) frame.group = sub.group;
-    if (sub.opts) frame.opts = sub.opts;
-    return frame;
-  }
-
   async #addSub(sub: Sub): Promise<void> {
     const key = subKey(sub.topic, sub.group);
     this.#subs.get(key)?.stream?.end();
     this.#subs.set(key, sub);
-    await this.#request(this.#subscribeFrame(sub), { resend: true });
+    await this.#request(subscribeFrame(sub), { resend: true });
   }
 
   #dropSub(key: string, error?: Error): void {
@@ -561,20 +492,9 @@ export class OutboxHubClient {
     await this.#ready();
     const name = topicName(topic);
     const g = group ?? null;
-    const decode = this.#decoder(topic);
+    const decode = decoder(topic);
     this.handlers.set(subKey(name, g), handler as Handler<never>);
-    const deliver = (raw: HubEvent<unknown>, ctx: DeliveryContext, settle: Settle): void => {
-      const nack = (error: unknown): void => settle("NACK", { reason: reasonOf(error) });
-      this.#busy += 1;
-      try {
-        Promise.resolve(handler(decode(raw), ctx))
-          .then(() => settle("ACK"), nack)
-          .finally(() => this.#idle());
-      } catch (error) {
-        nack(error);
-        this.#idle();
-      }
-    };
+    const deliver = handlerDelivery(handler, decode, this.#work);
     await this.#addSub({ topic: name, group: g, opts, deliver });
     return { topic: name, group: g, unsubscribe: () => this.unsubscribe(name, g) };
   }
@@ -591,19 +511,9 @@ export class OutboxHubClient {
     await this.#ready();
     const name = topicName(topic);
     const g = group ?? null;
-    const decode = this.#decoder(topic);
+    const decode = decoder(topic);
     const stream = new MessageStream<T>(name, g, () => this.unsubscribe(name, g));
-    const deliver = (raw: HubEvent<unknown>, ctx: DeliveryContext, settle: Settle): void => {
-      let event: HubEvent<T>;
-      try {
-        event = decode(raw);
-      } catch (error) {
-        settle("NACK", { reason: reasonOf(error) });
-        return;
-      }
-      this.#busy += 1;
-      stream.push(new Message(event, ctx, g, settle, () => this.#idle()));
-    };
+    const deliver = streamDelivery(stream, decode, this.#work);
     await this.#addSub({ topic: name, group: g, opts, deliver, stream: stream as MessageStream<unknown> });
     return stream;
   }
