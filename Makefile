@@ -35,6 +35,7 @@ typecheck: $(DEVSTAMP)
 
 pytest: $(DEVSTAMP)
 	-scripts/ensure-browser.sh
+	-cd clients/js && npm ci --no-audit --no-fund --silent
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## Install the dev extras into .venv and run the whole suite: ruff, mypy (strict), pytest.

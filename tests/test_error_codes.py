@@ -1,7 +1,8 @@
 """The error and close codes have one home, ``outboxhub.protocol.codes``; every copy is held to it.
 
-The copies that cannot import it, the browser client (``ops/static/outboxhub.js``), its ``outboxhub.d.ts``
-and docs/protocol.md, are parsed here, so none of them can drift from the Python list.
+The copies that cannot import it, the JS client (``clients/js/src/outboxhub/codes.ts``, whose build the hub
+serves and whose build is held to it by tests/test_ops_js_client.py) and docs/protocol.md, are parsed
+here, so none of them can drift from the Python list.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from outboxhub.protocol import codes
 from outboxhub.protocol.codes import CLOSE_CODES, ERROR_CODES, ErrorCode, close_code_for, is_error_code
 
 ROOT = Path(__file__).parents[1]
-STATIC = ROOT / "src" / "outboxhub" / "ops" / "static"
+JS_CODES = ROOT / "clients" / "js" / "src" / "outboxhub" / "codes.ts"
+JS_ERRORS = ROOT / "clients" / "js" / "src" / "outboxhub" / "errors.ts"
 _QUOTED = re.compile(r'"([a-z_]+)"')
 
 
@@ -27,31 +29,31 @@ def _between(text: str, start: str, end: str) -> str:
 
 
 def test_the_js_client_lists_the_same_error_codes() -> None:
-    js = (STATIC / "outboxhub.js").read_text()
-    listed = _QUOTED.findall(_between(js, "export const ERROR_CODES = Object.freeze([", "]);"))
+    ts = JS_CODES.read_text()
+    listed = _QUOTED.findall(_between(ts, "export const ERROR_CODES = Object.freeze([", "] as const);"))
     assert len(listed) == len(set(listed))
     assert set(listed) == ERROR_CODES
+    assert "export type ErrorCode = (typeof ERROR_CODES)[number];" in ts
 
 
 def test_the_js_client_uses_the_same_close_codes() -> None:
-    js = (STATIC / "outboxhub.js").read_text()
+    ts = JS_CODES.read_text()
     consts = {
-        name: int(value) for name, value in re.findall(r"^const (CLOSE_\w+) = (\d+);", js, re.MULTILINE)
+        name: int(value)
+        for name, value in re.findall(r"^export const (CLOSE_\w+) = (\d+);", ts, re.MULTILINE)
     }
     assert consts == {
         "CLOSE_AUTH_FAILED": codes.CLOSE_AUTH_FAILED,
         "CLOSE_TOKEN_EXPIRED": codes.CLOSE_TOKEN_EXPIRED,
     }
-    refused = _QUOTED.findall(_between(js, "const refused = [", "]"))
-    assert set(refused) == set(CLOSE_CODES)  # the codes after which the hub closes the connection
+    closing = dict(re.findall(r"^  ([a-z_]+): (CLOSE_\w+),$", _between(ts, "CLOSE_CODES", "});"), re.M))
+    assert {code: consts[name] for code, name in closing.items()} == dict(CLOSE_CODES)
 
 
-def test_the_type_declarations_list_the_same_error_codes() -> None:
-    dts = (STATIC / "outboxhub.d.ts").read_text()
-    listed = _QUOTED.findall(_between(dts, "export type ErrorCode =", ";"))
-    assert len(listed) == len(set(listed))
-    assert set(listed) == ERROR_CODES
-    assert "export const ERROR_CODES: readonly ErrorCode[];" in dts
+def test_the_js_client_has_an_error_class_per_code_like_the_python_sdk() -> None:
+    ts = JS_ERRORS.read_text()
+    mapping = dict(re.findall(r"^  ([a-z_]+): (\w+),$", _between(ts, "const BY_CODE", "});"), re.M))
+    assert mapping == {code: type(error_from_code(code, "m")).__name__ for code in ERROR_CODES}
 
 
 def test_the_protocol_document_lists_the_same_codes() -> None:

@@ -17,6 +17,7 @@ from outboxhub import outbox
 from outboxhub.app import Hub
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.ops import OPS, openapi_document
+from outboxhub.ops.static import STATIC_FILES
 
 _METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -204,8 +205,8 @@ CALLS: list[tuple[str, str, str, Any, str, int]] = [
     ("get", "/", "", None, "nobody", 200),
     ("get", "/dashboard.js", "", None, "nobody", 200),
     ("get", "/dashboard.css", "", None, "nobody", 200),
-    ("get", "/outboxhub.js", "", None, "nobody", 200),
-    ("get", "/outboxhub.d.ts", "", None, "nobody", 200),
+    # the browser client: /outboxhub.js, /outboxhub.d.ts and the modules they import (clients/js/dist)
+    *[("get", path, "", None, "nobody", 200) for path in STATIC_FILES if path.startswith("/outboxhub")],
 ]
 
 

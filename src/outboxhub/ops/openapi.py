@@ -384,7 +384,8 @@ def _paths() -> dict[str, Any]:
             }
         },
     }
-    for path, (name, content_type) in STATIC_FILES.items():
+    for path, (file, content_type) in STATIC_FILES.items():
+        name = file.name
         media = content_type.split(";")[0]
         paths[path] = {
             "get": {

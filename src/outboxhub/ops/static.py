@@ -1,8 +1,13 @@
-"""The dashboard page and the browser client, served from ``outboxhub/ops/static/`` (no build step).
+"""The dashboard page (``outboxhub/ops/static/``) and the browser client (``outboxhub/ops/jsclient/``).
 
-Files are read once when the routes are installed. The page gets a Content-Security-Policy that allows
-only same-origin scripts, styles, fetches and WebSockets, so a payload shown in the dashboard can never
-run as script (the page also only ever writes it with ``textContent``).
+The client is the build output of the npm package in ``clients/js`` (``npm run build`` writes
+``clients/js/dist``, committed; ``ops/jsclient`` is a link to it, and the wheel carries its files), so the
+hub serves the very ES modules Node services install: ``/outboxhub.js`` and ``/outboxhub.d.ts``, which
+import ``/outboxhub/<module>.js``. Files are read once when the routes are installed.
+
+The page gets a Content-Security-Policy that allows only same-origin scripts, styles, fetches and
+WebSockets, so a payload shown in the dashboard can never run as script (the page also only ever writes
+it with ``textContent``).
 """
 
 from __future__ import annotations
@@ -14,18 +19,33 @@ from aiohttp import web
 
 from outboxhub.ops.context import Handler, RouteSpec
 
-__all__ = ["STATIC_DIR", "STATIC_FILES", "static_routes"]
+__all__ = ["JS_CLIENT_DIR", "STATIC_DIR", "STATIC_FILES", "static_routes"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
+JS_CLIENT_DIR: Final = Path(__file__).with_name("jsclient")
+"""The browser build of ``clients/js`` (``dist/``): ``outboxhub.js``, ``outboxhub.d.ts``, ``outboxhub/*``."""
 
-STATIC_FILES: Final[dict[str, tuple[str, str]]] = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
-    "/outboxhub.js": ("outboxhub.js", "text/javascript; charset=utf-8"),
-    "/outboxhub.d.ts": ("outboxhub.d.ts", "application/typescript; charset=utf-8"),
+_JS: Final = "text/javascript; charset=utf-8"
+_TS: Final = "application/typescript; charset=utf-8"
+
+
+def _client_files() -> dict[str, tuple[Path, str]]:
+    files = sorted(p for p in JS_CLIENT_DIR.rglob("*") if p.is_file() and p.name.endswith((".js", ".d.ts")))
+    if not any(p.name == "outboxhub.js" for p in files):
+        raise RuntimeError(f"the browser client's build is missing from {JS_CLIENT_DIR} (clients/js/dist)")
+    return {
+        "/" + p.relative_to(JS_CLIENT_DIR).as_posix(): (p, _TS if p.name.endswith(".d.ts") else _JS)
+        for p in files
+    }
+
+
+STATIC_FILES: Final[dict[str, tuple[Path, str]]] = {
+    "/": (STATIC_DIR / "index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": (STATIC_DIR / "dashboard.js", _JS),
+    "/dashboard.css": (STATIC_DIR / "dashboard.css", "text/css; charset=utf-8"),
+    **_client_files(),
 }
-"""URL path -> (file in :data:`STATIC_DIR`, Content-Type)."""
+"""URL path -> (file, Content-Type): the dashboard's files and every module of the browser client."""
 
 
 def _csp(host: str) -> str:
@@ -54,8 +74,8 @@ def _handler(body: bytes, content_type: str, *, page: bool) -> Handler:
 def static_routes() -> list[RouteSpec]:
     """One open GET route per file of :data:`STATIC_FILES` (read now)."""
     routes = []
-    for path, (name, content_type) in STATIC_FILES.items():
-        body = (STATIC_DIR / name).read_bytes()
-        handler = _handler(body, content_type, page=name.endswith(".html"))
+    for path, (file, content_type) in STATIC_FILES.items():
+        body = file.read_bytes()
+        handler = _handler(body, content_type, page=file.name.endswith(".html"))
         routes.append(RouteSpec(method="GET", path=path, access="open", handler=handler))
     return routes

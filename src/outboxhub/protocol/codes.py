@@ -8,8 +8,8 @@ the gateway's policy, not the protocol's.)
 
 This module imports nothing from outboxhub, so everything can use it: ``errors`` (``ProtocolError``
 carries an :data:`ErrorCode` and re-exports it), the codec, the gateway, the SDK's exception mapping and
-the ops layer. The browser client (``ops/static/outboxhub.js``) and its ``outboxhub.d.ts`` repeat the list;
-``tests/test_error_codes.py`` holds them to this one.
+the ops layer. The JS client (``clients/js/src/outboxhub/codes.ts``, built into what the hub serves)
+repeats the list; ``tests/test_error_codes.py`` holds it to this one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,17 @@
-// Compiled (never run) by `tsc -p tsconfig.json` in outboxhub.test.mjs: the .d.ts must type-check and its
-// generics must reject misuse. Each @ts-expect-error line fails the build if it stops being an error.
-import { connect, HubError, OutboxHubClient, PromClient, type HubEvent, type PublishResult } from "../../src/outboxhub/ops/static/outboxhub.js";
+// Compiled (never run) by `tsc -p examples/tsconfig.json` (test/types.test.mjs): the package's .d.ts must
+// type-check and its generics must reject misuse. Each @ts-expect-error line fails the build if it stops
+// being an error.
+import {
+  connect,
+  Forbidden,
+  HubError,
+  OutboxHubClient,
+  PromClient,
+  RateLimited,
+  topic,
+  type HubEvent,
+  type PublishResult,
+} from "@outboxhub/client";
 
 interface ProcessState {
   host: string;
@@ -37,4 +48,31 @@ export async function usage(url: string, token: string): Promise<void> {
   } catch (error) {
     if (error instanceof HubError) void error.code.length;
   }
+}
+
+export async function typedTopics(hub: OutboxHubClient): Promise<void> {
+  const STATE = topic<ProcessState>("process.state");
+  await hub.publish(STATE, { host: "a", pid: 1, state: "stopped" });
+  // @ts-expect-error a typed topic takes only its payload type
+  await hub.publish(STATE, { host: "a", pid: 1, state: "paused" });
+  await hub.subscribe(STATE, "ops", (event) => {
+    const state: "running" | "stopped" = event.payload.state;
+    void state;
+  });
+  const stream = await hub.messages(STATE, "ops", { start: "earliest" });
+  for await (const msg of stream) {
+    const host: string = msg.payload.host;
+    void host;
+    // @ts-expect-error nack takes options, not a string
+    msg.nack("busy");
+    msg.nack({ reason: "busy", delayMs: 1000 });
+    break;
+  }
+  try {
+    await hub.publish(STATE, { host: "b", pid: 2, state: "running" });
+  } catch (error) {
+    if (error instanceof RateLimited) void error.retryAfterMs;
+    else if (error instanceof Forbidden) void error.msg;
+  }
+  await hub.close();
 }

@@ -1,45 +1,23 @@
-// Node tests of outboxhub.js against a real hub, with the `ws` package as the WebSocket.
-// Started by tests/test_ops_js_client.py, which runs a hub and passes its URL and tokens:
-//   OUTBOXHUB_WS_URL, OUTBOXHUB_TOKEN (every scope), OUTBOXHUB_LIMITED_TOKEN (publish:js.allowed.**, subscribe:**)
+// Node tests of @outboxhub/client against a real hub, with the `ws` package as the WebSocket (helpers.mjs).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 
-import { HubError, OutboxHubClient, PromClient, connect, uuidv7 } from "../../src/outboxhub/ops/static/outboxhub.js";
+import {
+  BadRequest,
+  Forbidden,
+  HubError,
+  OutboxHubClient,
+  PromClient,
+  connect,
+  topic as typedTopic,
+  uuidv7,
+} from "@outboxhub/client";
+import { T, env, topicFor, trackedSockets, waitFor } from "./helpers.mjs";
 
-const URL = process.env.OUTBOXHUB_WS_URL;
-const TOKEN = process.env.OUTBOXHUB_TOKEN;
-const LIMITED = process.env.OUTBOXHUB_LIMITED_TOKEN;
-if (!URL || !TOKEN || !LIMITED) {
-  throw new Error("run through tests/test_ops_js_client.py (OUTBOXHUB_WS_URL, OUTBOXHUB_TOKEN, OUTBOXHUB_LIMITED_TOKEN)");
-}
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const T = { timeout: 20_000 };
-let unique = 0;
-const topicFor = (name) => `js.${name}.t${process.pid}x${++unique}`;
-
-/** A `ws` WebSocket that remembers its instances, so a test can cut the connection like a network would. */
-function trackedSockets() {
-  const sockets = [];
-  class Tracked extends WebSocket {
-    constructor(url) {
-      super(url);
-      sockets.push(this);
-    }
-  }
-  return { sockets, Tracked };
-}
-
-async function waitFor(predicate, what, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const URL = env.url;
+const TOKEN = env.token;
+const LIMITED = env.limited;
 
 test("confirmed publish resolves with id, seq and duplicate", T, async () => {
   const hub = await connect(URL, { token: TOKEN, WebSocket });
@@ -64,8 +42,8 @@ test("a refused publish rejects with the hub's error code", T, async () => {
   const hub = await connect(URL, { token: LIMITED, WebSocket });
   try {
     await hub.publish("js.allowed.x", 1);
-    await assert.rejects(hub.publish("js.denied.x", 1), (e) => e instanceof HubError && e.code === "forbidden");
-    await assert.rejects(hub.publish("bad..topic", 1), (e) => e instanceof HubError && e.code === "bad_request");
+    await assert.rejects(hub.publish("js.denied.x", 1), (e) => e instanceof Forbidden && e.code === "forbidden");
+    await assert.rejects(hub.publish("bad..topic", 1), (e) => e instanceof BadRequest && e instanceof HubError);
   } finally {
     hub.close();
   }
@@ -197,22 +175,22 @@ test("close() rejects what is pending and refuses new work", T, async () => {
   await assert.rejects(hub.connect(), (e) => e.code === "closed");
 });
 
-test("the seed's PromClient API works unchanged", T, async () => {
+test("the legacy PromClient API works unchanged", T, async () => {
   const hadGlobal = "WebSocket" in globalThis;
   const previous = globalThis.WebSocket;
   globalThis.WebSocket = WebSocket; // what a browser (or Node >= 22) provides
   const client = new PromClient(URL, TOKEN);
   await client.connect();
   try {
-    const topic = topicFor("seed");
+    const topic = topicFor("legacy");
     const got = [];
-    await client.subscribe(topic, "seed-group", (e) => {
+    await client.subscribe(topic, "legacy-group", (e) => {
       got.push(e.payload.msg);
     }, { start: "earliest" });
     await client.publish(topic, { msg: "hello" }, { headers: { a: "b" } });
     await waitFor(() => got.length === 1, "the event");
     assert.deepEqual(got, ["hello"]);
-    await client.unsubscribe(topic, "seed-group");
+    await client.unsubscribe(topic, "legacy-group");
   } finally {
     client.close();
     if (hadGlobal) globalThis.WebSocket = previous;
@@ -220,8 +198,71 @@ test("the seed's PromClient API works unchanged", T, async () => {
   }
 });
 
-test("outboxhub.d.ts type-checks, and its generics catch a wrong payload type", T, () => {
-  const tsc = path.join(HERE, "node_modules", "typescript", "bin", "tsc");
-  const run = spawnSync(process.execPath, [tsc, "-p", path.join(HERE, "tsconfig.json")], { encoding: "utf8" });
-  assert.equal(run.status, 0, `tsc failed:\n${run.stdout}${run.stderr}`);
+test("messages(): an async iterator of messages settled with ack() / nack()", T, async () => {
+  const hub = await connect(URL, { token: TOKEN, WebSocket });
+  try {
+    const topic = topicFor("iter");
+    for (let i = 0; i < 3; i++) await hub.publish(topic, { i });
+    const stream = await hub.messages(topic, "it", { start: "earliest" });
+    const seen = [];
+    let nacked = false;
+    for await (const msg of stream) {
+      if (msg.payload.i === 1 && !nacked) {
+        nacked = true;
+        msg.nack({ reason: "later", delayMs: 0 });
+        continue;
+      }
+      seen.push([msg.payload.i, msg.attempt]);
+      msg.ack();
+      assert.throws(() => msg.ack(), /settle it once/);
+      if (seen.length === 3) break; // leaving the loop unsubscribes
+    }
+    assert.deepEqual(seen.map((s) => s[0]).sort(), [0, 1, 2]);
+    assert.deepEqual(seen.find((s) => s[0] === 1), [1, 2], "the NACKed message came back as attempt 2");
+    assert.equal((await stream.next()).done, true);
+  } finally {
+    await hub.close();
+  }
+});
+
+test("a typed topic's decode NACKs a payload that does not decode; the handler never sees it", T, async () => {
+  const hub = await connect(URL, { token: TOKEN, WebSocket });
+  try {
+    const name = topicFor("typed");
+    const State = typedTopic(name, {
+      decode: (raw) => {
+        if (typeof raw?.pid !== "number") throw new Error("pid must be a number");
+        return raw;
+      },
+    });
+    await hub.publish(State, { pid: "nope" });
+    await hub.publish(State, { pid: 7 });
+    const got = [];
+    await hub.subscribe(State, "typed", (event) => void got.push(event.payload.pid), {
+      start: "earliest",
+      max_deliver: 1,
+    });
+    await waitFor(() => got.length === 1, "the good event");
+    // max_deliver 1: the bad one is now a dead letter carrying the decode error as its reason
+    const dead = [];
+    await hub.subscribe(`dlq.typed.${name}`, "dead-reader", (event) => void dead.push(event), { start: "earliest" });
+    await waitFor(() => dead.length === 1, "the dead letter");
+    assert.deepEqual(got, [7]);
+    assert.match(dead[0].headers["x-reason"], /does not decode: pid must be a number/);
+  } finally {
+    await hub.close();
+  }
+});
+
+test("close() drains: publishes in flight are confirmed before the socket closes", T, async () => {
+  const hub = await connect(URL, { token: TOKEN, WebSocket });
+  const topic = topicFor("drain");
+  const publishes = Array.from({ length: 200 }, (_, i) => hub.publish(topic, i));
+  const closing = hub.close();
+  assert.equal(hub.state, "closing");
+  await assert.rejects(hub.publish(topic, "late"), (e) => e.code === "closed");
+  const results = await Promise.all(publishes);
+  await closing;
+  assert.equal(hub.state, "closed");
+  assert.equal(new Set(results.map((r) => r.seq)).size, 200);
 });

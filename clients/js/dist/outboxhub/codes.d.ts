@@ -1,0 +1,16 @@
+/**
+ * The hub's error codes and WebSocket close codes (docs/protocol.md, "Error codes" and "Close codes").
+ * src/outboxhub/protocol/codes.py is their one home; tests/test_error_codes.py holds this copy to it.
+ */
+/** Every error code an ERR from the hub can carry. */
+export declare const ERROR_CODES: readonly ["no_token", "jwt_invalid", "token_expired", "not_authenticated", "forbidden", "bad_request", "too_large", "rate_limited", "not_subscribed", "unavailable", "internal"];
+/** An error code of the wire protocol. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
+/** AUTH failed (`no_token`, `jwt_invalid`), or no AUTH came in time. */
+export declare const CLOSE_AUTH_FAILED = 4001;
+/** The token of an authenticated connection expired (`token_expired`). */
+export declare const CLOSE_TOKEN_EXPIRED = 4003;
+/** The close code that follows `ERR <code>`, for the codes after which the hub closes the connection. */
+export declare const CLOSE_CODES: Readonly<Partial<Record<ErrorCode, number>>>;
+/** Whether `code` is one of the protocol's error codes. */
+export declare function isErrorCode(code: string): code is ErrorCode;
