@@ -3,8 +3,9 @@
 Callers on the event loop put jobs on a queue and await a future. The thread takes everything queued (up to
 ``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
-``executemany``; every other job runs inside its own SAVEPOINT, so a failing job gets its exception and
-the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
+``executemany``; when it fails the run is split in halves and retried down to the offending job (publishes of
+different connections share a batch, so one bad publish must not fail another's). Every other job runs
+inside its own SAVEPOINT, so a failing job gets its exception and the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
 a thread of their own (``checkpoint.py``), not in the writer.
 """
 
@@ -52,6 +53,8 @@ class WriterStats:
     events: int = 0
     checkpoints: int = 0
     """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
+    split_runs: int = 0
+    """Runs of publishes whose shared ``executemany`` failed and were split in halves to find the bad job."""
 
 
 class Writer:
@@ -234,6 +237,9 @@ class Writer:
     def _publishes(
         self, conn: sqlite3.Connection, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]
     ) -> BaseException | None:
+        """Append a run of consecutive publish jobs with one ``executemany``. When that fails, the run is
+        split in halves and each half retried, down to single jobs: only an offending job gets the error,
+        and a few bad jobs among many good ones cost a few statements each, not one per job."""
         rows: list[Prepared] = []
         for _, _, job_rows in run:
             rows.extend(job_rows)
@@ -249,6 +255,12 @@ class Writer:
             if (broken := _undo(conn, "publish")) is not None:
                 return broken
             tx.reset(mark)
+            if len(run) > 1:
+                self.stats.split_runs += 1
+                half = len(run) // 2
+                return self._publishes(conn, tx, run[:half], outcomes) or self._publishes(
+                    conn, tx, run[half:], outcomes
+                )
             error = translate(exc, self._url)
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
