@@ -2,6 +2,8 @@
 
 * a publish the database refuses fails alone, whatever it was batched with (group commit mixes the
   publishes of every connection), and finding it costs a few statements, not one per batched job;
+* a pattern built to make a backtracking regular expression engine explode (``**.a.**.a.**...``) is
+  answered correctly, and on MongoDB no regular expression is sent to the database at all;
 """
 
 from __future__ import annotations
@@ -64,3 +66,56 @@ async def test_a_bad_publish_batch_fails_only_its_caller(store: Store, bad_first
     assert isinstance(bad_outcome, BaseException)
     assert isinstance(good_outcome, list) and len(good_outcome) == 2
     assert await store.scan("attacker.*") == []  # a batch is atomic: the good half of the bad one is gone
+
+
+_EXPLOSIVE = ".".join(["**", "a"] * 15) + ".b"
+"""``**.a.**.a. ... .b``: a backtracking regex of it takes exponential time on a long topic of ``a``s."""
+
+
+def _regex_spy() -> Any:
+    """A pymongo command listener counting commands that carry a ``$regex`` (while ``active``)."""
+    from pymongo import monitoring
+
+    class RegexSpy(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.active = True
+            self.regex_commands = 0
+            self.commands = 0
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if self.active:
+                self.commands += 1
+                if "$regex" in repr(event.command):
+                    self.regex_commands += 1
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    return RegexSpy()
+
+
+async def test_a_backtracking_pattern_is_answered_without_a_database_regex(store_factory: Any) -> None:
+    spy: Any = None
+    if store_factory.backend == "mongo":
+        from pymongo import monitoring
+
+        spy = _regex_spy()
+        monitoring.register(spy)  # global: applies to clients created from now on
+    try:
+        store = await store_factory()
+        long_topic = ".".join(["a"] * 30) + ".c"  # almost matches: the worst case for backtracking
+        await store.publish_batch([ev(long_topic, 1), ev("a.a.b", 2), ev("x.a.y.a.b", 3)])
+        matched = await store.scan(_EXPLOSIVE)
+        assert matched == []  # needs 15 a segments before the b
+        assert await store.count(".".join(["**", "a"] * 2) + ".b") == 2
+        assert [e.payload for e in await store.scan("**.a.**.b")] == [2, 3]
+        assert await store.tail("**.a.**.b") is not None
+        if spy is not None:
+            assert spy.commands > 0
+            assert spy.regex_commands == 0
+    finally:
+        if spy is not None:
+            spy.active = False
