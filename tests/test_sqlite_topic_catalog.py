@@ -25,7 +25,9 @@ _PATTERNS = st.lists(_PATTERN_SEGMENTS, min_size=1, max_size=4).map(".".join)
     steps=st.lists(st.one_of(st.tuples(st.just("topic"), _TOPICS), st.tuples(st.just("ask"), _PATTERNS))),
     cache_max=st.integers(min_value=1, max_value=4),
 )
-def test_resolve_always_equals_matching_every_known_topic(steps: list[tuple[str, str]], cache_max: int) -> None:
+def test_resolve_always_equals_matching_every_known_topic(
+    steps: list[tuple[str, str]], cache_max: int
+) -> None:
     catalog = TopicCatalog(cache_max=cache_max)
     known: dict[str, int] = {}
     for kind, text in steps:

@@ -12,9 +12,10 @@ key starting with ``$``, containing ``.`` or NUL, nesting deeper than 90) is sto
 Pattern reads resolve the pattern against the small ``topics`` collection first: the topic names are read
 (narrowed to the pattern's literal prefix by an ``_id`` range when it has one) and matched in Python by
 ``outboxhub.topics`` (linear in the topic's length; no regular expression is ever sent to the database,
-where a pattern like ``**.a.**.a.**...`` would backtrack for seconds), then read ``{topic: {$in: [...]}, seq: ...}`` by the ``(topic, seq)``
-index. Writers register a topic before allocating seqs for its events, and readers read the horizon
-before resolving, so every event at or below the horizon has its topic registered.
+where a pattern like ``**.a.**.a.**...`` would backtrack for seconds), then read
+``{topic: {$in: [...]}, seq: ...}`` by the ``(topic, seq)`` index. Writers register a topic before
+allocating seqs for its events, and readers read the horizon before resolving, so every event at or below
+the horizon has its topic registered.
 """
 
 from __future__ import annotations

@@ -22,7 +22,14 @@ from collections.abc import Iterable, Sequence
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow
 from outboxhub.topics import compile_pattern
 
-__all__ = ["MERGE_MAX_TOPICS", "PATTERN_CACHE_MAX", "TopicCatalog", "count_events", "last_seq_at_or_below", "select_events"]
+__all__ = [
+    "MERGE_MAX_TOPICS",
+    "PATTERN_CACHE_MAX",
+    "TopicCatalog",
+    "count_events",
+    "last_seq_at_or_below",
+    "select_events",
+]
 
 MERGE_MAX_TOPICS = 24
 """Up to this many topics, a multi-topic scan is a k-way merge of index ranges (``UNION ALL ... ORDER BY``
