@@ -11,8 +11,10 @@ How the bus drives it:
   ``max_deliver`` and ``ordered_by_key`` and calls ``deliver`` for each. A ``deliver`` that returns False
   did not take the delivery: the member pauses, keeps it, and offers it again on ``resume()`` unless its
   deadline passed meanwhile (then the store redelivers it, maybe to another member).
-* With nothing to claim a member sleeps until the first of: a commit notification (the store's commit
-  listener wakes every member, so events published through this process arrive without polling), the
+* With nothing to claim a member sleeps until the first of: a commit notification (the store's topic
+  listener wakes the members of every group whose pattern matches a committed topic, or every member when
+  the store cannot tell which topics a commit wrote, see ``bus/interest.py``; so events published through
+  this process arrive without polling, and idle groups on other topics cost a publish nothing), the
   group's next redelivery deadline (``store.next_deadline``), an ack of one of its deliveries (any ack when
   the group orders by key), a nack or a local member's release in its group, ``resume()`` or ``close()``,
   or ``poll_interval_s``. The poll interval is only a safety net for what this process cannot hear:
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import GroupMember, GroupState
 from outboxhub.bus.subscription import DeliverFn, Subscription
@@ -45,7 +48,7 @@ from outboxhub.store.base import Store
 from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
 from outboxhub.topics import validate_group, validate_pattern
 
-__all__ = ["DELIVERY_LIFECYCLE", "Bus", "DeliverFn", "Subscription"]
+__all__ = ["DELIVERY_LIFECYCLE", "Bus", "BusStats", "DeliverFn", "Subscription"]
 
 
 class Bus:
@@ -73,6 +76,10 @@ class Bus:
         self._poll_interval_s = poll_interval_s
         self._close_timeout_s = close_timeout_s
         self._groups: dict[tuple[str, str], GroupState] = {}
+        self.stats = BusStats()
+        self._interest: TopicInterest[tuple[str, str]] = TopicInterest(
+            self._groups.keys, _pattern_of, stats=self.stats
+        )
         self._live = LiveFanout(store, batch=claim_batch, poll_interval_s=poll_interval_s)
         self._started = False
         self._closed = False
@@ -86,7 +93,7 @@ class Bus:
         if self._closed:
             raise RuntimeError("Bus.start() after close(): create a new Bus")
         if not self._started:
-            self._store.add_commit_listener(self._on_commit)
+            self._store.add_topic_listener(self._on_commit)
             self._started = True
 
     async def close(self) -> None:
@@ -98,7 +105,7 @@ class Bus:
         await asyncio.gather(*(member.close() for member in members), return_exceptions=True)
         await self._live.close()
         if self._started:
-            self._store.remove_commit_listener(self._on_commit)
+            self._store.remove_topic_listener(self._on_commit)
 
     async def __aenter__(self) -> Bus:
         await self.start()
@@ -150,7 +157,9 @@ class Bus:
         key = (pattern, group)
         state = self._groups.get(key)
         if state is None:
+            self._forget_idle_groups()
             state = self._groups[key] = GroupState(self._store, pattern, group, options)
+            self._interest.invalidate()
         if member_id in state.members:
             raise ValueError(f"member {member_id!r} is already subscribed to {pattern!r} in group {group!r}")
         state.options = options
@@ -163,6 +172,7 @@ class Bus:
             claim_batch=self._claim_batch,
             poll_interval_s=self._poll_interval_s,
             close_timeout_s=self._close_timeout_s,
+            stats=self.stats,
         )
         state.members[member_id] = subscription
         subscription.start()
@@ -219,13 +229,36 @@ class Bus:
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _on_commit(self, seq: int) -> None:
-        for key, state in list(self._groups.items()):
-            if state.members:
-                state.wake_all()
-            elif state.idle:
-                del self._groups[key]
+    def _on_commit(self, seq: int, topics: frozenset[str] | None) -> None:
+        if topics is None:  # the store does not know what was written: anything may be claimable
+            self._forget_idle_groups()
+            for state in self._groups.values():
+                self._wake(state)
+        else:
+            woken: set[tuple[str, str]] = set()
+            for topic in topics:
+                for key in self._interest.groups_for(topic):
+                    found = self._groups.get(key)
+                    if found is not None and key not in woken:
+                        woken.add(key)
+                        self._wake(found)
         self._live.notify(seq)
+
+    def _wake(self, state: GroupState) -> None:
+        if state.members:
+            self.stats.commit_wakeups += len(state.members)
+            state.wake_all()
+
+    def _forget_idle_groups(self) -> None:
+        idle = [key for key, state in self._groups.items() if state.idle]
+        for key in idle:
+            del self._groups[key]
+        if idle:
+            self._interest.invalidate()
+
+
+def _pattern_of(key: tuple[str, str]) -> str:
+    return key[0]
 
 
 def _check_options(options: GroupOptions) -> None:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from outboxhub.bus.acks import AckBatcher
+from outboxhub.bus.interest import BusStats
 from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable
@@ -98,6 +99,7 @@ class GroupMember(Subscription):
         "_poll_interval_s",
         "_refill",
         "_state",
+        "_stats",
         "_store",
         "_task",
         "_wakeup",
@@ -115,8 +117,10 @@ class GroupMember(Subscription):
         claim_batch: int,
         poll_interval_s: float,
         close_timeout_s: float,
+        stats: BusStats | None = None,
     ) -> None:
         super().__init__(state.pattern, state.group, member)
+        self._stats = stats if stats is not None else BusStats()
         self.options = options
         self._store = store
         self._state = state
@@ -201,6 +205,7 @@ class GroupMember(Subscription):
                     await self._wakeup.wait(self._until_first_deadline())
                     continue
             limit = min(capacity, self._claim_batch)
+            self._stats.claims += 1
             try:
                 deliveries = await self._store.claim(
                     self.pattern,
@@ -224,6 +229,7 @@ class GroupMember(Subscription):
                     continue
                 # A short batch drained what was claimable; anything committed since has set the wake-up
                 # flag, so go straight to working out how long to sleep.
+            self._stats.deadline_checks += 1
             try:
                 deadline = await self._store.next_deadline(self.pattern, self._state.group)
             except Exception as exc:

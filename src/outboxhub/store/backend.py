@@ -24,7 +24,7 @@ from typing import ClassVar
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, NewEvent, PublishResult
-from outboxhub.store.base import CommitListener
+from outboxhub.store.base import CommitListener, TopicListener
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
@@ -74,8 +74,15 @@ class StoreBackend(ABC):
     def remove_commit_listener(self, listener: CommitListener) -> None:
         self._commits.remove(listener)
 
-    def _committed(self, last_seq: int) -> None:
-        self._commits.notify(last_seq)
+    def add_topic_listener(self, listener: TopicListener) -> None:
+        self._commits.add_topics(listener)
+
+    def remove_topic_listener(self, listener: TopicListener) -> None:
+        self._commits.remove_topics(listener)
+
+    def _committed(self, last_seq: int, topics: frozenset[str] | None = None) -> None:
+        """Events up to ``last_seq`` committed; ``topics``: the topics written, None when not known."""
+        self._commits.notify(last_seq, topics)
 
     # -- events -------------------------------------------------------------------------------------------
 

@@ -44,10 +44,14 @@ from outboxhub.model import (
 )
 from outboxhub.urls import mask_url  # the one masking function, re-exported here for the stores
 
-__all__ = ["CommitListener", "Store", "dlq_topic", "mask_url"]
+__all__ = ["CommitListener", "Store", "TopicListener", "dlq_topic", "mask_url"]
 
 CommitListener = Callable[[int], None]
 """Called with the newest committed seq after events are committed (from the event loop thread)."""
+
+TopicListener = Callable[[int, "frozenset[str] | None"], None]
+"""Called like a ``CommitListener``, plus the concrete topics that commit wrote to; None when the store does
+not know them (another process's commit, a backend that cannot tell): then anything may have changed."""
 
 
 def dlq_topic(group: str, topic: str) -> str:
@@ -81,6 +85,13 @@ class Store(Protocol):
         ...
 
     def remove_commit_listener(self, listener: CommitListener) -> None: ...
+
+    def add_topic_listener(self, listener: TopicListener) -> None:
+        """Like ``add_commit_listener``, but ``listener`` also gets the committed topics (or None) so that
+        only consumers whose pattern matches one of them need to look (the bus's wake-ups)."""
+        ...
+
+    def remove_topic_listener(self, listener: TopicListener) -> None: ...
 
     # -- events -------------------------------------------------------------------------------------------
 

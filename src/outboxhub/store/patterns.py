@@ -1,12 +1,13 @@
 """Topic patterns as anchored regular expressions, for backends that match topic names in the database
-(PostgreSQL's ``~`` operator, MongoDB's ``$regex``). Backend-neutral: no driver is imported here.
+with a non-backtracking engine (PostgreSQL's ``~`` operator; MongoDB's ``$regex`` backtracks, so the MongoDB
+store matches topic names in Python instead). Backend-neutral: no driver is imported here.
 """
 
 from __future__ import annotations
 
 from outboxhub.topics import compile_pattern
 
-__all__ = ["pattern_regex"]
+__all__ = ["matches_every_topic", "pattern_regex"]
 
 _ANY = "**"
 _ONE = "*"
@@ -19,6 +20,12 @@ def _literal(segment: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in segment)
 
 
+def matches_every_topic(pattern: str) -> bool:
+    """Whether ``pattern`` matches every topic: "one or more segments" (``**``, ``*.**``, ``**.*``)."""
+    tokens = compile_pattern(pattern).tokens
+    return _ANY in tokens and tokens.count(_ONE) <= 1 and all(tok in (_ONE, _ANY) for tok in tokens)
+
+
 def pattern_regex(pattern: str) -> str | None:
     """A POSIX regular expression (PostgreSQL ARE, also valid for Python's ``re``) that matches exactly the
     topics ``pattern`` matches; None when the pattern matches every topic (``**``).
@@ -26,8 +33,8 @@ def pattern_regex(pattern: str) -> str | None:
     ``*`` is one segment; ``**`` is zero or more segments, so it owns the dot on one side of it.
     """
     tokens = compile_pattern(pattern).tokens  # validated, runs of wildcards normalised
-    if _ANY in tokens and tokens.count(_ONE) <= 1 and all(tok in (_ONE, _ANY) for tok in tokens):
-        return None  # "one or more segments" (``**``, ``*.**``, ...): every topic has at least one
+    if matches_every_topic(pattern):
+        return None  # every topic has at least one segment
     out = ["^"]
     started = False
     any_pending = False

@@ -9,11 +9,13 @@ on the SQL backends: JSON types only). A payload BSON cannot hold exactly (an in
 key starting with ``$``, containing ``.`` or NUL, nesting deeper than 90) is stored as JSON text in
 ``payload_json`` instead. Hole documents (``seq.py``) have no ``topic``, so no event query sees them.
 
-Pattern reads resolve the pattern against the small ``topics`` collection first (``_id`` = topic name,
-matched by the anchored regular expression of ``patterns.pattern_regex``, which uses the ``_id``
-index for the literal prefix), then read ``{topic: {$in: [...]}, seq: ...}`` by the ``(topic, seq)``
-index. Writers register a topic before allocating seqs for its events, and readers read the horizon
-before resolving, so every event at or below the horizon has its topic registered.
+Pattern reads resolve the pattern against the small ``topics`` collection first: the topic names are read
+(narrowed to the pattern's literal prefix by an ``_id`` range when it has one) and matched in Python by
+``outboxhub.topics`` (linear in the topic's length; no regular expression is ever sent to the database,
+where a pattern like ``**.a.**.a.**...`` would backtrack for seconds), then read
+``{topic: {$in: [...]}, seq: ...}`` by the ``(topic, seq)`` index. Writers register a topic before
+allocating seqs for its events, and readers read the horizon before resolving, so every event at or below
+the horizon has its topic registered.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Event, PublishResult, TopicInfo
 from outboxhub.store.codec import Prepared
 from outboxhub.store.mongo.seq import Allocation, SeqCounter
-from outboxhub.store.patterns import pattern_regex
+from outboxhub.store.patterns import matches_every_topic
 from outboxhub.topics import compile_pattern
 
 __all__ = ["EventLog", "Staged", "bson_safe", "decode_event", "encode_payload", "event_doc"]
@@ -262,10 +264,17 @@ class EventLog:
         matcher = compile_pattern(pattern)
         if matcher.concrete:
             return {"topic": pattern}
-        regex = pattern_regex(pattern)
-        if regex is None:
-            return {"topic": {"$gt": ""}}  # every event (holes have no topic)
-        names = [doc["_id"] async for doc in self.topics.find({"_id": {"$regex": regex}}, {"_id": 1})]
+        if matches_every_topic(pattern):
+            return {"topic": {"$gt": ""}}  # one or more segments: every event (holes have no topic)
+        where: Doc = {}
+        if matcher.prefix:
+            # every match equals the prefix or starts with "prefix." ("/" is the character after ".")
+            where = {"_id": {"$gte": matcher.prefix, "$lt": matcher.prefix + "/"}}
+        names = [
+            name
+            async for doc in self.topics.find(where, {"_id": 1})
+            if isinstance(name := doc["_id"], str) and matcher.match(name)
+        ]
         if not names:
             return None
         return {"topic": names[0]} if len(names) == 1 else {"topic": {"$in": names}}

@@ -206,6 +206,11 @@ class SQLiteStore(StoreBackend):
         """Commit/job/event counters of the writer (group commit shows as many jobs per commit)."""
         return self._writer.stats
 
+    @property
+    def topic_catalog(self) -> TopicCatalog:
+        """The committed topics and the bounded pattern cache (its ``matches`` counter counts work)."""
+        return self._catalog
+
     async def _shutdown(self) -> None:
         try:
             await self._writer.stop()

@@ -1,8 +1,11 @@
 """The topic catalog (topic name ↔ topic id) and the SQL that scans events by a set of topic ids.
 
-Pattern scans never run Python per row: a pattern is resolved to the ids of the topics it matches (cached
-per pattern, extended when a topic appears), then SQLite walks the ``(topic_id, seq)`` index. Memory grows
-with the number of topics and of distinct patterns, never with the log.
+Pattern scans never run Python per row: a pattern is resolved to the ids of the topics it matches, then
+SQLite walks the ``(topic_id, seq)`` index. Resolutions are cached per pattern in a bounded LRU
+(``PATTERN_CACHE_MAX``); each entry remembers the highest topic id it has seen and is extended lazily, when
+the pattern is next resolved, by matching only the topics added since. So a new topic costs the writer the
+same whatever patterns were ever asked about (a reader asking about thousands of patterns cannot slow
+publishes), and memory grows with the number of topics and the bounded cache, never with the log.
 
 The catalog holds only committed topics, always a contiguous prefix of topic ids (ids are assigned max + 1
 by whoever holds the write lock). ``sync`` loads the topics committed since, so it must run inside the
@@ -13,34 +16,53 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow
 from outboxhub.topics import compile_pattern
 
-__all__ = ["MERGE_MAX_TOPICS", "TopicCatalog", "count_events", "last_seq_at_or_below", "select_events"]
+__all__ = [
+    "MERGE_MAX_TOPICS",
+    "PATTERN_CACHE_MAX",
+    "TopicCatalog",
+    "count_events",
+    "last_seq_at_or_below",
+    "select_events",
+]
 
 MERGE_MAX_TOPICS = 24
 """Up to this many topics, a multi-topic scan is a k-way merge of index ranges (``UNION ALL ... ORDER BY``
 runs as a merge in SQLite, stopping at the limit). Beyond it, a walk of the rowid with a topic filter, which
 is what a pattern matching many topics wants (it usually matches much of the log)."""
 
-_PATTERN_CACHE_MAX = 4096
+PATTERN_CACHE_MAX = 4096
+"""How many patterns' resolutions the catalog keeps (least recently used ones are dropped)."""
 
 
 class TopicCatalog:
-    """Committed topics by name and id, and the topic ids each pattern resolves to. Thread-safe."""
+    """Committed topics by name and id, and the topic ids each pattern resolves to. Thread-safe.
 
-    def __init__(self) -> None:
+    ``matches`` counts pattern-against-topic matches run, for tests that count work.
+    """
+
+    def __init__(self, *, cache_max: int = PATTERN_CACHE_MAX) -> None:
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._max_id = 0
-        self._patterns: dict[str, list[int]] = {}
+        self._cache_max = max(1, cache_max)
+        # pattern -> (ids of the matching topics, the highest topic id those were resolved against)
+        self._patterns: OrderedDict[str, tuple[list[int], int]] = OrderedDict()
+        self.matches = 0
 
     @property
     def max_id(self) -> int:
         return self._max_id
+
+    @property
+    def cached_patterns(self) -> int:
+        return len(self._patterns)
 
     def sync(self, conn: sqlite3.Connection) -> None:
         """Load the topics committed since the last sync, as seen by ``conn``'s current snapshot."""
@@ -52,7 +74,7 @@ class TopicCatalog:
             self.merge(rows)
 
     def merge(self, rows: Iterable[tuple[int, str]]) -> None:
-        """Add committed topics (idempotent)."""
+        """Add committed topics (idempotent). Cached patterns pick them up when next resolved."""
         with self._lock:
             for topic_id, name in rows:
                 if topic_id in self._names:
@@ -60,9 +82,6 @@ class TopicCatalog:
                 self._names[topic_id] = name
                 self._ids[name] = topic_id
                 self._max_id = max(self._max_id, topic_id)
-                for pattern, ids in self._patterns.items():
-                    if compile_pattern(pattern).match(name):
-                        ids.append(topic_id)
 
     def topic_id(self, name: str) -> int | None:
         return self._ids.get(name)
@@ -76,14 +95,31 @@ class TopicCatalog:
         if matcher.concrete:
             topic_id = self._ids.get(pattern)
             return () if topic_id is None else (topic_id,)
-        ids = self._patterns.get(pattern)
-        if ids is None:
-            with self._lock:
-                ids = [topic_id for name, topic_id in self._ids.items() if matcher.match(name)]
-                if len(self._patterns) >= _PATTERN_CACHE_MAX:
-                    self._patterns.clear()
-                self._patterns[pattern] = ids
-        return tuple(ids)
+        with self._lock:
+            entry = self._patterns.get(pattern)
+            if entry is None:
+                ids: list[int] = []
+                seen = 0
+            else:
+                ids, seen = entry
+                self._patterns.move_to_end(pattern)
+            top = self._max_id
+            if seen < top or entry is None:
+                # Only the topics added since this pattern was last resolved (ids are a contiguous prefix,
+                # but a gap is tolerated: an id missing here was never committed).
+                names = self._names
+                fresh = range(seen + 1, top + 1) if entry is not None else sorted(names)
+                extra: list[int] = []
+                for topic_id in fresh:
+                    name = names.get(topic_id)
+                    if name is not None and matcher.match(name):
+                        extra.append(topic_id)
+                self.matches += len(fresh)
+                ids = ids + extra if extra else ids
+                self._patterns[pattern] = (ids, top)
+                if entry is None and len(self._patterns) > self._cache_max:
+                    self._patterns.popitem(last=False)
+            return tuple(ids)
 
 
 def _ids_sql(topic_ids: Sequence[int]) -> str:

@@ -39,6 +39,7 @@ class WriteTx:
         self._groups: dict[tuple[str, str], int] = {}  # committed groups: (pattern, name) -> gid
         self.next_seq = 1
         self.appended_to = 0  # the highest seq appended in this transaction (0: none)
+        self.appended_topics: set[str] = set()  # topics appended to (a rolled-back job's may stay: harmless)
         self._new_topics: dict[str, int] = {}
         self._new_topic_names: dict[int, str] = {}
         self._new_groups: dict[tuple[str, str], int] = {}
@@ -51,6 +52,7 @@ class WriteTx:
         self.catalog.sync(self.conn)
         self.next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
         self.appended_to = 0
+        self.appended_topics.clear()
         self._new_topics.clear()
         self._new_topic_names.clear()
         self._new_groups.clear()
@@ -183,6 +185,7 @@ class WriteTx:
         if params:
             self.next_seq = params[-1][0] + 1
             self.appended_to = params[-1][0]
+            self.appended_topics.update(row[1] for row in rows)
         if not existing and len(unique) == len(rows):
             return [PublishResult(id=p[1], seq=p[0]) for p in params]
         seq_of = {p[1]: p[0] for p in params}

@@ -3,9 +3,11 @@
 Callers on the event loop put jobs on a queue and await a future. The thread takes everything queued (up to
 ``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
-``executemany``; every other job runs inside its own SAVEPOINT, so a failing job gets its exception and
-the rest of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on
-a thread of their own (``checkpoint.py``), not in the writer.
+``executemany``; when it fails the run is split in halves and retried down to the offending job (publishes of
+different connections share a batch, so one bad publish must not fail another's). Every other job runs
+inside its own SAVEPOINT, so a failing job gets its exception and the rest of the batch still commits.
+A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread of their own
+(``checkpoint.py``), not in the writer.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class WriterStats:
     events: int = 0
     checkpoints: int = 0
     """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
+    split_runs: int = 0
+    """Runs of publishes whose shared ``executemany`` failed and were split in halves to find the bad job."""
 
 
 class Writer:
@@ -66,7 +70,7 @@ class Writer:
         synchronous: str,
         busy_timeout_ms: int,
         max_batch: int,
-        on_commit: Callable[[int], None],
+        on_commit: Callable[[int, frozenset[str] | None], None],
     ) -> None:
         self._path = path
         self._url = url
@@ -229,11 +233,14 @@ class Writer:
         self._checkpointer.committed()
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
-        self._post(outcomes, tx.appended_to)
+        self._post(outcomes, tx.appended_to, frozenset(tx.appended_topics))
 
     def _publishes(
         self, conn: sqlite3.Connection, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]
     ) -> BaseException | None:
+        """Append a run of consecutive publish jobs with one ``executemany``. When that fails, the run is
+        split in halves and each half retried, down to single jobs: only an offending job gets the error,
+        and a few bad jobs among many good ones cost a few statements each, not one per job."""
         rows: list[Prepared] = []
         for _, _, job_rows in run:
             rows.extend(job_rows)
@@ -249,6 +256,12 @@ class Writer:
             if (broken := _undo(conn, "publish")) is not None:
                 return broken
             tx.reset(mark)
+            if len(run) > 1:
+                self.stats.split_runs += 1
+                half = len(run) // 2
+                return self._publishes(conn, tx, run[:half], outcomes) or self._publishes(
+                    conn, tx, run[half:], outcomes
+                )
             error = translate(exc, self._url)
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
@@ -289,14 +302,14 @@ class Writer:
     def _checkpointed(self) -> None:
         self.stats.checkpoints += 1
 
-    def _post(self, outcomes: list[_Outcome], last_seq: int) -> None:
-        """Hand the batch's results to the event loop in one callback."""
+    def _post(self, outcomes: list[_Outcome], last_seq: int, topics: frozenset[str] = frozenset()) -> None:
+        """Hand the batch's results (and the topics it appended to) to the event loop in one callback."""
         if self._loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(self._resolve, outcomes, last_seq)
+            self._loop.call_soon_threadsafe(self._resolve, outcomes, last_seq, topics)
 
-    def _resolve(self, outcomes: list[_Outcome], last_seq: int) -> None:
+    def _resolve(self, outcomes: list[_Outcome], last_seq: int, topics: frozenset[str]) -> None:
         for fut, error, value in outcomes:
             if fut.done():
                 continue
@@ -305,7 +318,7 @@ class Writer:
             else:
                 fut.set_result(value)
         if last_seq:
-            self._on_commit(last_seq)
+            self._on_commit(last_seq, topics)
 
 
 def _undo(conn: sqlite3.Connection, savepoint: str) -> BaseException | None:
