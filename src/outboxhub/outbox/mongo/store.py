@@ -32,7 +32,7 @@ from pymongo.errors import PyMongoError
 
 from outboxhub.errors import StoreError, StoreURLError
 from outboxhub.ids import new_id
-from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable, take_wake
 from outboxhub.outbox.model import Failure, OutboxRecord
 from outboxhub.outbox.mongo.records import Doc, decode_record, id_values, to_ms
 from outboxhub.outbox.mongo.schema import collection_name, outbox_indexes
@@ -520,10 +520,4 @@ class MongoOutbox(OutboxBackend):
             self._watcher.start()
             self._poller = asyncio.create_task(self._poll(), name=f"outbox-poll:{self._table}")
             self._wake.set()  # records may have landed before we started watching
-        if not self._wake.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
-            except TimeoutError:
-                return False
-        self._wake.clear()
-        return True
+        return await take_wake(self._wake, timeout_s)
