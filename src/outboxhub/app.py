@@ -36,7 +36,7 @@ from outboxhub.outbox import Drainer, DrainerMetrics, DrainerSettings, run_drain
 from outboxhub.store import open_store
 from outboxhub.store.base import Store, mask_url
 
-__all__ = ["DEV_SCOPES", "Hub", "RouteInstaller", "serve", "start_hub"]
+__all__ = ["DEV_SCOPES", "Hub", "RouteInstaller", "auth_config", "serve", "start_hub"]
 
 log = logging.getLogger("outboxhub.app")
 
@@ -160,6 +160,21 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def auth_config(settings: Settings) -> AuthConfig:
+    """The token checks of these settings (secret or JWKS, aud, iss, leeway); ``outboxhub doctor`` checks
+    the same ``AuthConfig`` (``ConfigError`` when unusable)."""
+    return AuthConfig(
+        secret=settings.jwt_secret,
+        jwks_url=settings.jwt_jwks_url,
+        audience=settings.jwt_aud,
+        issuer=settings.jwt_iss,
+        leeway_s=settings.jwt_leeway_s,
+        jwks_cooldown_s=settings.jwks_cooldown_s,
+        jwks_ttl_s=settings.jwks_ttl_s,
+        max_policy_rules=settings.max_policy_rules,
+    )
+
+
 async def start_hub(
     settings: Settings,
     *,
@@ -173,18 +188,7 @@ async def start_hub(
     """
     if settings.dev_mode:
         settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(48)})
-    verifier = TokenVerifier(
-        AuthConfig(
-            secret=settings.jwt_secret,
-            jwks_url=settings.jwt_jwks_url,
-            audience=settings.jwt_aud,
-            issuer=settings.jwt_iss,
-            leeway_s=settings.jwt_leeway_s,
-            jwks_cooldown_s=settings.jwks_cooldown_s,
-            jwks_ttl_s=settings.jwks_ttl_s,
-            max_policy_rules=settings.max_policy_rules,
-        )
-    )
+    verifier = TokenVerifier(auth_config(settings))
     installers: list[RouteInstaller]
     if ops_routes is None:  # the default: the ops API, metrics and dashboard (pass [] for none)
         installers = [install_ops]

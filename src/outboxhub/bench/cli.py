@@ -9,6 +9,7 @@ a command runs, and a missing one is named with the extra to install.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -122,13 +123,9 @@ def _command(scenario: Scenario) -> Any:
             )  # one line, even in a pipe
             raise typer.Exit(2) from None
         try:
-            from outboxhub.bench import report as report_mod
             from outboxhub.bench.runner import run_bench
         except ModuleNotFoundError as exc:
             raise _missing_driver(err, exc) from None
-        console = Console()
-        if not console.is_terminal:  # a file or a pipe: do not wrap the table at 80 columns
-            console = Console(width=200)
         try:
             result = _run(run_bench(scenario, options, console=None if quiet else err))
         except ModuleNotFoundError as exc:
@@ -136,10 +133,7 @@ def _command(scenario: Scenario) -> Any:
         except (RuntimeError, OSError, ValueError) as exc:
             err.print(f"[red]error:[/red] bench {scenario} failed: {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
-        report_mod.render(result, console)
-        if json_path is not None:
-            report_mod.write_json(result, json_path)
-            console.print(f"wrote {json_path}", highlight=False)
+        _output(result, json_path)
 
     command.__doc__ = _HELP[scenario]
     return command
@@ -169,7 +163,8 @@ def inproc(
     consume + ack, flat RSS, against plain sqlite3 at one transaction per event; --store postgresql://…
     adds cross-node wake-up latency."""
     err = Console(stderr=True)
-    try:
+
+    def harness() -> Coroutine[Any, Any, Any]:
         from outboxhub.bench.inproc import InprocOptions, run_inproc
 
         options = InprocOptions(
@@ -181,16 +176,9 @@ def inproc(
             window=window,
             repeat=repeat,
         )
-        result = _run(run_inproc(options, console=None if quiet else err))
-    except ModuleNotFoundError as exc:
-        raise _missing_driver(err, exc) from None
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except (RuntimeError, OSError) as exc:
-        err.print(f"[red]error:[/red] bench inproc failed: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
-    _output(result, json_path)
+        return run_inproc(options, console=None if quiet else err)
+
+    _output(_run_in_process("inproc", harness, err), json_path)
 
 
 def drainers(
@@ -220,7 +208,8 @@ def drainers(
     """Outbox drain records/s and commit → publish latency on SQLite, PostgreSQL and MongoDB: outboxhub's
     Drainer against a naive one-record-at-a-time drainer."""
     err = Console(stderr=True)
-    try:
+
+    def harness() -> Coroutine[Any, Any, Any]:
         from outboxhub.bench.drainers import DrainersOptions, run_drainers_bench
 
         options = DrainersOptions(
@@ -233,16 +222,25 @@ def drainers(
             pg_url=pg_url,
             mongo_url=mongo_url,
         )
-        result = _run(run_drainers_bench(options, console=None if quiet else err))
+        return run_drainers_bench(options, console=None if quiet else err)
+
+    _output(_run_in_process("drainers", harness, err), json_path)
+
+
+def _run_in_process(name: str, harness: Callable[[], Coroutine[Any, Any, Any]], err: Console) -> Any:
+    """Run the coroutine ``harness()`` returns (it imports the harness and checks the options) and turn
+    its failures into exits: a missing module names its extra and a refused option exits 2, a failed
+    run exits 1."""
+    try:
+        return _run(harness())
     except ModuleNotFoundError as exc:
         raise _missing_driver(err, exc) from None
     except ValueError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (RuntimeError, OSError) as exc:
-        err.print(f"[red]error:[/red] bench drainers failed: {escape(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] bench {name} failed: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
-    _output(result, json_path)
 
 
 def _output(result: Any, json_path: Path | None) -> None:

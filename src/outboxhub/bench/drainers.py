@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import sqlite3
 import tempfile
 import time
@@ -34,12 +33,12 @@ from typing import Any, Final
 
 import msgspec
 
-from outboxhub import __version__, outbox
+from outboxhub import outbox
 from outboxhub.bench.drain_db import PAYLOAD, Kind, OutboxDb, new_db, remove_sqlite
 from outboxhub.bench.measure import throughput_row
 from outboxhub.bench.naive_drainer import naive_drain
 from outboxhub.bench.report import Tracker
-from outboxhub.bench.results import BASELINE, HUB, BenchReport, Measurement, machine_info
+from outboxhub.bench.results import BASELINE, HUB, BenchReport, Measurement, started_now
 from outboxhub.bench.stats import LatencyHistogram
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.store import Store, open_store
@@ -277,7 +276,7 @@ def _pg_problem(url: str) -> str | None:
 async def run_drainers_bench(options: DrainersOptions, *, console: Any = None) -> BenchReport:
     """Every database of ``options.databases``; a report with a row per (database, drainer) and one
     latency row per database."""
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    started = started_now()
     notes: list[str] = []
     rows: list[Measurement] = []
     kinds = list(options.databases)
@@ -310,13 +309,6 @@ async def run_drainers_bench(options: DrainersOptions, *, console: Any = None) -
         )
     notes.append(f"each drain row is the median of {options.repeat} rounds; everything ran in this process")
     stores = ", ".join(kinds) + " outboxes → SQLite hub stores"
-    return BenchReport(
-        scenario=SCENARIO,
-        version=__version__,
-        store=stores,
-        machine=machine_info(),
-        options=msgspec.to_builtins(options),
-        started_at=started,
-        measurements=rows,
-        notes=notes,
+    return BenchReport.of_run(
+        SCENARIO, store=stores, options=options, started_at=started, measurements=rows, notes=notes
     )

@@ -20,9 +20,6 @@ import aiohttp
 
 from outboxhub.bench.cases import (
     PublishCase,
-    case_consume,
-    case_fanout,
-    case_replay,
     paced,
     publish_cases,
     scenario_sizes,
@@ -30,14 +27,17 @@ from outboxhub.bench.cases import (
 )
 from outboxhub.bench.hubproc import HubTarget
 from outboxhub.bench.measure import (
+    consume_row,
     drain_outbox,
     e2e_row,
+    fanout_row,
     fill_outbox_phase,
     idle_row,
     outbox_row,
+    publish_row,
+    replay_row,
     start_watch,
     stop_watch,
-    throughput_row,
     timeout_for,
 )
 from outboxhub.bench.options import BenchOptions, Scenario
@@ -188,15 +188,14 @@ async def _publish_raw(ctx: HubContext, case: PublishCase) -> Measurement:
         _check_errors(clients)
     finally:
         await _close(clients)
-    return throughput_row(
-        "publish",
-        case.name,
+    return publish_row(
         HUB,
+        case,
         count=sum(c.ok for c in clients),
         elapsed_s=elapsed,
         latency=_merged(clients).summary(),
         server=server,
-        extra={"size": case.size, "clients": case.clients, "window": case.window, "client": "raw WebSocket"},
+        client="raw WebSocket",
     )
 
 
@@ -241,15 +240,8 @@ async def _publish_sdk(ctx: HubContext, case: PublishCase) -> Measurement:
         server = await stop_watch(watch)
     finally:
         await asyncio.gather(*(h.close() for h in hubs), return_exceptions=True)
-    return throughput_row(
-        "publish",
-        case.name,
-        SDK,
-        count=count,
-        elapsed_s=elapsed,
-        latency=hist.summary(),
-        server=server,
-        extra={"size": case.size, "clients": case.clients, "window": case.window, "client": "HubClient"},
+    return publish_row(
+        SDK, case, count=count, elapsed_s=elapsed, latency=hist.summary(), server=server, client="HubClient"
     )
 
 
@@ -303,15 +295,7 @@ async def hub_consume(ctx: HubContext) -> list[Measurement]:
     finally:
         await _close(clients)
     return [
-        throughput_row(
-            "consume",
-            case_consume(n, size, members),
-            HUB,
-            count=received,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"members": members, "per_member": per_member},
-        )
+        consume_row(HUB, n, size, count=received, elapsed_s=elapsed, server=server, per_member=per_member)
     ]
 
 
@@ -437,19 +421,17 @@ async def hub_fanout(ctx: HubContext) -> list[Measurement]:
     finally:
         await _close([*subs, pub])
     return [
-        throughput_row(
-            "fanout",
-            case_fanout(n, groups, size),
+        fanout_row(
             HUB,
+            n,
+            groups,
+            size,
             count=received,
             elapsed_s=elapsed,
             latency=hist.summary(),
             server=server,
-            extra={
-                "publish_rate": n / publish_s,
-                "groups": groups,
-                "latency": "publish sent → EVENT received",
-            },
+            publish_s=publish_s,
+            measured="publish sent → EVENT received",
         )
     ]
 
@@ -559,14 +541,8 @@ async def hub_replay(ctx: HubContext) -> list[Measurement]:
     if lines != n:
         raise RuntimeError(f"GET /replay returned {lines:,} events, expected {n:,}")
     return [
-        throughput_row(
-            "replay",
-            case_replay(n, size),
-            HUB,
-            count=lines,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"via": "ops API GET /replay (NDJSON)"},
+        replay_row(
+            HUB, n, size, count=lines, elapsed_s=elapsed, server=server, via="ops API GET /replay (NDJSON)"
         )
     ]
 

@@ -26,7 +26,6 @@ consume ≥ 30,000/s). "server" CPU and RSS are this process's over each case.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import itertools
 import os
 import sqlite3
@@ -41,7 +40,7 @@ import msgspec
 
 from outboxhub.bench.measure import start_watch, stop_watch, throughput_row
 from outboxhub.bench.report import Tracker
-from outboxhub.bench.results import BASELINE, HUB, BenchReport, Measurement, System, machine_info
+from outboxhub.bench.results import BASELINE, HUB, BenchReport, Measurement, System, started_now
 from outboxhub.bench.stats import LatencyHistogram
 from outboxhub.bus.core import Bus
 from outboxhub.ids import new_id, now_ms
@@ -410,9 +409,7 @@ def _notes(rows: list[Measurement], postgres: bool) -> list[str]:
 async def run_inproc(options: InprocOptions, *, console: Any = None) -> BenchReport:
     """Every case ``options.repeat`` times (rounds interleaved), then the memory run; a report whose rows
     are each case's median round."""
-    from outboxhub import __version__
-
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    started = started_now()
     rounds: list[list[Measurement]] = []
     with Tracker(console) as tracker, tempfile.TemporaryDirectory(prefix="outboxhub-bench-") as tmp:
         place = _Place(Path(tmp), options.store)
@@ -444,13 +441,6 @@ async def run_inproc(options: InprocOptions, *, console: Any = None) -> BenchRep
         "SQLite (files in a temp dir)" if options.store is None else f"PostgreSQL ({mask_url(options.store)})"
     )
     notes.append(f"each row is the median of {options.repeat} rounds; server CPU/RSS are this process's")
-    return BenchReport(
-        scenario=SCENARIO,
-        version=__version__,
-        store=store,
-        machine=machine_info(),
-        options=msgspec.to_builtins(options),
-        started_at=started,
-        measurements=rows,
-        notes=notes,
+    return BenchReport.of_run(
+        SCENARIO, store=store, options=options, started_at=started, measurements=rows, notes=notes
     )

@@ -14,7 +14,16 @@ from typing import Any
 
 import msgspec
 
-from outboxhub.bench.cases import case_e2e, case_idle, case_outbox, fill_outbox
+from outboxhub.bench.cases import (
+    PublishCase,
+    case_consume,
+    case_e2e,
+    case_fanout,
+    case_idle,
+    case_outbox,
+    case_replay,
+    fill_outbox,
+)
 from outboxhub.bench.procstats import ProcessWatch, ProcStats
 from outboxhub.bench.report import Tracker
 from outboxhub.bench.results import Measurement, System
@@ -22,11 +31,15 @@ from outboxhub.bench.stats import LatencySummary
 from outboxhub.outbox import Drainer, DrainerSettings, open_outbox
 
 __all__ = [
+    "consume_row",
     "drain_outbox",
     "e2e_row",
+    "fanout_row",
     "fill_outbox_phase",
     "idle_row",
     "outbox_row",
+    "publish_row",
+    "replay_row",
     "start_watch",
     "stop_watch",
     "throughput_row",
@@ -77,6 +90,97 @@ def throughput_row(
         latency=latency,
         server=server,
         extra={} if extra is None else extra,
+    )
+
+
+def publish_row(
+    system: System,
+    case: PublishCase,
+    *,
+    count: int,
+    elapsed_s: float,
+    latency: LatencySummary | None,
+    server: ProcStats | None,
+    **more: Any,
+) -> Measurement:
+    """A confirmed-publish row for ``case``: ``count`` OKs over ``elapsed_s``, with publish → OK
+    ``latency``. ``more`` is added to ``extra`` after the case's size, clients and window."""
+    return throughput_row(
+        "publish",
+        case.name,
+        system,
+        count=count,
+        elapsed_s=elapsed_s,
+        latency=latency,
+        server=server,
+        extra={"size": case.size, "clients": case.clients, "window": case.window, **more},
+    )
+
+
+def consume_row(
+    system: System,
+    n: int,
+    size: int,
+    *,
+    count: int,
+    elapsed_s: float,
+    server: ProcStats | None,
+    per_member: list[int],
+    **more: Any,
+) -> Measurement:
+    """A consume row: ``n`` prefilled events of ``size`` bytes read by ``len(per_member)`` competing
+    members (``per_member``: how many each got). ``more`` is added to ``extra`` before the members."""
+    members = len(per_member)
+    return throughput_row(
+        "consume",
+        case_consume(n, size, members),
+        system,
+        count=count,
+        elapsed_s=elapsed_s,
+        server=server,
+        extra={**more, "members": members, "per_member": per_member},
+    )
+
+
+def fanout_row(
+    system: System,
+    n: int,
+    groups: int,
+    size: int,
+    *,
+    count: int,
+    elapsed_s: float,
+    latency: LatencySummary | None,
+    server: ProcStats | None,
+    publish_s: float,
+    measured: str,
+) -> Measurement:
+    """A fan-out row: ``n`` events published in ``publish_s``, each delivered to ``groups`` groups;
+    ``measured`` says what the latency spans."""
+    return throughput_row(
+        "fanout",
+        case_fanout(n, groups, size),
+        system,
+        count=count,
+        elapsed_s=elapsed_s,
+        latency=latency,
+        server=server,
+        extra={"publish_rate": n / publish_s, "groups": groups, "latency": measured},
+    )
+
+
+def replay_row(
+    system: System, n: int, size: int, *, count: int, elapsed_s: float, server: ProcStats | None, via: str
+) -> Measurement:
+    """A replay row: the ``n`` prefilled events read back to the end ``via`` the named interface."""
+    return throughput_row(
+        "replay",
+        case_replay(n, size),
+        system,
+        count=count,
+        elapsed_s=elapsed_s,
+        server=server,
+        extra={"via": via},
     )
 
 

@@ -29,23 +29,23 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from outboxhub.bench.cases import (
     PublishCase,
-    case_consume,
-    case_fanout,
-    case_replay,
     nats_payload,
     paced,
     publish_cases,
     scenario_sizes,
 )
 from outboxhub.bench.measure import (
+    consume_row,
     drain_outbox,
     e2e_row,
+    fanout_row,
     fill_outbox_phase,
     idle_row,
     outbox_row,
+    publish_row,
+    replay_row,
     start_watch,
     stop_watch,
-    throughput_row,
     timeout_for,
 )
 from outboxhub.bench.options import BenchOptions, Scenario
@@ -148,16 +148,7 @@ async def _publish_case(ctx: NatsContext, case: PublishCase) -> Measurement:
     server = await stop_watch(watch)
     if errors:
         raise RuntimeError(f"JetStream refused {len(errors)} publishes; first: {errors[0]!r}")
-    return throughput_row(
-        "publish",
-        case.name,
-        NATS,
-        count=acked,
-        elapsed_s=elapsed,
-        latency=hist.summary(),
-        server=server,
-        extra={"size": case.size, "clients": case.clients, "window": case.window},
-    )
+    return publish_row(NATS, case, count=acked, elapsed_s=elapsed, latency=hist.summary(), server=server)
 
 
 async def nats_publish(ctx: NatsContext) -> list[Measurement]:
@@ -292,19 +283,16 @@ async def nats_consume(ctx: NatsContext) -> list[Measurement]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return [
-        throughput_row(
-            "consume",
-            case_consume(n, size, members),
+        consume_row(
             NATS,
+            n,
+            size,
             count=received,
             elapsed_s=elapsed,
             server=server,
-            extra={
-                "fetch_batch": f"adaptive, up to {_FETCH_BATCH}",
-                "max_ack_pending": _MAX_ACK_PENDING,
-                "members": members,
-                "per_member": per_member,
-            },
+            per_member=per_member,
+            fetch_batch=f"adaptive, up to {_FETCH_BATCH}",
+            max_ack_pending=_MAX_ACK_PENDING,
         )
     ]
 
@@ -446,15 +434,17 @@ async def nats_fanout(ctx: NatsContext) -> list[Measurement]:
             task.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
     return [
-        throughput_row(
-            "fanout",
-            case_fanout(n, groups, size),
+        fanout_row(
             NATS,
+            n,
+            groups,
+            size,
             count=received,
             elapsed_s=elapsed,
             latency=hist.summary(),
             server=server,
-            extra={"publish_rate": n / publish_s, "groups": groups, "latency": "publish sent → fetched"},
+            publish_s=publish_s,
+            measured="publish sent → fetched",
         )
     ]
 
@@ -549,14 +539,8 @@ async def nats_replay(ctx: NatsContext) -> list[Measurement]:
     server = await stop_watch(watch)
     await sub.unsubscribe()
     return [
-        throughput_row(
-            "replay",
-            case_replay(n, size),
-            NATS,
-            count=received,
-            elapsed_s=elapsed,
-            server=server,
-            extra={"via": "ordered push consumer"},
+        replay_row(
+            NATS, n, size, count=received, elapsed_s=elapsed, server=server, via="ordered push consumer"
         )
     ]
 

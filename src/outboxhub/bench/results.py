@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import sys
@@ -22,6 +23,7 @@ __all__ = [
     "Measurement",
     "System",
     "machine_info",
+    "started_now",
 ]
 
 System = Literal["outboxhub", "outboxhub (SDK)", "nats", "naive baseline"]
@@ -88,3 +90,33 @@ class BenchReport(msgspec.Struct, kw_only=True):
     started_at: str
     measurements: list[Measurement] = []
     notes: list[str] = []
+
+    @classmethod
+    def of_run(
+        cls,
+        scenario: str,
+        *,
+        store: str,
+        options: msgspec.Struct,
+        started_at: str,
+        measurements: list[Measurement],
+        notes: list[str] | None = None,
+    ) -> BenchReport:
+        """The report of a run of this outboxhub version on this machine, with ``options`` as plain data."""
+        from outboxhub import __version__
+
+        return cls(
+            scenario=scenario,
+            version=__version__,
+            store=store,
+            machine=machine_info(),
+            options=msgspec.to_builtins(options),
+            started_at=started_at,
+            measurements=measurements,
+            notes=[] if notes is None else notes,
+        )
+
+
+def started_now() -> str:
+    """When a run starts, as its report records it (UTC, ISO 8601 to the second)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -7,22 +7,19 @@ keeps each row's median round. The workloads themselves are :mod:`outboxhub.benc
 from __future__ import annotations
 
 import contextlib
-import datetime
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import msgspec
 from rich.console import Console
 
-from outboxhub import __version__
 from outboxhub.bench.cases import scenario_sizes
 from outboxhub.bench.hub_scenarios import HUB_SCENARIOS, PREFILLED, HubContext, prefill_store, prefill_ws
 from outboxhub.bench.hubproc import hub_target
 from outboxhub.bench.options import BenchOptions, Scenario
 from outboxhub.bench.procstats import find_listener
 from outboxhub.bench.report import Tracker
-from outboxhub.bench.results import BenchReport, Measurement, machine_info
+from outboxhub.bench.results import BenchReport, Measurement, started_now
 from outboxhub.bench.wsclient import new_session
 from outboxhub.ids import new_id
 from outboxhub.store.base import mask_url
@@ -82,7 +79,7 @@ async def run_bench(
     ``ValueError`` when ``options`` holds one the scenario cannot use (see ``check_scenario``)."""
     options.check_scenario(scenario)
     run_id = new_id().replace("-", "")[-10:]
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    started = started_now()
     hub: list[list[Measurement]] = []
     peer: list[list[Measurement]] = []
     with Tracker(console) as tracker:
@@ -98,12 +95,10 @@ async def run_bench(
                     peer.append(
                         await run_nats(scenario, options, tracker=tracker, run_id=round_id, workdir=workdir)
                     )
-    report = BenchReport(
-        scenario=scenario,
-        version=__version__,
+    report = BenchReport.of_run(
+        scenario,
         store=label,
-        machine=machine_info(),
-        options=msgspec.to_builtins(options),
+        options=options,
         started_at=started,
         measurements=_interleave(_medians(hub), _medians(peer)),
     )

@@ -22,7 +22,7 @@ import aiohttp
 
 from outboxhub.auth.acl import Policy
 from outboxhub.auth.jwks import JwksCache
-from outboxhub.auth.jwt import AuthConfig, TokenVerifier
+from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
 from outboxhub.store.base import mask_url
@@ -156,18 +156,6 @@ async def check_outbox(url: str) -> Check:
 # -- JWT configuration and tokens -------------------------------------------------------------------------
 
 
-def auth_config(settings: Settings) -> AuthConfig:
-    """The ``AuthConfig`` that ``serve`` builds from these settings (``ConfigError`` when unusable)."""
-    return AuthConfig(
-        secret=settings.jwt_secret,
-        jwks_url=settings.jwt_jwks_url,
-        audience=settings.jwt_aud,
-        issuer=settings.jwt_iss,
-        leeway_s=settings.jwt_leeway_s,
-        jwks_cooldown_s=settings.jwks_cooldown_s,
-    )
-
-
 def check_jwt(settings: Settings) -> list[Check]:
     """The JWT settings: a secret long enough or a JWKS URL; aud and iss when tokens come from a JWKS."""
     if settings.dev_mode:
@@ -180,6 +168,8 @@ def check_jwt(settings: Settings) -> list[Check]:
                 f"{_SECRET_FIX}, or set OUTBOXHUB_JWT_JWKS_URL to your identity provider's JWKS",
             )
         ]
+    from outboxhub.app import auth_config  # what serve checks tokens with (imported only for doctor)
+
     try:
         auth_config(settings)
     except OutboxhubError as exc:
@@ -264,6 +254,8 @@ async def check_token(settings: Settings, token: str) -> Check:
             "cannot verify the token: no JWT secret or JWKS URL is configured here",
             "set the hub's OUTBOXHUB_JWT_SECRET or OUTBOXHUB_JWT_JWKS_URL (and aud/iss) before doctor",
         )
+    from outboxhub.app import auth_config
+
     try:
         verifier = TokenVerifier(auth_config(settings))
     except OutboxhubError as exc:

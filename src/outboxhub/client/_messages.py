@@ -95,7 +95,7 @@ class Message(Generic[T]):
 
     @property
     def redelivered(self) -> bool:
-        return self.context.attempt > 1
+        return self.context.redelivered
 
     @property
     def settled(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from outboxhub.errors import OutboxError
-from outboxhub.outbox.model import OutboxRecord, Status
+from outboxhub.outbox.model import OutboxRecord, PreparedRecord, Status
 
 __all__ = [
     "COLUMNS",
@@ -17,6 +17,8 @@ __all__ = [
     "decode_claimed",
     "decode_row",
     "delete_sent_sql",
+    "insert_values",
+    "missing_table_error",
     "split_table",
     "stats_sql",
 ]
@@ -47,6 +49,27 @@ def split_table(table: object, *, allow_schema: bool) -> tuple[str | None, str]:
     if len(parts) == 2:
         return parts[0], parts[1]
     return None, parts[0]
+
+
+def insert_values(record: PreparedRecord) -> tuple[Any, ...]:
+    """The positional parameters of an ``insert_statement``: id, topic, payload, key, headers, ts and
+    ``available_at`` (= ts: a new record is claimable at once)."""
+    return (
+        record.id,
+        record.topic,
+        record.payload_json,
+        record.key,
+        record.headers_json,
+        record.ts,
+        record.ts,
+    )
+
+
+def missing_table_error(table: str) -> OutboxError:
+    """What ``add`` raises when the outbox table has not been created."""
+    return OutboxError(
+        f"outbox table {table!r} does not exist; create it with ensure_schema() or the DDL in docs/outbox.md"
+    )
 
 
 def decode_row(row: tuple[Any, ...], *, lenient: bool = False) -> OutboxRecord | str:

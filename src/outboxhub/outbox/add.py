@@ -28,10 +28,11 @@ written. Without ``session=`` the record is written on its own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sqlite3
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
 from outboxhub.outbox import sqlite as _sqlite
-from outboxhub.outbox._sql import split_table
+from outboxhub.outbox._sql import missing_table_error, split_table
 from outboxhub.outbox.model import PreparedRecord
 from outboxhub.topics import validate_topic
 
@@ -173,15 +174,17 @@ def _sa_dialect(target: Any) -> Literal["sqlite", "postgresql"]:
     return "sqlite" if dialect == "sqlite" else "postgresql"
 
 
-def _sa_statement(dialect: Literal["sqlite", "postgresql"], table: str) -> str:
+def _sa_insert(
+    dialect: Literal["sqlite", "postgresql"], table: str, record: PreparedRecord
+) -> tuple[Any, dict[str, Any]]:
+    """The SQLAlchemy ``text()`` insert of ``record`` into ``table`` and its named parameters."""
+    from sqlalchemy import text
+
     if dialect == "sqlite":
-        return _sqlite.insert_statement(table, paramstyle="named")
-    statement: str = _pg().insert_statement(table, paramstyle="named")
-    return statement
-
-
-def _sa_params(record: PreparedRecord) -> dict[str, Any]:
-    return {
+        statement = _sqlite.insert_statement(table, paramstyle="named")
+    else:
+        statement = _pg().insert_statement(table, paramstyle="named")
+    params = {
         "id": record.id,
         "topic": record.topic,
         "payload": record.payload_json,
@@ -189,19 +192,25 @@ def _sa_params(record: PreparedRecord) -> dict[str, Any]:
         "headers": record.headers_json,
         "ts": record.ts,
     }
+    return text(statement), params
 
 
-def _sa_missing_table(exc: Exception, table: str) -> OutboxError | None:
-    orig = getattr(exc, "orig", None)
-    psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
-    if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
-        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
-    ):
-        return OutboxError(
-            f"outbox table {table!r} does not exist; create it with ensure_schema() "
-            "or the DDL in docs/outbox.md"
-        )
-    return None
+@contextlib.contextmanager
+def _sa_naming_missing_table(table: str) -> Iterator[None]:
+    """Turn SQLAlchemy's error for a missing outbox table (SQLite or PostgreSQL underneath) into the
+    ``OutboxError`` that says how to create it; any other database error passes through."""
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        orig = exc.orig
+        psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
+        if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
+            isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
+        ):
+            raise missing_table_error(table) from exc
+        raise
 
 
 def _pg() -> Any:
@@ -239,6 +248,25 @@ def _check_table(kind: _Kind, target: object, table: str) -> Literal["sqlite", "
     return dialect
 
 
+def _prepare(
+    target: object,
+    session: object,
+    table: str,
+    topic: str,
+    payload: Any,
+    *,
+    id: str | None,
+    key: str | None,
+    headers: Mapping[str, str] | None,
+    is_async: bool,
+) -> tuple[_Kind, Literal["sqlite", "postgresql"] | None, PreparedRecord]:
+    """What ``add`` and ``add_async`` check before anything is written: the target (and that it suits
+    the call), the table name for its dialect, then the record itself."""
+    kind = _check_target(target, session, is_async=is_async)
+    dialect = _check_table(kind, target, table)
+    return kind, dialect, prepare_record(topic, payload, id=id, key=key, headers=headers)
+
+
 def add(
     target: Any,
     topic: str,
@@ -256,25 +284,18 @@ def add(
     anything is written when the target, table, topic, payload, id, key or headers are invalid.
     The caller commits (or rolls back) as usual; the record follows the transaction.
     """
-    kind = _check_target(target, session, is_async=False)
-    dialect = _check_table(kind, target, table)
-    record = prepare_record(topic, payload, id=id, key=key, headers=headers)
+    kind, dialect, record = _prepare(
+        target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=False
+    )
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg":
         _pg().insert_postgres(target, record, table)
     elif kind == "sa":
-        from sqlalchemy import exc as sa_exc
-        from sqlalchemy import text
-
         assert dialect is not None
-        try:
-            target.execute(text(_sa_statement(dialect, table)), _sa_params(record))
-        except sa_exc.DBAPIError as exc:
-            missing = _sa_missing_table(exc, table)
-            if missing is None:
-                raise
-            raise missing from exc
+        statement, params = _sa_insert(dialect, table, record)
+        with _sa_naming_missing_table(table):
+            target.execute(statement, params)
     else:
         _mongo_module().insert_mongo(target, record, table, session=session)
     return record.id
@@ -293,25 +314,18 @@ async def add_async(
 ) -> str:
     """``add`` for asynchronous targets (psycopg ``AsyncConnection``, SQLAlchemy ``AsyncSession``,
     pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too and inserted inline."""
-    kind = _check_target(target, session, is_async=True)
-    dialect = _check_table(kind, target, table)
-    record = prepare_record(topic, payload, id=id, key=key, headers=headers)
+    kind, dialect, record = _prepare(
+        target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=True
+    )
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg_async":
         await _pg().insert_postgres_async(target, record, table)
     elif kind == "sa_async":
-        from sqlalchemy import exc as sa_exc
-        from sqlalchemy import text
-
         assert dialect is not None
-        try:
-            await target.execute(text(_sa_statement(dialect, table)), _sa_params(record))
-        except sa_exc.DBAPIError as exc:
-            missing = _sa_missing_table(exc, table)
-            if missing is None:
-                raise
-            raise missing from exc
+        statement, params = _sa_insert(dialect, table, record)
+        with _sa_naming_missing_table(table):
+            await target.execute(statement, params)
     else:
         await _mongo_module().insert_mongo_async(target, record, table, session=session)
     return record.id

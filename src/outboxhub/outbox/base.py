@@ -27,6 +27,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -44,6 +45,7 @@ __all__ = [
     "make_stats",
     "readable",
     "resolve_now",
+    "take_wake",
 ]
 
 
@@ -174,6 +176,18 @@ def make_stats(at: int, row: StatsRow) -> OutboxStats:
         oldest_pending_age_ms=None if row.oldest_ts is None else max(0, at - row.oldest_ts),
         next_retry_at=row.next_retry_at,
     )
+
+
+async def take_wake(wake: asyncio.Event, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``wake`` (set by a backend's listener or change stream) and clear it:
+    what ``wait`` returns for a backend that is told about inserts (True: woken, False: timed out)."""
+    if not wake.is_set():
+        try:
+            await asyncio.wait_for(wake.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+    wake.clear()
+    return True
 
 
 def readable(decoded: Iterable[OutboxRecord | str]) -> list[OutboxRecord]:

@@ -34,10 +34,12 @@ from outboxhub.outbox._sql import (
     decode_claimed,
     decode_row,
     delete_sent_sql,
+    insert_values,
+    missing_table_error,
     split_table,
     stats_sql,
 )
-from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable, take_wake
 from outboxhub.outbox.model import Failure, OutboxRecord, PreparedRecord
 from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.conn import translate
@@ -165,30 +167,12 @@ def insert_statement(table: str, *, paramstyle: Literal["format", "named"]) -> s
     )
 
 
-def _params(record: PreparedRecord) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.topic,
-        record.payload_json,
-        record.key,
-        record.headers_json,
-        record.ts,
-        record.ts,
-    )
-
-
-def _missing_table(table: str, exc: Exception) -> OutboxError:
-    return OutboxError(
-        f"outbox table {table!r} does not exist; create it with ensure_schema() or the DDL in docs/outbox.md"
-    )
-
-
 def insert_postgres(conn: psycopg.Connection[Any], record: PreparedRecord, table: str) -> None:
     """Insert ``record`` in the caller's transaction on ``conn`` (never commits)."""
     try:
-        conn.execute(insert_statement(table, paramstyle="format"), _params(record))
+        conn.execute(insert_statement(table, paramstyle="format"), insert_values(record))
     except psycopg.errors.UndefinedTable as exc:
-        raise _missing_table(table, exc) from exc
+        raise missing_table_error(table) from exc
 
 
 async def insert_postgres_async(
@@ -196,9 +180,9 @@ async def insert_postgres_async(
 ) -> None:
     """Insert ``record`` in the caller's transaction on ``conn`` (never commits)."""
     try:
-        await conn.execute(insert_statement(table, paramstyle="format"), _params(record))
+        await conn.execute(insert_statement(table, paramstyle="format"), insert_values(record))
     except psycopg.errors.UndefinedTable as exc:
-        raise _missing_table(table, exc) from exc
+        raise missing_table_error(table) from exc
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -486,10 +470,4 @@ class PostgresOutbox(OutboxBackend):
     async def wait(self, timeout_s: float) -> bool:
         if self._listener is None and not self._closed:
             self._listener = asyncio.create_task(self._listen(), name=f"outbox-listen:{self._table}")
-        if not self._wake.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
-            except TimeoutError:
-                return False
-        self._wake.clear()
-        return True
+        return await take_wake(self._wake, timeout_s)

@@ -34,6 +34,8 @@ from outboxhub.outbox._sql import (
     decode_claimed,
     decode_row,
     delete_sent_sql,
+    insert_values,
+    missing_table_error,
     split_table,
     stats_sql,
 )
@@ -124,26 +126,11 @@ def insert_statement(table: str, *, paramstyle: Literal["qmark", "named"]) -> st
 def insert_sqlite(conn: sqlite3.Connection, record: PreparedRecord, table: str) -> None:
     """Insert ``record`` on the caller's connection, inside the caller's transaction (no commit).
     An id that already exists is left as it is (idempotent add)."""
-    sql = insert_statement(table, paramstyle="qmark")
     try:
-        conn.execute(
-            sql,
-            (
-                record.id,
-                record.topic,
-                record.payload_json,
-                record.key,
-                record.headers_json,
-                record.ts,
-                record.ts,
-            ),
-        )
+        conn.execute(insert_statement(table, paramstyle="qmark"), insert_values(record))
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
-            raise OutboxError(
-                f"outbox table {table!r} does not exist; create it with ensure_schema() "
-                "or the DDL in docs/outbox.md"
-            ) from exc
+            raise missing_table_error(table) from exc
         raise
 
 

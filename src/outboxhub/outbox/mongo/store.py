@@ -32,7 +32,7 @@ from pymongo.errors import PyMongoError
 
 from outboxhub.errors import StoreError, StoreURLError
 from outboxhub.ids import new_id
-from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable, take_wake
 from outboxhub.outbox.model import Failure, OutboxRecord
 from outboxhub.outbox.mongo.records import Doc, decode_record, id_values, to_ms
 from outboxhub.outbox.mongo.schema import collection_name, outbox_indexes
@@ -338,16 +338,26 @@ class MongoOutbox(OutboxBackend):
             groups[record.claim_token].extend(id_values(record.id))
         return groups
 
-    async def _update_by_token(self, records: Sequence[OutboxRecord], update: Doc) -> int:
-        ops = [
-            UpdateMany({"_id": {"$in": ids}, "claim_token": token, "status": "claimed"}, update)
-            for token, ids in self._by_token(records).items()
-            if token is not None
-        ]
+    @staticmethod
+    def _still_claimed(ids: list[Any], token: str) -> Doc:
+        """The filter that fences an update to the records of ``ids`` still claimed under ``token``."""
+        return {"_id": {"$in": ids}, "claim_token": token, "status": "claimed"}
+
+    async def _bulk_update(self, ops: Sequence[UpdateOne | UpdateMany]) -> int:
+        """Run ``ops`` unordered in one round trip (none: no round trip); how many records they changed."""
         if not ops:
             return 0
-        result = await self._run(self._coll.bulk_write(ops, ordered=False))
+        result = await self._run(self._coll.bulk_write(list(ops), ordered=False))
         return int(result.modified_count)
+
+    async def _update_by_token(self, records: Sequence[OutboxRecord], update: Doc) -> int:
+        return await self._bulk_update(
+            [
+                UpdateMany(self._still_claimed(ids, token), update)
+                for token, ids in self._by_token(records).items()
+                if token is not None
+            ]
+        )
 
     async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
         return await self._update_by_token(
@@ -355,7 +365,7 @@ class MongoOutbox(OutboxBackend):
         )
 
     async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
-        ops = []
+        ops: list[UpdateOne] = []
         for failure in failures:
             record = failure.record
             if record.claim_token is None:
@@ -367,18 +377,11 @@ class MongoOutbox(OutboxBackend):
                 values.update(status="pending", available_at=Int64(now + failure.verdict.delay_ms))
             ops.append(
                 UpdateOne(
-                    {
-                        "_id": {"$in": id_values(record.id)},
-                        "claim_token": record.claim_token,
-                        "status": "claimed",
-                    },
+                    self._still_claimed(id_values(record.id), record.claim_token),
                     {"$set": values, "$unset": _CLEAR_CLAIM},
                 )
             )
-        if not ops:
-            return 0
-        result = await self._run(self._coll.bulk_write(ops, ordered=False))
-        return int(result.modified_count)
+        return await self._bulk_update(ops)
 
     async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
         return await self._update_by_token(
@@ -520,10 +523,4 @@ class MongoOutbox(OutboxBackend):
             self._watcher.start()
             self._poller = asyncio.create_task(self._poll(), name=f"outbox-poll:{self._table}")
             self._wake.set()  # records may have landed before we started watching
-        if not self._wake.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
-            except TimeoutError:
-                return False
-        self._wake.clear()
-        return True
+        return await take_wake(self._wake, timeout_s)
