@@ -13,8 +13,10 @@ target                             call         inserted with
 ``sqlite3.Connection``             either       the connection (``add_async`` runs it inline)
 ``psycopg.Connection``             ``add``      the connection
 ``psycopg.AsyncConnection``        ``add_async`` the connection
-SQLAlchemy ``Session``/Connection  ``add``      ``text()`` on the session (sqlite or postgresql)
-SQLAlchemy ``AsyncSession``/Conn.  ``add_async`` ``text()`` on the session (postgresql+psycopg, …)
+PyMySQL / mysqlclient connection   ``add``      the connection (MySQL/MariaDB)
+aiomysql / asyncmy connection      ``add_async`` the connection (MySQL/MariaDB)
+SQLAlchemy ``Session``/Connection  ``add``      ``text()`` on the session (sqlite, postgresql, mysql)
+SQLAlchemy ``AsyncSession``/Conn.  ``add_async`` ``text()`` on the session (postgresql+psycopg, mysql+…)
 pymongo ``Database``               ``add``      ``outboxhub.outbox.mongo`` with ``session=``
 pymongo ``AsyncDatabase``          ``add_async`` ``outboxhub.outbox.mongo`` with ``session=``
 =================================  ===========  ===================================================
@@ -40,6 +42,7 @@ import msgspec
 from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
+from outboxhub.outbox import mysql_sql as _mysql_sql
 from outboxhub.outbox import sqlite as _sqlite
 from outboxhub.outbox._sql import split_table
 from outboxhub.outbox.model import PreparedRecord
@@ -50,11 +53,14 @@ __all__ = ["MAX_ID_LENGTH", "add", "add_async", "prepare_record"]
 MAX_ID_LENGTH = 256
 """Longest record id: the record id becomes the event id, which the wire protocol caps at 256."""
 
-_Kind = Literal["sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"]
-_ASYNC_KINDS = frozenset({"psycopg_async", "sa_async", "mongo_async"})
+_Kind = Literal[
+    "sqlite", "psycopg", "psycopg_async", "mysql", "mysql_async", "sa", "sa_async", "mongo", "mongo_async"
+]
+_Dialect = Literal["sqlite", "postgresql", "mysql"]
+_ASYNC_KINDS = frozenset({"psycopg_async", "mysql_async", "sa_async", "mongo_async"})
 _SUPPORTED = (
-    "sqlite3.Connection, psycopg.Connection / AsyncConnection, SQLAlchemy Session / AsyncSession / "
-    "Connection, or pymongo Database / AsyncDatabase"
+    "sqlite3.Connection, psycopg.Connection / AsyncConnection, a PyMySQL / mysqlclient / aiomysql / "
+    "asyncmy connection, SQLAlchemy Session / AsyncSession / Connection, or pymongo Database / AsyncDatabase"
 )
 _encoder = msgspec.json.Encoder()
 
@@ -126,6 +132,9 @@ def _classify(target: object) -> _Kind | None:
             return "psycopg_async"
         if isinstance(target, psycopg.Connection):
             return "psycopg"
+    mysql = _mysql_sql.connection_kind(target)
+    if mysql is not None:
+        return "mysql_async" if mysql == "async" else "mysql"
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.orm import Session
@@ -163,19 +172,23 @@ def _check_target(target: object, session: object, *, is_async: bool) -> _Kind:
     return kind
 
 
-def _sa_dialect(target: Any) -> Literal["sqlite", "postgresql"]:
+def _sa_dialect(target: Any) -> _Dialect:
     bind = target.get_bind() if hasattr(target, "get_bind") else target
     dialect = str(bind.dialect.name)
-    if dialect not in ("sqlite", "postgresql"):
+    if dialect == "mariadb":  # SQLAlchemy's name for MySQL dialects talking to MariaDB
+        return "mysql"
+    if dialect not in ("sqlite", "postgresql", "mysql"):
         raise OutboxError(
-            f"SQLAlchemy dialect {dialect!r} is not supported by the outbox (sqlite, postgresql)"
+            f"SQLAlchemy dialect {dialect!r} is not supported by the outbox (sqlite, postgresql, mysql)"
         )
-    return "sqlite" if dialect == "sqlite" else "postgresql"
+    return "sqlite" if dialect == "sqlite" else "postgresql" if dialect == "postgresql" else "mysql"
 
 
-def _sa_statement(dialect: Literal["sqlite", "postgresql"], table: str) -> str:
+def _sa_statement(dialect: _Dialect, table: str) -> str:
     if dialect == "sqlite":
         return _sqlite.insert_statement(table, paramstyle="named")
+    if dialect == "mysql":
+        return _mysql_sql.insert_statement(table, paramstyle="named")
     statement: str = _pg().insert_statement(table, paramstyle="named")
     return statement
 
@@ -194,8 +207,13 @@ def _sa_params(record: PreparedRecord) -> dict[str, Any]:
 def _sa_missing_table(exc: Exception, table: str) -> OutboxError | None:
     orig = getattr(exc, "orig", None)
     psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
-    if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
-        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
+    if (
+        (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable))
+        or (isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig))
+        or (
+            type(orig).__module__.partition(".")[0] in _mysql_sql.DRIVER_MODULES
+            and _mysql_sql.is_missing_table(orig)
+        )
     ):
         return OutboxError(
             f"outbox table {table!r} does not exist; create it with ensure_schema() "
@@ -226,16 +244,18 @@ def _mongo_module() -> ModuleType:
         raise OutboxError("MongoDB outbox support is not installed yet (outboxhub.outbox.mongo)") from exc
 
 
-def _check_table(kind: _Kind, target: object, table: str) -> Literal["sqlite", "postgresql"] | None:
-    dialect: Literal["sqlite", "postgresql"] | None = None
+def _check_table(kind: _Kind, target: object, table: str) -> _Dialect | None:
+    dialect: _Dialect | None = None
     if kind == "sqlite":
         dialect = "sqlite"
     elif kind in ("psycopg", "psycopg_async"):
         dialect = "postgresql"
+    elif kind in ("mysql", "mysql_async"):
+        dialect = "mysql"
     elif kind in ("sa", "sa_async"):
         dialect = _sa_dialect(target)
     if dialect is not None:
-        split_table(table, allow_schema=dialect == "postgresql")
+        split_table(table, allow_schema=dialect != "sqlite")
     return dialect
 
 
@@ -263,11 +283,15 @@ def add(
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg":
         _pg().insert_postgres(target, record, table)
+    elif kind == "mysql":
+        _mysql_sql.insert_mysql(target, record, table)
     elif kind == "sa":
         from sqlalchemy import exc as sa_exc
         from sqlalchemy import text
 
         assert dialect is not None
+        if dialect == "mysql":
+            _mysql_sql.check_record(record)
         try:
             target.execute(text(_sa_statement(dialect, table)), _sa_params(record))
         except sa_exc.DBAPIError as exc:
@@ -291,8 +315,9 @@ async def add_async(
     session: Any = None,
     table: str = "outbox",
 ) -> str:
-    """``add`` for asynchronous targets (psycopg ``AsyncConnection``, SQLAlchemy ``AsyncSession``,
-    pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too and inserted inline."""
+    """``add`` for asynchronous targets (psycopg ``AsyncConnection``, aiomysql/asyncmy connections,
+    SQLAlchemy ``AsyncSession``, pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too
+    and inserted inline."""
     kind = _check_target(target, session, is_async=True)
     dialect = _check_table(kind, target, table)
     record = prepare_record(topic, payload, id=id, key=key, headers=headers)
@@ -300,11 +325,15 @@ async def add_async(
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg_async":
         await _pg().insert_postgres_async(target, record, table)
+    elif kind == "mysql_async":
+        await _mysql_sql.insert_mysql_async(target, record, table)
     elif kind == "sa_async":
         from sqlalchemy import exc as sa_exc
         from sqlalchemy import text
 
         assert dialect is not None
+        if dialect == "mysql":
+            _mysql_sql.check_record(record)
         try:
             await target.execute(text(_sa_statement(dialect, table)), _sa_params(record))
         except sa_exc.DBAPIError as exc:
