@@ -43,7 +43,7 @@ def _insert_sql(db: MysqlOutboxDB, columns: str, values: str, params: tuple[Any,
         conn.close()
 
 
-# -- add ------------------------------------------------------------------------------------------------------
+# -- add -----------------------------------------------------------------------------------------------------
 
 
 def test_add_with_pymysql_follows_the_transaction(db: MysqlOutboxDB) -> None:
@@ -151,7 +151,7 @@ async def test_add_async_with_sqlalchemy_asyncsession_on_mysql(db: MysqlOutboxDB
     assert db.query("SELECT id FROM {t}") == [(kept,)]
 
 
-# -- rows written by other programs ---------------------------------------------------------------------------
+# -- rows written by other programs --------------------------------------------------------------------------
 
 
 async def test_plain_sql_inserts_use_the_defaults_and_unreadable_rows_go_dead(db: MysqlOutboxDB) -> None:
@@ -194,7 +194,7 @@ async def test_unreadable_topic_is_dead_at_once_and_blocks_its_key(db: MysqlOutb
         await store.close()
 
 
-# -- wake-up --------------------------------------------------------------------------------------------------
+# -- wake-up -------------------------------------------------------------------------------------------------
 
 
 async def test_operator_retry_wakes_the_stores_drainers(db: MysqlOutboxDB) -> None:
@@ -212,7 +212,7 @@ async def test_operator_retry_wakes_the_stores_drainers(db: MysqlOutboxDB) -> No
         await store.close()
 
 
-# -- schema ---------------------------------------------------------------------------------------------------
+# -- schema --------------------------------------------------------------------------------------------------
 
 
 async def test_ensure_schema_is_idempotent_and_safe_concurrently(db: MysqlOutboxDB) -> None:
@@ -258,7 +258,7 @@ def test_table_names_are_checked() -> None:
             outbox.mysql_ddl(bad)
 
 
-# -- URLs and errors ------------------------------------------------------------------------------------------
+# -- URLs and errors -----------------------------------------------------------------------------------------
 
 
 def test_mysql_urls() -> None:

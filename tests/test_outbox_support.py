@@ -217,7 +217,8 @@ async def open_db(kind: str, tmp_path: Path) -> AsyncIterator[OutboxDB]:
 
 @asynccontextmanager
 async def open_any_db(kind: str, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
-    """``sqlite_db``, ``postgres_db``, ``mongo_db`` or ``mysql_db`` (tests/mysql_support.py) by name (for parametrized fixtures)."""
+    """``sqlite_db``, ``postgres_db``, ``mongo_db`` or ``mysql_db`` (tests/mysql_support.py) by name (for
+    parametrized fixtures)."""
     if kind == "mongo":
         async with mongo_db() as mongo:
             yield mongo
