@@ -45,6 +45,9 @@ entry at 3072 bytes)."""
 
 _NO_SUCH_TABLE = 1146
 _SERVER_STATUS_IN_TRANS = 1
+# "Table already exists" is a note the drivers log as a warning on every start; silence it for the DDL.
+_QUIET = "SET @outboxhub_sql_notes = @@sql_notes, sql_notes = 0"
+_LOUD = "SET sql_notes = @outboxhub_sql_notes"
 _NOW_MS_SQL = "(CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED))"
 
 
@@ -224,8 +227,12 @@ def ensure_schema_mysql(conn: Any, table: str = "outbox") -> None:
     _refuse_open_transaction(conn)
     cur = conn.cursor()
     try:
-        for statement in statements:
-            cur.execute(statement)
+        cur.execute(_QUIET)
+        try:
+            for statement in statements:
+                cur.execute(statement)
+        finally:
+            cur.execute(_LOUD)
     finally:
         cur.close()
 
@@ -235,5 +242,9 @@ async def ensure_schema_mysql_async(conn: Any, table: str = "outbox") -> None:
     statements = mysql_ddl(table)
     _refuse_open_transaction(conn)
     async with conn.cursor() as cur:
-        for statement in statements:
-            await cur.execute(statement)
+        await cur.execute(_QUIET)
+        try:
+            for statement in statements:
+                await cur.execute(statement)
+        finally:
+            await cur.execute(_LOUD)
