@@ -16,8 +16,9 @@ earlier claimable records of its key.
 
 Wake-up: MySQL cannot notify another session, so ``wait`` polls ``SELECT MAX(seq)`` (the end of the
 primary key: no table read) every ``poll_interval_ms`` (default 10 ms) and wakes when it grew. An operator
-``retry`` through this store wakes its own drainers at once; one run elsewhere is seen by the drainer's
-``idle_wait_ms`` fallback poll.
+``retry`` through this store wakes its own drainers at once. Seen later, by the drainer's ``idle_wait_ms``
+fallback poll: a retry run elsewhere, and a record whose transaction took its seq before another one's
+but committed after it (its seq is below the maximum already seen).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ class MysqlOutbox:
         schema, name = split_table(table, allow_schema=True)
         self._lock_name = _ordered_lock_name(schema or database, name)
         self._poll_s = poll_interval_ms / 1000
-        self._last_seq: int | None = None
+        # The highest seq seen by the last wake-up, read before the claim that followed it: an insert
+        # committed after that claim has a higher seq. 0 at first, so the first wait wakes at once if the
+        # table holds anything (a spare claim, never a missed record).
+        self._last_seq = 0
         self._wake = asyncio.Event()
         self._closed = False
         self._pick_sql = (
@@ -489,8 +493,6 @@ class MysqlOutbox:
     async def wait(self, timeout_s: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
-        if self._last_seq is None:
-            self._last_seq = await self._max_seq()
         while True:
             if self._wake.is_set():
                 self._wake.clear()
