@@ -36,7 +36,13 @@ FAST = DrainerSettings(batch_size=25, idle_wait_ms=20, requeue_interval_ms=50, b
 FAST_ONE_LANE = msgspec.structs.replace(FAST, concurrency=1)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OutboxDB]:
     async with open_db(request.param, tmp_path) as database:
         yield database
@@ -54,6 +60,7 @@ async def store(db: OutboxDB) -> AsyncIterator[OutboxStore]:
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
 async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
@@ -189,6 +196,8 @@ async def test_an_unreachable_sink_uses_no_attempts(db: OutboxDB, store: OutboxS
 
 
 async def test_unreadable_topic_is_dead_at_once(db: OutboxDB, store: OutboxStore) -> None:
+    if db.kind == "mysql":
+        pytest.skip("the plain-SQL insert here is SQLite/PostgreSQL's; MySQL's: tests/test_mysql_outbox.py")
     conn = db.connect()
     placeholder = "?" if db.kind == "sqlite" else "%s"
     conn.execute(
@@ -358,6 +367,8 @@ async def test_a_record_that_keeps_crashing_its_drainers_goes_dead(db: OutboxDB,
 async def test_ordered_a_key_stops_at_a_record_that_goes_dead_in_the_same_batch(
     db: OutboxDB, store: OutboxStore
 ) -> None:
+    if db.kind == "mysql":
+        pytest.skip("the plain-SQL insert here is SQLite/PostgreSQL's; MySQL's: tests/test_mysql_outbox.py")
     first = db.add_many([{"topic": "a.b", "payload": {"n": 0}, "key": "k"}])
     conn = db.connect()
     placeholder = "?" if db.kind == "sqlite" else "%s"

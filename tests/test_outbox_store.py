@@ -38,6 +38,7 @@ WAIT_S = 30.0
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("mongo", marks=pytest.mark.mongo),
+        pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:

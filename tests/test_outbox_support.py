@@ -38,6 +38,7 @@ import pymongo
 import pytest
 
 from mongo_server import mongo_database
+from mysql_support import mysql_db
 from outboxhub import outbox
 from outboxhub.ids import now_ms
 from outboxhub.model import Event, NewEvent, PublishResult
@@ -202,9 +203,13 @@ async def mongo_db() -> AsyncIterator[MongoOutboxDB]:
 
 @asynccontextmanager
 async def open_db(kind: str, tmp_path: Path) -> AsyncIterator[OutboxDB]:
-    """``sqlite_db`` or ``postgres_db`` by name (for parametrized fixtures)."""
+    """``sqlite_db``, ``postgres_db`` or ``mysql_db`` by name (for parametrized fixtures); a
+    ``MysqlOutboxDB`` offers the same ``url``, ``add_many``, ``query``, ``count`` and ``status_counts``."""
     if kind == "sqlite":
         yield sqlite_db(tmp_path)
+    elif kind == "mysql":
+        with mysql_db() as mysql:
+            yield mysql  # type: ignore[misc]
     else:
         async with postgres_db() as db:
             yield db
@@ -212,7 +217,8 @@ async def open_db(kind: str, tmp_path: Path) -> AsyncIterator[OutboxDB]:
 
 @asynccontextmanager
 async def open_any_db(kind: str, tmp_path: Path) -> AsyncIterator[AnyOutboxDB]:
-    """``sqlite_db``, ``postgres_db`` or ``mongo_db`` by name (for parametrized fixtures)."""
+    """``sqlite_db``, ``postgres_db``, ``mongo_db`` or ``mysql_db`` (tests/mysql_support.py) by name (for
+    parametrized fixtures)."""
     if kind == "mongo":
         async with mongo_db() as mongo:
             yield mongo

@@ -184,7 +184,9 @@ def inproc(
 def drainers(
     database: Annotated[
         list[str] | None,
-        typer.Option(help="Outbox database: sqlite, postgres, mongo (repeatable; default all three)."),
+        typer.Option(
+            help="Outbox database: sqlite, postgres, mongo, mysql (repeatable; default: the first three)."
+        ),
     ] = None,
     records: Annotated[int, typer.Option(help="Records per Drainer run.")] = 50_000,
     naive_records: Annotated[int, typer.Option(help="Records per naive drainer run.")] = 2_000,
@@ -199,6 +201,10 @@ def drainers(
         typer.Option(
             help="MongoDB server (default: the nx-27017 stand-in, started in memory; not a real one)."
         ),
+    ] = None,
+    mysql_url: Annotated[
+        str | None,
+        typer.Option(help="MySQL/MariaDB server (default OUTBOXHUB_TEST_MYSQL_URL or local, db test)."),
     ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
@@ -221,6 +227,7 @@ def drainers(
             latency_rate=latency_rate,
             pg_url=pg_url,
             mongo_url=mongo_url,
+            mysql_url=mysql_url,
         )
         return run_drainers_bench(options, console=None if quiet else err)
 

@@ -1,9 +1,10 @@
 """The outbox databases of ``outboxhub bench drainers``: one fresh outbox per run, filled before the clock
 starts, dropped afterwards — an SQLite file (WAL), a throwaway schema of the PostgreSQL server, or a
-throwaway database of the MongoDB server."""
+throwaway database of the MySQL/MariaDB or MongoDB server."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ from outboxhub import outbox
 
 __all__ = ["PAYLOAD", "Kind", "OutboxDb", "new_db", "quoted", "remove_sqlite"]
 
-Kind = Literal["sqlite", "postgres", "mongo"]
+Kind = Literal["sqlite", "postgres", "mongo", "mysql"]
 PAYLOAD: Final = {"order": 0, "note": "x" * 64}  # ~100 bytes of JSON
 
 
@@ -32,9 +33,18 @@ class OutboxDb:
     """An outbox database for one run (create with :func:`new_db`): ``url`` opens it with
     ``open_outbox``; ``table`` is its table (or collection)."""
 
-    def __init__(self, kind: Kind, workdir: Path, *, pg_url: str | None, mongo_url: str | None) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        workdir: Path,
+        *,
+        pg_url: str | None,
+        mongo_url: str | None,
+        mysql_url: str | None = None,
+    ) -> None:
         self.kind = kind
         self.pg_url = pg_url or ""
+        self.mysql_url = ""
         self.table = "outbox"
         self.path = workdir / f"outbox-{uuid.uuid4().hex[:8]}.db"
         self.database = f"bench_{uuid.uuid4().hex[:12]}"  # MongoDB database or PostgreSQL schema
@@ -44,6 +54,15 @@ class OutboxDb:
             assert mongo_url is not None
             self.mongo: Any = pymongo.MongoClient(mongo_url)
             self.url = urlunsplit(urlsplit(mongo_url)._replace(path=f"/{self.database}"))
+        elif kind == "mysql":
+            from outboxhub.testing.mysql import connect, database_url
+
+            assert mysql_url is not None
+            with connect(mysql_url, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            self.mysql_url = database_url(mysql_url, self.database)
+            self.url = f"{self.mysql_url}?table={self.table}"
+            outbox.ensure_schema(self.url)
         elif kind == "sqlite":
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA journal_mode = WAL")
@@ -78,6 +97,14 @@ class OutboxDb:
             with conn:
                 conn.executemany(outbox.sqlite.insert_statement(self.table, paramstyle="qmark"), params)
             conn.close()
+        elif self.kind == "mysql":
+            from outboxhub.outbox.mysql_sql import insert_statement
+            from outboxhub.testing.mysql import connect
+
+            with connect(self.mysql_url) as my, my.cursor() as cur:
+                for start in range(0, n, 1000):
+                    cur.executemany(insert_statement(self.table), params[start : start + 1000])
+                    my.commit()
         else:
             import psycopg
 
@@ -90,6 +117,11 @@ class OutboxDb:
             self.mongo.close()
         elif self.kind == "sqlite":
             remove_sqlite(self.path)
+        elif self.kind == "mysql":
+            from outboxhub.testing.mysql import connect
+
+            with connect(self.mysql_url, autocommit=True) as my, my.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
         else:
             import psycopg
 
@@ -100,6 +132,12 @@ class OutboxDb:
         if self.kind == "mongo":
             return int(self.mongo[self.database][self.table].count_documents({"status": {"$ne": "sent"}}))
         sql = f"SELECT count(*) FROM {quoted(self.table)} WHERE status <> 'sent'"
+        if self.kind == "mysql":
+            from outboxhub.testing.mysql import connect
+
+            with connect(self.mysql_url) as my, my.cursor() as cur:
+                cur.execute(sql.replace('"', "`"))
+                return int(cur.fetchone()[0])
         if self.kind == "sqlite":
             conn = sqlite3.connect(self.path)
             (n,) = conn.execute(sql).fetchone()
@@ -113,9 +151,13 @@ class OutboxDb:
             return int(row[0])
 
 
-async def new_db(kind: Kind, workdir: Path, *, pg_url: str | None, mongo_url: str | None) -> OutboxDb:
+async def new_db(
+    kind: Kind, workdir: Path, *, pg_url: str | None, mongo_url: str | None, mysql_url: str | None = None
+) -> OutboxDb:
     """A fresh, empty outbox; on MongoDB with ``ensure_schema``'s indexes."""
-    db = OutboxDb(kind, workdir, pg_url=pg_url, mongo_url=mongo_url)
+    db = await asyncio.to_thread(
+        OutboxDb, kind, workdir, pg_url=pg_url, mongo_url=mongo_url, mysql_url=mysql_url
+    )
     if kind == "mongo":
         await outbox.ensure_schema_async(db.url)
     return db

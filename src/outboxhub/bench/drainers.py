@@ -47,11 +47,15 @@ from outboxhub.store.base import mask_url
 __all__ = ["KINDS", "DrainersOptions", "run_drainers_bench"]
 
 SCENARIO: Final = "drainers"
-KINDS: Final[tuple[Kind, ...]] = ("sqlite", "postgres", "mongo")
+KINDS: Final[tuple[Kind, ...]] = ("sqlite", "postgres", "mongo", "mysql")
 TARGET_PER_S: Final = 20_000
 TARGET_VS_NAIVE: Final = 10.0
 STAND_IN: Final = "nx-27017 stand-in, not a real MongoDB"
-_WAKE_UP: Final = {"sqlite": "PRAGMA data_version poll", "postgres": "LISTEN/NOTIFY (insert trigger)"}
+_WAKE_UP: Final = {
+    "sqlite": "PRAGMA data_version poll",
+    "postgres": "LISTEN/NOTIFY (insert trigger)",
+    "mysql": "MAX(seq) poll",
+}
 
 
 class DrainersOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +70,7 @@ class DrainersOptions(msgspec.Struct, frozen=True, kw_only=True):
     latency_rate: float = 100.0
     pg_url: str | None = None
     mongo_url: str | None = None
+    mysql_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("records", "naive_records", "repeat", "latency_samples"):
@@ -132,7 +137,13 @@ class _Run:
         self.mongo_url = mongo_url
 
     async def db(self, kind: Kind) -> OutboxDb:
-        return await new_db(kind, self.workdir, pg_url=self.options.pg_url, mongo_url=self.mongo_url)
+        return await new_db(
+            kind,
+            self.workdir,
+            pg_url=self.options.pg_url,
+            mongo_url=self.mongo_url,
+            mysql_url=self.options.mysql_url,
+        )
 
     async def timed_drain(self, kind: Kind, records: int, drain: Drain) -> float:
         """Seconds to drain ``records`` from a fresh outbox into a fresh hub store."""
@@ -181,6 +192,21 @@ class _Run:
                         await asyncio.sleep(1 / rate)
                 finally:
                     await mongo.close()
+            elif kind == "mysql":
+                import asyncmy
+
+                from outboxhub.outbox.mysql_sql import connect_kwargs
+
+                my = await asyncmy.connect(**connect_kwargs(db.mysql_url))
+                try:
+                    for _ in range(samples):
+                        await my.begin()
+                        rid = await outbox.add_async(my, "bench.latency", PAYLOAD, table=db.table)
+                        await my.commit()
+                        committed[rid] = time.perf_counter_ns()
+                        await asyncio.sleep(1 / rate)
+                finally:
+                    my.close()
             elif kind == "sqlite":
                 conn = sqlite3.connect(db.path)
                 for _ in range(samples):
@@ -273,6 +299,18 @@ def _pg_problem(url: str) -> str | None:
         return f"PostgreSQL at {mask_url(url)} unreachable: {str(exc).strip().splitlines()[0]}; left out"
 
 
+def _mysql_problem(url: str) -> str | None:
+    import pymysql
+
+    from outboxhub.testing.mysql import connect
+
+    try:
+        connect(url, connect_timeout=3).close()
+        return None
+    except pymysql.Error as exc:
+        return f"MySQL at {mask_url(url)} unreachable: {exc}; left out"
+
+
 async def run_drainers_bench(options: DrainersOptions, *, console: Any = None) -> BenchReport:
     """Every database of ``options.databases``; a report with a row per (database, drainer) and one
     latency row per database."""
@@ -289,6 +327,15 @@ async def run_drainers_bench(options: DrainersOptions, *, console: Any = None) -
         if problem is not None:
             notes.append(problem)
             kinds.remove("postgres")
+    if "mysql" in kinds:
+        from outboxhub.testing.mysql import base_url as mysql_base_url
+
+        options = msgspec.structs.replace(options, mysql_url=options.mysql_url or mysql_base_url())
+        assert options.mysql_url is not None
+        problem = await asyncio.to_thread(_mysql_problem, options.mysql_url)
+        if problem is not None:
+            notes.append(problem)
+            kinds.remove("mysql")
     with contextlib.ExitStack() as stack, Tracker(console) as tracker:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="outboxhub-bench-")))
         mongo_url = options.mongo_url

@@ -118,6 +118,65 @@ class NaiveSqlOutbox:
         await self._one(self.requeue_sql, (now_ms(),))
 
 
+class NaiveMysqlOutbox:
+    """The naive drainer on MySQL/MariaDB (asyncmy): MySQL has no ``UPDATE … RETURNING``, so each claim is
+    ``SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED``, an ``UPDATE`` of that row and ``COMMIT``; ``mark_sent``
+    is an ``UPDATE`` per record (autocommit)."""
+
+    def __init__(self, db: OutboxDb) -> None:
+        self.db = db
+        q = f"`{db.table}`"
+        self.pick_sql = (
+            f"SELECT seq, id, topic, payload, headers FROM {q} WHERE status = 'pending' "
+            "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+        )
+        self.claim_sql = (
+            f"UPDATE {q} SET status = 'claimed', claimed_by = %s, lease_until = %s, attempts = attempts + 1 "
+            "WHERE seq = %s"
+        )
+        self.sent_sql = f"UPDATE {q} SET status = 'sent', claimed_by = NULL, lease_until = NULL WHERE id = %s"
+        self.requeue_sql = (
+            f"UPDATE {q} SET status = 'pending', claimed_by = NULL, lease_until = NULL "
+            "WHERE status = 'claimed' AND lease_until < %s"
+        )
+        self._conn: Any = None
+
+    async def open(self) -> None:
+        import asyncmy
+
+        from outboxhub.outbox.mysql_sql import connect_kwargs
+
+        self._conn = await asyncmy.connect(**connect_kwargs(self.db.mysql_url), autocommit=True)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    async def claim_batch(self, n: int, lease_ms: int, worker: str) -> list[NaiveRecord]:
+        docs: list[NaiveRecord] = []
+        for _ in range(n):  # one claim (one short transaction) per record
+            await self._conn.begin()
+            async with self._conn.cursor() as cur:
+                await cur.execute(self.pick_sql)
+                row = await cur.fetchone()
+                if row is not None:
+                    await cur.execute(self.claim_sql, (worker, now_ms() + lease_ms, row[0]))
+            await self._conn.commit()
+            if row is None:
+                break
+            _, record_id, topic, payload, headers = row
+            docs.append((record_id, topic, json.loads(payload), json.loads(headers) if headers else None))
+        return docs
+
+    async def mark_sent(self, record_id: str) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.execute(self.sent_sql, (record_id,))
+
+    async def requeue_expired(self) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.execute(self.requeue_sql, (now_ms(),))
+
+
 class NaiveMongoOutbox:
     """The naive drainer on MongoDB, with pymongo's async client: ``claim_batch`` is a loop of
     ``find_one_and_update`` (sort ``ts``), ``mark_sent`` an ``update_one``, ``requeue_expired`` an
@@ -176,7 +235,13 @@ class NaiveMongoOutbox:
 
 async def naive_drain(db: OutboxDb, hub: Store) -> None:
     """Drain ``db`` into ``hub`` the naive way until a round claims nothing."""
-    box: _NaiveOutbox = NaiveMongoOutbox(db) if db.kind == "mongo" else NaiveSqlOutbox(db)
+    box: _NaiveOutbox = (
+        NaiveMongoOutbox(db)
+        if db.kind == "mongo"
+        else NaiveMysqlOutbox(db)
+        if db.kind == "mysql"
+        else NaiveSqlOutbox(db)
+    )
     await box.open()
     try:
         while True:

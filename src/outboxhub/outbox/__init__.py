@@ -15,7 +15,8 @@ Draining::
 
 See docs/outbox.md for the DDL, semantics and operations. ``PostgresOutbox`` and ``postgres_ddl`` are
 imported on first use (they need the ``postgres`` extra, psycopg), so SQLite-only applications do not
-need psycopg; ``outboxhub.outbox.mongo`` (the ``mongo`` extra) is imported by the calls that need it.
+need psycopg; ``MysqlOutbox`` likewise (the ``mysql`` extra, asyncmy), while ``mysql_ddl`` needs no driver;
+``outboxhub.outbox.mongo`` (the ``mongo`` extra) is imported by the calls that need it.
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ from outboxhub.outbox.model import (
     Status,
     Verdict,
 )
+from outboxhub.outbox.mysql_sql import mysql_ddl
 from outboxhub.outbox.schema import ensure_schema, ensure_schema_async
 from outboxhub.outbox.sqlite import SqliteOutbox, sqlite_ddl
 from outboxhub.outbox.url import open_outbox, parse_outbox_url
 
 if TYPE_CHECKING:
+    from outboxhub.outbox.mysql import MysqlOutbox
     from outboxhub.outbox.postgres import PostgresOutbox, postgres_ddl
 
 __all__ = [
@@ -66,6 +69,7 @@ __all__ = [
     "DrainerMetrics",
     "DrainerSettings",
     "Failure",
+    "MysqlOutbox",
     "OutboxRecord",
     "OutboxStats",
     "OutboxStore",
@@ -82,6 +86,7 @@ __all__ = [
     "backoff_ms",
     "ensure_schema",
     "ensure_schema_async",
+    "mysql_ddl",
     "open_outbox",
     "parse_outbox_url",
     "postgres_ddl",
@@ -93,9 +98,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``PostgresOutbox``, ``postgres_ddl`` and the ``postgres`` and ``mongo`` submodules, imported on first
-    use (they need the 'postgres' and 'mongo' extras)."""
-    if name in ("postgres", "mongo"):
+    """``PostgresOutbox``, ``postgres_ddl``, ``MysqlOutbox`` and the ``postgres``, ``mysql`` and ``mongo``
+    submodules, imported on first use (they need the 'postgres', 'mysql' and 'mongo' extras)."""
+    if name in ("postgres", "mongo", "mysql"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
@@ -103,4 +108,8 @@ def __getattr__(name: str) -> Any:
         from outboxhub.outbox.url import import_postgres_outbox
 
         return getattr(import_postgres_outbox("the PostgreSQL outbox"), name)
+    if name == "MysqlOutbox":
+        from outboxhub.outbox.url import import_mysql_outbox
+
+        return import_mysql_outbox("the MySQL outbox").MysqlOutbox
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

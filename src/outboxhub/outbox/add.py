@@ -13,8 +13,10 @@ target                             call         inserted with
 ``sqlite3.Connection``             either       the connection (``add_async`` runs it inline)
 ``psycopg.Connection``             ``add``      the connection
 ``psycopg.AsyncConnection``        ``add_async`` the connection
-SQLAlchemy ``Session``/Connection  ``add``      ``text()`` on the session (sqlite or postgresql)
-SQLAlchemy ``AsyncSession``/Conn.  ``add_async`` ``text()`` on the session (postgresql+psycopg, …)
+PyMySQL / mysqlclient connection   ``add``      the connection (MySQL/MariaDB)
+aiomysql / asyncmy connection      ``add_async`` the connection (MySQL/MariaDB)
+SQLAlchemy ``Session``/Connection  ``add``      ``text()`` on the session (sqlite, postgresql, mysql)
+SQLAlchemy ``AsyncSession``/Conn.  ``add_async`` ``text()`` on the session (postgresql+psycopg, mysql+…)
 pymongo ``Database``               ``add``      ``outboxhub.outbox.mongo`` with ``session=``
 pymongo ``AsyncDatabase``          ``add_async`` ``outboxhub.outbox.mongo`` with ``session=``
 =================================  ===========  ===================================================
@@ -41,6 +43,7 @@ import msgspec
 from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
+from outboxhub.outbox import mysql_sql as _mysql_sql
 from outboxhub.outbox import sqlite as _sqlite
 from outboxhub.outbox._sql import missing_table_error, split_table
 from outboxhub.outbox.model import PreparedRecord
@@ -51,11 +54,14 @@ __all__ = ["MAX_ID_LENGTH", "add", "add_async", "prepare_record"]
 MAX_ID_LENGTH = 256
 """Longest record id: the record id becomes the event id, which the wire protocol caps at 256."""
 
-_Kind = Literal["sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"]
-_ASYNC_KINDS = frozenset({"psycopg_async", "sa_async", "mongo_async"})
+_Kind = Literal[
+    "sqlite", "psycopg", "psycopg_async", "mysql", "mysql_async", "sa", "sa_async", "mongo", "mongo_async"
+]
+_Dialect = Literal["sqlite", "postgresql", "mysql"]
+_ASYNC_KINDS = frozenset({"psycopg_async", "mysql_async", "sa_async", "mongo_async"})
 _SUPPORTED = (
-    "sqlite3.Connection, psycopg.Connection / AsyncConnection, SQLAlchemy Session / AsyncSession / "
-    "Connection, or pymongo Database / AsyncDatabase"
+    "sqlite3.Connection, psycopg.Connection / AsyncConnection, a PyMySQL / mysqlclient / aiomysql / "
+    "asyncmy connection, SQLAlchemy Session / AsyncSession / Connection, or pymongo Database / AsyncDatabase"
 )
 _encoder = msgspec.json.Encoder()
 
@@ -127,6 +133,9 @@ def _classify(target: object) -> _Kind | None:
             return "psycopg_async"
         if isinstance(target, psycopg.Connection):
             return "psycopg"
+    mysql = _mysql_sql.connection_kind(target)
+    if mysql is not None:
+        return "mysql_async" if mysql == "async" else "mysql"
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.orm import Session
@@ -164,24 +173,27 @@ def _check_target(target: object, session: object, *, is_async: bool) -> _Kind:
     return kind
 
 
-def _sa_dialect(target: Any) -> Literal["sqlite", "postgresql"]:
+def _sa_dialect(target: Any) -> _Dialect:
     bind = target.get_bind() if hasattr(target, "get_bind") else target
     dialect = str(bind.dialect.name)
-    if dialect not in ("sqlite", "postgresql"):
+    if dialect == "mariadb":  # SQLAlchemy's name for MySQL dialects talking to MariaDB
+        return "mysql"
+    if dialect not in ("sqlite", "postgresql", "mysql"):
         raise OutboxError(
-            f"SQLAlchemy dialect {dialect!r} is not supported by the outbox (sqlite, postgresql)"
+            f"SQLAlchemy dialect {dialect!r} is not supported by the outbox (sqlite, postgresql, mysql)"
         )
-    return "sqlite" if dialect == "sqlite" else "postgresql"
+    return "sqlite" if dialect == "sqlite" else "postgresql" if dialect == "postgresql" else "mysql"
 
 
-def _sa_insert(
-    dialect: Literal["sqlite", "postgresql"], table: str, record: PreparedRecord
-) -> tuple[Any, dict[str, Any]]:
+def _sa_insert(dialect: _Dialect, table: str, record: PreparedRecord) -> tuple[Any, dict[str, Any]]:
     """The SQLAlchemy ``text()`` insert of ``record`` into ``table`` and its named parameters."""
     from sqlalchemy import text
 
     if dialect == "sqlite":
         statement = _sqlite.insert_statement(table, paramstyle="named")
+    elif dialect == "mysql":
+        _mysql_sql.check_record(record)
+        statement = _mysql_sql.insert_statement(table, paramstyle="named")
     else:
         statement = _pg().insert_statement(table, paramstyle="named")
     params = {
@@ -197,7 +209,7 @@ def _sa_insert(
 
 @contextlib.contextmanager
 def _sa_naming_missing_table(table: str) -> Iterator[None]:
-    """Turn SQLAlchemy's error for a missing outbox table (SQLite or PostgreSQL underneath) into the
+    """Turn SQLAlchemy's error for a missing outbox table (SQLite, PostgreSQL or MySQL underneath) into the
     ``OutboxError`` that says how to create it; any other database error passes through."""
     from sqlalchemy import exc as sa_exc
 
@@ -206,8 +218,13 @@ def _sa_naming_missing_table(table: str) -> Iterator[None]:
     except sa_exc.DBAPIError as exc:
         orig = exc.orig
         psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
-        if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
-            isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
+        if (
+            (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable))
+            or (isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig))
+            or (
+                type(orig).__module__.partition(".")[0] in _mysql_sql.DRIVER_MODULES
+                and _mysql_sql.is_missing_table(orig)
+            )
         ):
             raise missing_table_error(table) from exc
         raise
@@ -235,16 +252,18 @@ def _mongo_module() -> ModuleType:
         raise OutboxError("MongoDB outbox support is not installed yet (outboxhub.outbox.mongo)") from exc
 
 
-def _check_table(kind: _Kind, target: object, table: str) -> Literal["sqlite", "postgresql"] | None:
-    dialect: Literal["sqlite", "postgresql"] | None = None
+def _check_table(kind: _Kind, target: object, table: str) -> _Dialect | None:
+    dialect: _Dialect | None = None
     if kind == "sqlite":
         dialect = "sqlite"
     elif kind in ("psycopg", "psycopg_async"):
         dialect = "postgresql"
+    elif kind in ("mysql", "mysql_async"):
+        dialect = "mysql"
     elif kind in ("sa", "sa_async"):
         dialect = _sa_dialect(target)
     if dialect is not None:
-        split_table(table, allow_schema=dialect == "postgresql")
+        split_table(table, allow_schema=dialect != "sqlite")
     return dialect
 
 
@@ -259,7 +278,7 @@ def _prepare(
     key: str | None,
     headers: Mapping[str, str] | None,
     is_async: bool,
-) -> tuple[_Kind, Literal["sqlite", "postgresql"] | None, PreparedRecord]:
+) -> tuple[_Kind, _Dialect | None, PreparedRecord]:
     """What ``add`` and ``add_async`` check before anything is written: the target (and that it suits
     the call), the table name for its dialect, then the record itself."""
     kind = _check_target(target, session, is_async=is_async)
@@ -291,6 +310,8 @@ def add(
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg":
         _pg().insert_postgres(target, record, table)
+    elif kind == "mysql":
+        _mysql_sql.insert_mysql(target, record, table)
     elif kind == "sa":
         assert dialect is not None
         statement, params = _sa_insert(dialect, table, record)
@@ -312,8 +333,9 @@ async def add_async(
     session: Any = None,
     table: str = "outbox",
 ) -> str:
-    """``add`` for asynchronous targets (psycopg ``AsyncConnection``, SQLAlchemy ``AsyncSession``,
-    pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too and inserted inline."""
+    """``add`` for asynchronous targets (psycopg ``AsyncConnection``, aiomysql/asyncmy connections,
+    SQLAlchemy ``AsyncSession``, pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too
+    and inserted inline."""
     kind, dialect, record = _prepare(
         target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=True
     )
@@ -321,6 +343,8 @@ async def add_async(
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg_async":
         await _pg().insert_postgres_async(target, record, table)
+    elif kind == "mysql_async":
+        await _mysql_sql.insert_mysql_async(target, record, table)
     elif kind == "sa_async":
         assert dialect is not None
         statement, params = _sa_insert(dialect, table, record)

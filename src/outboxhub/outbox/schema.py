@@ -12,13 +12,23 @@ import sqlite3
 import sys
 from typing import Any
 
+from outboxhub._extras import needs_extra
 from outboxhub.errors import OutboxError
+from outboxhub.outbox.mysql_sql import (
+    connect_kwargs,
+    connection_kind,
+    ensure_schema_mysql,
+    ensure_schema_mysql_async,
+)
 from outboxhub.outbox.sqlite import ensure_schema_sqlite
 from outboxhub.outbox.url import import_postgres_outbox, open_outbox, parse_outbox_url
 
 __all__ = ["ensure_schema", "ensure_schema_async"]
 
-_SYNC_TARGETS = "a sqlite3.Connection, a psycopg.Connection, a pymongo Database or an outbox URL"
+_SYNC_TARGETS = (
+    "a sqlite3.Connection, a psycopg.Connection, a PyMySQL/mysqlclient connection, a pymongo Database "
+    "or an outbox URL"
+)
 
 
 def _psycopg_kind(target: Any) -> str | None:
@@ -60,6 +70,12 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
         import_postgres_outbox("ensure_schema", OutboxError).ensure_schema_postgres(
             target_or_url, table or "outbox"
         )
+    elif (mysql_kind := connection_kind(target_or_url)) is not None:
+        if mysql_kind == "async":
+            raise OutboxError(
+                "ensure_schema: use `await ensure_schema_async(conn)` for an async MySQL connection"
+            )
+        ensure_schema_mysql(target_or_url, table or "outbox")
     elif isinstance(target_or_url, str):
         parsed = parse_outbox_url(target_or_url, table=table)
         chosen = parsed.table
@@ -75,6 +91,8 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
 
             with psycopg.connect(parsed.target, autocommit=True) as pg:
                 postgres.ensure_schema_postgres(pg, chosen)
+        elif parsed.kind == "mysql":
+            _ensure_schema_mysql_url(parsed.target, chosen)
         else:
             raise OutboxError(
                 f"ensure_schema: use `await ensure_schema_async(url)` for {parsed.kind} URLs "
@@ -94,6 +112,19 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
         )
 
 
+def _ensure_schema_mysql_url(url: str, table: str) -> None:
+    try:
+        import pymysql
+    except ModuleNotFoundError as exc:
+        raise OutboxError(needs_extra("ensure_schema on a MySQL URL", "mysql")) from exc
+
+    conn = pymysql.connect(**connect_kwargs(url), charset="utf8mb4", autocommit=True)
+    try:
+        ensure_schema_mysql(conn, table)
+    finally:
+        conn.close()
+
+
 async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> None:
     """``ensure_schema`` for a ``psycopg.AsyncConnection``, a pymongo ``AsyncDatabase``, or any outbox
     URL (``mongodb://…`` included); other targets go to ``ensure_schema``."""
@@ -106,6 +137,8 @@ async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> N
             await store.ensure_schema()
         finally:
             await store.close()
+    elif connection_kind(target_or_url) == "async":
+        await ensure_schema_mysql_async(target_or_url, table or "outbox")
     elif _pymongo_kind(target_or_url) == "async":
         from outboxhub.outbox.mongo import ensure_schema_mongo_async
 

@@ -7,15 +7,17 @@ URL                                         outbox
 ``postgresql://user@host:5432/db``          PostgreSQL (``postgres://`` and ``postgresql+psycopg://`` too)
 ``mongodb://host:27017/appdb``              MongoDB database ``appdb`` (``mongodb+srv://`` too), via
                                             ``outboxhub.outbox.mongo``
+``mysql://user:pw@host:3306/appdb``         MySQL/MariaDB database ``appdb`` (``mariadb://`` and
+                                            ``mysql+asyncmy/pymysql/aiomysql/mysqldb://`` too)
 ==========================================  =============================================================
 
 Query parameters: ``table`` (default ``outbox``; ``schema.table`` on PostgreSQL, the collection on
-MongoDB) on every URL, and ``poll_interval_ms`` on SQLite and MongoDB. Other PostgreSQL parameters go to
-libpq unchanged, other MongoDB parameters (``replicaSet``, …) to pymongo.
+MongoDB) on every URL, and ``poll_interval_ms`` on SQLite, MySQL and MongoDB. Other PostgreSQL parameters
+go to libpq unchanged, other MongoDB parameters (``replicaSet``, …) to pymongo.
 
 The PostgreSQL and MongoDB outboxes are imported when their URL is opened: without their driver the error
 names the extra, ``StoreURLError: the PostgreSQL outbox needs the 'postgres' extra: pip install
-'outboxhub[postgres]'`` (``mongo`` for MongoDB).
+'outboxhub[postgres]'`` (``mongo`` for MongoDB, ``mysql`` for MySQL/MariaDB).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from outboxhub.outbox.base import OutboxStore
 from outboxhub.outbox.sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
 from outboxhub.store.base import mask_url
 
-__all__ = ["OutboxURL", "import_postgres_outbox", "open_outbox", "parse_outbox_url"]
+__all__ = ["OutboxURL", "import_mysql_outbox", "import_postgres_outbox", "open_outbox", "parse_outbox_url"]
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 _MONGO_SCHEMES = ("mongodb", "mongodb+srv")
+_MYSQL_SCHEMES = ("mysql", "mariadb", "mysql+asyncmy", "mysql+pymysql", "mysql+aiomysql", "mysql+mysqldb")
 
 
 def import_postgres_outbox(
@@ -49,12 +52,33 @@ def import_postgres_outbox(
         raise error(needs_extra(what, "postgres") + _for(url)) from exc
 
 
+def import_mysql_outbox(
+    what: str = "the MySQL outbox", error: type[Exception] = StoreURLError, url: str | None = None
+) -> ModuleType:
+    """``outboxhub.outbox.mysql``; without asyncmy, ``error`` saying that ``what`` needs the extra."""
+    try:
+        return importlib.import_module("outboxhub.outbox.mysql")
+    except ModuleNotFoundError as exc:
+        if missing_extra(exc) != "mysql":
+            raise
+        raise error(needs_extra(what, "mysql") + _for(url)) from exc
+
+
+def _poll_interval(url: str, options: dict[str, str], *, default: int) -> int:
+    raw = options.get("poll_interval_ms", str(default))
+    if not raw.isdigit() or int(raw) <= 0:
+        raise StoreURLError(
+            f"outbox URL {mask_url(url)!r}: poll_interval_ms must be a positive integer, got {raw!r}"
+        )
+    return int(raw)
+
+
 def _for(url: str | None) -> str:
     return "" if url is None else f" (for {mask_url(url)})"
 
 
 class OutboxURL:
-    """A parsed outbox URL: ``kind`` (sqlite, postgresql, mongodb), where to connect, the table."""
+    """A parsed outbox URL: ``kind`` (sqlite, postgresql, mysql, mongodb), where to connect, the table."""
 
     __slots__ = ("kind", "options", "table", "target")
 
@@ -109,8 +133,16 @@ def parse_outbox_url(url: str, *, table: str | None = None) -> OutboxURL:
     if scheme in _MONGO_SCHEMES:
         rest = urlunsplit(parts._replace(query=urlencode(query)))
         return OutboxURL("mongodb", rest, chosen, {})
+    if scheme in _MYSQL_SCHEMES:
+        unknown = set(query) - {"poll_interval_ms"}
+        if unknown:
+            raise StoreURLError(
+                f"outbox URL {mask_url(url)!r}: unknown MySQL option(s) {', '.join(sorted(unknown))}"
+            )
+        return OutboxURL("mysql", urlunsplit(parts._replace(scheme="mysql", query="")), chosen, query)
     raise StoreURLError(
-        f"outbox URL {mask_url(url)!r} has unknown scheme {parts.scheme!r} (sqlite, postgresql, mongodb)"
+        f"outbox URL {mask_url(url)!r} has unknown scheme {parts.scheme!r} "
+        "(sqlite, postgresql, mysql, mongodb)"
     )
 
 
@@ -119,16 +151,18 @@ async def open_outbox(url: str, *, table: str | None = None) -> OutboxStore:
     ``await store.ensure_schema()`` (``run_drainers`` does) or apply the DDL of docs/outbox.md."""
     parsed = parse_outbox_url(url, table=table)
     if parsed.kind == "sqlite":
-        raw = parsed.options.get("poll_interval_ms", str(DEFAULT_POLL_INTERVAL_MS))
-        if not raw.isdigit() or int(raw) <= 0:
-            raise StoreURLError(
-                f"outbox URL {url!r}: poll_interval_ms must be a positive integer, got {raw!r}"
-            )
-        return await SqliteOutbox.open(parsed.target, table=parsed.table, poll_interval_ms=int(raw))
+        interval = _poll_interval(url, parsed.options, default=DEFAULT_POLL_INTERVAL_MS)
+        return await SqliteOutbox.open(parsed.target, table=parsed.table, poll_interval_ms=interval)
     if parsed.kind == "postgresql":
         pg: Any = import_postgres_outbox(url=url)
         postgres_store: OutboxStore = await pg.PostgresOutbox.open(parsed.target, table=parsed.table)
         return postgres_store
+    if parsed.kind == "mysql":
+        interval = _poll_interval(url, parsed.options, default=10)
+        mysql_store: OutboxStore = await import_mysql_outbox(url=url).MysqlOutbox.open(
+            parsed.target, table=parsed.table, poll_interval_ms=interval
+        )
+        return mysql_store
     try:
         mongo: Any = importlib.import_module("outboxhub.outbox.mongo")
     except ModuleNotFoundError as exc:

@@ -1,0 +1,1 @@
+"""A tiny Django project whose orders publish events through outboxhub's transactional outbox."""

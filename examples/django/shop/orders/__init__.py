@@ -1,0 +1,1 @@
+"""Orders: paying one writes the order and its ``orders.paid`` event in one transaction."""

@@ -1,0 +1,1 @@
+"""Integrations with application frameworks: ``outboxhub.contrib.django`` (the ``django`` extra)."""
