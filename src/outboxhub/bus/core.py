@@ -222,7 +222,7 @@ class Bus:
     def _on_commit(self, seq: int) -> None:
         for key, state in list(self._groups.items()):
             if state.members:
-                state.wake_all()
+                state.committed(seq)
             elif state.idle:
                 del self._groups[key]
         self._live.notify(seq)
