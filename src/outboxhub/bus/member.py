@@ -165,6 +165,7 @@ class GroupMember(Subscription):
         "_earliest",
         "_in_flight",
         "_parked",
+        "_parking",
         "_paused",
         "_poll_interval_s",
         "_refill",
@@ -208,6 +209,7 @@ class GroupMember(Subscription):
         self._wakeup = Wakeup()
         self._task: asyncio.Task[None] | None = None
         self._parked: ParkedClaimHandle | None = None
+        self._parking = store if isinstance(store, ClaimParking) else None  # checked once: isinstance is slow
         self._starved = False  # sleeping because it holds too much to claim: an ack of its own wakes it
 
     # -- Subscription -------------------------------------------------------------------------------------
@@ -353,8 +355,8 @@ class GroupMember(Subscription):
     async def _sleep(self, timeout_s: float, limit: int) -> list[Delivery] | None:
         """Sleep until woken or ``timeout_s``; with a store that parks claims, park one for ``limit`` events
         meanwhile and return what it claimed (None when it was withdrawn before it ran)."""
-        store = self._store
-        if self._wakeup.pending or not isinstance(store, ClaimParking):
+        store = self._parking
+        if self._wakeup.pending or store is None:
             await self._wakeup.wait(timeout_s)
             return None
         parked = store.park_claim(
