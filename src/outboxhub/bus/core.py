@@ -233,7 +233,7 @@ class Bus:
         if topics is None:  # the store does not know what was written: anything may be claimable
             self._forget_idle_groups()
             for state in self._groups.values():
-                self._wake(state)
+                self._wake(state, seq)
         else:
             woken: set[tuple[str, str]] = set()
             for topic in topics:
@@ -241,13 +241,13 @@ class Bus:
                     found = self._groups.get(key)
                     if found is not None and key not in woken:
                         woken.add(key)
-                        self._wake(found)
+                        self._wake(found, seq)
         self._live.notify(seq)
 
-    def _wake(self, state: GroupState) -> None:
+    def _wake(self, state: GroupState, seq: int) -> None:
         if state.members:
             self.stats.commit_wakeups += len(state.members)
-            state.wake_all()
+            state.committed(seq)  # members whose own claim already covered seq stay asleep
 
     def _forget_idle_groups(self) -> None:
         idle = [key for key, state in self._groups.items() if state.idle]

@@ -2,10 +2,18 @@
 
 A member claims from the store only as much as it may hold (``max_in_flight`` minus what it holds),
 hands each delivery to its ``DeliverFn``, and sleeps when there is nothing to claim until the first of:
-a commit notification, the group's next redelivery deadline, an ack of one of its deliveries (any ack in
-a group with key ordering: it may free a key), a nack or a local member's release in its group,
-``resume()``/``close()``, or the safety poll interval. Once saturated it claims again only when a quarter
-of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not per ack.
+a commit notification, the group's next redelivery deadline, an ack of one of its deliveries while it is
+saturated (any ack in a group with key ordering: it may free a key), a nack or a local member's release in
+its group, ``resume()``/``close()``, or the safety poll interval. Once saturated it claims again only when
+a quarter of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not
+per ack.
+
+On a store that can park claims (``ClaimParking``: the SQLite store) a sleeping member parks its next claim
+with the store's writer, which runs it inside the write batch that appends a matching event; the member
+wakes with the deliveries and skips the commit notification that batch sends. The group's next deadline is
+read from the store only when ``GroupState`` does not know it: the cached value (a lower bound: acks only
+move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for at most
+the poll interval, so deadlines set by other processes are seen at least that often.
 
 Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
 local member holds which event id (so ``Bus.ack`` can find it without a member argument), and the ack
@@ -19,6 +27,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from outboxhub.bus.acks import AckBatcher
 from outboxhub.bus.interest import BusStats
@@ -29,7 +38,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, GroupOptions
 from outboxhub.store.base import Store
 
-__all__ = ["GroupMember", "GroupState"]
+__all__ = ["ClaimParking", "GroupMember", "GroupState", "ParkedClaimHandle"]
 
 _log = logging.getLogger("outboxhub.bus.core")
 
@@ -40,10 +49,42 @@ _PAST_DUE_FIRST_WAIT_S = 0.01
 key ordering, or another member took it): doubles per empty round, up to the poll interval."""
 
 
+class ParkedClaimHandle(Protocol):
+    """A claim parked with a store: ``future`` resolves with ``(deliveries, last_seq)`` when it ran."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+    def withdraw(self) -> bool:
+        """Take the claim back; False when it already ran or is running (then await ``future``)."""
+        ...
+
+    def covers(self, seq: int) -> bool:
+        """True when the claim ran in a batch that committed at least up to ``seq``."""
+        ...
+
+
+@runtime_checkable
+class ClaimParking(Protocol):
+    """A store that can run a member's next claim inside the write batch that appends a matching event."""
+
+    def park_claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+    ) -> ParkedClaimHandle: ...
+
+
 class GroupState:
     """What this process knows about one ``(pattern, group)``: its local members and who holds what."""
 
-    __slots__ = ("acks", "group", "holders", "members", "options", "pattern")
+    __slots__ = ("_deadline", "_deadline_until", "acks", "group", "holders", "members", "options", "pattern")
 
     def __init__(self, store: Store, pattern: str, group: str, options: GroupOptions) -> None:
         self.pattern = pattern
@@ -52,21 +93,50 @@ class GroupState:
         self.members: dict[str, GroupMember] = {}
         self.holders: dict[str, GroupMember] = {}
         self.acks = AckBatcher(store, pattern, group, is_local=self.holders.__contains__, on_acked=self.acked)
+        self._deadline: int | None = None  # a lower bound of the group's next deadline (None: none pending)
+        self._deadline_until = 0  # ms: trust _deadline until then (0: unknown)
+
+    def known_deadline(self, now: int) -> tuple[bool, int | None]:
+        """(True, the group's next deadline or None) when it is known without a store read."""
+        deadline = self._deadline
+        if now < self._deadline_until and (deadline is None or deadline > now):
+            return True, deadline
+        return False, None
+
+    def learn_deadline(self, deadline: int | None, valid_until: int) -> None:
+        """The store's answer to ``next_deadline``, trusted until ``valid_until`` (ms)."""
+        self._deadline = deadline
+        self._deadline_until = valid_until
+
+    def claimed(self, earliest: int) -> None:
+        """A local member claimed deliveries due at ``earliest`` at the soonest."""
+        if self._deadline is None or earliest < self._deadline:
+            self._deadline = earliest
+
+    def forget_deadline(self) -> None:
+        self._deadline_until = 0
 
     def acked(self, event_ids: Sequence[str]) -> None:
-        """Events were acked: free their holders' capacity and wake those holders. With key ordering an
-        ack may also free a key that any member could now claim, so the whole group is woken."""
+        """Events were acked: free their holders' capacity and wake those that were saturated. With key
+        ordering an ack may also free a key that any member could now claim, so the whole group is woken.
+        (An ack only removes deadlines, so the known next deadline stays a valid lower bound.)"""
         holders = {holder for event_id in event_ids if (holder := self._release(event_id)) is not None}
         if any(member.options.ordered_by_key for member in self.members.values()):
             self.wake_all()
         else:
             for holder in holders:
-                holder.wake()
+                holder.released()
 
     def nacked(self, event_id: str) -> None:
         """An event was nacked: its redelivery time is earlier than some members' next wake-up."""
         self._release(event_id)
+        self.forget_deadline()
         self.wake_all()
+
+    def committed(self, seq: int) -> None:
+        """Events up to ``seq`` were committed: wake the members that have not already claimed past it."""
+        for member in self.members.values():
+            member.wake_for_commit(seq)
 
     def _release(self, event_id: str) -> GroupMember | None:
         holder = self.holders.pop(event_id, None)
@@ -95,9 +165,13 @@ class GroupMember(Subscription):
         "_deliver",
         "_earliest",
         "_in_flight",
+        "_notified",
+        "_parked",
+        "_parking",
         "_paused",
         "_poll_interval_s",
         "_refill",
+        "_starved",
         "_state",
         "_stats",
         "_store",
@@ -139,6 +213,12 @@ class GroupMember(Subscription):
         self._closing: asyncio.Future[None] | None = None
         self._wakeup = Wakeup()
         self._task: asyncio.Task[None] | None = None
+        self._parked: ParkedClaimHandle | None = None
+        self._parking = store if isinstance(store, ClaimParking) else None  # checked once: isinstance is slow
+        self._starved = False  # sleeping because it holds too much to claim: an ack of its own wakes it
+        # The highest commit seq announced to it: a parked claim that saw less did not see everything (two
+        # announcements between a wake-up and the task resuming coalesce into one latched flag).
+        self._notified = 0
 
     # -- Subscription -------------------------------------------------------------------------------------
 
@@ -182,6 +262,19 @@ class GroupMember(Subscription):
     def wake(self) -> None:
         self._wakeup.set()
 
+    def released(self) -> None:
+        """One of its deliveries was settled: wake it when that is what it waits for."""
+        if self._starved:
+            self._wakeup.set()
+
+    def wake_for_commit(self, seq: int) -> None:
+        """A commit up to ``seq``: wake it unless its parked claim ran in that commit or a later one."""
+        if seq > self._notified:
+            self._notified = seq
+        parked = self._parked
+        if parked is None or not parked.covers(seq):
+            self._wakeup.set()
+
     def forget(self, event_id: str) -> None:
         """The event is no longer this member's (acked, nacked, or claimed by another local member)."""
         self._in_flight.pop(event_id, None)
@@ -191,6 +284,7 @@ class GroupMember(Subscription):
     async def _run(self) -> None:
         errors = Backoff()
         past_due_wait = _PAST_DUE_FIRST_WAIT_S
+        drained = False  # a parked claim just ran short: nothing more to claim until the next wake-up
         while not self._closed:
             if self._paused:
                 await self._wakeup.wait(None)
@@ -202,36 +296,41 @@ class GroupMember(Subscription):
             if capacity < self._refill:
                 capacity = self.options.max_in_flight - self._expire(now_ms())
                 if capacity < self._refill:
+                    self._starved = True
                     await self._wakeup.wait(self._until_first_deadline())
+                    self._starved = False
                     continue
             limit = min(capacity, self._claim_batch)
-            self._stats.claims += 1
-            try:
-                deliveries = await self._store.claim(
-                    self.pattern,
-                    self._state.group,
-                    self.member,
-                    limit=limit,
-                    ack_timeout_ms=self.options.ack_timeout_ms,
-                    max_deliver=self.options.max_deliver,
-                    ordered_by_key=self.options.ordered_by_key,
-                )
-            except Exception as exc:
-                await self._failed("claim", exc, errors)
-                continue
-            errors.reset()
+            if drained:
+                deliveries, drained = [], False
+            else:
+                self._stats.claims += 1
+                try:
+                    deliveries = await self._store.claim(
+                        self.pattern,
+                        self._state.group,
+                        self.member,
+                        limit=limit,
+                        ack_timeout_ms=self.options.ack_timeout_ms,
+                        max_deliver=self.options.max_deliver,
+                        ordered_by_key=self.options.ordered_by_key,
+                    )
+                except Exception as exc:
+                    await self._failed("claim", exc, errors)
+                    continue
+                errors.reset()
             if self._closed:
                 break  # close() releases what was just claimed
             if deliveries:
                 past_due_wait = _PAST_DUE_FIRST_WAIT_S
                 self._hand_out(deliveries)
-                if len(deliveries) == limit or self._paused or self._backlog:
+                if len(deliveries) >= limit or self._paused or self._backlog:
                     continue
                 # A short batch drained what was claimable; anything committed since has set the wake-up
                 # flag, so go straight to working out how long to sleep.
             self._stats.deadline_checks += 1
             try:
-                deadline = await self._store.next_deadline(self.pattern, self._state.group)
+                deadline = await self._next_deadline()
             except Exception as exc:
                 await self._failed("next_deadline", exc, errors)
                 continue
@@ -244,7 +343,64 @@ class GroupMember(Subscription):
                 else:
                     timeout = min(timeout, past_due_wait)
                     past_due_wait = min(past_due_wait * 2, self._poll_interval_s)
-            await self._wakeup.wait(timeout)
+            try:
+                parked = await self._sleep(timeout, limit)
+            except Exception as exc:
+                await self._failed("claim", exc, errors)
+                continue
+            if parked is not None and not self._closed:
+                ready, seen = parked
+                if ready:
+                    past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                    self._hand_out(ready)
+                # Drained only when the claim saw every commit announced so far: one announced after it
+                # ran may have been coalesced into the wake-up that returned this result.
+                drained = (
+                    len(ready) < limit and self._notified <= seen and not self._paused and not self._backlog
+                )
+
+    async def _next_deadline(self) -> int | None:
+        """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""
+        now = now_ms()
+        known, deadline = self._state.known_deadline(now)
+        if known:
+            return deadline
+        deadline = await self._store.next_deadline(self.pattern, self._state.group)
+        self._state.learn_deadline(deadline, now + int(self._poll_interval_s * 1000))
+        return deadline
+
+    async def _sleep(self, timeout_s: float, limit: int) -> tuple[list[Delivery], int] | None:
+        """Sleep until woken or ``timeout_s``; with a store that parks claims, park one for ``limit`` events
+        meanwhile and return what it claimed with the last seq it saw (None when it was withdrawn before it
+        ran)."""
+        store = self._parking
+        if self._wakeup.pending or store is None:
+            await self._wakeup.wait(timeout_s)
+            return None
+        parked = store.park_claim(
+            self.pattern,
+            self._state.group,
+            self.member,
+            limit=limit,
+            ack_timeout_ms=self.options.ack_timeout_ms,
+            max_deliver=self.options.max_deliver,
+            ordered_by_key=self.options.ordered_by_key,
+        )
+        self._parked = parked
+        parked.future.add_done_callback(self._parked_ran)
+        try:
+            await self._wakeup.wait(timeout_s)
+        finally:
+            self._parked = None
+            withdrawn = parked.withdraw()
+        if withdrawn:
+            return None
+        deliveries, seen = await asyncio.shield(parked.future)
+        return deliveries, int(seen)
+
+    def _parked_ran(self, future: asyncio.Future[Any]) -> None:
+        if self._parked is not None and self._parked.future is future:
+            self._wakeup.set()
 
     async def _failed(self, what: str, exc: Exception, errors: Backoff) -> None:
         delay = errors.next()
@@ -263,6 +419,7 @@ class GroupMember(Subscription):
 
     def _hand_out(self, deliveries: list[Delivery]) -> None:
         holders = self._state.holders
+        earliest = _NEVER
         for delivery in deliveries:
             event_id = delivery.event.id
             previous = holders.get(event_id)
@@ -270,8 +427,12 @@ class GroupMember(Subscription):
                 previous.forget(event_id)
             holders[event_id] = self
             self._in_flight[event_id] = delivery.deadline
-            if delivery.deadline < self._earliest:
-                self._earliest = delivery.deadline
+            if delivery.deadline < earliest:
+                earliest = delivery.deadline
+        if earliest < self._earliest:
+            self._earliest = earliest
+        if deliveries:
+            self._state.claimed(earliest)
         for index, delivery in enumerate(deliveries):
             if not self._offer(delivery):
                 self._backlog.extend(deliveries[index:])
@@ -368,4 +529,5 @@ class GroupMember(Subscription):
             )
         else:
             if released:
+                state.forget_deadline()
                 state.wake_all()

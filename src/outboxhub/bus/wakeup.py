@@ -32,6 +32,11 @@ class Wakeup:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    @property
+    def pending(self) -> bool:
+        """A ``set()`` is latched: the next ``wait`` returns at once."""
+        return self._flag
+
     async def wait(self, timeout_s: float | None) -> bool:
         """Sleep until ``set()`` or ``timeout_s`` seconds (None: no limit); True when woken by ``set()``.
 

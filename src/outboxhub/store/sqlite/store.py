@@ -35,7 +35,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -58,9 +58,12 @@ from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
 from outboxhub.store.sqlite.errors import translate
+from outboxhub.store.sqlite.parking import ParkedClaim
 from outboxhub.store.sqlite.schema import configure
 from outboxhub.store.sqlite.topics import TopicCatalog
+from outboxhub.store.sqlite.tx import WriteTx
 from outboxhub.store.sqlite.writer import JobFn, Writer, WriterStats
+from outboxhub.topics import compile_pattern
 
 __all__ = ["SQLiteOptions", "SQLiteStore", "open_store", "parse_sqlite_url"]
 
@@ -211,6 +214,11 @@ class SQLiteStore(StoreBackend):
         """The committed topics and the bounded pattern cache (its ``matches`` counter counts work)."""
         return self._catalog
 
+    @property
+    def parked_claims(self) -> int:
+        """Group members' claims parked with the writer right now (see ``parking.py``)."""
+        return self._writer.parked
+
     async def _shutdown(self) -> None:
         try:
             await self._writer.stop()
@@ -306,6 +314,32 @@ class SQLiteStore(StoreBackend):
         deliveries: list[Delivery] = await self._write(groups_ops.claim, request)
         return deliveries
 
+    def park_claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+    ) -> ParkedClaim:
+        """Park a claim with the writer: it runs in the first write batch that appends an event matching
+        ``pattern``, in that batch's transaction (see ``parking.py``); ``now`` is taken when it runs."""
+        self._check_open()
+        request = ClaimRequest(
+            pattern=pattern,
+            group=group,
+            member=member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=0,
+        )
+        return self._writer.park(_parked_claim, (request,), compile_pattern(pattern).match)
+
     async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
         count: int = await self._write(groups_ops.ack, pattern, group, event_ids)
         return count
@@ -330,6 +364,10 @@ class SQLiteStore(StoreBackend):
 
     async def lag(self, pattern: str, group: str) -> Lag | None:
         return await self._read(reads.lag, self._catalog, pattern, group)
+
+
+def _parked_claim(tx: WriteTx, request: ClaimRequest) -> list[Delivery]:
+    return groups_ops.claim(tx, replace(request, now=now_ms()))
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -8,6 +8,9 @@ different connections share a batch, so one bad publish must not fail another's)
 inside its own SAVEPOINT, so a failing job gets its exception and the rest of the batch still commits.
 A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread of their own
 (``checkpoint.py``), not in the writer.
+
+Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
+same transaction, when one of the batch's topics matches their pattern.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES, Checkpointer
 from outboxhub.store.sqlite.errors import translate
+from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.schema import configure, migrate
 from outboxhub.store.sqlite.topics import TopicCatalog
 from outboxhub.store.sqlite.tx import WriteTx
@@ -84,6 +88,9 @@ class Writer:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name="outboxhub-sqlite-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._parking = ParkingLot()
+        self._batch_topics: set[str] = set()  # topics appended by the current batch (writer thread)
+        self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
         self._checkpointer = Checkpointer(
             path, url=url, synchronous=synchronous, on_checkpoint=self._checkpointed
@@ -119,6 +126,19 @@ class Writer:
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put((fut, fn, args))
         return fut
+
+    @property
+    def parked(self) -> int:
+        """Claims parked right now."""
+        return len(self._parking)
+
+    def park(self, fn: JobFn, args: tuple[Any, ...], matches: Callable[[str], object]) -> ParkedClaim:
+        """Park ``fn(tx, *args)`` until a batch appends an event to a topic that ``matches``; it then runs in
+        that batch's transaction after the publishes and its future gets ``(value, last_seq)``."""
+        assert self._loop is not None, "the writer is not started"
+        claim = ParkedClaim(self._parking, self._loop.create_future(), fn, args, matches)
+        self._parking.add(claim)
+        return claim
 
     # -- thread -------------------------------------------------------------------------------------------
 
@@ -179,13 +199,17 @@ class Writer:
                     _log.exception("sqlite writer: batch failed unexpectedly")
                     _rollback(conn)
                     error = StoreUnavailable(f"sqlite store {self._url}: internal error in the writer")
-                    self._post([(fut, error, None) for fut, *_ in jobs], 0)
+                    futures = [fut for fut, *_ in jobs] + [claim.future for claim in self._taken]
+                    self._post([(fut, error, None) for fut in futures], 0)
             if stop:
                 self._fail_leftovers()
                 return
 
     def _fail_leftovers(self) -> None:
-        leftovers: list[_Outcome] = []
+        leftovers: list[_Outcome] = [
+            (claim.future, StoreUnavailable(f"sqlite store {self._url} is closed"), None)
+            for claim in self._parking.take_all()
+        ]
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -205,6 +229,8 @@ class Writer:
             error = translate(exc, self._url)
             self._post([(fut, error, None) for fut, *_ in jobs], 0)
             return
+        self._batch_topics.clear()
+        self._taken = []
         outcomes: list[_Outcome] = []
         broken: BaseException | None = None
         index = 0
@@ -219,6 +245,12 @@ class Writer:
             else:
                 broken = self._job(conn, tx, fut, fn, args, outcomes)
                 index += 1
+        parked: list[ParkedClaim] = []
+        if broken is None and self._batch_topics and self._parking:
+            parked = self._taken = self._parking.take(self._batch_topics)
+            for claim in parked:
+                if broken is None:
+                    broken = self._job(conn, tx, claim.future, claim.fn, claim.args, outcomes)
         try:
             if broken is not None:
                 raise broken
@@ -227,8 +259,16 @@ class Writer:
         except Exception as exc:
             _rollback(conn)
             error = translate(exc, self._url)
-            self._post([(fut, error, None) for fut, *_ in jobs], 0)
+            futures = [fut for fut, *_ in jobs] + [claim.future for claim in parked]
+            self._post([(fut, error, None) for fut in futures], 0)
             return
+        if parked:
+            seen = tx.last_seq
+            ran = {id(claim.future) for claim in parked}
+            outcomes = [
+                (fut, error, (value, seen) if id(fut) in ran and error is None else value)
+                for fut, error, value in outcomes
+            ]
         tx.committed()
         self._checkpointer.committed()
         self.stats.commits += 1
@@ -266,6 +306,7 @@ class Writer:
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
         self.stats.events += len(rows)
+        self._batch_topics.update(row[1] for row in rows)
         start = 0
         for fut, _, job_rows in run:
             end = start + len(job_rows)

@@ -1,0 +1,192 @@
+"""The delivery hot path on a real SQLite store: a waiting member's claim runs in the publish's own commit,
+an ACK costs one commit and no claim, and the group's next deadline is not re-read per event."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outboxhub.bus.core import Bus
+from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
+from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
+from outboxhub.store.sqlite.store import SQLiteStore
+from outboxhub.topics import compile_pattern
+
+WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
+NO_POLL_S = 120.0
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - plain state, nothing to await on
+            await asyncio.sleep(0.005)
+
+    try:
+        await asyncio.wait_for(poll(), WAIT_S)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting until {what}")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
+    b = Bus(store, poll_interval_s=NO_POLL_S)
+    await b.start()
+    yield b
+    await b.close()
+
+
+EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
+
+
+async def test_each_event_costs_one_commit_to_deliver_and_one_to_ack(bus: Bus, store: SQLiteStore) -> None:
+    inbox: asyncio.Queue[tuple[Delivery, int]] = asyncio.Queue()
+
+    def deliver(delivery: Delivery) -> bool:
+        inbox.put_nowait((delivery, store.writer_stats.commits))  # commits when the delivery arrived
+        return True
+
+    await bus.subscribe("orders.*", "billing", deliver, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the idle member parks its claim")
+    start = store.writer_stats.commits
+    for i in range(20):
+        result = await bus.publish(NewEvent(topic="orders.created", payload={"i": i}))
+        delivery, commits = await asyncio.wait_for(inbox.get(), WAIT_S)
+        assert delivery.event.id == result.id and delivery.attempt == 1
+        # the publish's commit carried the claim: no second transaction before the member had it
+        assert commits == start + 2 * i + 1
+        assert await bus.ack("orders.*", "billing", delivery.event.id)
+        await until(lambda: store.parked_claims == 1, "the member parks again")
+    # the ACKs woke nobody into an empty claim: publish + ACK per event, nothing else
+    assert store.writer_stats.commits == start + 40
+
+
+async def test_an_idle_member_reads_the_next_deadline_once_not_per_event(
+    bus: Bus, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    read = store.next_deadline
+
+    async def counting(pattern: str, group: str) -> int | None:
+        nonlocal reads
+        reads += 1
+        return await read(pattern, group)
+
+    monkeypatch.setattr(store, "next_deadline", counting)
+    got: asyncio.Queue[Delivery] = asyncio.Queue()
+    await bus.subscribe("t.**", "g", lambda d: got.put_nowait(d) or True, options=EARLIEST)
+    for i in range(20):
+        await bus.publish(NewEvent(topic="t.x", payload=i))
+        delivery = await asyncio.wait_for(got.get(), WAIT_S)
+        assert await bus.ack("t.**", "g", delivery.event.id)
+    assert reads == 1
+
+
+async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: SQLiteStore) -> None:
+    got: list[Delivery] = []
+    await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    await bus.publish(NewEvent(topic="b.x", payload=1))
+    published = await bus.publish(NewEvent(topic="a.x", payload=2))
+    await until(lambda: len(got) == 1, "the matching event is delivered")
+    assert [d.event.id for d in got] == [published.id]
+
+
+async def test_a_member_closed_while_parked_leaves_nothing_parked(bus: Bus, store: SQLiteStore) -> None:
+    sub = await bus.subscribe("a.*", "g", lambda d: True, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    await sub.close()
+    assert store.parked_claims == 0
+    other: list[Delivery] = []
+    await bus.subscribe("a.*", "g", lambda d: other.append(d) or True, options=EARLIEST)
+    await bus.publish(NewEvent(topic="a.x", payload=1))
+    await until(lambda: len(other) == 1, "the event goes to the member still subscribed")
+
+
+async def test_a_publish_to_several_waiting_members_of_one_group_reaches_exactly_one(
+    bus: Bus, store: SQLiteStore
+) -> None:
+    got: list[tuple[str, Delivery]] = []
+    for name in ("m1", "m2", "m3"):
+        await bus.subscribe(
+            "a.*", "g", lambda d, name=name: got.append((name, d)) or True, options=EARLIEST, member=name
+        )
+    await until(lambda: store.parked_claims == 3, "every member parks its claim")
+    results = await bus.publish_batch([NewEvent(topic="a.x", payload=i) for i in range(5)])
+    await until(lambda: len(got) == 5, "every event is delivered")
+    await asyncio.sleep(0.05)  # room for a duplicate to show up
+    assert sorted(d.event.id for _, d in got) == sorted(r.id for r in results)
+
+
+# -- the parking lot (pure, threads only) --------------------------------------------------------------------
+
+
+def _claim(lot: ParkingLot, pattern: str) -> ParkedClaim:
+    future: Any = None  # the lot never touches the future
+    return ParkedClaim(lot, future, lambda tx: None, (), compile_pattern(pattern).match)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "withdraw", "take"]), st.integers(0, 5), st.sampled_from(["a", "b"])
+        ),
+        max_size=40,
+    )
+)
+def test_parking_lot_hands_each_claim_to_exactly_one_side(ops: list[tuple[str, int, str]]) -> None:
+    lot = ParkingLot()
+    patterns = ["a", "b", "*", "a", "b", "*"]
+    claims: list[ParkedClaim | None] = [None] * 6
+    parked: set[int] = set()
+    for op, index, topic in ops:
+        if op == "add" and claims[index] is None:
+            claims[index] = _claim(lot, patterns[index])
+            lot.add(claims[index])  # type: ignore[arg-type]
+            parked.add(index)
+        elif op == "withdraw" and (claim := claims[index]) is not None:
+            assert claim.withdraw() == (index in parked)
+            parked.discard(index)
+        elif op == "take":
+            taken = lot.take([topic])
+            expected = {i for i in parked if patterns[i] in (topic, "*")}
+            assert {claims.index(c) for c in taken} == expected
+            parked -= expected
+        assert len(lot) == len(parked)
+
+
+def test_withdraw_and_take_race_and_exactly_one_wins() -> None:
+    lot = ParkingLot()
+    claims = [_claim(lot, "*") for _ in range(20_000)]
+    taken: list[ParkedClaim] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        while not done.is_set() or len(lot):
+            taken.extend(lot.take(["x"]))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    withdrawn = []
+    for claim in claims:
+        lot.add(claim)
+        if claim.withdraw():
+            withdrawn.append(claim)
+    done.set()
+    thread.join()
+    assert len(withdrawn) + len(taken) == len(claims)
+    assert not {id(c) for c in withdrawn} & {id(c) for c in taken}
