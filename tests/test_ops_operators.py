@@ -200,9 +200,7 @@ async def test_bad_dlq_queries_are_400_naming_the_parameter(
         ("POST", "/connections/conn-x/close"),
     ],
 )
-async def test_actions_need_ops_write(
-    hub: Hub, ops_for: Callable[..., Ops], method: str, path: str
-) -> None:
+async def test_actions_need_ops_write(hub: Hub, ops_for: Callable[..., Ops], method: str, path: str) -> None:
     status, body = await ops_for(hub, READ).post(path, {})
     assert status == 403 and "ops:write" in body["error"]
     status, body = await ops_for(hub, None).post(path, {})

@@ -1,4 +1,4 @@
-"""Contract: ``reset_group`` rewinds (or fast-forwards) an existing group and releases its in-flight events."""
+"""Contract: ``reset_group`` rewinds (or fast-forwards) a group and releases its in-flight events."""
 
 from __future__ import annotations
 

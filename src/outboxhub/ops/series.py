@@ -19,15 +19,14 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from outboxhub.errors import StoreError
+from outboxhub.gateway.server import Gateway
 from outboxhub.ids import now_ms
+from outboxhub.store.base import Store
 
-if TYPE_CHECKING:
-    from outboxhub.ops.context import HubView
-
-__all__ = ["MAX_SERIES", "SAMPLES", "SAMPLE_INTERVAL_S", "Sample", "Sampler", "SeriesRing"]
+__all__ = ["MAX_SERIES", "SAMPLES", "SAMPLE_INTERVAL_S", "Sample", "SampledHub", "Sampler", "SeriesRing"]
 
 log = logging.getLogger("outboxhub.ops")
 
@@ -113,10 +112,20 @@ class SeriesRing:
         return rates
 
 
+class SampledHub(Protocol):
+    """What the sampler reads (``ops.context.HubView`` is one)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def gateway(self) -> Gateway: ...
+
+
 class Sampler:
     """Takes a :class:`Sample` of ``hub`` into ``ring`` every ``interval_s`` (first one at start)."""
 
-    def __init__(self, hub: HubView, ring: SeriesRing, *, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, hub: SampledHub, ring: SeriesRing, *, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         self.hub = hub
         self.ring = ring
         self.interval_s = interval_s
