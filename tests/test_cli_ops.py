@@ -100,10 +100,10 @@ async def test_group_reset_and_connections(hub: Hub, token: Any, ws_connect: Any
 
 async def test_api_errors_are_one_line(hub: Hub, token: Any) -> None:
     env = _env(hub, token(scopes=["ops:read", "subscribe:**"]))
-    code, out, err = await _cli("group", "reset", "jobs.*", "w", "--to", "soon", "--yes", env=env)
+    code, _, err = await _cli("group", "reset", "jobs.*", "w", "--to", "soon", "--yes", env=env)
     assert code == 1 and "HTTP 403" in err and "ops:write" in err
     env = _env(hub, token(scopes=WRITE))
-    code, out, err = await _cli("group", "reset", "jobs.*", "w", "--to", "soon", "--yes", env=env)
+    code, _, err = await _cli("group", "reset", "jobs.*", "w", "--to", "soon", "--yes", env=env)
     assert code == 1 and "HTTP 400: to: " in err and len(err.strip().splitlines()) == 1
     code, _, err = await _cli("dlq", "list", "bad.group", env=env)
     assert code == 1 and "group: " in err
