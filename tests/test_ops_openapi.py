@@ -213,6 +213,10 @@ CALLS: list[tuple[str, str, str, Any, str, int]] = [
     ("get", "/", "", None, "nobody", 200),
     ("get", "/dashboard.js", "", None, "nobody", 200),
     ("get", "/dashboard.css", "", None, "nobody", 200),
+    ("get", "/operators.js", "", None, "nobody", 200),
+    ("get", "/uPlot.iife.min.js", "", None, "nobody", 200),
+    ("get", "/uPlot.min.css", "", None, "nobody", 200),
+    ("get", "/uPlot.LICENSE", "", None, "nobody", 200),
     ("get", "/outboxhub.js", "", None, "nobody", 200),
     ("get", "/outboxhub.d.ts", "", None, "nobody", 200),
 ]

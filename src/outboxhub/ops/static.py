@@ -22,10 +22,15 @@ STATIC_FILES: Final[dict[str, tuple[str, str]]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    "/operators.js": ("operators.js", "text/javascript; charset=utf-8"),
+    "/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    "/uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8"),
+    "/uPlot.LICENSE": ("uPlot.LICENSE", "text/plain; charset=utf-8"),
     "/outboxhub.js": ("outboxhub.js", "text/javascript; charset=utf-8"),
     "/outboxhub.d.ts": ("outboxhub.d.ts", "application/typescript; charset=utf-8"),
 }
-"""URL path -> (file in :data:`STATIC_DIR`, Content-Type)."""
+"""URL path -> (file in :data:`STATIC_DIR`, Content-Type). ``uPlot.*`` is uPlot 1.6.32 (MIT, its licence
+served next to it), the dashboard's chart library, vendored unchanged from the npm package's ``dist/``."""
 
 
 def _csp(host: str) -> str:
