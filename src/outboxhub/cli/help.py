@@ -216,7 +216,7 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
         "outboxhub drain --outbox postgresql://app@db/app \\",
         "    --store postgresql://hub@db/hub",
     ),
-    "groups": ("outboxhub groups --ops-url http://hub:8091/ --token $T", "outboxhub groups --json"),
+    "groups": ("outboxhub groups --ops-url http://hub:8082/ --token $T", "outboxhub groups --json"),
     "group": ("outboxhub group reset 'orders.*' billing --to earliest",),
     "group reset": (
         "outboxhub group reset 'orders.*' billing --to earliest",

@@ -2,7 +2,7 @@
 ``connections``.
 
 They speak HTTP to a running hub's ops port (``--ops-url`` / ``OUTBOXHUB_OPS_URL``, default
-``http://127.0.0.1:8091/``) with a bearer token (``--token`` / ``OUTBOXHUB_TOKEN``) holding ``ops:read``
+``http://127.0.0.1:8082/``) with a bearer token (``--token`` / ``OUTBOXHUB_TOKEN``) holding ``ops:read``
 (and ``ops:write`` for the actions), so they see and do exactly what the dashboard does, under the same
 rights. Each prints a rich table, or the API's JSON with ``--json``. The API's answer to a bad input
 (``400 {"error": "<field>: <problem>"}``) or a refusal (401/403/404) is printed as one ``error:`` line with
@@ -26,7 +26,7 @@ from outboxhub.cli.common import FAILED, TokenOption, fail, need_token, run_comm
 
 __all__ = ["DEFAULT_OPS_URL", "register"]
 
-DEFAULT_OPS_URL: Final = "http://127.0.0.1:8091/"
+DEFAULT_OPS_URL: Final = "http://127.0.0.1:8082/"
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=30)
 
 OpsUrlOption = Annotated[
