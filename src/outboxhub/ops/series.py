@@ -70,8 +70,9 @@ class SeriesRing:
         return len(self._samples)
 
     def add(self, sample: Sample) -> None:
-        """Append ``sample``; one not newer than the last (a clock step back) replaces the last."""
-        if self._samples and sample.ts <= self._samples[-1].ts:
+        """Append ``sample``; after a clock step back it replaces the samples that are not older, so the
+        ring stays in strictly increasing time order."""
+        while self._samples and sample.ts <= self._samples[-1].ts:
             self._samples.pop()
         self._samples.append(sample)
 
