@@ -199,12 +199,25 @@ CALLS: list[tuple[str, str, str, Any, str, int]] = [
     ("post", "/outbox/retry", "", {"ids": 5}, "writer", 400),
     ("post", "/outbox/purge", "", {"ids": ["x"]}, "reader", 403),
     ("post", "/outbox/purge", "", {"older_than_ms": 0}, "writer", 200),
+    ("get", "/dlq", "?group=ops", None, "writer", 200),
+    ("get", "/dlq", "?group=a.b", None, "writer", 400),
+    ("post", "/dlq/redrive", "", {"group": "ops", "ids": "all"}, "writer", 200),
+    ("post", "/dlq/purge", "", {"group": "ops"}, "writer", 200),
+    ("post", "/groups/reset", "", {"pattern": "process.*", "group": "ops", "to": "ts:0"}, "writer", 200),
+    ("post", "/groups/reset", "", {"pattern": "process.*", "group": "none", "to": 1}, "writer", 404),
+    ("get", "/connections", "", None, "reader", 200),
+    ("post", "/connections/{id}/close", "", {}, "writer", 404),  # {id}: conn-none
+    ("get", "/series", "", None, "reader", 200),
     ("get", "/metrics", "", None, "nobody", 200),
     ("get", "/healthz", "", None, "nobody", 200),
     ("get", "/openapi.json", "", None, "nobody", 200),
     ("get", "/", "", None, "nobody", 200),
     ("get", "/dashboard.js", "", None, "nobody", 200),
     ("get", "/dashboard.css", "", None, "nobody", 200),
+    ("get", "/operators.js", "", None, "nobody", 200),
+    ("get", "/uPlot.iife.min.js", "", None, "nobody", 200),
+    ("get", "/uPlot.min.css", "", None, "nobody", 200),
+    ("get", "/uPlot.LICENSE", "", None, "nobody", 200),
     # the browser client: /outboxhub.js, /outboxhub.d.ts and the modules they import (clients/js/dist)
     *[("get", path, "", None, "nobody", 200) for path in STATIC_FILES if path.startswith("/outboxhub")],
 ]
@@ -224,7 +237,7 @@ async def test_real_responses_validate_against_the_documented_schemas(
         for method, path, query, body, who, expected in CALLS:
             jwt = callers[who]
             headers = {"Authorization": f"Bearer {jwt}"} if jwt else {}
-            url = busy_hub.ops_url.rstrip("/") + path + query
+            url = busy_hub.ops_url.rstrip("/") + path.replace("{id}", "conn-none") + query
             async with s.request(method, url, json=body, headers=headers) as r:
                 raw = await r.read()
                 assert r.status == expected, (method, path, query, raw)

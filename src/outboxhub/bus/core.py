@@ -223,6 +223,12 @@ class Bus:
         """Members connected to this bus per ``(pattern, group)`` (groups without members are left out)."""
         return {key: len(state.members) for key, state in self._groups.items() if state.members}
 
+    def wake_group(self, pattern: str, group: str) -> None:
+        """Wake this process's members of a group now (its cursor was reset: there is work to claim)."""
+        state = self._groups.get((pattern, group))
+        if state is not None:
+            state.wake_all()
+
     def live_subscriptions(self) -> int:
         """How many ephemeral subscriptions are open."""
         return self._live.count

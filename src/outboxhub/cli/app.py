@@ -221,10 +221,12 @@ def _register_subcommands() -> None:
     from outboxhub.cli.client import register as register_client_commands
     from outboxhub.cli.doctor import register as register_doctor_command
     from outboxhub.cli.drain import register as register_drain_command
+    from outboxhub.cli.ops import register as register_ops_commands
 
     register_doctor_command(app)
     register_client_commands(app)
     register_drain_command(app)
+    register_ops_commands(app)
     register_bench_commands(app)
 
 

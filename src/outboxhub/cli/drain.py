@@ -7,6 +7,9 @@ Either way event id = outbox record id, so a batch re-published after a crash is
 SIGTERM or SIGINT (Ctrl-C) stops the drainers gracefully: each finishes or releases the batch it holds, so
 no record stays claimed, and the command exits with status 0. A second signal stops waiting for that
 (status 1; a batch still in flight is released as its drainer is cancelled).
+
+Progress (:mod:`outboxhub.cli.progress`): on a terminal a live line on stderr (records/s, published,
+pending, dead), updated every second; otherwise an INFO log line ``drain: ...`` every 30 seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from outboxhub.cli.common import (
     need_token,
     run_command,
 )
+from outboxhub.cli.progress import DrainProgress
 from outboxhub.model import NewEvent, PublishResult
 from outboxhub.outbox import DrainerSettings, Sink, run_drainers
 
@@ -103,21 +107,25 @@ async def _until_signalled(work: Awaitable[None]) -> None:
 async def _drain(
     urls: list[str], url: str, token: str | None, store_url: str | None, settings: DrainerSettings
 ) -> None:
-    if store_url is not None:
-        from outboxhub.store import open_store
+    progress = DrainProgress()
+    try:
+        if store_url is not None:
+            from outboxhub.store import open_store
 
-        store = await open_store(store_url)
-        try:
-            await run_drainers(urls, store, settings)
-        finally:
-            await store.close()
-        return
-    from outboxhub.client import HubClient
+            store = await open_store(store_url)
+            try:
+                await run_drainers(urls, store, settings, on_start=progress.on_start)
+            finally:
+                await store.close()
+            return
+        from outboxhub.client import HubClient
 
-    assert token is not None
-    async with HubClient(url, token) as client:
-        sink: Sink = _HubSink(client, keep_key_order=settings.ordered_by_key)
-        await run_drainers(urls, sink, settings)
+        assert token is not None
+        async with HubClient(url, token) as client:
+            sink: Sink = _HubSink(client, keep_key_order=settings.ordered_by_key)
+            await run_drainers(urls, sink, settings, on_start=progress.on_start)
+    finally:
+        await progress.stop()
 
 
 class _HubSink:

@@ -150,6 +150,8 @@ class Connection:
         self._auth_generation = 0
         self._stopping = False  # shutdown: finish in-flight requests, refuse new ones
         self._closed = False
+        self.connected_at = int(time.time() * 1000)  # for the ops API's connection list
+        self.published = 0  # events this connection published (durably), for the ops API
 
     # -- loop -------------------------------------------------------------------------------------------
 
@@ -342,6 +344,7 @@ class Connection:
         if exc is None and not task.cancelled():
             results = task.result()
             self.gateway.stats.publishes += len(results)
+            self.published += len(results)
             for (_, slot, rid), result in zip(batch, results, strict=True):
                 out.fill(slot, encode_published(rid, result))
             return
@@ -569,6 +572,16 @@ class Connection:
         if pending:
             await asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S)
         await self._close(CLOSE_GOING_AWAY, "hub is shutting down")
+
+    async def close_by_operator(self, code: int, reason: str) -> None:
+        """An operator closed this connection (``POST /connections/{id}/close``): like :meth:`shutdown`
+        (in-flight requests finish and are answered), then close with ``code`` and ``reason``."""
+        self._stopping = True
+        self._flush_batch()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S)
+        await self._close(code, reason)
 
     async def _release(self) -> None:
         """Disconnect: stop the timers and close every subscription (its claims are released for

@@ -61,6 +61,7 @@ class SendQueue:
         self._replies = 0
         self._queued = 0  # frames ever queued
         self._sent = 0  # frames ever sent (or discarded once the socket died)
+        self.events_total = 0  # EVENT frames ever queued (the ops API's per-connection deliver rate)
         self._blocked = False  # an event was refused: call on_drain once below half
         self._closing = False
         self._dead = False
@@ -93,6 +94,7 @@ class SendQueue:
         self._items.append(data)
         self._events += 1
         self._queued += 1
+        self.events_total += 1
         self._wake()
         return True
 

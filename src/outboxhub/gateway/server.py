@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from outboxhub.config import Settings
 from outboxhub.gateway.connection import Connection
 from outboxhub.gateway.stats import GatewayStats
 
-__all__ = ["Gateway", "GatewayStats"]
+__all__ = ["CLOSE_BY_OPERATOR", "ConnectionInfo", "Gateway", "GatewayStats"]
 
 log = logging.getLogger("outboxhub.gateway.connection")
 
@@ -27,6 +28,30 @@ log = logging.getLogger("outboxhub.gateway.connection")
 # any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
 _HARD_LIMIT_FACTOR: Final = 2
 _HEARTBEAT_S: Final = 30.0
+
+CLOSE_BY_OPERATOR: Final = 1008
+"""Close code of a connection an operator closed (``POST /connections/{id}/close``; reason
+``closed_by_operator``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionInfo:
+    """A read-only view of one live connection (:meth:`Gateway.snapshot`)."""
+
+    id: str
+    sub: str | None
+    """The token's subject (None before AUTH)."""
+    remote: str | None
+    connected_at: int
+    """Unix ms."""
+    subscriptions: tuple[tuple[str, str | None], ...]
+    """(pattern, group or None) of each subscription."""
+    queue_depth: int
+    """EVENT frames and replies queued and not yet sent."""
+    published: int
+    """Events published (durably) since the connection opened."""
+    delivered: int
+    """EVENT frames queued to it since it opened."""
 
 
 class Gateway:
@@ -91,6 +116,32 @@ class Gateway:
             return urlsplit(norm).netloc == host.lower()
         except ValueError:
             return False
+
+    def snapshot(self) -> list[ConnectionInfo]:
+        """The live connections, oldest first (a copy: nothing in it changes the gateway)."""
+        infos = [
+            ConnectionInfo(
+                id=c.member,
+                sub=c.principal.sub if c.principal is not None else None,
+                remote=c.peer,
+                connected_at=c.connected_at,
+                subscriptions=tuple(c.subs),
+                queue_depth=c.out.events + c.out.replies,
+                published=c.published,
+                delivered=c.out.events_total,
+            )
+            for c in self.connections
+        ]
+        return sorted(infos, key=lambda i: (i.connected_at, i.id))
+
+    async def close_connection(self, conn_id: str) -> bool:
+        """Close the connection ``conn_id`` (in-flight requests are answered first) with
+        :data:`CLOSE_BY_OPERATOR`; False when no such connection is open."""
+        found = next((c for c in self.connections if c.member == conn_id), None)
+        if found is None:
+            return False
+        await found.close_by_operator(CLOSE_BY_OPERATOR, "closed_by_operator")
+        return True
 
     async def shutdown(self) -> None:
         """Refuse new connections, let every connection finish its in-flight requests, then close them

@@ -15,6 +15,13 @@ route                       access    what
 ``GET /outbox``             read      drained outboxes: counts, oldest pending age, dead records
 ``POST /outbox/retry``      write     dead records back to pending
 ``POST /outbox/purge``      write     delete dead records
+``GET /dlq?group=``         read      a group's dead letters (within the token's subscribe rights)
+``POST /dlq/redrive``       write     republish dead letters to their original topic (idempotent)
+``POST /dlq/purge``         write     hide a group's dead letters up to a seq (the log keeps them)
+``POST /groups/reset``      write     move a group's cursor (earliest, latest, seq, ts)
+``GET /connections``        read      live WebSocket connections with queue depth and rates
+``POST /connections/{id}/close`` write  close one connection (1008 closed_by_operator)
+``GET /series``             read      15 minutes of rates and lag for the dashboard's charts
 ``GET /metrics``            metrics   Prometheus text format (a registry per hub)
 ``GET /openapi.json``       open      the OpenAPI 3.1 document of all of the above
 ``GET /``                   open      the dashboard (``/dashboard.js``, ``/dashboard.css``)
@@ -30,14 +37,17 @@ from typing import Final
 
 from aiohttp import web
 
+from outboxhub.ops.actions import ACTION_ROUTES
 from outboxhub.ops.api import API_ROUTES
 from outboxhub.ops.context import OPS, HubView, OpsContext, RouteSpec
+from outboxhub.ops.dlq import DLQ_ROUTES
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.ops.middleware import ops_middleware
 from outboxhub.ops.openapi import OPENAPI_ROUTE, openapi_document
 from outboxhub.ops.outboxes import OutboxRegistry
 from outboxhub.ops.replay import REPLAY_ROUTE
 from outboxhub.ops.security import Access
+from outboxhub.ops.series import Sampler, SeriesRing
 from outboxhub.ops.static import static_routes
 
 __all__ = [
@@ -60,7 +70,7 @@ _SERVER_ROUTES: Final[tuple[tuple[str, str, Access], ...]] = (
 
 def ops_routes() -> list[RouteSpec]:
     """Every route :func:`install_ops` adds (static files are read from disk here)."""
-    return [*API_ROUTES, REPLAY_ROUTE, OPENAPI_ROUTE, *static_routes()]
+    return [*API_ROUTES, *DLQ_ROUTES, *ACTION_ROUTES, REPLAY_ROUTE, OPENAPI_ROUTE, *static_routes()]
 
 
 def install_ops(app: web.Application, hub: HubView) -> None:
@@ -74,7 +84,12 @@ def install_ops(app: web.Application, hub: HubView) -> None:
         open_connections=lambda: len(hub.gateway.connections),
         drainers=hub.drainer_metrics,
     )
-    ctx = OpsContext(hub=hub, metrics=metrics, outboxes=OutboxRegistry(hub.settings.outbox))
+    ctx = OpsContext(
+        hub=hub,
+        metrics=metrics,
+        outboxes=OutboxRegistry(hub.settings.outbox),
+        series=Sampler(hub, SeriesRing()),
+    )
     for method, path, access in _SERVER_ROUTES:
         ctx.access[(method, path)] = access
     for spec in ops_routes():
@@ -86,7 +101,12 @@ def install_ops(app: web.Application, hub: HubView) -> None:
     app[OPS] = ctx
     app.middlewares.append(ops_middleware)
 
+    async def start_sampler(_: web.Application) -> None:
+        ctx.series.start()
+
     async def close_outboxes(_: web.Application) -> None:
+        await ctx.series.stop()
         await ctx.outboxes.close()
 
+    app.on_startup.append(start_sampler)
     app.on_cleanup.append(close_outboxes)

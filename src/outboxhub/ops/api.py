@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
 from outboxhub.auth.decide import Decider
@@ -22,19 +21,18 @@ from outboxhub.errors import OutboxhubError, StoreError
 from outboxhub.model import Cursor, GroupInfo, Lag
 from outboxhub.ops._http import HTTPProblem, json_response
 from outboxhub.ops.context import OPS, OpsContext, RouteSpec
+from outboxhub.ops.dlq import PURGE_GROUP
 from outboxhub.ops.metrics import CONTENT_TYPE, GroupSample, OutboxSample
 from outboxhub.ops.outboxes import OutboxHandle, describe_error
 from outboxhub.ops.params import BadParameter, Query
 from outboxhub.ops.security import current_principal, dead_letter_refusal, require_subscribe
+from outboxhub.ops.writes import MAX_IDS, ids_field, json_body, who
 from outboxhub.outbox import OutboxRecord, OutboxStore
 from outboxhub.protocol.codec import wire_event
 
 __all__ = ["API_ROUTES", "MAX_IDS", "refresh_metrics"]
 
 log = logging.getLogger("outboxhub.ops")
-
-MAX_IDS: Final = 10_000
-"""Most record ids one retry or purge request may name."""
 
 _DEFAULT_DEAD_LIMIT: Final = 50
 _MAX_DEAD_LIMIT: Final = 1_000
@@ -96,7 +94,7 @@ def _record_json(record: OutboxRecord, decider: Decider) -> dict[str, Any]:
 
 async def _groups_with_lag(ctx: OpsContext) -> list[tuple[GroupInfo, Lag | None, int]]:
     store = ctx.hub.store
-    groups = await store.groups()
+    groups = [g for g in await store.groups() if g.group != PURGE_GROUP]  # the hidden purge marks
     lags = await asyncio.gather(*(store.lag(g.pattern, g.group) for g in groups))
     members = ctx.hub.bus.members()
     return [(g, lag, members.get((g.pattern, g.group), 0)) for g, lag in zip(groups, lags, strict=True)]
@@ -225,43 +223,6 @@ async def _outbox(request: web.Request) -> web.StreamResponse:
     return json_response({"outboxes": states})
 
 
-async def _json_body(request: web.Request, known: Sequence[str]) -> dict[str, Any]:
-    if not request.can_read_body:
-        raise BadParameter("body", "missing; send a JSON object")
-    raw = await request.read()
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise BadParameter("body", f"not valid JSON ({exc})") from None
-    except RecursionError:
-        raise BadParameter("body", "JSON nested too deeply; send a flat JSON object") from None
-    if not isinstance(body, dict):
-        raise BadParameter("body", f"must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(k for k in body if k not in known)
-    if unknown:
-        raise BadParameter(unknown[0], f"unknown field (this route takes: {', '.join(known)})")
-    return body
-
-
-def _ids(body: Mapping[str, Any], *, allow_all: bool) -> list[str] | Literal["all"] | None:
-    if "ids" not in body:
-        return None
-    ids = body["ids"]
-    if allow_all and ids == "all":
-        return "all"
-    hint = 'a list of record ids or "all"' if allow_all else "a list of record ids"
-    if not isinstance(ids, list):
-        raise BadParameter("ids", f"must be {hint}, got {type(ids).__name__}")
-    if not ids:
-        raise BadParameter("ids", "must name at least one record")
-    if len(ids) > MAX_IDS:
-        raise BadParameter("ids", f"names {len(ids)} records; at most {MAX_IDS} per request")
-    for index, item in enumerate(ids):
-        if not isinstance(item, str) or not item:
-            raise BadParameter(f"ids[{index}]", f"must be a non-empty string, got {item!r}")
-    return list(ids)
-
-
 def _outbox_handle(ctx: OpsContext, body: Mapping[str, Any]) -> OutboxHandle:
     name = body.get("outbox")
     if name is not None and not isinstance(name, str):
@@ -283,22 +244,22 @@ async def _open(handle: OutboxHandle) -> OutboxStore:
 async def _outbox_retry(request: web.Request) -> web.StreamResponse:
     Query(request.query, ())
     ctx = _ctx(request)
-    body = await _json_body(request, ("outbox", "ids"))
-    ids = _ids(body, allow_all=True)
+    body = await json_body(request, ("outbox", "ids"))
+    ids = ids_field(body, allow_all=True)
     if ids is None:
         raise BadParameter("ids", 'required: a list of dead record ids, or "all"')
     handle = _outbox_handle(ctx, body)
     store = await _open(handle)
     retried = await store.retry(ids)
-    log.info("ops: %s retried %d dead record(s) of outbox %s", _who(), retried, handle.name)
+    log.info("ops: %s retried %d dead record(s) of outbox %s", who(), retried, handle.name)
     return json_response({"outbox": handle.name, "retried": retried})
 
 
 async def _outbox_purge(request: web.Request) -> web.StreamResponse:
     Query(request.query, ())
     ctx = _ctx(request)
-    body = await _json_body(request, ("outbox", "ids", "older_than_ms"))
-    ids = _ids(body, allow_all=False)
+    body = await json_body(request, ("outbox", "ids", "older_than_ms"))
+    ids = ids_field(body, allow_all=False)
     older = body.get("older_than_ms")
     if older is not None and (isinstance(older, bool) or not isinstance(older, int) or older < 0):
         raise BadParameter("older_than_ms", f"must be a whole number of milliseconds >= 0, got {older!r}")
@@ -307,13 +268,8 @@ async def _outbox_purge(request: web.Request) -> web.StreamResponse:
     handle = _outbox_handle(ctx, body)
     store = await _open(handle)
     purged = await store.purge(ids if isinstance(ids, list) else None, older_than_ms=older)
-    log.info("ops: %s purged %d dead record(s) of outbox %s", _who(), purged, handle.name)
+    log.info("ops: %s purged %d dead record(s) of outbox %s", who(), purged, handle.name)
     return json_response({"outbox": handle.name, "purged": purged})
-
-
-def _who() -> str:
-    sub = current_principal().sub
-    return repr(sub) if sub else "a token without sub"
 
 
 # -- metrics ------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from outboxhub.gateway.server import Gateway
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.ops.outboxes import OutboxRegistry
 from outboxhub.ops.security import Access
+from outboxhub.ops.series import Sampler
 from outboxhub.outbox import DrainerMetrics
 from outboxhub.store.base import Store
 
@@ -46,7 +47,8 @@ class HubView(Protocol):
 
     @property
     def gateway(self) -> Gateway:
-        """``stats`` and ``connections``, for ``/metrics``."""
+        """``stats`` and ``connections`` for ``/metrics``; ``snapshot`` and ``close_connection`` for
+        ``/connections``."""
         ...
 
     @property
@@ -76,6 +78,8 @@ class OpsContext:
     hub: HubView
     metrics: HubMetrics
     outboxes: OutboxRegistry
+    series: Sampler
+    """The charts' sampler and its ring (``GET /series``, the connections' rates)."""
     access: dict[tuple[str, str], Access] = field(default_factory=dict)
     """``(method, path template) -> access``; routes other installers add are ``read`` unless listed."""
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from outboxhub import __version__
 from outboxhub.ops._http import json_response
 from outboxhub.ops.context import RouteSpec
+from outboxhub.ops.openapi_operators import OPERATOR_SCHEMAS
 from outboxhub.ops.static import STATIC_FILES
 
 __all__ = ["OPENAPI_ROUTE", "openapi_document"]
@@ -204,6 +205,7 @@ _ERRORS: Final[dict[str, str]] = {
     "401": "no token, or the token was refused",
     "403": "the token lacks the scope (or subscribe rights on the pattern)",
     "503": "the store is unavailable",
+    "404": "no such group or connection",
 }
 
 
@@ -250,6 +252,79 @@ def _op(
 
 
 _TOPIC_PATTERN = _param("topic", "the group's pattern, e.g. process.** (as subscribed)", required=True)
+
+
+def _operator_paths() -> dict[str, Any]:
+    write_errors = ("400", "401", "403", "404", "503")
+    return {
+        "/dlq": {
+            "get": _op(
+                "A group's dead letters above its purge mark (those this token may read)",
+                "read",
+                _json(_ref("DeadLetters")),
+                params=[
+                    _param("group", "the consumer group", required=True),
+                    _param("pattern", "original topics to list (default **)"),
+                    _param("after_seq", "list dead letters after this seq", schema={**_INT, "minimum": 0}),
+                    _param(
+                        "limit", "most to list (default 100)", schema={**_INT, "minimum": 1, "maximum": 1000}
+                    ),
+                ],
+            )
+        },
+        "/dlq/redrive": {
+            "post": _op(
+                "Republish dead letters to their original topic (x-redriven-from; twice publishes once)",
+                "write",
+                _json(_ref("Redriven")),
+                body="RedriveRequest",
+            )
+        },
+        "/dlq/purge": {
+            "post": _op(
+                "Move a group's purge mark: dead letters up to a seq are not listed (the log keeps them)",
+                "write",
+                _json(_ref("DlqPurged")),
+                body="DlqPurgeRequest",
+            )
+        },
+        "/groups/reset": {
+            "post": _op(
+                "Move a group's cursor; its in-flight deliveries are released",
+                "write",
+                _json(_ref("Reset")),
+                body="ResetRequest",
+                errors=write_errors,
+            )
+        },
+        "/connections": {"get": _op("The live WebSocket connections", "read", _json(_ref("Connections")))},
+        "/connections/{id}/close": {
+            "post": {
+                **_op(
+                    "Close a connection (1008 closed_by_operator) after answering its in-flight requests",
+                    "write",
+                    _json(_ref("Closed")),
+                    errors=write_errors,
+                ),
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "description": "from GET /connections",
+                        "schema": _STR,
+                    }
+                ],
+            }
+        },
+        "/series": {
+            "get": _op(
+                "15 minutes of publish/delivery rates, per-topic rates and per-group lag (dashboard charts)",
+                "read",
+                _json(_ref("Series")),
+            )
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -343,6 +418,7 @@ def _paths() -> dict[str, Any]:
                 body="PurgeRequest",
             )
         },
+        **_operator_paths(),
         "/metrics": {
             "get": _op(
                 "Prometheus metrics (open unless ops_open_metrics is false; then ops:read)",
@@ -407,13 +483,14 @@ def openapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Operations API of an outboxhub hub: topics, consumer groups, cursors, lag, outboxes, "
-                "replay, metrics, health. Reads need a JWT with ops:read, outbox actions ops:write."
+                "replay, dead letters, group reset, connections, chart series, metrics, health. Reads need a "
+                "JWT with ops:read, actions ops:write."
             ),
         },
         "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": copy.deepcopy(_SCHEMAS),
+            "schemas": copy.deepcopy({**_SCHEMAS, **OPERATOR_SCHEMAS}),
         },
         "paths": _paths(),
     }

@@ -43,9 +43,15 @@ STATIC_FILES: Final[dict[str, tuple[Path, str]]] = {
     "/": (STATIC_DIR / "index.html", "text/html; charset=utf-8"),
     "/dashboard.js": (STATIC_DIR / "dashboard.js", _JS),
     "/dashboard.css": (STATIC_DIR / "dashboard.css", "text/css; charset=utf-8"),
+    "/operators.js": (STATIC_DIR / "operators.js", _JS),
+    "/uPlot.iife.min.js": (STATIC_DIR / "uPlot.iife.min.js", _JS),
+    "/uPlot.min.css": (STATIC_DIR / "uPlot.min.css", "text/css; charset=utf-8"),
+    "/uPlot.LICENSE": (STATIC_DIR / "uPlot.LICENSE", "text/plain; charset=utf-8"),
     **_client_files(),
 }
-"""URL path -> (file, Content-Type): the dashboard's files and every module of the browser client."""
+"""URL path -> (file, Content-Type): the dashboard's files and every module of the browser client.
+``uPlot.*`` is uPlot 1.6.32 (MIT, its licence served next to it), the dashboard's chart library, vendored
+unchanged from the npm package's ``dist/``."""
 
 
 def _csp(host: str) -> str:

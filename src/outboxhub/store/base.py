@@ -194,6 +194,13 @@ class Store(Protocol):
         """Make every event claimed by ``member`` deliverable now (it disconnected); return how many."""
         ...
 
+    async def reset_group(self, pattern: str, group: str, to: StartPosition) -> GroupInfo | None:
+        """Move an existing group's cursor to ``to`` (``earliest``, ``latest``, after a seq, or at a ts, as
+        ``ensure_group`` would start it) and drop its pending set: in-flight deliveries are released (late
+        ACKs are no-ops) and the group reads the log again from there. The dead-letter count is kept.
+        Returns the new state, or None when the group does not exist."""
+        ...
+
     async def next_deadline(self, pattern: str, group: str) -> int | None:
         """The earliest deadline among pending events (when the next redelivery may be due)."""
         ...

@@ -2,6 +2,7 @@
 // (kept in sessionStorage only) and shows a live view of a pattern through outboxhub.js over /ws.
 // Everything from the hub is written with textContent, never as HTML.
 import { OutboxHubClient } from "./outboxhub.js";
+import { initOperators, refreshOperators, resetButton, startOperators, stopOperators } from "./operators.js";
 
 const TOKEN_KEY = "outboxhub.token";
 const PATTERN_KEY = "outboxhub.livePattern";
@@ -91,6 +92,7 @@ async function signIn(candidate) {
   $("signout").hidden = false;
   await refresh();
   refreshTimer = setInterval(refresh, REFRESH_MS);
+  startOperators();
   watch(sessionStorage.getItem(PATTERN_KEY) || $("live-pattern").value);
 }
 
@@ -98,6 +100,7 @@ function signOut(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
   token = null;
   clearInterval(refreshTimer);
+  stopOperators();
   live?.client.close();
   live = undefined;
   $("app").hidden = true;
@@ -116,6 +119,7 @@ async function refresh() {
     renderTopics(topics);
     renderGroups(groups);
     renderOutboxes(outboxes);
+    await refreshOperators();
     $("refreshed").textContent = `updated ${new Date().toLocaleTimeString()}`;
     showError(null);
   } catch (error) {
@@ -144,6 +148,7 @@ function renderGroups({ groups }) {
         cell(g.lagCount, "num lag-count"),
         cell(g.lagMs, "num"),
         cell(g.deadLetters, "num"),
+        el("td", {}, resetButton(g)),
       ),
     ),
   );
@@ -329,6 +334,8 @@ $("live-form").addEventListener("submit", (ev) => {
   const pattern = $("live-pattern").value.trim();
   if (pattern) watch(pattern);
 });
+
+initOperators({ api, el, cell, time, showError, refresh });
 
 if (token) signIn(token);
 else signOut();

@@ -166,6 +166,29 @@ class GroupOps:
                 raise StoreError(f"consumer group {name!r} on {pattern!r} vanished while being created")
         return await self._info(doc)
 
+    async def reset_group(self, pattern: str, name: str, to: StartPosition) -> GroupInfo | None:
+        """Move an existing group's frontier to ``to`` and drop its pending set, holding the claim lease so
+        no claim moves the frontier meanwhile (semantics: ``store/sqlite/groups.py`` ``reset_group``).
+        Documents already marked for dead-lettering are left for ``finish_dead_letters``. None when the
+        group does not exist."""
+        if await self._gid(pattern, name) is None:
+            return None
+        local = self._local.setdefault((pattern, name), asyncio.Lock())
+        async with local:
+            token = new_id()
+            group = await self._lock(pattern, name, token)
+            gid = group["_id"]
+            try:
+                frontier = await self._start_frontier(to)
+                await self.pending.delete_many({"gid": gid, "dl": None})
+                await self.groups.update_one(
+                    {"_id": gid, "lock_tok": token}, {"$set": {"frontier": Int64(frontier)}}
+                )
+            finally:
+                await asyncio.shield(self._unlock(gid, token, None))
+        doc = await self.groups.find_one({"_id": gid})
+        return None if doc is None else await self._info(doc)
+
     # -- claim ---------------------------------------------------------------------------------------------
 
     async def _lock(self, pattern: str, name: str, token: str) -> Doc:

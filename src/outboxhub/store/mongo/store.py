@@ -318,6 +318,10 @@ class MongoStore(StoreBackend):
         self._check_open()
         return await self._run(self._groups.release, pattern, group, member)
 
+    async def reset_group(self, pattern: str, group: str, to: StartPosition) -> GroupInfo | None:
+        self._check_open()
+        return await self._run(self._groups.reset_group, pattern, group, to)
+
     async def next_deadline(self, pattern: str, group: str) -> int | None:
         self._check_open()
         return await self._run(self._groups.next_deadline, pattern, group)

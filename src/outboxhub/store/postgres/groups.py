@@ -66,6 +66,7 @@ __all__ = [
     "nack",
     "next_deadline",
     "release",
+    "reset_group",
 ]
 
 _FLOOR = "LEAST(coalesce((SELECT min(p.seq) FROM pending p WHERE p.gid = g.gid) - 1, g.frontier), g.frontier)"
@@ -487,3 +488,20 @@ async def lag(conn: PgConn, pattern: str, name: str) -> Lag | None:
             lag_ms=lag_ms,
             lag_count=await events.count(conn, pattern, after_seq=floor),
         )
+
+
+async def reset_group(conn: PgConn, pattern: str, name: str, to: StartPosition) -> GroupInfo | None:
+    """Move an existing group's frontier to ``to`` and drop its pending set, under the group row lock
+    (semantics: ``store/sqlite/groups.py`` ``reset_group``). None when the group does not exist."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT gid FROM groups WHERE pattern = %s AND name = %s FOR UPDATE", (pattern, name)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        gid = int(row[0])
+        frontier = await _start_frontier(conn, to)
+        await conn.execute("DELETE FROM pending WHERE gid = %s", (gid,))
+        await conn.execute("UPDATE groups SET frontier = %s WHERE gid = %s", (frontier, gid))
+        return await _group_info(conn, pattern, name)

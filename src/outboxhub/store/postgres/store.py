@@ -347,6 +347,10 @@ class PostgresStore(StoreBackend):
         self._check_open()
         return await self._run(groups_ops.release, pattern, group, member)
 
+    async def reset_group(self, pattern: str, group: str, to: StartPosition) -> GroupInfo | None:
+        self._check_open()
+        return await self._run(groups_ops.reset_group, pattern, group, to)
+
     async def next_deadline(self, pattern: str, group: str) -> int | None:
         self._check_open()
         return await self._run(groups_ops.next_deadline, pattern, group)

@@ -26,7 +26,17 @@ from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequ
 from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
-__all__ = ["ack", "claim", "ensure_group", "extend", "group_info", "info_from_row", "nack", "release"]
+__all__ = [
+    "ack",
+    "claim",
+    "ensure_group",
+    "extend",
+    "group_info",
+    "info_from_row",
+    "nack",
+    "release",
+    "reset_group",
+]
 
 _EVENT_ID_SEQ = "(SELECT seq FROM events WHERE id = ?)"
 _JSON_LIST = "(SELECT value FROM json_each(?))"
@@ -274,3 +284,18 @@ def release(tx: WriteTx, pattern: str, name: str, member: str) -> int:
         "UPDATE pending SET member = NULL, deadline = 0 WHERE gid = ? AND member = ?", (ref[0], member)
     )
     return max(0, cursor.rowcount)
+
+
+def reset_group(tx: WriteTx, pattern: str, name: str, to: StartPosition) -> GroupInfo | None:
+    """Move an existing group's cursor to ``to`` (as a new group would start there) and drop its pending set:
+    in-flight deliveries are released (their late ACKs are no-ops) and events above the new frontier are
+    read again from the log. The dead-letter count is kept. None when the group does not exist."""
+    ref = tx.find_group(pattern, name)
+    if ref is None:
+        return None
+    gid = ref[0]
+    frontier = _start_frontier(tx, to)
+    tx.conn.execute("DELETE FROM pending WHERE gid = ?", (gid,))
+    tx.conn.execute("UPDATE groups SET frontier = ?, ack_floor = ? WHERE gid = ?", (frontier, frontier, gid))
+    tx.dirty(gid)
+    return group_info(tx.conn, gid)

@@ -356,6 +356,10 @@ class SQLiteStore(StoreBackend):
         count: int = await self._write(groups_ops.release, pattern, group, member)
         return count
 
+    async def reset_group(self, pattern: str, group: str, to: StartPosition) -> GroupInfo | None:
+        info: GroupInfo | None = await self._write(groups_ops.reset_group, pattern, group, to)
+        return info
+
     async def next_deadline(self, pattern: str, group: str) -> int | None:
         return await self._read(reads.next_deadline, pattern, group)
 
