@@ -81,8 +81,8 @@ MAX_HEADER_VALUE: Final = 4096
 MAX_REASON: Final = 1024
 """Characters of ``NACK reason``."""
 MAX_DEPTH: Final = 64
-"""Levels of arrays/objects in a frame, the frame object itself being level 1 (so a ``payload`` may nest
-62 levels below its own)."""
+"""Levels of arrays/objects in a frame, the frame object itself being level 1 (so a ``payload`` may be
+63 levels deep, its own outermost array/object included)."""
 
 Rid: TypeAlias = (
     Annotated[str, msgspec.Meta(max_length=MAX_RID_LENGTH)]
