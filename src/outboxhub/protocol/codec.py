@@ -200,20 +200,23 @@ class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
     def __post_init__(self) -> None:
         # Hot path: one cheap test per field; the check_* functions word the error when one fails.
-        if self.id is not None and "\x00" in self.id:
-            check_text("id", self.id)
-        key = self.key
-        if key is not None and (len(key) > MAX_STRING or "\x00" in key):
-            check_text("key", key)
-        sid = self.sid
-        if sid is not None and (len(sid) > MAX_STRING or "\x00" in sid):
-            check_text("sid", sid)
-        if self.headers and not headers_ok(self.headers):
-            check_headers(self.headers)
-        if self.tags and not texts_ok(self.tags):
-            check_texts("tags", self.tags)
-        if self.caused_by and not texts_ok(self.caused_by):
-            check_texts("caused_by", self.caused_by)
+        try:
+            if self.id is not None and "\x00" in self.id:
+                check_text("id", self.id)
+            key = self.key
+            if key is not None and (len(key) > MAX_STRING or "\x00" in key):
+                check_text("key", key)
+            sid = self.sid
+            if sid is not None and (len(sid) > MAX_STRING or "\x00" in sid):
+                check_text("sid", sid)
+            if self.headers and not headers_ok(self.headers):
+                check_headers(self.headers)
+            if self.tags and not texts_ok(self.tags):
+                check_texts("tags", self.tags)
+            if self.caused_by and not texts_ok(self.caused_by):
+                check_texts("caused_by", self.caused_by)
+        except TypeError:  # built locally with wrong types (never on decode): the hub's decoder reports them
+            pass
 
 
 class Publish(_ClientFrame, frozen=True, kw_only=True, tag="PUBLISH"):
