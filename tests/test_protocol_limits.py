@@ -173,3 +173,13 @@ def test_nesting_limit_is_our_own(depth: int, kind: str) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_client_frame(frame)
     assert info.value.code == "bad_request" and "nested" in info.value.msg
+
+
+def test_a_bad_frame_nested_too_deeply_is_refused_as_such_on_the_error_path_too() -> None:
+    """The typed decode stops at the bad op before the deep part; the explanation checks the depth itself
+    (on 3.12+ the interpreter no longer raises RecursionError there), so every version answers alike."""
+    frame = '{"op":5,"rid":"d","payload":' + "[" * 100 + "]" * 100 + "}"
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(frame)
+    assert info.value.code == "bad_request" and "nested more than 64 levels" in info.value.msg
+    assert info.value.rid is None

@@ -15,7 +15,7 @@ import msgspec
 
 from outboxhub.errors import ProtocolError
 from outboxhub.protocol.codes import BAD_REQUEST, NO_TOKEN
-from outboxhub.protocol.limits import MAX_RID_LENGTH, MAX_SAFE_INT, Rid
+from outboxhub.protocol.limits import MAX_RID_LENGTH, MAX_SAFE_INT, Rid, check_depth
 
 __all__ = ["echoable_rid", "explain"]
 
@@ -54,6 +54,10 @@ def explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) -
     except RecursionError:
         # The typed decode stopped early (at a bad op, say) before reaching the deep part; this one did not.
         return ProtocolError(BAD_REQUEST, "frame is nested too deeply")
+    try:  # our own depth limit, whether or not this interpreter raised RecursionError above
+        check_depth(data, raw)
+    except ValueError as too_deep:
+        return ProtocolError(BAD_REQUEST, f"frame is {too_deep}")
     if not isinstance(raw, dict):
         return ProtocolError(BAD_REQUEST, f"a frame must be a JSON object, got {_json_type(raw)}")
 
