@@ -97,30 +97,34 @@ legacy PromClient protocol."""
 _HEADER_KEY: Final = re.compile(f"[A-Za-z0-9_-]{{1,{MAX_HEADER_KEY}}}")
 
 
-_KEY_CHARS: Final = re.compile(r"[A-Za-z0-9_-]*")
+# Header keys already found valid: a set lookup instead of a regex match per header on every publish.
+# Bounded; once full, further keys are simply matched each time.
+_good_keys: set[str] = set()
+_GOOD_KEYS_MAX: Final = 4096
 
 
 def headers_ok(headers: Mapping[str, str]) -> bool:
-    """Whether a non-empty headers map is valid: the fast test; :func:`check_headers` says what is wrong."""
-    values = headers.values()
-    return (
-        len(headers) <= MAX_HEADERS
-        and _KEY_CHARS.fullmatch("".join(headers)) is not None  # every key's characters at once
-        and min(map(len, headers)) >= 1
-        and max(map(len, headers)) <= MAX_HEADER_KEY
-        and max(map(len, values)) <= MAX_HEADER_VALUE
-        and "\x00" not in "".join(values)
-    )
+    """Whether a headers map is valid: the fast test; :func:`check_headers` says what is wrong."""
+    if len(headers) > MAX_HEADERS:
+        return False
+    good = _good_keys
+    for key, value in headers.items():
+        if key not in good:
+            if _HEADER_KEY.fullmatch(key) is None:
+                return False
+            if len(good) < _GOOD_KEYS_MAX:
+                good.add(key)
+        if len(value) > MAX_HEADER_VALUE or "\x00" in value:
+            return False
+    return True
 
 
 def texts_ok(values: Sequence[str]) -> bool:
-    """Whether a non-empty list of strings is valid: the fast test; :func:`check_texts` says what is
-    wrong."""
-    return (
-        len(values) <= MAX_LIST_ITEMS
-        and max(map(len, values)) <= MAX_STRING
-        and "\x00" not in "".join(values)
-    )
+    """Whether a list of strings is valid: the fast test; :func:`check_texts` says what is wrong."""
+    for value in values:
+        if len(value) > MAX_STRING or "\x00" in value:
+            return False
+    return len(values) <= MAX_LIST_ITEMS
 
 
 def check_text(field: str, value: str | None, max_length: int = MAX_STRING) -> None:
