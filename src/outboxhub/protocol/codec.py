@@ -444,6 +444,9 @@ _server_decoder: Final[msgspec.json.Decoder[_OkHead | ErrFrame | EventFrame]] = 
 _any_decoder: Final = msgspec.json.Decoder()
 
 
+_CONTAINERS: Final = (dict, list)
+
+
 def _check_size(data: str | bytes, max_size: int) -> None:
     n = len(data)
     # A str's UTF-8 size is between len and 4*len; encode only when the cheap bounds cannot decide.
@@ -470,7 +473,8 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
     except UnicodeError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8 text") from exc
-    if type(frame) is Publish:  # the only client frame with free-form JSON (payload)
+    # Only a PUBLISH payload is free-form JSON; the rest of every frame has a fixed, shallow shape.
+    if type(frame) is Publish and type(frame.payload) in _CONTAINERS:
         try:
             check_depth(data, frame)
         except ValueError as exc:
