@@ -149,12 +149,13 @@ async def test_events_queued_when_a_re_auth_revokes_the_subscription_are_not_sen
 
 
 async def test_silent_and_trickling_sockets_are_closed_and_do_not_block_others(
-    hub_factory: Any, ws_connect: Any, token: Any
+    hub_factory: Any, ws_connect: Any, token: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """150 sockets that never finish their headers (silent, or trickling a byte at a time) on both
     ports: /healthz and a new WebSocket still work, and every one of them is closed after
     ``header_timeout_s`` (before: they stayed open for an hour, aiohttp's default)."""
     hub = await hub_factory(header_timeout_s=1.0)
+    caplog.set_level(logging.WARNING, logger="outboxhub.gateway.listener")
     ports = [hub.ws_port, hub.ops_port]
     socks: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for i in range(150):
@@ -195,6 +196,12 @@ async def test_silent_and_trickling_sockets_are_closed_and_do_not_block_others(
         for _, w in socks:
             w.close()
     assert (await c.request("PUBLISH", topic="still.up", payload=2))["op"] == "OK"
+    for _ in range(100):  # connection_lost runs just after the peer saw EOF
+        if hub.limiters["ws"].timed_out + hub.limiters["ops"].timed_out >= 150:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.limiters["ws"].timed_out + hub.limiters["ops"].timed_out == 150
+    assert any("header_timeout_s" in r.getMessage() for r in caplog.records), caplog.text
 
 
 async def test_connection_limits_refuse_with_a_log_line(

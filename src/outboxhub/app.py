@@ -113,7 +113,10 @@ class Hub:
             await runner.setup()
             self._runners.append(runner)
             limiter = ConnectionLimiter(
-                name, max_total=s.max_connections, max_per_ip=s.max_connections_per_ip
+                name,
+                max_total=s.max_connections,
+                max_per_ip=s.max_connections_per_ip,
+                header_timeout_s=s.header_timeout_s,
             )
             self.limiters[name] = limiter
             site = LimitedSite(runner, s.host, port, limiter=limiter)

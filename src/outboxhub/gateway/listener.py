@@ -6,7 +6,9 @@ goes away. Two defences, on both ports (WebSocket and ops):
 * **Header-read timeout.** aiohttp's ``keepalive_timeout`` is armed when a connection is accepted and
   after each response, and only disarmed once a complete request head has been parsed: a peer that sends
   nothing, or trickles its headers, is closed when it fires. :func:`runner_options` sets it to
-  ``header_timeout_s``. (An upgraded WebSocket is then governed by ``auth_timeout_s`` and the heartbeat.)
+  ``header_timeout_s``; a connection closed that way before its first request head is logged (rate
+  limited, like the refusals below). (An upgraded WebSocket is then governed by ``auth_timeout_s`` and
+  the heartbeat.)
 * **Connection limits.** :class:`LimitedSite` is a ``TCPSite`` whose protocol factory first asks a
   :class:`ConnectionLimiter`: beyond ``max_connections`` open connections on the port, or
   ``max_connections_per_ip`` from one address, the new connection is aborted at once, before aiohttp
@@ -39,15 +41,19 @@ def runner_options(header_timeout_s: float) -> dict[str, Any]:
 class ConnectionLimiter:
     """Open connections of one listening port, in total and per client IP."""
 
-    def __init__(self, name: str, *, max_total: int, max_per_ip: int) -> None:
+    def __init__(self, name: str, *, max_total: int, max_per_ip: int, header_timeout_s: float = 0.0) -> None:
         self.name = name
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        self.header_timeout_s = header_timeout_s
         self.open = 0
         self.refused = 0
+        self.timed_out = 0  # connections closed without a complete request head after header_timeout_s
         self._per_ip: Counter[str] = Counter()
         self._unlogged = 0
         self._last_log = float("-inf")
+        self._unlogged_timeouts = 0
+        self._last_timeout_log = float("-inf")
 
     def per_ip(self, ip: str) -> int:
         """Open connections from ``ip``."""
@@ -77,6 +83,23 @@ class ConnectionLimiter:
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
 
+    def head_timed_out(self, ip: str, now: float) -> None:
+        """Record a connection closed because its request head did not arrive in time (logged like a
+        refusal: at most one line per :data:`LOG_EVERY_S`)."""
+        self.timed_out += 1
+        self._unlogged_timeouts += 1
+        if now - self._last_timeout_log >= LOG_EVERY_S:
+            log.warning(
+                "%s port: closed a connection from %s that sent no complete request head within %gs "
+                "(header_timeout_s) (%d closed since the last such line)",
+                self.name,
+                ip,
+                self.header_timeout_s,
+                self._unlogged_timeouts,
+            )
+            self._last_timeout_log = now
+            self._unlogged_timeouts = 0
+
     def _refuse(self, now: float, why: str, ip: str) -> None:
         self.refused += 1
         self._unlogged += 1
@@ -95,12 +118,15 @@ class ConnectionLimiter:
 class _Limited(asyncio.Protocol):
     """Wraps aiohttp's protocol for one connection: admits it through the limiter or aborts it."""
 
-    __slots__ = ("_inner", "_ip", "_limiter")
+    __slots__ = ("_head_done", "_inner", "_ip", "_limiter", "_since", "_tail")
 
     def __init__(self, inner: asyncio.Protocol, limiter: ConnectionLimiter) -> None:
         self._inner = inner
         self._limiter = limiter
         self._ip: str | None = None
+        self._since = 0.0
+        self._head_done = False  # the first request head (up to its blank line) has arrived
+        self._tail = b""  # the last bytes read while waiting for it (the blank line may be split)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -110,18 +136,32 @@ class _Limited(asyncio.Protocol):
             transport.abort()
             return
         self._ip = ip
+        self._since = asyncio.get_running_loop().time()
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._ip is None:
+        ip = self._ip
+        if ip is None:
             return
-        self._limiter.release(self._ip)
         self._ip = None
+        limiter = self._limiter
+        limiter.release(ip)
+        if not self._head_done and limiter.header_timeout_s > 0:
+            now = asyncio.get_running_loop().time()
+            if now - self._since >= limiter.header_timeout_s * 0.99:  # not a peer that left on its own
+                limiter.head_timed_out(ip, now)
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._ip is not None:
-            self._inner.data_received(data)
+        if self._ip is None:
+            return
+        if not self._head_done:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen:
+                self._head_done, self._tail = True, b""
+            else:
+                self._tail = seen[-3:]
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._ip is not None else None
