@@ -138,3 +138,46 @@ def test_a_bad_env_value_still_names_the_env_var_when_other_flags_are_given(
         load_settings(ws_port=9000, poll_interval_s=None)
     assert "OUTBOXHUB_POLL_INTERVAL_S='-2'" in str(info.value)
     assert "--poll-interval-s" not in str(info.value)
+
+
+def test_tenant_limit_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.send_queue_max_bytes, defaults.max_auth_frame_bytes) == (8_388_608, 32_768)
+    assert (defaults.max_subscriptions_per_principal, defaults.max_groups_per_principal) == (1000, 100)
+    assert (defaults.header_timeout_s, defaults.max_connections, defaults.max_connections_per_ip) == (
+        10.0,
+        4096,
+        256,
+    )
+    monkeypatch.setenv("OUTBOXHUB_SEND_QUEUE_MAX_BYTES", "1048576")
+    monkeypatch.setenv("OUTBOXHUB_MAX_AUTH_FRAME_BYTES", "4096")
+    monkeypatch.setenv("OUTBOXHUB_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "7")
+    monkeypatch.setenv("OUTBOXHUB_MAX_GROUPS_PER_PRINCIPAL", "3")
+    monkeypatch.setenv("OUTBOXHUB_HEADER_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("OUTBOXHUB_MAX_CONNECTIONS", "50")
+    monkeypatch.setenv("OUTBOXHUB_MAX_CONNECTIONS_PER_IP", "5")
+    s = load_settings()
+    assert (s.send_queue_max_bytes, s.max_auth_frame_bytes) == (1_048_576, 4096)
+    assert (s.max_subscriptions_per_principal, s.max_groups_per_principal) == (7, 3)
+    assert (s.header_timeout_s, s.max_connections, s.max_connections_per_ip) == (2.5, 50, 5)
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value", "named"),
+    [
+        ("OUTBOXHUB_SEND_QUEUE_MAX_BYTES", "100", "send_queue_max_bytes"),
+        ("OUTBOXHUB_MAX_AUTH_FRAME_BYTES", "10", "max_auth_frame_bytes"),
+        ("OUTBOXHUB_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "0", "max_subscriptions_per_principal"),
+        ("OUTBOXHUB_MAX_GROUPS_PER_PRINCIPAL", "0", "max_groups_per_principal"),
+        ("OUTBOXHUB_HEADER_TIMEOUT_S", "0", "header_timeout_s"),
+        ("OUTBOXHUB_MAX_CONNECTIONS", "0", "max_connections"),
+        ("OUTBOXHUB_MAX_CONNECTIONS_PER_IP", "-1", "max_connections_per_ip"),
+    ],
+)
+def test_bad_tenant_limits_are_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, env_name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env_name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert named in str(info.value) and "\n" not in str(info.value)

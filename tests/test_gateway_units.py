@@ -143,3 +143,70 @@ async def test_a_failing_socket_releases_every_waiter() -> None:
     await asyncio.wait_for(q.flush(), 1)
     await asyncio.wait_for(q.wait_reply_room(), 1)
     assert q.put_event(b"late") is False
+
+
+async def test_events_are_bounded_by_bytes_and_one_always_fits_an_empty_queue() -> None:
+    sink = Sink()
+    drained: list[int] = []
+    q = SendQueue(
+        sink.send,
+        max_events=1000,
+        max_replies=10,
+        max_bytes=100,
+        on_drain=lambda: drained.append(q.queued_bytes),
+    )
+    writer = asyncio.create_task(q.run())
+    sink.gate.clear()
+    assert q.put_event(b"x" * 500)  # larger than the budget, but the queue is empty
+    await _settle()  # the writer holds it (blocked in send): its bytes still count
+    assert q.is_full() and q.put_event(b"y") is False
+    sink.gate.set()
+    await q.flush()
+    assert drained == [0]
+    sink.gate.clear()
+    assert q.put_event(b"y" * 60) and q.put_event(b"z" * 60)  # 60 < 100: room for one more
+    assert q.queued_bytes == 120 and q.is_full() and q.put_event(b"w") is False
+    sink.gate.set()
+    await q.flush()
+    assert q.queued_bytes == 0 and not q.is_full()
+    q.close()
+    await writer
+
+
+async def test_reply_bytes_stop_the_reader_until_half_is_sent() -> None:
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=1000, max_bytes=100, on_drain=lambda: None)
+    writer = asyncio.create_task(q.run())
+    sink.gate.clear()
+    for _ in range(3):
+        q.reply(b"r" * 40)
+    assert not q.has_reply_room()
+    waiter = asyncio.create_task(q.wait_reply_room())
+    await _settle()
+    assert not waiter.done()
+    sink.gate.set()
+    await asyncio.wait_for(waiter, 5)
+    assert q.has_reply_room()
+    q.close()
+    await writer
+
+
+async def test_drop_events_takes_back_the_queued_events_of_a_tag() -> None:
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    writer = asyncio.create_task(q.run())
+    sink.gate.clear()
+    q.put_event(b"a1", "a")
+    await _settle()  # a1 is in the writer's hands already
+    q.put_event(b"b1", "b")
+    slot = q.reserve()
+    q.put_event(b"a2", "a")
+    q.put_event(b"b2", "b")
+    assert q.drop_events(lambda tag: tag == "a") == 1
+    assert q.events == 3 and q.queued_bytes == len(b"a1b1b2")
+    q.fill(slot, b"ok")
+    sink.gate.set()
+    await q.flush()
+    assert sink.sent == [b"a1", b"b1", b"ok", b"b2"]
+    q.close()
+    await writer

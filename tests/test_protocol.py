@@ -56,6 +56,15 @@ from outboxhub.protocol.codec import (
     encode_published,
     wire_event,
 )
+from outboxhub.protocol.explain import echoable_rid
+from outboxhub.protocol.limits import (
+    MAX_DURATION_MS,
+    MAX_IN_FLIGHT,
+    MAX_MAX_DELIVER,
+    MAX_SAFE_INT,
+    MAX_SEQ,
+    MAX_TS,
+)
 from outboxhub.topics import validate_pattern
 
 CORPUS_PATH = Path(__file__).parent / "corpus" / "frames.json"
@@ -472,7 +481,15 @@ patterns = (
     .filter(_is_valid_pattern)
 )
 groups = st.none() | _segment
-rids = st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text
+rids = (
+    st.none()
+    | st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
+# strings that may reach a store: no NUL (protocol/limits.py)
+_store_text = _text.filter(lambda t: "\x00" not in t)
+_header_keys = st.from_regex(r"\A[A-Za-z0-9_-]{1,20}\Z")
 ids = st.text(alphabet="abcdef0123456789-", min_size=1, max_size=40)
 
 
@@ -483,24 +500,24 @@ def _opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 publish_opts = st.builds(
     PublishOpts,
     id=_opt(ids),
-    key=_opt(_text),
-    headers=_opt(st.dictionaries(_text, _text, max_size=3)),
-    tags=_opt(st.lists(_text, max_size=3)),
+    key=_opt(_store_text),
+    headers=_opt(st.dictionaries(_header_keys, _store_text, max_size=3)),
+    tags=_opt(st.lists(_store_text, max_size=3)),
     caused_by=_opt(st.lists(ids, max_size=3)),
-    sid=_opt(_text),
-    ts=_opt(st.integers(min_value=0, max_value=2**62)),
+    sid=_opt(_store_text),
+    ts=_opt(st.integers(min_value=0, max_value=MAX_TS)),
 )
 subscribe_opts = st.builds(
     SubscribeOpts,
     start=_opt(
         st.sampled_from(["earliest", "latest"])
-        | st.integers(min_value=0)
-        | st.integers(min_value=0).map(lambda n: f"seq:{n}")
-        | st.integers(min_value=0).map(lambda n: f"ts:{n}")
+        | st.integers(min_value=0, max_value=MAX_SEQ)
+        | st.integers(min_value=0, max_value=MAX_SEQ).map(lambda n: f"seq:{n}")
+        | st.integers(min_value=0, max_value=MAX_TS).map(lambda n: f"ts:{n}")
     ),
-    max_in_flight=_opt(st.integers(min_value=1)),
-    ack_timeout_ms=_opt(st.integers(min_value=1)),
-    max_deliver=_opt(st.integers(min_value=1)),
+    max_in_flight=_opt(st.integers(min_value=1, max_value=MAX_IN_FLIGHT)),
+    ack_timeout_ms=_opt(st.integers(min_value=1, max_value=MAX_DURATION_MS)),
+    max_deliver=_opt(st.integers(min_value=1, max_value=MAX_MAX_DELIVER)),
     ordered_by_key=_opt(st.booleans()),
 )
 client_frames: st.SearchStrategy[ClientFrame] = st.one_of(
@@ -514,8 +531,8 @@ client_frames: st.SearchStrategy[ClientFrame] = st.one_of(
         topic=patterns,
         group=groups,
         id=ids,
-        reason=_opt(_text),
-        delay_ms=_opt(st.integers(min_value=0)),
+        reason=_opt(_store_text),
+        delay_ms=_opt(st.integers(min_value=0, max_value=MAX_DURATION_MS)),
         rid=rids,
     ),
 )
@@ -574,7 +591,7 @@ def test_any_json_value_decodes_or_is_a_protocol_error(value: Any, ascii_only: b
 def test_frame_shaped_dicts_decode_or_fail_with_their_rid(value: dict[str, Any], ascii_only: bool) -> None:
     result = _decodes_or_protocol_error(json.dumps(value, ensure_ascii=ascii_only))
     rid = value.get("rid")
-    valid_rid = isinstance(rid, str | int | float) and not isinstance(rid, bool)
+    valid_rid = echoable_rid(rid) is not None
     if isinstance(result, ProtocolError):
         # Whatever else is wrong, the ERR answers the right request, unless the text cannot be read as
         # JSON at all (a lone surrogate anywhere makes it invalid UTF-8 or invalid JSON).

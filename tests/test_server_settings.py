@@ -42,3 +42,40 @@ def test_serve_flags_set_the_poll_interval_and_the_auth_timeout(
     assert result.exit_code == 0, result.output
     (settings,) = captured
     assert (settings.poll_interval_s, settings.auth_timeout_s) == (0.2, 3.0)
+
+
+def test_serve_flags_set_the_tenant_limits(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    captured: list[Settings] = []
+    monkeypatch.setattr("outboxhub.app.serve", lambda settings: captured.append(settings))
+    args = [
+        "serve",
+        "--send-queue-max-bytes",
+        "1048576",
+        "--max-auth-frame-bytes",
+        "4096",
+        "--max-subscriptions-per-principal",
+        "9",
+        "--max-groups-per-principal",
+        "4",
+        "--header-timeout-s",
+        "3",
+        "--max-connections",
+        "100",
+        "--max-connections-per-ip",
+        "10",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (s,) = captured
+    assert (s.send_queue_max_bytes, s.max_auth_frame_bytes) == (1_048_576, 4096)
+    assert (s.max_subscriptions_per_principal, s.max_groups_per_principal) == (9, 4)
+    assert (s.header_timeout_s, s.max_connections, s.max_connections_per_ip) == (3.0, 100, 10)
+
+
+async def test_send_queue_max_bytes_reaches_each_connection(
+    hub_factory: Any, ws_connect: Any, token: Any
+) -> None:
+    hub = await hub_factory(send_queue_max_bytes=100_000)
+    await ws_connect(hub.ws_url, token=token())
+    (conn,) = hub.gateway.connections
+    assert conn.out._max_bytes == 100_000

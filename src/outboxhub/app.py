@@ -30,6 +30,7 @@ from outboxhub.auth.jwt import AuthConfig, TokenVerifier, mint_token
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
+from outboxhub.gateway.listener import ConnectionLimiter, LimitedSite, runner_options
 from outboxhub.gateway.server import Gateway
 from outboxhub.ops import OPS, HubMetrics, install_ops
 from outboxhub.outbox import Drainer, DrainerMetrics, DrainerSettings, run_drainers
@@ -72,7 +73,8 @@ class Hub:
         self.ws_port = 0
         self.ops_port = 0
         self._runners: list[web.AppRunner] = []
-        self._sites: list[web.TCPSite] = []
+        self._sites: list[web.BaseSite] = []
+        self.limiters: dict[str, ConnectionLimiter] = {}  # "ws" and "ops": open connections per port
         self._closed = False
 
     def drainer_metrics(self) -> list[tuple[str, DrainerMetrics]]:
@@ -100,12 +102,24 @@ class Hub:
             install(self.ops_app, self)
         ops = self.ops_app.get(OPS)
         self.metrics = None if ops is None else ops.metrics
-        host = self.settings.host
-        for app, port in ((self.ws_app, self.settings.ws_port), (self.ops_app, self.settings.ops_port)):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        s = self.settings
+        for name, app, port in (("ws", self.ws_app, s.ws_port), ("ops", self.ops_app, s.ops_port)):
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+                **runner_options(s.header_timeout_s),
+            )
             await runner.setup()
             self._runners.append(runner)
-            site = web.TCPSite(runner, host, port)
+            limiter = ConnectionLimiter(
+                name,
+                max_total=s.max_connections,
+                max_per_ip=s.max_connections_per_ip,
+                header_timeout_s=s.header_timeout_s,
+            )
+            self.limiters[name] = limiter
+            site = LimitedSite(runner, s.host, port, limiter=limiter)
             await site.start()
             self._sites.append(site)
         self.ws_port = int(self._runners[0].addresses[0][1])

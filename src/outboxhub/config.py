@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     publish_burst: int = Field(40_000, ge=1, validation_alias=_env("publish_burst"))
     max_subscriptions: int = Field(100, ge=1, validation_alias=_env("max_subscriptions"))
     send_queue_max: int = Field(10_000, ge=1, validation_alias=_env("send_queue_max"))
+    send_queue_max_bytes: int = Field(8_388_608, ge=65_536, validation_alias=_env("send_queue_max_bytes"))
+    max_auth_frame_bytes: int = Field(32_768, ge=1024, validation_alias=_env("max_auth_frame_bytes"))
+    max_subscriptions_per_principal: int = Field(
+        1000, ge=1, validation_alias=_env("max_subscriptions_per_principal")
+    )
+    max_groups_per_principal: int = Field(100, ge=1, validation_alias=_env("max_groups_per_principal"))
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("header_timeout_s"))
+    max_connections: int = Field(4096, ge=1, validation_alias=_env("max_connections"))
+    max_connections_per_ip: int = Field(256, ge=1, validation_alias=_env("max_connections_per_ip"))
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("allowed_origins")
     )

@@ -106,6 +106,32 @@ def serve(
     send_queue_max: Annotated[
         int | None, typer.Option(help="Frames queued per connection before delivery pauses.")
     ] = None,
+    send_queue_max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Bytes queued per connection (events and replies) before delivery pauses (8388608)."
+        ),
+    ] = None,
+    max_auth_frame_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest frame before a successful AUTH; a larger one closes with 1009 (32768)."),
+    ] = None,
+    max_subscriptions_per_principal: Annotated[
+        int | None, typer.Option(help="Subscriptions per token subject, over all its connections (1000).")
+    ] = None,
+    max_groups_per_principal: Annotated[
+        int | None, typer.Option(help="Consumer groups per token subject, over all its connections (100).")
+    ] = None,
+    header_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds to send a request's headers (and keep-alive idle) on both ports (10)."),
+    ] = None,
+    max_connections: Annotated[
+        int | None, typer.Option(help="Open connections per port; more are closed at once (4096).")
+    ] = None,
+    max_connections_per_ip: Annotated[
+        int | None, typer.Option(help="Open connections per client IP and port (256).")
+    ] = None,
     allowed_origin: Annotated[
         list[str] | None, typer.Option(help="Browser origin allowed to connect (repeatable; default any).")
     ] = None,
@@ -153,6 +179,13 @@ def serve(
         publish_burst=publish_burst,
         max_subscriptions=max_subscriptions,
         send_queue_max=send_queue_max,
+        send_queue_max_bytes=send_queue_max_bytes,
+        max_auth_frame_bytes=max_auth_frame_bytes,
+        max_subscriptions_per_principal=max_subscriptions_per_principal,
+        max_groups_per_principal=max_groups_per_principal,
+        header_timeout_s=header_timeout_s,
+        max_connections=max_connections,
+        max_connections_per_ip=max_connections_per_ip,
         allowed_origins=allowed_origin or None,
         ops_open_metrics=ops_open_metrics,
         poll_interval_s=poll_interval_s,

@@ -17,7 +17,11 @@ decode it, dispatch it, repeat. What keeps it fast and fair:
 * **Never crash on input.** Every bad frame gets ``ERR`` with a ``docs/protocol.md`` code naming the
   problem; an unexpected exception answers ``ERR internal`` (and is logged) and the connection stays up.
   Only a failed AUTH or no AUTH within ``auth_timeout_s`` (4001), an expired token (4003), a frame beyond
-  the hard size limit (1009) and shutdown (1001) close the socket.
+  the hard size limit or, before AUTH, beyond ``max_auth_frame_bytes`` (1009) and shutdown (1001) close
+  the socket.
+* **Bounded per principal.** Subscriptions and consumer groups are counted per token subject over all its
+  connections (:mod:`outboxhub.gateway.quota`); a re-AUTH that revokes a subscription also takes back the
+  EVENT frames of it still queued.
 """
 
 from __future__ import annotations
@@ -26,20 +30,18 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from outboxhub.auth import acl
 from outboxhub.auth.decide import Decider
-from outboxhub.auth.jwt import Principal, TokenVerifier
-from outboxhub.bus.core import Bus
-from outboxhub.config import Settings
+from outboxhub.auth.jwt import Principal
 from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
+from outboxhub.gateway.context import GatewayContext, not_subscribed, utf8_size
 from outboxhub.gateway.delivery import SocketSub
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
-from outboxhub.gateway.stats import GatewayStats
 from outboxhub.ids import new_id
 from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
@@ -60,6 +62,7 @@ from outboxhub.protocol.codes import (
     BAD_REQUEST,
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
+    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_TOKEN_EXPIRED,
     FORBIDDEN,
@@ -70,6 +73,7 @@ from outboxhub.protocol.codes import (
     NOT_SUBSCRIBED,
     RATE_LIMITED,
     TOKEN_EXPIRED,
+    TOO_LARGE,
     UNAVAILABLE,
     ErrorCode,
     close_code_for,
@@ -84,16 +88,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("outboxhub.gateway.connection")
-
-
-class GatewayContext(Protocol):
-    """What a connection reads from the gateway that owns it (``outboxhub.gateway.server.Gateway``)."""
-
-    settings: Settings
-    stats: GatewayStats
-    bus: Bus
-    verifier: TokenVerifier
-    close_timeout_s: float
 
 
 _MAX_PENDING_REPLIES: Final = 4096
@@ -134,8 +128,11 @@ class Connection:
             max_events=settings.send_queue_max,
             max_replies=_MAX_PENDING_REPLIES,
             on_drain=self._resume_paused,
+            max_bytes=settings.send_queue_max_bytes,
         )
         self._max_frame = settings.max_frame_bytes
+        self._max_auth_frame = settings.max_auth_frame_bytes
+        self._quota_owner: dict[_SubKey, str] = {}  # principal each subscription is counted for
         self._max_subs = settings.max_subscriptions
         self._leeway_s = settings.jwt_leeway_s
         self._auth_timeout_s = settings.auth_timeout_s
@@ -164,6 +161,9 @@ class Connection:
         try:
             while not self._closed:
                 msg = await ws.receive()
+                if self.principal is None and _too_large_before_auth(msg, self._max_auth_frame):
+                    await self._refuse_large_before_auth(utf8_size(msg.data))
+                    break
                 if msg.type is WSMsgType.TEXT:
                     self.gateway.stats.frames_in += 1
                     await self._on_text(msg.data)
@@ -185,6 +185,23 @@ class Connection:
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
             await self._close_ws(CLOSE_GOING_AWAY if self._stopping else CLOSE_NORMAL, "")
+
+    async def _refuse_large_before_auth(self, size: int) -> None:
+        self.gateway.stats.frames_in += 1
+        log.warning(
+            "connection %s from %s: %d-byte frame before AUTH (max_auth_frame_bytes %d); closing",
+            self.member,
+            self.peer,
+            size,
+            self._max_auth_frame,
+        )
+        self._err(
+            None,
+            TOO_LARGE,
+            f"frame is {size} bytes; before AUTH the limit is {self._max_auth_frame} bytes "
+            "(max_auth_frame_bytes)",
+        )
+        await self._close(CLOSE_MESSAGE_TOO_BIG, TOO_LARGE)
 
     async def _on_text(self, data: str) -> None:
         try:
@@ -288,10 +305,19 @@ class Connection:
         """After a re-AUTH, end the subscriptions the new policy no longer allows."""
         decider = self.decider
         assert decider is not None
+        revoked: set[SocketSub] = set()
         for key, sub in list(self.subs.items()):
             if not await decider.allowed_async("subscribe", sub.pattern, sub.group):
                 log.info("connection %s: re-AUTH revoked subscription %s %s", self.member, *key)
                 del self.subs[key]
+                revoked.add(sub)
+        if revoked:
+            # EVENTs of those subscriptions still queued are not sent: the token may no longer read them
+            # (a group's claims are released by the close below and go to another member).
+            dropped = self.out.drop_events(revoked.__contains__)
+            if dropped:
+                log.info("connection %s: re-AUTH dropped %d queued events", self.member, dropped)
+            for sub in revoked:
                 await self._close_sub(sub)
 
     # -- PUBLISH ----------------------------------------------------------------------------------------
@@ -393,6 +419,14 @@ class Connection:
         except ValueError as exc:  # the codec checks opts already; keep a clear answer all the same
             self._err(frame.rid, BAD_REQUEST, f"SUBSCRIBE.opts: {exc}")
             return
+        assert self.principal is not None
+        owner = self.principal.sub or ""  # tokens without a sub share one count
+        refused = self.gateway.quota.acquire(owner, pattern, group)
+        if refused is not None:
+            log.info("connection %s: SUBSCRIBE %s %s refused: %s", self.member, pattern, group, refused)
+            self._err(frame.rid, RATE_LIMITED, refused)
+            return
+        self._quota_owner[key] = owner
         # The slot goes first so that the OK precedes this subscription's first EVENT.
         slot = self.out.reserve()
         sub = SocketSub(self.out, self.paused, self.gateway.stats, pattern, group)
@@ -405,6 +439,7 @@ class Connection:
         except Exception as exc:
             self.subs.pop(key, None)
             self.paused.discard(sub)
+            self._release_quota(key)
             if isinstance(exc, StoreUnavailable):
                 self.out.fill(slot, self._err_bytes(frame.rid, UNAVAILABLE, f"store unavailable: {exc}"))
             else:
@@ -431,13 +466,19 @@ class Connection:
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
         sub = self.subs.pop((frame.topic, frame.group), None)
         if sub is None:
-            self._err(frame.rid, NOT_SUBSCRIBED, _not_subscribed("UNSUBSCRIBE", frame.topic, frame.group))
+            self._err(frame.rid, NOT_SUBSCRIBED, not_subscribed("UNSUBSCRIBE", frame.topic, frame.group))
             return
         slot = self.out.reserve()
         await self._close_sub(sub)
         self.out.fill(slot, encode_ok(frame.rid))
 
+    def _release_quota(self, key: _SubKey) -> None:
+        owner = self._quota_owner.pop(key, None)
+        if owner is not None:
+            self.gateway.quota.release(owner, *key)
+
     async def _close_sub(self, sub: SocketSub) -> None:
+        self._release_quota((sub.pattern, sub.group))
         self.paused.discard(sub)
         subscription, sub.subscription = sub.subscription, None
         if subscription is None:
@@ -482,7 +523,7 @@ class Connection:
     def _check_subscribed(self, op: str, topic: str, group: str | None, rid: Rid) -> bool:
         if (topic, group) in self.subs:
             return True
-        self._err(rid, NOT_SUBSCRIBED, _not_subscribed(op, topic, group))
+        self._err(rid, NOT_SUBSCRIBED, not_subscribed(op, topic, group))
         return False
 
     def _ok_if_asked(self, rid: Rid) -> None:
@@ -595,6 +636,5 @@ class Connection:
             await self._close_sub(sub)
 
 
-def _not_subscribed(op: str, topic: str, group: str | None) -> str:
-    where = f"group {group!r}" if group is not None else "no group"
-    return f"{op}: this connection has no subscription to {topic!r} with {where}"
+def _too_large_before_auth(msg: WSMessage, limit: int) -> bool:
+    return msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and utf8_size(msg.data) > limit

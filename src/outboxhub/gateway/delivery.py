@@ -49,7 +49,7 @@ class SocketSub:
             self.paused.add(self)
             stats.events_refused += 1
             return False
-        out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt))
+        out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt), self)
         stats.events_out += 1
         if delivery.attempt > 1:
             stats.redeliveries += 1

@@ -6,13 +6,18 @@ read; the writer sends the head of the queue only once its slot is filled. EVENT
 ready bytes, so an EVENT never overtakes the reply to a request that was read before it was queued (the OK
 to a SUBSCRIBE always precedes that subscription's first EVENT).
 
-Both kinds are bounded, differently:
+Both kinds are bounded, by count and by bytes (``max_bytes``, the ``send_queue_max_bytes`` setting), so
+memory per connection is bounded whatever the frame sizes:
 
-* events by ``max_events``: :meth:`SendQueue.put_event` refuses (returns False) when that many are queued;
-  the bus then pauses the member and the queue calls ``on_drain`` once it is down to half, so a slow
-  consumer stops receiving instead of buffering without limit;
-* replies by ``max_replies``: replies are never dropped; the reader instead awaits
+* events by ``max_events`` and by the queued bytes: :meth:`SendQueue.put_event` refuses (returns False)
+  when that many events, or ``max_bytes`` of frames, are queued (one event is always accepted into an
+  empty queue, however large); the bus then pauses the member and the queue calls ``on_drain`` once both
+  are down to half, so a slow consumer stops receiving instead of buffering without limit;
+* replies by ``max_replies`` and by their bytes: replies are never dropped; the reader instead awaits
   :meth:`SendQueue.wait_reply_room` and stops reading frames until the writer has caught up.
+
+Each queued EVENT carries a tag (its subscription), so :meth:`SendQueue.drop_events` can take back the
+events of a subscription that may no longer receive them (a re-AUTH narrowed the rights).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 __all__ = ["ReplySlot", "SendQueue"]
 
@@ -49,16 +55,20 @@ class SendQueue:
         max_events: int,
         max_replies: int,
         on_drain: Callable[[], None],
+        max_bytes: int | None = None,
     ) -> None:
-        if max_events < 1 or max_replies < 1:
-            raise ValueError("max_events and max_replies must be >= 1")
+        if max_events < 1 or max_replies < 1 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("max_events, max_replies and max_bytes must be >= 1")
         self._send = send
         self._max_events = max_events
         self._max_replies = max_replies
+        self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
         self._on_drain = on_drain
-        self._items: deque[bytes | ReplySlot] = deque()
+        self._items: deque[tuple[bytes, Any] | ReplySlot] = deque()
         self._events = 0
         self._replies = 0
+        self._bytes = 0  # bytes of queued frames (events and filled replies)
+        self._reply_bytes = 0  # bytes of queued filled replies
         self._queued = 0  # frames ever queued
         self._sent = 0  # frames ever sent (or discarded once the socket died)
         self.events_total = 0  # EVENT frames ever queued (the ops API's per-connection deliver rate)
@@ -82,17 +92,24 @@ class SendQueue:
         return self._replies
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes of the frames queued and not yet sent (events and filled replies)."""
+        return self._bytes
+
+    @property
     def dead(self) -> bool:
         """True once the socket failed or the queue was closed: nothing more will be sent."""
         return self._dead
 
-    def put_event(self, data: bytes) -> bool:
-        """Queue an EVENT frame; False (nothing queued) when ``max_events`` are already waiting."""
-        if self._events >= self._max_events or self._dead or self._closing:
+    def put_event(self, data: bytes, tag: Any = None) -> bool:
+        """Queue an EVENT frame (``tag``: what :meth:`drop_events` selects by); False (nothing queued)
+        when ``max_events`` events or ``max_bytes`` bytes are already waiting."""
+        if self.is_full():
             self._blocked = True
             return False
-        self._items.append(data)
+        self._items.append((data, tag))
         self._events += 1
+        self._bytes += len(data)
         self._queued += 1
         self.events_total += 1
         self._wake()
@@ -100,7 +117,27 @@ class SendQueue:
 
     def is_full(self) -> bool:
         """Whether :meth:`put_event` would refuse now (lets the caller skip encoding the frame)."""
-        return self._events >= self._max_events or self._dead or self._closing
+        return (
+            self._events >= self._max_events or self._bytes >= self._max_bytes or self._dead or self._closing
+        )
+
+    def drop_events(self, drop: Callable[[Any], bool]) -> int:
+        """Take back every queued EVENT whose tag ``drop`` selects (they are never sent); the count."""
+        kept: deque[tuple[bytes, Any] | ReplySlot] = deque()
+        dropped = 0
+        for item in self._items:
+            if type(item) is tuple and drop(item[1]):
+                dropped += 1
+                self._events -= 1
+                self._bytes -= len(item[0])
+            else:
+                kept.append(item)
+        if dropped:
+            self._items.clear()  # in place: the writer holds this deque
+            self._items.extend(kept)
+            self._queued -= dropped
+            self._after_send()
+        return dropped
 
     def refuse_event(self) -> None:
         """Record a refused event without offering it (after :meth:`is_full`): ``on_drain`` will follow."""
@@ -119,21 +156,32 @@ class SendQueue:
         self._items.append(ReplySlot(data))
         self._replies += 1
         self._queued += 1
+        self._count_reply(data)
         self._wake()
 
     def fill(self, slot: ReplySlot, data: bytes) -> None:
         """Put the reply into its reserved slot; it leaves once every earlier frame has left."""
         slot.data = data
+        self._count_reply(data)
         if self._items and self._items[0] is slot:
             self._wake()
 
+    def _count_reply(self, data: bytes) -> None:
+        if not self._dead:
+            self._bytes += len(data)
+            self._reply_bytes += len(data)
+
     def has_reply_room(self) -> bool:
         """Whether the reader may read another request without waiting."""
-        return self._replies < self._max_replies or self._dead
+        return (self._replies < self._max_replies and self._reply_bytes < self._max_bytes) or self._dead
+
+    def _reply_backlog(self) -> bool:
+        return self._replies > self._max_replies // 2 or self._reply_bytes > self._max_bytes // 2
 
     async def wait_reply_room(self) -> None:
-        """Wait until the writer has sent replies down to half of ``max_replies`` (or the socket died)."""
-        while self._replies > self._max_replies // 2 and not self._dead:
+        """Wait until the writer has sent replies down to half of ``max_replies`` and of ``max_bytes``
+        (or the socket died)."""
+        while self._reply_backlog() and not self._dead:
             if self._room is None or self._room.done():
                 self._room = asyncio.get_running_loop().create_future()
             await self._room
@@ -162,20 +210,24 @@ class SendQueue:
             while True:
                 while items:
                     head = items[0]
-                    if type(head) is bytes:
+                    if type(head) is tuple:
                         items.popleft()
-                        await self._send(head)
+                        data = head[0]
+                        await self._send(data)
                         self._events -= 1
-                        if self._blocked and self._events <= self._max_events // 2:
+                        self._bytes -= len(data)
+                        if self._blocked and self._below_half():
                             self._drained()
                     else:
                         assert isinstance(head, ReplySlot)
-                        data = head.data
-                        if data is None:
+                        reply = head.data
+                        if reply is None:
                             break
                         items.popleft()
-                        await self._send(data)
+                        await self._send(reply)
                         self._replies -= 1
+                        self._bytes -= len(reply)
+                        self._reply_bytes -= len(reply)
                     self._sent += 1
                 self._after_send()
                 if self._closing and not items:
@@ -192,8 +244,11 @@ class SendQueue:
         finally:
             self._die()
 
+    def _below_half(self) -> bool:
+        return self._events <= self._max_events // 2 and self._bytes <= self._max_bytes // 2
+
     def _after_send(self) -> None:
-        if self._room is not None and self._replies <= self._max_replies // 2:
+        if self._room is not None and not self._reply_backlog():
             room, self._room = self._room, None
             if not room.done():
                 room.set_result(None)
@@ -206,7 +261,7 @@ class SendQueue:
                 else:
                     keep.append((target, waiter))
             self._flushes = keep
-        if self._blocked and self._events <= self._max_events // 2:
+        if self._blocked and self._below_half():
             self._drained()
 
     def _drained(self) -> None:
@@ -222,7 +277,7 @@ class SendQueue:
         self._dead = True
         self._items.clear()
         self._sent = self._queued
-        self._events = self._replies = 0
+        self._events = self._replies = self._bytes = self._reply_bytes = 0
         for _, waiter in self._flushes:
             if not waiter.done():
                 waiter.set_result(None)

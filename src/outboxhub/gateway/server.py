@@ -17,6 +17,7 @@ from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.gateway.connection import Connection
+from outboxhub.gateway.quota import PrincipalQuota
 from outboxhub.gateway.stats import GatewayStats
 
 __all__ = ["CLOSE_BY_OPERATOR", "ConnectionInfo", "Gateway", "GatewayStats"]
@@ -70,6 +71,10 @@ class Gateway:
         self.close_timeout_s = close_timeout_s
         self.connections: set[Connection] = set()
         self.stats = GatewayStats()
+        self.quota = PrincipalQuota(
+            max_subscriptions=settings.max_subscriptions_per_principal,
+            max_groups=settings.max_groups_per_principal,
+        )
         self._closing = False
         self._origins = frozenset(_normalize_origin(o) for o in settings.allowed_origins)
 

@@ -29,7 +29,6 @@ fields are left out when unset.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -53,6 +52,23 @@ from outboxhub.protocol.codes import (
     UNAVAILABLE,
     ErrorCode,
     close_code_for,
+)
+from outboxhub.protocol.explain import explain
+from outboxhub.protocol.limits import (
+    MAX_DURATION_MS,
+    MAX_IN_FLIGHT,
+    MAX_MAX_DELIVER,
+    MAX_REASON,
+    MAX_SEQ,
+    MAX_STRING,
+    MAX_TS,
+    Rid,
+    check_depth,
+    check_headers,
+    check_text,
+    check_texts,
+    headers_ok,
+    texts_ok,
 )
 from outboxhub.topics import validate_group, validate_pattern, validate_topic
 
@@ -110,12 +126,13 @@ _SERVER_OPS: Final = ("OK", "ERR", "EVENT")
 # --------------------------------------------------------------------------------------------------
 # Field types
 
-Rid: TypeAlias = str | int | float | None
-"""A request id chosen by the client (a string or any JSON number), echoed unchanged in the reply. Absent
-(None) in frames of the legacy PromClient protocol."""
-
-_PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
-_NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+# Every integer field has a range (protocol/limits.py): nothing beyond a signed 64-bit integer reaches a
+# store, and durations stay within what a timer and a JavaScript client handle.
+_Ts: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
+_InFlight: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_IN_FLIGHT)]
+_DurationMs: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_DURATION_MS)]
+_DelayMs: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
+_MaxDeliver: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_MAX_DELIVER)]
 _EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
 
 # Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
@@ -125,7 +142,7 @@ _checked_pattern = functools.lru_cache(maxsize=4096)(validate_pattern)
 
 
 # __post_init__ raises ValueError("<field>: <problem>"); msgspec turns that into a ValidationError located
-# at the Struct, and _locate() below moves the field name into the path.
+# at the Struct, and explain() (protocol/explain.py) moves the field name into the path.
 # topics.py says "topic 'a.*': segment 2 ..."; the field path already says it is a topic.
 def _check_topic(topic: str) -> None:
     try:
@@ -168,7 +185,10 @@ class Auth(_ClientFrame, frozen=True, kw_only=True, tag="AUTH"):
 
 
 class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Optional ``PUBLISH`` fields. ``id`` makes the publish idempotent; ``ts`` defaults to hub time."""
+    """Optional ``PUBLISH`` fields. ``id`` makes the publish idempotent; ``ts`` defaults to hub time.
+
+    Strings hold no NUL and are bounded; header keys are ``[A-Za-z0-9_-]{1,128}`` (protocol/limits.py).
+    """
 
     id: _EventId | None = None
     key: str | None = None
@@ -176,7 +196,27 @@ class PublishOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     tags: list[str] | None = None
     caused_by: list[str] | None = None
     sid: str | None = None
-    ts: _NonNegativeInt | None = None
+    ts: _Ts | None = None
+
+    def __post_init__(self) -> None:
+        # Hot path: one cheap test per field; the check_* functions word the error when one fails.
+        try:
+            if self.id is not None and "\x00" in self.id:
+                check_text("id", self.id)
+            key = self.key
+            if key is not None and (len(key) > MAX_STRING or "\x00" in key):
+                check_text("key", key)
+            sid = self.sid
+            if sid is not None and (len(sid) > MAX_STRING or "\x00" in sid):
+                check_text("sid", sid)
+            if self.headers and not headers_ok(self.headers):
+                check_headers(self.headers)
+            if self.tags and not texts_ok(self.tags):
+                check_texts("tags", self.tags)
+            if self.caused_by and not texts_ok(self.caused_by):
+                check_texts("caused_by", self.caused_by)
+        except TypeError:  # built locally with wrong types (never on decode): the hub's decoder reports them
+            pass
 
 
 class Publish(_ClientFrame, frozen=True, kw_only=True, tag="PUBLISH"):
@@ -214,16 +254,21 @@ class SubscribeOpts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     """
 
     start: str | int | None = None
-    max_in_flight: _PositiveInt | None = None
-    ack_timeout_ms: _PositiveInt | None = None
-    max_deliver: _PositiveInt | None = None
+    max_in_flight: _InFlight | None = None
+    ack_timeout_ms: _DurationMs | None = None
+    max_deliver: _MaxDeliver | None = None
     ordered_by_key: bool | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.start, str) and len(self.start) > 64:
+            raise ValueError("start: longer than 64 characters")
         try:
-            StartPosition.parse(self.start)
+            start = StartPosition.parse(self.start)
         except ValueError as exc:
             raise ValueError(f"start: {exc}") from None
+        limit = MAX_TS if start.kind == "ts" else MAX_SEQ
+        if start.value > limit:
+            raise ValueError(f"start: {start.kind} must be <= {limit}")
 
     def group_options(self) -> GroupOptions:
         """These options over the defaults."""
@@ -287,11 +332,12 @@ class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
     group: str | None = None
     id: _EventId
     reason: str | None = None
-    delay_ms: _NonNegativeInt | None = None
+    delay_ms: _DelayMs | None = None
 
     def __post_init__(self) -> None:
         _check_pattern(self.topic)
         _check_group(self.group)
+        check_text("reason", self.reason, MAX_REASON)
 
 
 ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack
@@ -397,10 +443,8 @@ _server_decoder: Final[msgspec.json.Decoder[_OkHead | ErrFrame | EventFrame]] = 
 )
 _any_decoder: Final = msgspec.json.Decoder()
 
-_AT_PATH: Final = re.compile(r"(?P<text>.*?) - at `\$(?P<path>[^`]*)`", re.DOTALL)
-_MISSING: Final = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
-# Messages raised by our own __post_init__ start with a lowercase field name; msgspec's own never do.
-_POST_INIT: Final = re.compile(r"(?P<field>[a-z_]+): (?P<text>.*)", re.DOTALL)
+
+_CONTAINERS: Final = (dict, list)
 
 
 def _check_size(data: str | bytes, max_size: int) -> None:
@@ -422,13 +466,20 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
     """
     _check_size(data, max_size)
     try:
-        return _client_decoder.decode(data)
+        frame = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
-        raise _explain(data, exc, CLIENT_OPS) from exc
+        raise explain(data, exc, CLIENT_OPS) from exc
     except RecursionError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
     except UnicodeError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8 text") from exc
+    # Only a PUBLISH payload is free-form JSON; the rest of every frame has a fixed, shallow shape.
+    if type(frame) is Publish and type(frame.payload) in _CONTAINERS:
+        try:
+            check_depth(data, frame)
+        except ValueError as exc:
+            raise ProtocolError(BAD_REQUEST, f"PUBLISH.payload: {exc}", rid=frame.rid) from None
+    return frame
 
 
 def decode_server_frame(data: str | bytes) -> ServerFrame:
@@ -439,7 +490,7 @@ def decode_server_frame(data: str | bytes) -> ServerFrame:
             return frame
         fields = _any_decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise _explain(data, exc, _SERVER_OPS) from exc
+        raise explain(data, exc, _SERVER_OPS) from exc
     except RecursionError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
     except UnicodeError as exc:
@@ -495,82 +546,3 @@ def encode_event(pattern: str, group: str | None, event: Event, attempt: int) ->
             ctx=Ctx(attempt=attempt, redelivered=attempt > 1),
         )
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# Error path: explain why a frame did not decode. Only reached for bad frames, so clarity beats speed.
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _explain(data: str | bytes, exc: msgspec.DecodeError, ops: tuple[str, ...]) -> ProtocolError:
-    try:
-        raw = _any_decoder.decode(data)
-    except msgspec.ValidationError as exc2:  # e.g. "Number out of range"
-        _, text = _locate(str(exc2))
-        return ProtocolError(BAD_REQUEST, f"invalid JSON: {text}")
-    except msgspec.DecodeError as exc2:
-        return ProtocolError(
-            BAD_REQUEST, f"malformed JSON: {_lower_first(str(exc2).removeprefix('JSON is malformed: '))}"
-        )
-    except RecursionError:
-        # The typed decode stopped early (at a bad op, say) before reaching the deep part; this one did not.
-        return ProtocolError(BAD_REQUEST, "frame is nested too deeply")
-    if not isinstance(raw, dict):
-        return ProtocolError(BAD_REQUEST, f"a frame must be a JSON object, got {_json_type(raw)}")
-
-    rid = raw.get("rid")
-    if isinstance(rid, bool) or not isinstance(rid, str | int | float):
-        rid = None
-    expected = ", ".join(ops)
-    if "op" not in raw:
-        return ProtocolError(BAD_REQUEST, f"op: missing; expected one of {expected}", rid=rid)
-    op = raw["op"]
-    if not isinstance(op, str):
-        return ProtocolError(BAD_REQUEST, f"op: expected a string, got {_json_type(op)}", rid=rid)
-    if op not in ops:
-        return ProtocolError(BAD_REQUEST, f"op: unknown op {op!r}; expected one of {expected}", rid=rid)
-
-    path, text = _locate(str(exc))
-    if op == "AUTH" and path == ".token":
-        # Like the token verifier, anything but a non-empty string is no token; the AUTH fails (close 4001).
-        token = raw.get("token")
-        if token is None or token == "":
-            return ProtocolError(NO_TOKEN, "AUTH.token: missing; AUTH needs a token", rid=rid)
-        return ProtocolError(
-            NO_TOKEN, f"AUTH.token: must be a string, got {_json_type(token)}; AUTH needs a token", rid=rid
-        )
-    if len(text) > _MAX_MSG:  # messages may quote the offending value; keep ERR frames small
-        text = text[: _MAX_MSG - 1] + "…"
-    return ProtocolError(BAD_REQUEST, f"{op}{path}: {text}", rid=rid)
-
-
-_MAX_MSG: Final = 300
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _locate(message: str) -> tuple[str, str]:
-    """Split a msgspec error message into (field path below the frame, human problem)."""
-    path = ""
-    if (m := _AT_PATH.fullmatch(message)) is not None:
-        message, path = m["text"], m["path"]
-    if (m := _MISSING.fullmatch(message)) is not None:
-        return f"{path}.{m['field']}", "missing required field"
-    if (m := _POST_INIT.fullmatch(message)) is not None:
-        return f"{path}.{m['field']}", m["text"]
-    return path, _lower_first(message.replace("`", ""))

@@ -23,6 +23,7 @@ __all__ = [
     "CLOSE_AUTH_FAILED",
     "CLOSE_CODES",
     "CLOSE_GOING_AWAY",
+    "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
     "CLOSE_TOKEN_EXPIRED",
     "ERROR_CODES",
@@ -73,6 +74,8 @@ ERROR_CODES: Final[frozenset[ErrorCode]] = frozenset(get_args(ErrorCode))
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
 """The hub is shutting down."""
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+"""A frame beyond the hard size limit, or beyond ``max_auth_frame_bytes`` before a successful AUTH."""
 CLOSE_AUTH_FAILED: Final = 4001
 """AUTH failed (``no_token``, ``jwt_invalid``), or no AUTH came in time."""
 CLOSE_TOKEN_EXPIRED: Final = 4003
