@@ -93,7 +93,7 @@ async def test_a_member_cannot_settle_another_members_delivery(store: Store) -> 
     assert await store.ack("p.*", "g", ["e1"], member="attacker") == 0
     assert not await store.nack("p.*", "g", ref, max_deliver=5, member="attacker", now=T0)
     assert not await store.nack("p.*", "g", "e1", max_deliver=1, member="attacker", now=T0)
-    info = [g for g in await store.groups() if g.group == "g"][0]
+    info = next(g for g in await store.groups() if g.group == "g")
     assert info.in_flight == 1 and info.dead_letters == 0
     assert await store.ack("p.*", "g", [ref], member="victim") == 1
     assert delivery.event.id == "e1"

@@ -1,9 +1,9 @@
 """The async ``Store`` protocol every backend implements, and the helpers they share.
 
 A store owns three things: the event log (append-only, ``seq`` strictly increasing in commit order,
-idempotent by ``(topic, id)``: an id is unique within its topic only, so one topic's ids never reveal nor block
-another topic's events), consumer-group state (ack floor, delivery frontier, pending deliveries), and the
-commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
+idempotent by ``(topic, id)``: an id is unique within its topic only, so one topic's ids never reveal nor
+block another topic's events), consumer-group state (ack floor, delivery frontier, pending deliveries), and
+the commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
 ``tests/contract/`` runs one suite against every backend.
 
 Group semantics (the delivery lifecycle itself is ``store/lifecycle.py``):

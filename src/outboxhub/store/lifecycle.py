@@ -62,6 +62,7 @@ from outboxhub.model import nack_backoff_ms
 __all__ = [
     "DELIVERY_LIFECYCLE",
     "ORDERED_SCAN_CAP",
+    "SETTLE_SQL",
     "ClaimPlan",
     "ClaimRequest",
     "Decision",
@@ -71,7 +72,6 @@ __all__ = [
     "State",
     "Trigger",
     "Verdict",
-    "SETTLE_SQL",
     "effective_max_deliver",
     "may_settle",
     "plan_nack",

@@ -232,7 +232,10 @@ class EventLog:
         return Staged(self, allocations, results, topics)
 
     async def _find_stored(
-        self, wanted: set[tuple[str, str]], seq_of: dict[tuple[str, str], int], duplicate: set[tuple[str, str]]
+        self,
+        wanted: set[tuple[str, str]],
+        seq_of: dict[tuple[str, str], int],
+        duplicate: set[tuple[str, str]],
     ) -> None:
         """Record in ``seq_of``/``duplicate`` which ``(id, topic)`` of ``wanted`` are stored already."""
         ids = sorted({event_id for event_id, _ in wanted})

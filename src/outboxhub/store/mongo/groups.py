@@ -452,7 +452,12 @@ class GroupOps:
             )
             if trigger is None:
                 return False
-            current = {"_id": row["_id"], "attempts": row["attempts"], "member": row.get("member"), "dl": None}
+            current = {
+                "_id": row["_id"],
+                "attempts": row["attempts"],
+                "member": row.get("member"),
+                "dl": None,
+            }
             if trigger is Trigger.NACK_FINAL:
                 await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True

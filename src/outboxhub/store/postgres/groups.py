@@ -44,9 +44,9 @@ from typing import Any, cast
 
 from outboxhub.errors import StoreError
 from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.base import EventRef
 from outboxhub.store.lifecycle import (
     SETTLE_SQL,
     ClaimPlan,
@@ -469,8 +469,7 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
 
 async def extend(conn: PgConn, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
     cur = await conn.execute(
-        f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND event_id = %s"
-        " AND member IS NOT NULL",
+        f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND event_id = %s AND member IS NOT NULL",
         (now + ack_timeout_ms, pattern, name, event_id),
     )
     return cur.rowcount > 0

@@ -3,11 +3,11 @@
 Every publishing transaction NOTIFYs the schema's channel with its last seq and the topics it wrote, one per
 line (``publish_events``; the seq alone when the topics do not fit, see ``schema.NOTIFY_TOPICS_MAX_BYTES``),
 so a commit made by any hub process reaches every other one within milliseconds and wakes only the groups
-whose pattern matches one of those topics. A seq alone, and every poll, report no topics (wake all). The listener keeps its own
-connection (a pooled one could not stay in LISTEN), and when that connection drops it reconnects with
-backoff. A notification lost while disconnected is covered by polling: after every (re)connect and every
-``poll_interval_s`` without a notification, the listener reads the counter and reports any seq it has not
-reported yet. The poll doubles as the liveness check of the connection.
+whose pattern matches one of those topics. A seq alone, and every poll, report no topics (wake all). The
+listener keeps its own connection (a pooled one could not stay in LISTEN), and when that connection drops it
+reconnects with backoff. A notification lost while disconnected is covered by polling: after every
+(re)connect and every ``poll_interval_s`` without a notification, the listener reads the counter and reports
+any seq it has not reported yet. The poll doubles as the liveness check of the connection.
 """
 
 from __future__ import annotations

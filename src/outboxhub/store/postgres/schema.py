@@ -11,8 +11,9 @@ Tables:
 * ``counter``: one row holding the last assigned seq. ``publish_events`` locks it (``FOR UPDATE``) before
   assigning seqs and holds the lock until commit, so publishing transactions are serialised and seq order
   is commit order (see the gap-safety note in ``postgres.py``).
-* ``events``: the log, unique by ``(id, topic_id)`` (version 2; by id alone before). ``payload`` is the JSON text of the payload, ``meta`` JSON of headers/tags/
-  caused_by/sid (NULL when none is set), both in the layout of ``_codec``.
+* ``events``: the log, unique by ``(id, topic_id)`` (version 2; by id alone before). ``payload`` is the
+  JSON text of the payload, ``meta`` JSON of headers/tags/caused_by/sid (NULL when none is set), both in
+  the layout of ``_codec``.
 * ``topics``: one row per concrete topic (``COLLATE "C"``: byte order, prefix ``LIKE`` on the index) with
   its event count, last seq and last ts, updated by ``publish_events`` in the same transaction.
 * ``groups``: one row per ``(pattern, name)``: frontier and dead-letter count. Claims and nacks lock this

@@ -20,9 +20,9 @@ import json
 import sqlite3
 
 from outboxhub.model import Delivery, Event, GroupInfo, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.base import EventRef
 from outboxhub.store.lifecycle import (
     SETTLE_SQL,
     ClaimPlan,
@@ -262,9 +262,7 @@ def ack(tx: WriteTx, pattern: str, name: str, refs: list[EventRef], member: str 
     return count
 
 
-def _settle_row(
-    tx: WriteTx, gid: int, request: NackRequest
-) -> tuple[int, int, int, int] | None:
+def _settle_row(tx: WriteTx, gid: int, request: NackRequest) -> tuple[int, int, int, int] | None:
     """(seq, attempts, held, deadline) of the pending row ``request`` names and its member may settle."""
     where, extra = _settle_where(request.member), _settle_params(request.member)
     columns = "seq, attempts, member IS NOT NULL, deadline"
