@@ -224,10 +224,12 @@ async def _id_squat(env: Env, token: str) -> None:
     client = await env.ws(token)
     used = f"order-{uuid.uuid4()}"
     victim = await env.hub.bus.publish(NewEvent(topic="victim.orders", id=used, payload={"v": 1}))
-    reply = await client.request("PUBLISH", topic="attacker.x", id=used, payload={"probe": True})
+    reply = await client.request("PUBLISH", topic="attacker.x", opts={"id": used}, payload={"probe": True})
     assert reply["op"] == "OK" and not reply["duplicate"] and reply["seq"] != victim.seq, reply
     squatted = f"pay-{uuid.uuid4()}"
-    reply = await client.request("PUBLISH", topic="attacker.x", id=squatted, payload={"squat": True})
+    reply = await client.request(
+        "PUBLISH", topic="attacker.x", opts={"id": squatted}, payload={"squat": True}
+    )
     assert reply["op"] == "OK" and not reply["duplicate"], reply
     later = await env.hub.bus.publish(NewEvent(topic="victim.pay", id=squatted, payload={"amount": 7}))
     assert not later.duplicate, "a squatted id blocked the victim's publish"
