@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +218,57 @@ async def _other_group(env: Env, token: str) -> None:
         assert reply["op"] == "ERR" and reply["code"] == "forbidden", reply
 
 
+async def _id_squat(env: Env, token: str) -> None:
+    """Item 10: ids are scoped by topic. An id the victim used reveals nothing (not ``duplicate``, its own
+    seq), and an id squatted first does not block the victim's later publish of it on its own topic."""
+    client = await env.ws(token)
+    used = f"order-{uuid.uuid4()}"
+    victim = await env.hub.bus.publish(NewEvent(topic="victim.orders", id=used, payload={"v": 1}))
+    reply = await client.request("PUBLISH", topic="attacker.x", opts={"id": used}, payload={"probe": True})
+    assert reply["op"] == "OK" and not reply["duplicate"] and reply["seq"] != victim.seq, reply
+    squatted = f"pay-{uuid.uuid4()}"
+    reply = await client.request(
+        "PUBLISH", topic="attacker.x", opts={"id": squatted}, payload={"squat": True}
+    )
+    assert reply["op"] == "OK" and not reply["duplicate"], reply
+    later = await env.hub.bus.publish(NewEvent(topic="victim.pay", id=squatted, payload={"amount": 7}))
+    assert not later.duplicate, "a squatted id blocked the victim's publish"
+    stored = await env.hub.store.get_event(squatted, "victim.pay")
+    assert stored is not None and stored.payload == {"amount": 7}
+
+
+async def _foreign_settle(env: Env, token: str) -> None:
+    """Item 11: a member of the victim's group cannot ACK or NACK a delivery another member holds; the
+    holder's own ACK (with seq) settles it."""
+    pattern, group = "victim.iso.*", "settle"
+    holder = env.kept.get("settle-holder")
+    if holder is None:
+        holder = env.kept["settle-holder"] = await env.ws(
+            env.token(sub="victim", scopes=["subscribe:victim.**"])
+        )
+        assert (await holder.request("SUBSCRIBE", topic=pattern, group=group))["op"] == "OK"
+    event_id = f"held-{uuid.uuid4()}"
+    published = await env.hub.bus.publish(NewEvent(topic="victim.iso.x", id=event_id, payload={}))
+    while not any(e["event"]["id"] == event_id for e in holder.events):
+        await holder.read()
+    attacker = await env.ws(token)  # joins once the holder holds it
+    assert (await attacker.request("SUBSCRIBE", topic=pattern, group=group))["op"] == "OK"
+    ids = {"topic": pattern, "group": group, "id": event_id}
+    for op, extra in (
+        ("ACK", {"seq": published.seq}),
+        ("ACK", {}),
+        ("NACK", {"seq": published.seq, "delay_ms": 0}),
+    ):
+        reply = await attacker.request(op, **ids, **extra)
+        assert reply["op"] == "OK", reply  # settling what is not yours is not an error: it does nothing
+    cursor = await env.hub.store.cursor(pattern, group)
+    assert cursor is not None and cursor.seq < published.seq, "another member settled the holder's delivery"
+    assert not any(e["event"]["id"] == event_id for e in attacker.events), "a foreign NACK handed it over"
+    assert (await holder.request("ACK", **ids, seq=published.seq))["op"] == "OK"
+    cursor = await env.hub.store.cursor(pattern, group)
+    assert cursor is not None and cursor.seq >= published.seq, "the holder's ACK did not settle it"
+
+
 ATTACKS = [
     Attack(name="exp-overflow", run=_exp_overflow, scopes=("publish:attacker.**",), stores=("sqlite",)),
     Attack(
@@ -230,6 +282,8 @@ ATTACKS = [
     Attack(name="nested-json", run=_nested_json, scopes=("ops:read", "ops:write"), stores=("sqlite",)),
     Attack(name="nbsp-scope", run=_nbsp_scope, scopes=("subscribe:attacker.**",), stores=("sqlite",)),
     Attack(name="other-group", run=_other_group, scopes=("subscribe:victim.**@audit",), stores=("sqlite",)),
+    Attack(name="id-squat", run=_id_squat, scopes=("publish:attacker.**",)),
+    Attack(name="foreign-settle", run=_foreign_settle, scopes=("subscribe:victim.iso.*",)),
 ]
 
 

@@ -93,7 +93,7 @@ async def test_an_abandoned_range_is_filled_with_holes_and_its_late_writer_is_fe
     # the event is reported as fenced (the writer re-allocates it above the horizon).
     late = event_doc(prepare(NewEvent(topic="ab.t", payload="late", id="late-1")), allocation.lo)
     fenced = await stalled._log_._insert([late], {}, set())
-    assert fenced == {"late-1"}
+    assert fenced == {("late-1", "ab.t")}
     assert await reader.get_event("late-1") is None
     # Published normally, it lands above everything readers have seen.
     again = await stalled.publish(NewEvent(topic="ab.t", payload="late", id="late-1"))
@@ -104,12 +104,12 @@ async def test_an_abandoned_range_is_filled_with_holes_and_its_late_writer_is_fe
 async def test_a_duplicate_key_from_another_process_is_the_duplicate_result(opener: Opener) -> None:
     one, two = await opener(), await opener()
     original = await one.publish(NewEvent(topic="d.t", payload=1, id="same"))
-    # The other process checked before the first insert landed and inserts too: E11000 on _id.
+    # The other process checked before the first insert landed and inserts too: E11000 on (id, topic).
     racing = event_doc(prepare(NewEvent(topic="d.t", payload=2, id="same")), original.seq + 100)
-    seq_of: dict[str, int] = {}
-    duplicate: set[str] = set()
+    seq_of: dict[tuple[str, str], int] = {}
+    duplicate: set[tuple[str, str]] = set()
     assert await two._log_._insert([racing], seq_of, duplicate) == set()
-    assert duplicate == {"same"} and seq_of == {"same": original.seq}
+    assert duplicate == {("same", "d.t")} and seq_of == {("same", "d.t"): original.seq}
     result = await two.publish(NewEvent(topic="d.t", payload=3, id="same"))
     assert result.duplicate and result.seq == original.seq
     results = await asyncio.gather(
@@ -208,7 +208,7 @@ async def test_payloads_bson_cannot_hold_are_kept_exactly(opener: Opener) -> Non
     for result, payload in zip(results, payloads, strict=True):
         event = await store.get_event(result.id)
         assert event is not None and event.payload == payload
-    raw = {doc["_id"]: doc async for doc in store._events.find({"topic": "p.t"})}
+    raw = {doc["id"]: doc async for doc in store._events.find({"topic": "p.t"})}
     assert "payload" in raw[results[0].id] and "payload_json" not in raw[results[0].id]
     assert all("payload_json" in raw[r.id] for r in results[1:])
 

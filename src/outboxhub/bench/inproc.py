@@ -153,9 +153,9 @@ async def consume(bus: Bus, n: int, members: int) -> float:
         ready.set()
         return True
 
-    async def ack(event_id: str) -> None:
+    async def ack(event_id: str, seq: int) -> None:
         nonlocal acked
-        if await bus.ack(pattern, group, event_id):
+        if await bus.ack(pattern, group, event_id, seq=seq):
             acked += 1
             if acked == n:
                 done.set()
@@ -164,8 +164,8 @@ async def consume(bus: Bus, n: int, members: int) -> float:
         while True:
             await ready.wait()
             ready.clear()
-            batch = [inbox.popleft().event.id for _ in range(len(inbox))]
-            await asyncio.gather(*(ack(event_id) for event_id in batch))
+            batch = [inbox.popleft().event for _ in range(len(inbox))]
+            await asyncio.gather(*(ack(event.id, event.seq) for event in batch))
 
     options = GroupOptions(start=StartPosition(kind="earliest"))
     started = time.perf_counter()
@@ -192,7 +192,7 @@ async def cross_node(node_a: Bus, node_b: Bus, n: int) -> tuple[float, LatencyHi
         future = waiting.pop(delivery.event.id, None)
         if future is not None and not future.done():
             future.set_result(None)
-        task = loop.create_task(node_b.ack(pattern, group, delivery.event.id))
+        task = loop.create_task(node_b.ack(pattern, group, delivery.event.id, seq=delivery.event.seq))
         acks.add(task)
         task.add_done_callback(acks.discard)
         return True

@@ -7,6 +7,6 @@
 * ``subscription`` — what a subscriber hands the bus (pattern, deliver callback, flow control).
 """
 
-from outboxhub.bus.core import Bus
+from outboxhub.bus.core import AmbiguousSettle, Bus
 
-__all__ = ["Bus"]
+__all__ = ["AmbiguousSettle", "Bus"]

@@ -40,15 +40,15 @@ from collections.abc import Sequence
 
 from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
-from outboxhub.bus.member import GroupMember, GroupState
+from outboxhub.bus.member import AmbiguousSettle, GroupMember, GroupState
 from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.ids import new_id
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
-from outboxhub.store.base import Store
+from outboxhub.store.base import EventRef, Store
 from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
 from outboxhub.topics import validate_group, validate_pattern
 
-__all__ = ["DELIVERY_LIFECYCLE", "Bus", "BusStats", "DeliverFn", "Subscription"]
+__all__ = ["DELIVERY_LIFECYCLE", "AmbiguousSettle", "Bus", "BusStats", "DeliverFn", "Subscription"]
 
 
 class Bus:
@@ -180,15 +180,24 @@ class Bus:
 
     # -- settling deliveries ------------------------------------------------------------------------------
 
-    async def ack(self, pattern: str, group: str, event_id: str) -> bool:
-        """Acknowledge ``event_id`` for the group; True when it was pending (False: unknown, already acked
-        or dead-lettered, or an ephemeral subscription). Concurrent acks of a group share one store call."""
+    async def ack(
+        self, pattern: str, group: str, event_id: str, *, seq: int | None = None, member: str | None = None
+    ) -> bool:
+        """Acknowledge the delivery ``(event_id, seq)`` for the group; True when it was pending and settled
+        (False: unknown, already acked or dead-lettered, held by another member, ambiguous, or an ephemeral
+        subscription). Concurrent acks of a group share one store call.
+
+        ``member``: the member settling; only a delivery it holds, or that nobody holds (a late ACK), is
+        settled (None: an in-process caller, unchecked). Without ``seq`` the id names the delivery: the one
+        this member holds with that id, else the one pending row with that id; ``AmbiguousSettle`` when the
+        member holds two deliveries with that id (two topics under the pattern)."""
         if not group:
             return False
         state = self._groups.get((pattern, group))
+        ref = EventRef(event_id, self._seq_of(state, event_id, seq, member))
         if state is None:
-            return await self._store.ack(pattern, group, [event_id]) > 0
-        return await state.acks.ack(event_id)
+            return await self._store.ack(pattern, group, [ref], member=member) > 0
+        return await state.acks.ack(ref, member)
 
     async def nack(
         self,
@@ -196,26 +205,51 @@ class Bus:
         group: str,
         event_id: str,
         *,
+        seq: int | None = None,
+        member: str | None = None,
         reason: str | None = None,
         delay_ms: int | None = None,
     ) -> bool:
         """Ask for a redelivery after ``delay_ms`` (default: the backoff), or dead-letter the event when it
-        has had ``max_deliver`` attempts. True when the event was pending."""
+        has had ``max_deliver`` attempts. True when the event was pending. ``seq`` and ``member`` as for
+        ``ack``."""
         if not group:
             return False
         if delay_ms is not None and delay_ms < 0:
             raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
         state = self._groups.get((pattern, group))
+        seq = self._seq_of(state, event_id, seq, member)
         options = GroupOptions()
         if state is not None:
-            holder = state.holders.get(event_id)
+            holder = state.holders.get(seq) if seq is not None else None
             options = holder.options if holder is not None else state.options
         pending = await self._store.nack(
-            pattern, group, event_id, max_deliver=options.max_deliver, delay_ms=delay_ms, reason=reason
+            pattern,
+            group,
+            EventRef(event_id, seq),
+            max_deliver=options.max_deliver,
+            member=member,
+            delay_ms=delay_ms,
+            reason=reason,
         )
         if state is not None:
-            state.nacked(event_id)
+            state.nacked(seq)
         return pending
+
+    @staticmethod
+    def _seq_of(state: GroupState | None, event_id: str, seq: int | None, member: str | None) -> int | None:
+        """``seq``, else the seq of the delivery ``member`` (None: any local member) holds with ``event_id``
+        (when one is held)."""
+        if seq is not None or state is None:
+            return seq
+        if member is not None:
+            holder = state.members.get(member)
+            return None if holder is None else holder.held_seq(event_id)
+        for local in state.members.values():
+            found = local.held_seq(event_id)
+            if found is not None:
+                return found
+        return None
 
     # -- introspection ------------------------------------------------------------------------------------
 

@@ -16,9 +16,11 @@ move it later, local claims fold their deadlines in, nacks and releases drop it)
 the poll interval, so deadlines set by other processes are seen at least that often.
 
 Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
-local member holds which event id (so ``Bus.ack`` can find it without a member argument), and the ack
-batcher. Deliveries whose ack deadline passed stop counting against the member's ``max_in_flight``: the
-store may already have handed them to someone else.
+local member holds which delivery (by seq: two topics under one pattern may carry the same event id), and
+the ack batcher. Each member also maps the ids it holds to their seqs, so an ACK without a seq (the legacy
+PromClient protocol) names its delivery when the id is held once, and is refused as ambiguous otherwise.
+Deliveries whose ack deadline passed stop counting against the member's ``max_in_flight``: the store may
+already have handed them to someone else.
 """
 
 from __future__ import annotations
@@ -36,17 +38,23 @@ from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, GroupOptions
-from outboxhub.store.base import Store
+from outboxhub.store.base import EventRef, Store
 
-__all__ = ["ClaimParking", "GroupMember", "GroupState", "ParkedClaimHandle"]
+__all__ = ["AmbiguousSettle", "ClaimParking", "GroupMember", "GroupState", "ParkedClaimHandle"]
 
 _log = logging.getLogger("outboxhub.bus.core")
 
 _NEVER = 2**63
+_TWICE = -1
+"""``GroupMember._by_id`` value of an id this member holds more than once (from different topics)."""
 
 _PAST_DUE_FIRST_WAIT_S = 0.01
 """First wait when the next deadline is already due but nothing could be claimed (the event is held back by
 key ordering, or another member took it): doubles per empty round, up to the poll interval."""
+
+
+class AmbiguousSettle(ValueError):
+    """An ACK/NACK without seq whose event id names more than one delivery held by its member."""
 
 
 class ParkedClaimHandle(Protocol):
@@ -91,7 +99,7 @@ class GroupState:
         self.group = group
         self.options = options
         self.members: dict[str, GroupMember] = {}
-        self.holders: dict[str, GroupMember] = {}
+        self.holders: dict[int, GroupMember] = {}  # seq -> the local member holding that delivery
         self.acks = AckBatcher(store, pattern, group, is_local=self.holders.__contains__, on_acked=self.acked)
         self._deadline: int | None = None  # a lower bound of the group's next deadline (None: none pending)
         self._deadline_until = 0  # ms: trust _deadline until then (0: unknown)
@@ -116,20 +124,23 @@ class GroupState:
     def forget_deadline(self) -> None:
         self._deadline_until = 0
 
-    def acked(self, event_ids: Sequence[str]) -> None:
-        """Events were acked: free their holders' capacity and wake those that were saturated. With key
+    def acked(self, refs: Sequence[EventRef]) -> None:
+        """Deliveries were acked: free their holders' capacity and wake those that were saturated. With key
         ordering an ack may also free a key that any member could now claim, so the whole group is woken.
         (An ack only removes deadlines, so the known next deadline stays a valid lower bound.)"""
-        holders = {holder for event_id in event_ids if (holder := self._release(event_id)) is not None}
+        holders = {
+            holder for ref in refs if ref.seq is not None and (holder := self._release(ref.seq)) is not None
+        }
         if any(member.options.ordered_by_key for member in self.members.values()):
             self.wake_all()
         else:
             for holder in holders:
                 holder.released()
 
-    def nacked(self, event_id: str) -> None:
-        """An event was nacked: its redelivery time is earlier than some members' next wake-up."""
-        self._release(event_id)
+    def nacked(self, seq: int | None) -> None:
+        """A delivery was nacked: its redelivery time is earlier than some members' next wake-up."""
+        if seq is not None:
+            self._release(seq)
         self.forget_deadline()
         self.wake_all()
 
@@ -138,10 +149,10 @@ class GroupState:
         for member in self.members.values():
             member.wake_for_commit(seq)
 
-    def _release(self, event_id: str) -> GroupMember | None:
-        holder = self.holders.pop(event_id, None)
+    def _release(self, seq: int) -> GroupMember | None:
+        holder = self.holders.pop(seq, None)
         if holder is not None:
-            holder.forget(event_id)
+            holder.forget(seq)
         return holder
 
     def wake_all(self) -> None:
@@ -158,6 +169,7 @@ class GroupMember(Subscription):
 
     __slots__ = (
         "_backlog",
+        "_by_id",
         "_claim_batch",
         "_close_timeout_s",
         "_closed",
@@ -205,7 +217,8 @@ class GroupMember(Subscription):
         # Claim again only once this much capacity is free: one claim per ack would cost a write
         # transaction per event once the member is saturated.
         self._refill = max(1, min(options.max_in_flight, claim_batch) // 4)
-        self._in_flight: dict[str, int] = {}  # event id -> ack deadline (ms)
+        self._in_flight: dict[int, Delivery] = {}  # seq -> the delivery (its deadline in ms)
+        self._by_id: dict[str, int] = {}  # event id -> seq, or _TWICE
         self._earliest = _NEVER  # at most the earliest deadline in _in_flight (a lower bound)
         self._backlog: deque[Delivery] = deque()  # claimed but refused by deliver; offered again on resume
         self._paused = False
@@ -275,9 +288,43 @@ class GroupMember(Subscription):
         if parked is None or not parked.covers(seq):
             self._wakeup.set()
 
-    def forget(self, event_id: str) -> None:
-        """The event is no longer this member's (acked, nacked, or claimed by another local member)."""
-        self._in_flight.pop(event_id, None)
+    def forget(self, seq: int) -> None:
+        """The delivery is no longer this member's (acked, nacked, or claimed by another local member)."""
+        delivery = self._in_flight.pop(seq, None)
+        if delivery is not None:
+            self._unindex(delivery)
+
+    def held_seq(self, event_id: str) -> int | None:
+        """The seq of the delivery with ``event_id`` this member holds (None: none); ``AmbiguousSettle``
+        when it holds two (two topics under its pattern carry that id)."""
+        seq = self._by_id.get(event_id)
+        if seq == _TWICE:
+            raise AmbiguousSettle(
+                f"event id {event_id!r} names {self._count_id(event_id)} deliveries held by this member "
+                f"(on different topics of {self.pattern!r}); send the EVENT's seq with the ACK/NACK"
+            )
+        return seq
+
+    def _index(self, delivery: Delivery) -> None:
+        event_id, seq = delivery.event.id, delivery.event.seq
+        known = self._by_id.setdefault(event_id, seq)
+        if known != seq:
+            self._by_id[event_id] = _TWICE
+
+    def _unindex(self, delivery: Delivery) -> None:
+        event_id = delivery.event.id
+        known = self._by_id.get(event_id)
+        if known == delivery.event.seq:
+            del self._by_id[event_id]
+        elif known == _TWICE:  # rare: recount what is left
+            left = [seq for seq, held in self._in_flight.items() if held.event.id == event_id]
+            if len(left) == 1:
+                self._by_id[event_id] = left[0]
+            elif not left:
+                del self._by_id[event_id]
+
+    def _count_id(self, event_id: str) -> int:
+        return sum(1 for held in self._in_flight.values() if held.event.id == event_id)
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -421,12 +468,16 @@ class GroupMember(Subscription):
         holders = self._state.holders
         earliest = _NEVER
         for delivery in deliveries:
-            event_id = delivery.event.id
-            previous = holders.get(event_id)
+            seq = delivery.event.seq
+            previous = holders.get(seq)
             if previous is not None and previous is not self:
-                previous.forget(event_id)
-            holders[event_id] = self
-            self._in_flight[event_id] = delivery.deadline
+                previous.forget(seq)
+            holders[seq] = self
+            old = self._in_flight.get(seq)
+            if old is not None:
+                self._unindex(old)
+            self._in_flight[seq] = delivery
+            self._index(delivery)
             if delivery.deadline < earliest:
                 earliest = delivery.deadline
         if earliest < self._earliest:
@@ -445,12 +496,12 @@ class GroupMember(Subscription):
         now = now_ms()
         while self._backlog and not self._paused and not self._closed:
             delivery = self._backlog[0]
-            held = self._in_flight.get(delivery.event.id) == delivery.deadline
+            held = self._in_flight.get(delivery.event.seq) is delivery
             if not held or delivery.deadline <= now:
                 # Expired or taken over: the store redelivers it, possibly to another member.
                 self._backlog.popleft()
                 if held:
-                    self._drop(delivery.event.id)
+                    self._drop(delivery.event.seq)
                 continue
             if not self._offer(delivery):
                 return
@@ -472,9 +523,12 @@ class GroupMember(Subscription):
             self._paused = True
         return accepted
 
-    def _drop(self, event_id: str) -> None:
-        if self._in_flight.pop(event_id, None) is not None and self._state.holders.get(event_id) is self:
-            del self._state.holders[event_id]
+    def _drop(self, seq: int) -> None:
+        delivery = self._in_flight.pop(seq, None)
+        if delivery is not None:
+            self._unindex(delivery)
+            if self._state.holders.get(seq) is self:
+                del self._state.holders[seq]
 
     def _expire(self, now: int) -> int:
         """Stop counting deliveries whose deadline passed; return how many are still in flight.
@@ -483,10 +537,10 @@ class GroupMember(Subscription):
         commit does not walk its whole in-flight table each time.
         """
         if now >= self._earliest:
-            expired = [event_id for event_id, deadline in self._in_flight.items() if deadline <= now]
-            for event_id in expired:
-                self._drop(event_id)
-            self._earliest = min(self._in_flight.values(), default=_NEVER)
+            expired = [seq for seq, delivery in self._in_flight.items() if delivery.deadline <= now]
+            for seq in expired:
+                self._drop(seq)
+            self._earliest = min((d.deadline for d in self._in_flight.values()), default=_NEVER)
         return len(self._in_flight)
 
     def _until_first_deadline(self) -> float:
@@ -514,8 +568,8 @@ class GroupMember(Subscription):
             await state.acks.drain()  # acks already sent by the client count before the release
         finally:
             state.members.pop(self.member, None)
-            for event_id in list(self._in_flight):
-                self._drop(event_id)
+            for seq in list(self._in_flight):
+                self._drop(seq)
             self._backlog.clear()
         try:
             released = await self._store.release(self.pattern, state.group, self.member)

@@ -473,10 +473,14 @@ class HubClient:
         cannot be settled (socket down) is redelivered by the hub anyway."""
         if ctx.group is None:
             return
+        # seq names the delivery when two topics under the pattern carry the same id
+        seq = ctx.event.seq if ctx.event.seq > 0 else None
         frame: ClientFrame = (
-            Ack(topic=ctx.pattern, group=ctx.group, id=ctx.id)
+            Ack(topic=ctx.pattern, group=ctx.group, id=ctx.id, seq=seq)
             if ack
-            else Nack(topic=ctx.pattern, group=ctx.group, id=ctx.id, reason=reason, delay_ms=delay_ms)
+            else Nack(
+                topic=ctx.pattern, group=ctx.group, id=ctx.id, seq=seq, reason=reason, delay_ms=delay_ms
+            )
         )
         if not confirm:
             await self._link.fire(frame)

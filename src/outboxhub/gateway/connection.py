@@ -37,6 +37,7 @@ from aiohttp import WSMessage, WSMsgType, web
 from outboxhub.auth import acl
 from outboxhub.auth.decide import Decider
 from outboxhub.auth.jwt import Principal
+from outboxhub.bus.core import AmbiguousSettle
 from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
 from outboxhub.gateway.context import GatewayContext, not_subscribed, utf8_size
 from outboxhub.gateway.delivery import SocketSub
@@ -460,7 +461,8 @@ class Connection:
             return False
         self.gateway.stats.events_withheld += 1
         if sub.group is not None:
-            self._spawn(self.gateway.bus.ack(sub.pattern, sub.group, delivery.event.id))
+            ev = delivery.event
+            self._spawn(self.gateway.bus.ack(sub.pattern, sub.group, ev.id, seq=ev.seq, member=self.member))
         return True
 
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
@@ -505,7 +507,10 @@ class Connection:
                 self._ok_if_asked(frame.rid)
                 return
             self.gateway.stats.acks += 1
-            self._settle(frame.rid, self.gateway.bus.ack(frame.topic, frame.group, frame.id))
+            self._settle(
+                frame.rid,
+                self.gateway.bus.ack(frame.topic, frame.group, frame.id, seq=frame.seq, member=self.member),
+            )
 
     def _nack(self, frame: Nack) -> None:
         if self._check_subscribed("NACK", frame.topic, frame.group, frame.rid):
@@ -516,7 +521,13 @@ class Connection:
             self._settle(
                 frame.rid,
                 self.gateway.bus.nack(
-                    frame.topic, frame.group, frame.id, reason=frame.reason, delay_ms=frame.delay_ms
+                    frame.topic,
+                    frame.group,
+                    frame.id,
+                    seq=frame.seq,
+                    member=self.member,
+                    reason=frame.reason,
+                    delay_ms=frame.delay_ms,
                 ),
             )
 
@@ -547,6 +558,8 @@ class Connection:
             return
         if isinstance(exc, StoreUnavailable):
             data = self._err_bytes(rid, UNAVAILABLE, f"store unavailable: {exc}")
+        elif isinstance(exc, AmbiguousSettle):
+            data = self._err_bytes(rid, BAD_REQUEST, str(exc))
         else:
             log.error("connection %s: ack/nack failed", self.member, exc_info=exc)
             data = self._err_bytes(rid, INTERNAL, "internal error; the ack/nack may not have been recorded")

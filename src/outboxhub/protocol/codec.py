@@ -134,6 +134,8 @@ _DurationMs: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_DURATION_MS)]
 _DelayMs: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 _MaxDeliver: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_MAX_DELIVER)]
 _EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
+_AckSeq: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+"""ACK/NACK ``seq``: a stored seq (1 .. 2^63 - 1, what every store can hold)."""
 
 # Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
 # ones that passed. Failures raise and are not cached; a flood of distinct valid names only churns the LRU.
@@ -319,6 +321,8 @@ class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
     topic: str
     group: str | None = None
     id: _EventId
+    seq: _AckSeq | None = None
+    """The EVENT's ``event.seq``: names the delivery when two topics under the pattern share the id."""
 
     def __post_init__(self) -> None:
         _check_pattern(self.topic)
@@ -331,6 +335,7 @@ class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
     topic: str
     group: str | None = None
     id: _EventId
+    seq: _AckSeq | None = None
     reason: str | None = None
     delay_ms: _DelayMs | None = None
 

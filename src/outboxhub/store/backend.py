@@ -24,7 +24,7 @@ from typing import ClassVar
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, NewEvent, PublishResult
-from outboxhub.store.base import CommitListener, TopicListener
+from outboxhub.store.base import CommitListener, EventRef, TopicListener, refs_of
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
@@ -158,41 +158,50 @@ class StoreBackend(ABC):
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         """Run the claim (``request.plan()``, a ``ClaimPlan`` of ``store/lifecycle.py``) atomically."""
 
-    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
+    async def ack(
+        self, pattern: str, group: str, event_ids: Sequence[str | EventRef], *, member: str | None = None
+    ) -> int:
         self._check_open()
         if not event_ids:
             return 0
-        return await self._ack(pattern, group, list(event_ids))
+        return await self._ack(pattern, group, refs_of(event_ids), member)
 
     @abstractmethod
-    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int: ...
+    async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        """Settle ``refs`` for the group as ``member`` (``may_settle``; a ref without seq only when its id
+        matches exactly one row the member may settle); return how many rows were removed."""
 
     async def nack(
         self,
         pattern: str,
         group: str,
-        event_id: str,
+        event_id: str | EventRef,
         *,
         max_deliver: int,
+        member: str | None = None,
         delay_ms: int | None = None,
         reason: str | None = None,
         now: int | None = None,
     ) -> bool:
         self._check_open()
+        ref = refs_of([event_id])[0]
         request = NackRequest(
             pattern=pattern,
             group=group,
-            event_id=event_id,
+            event_id=ref.id,
             max_deliver=max_deliver,
             delay_ms=delay_ms,
             reason=reason,
             now=now_ms() if now is None else now,
+            seq=ref.seq,
+            member=member,
         )
         return await self._nack(request)
 
     @abstractmethod
     async def _nack(self, request: NackRequest) -> bool:
-        """Run the NACK (``request.trigger()``, ``plan_nack`` of ``store/lifecycle.py``) atomically."""
+        """Run the NACK (``request.trigger()``, ``plan_nack`` of ``store/lifecycle.py``) atomically, on the
+        row ``request`` names and ``request.member`` may settle (as ``_ack`` finds it)."""
 
     async def extend(
         self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None

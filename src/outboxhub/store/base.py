@@ -1,8 +1,9 @@
 """The async ``Store`` protocol every backend implements, and the helpers they share.
 
 A store owns three things: the event log (append-only, ``seq`` strictly increasing in commit order,
-idempotent by ``id``), consumer-group state (ack floor, delivery frontier, pending deliveries), and the
-commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
+idempotent by ``(topic, id)``: an id is unique within its topic only, so one topic's ids never reveal nor
+block another topic's events), consumer-group state (ack floor, delivery frontier, pending deliveries), and
+the commit notifications that wake waiting consumers. The bus and the gateway only talk to this protocol;
 ``tests/contract/`` runs one suite against every backend.
 
 Group semantics (the delivery lifecycle itself is ``store/lifecycle.py``):
@@ -23,13 +24,20 @@ Group semantics (the delivery lifecycle itself is ``store/lifecycle.py``):
   (or to the frontier when nothing is pending). Acking an unknown or already-acked id is a no-op.
 * ``nack`` makes a pending event deliverable again after ``delay_ms`` (default: 500 ms doubling per
   attempt, capped at 30 s); if its attempts already reached ``max_deliver`` it is dead-lettered now.
+* Settling (``ack``/``nack``) names a delivery by an ``EventRef``: its id and, when known, its seq. With a
+  seq the row is ``(group, seq)`` and must carry that id; without one the id must match exactly one pending
+  row the caller may settle (two topics under one pattern may carry the same id: then nothing is settled).
+  With ``member`` given, only a row that was delivered (``attempts > 0``) and is held by that member or by
+  nobody (NACKed, released, never re-claimed after its deadline) may be settled: a member cannot settle
+  another member's delivery (``may_settle`` in ``store/lifecycle.py``). ``member=None`` is the trusted,
+  in-process caller (tests, tools).
 * Every mutation is atomic in the database, so several hub processes may share one store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from outboxhub.model import (
     Cursor,
@@ -44,7 +52,7 @@ from outboxhub.model import (
 )
 from outboxhub.urls import mask_url  # the one masking function, re-exported here for the stores
 
-__all__ = ["CommitListener", "Store", "TopicListener", "dlq_topic", "mask_url"]
+__all__ = ["CommitListener", "EventRef", "Store", "TopicListener", "dlq_topic", "mask_url", "refs_of"]
 
 CommitListener = Callable[[int], None]
 """Called with the newest committed seq after events are committed (from the event loop thread)."""
@@ -52,6 +60,19 @@ CommitListener = Callable[[int], None]
 TopicListener = Callable[[int, "frozenset[str] | None"], None]
 """Called like a ``CommitListener``, plus the concrete topics that commit wrote to; None when the store does
 not know them (another process's commit, a backend that cannot tell): then anything may have changed."""
+
+
+class EventRef(NamedTuple):
+    """One delivery to settle: the event id and, when known, its seq (which makes it unambiguous when two
+    topics under one pattern carry the same id)."""
+
+    id: str
+    seq: int | None = None
+
+
+def refs_of(event_ids: Sequence[str | EventRef]) -> list[EventRef]:
+    """``event_ids`` as ``EventRef`` values (a plain string is an id without seq)."""
+    return [ref if isinstance(ref, EventRef) else EventRef(ref) for ref in event_ids]
 
 
 def dlq_topic(group: str, topic: str) -> str:
@@ -96,17 +117,21 @@ class Store(Protocol):
     # -- events -------------------------------------------------------------------------------------------
 
     async def publish(self, event: NewEvent) -> PublishResult:
-        """Append one event; return only after it is durably committed. Idempotent by ``event.id``."""
+        """Append one event; return only after it is durably committed. Idempotent by ``(event.topic,
+        event.id)``: the same id on another topic is another event."""
         ...
 
     async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
         """Append events in order in one transaction; results in the same order.
 
-        An id repeated within the batch is stored once; later copies report ``duplicate=True``.
+        An ``(topic, id)`` repeated within the batch is stored once; later copies report ``duplicate=True``.
         """
         ...
 
-    async def get_event(self, event_id: str) -> Event | None: ...
+    async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
+        """The event ``event_id`` of ``topic``; without a topic, the oldest event carrying that id (ids are
+        unique per topic only)."""
+        ...
 
     async def scan(
         self,
@@ -166,17 +191,21 @@ class Store(Protocol):
         """Hand ``member`` up to ``limit`` deliverable events (see the module docstring)."""
         ...
 
-    async def ack(self, pattern: str, group: str, event_ids: Sequence[str]) -> int:
-        """Acknowledge pending events; return how many were pending."""
+    async def ack(
+        self, pattern: str, group: str, event_ids: Sequence[str | EventRef], *, member: str | None = None
+    ) -> int:
+        """Acknowledge pending deliveries (see the module docstring for ``EventRef`` and ``member``); return
+        how many were settled."""
         ...
 
     async def nack(
         self,
         pattern: str,
         group: str,
-        event_id: str,
+        event_id: str | EventRef,
         *,
         max_deliver: int,
+        member: str | None = None,
         delay_ms: int | None = None,
         reason: str | None = None,
         now: int | None = None,

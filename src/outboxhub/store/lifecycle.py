@@ -62,6 +62,7 @@ from outboxhub.model import nack_backoff_ms
 __all__ = [
     "DELIVERY_LIFECYCLE",
     "ORDERED_SCAN_CAP",
+    "SETTLE_SQL",
     "ClaimPlan",
     "ClaimRequest",
     "Decision",
@@ -72,6 +73,7 @@ __all__ = [
     "Trigger",
     "Verdict",
     "effective_max_deliver",
+    "may_settle",
     "plan_nack",
     "state_of",
     "step",
@@ -178,6 +180,21 @@ def plan_nack(*, attempts: int, held: bool, deadline: int, now: int, max_deliver
     trigger = Trigger.NACK_FINAL if attempts >= effective_max_deliver(max_deliver) else Trigger.NACK
     step(state, trigger)
     return trigger
+
+
+def may_settle(*, settler: str | None, holder: str | None, attempts: int) -> bool:
+    """Whether ``settler`` may ACK/NACK a pending row held by ``holder`` (None: nobody) after ``attempts``
+    deliveries: a trusted caller (``settler`` None) always; a member only a delivered row (attempts > 0)
+    that it holds or that nobody holds (NACKed, released, or expired and not yet claimed again, which is
+    what keeps a late ACK meaningful). The SQL backends write the same rule as ``SETTLE_SQL``."""
+    if settler is None:
+        return True
+    return attempts > 0 and (holder is None or holder == settler)
+
+
+SETTLE_SQL: Final = " AND {p}attempts > 0 AND ({p}member IS NULL OR {p}member = {param})"
+"""``may_settle`` as a SQL condition on a pending row: ``{p}`` is the row's table prefix (``"p."`` or ``""``),
+``{param}`` the settler's placeholder."""
 
 
 class Verdict(StrEnum):
@@ -419,6 +436,10 @@ class NackRequest:
     delay_ms: int | None
     reason: str | None
     now: int
+    seq: int | None = None
+    """The delivery's seq when the caller named it (see ``EventRef`` in ``store/base.py``)."""
+    member: str | None = None
+    """The member settling (``may_settle``); None for a trusted in-process caller."""
 
     def trigger(self, *, attempts: int, held: bool, deadline: int) -> Trigger | None:
         """``plan_nack`` for the pending row of the event (see there)."""

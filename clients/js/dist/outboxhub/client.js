@@ -322,7 +322,8 @@ export class OutboxHubClient {
         const settle = (op, extra) => {
             if (group === null || ws !== this.#ws || ws.readyState !== OPEN)
                 return; // redelivered after reconnect
-            ws.send(JSON.stringify({ op, topic: msg.topic, group, id: event.id, ...extra }));
+            // seq names the delivery when two topics under the pattern carry the same id
+            ws.send(JSON.stringify({ op, topic: msg.topic, group, id: event.id, seq: event.seq, ...extra }));
         };
         sub.deliver(event, msg.ctx ?? { attempt: 1, redelivered: false }, settle);
     }

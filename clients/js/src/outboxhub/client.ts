@@ -359,7 +359,8 @@ export class OutboxHubClient {
     const event = msg.event as HubEvent<unknown>;
     const settle: Settle = (op, extra) => {
       if (group === null || ws !== this.#ws || ws.readyState !== OPEN) return; // redelivered after reconnect
-      ws.send(JSON.stringify({ op, topic: msg.topic, group, id: event.id, ...extra }));
+      // seq names the delivery when two topics under the pattern carry the same id
+      ws.send(JSON.stringify({ op, topic: msg.topic, group, id: event.id, seq: event.seq, ...extra }));
     };
     sub.deliver(event, (msg.ctx as DeliveryContext | undefined) ?? { attempt: 1, redelivered: false }, settle);
   }

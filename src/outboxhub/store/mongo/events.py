@@ -2,7 +2,11 @@
 
 Event documents::
 
-    {_id: <event id>, seq, topic, ts, payload, key?, headers?, tags?, caused_by?, sid?}
+    {_id: <seq>, id: <event id>, seq, topic, ts, payload, key?, headers?, tags?, caused_by?, sid?}
+
+Event ids are unique per topic (the unique sparse index on ``(id, topic)``), not across the log. Documents
+written before that (schema version 1) keep their event id as ``_id``; the migration in ``store.py`` copies
+it to ``id``, which every read uses.
 
 ``payload`` is stored as native BSON after a round trip through JSON (so a payload reads back exactly as
 on the SQL backends: JSON types only). A payload BSON cannot hold exactly (an integer beyond 64 bits, a
@@ -107,7 +111,7 @@ def plain_ints(value: Any) -> Any:
 def event_doc(row: Prepared, seq: int) -> Doc:
     """The document of a prepared event (``_codec.prepare``) at ``seq``."""
     event_id, topic, ts, key, payload, meta = row
-    doc: Doc = {"_id": event_id, "seq": Int64(seq), "topic": topic, "ts": Int64(ts)}
+    doc: Doc = {"_id": Int64(seq), "id": event_id, "seq": Int64(seq), "topic": topic, "ts": Int64(ts)}
     encode_payload(payload, doc)
     if key is not None:
         doc["key"] = key
@@ -127,7 +131,7 @@ def event_doc(row: Prepared, seq: int) -> Doc:
 def decode_event(doc: Doc) -> Event:
     """An ``Event`` from a stored document."""
     return Event(
-        id=doc["_id"],
+        id=doc["id"],
         topic=doc["topic"],
         seq=int(doc["seq"]),
         ts=int(doc["ts"]),
@@ -143,16 +147,23 @@ def decode_event(doc: Doc) -> Event:
 class Staged:
     """A batch inserted under open allocations; ``commit`` releases them (see ``groupcommit.Staged``)."""
 
-    __slots__ = ("_allocations", "_log", "results", "top")
+    __slots__ = ("_allocations", "_log", "_topics", "results", "top")
 
-    def __init__(self, log: EventLog, allocations: list[Allocation], results: list[PublishResult]) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        allocations: list[Allocation],
+        results: list[PublishResult],
+        topics: frozenset[str],
+    ) -> None:
         self._log = log
         self._allocations = allocations
+        self._topics = topics
         self.results = results
         self.top = max((r.seq for r in results if not r.duplicate), default=0)
 
     async def commit(self) -> None:
-        await self._log.commit(self._allocations)
+        await self._log.commit(self._allocations, self._topics)
 
 
 class EventLog:
@@ -164,7 +175,7 @@ class EventLog:
         topics: AsyncCollection[Doc],
         counter: SeqCounter,
         *,
-        on_horizon: Callable[[int], None],
+        on_horizon: Callable[[int, Sequence[Allocation], frozenset[str]], None],
     ) -> None:
         self.events = events
         self.topics = topics
@@ -175,20 +186,18 @@ class EventLog:
     # -- appends (run by the group-commit writer) --------------------------------------------------------
 
     async def stage(self, rows: Sequence[Prepared]) -> Staged:
-        """Insert ``rows`` (in order, idempotent by id) under fresh allocations, not yet released."""
+        """Insert ``rows`` (in order, idempotent by ``(topic, id)``) under fresh allocations, not yet
+        released."""
         unique: list[Prepared] = []
-        firsts: set[str] = set()
+        firsts: set[tuple[str, str]] = set()
         for row in rows:
-            if row[0] not in firsts:
-                firsts.add(row[0])
+            if (row[0], row[1]) not in firsts:
+                firsts.add((row[0], row[1]))
                 unique.append(row)
-        ids = [row[0] for row in unique]
-        seq_of: dict[str, int] = {}
-        duplicate: set[str] = set()
-        async for doc in self.events.find({"_id": {"$in": ids}}, {"seq": 1}):
-            seq_of[doc["_id"]] = int(doc["seq"])
-            duplicate.add(doc["_id"])
-        fresh = [row for row in unique if row[0] not in duplicate]
+        seq_of: dict[tuple[str, str], int] = {}
+        duplicate: set[tuple[str, str]] = set()
+        await self._find_stored(firsts, seq_of, duplicate)
+        fresh = [row for row in unique if (row[0], row[1]) not in duplicate]
         await self._register_topics({row[1] for row in fresh})
         allocations: list[Allocation] = []
         try:
@@ -198,10 +207,11 @@ class EventLog:
                 docs = [event_doc(row, allocation.lo + i) for i, row in enumerate(fresh)]
                 fenced = await self._insert(docs, seq_of, duplicate)
                 for doc in docs:
-                    if doc["_id"] not in duplicate and doc["_id"] not in fenced:
-                        seq_of[doc["_id"]] = int(doc["seq"])
+                    both = (doc["id"], doc["topic"])
+                    if both not in duplicate and both not in fenced:
+                        seq_of[both] = int(doc["seq"])
                 # Fenced events lost their seqs to an abandoned allocation: allocate again, above it.
-                fresh = [row for row in fresh if row[0] in fenced]
+                fresh = [row for row in fresh if (row[0], row[1]) in fenced]
         except BaseException:
             for allocation in allocations:
                 try:
@@ -210,19 +220,36 @@ class EventLog:
                     break
             raise
         results: list[PublishResult] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for row in rows:
-            event_id = row[0]
-            repeated = event_id in seen
-            seen.add(event_id)
+            both = (row[0], row[1])
+            repeated = both in seen
+            seen.add(both)
             results.append(
-                PublishResult(id=event_id, seq=seq_of[event_id], duplicate=repeated or event_id in duplicate)
+                PublishResult(id=row[0], seq=seq_of[both], duplicate=repeated or both in duplicate)
             )
-        return Staged(self, allocations, results)
+        topics = frozenset(row[1] for row in unique)
+        return Staged(self, allocations, results, topics)
 
-    async def _insert(self, docs: list[Doc], seq_of: dict[str, int], duplicate: set[str]) -> set[str]:
-        """``insert_many`` (unordered); return the ids fenced out by holes. Ids that turn out to exist
-        already (inserted by another process since the check) become duplicates with their seq."""
+    async def _find_stored(
+        self,
+        wanted: set[tuple[str, str]],
+        seq_of: dict[tuple[str, str], int],
+        duplicate: set[tuple[str, str]],
+    ) -> None:
+        """Record in ``seq_of``/``duplicate`` which ``(id, topic)`` of ``wanted`` are stored already."""
+        ids = sorted({event_id for event_id, _ in wanted})
+        async for doc in self.events.find({"id": {"$in": ids}}, {"seq": 1, "id": 1, "topic": 1}):
+            both = (str(doc["id"]), str(doc.get("topic")))
+            if both in wanted:
+                seq_of[both] = int(doc["seq"])
+                duplicate.add(both)
+
+    async def _insert(
+        self, docs: list[Doc], seq_of: dict[tuple[str, str], int], duplicate: set[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """``insert_many`` (unordered); return the ``(id, topic)`` fenced out by holes. Those that turn out
+        to exist already (inserted by another process since the check) become duplicates with their seq."""
         try:
             await self.events.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -230,11 +257,9 @@ class EventLog:
             other = [e for e in errors if e.get("code") != 11000]
             if other:
                 raise StoreError(f"storing events failed: {other[0].get('errmsg')}") from exc
-            failed = [docs[e["index"]]["_id"] for e in errors]
-            async for doc in self.events.find({"_id": {"$in": failed}}, {"seq": 1}):
-                seq_of[doc["_id"]] = int(doc["seq"])
-                duplicate.add(doc["_id"])
-            return {event_id for event_id in failed if event_id not in duplicate}
+            failed = {(docs[e["index"]]["id"], docs[e["index"]]["topic"]) for e in errors}
+            await self._find_stored(failed, seq_of, duplicate)
+            return {both for both in failed if both not in duplicate}
         return set()
 
     async def _register_topics(self, topics: set[str]) -> None:
@@ -250,12 +275,13 @@ class EventLog:
                 raise
         self._known_topics.update(new)
 
-    async def commit(self, allocations: list[Allocation]) -> None:
+    async def commit(self, allocations: list[Allocation], topics: frozenset[str]) -> None:
+        """Release ``allocations``; report the new horizon with them and the topics their events went to."""
         horizon = 0
         for allocation in allocations:
             horizon = await self.counter.release(allocation)
         if allocations:
-            self._on_horizon(horizon)
+            self._on_horizon(horizon, allocations, topics)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -279,9 +305,11 @@ class EventLog:
             return None
         return {"topic": names[0]} if len(names) == 1 else {"topic": {"$in": names}}
 
-    async def get_event(self, event_id: str) -> Event | None:
-        doc = await self.events.find_one({"_id": event_id})
-        return None if doc is None or "topic" not in doc else decode_event(doc)
+    async def get_event(self, event_id: str, topic: str | None) -> Event | None:
+        """The event ``event_id`` of ``topic`` (ids are unique per topic); without a topic the oldest one."""
+        where: Doc = {"id": event_id, "topic": {"$gt": ""} if topic is None else topic}
+        doc = await self.events.find_one(where, sort=[("seq", 1)])
+        return None if doc is None else decode_event(doc)
 
     async def scan_docs(
         self,

@@ -55,6 +55,7 @@ from outboxhub.model import (
     PublishResult,
     StartPosition,
 )
+from outboxhub.store.base import EventRef
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, ack_floor, dead_letter_event
 from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
 from outboxhub.store.mongo.events import EventLog, decode_event
@@ -63,6 +64,13 @@ __all__ = ["GroupOps"]
 
 Doc = dict[str, Any]
 Publish = Callable[[Sequence[NewEvent]], Awaitable[list[PublishResult]]]
+
+
+def _settle_filter(member: str | None) -> Doc:
+    """``may_settle`` of ``store/lifecycle.py`` as a filter on pending documents (not dead-lettering)."""
+    if member is None:
+        return {"dl": None}
+    return {"dl": None, "attempts": {"$gt": 0}, "member": {"$in": [None, member]}}
 
 
 class GroupOps:
@@ -338,7 +346,7 @@ class GroupOps:
                     "_id": f"{gid}:{decision.seq}",
                     "gid": gid,
                     "seq": Int64(decision.seq),
-                    "event_id": row["_id"],
+                    "event_id": row["id"],
                     "key": row.get("key"),
                     "member": member,
                     "deadline": Int64(plan.deadline),
@@ -424,13 +432,28 @@ class GroupOps:
 
     # -- ack / nack / extend / release ---------------------------------------------------------------------
 
-    async def ack(self, pattern: str, name: str, event_ids: Sequence[str]) -> int:
+    async def ack(self, pattern: str, name: str, refs: Sequence[EventRef], member: str | None) -> int:
+        """Refs with a seq name their pending row (``<gid>:<seq>``, which must carry the id); refs without
+        one settle the row of that id only when it is the one row ``member`` may settle."""
         gid = await self._gid(pattern, name)
         if gid is None:
             return 0
-        result = await self.pending.delete_many(
-            {"gid": gid, "event_id": {"$in": list(dict.fromkeys(event_ids))}, "dl": None}
-        )
+        settle = _settle_filter(member)
+        named = {f"{gid}:{ref.seq}": ref.id for ref in refs if ref.seq is not None}
+        targets: list[str] = []
+        if named:
+            found = self.pending.find({"_id": {"$in": list(named)}, **settle}, {"event_id": 1})
+            targets += [doc["_id"] async for doc in found if named.get(doc["_id"]) == doc["event_id"]]
+        by_id = list(dict.fromkeys(ref.id for ref in refs if ref.seq is None))
+        if by_id:
+            rows: dict[str, list[str]] = {}
+            found = self.pending.find({"gid": gid, "event_id": {"$in": by_id}, **settle}, {"event_id": 1})
+            async for doc in found:
+                rows.setdefault(doc["event_id"], []).append(doc["_id"])
+            targets += [ids[0] for ids in rows.values() if len(ids) == 1]  # two topics, one id: ambiguous
+        if not targets:
+            return 0
+        result = await self.pending.delete_many({"_id": {"$in": targets}, **settle})
         return result.deleted_count
 
     async def nack(self, request: NackRequest) -> bool:
@@ -438,17 +461,26 @@ class GroupOps:
         gid = await self._gid(pattern, name)
         if gid is None:
             return False
+        where: Doc = {"gid": gid, "event_id": request.event_id, **_settle_filter(request.member)}
+        if request.seq is not None:
+            where["_id"] = f"{gid}:{request.seq}"
         for _ in range(5):
-            row = await self.pending.find_one({"gid": gid, "event_id": request.event_id, "dl": None})
-            if row is None:
+            rows = await self.pending.find(where).to_list(2)
+            if len(rows) != 1:  # none, or an id two topics share and no seq to tell them apart
                 return False
+            row = rows[0]
             attempts = int(row["attempts"])
             trigger = request.trigger(
                 attempts=attempts, held=row.get("member") is not None, deadline=int(row["deadline"])
             )
             if trigger is None:
                 return False
-            current = {"_id": row["_id"], "attempts": row["attempts"], "dl": None}
+            current = {
+                "_id": row["_id"],
+                "attempts": row["attempts"],
+                "member": row.get("member"),
+                "dl": None,
+            }
             if trigger is Trigger.NACK_FINAL:
                 await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True
@@ -500,7 +532,7 @@ class GroupOps:
         last = None if where is None else await self._log.newest_at_or_below(where, floor)
         if last is None:
             return Cursor(pattern=pattern, group=name, seq=floor)
-        return Cursor(pattern=pattern, group=name, seq=floor, last_id=last["_id"], last_ts=int(last["ts"]))
+        return Cursor(pattern=pattern, group=name, seq=floor, last_id=last["id"], last_ts=int(last["ts"]))
 
     async def cursor(self, pattern: str, name: str) -> Cursor | None:
         return await self._cursor(pattern, name, await self._log.topic_query(pattern))

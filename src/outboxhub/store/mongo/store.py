@@ -51,11 +51,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from outboxhub.errors import StoreError
 from outboxhub.ids import now_ms
 from outboxhub.model import (
     Cursor,
@@ -69,13 +70,14 @@ from outboxhub.model import (
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.mongo.conn import MongoSettings, make_client, parse_url, translate
 from outboxhub.store.mongo.events import EventLog, Staged
 from outboxhub.store.mongo.groups import GroupOps
-from outboxhub.store.mongo.seq import SeqCounter, horizon_of
+from outboxhub.store.mongo.seq import Allocation, SeqCounter, horizon_of
 from outboxhub.store.mongo.watch import Watcher, WatchMode
 from outboxhub.topics import compile_pattern
 
@@ -91,6 +93,8 @@ Doc = dict[str, Any]
 _INDEXES: dict[str, list[IndexModel]] = {
     "events": [
         IndexModel([("seq", ASCENDING)], unique=True),
+        # ids are unique per topic; sparse: hole documents (no id, no topic) stay out of it
+        IndexModel([("id", ASCENDING), ("topic", ASCENDING)], unique=True, sparse=True),
         IndexModel([("topic", ASCENDING), ("seq", ASCENDING)]),
         IndexModel([("topic", ASCENDING), ("key", ASCENDING), ("seq", ASCENDING)]),
     ],
@@ -129,6 +133,49 @@ async def create_indexes(collection: AsyncCollection[Doc], models: list[IndexMod
                 )
 
 
+SCHEMA_VERSION = 2
+"""The layout version, kept in the counters collection as ``{_id: "schema", v: <version>}``. Version 2
+(issue #14): event ids unique per topic, events keyed by seq with the event id in ``id``."""
+
+
+async def migrate(events: AsyncCollection[Doc], counters: AsyncCollection[Doc]) -> int:
+    """Bring the collections to ``SCHEMA_VERSION``; return the version found. Idempotent, so two processes
+    may run it at once; stop hubs of an older version first (they would write the old layout).
+
+    1 -> 2: copy each event's ``_id`` (its id) to ``id``. The old ``_id`` values stay (strings, never equal to
+    a new event's Int64 ``_id``); the unique ``(id, topic)`` index is created after this step."""
+    doc = await counters.find_one({"_id": "schema"})
+    found = 1 if doc is None else int(doc.get("v", 1))
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the MongoDB layout is at version {found}, newer than this outboxhub supports "
+            f"({SCHEMA_VERSION}); upgrade outboxhub"
+        )
+    if found < 2:
+        batch: list[UpdateOne] = []
+        async for old in events.find({"topic": {"$exists": True}, "id": {"$exists": False}}, {"_id": 1}):
+            batch.append(UpdateOne({"_id": old["_id"]}, {"$set": {"id": old["_id"]}}))
+            if len(batch) >= 1000:
+                await events.bulk_write(batch, ordered=False)
+                batch = []
+        if batch:
+            await events.bulk_write(batch, ordered=False)
+    if found != SCHEMA_VERSION:
+        await counters.update_one({"_id": "schema"}, {"$set": {"v": SCHEMA_VERSION}}, upsert=True)
+    return found
+
+
+def _covers(allocations: Sequence[Allocation], lo: int, hi: int) -> bool:
+    """Whether the seqs ``lo..hi`` all lie in ``allocations``."""
+    for allocation in sorted(allocations, key=lambda a: a.lo):
+        if allocation.lo > lo:
+            return False
+        lo = max(lo, allocation.hi + 1)
+        if lo > hi:
+            return True
+    return lo > hi
+
+
 class MongoStore(StoreBackend):
     """The ``Store`` protocol over a MongoDB database. Open with ``await MongoStore.open(url)``."""
 
@@ -146,7 +193,7 @@ class MongoStore(StoreBackend):
         self._groups_coll = self.db[f"{p}groups"]
         self._pending = self.db[f"{p}pending"]
         self._counter = SeqCounter(self._counters, self._events, lease_ms=settings.lease_ms)
-        self._log_ = EventLog(self._events, self._topics, self._counter, on_horizon=self._committed)
+        self._log_ = EventLog(self._events, self._topics, self._counter, on_horizon=self._local_commit)
         self._groups = GroupOps(
             self._groups_coll, self._pending, self._log_, self._publish_events, lease_ms=settings.lease_ms
         )
@@ -172,6 +219,7 @@ class MongoStore(StoreBackend):
                 "groups": store._groups_coll,
                 "pending": store._pending,
             }
+            await migrate(store._events, store._counters)
             for name, models in _INDEXES.items():
                 await create_indexes(collections[name], models)
             await store._counter.create()
@@ -213,6 +261,15 @@ class MongoStore(StoreBackend):
     async def ping(self) -> None:
         self._check_open()
         await self._run(self.db.command, "ping")
+
+    def _local_commit(self, horizon: int, allocations: Sequence[Allocation], topics: frozenset[str]) -> None:
+        """This store's batch is released: name its topics when every seq newly below the horizon is one of
+        its allocations; otherwise other processes' events became visible too (report None: wake all)."""
+        last = self._commits.last
+        if horizon > last and not _covers(allocations, last + 1, horizon):
+            self._committed(horizon)
+        else:
+            self._committed(horizon, topics)
 
     def _on_counter_change(self, change: Doc) -> None:
         doc = change.get("fullDocument")
@@ -261,9 +318,9 @@ class MongoStore(StoreBackend):
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.submit(rows)
 
-    async def get_event(self, event_id: str) -> Event | None:
+    async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         self._check_open()
-        return await self._run(self._log_.get_event, event_id)
+        return await self._run(self._log_.get_event, event_id, topic)
 
     async def _scan(
         self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
@@ -305,8 +362,8 @@ class MongoStore(StoreBackend):
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._run(self._groups.claim, request)
 
-    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
-        return await self._run(self._groups.ack, pattern, group, event_ids)
+    async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        return await self._run(self._groups.ack, pattern, group, refs, member)
 
     async def _nack(self, request: NackRequest) -> bool:
         return await self._run(self._groups.nack, request)

@@ -58,16 +58,17 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[Event]:
 async def append(
     conn: PgConn, channel: str, rows: Sequence[Prepared], *, commit: bool = False
 ) -> tuple[list[PublishResult], int]:
-    """Append prepared events in order (idempotent by id, also within ``rows``); return the results and
-    the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction, if any.
+    """Append prepared events in order (idempotent by ``(topic, id)``, also within ``rows``); return the
+    results and the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction,
+    if any.
 
     ``commit``: send COMMIT right behind the append (``conn`` in pipeline mode, inside a transaction), so
     the results arrive once the transaction is committed, in the same round trip."""
-    first: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}
     unique: list[Prepared] = []
     for row in rows:
-        if row[0] not in first:
-            first[row[0]] = len(unique)
+        if (row[0], row[1]) not in first:
+            first[(row[0], row[1])] = len(unique)
             unique.append(row)
     cur = await conn.execute(
         _APPEND,
@@ -92,19 +93,22 @@ async def append(
             for row, (seq, dup) in zip(rows, seqs, strict=True)
         ], top
     results: list[PublishResult] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for row in rows:
-        seq, dup = seqs[first[row[0]]]
-        results.append(PublishResult(id=row[0], seq=seq, duplicate=dup or row[0] in seen))
-        seen.add(row[0])
+        both = (row[0], row[1])
+        seq, dup = seqs[first[both]]
+        results.append(PublishResult(id=row[0], seq=seq, duplicate=dup or both in seen))
+        seen.add(both)
     return results, top
 
 
-async def get_event(conn: PgConn, event_id: str) -> Event | None:
-    cur = await conn.execute(
-        f"SELECT {EVENT_SELECT} FROM events e JOIN topics t ON t.topic_id = e.topic_id WHERE e.id = %s",
-        (event_id,),
-    )
+async def get_event(conn: PgConn, event_id: str, topic: str | None) -> Event | None:
+    """The event ``event_id`` of ``topic`` (ids are unique per topic); without a topic the oldest one."""
+    sql = f"SELECT {EVENT_SELECT} FROM events e JOIN topics t ON t.topic_id = e.topic_id WHERE e.id = %s"
+    if topic is None:
+        cur = await conn.execute(f"{sql} ORDER BY e.seq LIMIT 1", (event_id,))
+    else:
+        cur = await conn.execute(f"{sql} AND t.topic = %s", (event_id, topic))
     return _first(decode_rows(await cur.fetchall()))
 
 

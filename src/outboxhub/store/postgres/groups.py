@@ -39,14 +39,23 @@ dead-letters, needs a second chunk or page, or orders by key.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from outboxhub.errors import StoreError
 from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
+from outboxhub.store.lifecycle import (
+    SETTLE_SQL,
+    ClaimPlan,
+    ClaimRequest,
+    Expired,
+    NackRequest,
+    Trigger,
+    Verdict,
+)
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
@@ -77,7 +86,9 @@ _INFO = (
     " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0) FROM groups g"
 )
 
-_EVENT_SEQ = "(SELECT seq FROM events WHERE id = %s)"
+_ASYNC_STATEMENT = " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+"""Appended to a single-statement transaction: evaluated once, before any row, it makes its COMMIT
+asynchronous."""
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 """Opens every claim, ack and nack transaction (see the module docstring)."""
 DURABLE_COMMIT = "SET LOCAL synchronous_commit TO DEFAULT"
@@ -91,6 +102,7 @@ class ClaimContext:
 
     channel: str
     appended_to: int = 0
+    appended_topics: set[str] = field(default_factory=set)
 
 
 def _info(row: Sequence[Any]) -> GroupInfo:
@@ -371,22 +383,46 @@ async def _dead_letter(
     await conn.execute(DURABLE_COMMIT)  # the transaction now publishes events
     _, top = await events.append(conn, ctx.channel, letters)
     ctx.appended_to = max(ctx.appended_to, top)
+    ctx.appended_topics.update(letter[1] for letter in letters)
     await conn.execute(
         "UPDATE groups SET dead_letters = dead_letters + %s WHERE gid = %s", (len(letters), gid)
     )
 
 
-async def ack(conn: PgConn, pattern: str, name: str, event_ids: Sequence[str]) -> int:
-    # One statement in its own transaction; the set_config (evaluated once, before any row) makes that
-    # transaction's COMMIT asynchronous.
-    cur = await conn.execute(
-        "DELETE FROM pending p USING groups g, events e"
-        " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid"
-        " AND e.id = ANY(%s::text[]) AND p.seq = e.seq"
-        " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL",
-        (pattern, name, list(event_ids)),
-    )
-    return max(0, cur.rowcount)
+def _settle_where(member: str | None, prefix: str) -> str:
+    return "" if member is None else SETTLE_SQL.format(p=prefix, param="%s")
+
+
+def _settle_params(member: str | None) -> tuple[str, ...]:
+    return () if member is None else (member,)
+
+
+async def ack(conn: PgConn, pattern: str, name: str, refs: Sequence[EventRef], member: str | None) -> int:
+    """Refs with a seq name their row; refs without one settle the row of that id only when it is the one
+    row of the group with that id that ``member`` may settle. Each statement is its own transaction."""
+    count = 0
+    extra = _settle_params(member)
+    with_seq = [ref for ref in refs if ref.seq is not None]
+    if with_seq:
+        cur = await conn.execute(
+            "DELETE FROM pending p USING groups g, unnest(%s::bigint[], %s::text[]) AS r (seq, id)"
+            " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid AND p.seq = r.seq AND p.event_id = r.id"
+            f"{_settle_where(member, 'p.')}{_ASYNC_STATEMENT}",
+            ([ref.seq for ref in with_seq], [ref.id for ref in with_seq], pattern, name, *extra),
+        )
+        count += max(0, cur.rowcount)
+    by_id = [ref.id for ref in refs if ref.seq is None]
+    if by_id:
+        cur = await conn.execute(
+            "DELETE FROM pending p USING groups g, events e"
+            " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid"
+            f" AND e.id = ANY(%s::text[]) AND p.seq = e.seq{_settle_where(member, 'p.')}"
+            " AND NOT EXISTS (SELECT 1 FROM events e2 JOIN pending q ON q.gid = p.gid AND q.seq = e2.seq"
+            f" WHERE e2.id = e.id AND e2.seq <> e.seq{_settle_where(member, 'q.')}){_ASYNC_STATEMENT}",
+            (pattern, name, by_id, *extra, *extra),
+        )
+        count += max(0, cur.rowcount)
+    return count
 
 
 async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
@@ -396,16 +432,25 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
         lock = await conn.execute(
             "SELECT gid FROM groups WHERE pattern = %s AND name = %s FOR UPDATE", (pattern, name)
         )
+        by_seq = "" if request.seq is None else " AND p.seq = %s"
         cur = await conn.execute(
             f"SELECT p.seq, p.attempts, p.member IS NOT NULL, p.deadline, {EVENT_SELECT} FROM pending p"
             " JOIN events e ON e.seq = p.seq JOIN topics t ON t.topic_id = e.topic_id"
-            f" WHERE p.gid = {_GROUP_GID} AND e.id = %s",
-            (pattern, name, request.event_id),
+            f" WHERE p.gid = {_GROUP_GID} AND e.id = %s{by_seq}{_settle_where(request.member, 'p.')}"
+            " LIMIT 2",
+            (
+                pattern,
+                name,
+                request.event_id,
+                *(() if request.seq is None else (request.seq,)),
+                *_settle_params(request.member),
+            ),
         )
         group = await lock.fetchone()
-        row = await cur.fetchone()
-        if group is None or row is None:
+        rows = await cur.fetchall()
+        if group is None or len(rows) != 1:  # none, or an id two topics share and no seq to tell them
             return False
+        row = rows[0]
         gid = int(group[0])
         seq, attempts = int(row[0]), int(row[1])
         trigger = request.trigger(attempts=attempts, held=bool(row[2]), deadline=int(row[3]))
@@ -425,8 +470,7 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
 
 async def extend(conn: PgConn, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
     cur = await conn.execute(
-        f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND seq = {_EVENT_SEQ}"
-        " AND member IS NOT NULL",
+        f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND event_id = %s AND member IS NOT NULL",
         (now + ack_timeout_ms, pattern, name, event_id),
     )
     return cur.rowcount > 0

@@ -1,11 +1,13 @@
 """Cross-process wake-up: LISTEN on a dedicated connection, with polling as the fallback.
 
-Every publishing transaction NOTIFYs the schema's channel with its last seq (``publish_events``), so a
-commit made by any hub process reaches every other one within milliseconds. The listener keeps its own
-connection (a pooled one could not stay in LISTEN), and when that connection drops it reconnects with
-backoff. A notification lost while disconnected is covered by polling: after every (re)connect and every
-``poll_interval_s`` without a notification, the listener reads the counter and reports any seq it has not
-reported yet. The poll doubles as the liveness check of the connection.
+Every publishing transaction NOTIFYs the schema's channel with its last seq and the topics it wrote, one per
+line (``publish_events``; the seq alone when the topics do not fit, see ``schema.NOTIFY_TOPICS_MAX_BYTES``),
+so a commit made by any hub process reaches every other one within milliseconds and wakes only the groups
+whose pattern matches one of those topics. A seq alone, and every poll, report no topics (wake all). The
+listener keeps its own connection (a pooled one could not stay in LISTEN), and when that connection drops it
+reconnects with backoff. A notification lost while disconnected is covered by polling: after every
+(re)connect and every ``poll_interval_s`` without a notification, the listener reads the counter and reports
+any seq it has not reported yet. The poll doubles as the liveness check of the connection.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from outboxhub.retry import BackoffPolicy, Retries
 from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.schema import quote_ident
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "parse_payload"]
 
 _log = logging.getLogger("outboxhub.store.postgres.store")
 
@@ -30,7 +32,8 @@ _BACKOFF = BackoffPolicy(base=0.05, cap=2.0)
 
 
 class Listener:
-    """Calls ``on_seq(seq)`` for commits seen through NOTIFY or polling (from the event loop)."""
+    """Calls ``on_seq(seq, topics)`` for commits seen through NOTIFY or polling (from the event loop);
+    ``topics`` is None when the notification did not name them."""
 
     def __init__(
         self,
@@ -39,7 +42,7 @@ class Listener:
         url: str,
         schema: str,
         channel: str,
-        on_seq: Callable[[int], None],
+        on_seq: Callable[[int, frozenset[str] | None], None],
         poll_interval_s: float = 1.0,
         connect_timeout_s: float = 5.0,
     ) -> None:
@@ -122,11 +125,9 @@ class Listener:
             got = False
             async for notify in conn.notifies(timeout=self._poll_interval_s):
                 got = True
-                try:
-                    seq = int(notify.payload)
-                except ValueError:
-                    continue
-                self._on_seq(seq)
+                parsed = parse_payload(notify.payload)
+                if parsed is not None:
+                    self._on_seq(*parsed)
             if not got:
                 await self._poll(conn)
 
@@ -134,4 +135,16 @@ class Listener:
         cur = await conn.execute(f"SELECT last_seq FROM {quote_ident(self._schema)}.counter WHERE id = 1")
         row = await cur.fetchone()
         if row is not None:
-            self._on_seq(int(row[0]))
+            self._on_seq(int(row[0]), None)
+
+
+def parse_payload(payload: str) -> tuple[int, frozenset[str] | None] | None:
+    """``(seq, topics)`` of a NOTIFY payload (``<seq>`` or ``<seq>\\n<topic>\\n...``); None when it is not
+    one (another writer on the channel): it is ignored, the poll covers anything real."""
+    head, _, rest = payload.partition("\n")
+    try:
+        seq = int(head)
+    except ValueError:
+        return None
+    topics = frozenset(topic for topic in rest.split("\n") if topic) if rest else None
+    return seq, topics or None

@@ -11,8 +11,9 @@ Tables:
 * ``counter``: one row holding the last assigned seq. ``publish_events`` locks it (``FOR UPDATE``) before
   assigning seqs and holds the lock until commit, so publishing transactions are serialised and seq order
   is commit order (see the gap-safety note in ``postgres.py``).
-* ``events``: the log. ``payload`` is the JSON text of the payload, ``meta`` JSON of headers/tags/
-  caused_by/sid (NULL when none is set), both in the layout of ``_codec``.
+* ``events``: the log, unique by ``(id, topic_id)`` (version 2; by id alone before). ``payload`` is the
+  JSON text of the payload, ``meta`` JSON of headers/tags/caused_by/sid (NULL when none is set), both in
+  the layout of ``_codec``.
 * ``topics``: one row per concrete topic (``COLLATE "C"``: byte order, prefix ``LIKE`` on the index) with
   its event count, last seq and last ts, updated by ``publish_events`` in the same transaction.
 * ``groups``: one row per ``(pattern, name)``: frontier and dead-letter count. Claims and nacks lock this
@@ -145,7 +146,40 @@ def _v1() -> list[str]:
     ]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1]
+NOTIFY_TOPICS_MAX_BYTES = 7900
+"""A NOTIFY payload of version 2 is ``<seq>`` followed by the committed topics, one per line, when that
+fits in this many bytes (PostgreSQL's limit is 8000); otherwise ``<seq>`` alone, which wakes every group."""
+
+
+def _v2() -> list[str]:
+    """Event ids are unique per topic (issue #14): ``UNIQUE (id, topic_id)`` replaces ``UNIQUE (id)`` (whose
+    index also serves look-ups by id alone); ``publish_events`` dedupes by ``(topic, id)`` and names the
+    committed topics in its NOTIFY payload (``listen.py``)."""
+    function = (
+        _PUBLISH_FUNCTION.replace(
+            "SELECT i.ord, e.seq FROM input i JOIN events e ON e.id = i.eid",
+            "SELECT i.ord, e.seq FROM input i JOIN topics t ON t.topic = i.topic"
+            " JOIN events e ON e.id = i.eid AND e.topic_id = t.topic_id",
+        )
+        .replace("    v_new bigint;\n", "    v_new bigint;\n    v_note text;\n")
+        .replace(
+            "        PERFORM pg_notify(p_channel, v_new::text);",
+            "        v_note := v_new::text || E'\\n'"
+            " || array_to_string(ARRAY(SELECT DISTINCT x FROM unnest(p_topics) AS x), E'\\n');\n"
+            f"        IF octet_length(v_note) > {NOTIFY_TOPICS_MAX_BYTES} THEN\n"
+            "            v_note := v_new::text;\n"
+            "        END IF;\n"
+            "        PERFORM pg_notify(p_channel, v_note);",
+        )
+    )
+    return [
+        "ALTER TABLE events DROP CONSTRAINT events_id_key",
+        "ALTER TABLE events ADD CONSTRAINT events_id_topic_key UNIQUE (id, topic_id)",
+        function,
+    ]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 

@@ -66,6 +66,7 @@ from outboxhub.model import (
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, NackRequest
@@ -263,7 +264,7 @@ class PostgresStore(StoreBackend):
                 raise
             await self._pool.putconn(conn)
             if top:
-                self._committed(top)
+                self._committed(top, frozenset(row[1] for row in rows))
             return _CommittedBatch(results)
 
     async def _give_back(self, conn: PgConn) -> None:
@@ -278,9 +279,9 @@ class PostgresStore(StoreBackend):
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.submit(rows)
 
-    async def get_event(self, event_id: str) -> Event | None:
+    async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         self._check_open()
-        return await self._run(events.get_event, event_id)
+        return await self._run(events.get_event, event_id, topic)
 
     async def _scan(
         self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
@@ -328,14 +329,14 @@ class PostgresStore(StoreBackend):
         ctx = ClaimContext(self._channel)
         result = await self._run(fn, ctx, *args, **kwargs)
         if ctx.appended_to:
-            self._committed(ctx.appended_to)
+            self._committed(ctx.appended_to, frozenset(ctx.appended_topics))
         return result
 
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._run_appending(groups_ops.claim, request)
 
-    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
-        return await self._run(groups_ops.ack, pattern, group, event_ids)
+    async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        return await self._run(groups_ops.ack, pattern, group, refs, member)
 
     async def _nack(self, request: NackRequest) -> bool:
         return await self._run_appending(groups_ops.nack, request)

@@ -20,9 +20,18 @@ import json
 import sqlite3
 
 from outboxhub.model import Delivery, Event, GroupInfo, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
+from outboxhub.store.lifecycle import (
+    SETTLE_SQL,
+    ClaimPlan,
+    ClaimRequest,
+    Expired,
+    NackRequest,
+    Trigger,
+    Verdict,
+)
 from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
@@ -38,7 +47,6 @@ __all__ = [
     "reset_group",
 ]
 
-_EVENT_ID_SEQ = "(SELECT seq FROM events WHERE id = ?)"
 _JSON_LIST = "(SELECT value FROM json_each(?))"
 """A list passed as one JSON parameter (no limit on its length, unlike ``?, ?, ...``)."""
 
@@ -222,19 +230,63 @@ def _dead_letter(
     tx.dirty(gid)
 
 
-def ack(tx: WriteTx, pattern: str, name: str, event_ids: list[str]) -> int:
-    ref = tx.find_group(pattern, name)
-    if ref is None or not event_ids:
-        return 0
-    gid = ref[0]
-    cursor = tx.conn.executemany(
-        f"DELETE FROM pending WHERE gid = ? AND seq = {_EVENT_ID_SEQ}",
-        [(gid, event_id) for event_id in event_ids],
+def _settle_where(member: str | None, prefix: str = "") -> str:
+    return "" if member is None else SETTLE_SQL.format(p=prefix, param="?")
+
+
+def _settle_params(member: str | None) -> tuple[str, ...]:
+    return () if member is None else (member,)
+
+
+def _unique_seq_sql(member: str | None) -> str:
+    """The seq of the one pending row of group ``?`` whose event has id ``?`` and that ``member`` may settle;
+    NULL when there is none or more than one (two topics under the pattern carrying the same id)."""
+    where = _settle_where(member, "p.")
+    return (
+        "(SELECT max(p.seq) FROM events e JOIN pending p ON p.gid = ? AND p.seq = e.seq"
+        f" WHERE e.id = ?{where} HAVING count(*) = 1)"
     )
-    count = max(0, cursor.rowcount)
+
+
+def ack(tx: WriteTx, pattern: str, name: str, refs: list[EventRef], member: str | None) -> int:
+    found = tx.find_group(pattern, name)
+    if found is None or not refs:
+        return 0
+    gid = found[0]
+    where, extra = _settle_where(member), _settle_params(member)
+    count = 0
+    by_seq = [(gid, ref.seq, ref.id, *extra) for ref in refs if ref.seq is not None]
+    if by_seq:
+        cursor = tx.conn.executemany(
+            f"DELETE FROM pending WHERE gid = ? AND seq = ? AND event_id = ?{where}", by_seq
+        )
+        count += max(0, cursor.rowcount)
+    by_id = [(gid, gid, ref.id, *extra) for ref in refs if ref.seq is None]
+    if by_id:
+        cursor = tx.conn.executemany(
+            f"DELETE FROM pending WHERE gid = ? AND seq = {_unique_seq_sql(member)}", by_id
+        )
+        count += max(0, cursor.rowcount)
     if count:
         tx.dirty(gid)
     return count
+
+
+def _settle_row(tx: WriteTx, gid: int, request: NackRequest) -> tuple[int, int, int, int] | None:
+    """(seq, attempts, held, deadline) of the pending row ``request`` names and its member may settle."""
+    where, extra = _settle_where(request.member), _settle_params(request.member)
+    columns = "seq, attempts, member IS NOT NULL, deadline"
+    if request.seq is not None:
+        row = tx.conn.execute(
+            f"SELECT {columns} FROM pending WHERE gid = ? AND seq = ? AND event_id = ?{where}",
+            (gid, request.seq, request.event_id, *extra),
+        ).fetchone()
+    else:
+        row = tx.conn.execute(
+            f"SELECT {columns} FROM pending WHERE gid = ? AND seq = {_unique_seq_sql(request.member)}",
+            (gid, gid, request.event_id, *extra),
+        ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 def nack(tx: WriteTx, request: NackRequest) -> bool:
@@ -243,11 +295,7 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
     if ref is None:
         return False
     gid = ref[0]
-    row = tx.conn.execute(
-        "SELECT seq, attempts, member IS NOT NULL, deadline FROM pending"
-        f" WHERE gid = ? AND seq = {_EVENT_ID_SEQ}",
-        (gid, request.event_id),
-    ).fetchone()
+    row = _settle_row(tx, gid, request)
     if row is None:
         return False
     seq, attempts, held, deadline = row
@@ -270,8 +318,9 @@ def extend(tx: WriteTx, pattern: str, name: str, event_id: str, ack_timeout_ms: 
     if ref is None:
         return False
     cursor = tx.conn.execute(
-        f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {_EVENT_ID_SEQ} AND member IS NOT NULL",
-        (now + ack_timeout_ms, ref[0], event_id),
+        f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {_unique_seq_sql(None)}"
+        " AND member IS NOT NULL",
+        (now + ack_timeout_ms, ref[0], ref[0], event_id),
     )
     return cursor.rowcount > 0
 

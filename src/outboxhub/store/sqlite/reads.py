@@ -34,8 +34,21 @@ def _event_at(conn: sqlite3.Connection, catalog: TopicCatalog, seq: int) -> Even
     return None if row is None else decode_event(row, catalog.name)
 
 
-def get_event(conn: sqlite3.Connection, catalog: TopicCatalog, event_id: str) -> Event | None:
-    row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+def get_event(
+    conn: sqlite3.Connection, catalog: TopicCatalog, event_id: str, topic: str | None
+) -> Event | None:
+    """The event ``event_id`` of ``topic`` (ids are unique per topic); without a topic the oldest one."""
+    if topic is None:
+        row = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1", (event_id,)
+        ).fetchone()
+    else:
+        topic_id = catalog.topic_id(topic)
+        if topic_id is None:
+            return None
+        row = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND topic_id = ?", (event_id, topic_id)
+        ).fetchone()
     return None if row is None else decode_event(row, catalog.name)
 
 

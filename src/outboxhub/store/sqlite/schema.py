@@ -7,7 +7,8 @@ opening the same new file do not both create it.
 
 Tables:
 
-* ``events``: the log. ``seq`` is the rowid (assigned by the single writer as max + 1, so commit-ordered);
+* ``events``: the log, unique by ``(id, topic_id)`` (version 2; ids were unique log-wide before). ``seq`` is
+  the rowid (assigned by the single writer as max + 1, so commit-ordered);
   ``payload`` is JSON bytes; ``meta`` is JSON of headers/tags/caused_by/sid, NULL when none is set.
 * ``topics``: one row per concrete topic with its event count, last seq and last ts (updated once per batch).
 * ``groups``: one row per ``(pattern, name)`` with its ack floor, frontier and dead-letter count.
@@ -73,7 +74,32 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """Event ids are unique per topic, not across the log (issue #14): rebuild ``events`` with
+    ``UNIQUE (id, topic_id)`` (SQLite cannot drop a constraint in place). Rows are copied as they are; the
+    index serves look-ups by id alone too."""
+    for statement in (
+        """CREATE TABLE events_v2 (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            topic_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            key TEXT,
+            payload BLOB NOT NULL,
+            meta BLOB,
+            UNIQUE (id, topic_id)
+        )""",
+        "INSERT INTO events_v2 (seq, id, topic_id, ts, key, payload, meta)"
+        " SELECT seq, id, topic_id, ts, key, payload, meta FROM events",
+        "DROP TABLE events",
+        "ALTER TABLE events_v2 RENAME TO events",
+        "CREATE INDEX events_topic_seq ON events (topic_id, seq)",
+        "CREATE INDEX events_topic_key_seq ON events (topic_id, key, seq) WHERE key IS NOT NULL",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 """``MIGRATIONS[n]`` upgrades a database at version ``n`` to ``n + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -52,7 +52,7 @@ from outboxhub.model import (
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
-from outboxhub.store.base import mask_url
+from outboxhub.store.base import EventRef, mask_url
 from outboxhub.store.codec import Prepared
 from outboxhub.store.lifecycle import ClaimRequest, NackRequest
 from outboxhub.store.sqlite import groups as groups_ops
@@ -278,8 +278,8 @@ class SQLiteStore(StoreBackend):
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.publish(rows)
 
-    async def get_event(self, event_id: str) -> Event | None:
-        return await self._read(reads.get_event, self._catalog, event_id)
+    async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
+        return await self._read(reads.get_event, self._catalog, event_id, topic)
 
     async def _scan(
         self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
@@ -340,8 +340,8 @@ class SQLiteStore(StoreBackend):
         )
         return self._writer.park(_parked_claim, (request,), compile_pattern(pattern).match)
 
-    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
-        count: int = await self._write(groups_ops.ack, pattern, group, event_ids)
+    async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        count: int = await self._write(groups_ops.ack, pattern, group, refs, member)
         return count
 
     async def _nack(self, request: NackRequest) -> bool:

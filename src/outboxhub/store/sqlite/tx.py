@@ -156,13 +156,14 @@ class WriteTx:
     # -- events -------------------------------------------------------------------------------------------
 
     def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
-        """Insert events in order, idempotent by id (also within ``rows``); topic counters updated once."""
-        first: dict[str, int] = {}
+        """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
+        updated once."""
+        first: dict[tuple[str, str], int] = {}
         unique: list[int] = []
         for index, row in enumerate(rows):
-            if first.setdefault(row[0], index) == index:
+            if first.setdefault((row[0], row[1]), index) == index:
                 unique.append(index)
-        existing: dict[str, int] = {}
+        existing: dict[tuple[str, str], int] = {}
         conn = self.conn
         # Topic rows are inserted here, outside the savepoint below, so the retry keeps them.
         params = self._params(rows, unique, existing)
@@ -171,9 +172,9 @@ class WriteTx:
             try:
                 conn.executemany(_INSERT_EVENT, params)
             except sqlite3.IntegrityError:
-                # Some ids exist already (a re-published outbox record): find them, insert the rest.
+                # Some (topic, id) exist already (a re-published outbox record): find them, insert the rest.
                 conn.execute("ROLLBACK TO append")
-                existing = self._existing_seqs([rows[index][0] for index in unique])
+                existing = self._existing_seqs([rows[index] for index in unique])
                 params = self._params(rows, unique, existing)
                 conn.executemany(_INSERT_EVENT, params)
             self._count_topics(params)
@@ -188,24 +189,24 @@ class WriteTx:
             self.appended_topics.update(row[1] for row in rows)
         if not existing and len(unique) == len(rows):
             return [PublishResult(id=p[1], seq=p[0]) for p in params]
-        seq_of = {p[1]: p[0] for p in params}
+        seq_of = {(p[1], self.topic_name(p[2])): p[0] for p in params}
         seq_of.update(existing)
-        return [
-            PublishResult(
-                id=row[0], seq=seq_of[row[0]], duplicate=row[0] in existing or first[row[0]] != index
-            )
-            for index, row in enumerate(rows)
-        ]
+        results: list[PublishResult] = []
+        for index, row in enumerate(rows):
+            both = (row[0], row[1])
+            duplicate = both in existing or first[both] != index
+            results.append(PublishResult(id=row[0], seq=seq_of[both], duplicate=duplicate))
+        return results
 
     def _params(
-        self, rows: Sequence[Prepared], unique: list[int], existing: dict[str, int]
+        self, rows: Sequence[Prepared], unique: list[int], existing: dict[tuple[str, str], int]
     ) -> list[_EventParams]:
         seq = self.next_seq
         params: list[_EventParams] = []
         topic_ids: dict[str, int] = {}
         for index in unique:
             event_id, topic, ts, key, payload, meta = rows[index]
-            if event_id in existing:
+            if (event_id, topic) in existing:
                 continue
             topic_id = topic_ids.get(topic)
             if topic_id is None:
@@ -214,15 +215,20 @@ class WriteTx:
             seq += 1
         return params
 
-    def _existing_seqs(self, ids: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def _existing_seqs(self, rows: list[Prepared]) -> dict[tuple[str, str], int]:
+        """{(id, topic): seq} of the events among ``rows`` already stored."""
+        wanted = {(row[0], row[1]) for row in rows}
+        ids = sorted({row[0] for row in rows})
+        found: dict[tuple[str, str], int] = {}
         for start in range(0, len(ids), _EXISTING_CHUNK):
             chunk = ids[start : start + _EXISTING_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for event_id, seq in self.conn.execute(
-                f"SELECT id, seq FROM events WHERE id IN ({marks})", chunk
+            for event_id, topic_id, seq in self.conn.execute(
+                f"SELECT id, topic_id, seq FROM events WHERE id IN ({marks})", chunk
             ):
-                found[event_id] = seq
+                both = (event_id, self.topic_name(topic_id))
+                if both in wanted:
+                    found[both] = seq
         return found
 
     def _count_topics(self, params: list[_EventParams]) -> None:
