@@ -48,6 +48,7 @@ def node() -> str:
     return node
 
 
+@pytest.mark.node
 async def test_outboxhub_js_passes_its_node_tests(node: str, hub: Hub, token: object) -> None:
     make = token  # the conftest's token factory
     assert callable(make)
