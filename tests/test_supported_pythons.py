@@ -31,7 +31,8 @@ def _key(version: str) -> tuple[int, ...]:
 
 def test_classifiers_name_exactly_the_pythons_make_test_runs() -> None:
     classifiers = _pyproject()["project"]["classifiers"]
-    named = [m[1] for c in classifiers if (m := re.fullmatch(r"Programming Language :: Python :: (3\.\d+)", c))]
+    pattern = re.compile(r"Programming Language :: Python :: (3\.\d+)")
+    named = [m[1] for c in classifiers if (m := pattern.fullmatch(c))]
     assert named == _makefile_pythons()
     assert "Programming Language :: Python :: 3 :: Only" in classifiers
 

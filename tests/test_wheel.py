@@ -1,11 +1,12 @@
 """The built wheel on every supported Python, as a user installs it.
 
 ``python -m build`` makes an sdist and, from it, a wheel, once per run; then for each supported Python (the
-``Programming Language :: Python :: X.Y`` classifiers of pyproject.toml) a fresh venv made from that
-interpreter (found by ``scripts/find-python.sh``: pyenv's build, else ``pythonX.Y`` on PATH) gets the wheel —
-not an editable install, with no ``PYTHONPATH`` — and ``outboxhub serve`` from it runs on a temporary SQLite
-file and OS-chosen ports. ``/healthz`` must answer 200, and the dashboard page and every file it references,
-plus the browser client, must be served. A missing interpreter skips its case, or fails it under ``CI=true``.
+``Programming Language :: Python :: X.Y`` classifiers of pyproject.toml), all at once, a fresh venv made
+from that interpreter (found by ``scripts/find-python.sh``: pyenv's build, else ``pythonX.Y`` on PATH) gets
+the wheel — not an editable install, with no ``PYTHONPATH`` — and ``outboxhub serve`` from it runs on a
+temporary SQLite file and OS-chosen ports. ``/healthz`` must answer 200, and the dashboard page and every
+file it references, plus the browser client, must be served. A missing interpreter skips its case, or fails
+it under ``CI=true``.
 
 Marked ``wheel``: ``make test`` runs it once, in the full run, rather than again on every Python.
 """
@@ -19,7 +20,8 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +32,7 @@ pytestmark = [pytest.mark.wheel, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]
 FIND_PYTHON = ROOT / "scripts" / "find-python.sh"
 START_TIMEOUT_S = 90.0  # a cold venv on a loaded 2-core machine imports slowly
+_WHERE = "import sys, outboxhub; print(sys.version_info[:2], outboxhub.__file__)"
 _CLASSIFIER = re.compile(r"Programming Language :: Python :: (3\.\d+)$")
 
 
@@ -68,26 +71,48 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wheels[0]
 
 
-@pytest.fixture(params=supported_pythons())
-def installed(request: pytest.FixtureRequest, wheel: Path, tmp_path: Path) -> Iterator[Path]:
-    """A fresh venv on the Python ``request.param`` with the wheel installed; yields its bin directory."""
-    version: str = request.param
+@dataclass(frozen=True)
+class Installed:
+    """A venv with the wheel (``bin``), or why there is none (``missing``: the interpreter is not here)."""
+
+    bin: Path | None = None
+    missing: str | None = None
+
+
+def _install(version: str, wheel: Path, root: Path) -> Installed:
     found = subprocess.run([str(FIND_PYTHON), version], capture_output=True, text=True, check=False)
     if found.returncode != 0:
-        message = found.stderr.strip() or f"Python {version} not found"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: every supported Python must be tested)", pytrace=False)
-        pytest.skip(message)
-    venv = tmp_path / f"venv-{version}"
-    _run([found.stdout.strip(), "-m", "venv", venv], cwd=tmp_path)
-    _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", wheel], cwd=tmp_path)
-    where = _run(
-        [venv / "bin" / "python", "-c", "import sys, outboxhub; print(sys.version_info[:2], outboxhub.__file__)"],
-        cwd=tmp_path,
-    )
+        return Installed(missing=found.stderr.strip() or f"Python {version} not found")
+    venv = root / f"venv-{version}"
+    _run([found.stdout.strip(), "-m", "venv", venv], cwd=root)
+    # --no-compile: the hub compiles what it imports; compiling every dependency costs more CPU than the rest
+    _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel], cwd=root)
+    where = _run([venv / "bin" / "python", "-c", _WHERE], cwd=root)
     major, minor = version.split(".")
     assert where.startswith(f"({major}, {minor}) {venv}"), f"not the wheel in {venv} on {version}: {where}"
-    yield venv / "bin"
+    return Installed(bin=venv / "bin")
+
+
+@pytest.fixture(scope="module")
+def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Future[Installed]]:
+    """Per supported Python, a fresh venv with the wheel installed, made concurrently (pip mostly waits)."""
+    root = tmp_path_factory.mktemp("venvs")
+    with ThreadPoolExecutor() as pool:
+        futures = {version: pool.submit(_install, version, wheel, root) for version in supported_pythons()}
+        wait(futures.values())
+    return futures
+
+
+@pytest.fixture(params=supported_pythons())
+def installed(request: pytest.FixtureRequest, venvs: dict[str, Future[Installed]]) -> Path:
+    """The bin directory of the venv on the Python ``request.param``."""
+    result = venvs[request.param].result()  # re-raises that install's failure in this case only
+    if result.missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{result.missing} (CI=true: every supported Python must be tested)", pytrace=False)
+        pytest.skip(result.missing)
+    assert result.bin is not None
+    return result.bin
 
 
 async def _read_until_dashboard(proc: asyncio.subprocess.Process) -> str:
