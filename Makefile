@@ -5,7 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck pytest install dev clean
+# The Pythons outboxhub supports (the classifiers in pyproject.toml list exactly these; a test checks it).
+# `make test` runs the whole suite in .venv and, on every other one of these, the suite without the
+# service-bound tests in .venv-X.Y, made from pyenv's interpreter ($(PYENV_ROOT)/versions/X.Y.*) or
+# pythonX.Y on PATH. A missing one is skipped with a message naming it, or fails the run under CI=true.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+# pytest -m for those runs: no PostgreSQL/MariaDB/NATS/Node.js/Chromium (the `services` marker, see
+# tests/conftest.py), and not the wheel test, which the full run already does on every supported Python.
+CROSS_MARKERS := not services and not wheel
+PYTEST := -m pytest -q -p no:cacheprovider
+
+.PHONY: serve test lint typecheck pytest install dev clean test-py test-pythons
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +26,14 @@ $(STAMP): pyproject.toml
 $(DEVSTAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(DEVSTAMP)
+
+# .venv-X.Y with the dev extras, from the interpreter PY_BIN (set by test-py).
+.venv-%/.installed-dev: pyproject.toml
+	@test -n "$(PY_BIN)" || { echo "make: $@ is made by 'make test-py PY=$*'" >&2; exit 2; }
+	$(PY_BIN) -m venv --clear .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -e '.[dev]'
+	touch $@
 
 install: $(STAMP)
 
@@ -36,10 +54,31 @@ typecheck: $(DEVSTAMP)
 pytest: $(DEVSTAMP)
 	-scripts/ensure-browser.sh
 	-cd clients/js && npm ci --no-audit --no-fund --silent
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python $(PYTEST)
 
-## Install the dev extras into .venv and run the whole suite: ruff, mypy (strict), pytest.
-test: lint typecheck pytest
+## The suite without the service-bound tests on one Python: make test-py PY=3.13
+test-py:
+	@case "$(PY)" in 3.[0-9]*) ;; *) echo "usage: make test-py PY=X.Y (one of $(SUPPORTED_PYTHONS))" >&2; exit 2;; esac
+	@if py="$$(scripts/find-python.sh $(PY))"; then \
+	    echo "== Python $(PY) ($$py): pytest -m '$(CROSS_MARKERS)' in .venv-$(PY)"; \
+	    $(MAKE) --no-print-directory .venv-$(PY)/.installed-dev PY_BIN="$$py" && \
+	    .venv-$(PY)/bin/python $(PYTEST) -m '$(CROSS_MARKERS)'; \
+	elif [ "$$CI" = true ]; then \
+	    echo "make test-py: Python $(PY) is missing and CI=true: every supported Python must be tested" >&2; exit 1; \
+	else \
+	    echo "make test-py: skipping Python $(PY) (not found; CI=true would fail here)"; \
+	fi
+
+# Every supported Python other than the one .venv runs on.
+test-pythons: $(DEVSTAMP)
+	@main="$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+	for v in $(SUPPORTED_PYTHONS); do \
+	    [ "$$v" = "$$main" ] || $(MAKE) --no-print-directory test-py PY=$$v || exit 1; \
+	done
+
+## Install the dev extras into .venv and run the whole suite (ruff, mypy (strict), pytest), then the suite
+## without the service-bound tests on the other supported Pythons.
+test: lint typecheck pytest test-pythons
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(foreach v,$(SUPPORTED_PYTHONS),.venv-$(v)) .mypy_cache .ruff_cache .pytest_cache

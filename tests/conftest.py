@@ -11,6 +11,12 @@
 
 A database test server that cannot be had (``outboxhub.testing.unavailable``) skips the test, or fails it
 under ``CI=true``: CI must never pass by skipping the PostgreSQL or MongoDB tests.
+
+Service-bound tests: a test that needs a server or program from outside the Python environment carries its
+marker — ``postgres``, ``mysql``, ``nats``, ``node`` or ``browser`` (Chromium) — and with it, added here,
+``services``. ``make test`` runs ``-m 'not services and not wheel'`` on the supported Pythons other than
+.venv's. A test that reaches ``outboxhub.testing.unavailable`` without a service marker (or ``mongo``) fails
+whatever ``CI`` says, naming the marker it lacks, so a wrongly unmarked test cannot hide in a skip.
 """
 
 from __future__ import annotations
@@ -90,7 +96,38 @@ def hub_settings(tmp_path: Path, name: str = "hub", **overrides: Any) -> Setting
     return Settings(**values)
 
 
+# The markers of tests that need something outside the Python environment; each such test also gets
+# ``services``. ``mongo`` is not one: the nx-27017 stand-in is a dev-extra package started by the tests.
+SERVICE_MARKERS: tuple[str, ...] = ("postgres", "mysql", "nats", "node", "browser")
+# Markers that allow a test to ask outboxhub.testing for a server.
+_SERVER_MARKERS = (*SERVICE_MARKERS, "mongo")
+_current: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SERVICE_MARKERS):
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Any:
+    _current.append(item)
+    try:
+        return (yield)
+    finally:
+        _current.remove(item)
+
+
 def _skip_or_fail(message: str) -> NoReturn:
+    item = _current[-1] if _current else None
+    if item is not None and not any(item.get_closest_marker(name) for name in _SERVER_MARKERS):
+        pytest.fail(
+            f"{message}; and {item.nodeid} is not marked as needing it: add the marker "
+            f"({', '.join(_SERVER_MARKERS)}) so that runs without services deselect it",
+            pytrace=False,
+        )
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -61,6 +61,7 @@ def _clients(scenario: Scenario) -> int | None:
     return 20 if scenario == "idle" else None
 
 
+@pytest.mark.nats
 @pytest.mark.parametrize("scenario", SCENARIOS)
 async def test_scenario_runs_on_hub_and_peer(scenario: Scenario, nats_peer: None) -> None:
     options = BenchOptions(**TINY, clients=_clients(scenario), peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
@@ -82,6 +83,7 @@ async def test_scenario_runs_on_hub_and_peer(scenario: Scenario, nats_peer: None
         assert all("ratio_to_nats" in m for m in decoded["measurements"] if m["system"] == HUB)
 
 
+@pytest.mark.nats
 async def test_consume_with_two_members_on_hub_and_peer(nats_peer: None) -> None:
     options = BenchOptions(**TINY, clients=2, peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
     report = await run_bench("consume", options)
@@ -97,6 +99,7 @@ async def test_consume_with_two_members_on_hub_and_peer(nats_peer: None) -> None
         assert len(per_member) == 2 and sum(per_member) == 200  # who gets how many is the server's call
 
 
+@pytest.mark.nats
 async def test_e2e_publishers_share_the_rate(nats_peer: None) -> None:
     options = BenchOptions(**TINY, clients=3, peer="nats", nats_url=NATS_URL)  # type: ignore[arg-type]
     report = await run_bench("e2e", options)
@@ -285,6 +288,7 @@ def test_cli_inproc_on_sqlite(tmp_path: Path) -> None:
     assert any("pipelined ÷ naive sqlite3 (NORMAL)" in note for note in data["notes"])
 
 
+@pytest.mark.postgres
 async def test_inproc_on_postgres_adds_cross_node() -> None:
     from outboxhub.bench.inproc import InprocOptions, run_inproc
     from outboxhub.testing.postgres import require_postgres
@@ -326,6 +330,7 @@ def test_cli_drainers_on_sqlite_and_the_mongo_stand_in(tmp_path: Path) -> None:
     assert any("the naive drainer" in note for note in data["notes"])
 
 
+@pytest.mark.postgres
 async def test_drainers_on_postgres() -> None:
     from outboxhub.bench.drainers import DrainersOptions, run_drainers_bench
     from outboxhub.testing.postgres import require_postgres

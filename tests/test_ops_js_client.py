@@ -145,6 +145,7 @@ def _token(*scopes: str) -> str:
     return mint_token(_SECRET, sub="js-tests", scopes=scopes)
 
 
+@pytest.mark.node
 def test_node_tests_pass_against_a_real_hub(tools: NodeTools, serve_hub: ServeHub, tmp_path: Path) -> None:
     kill = _serve(tmp_path, "kill")
     kill_topic, kill_report = "js.kill.pipelined", tmp_path / "kill.json"
@@ -183,6 +184,7 @@ def test_node_tests_pass_against_a_real_hub(tools: NodeTools, serve_hub: ServeHu
     assert rows == (count, count, count)
 
 
+@pytest.mark.node
 def test_the_committed_build_is_what_the_sources_build_to(tools: NodeTools, tmp_path: Path) -> None:
     """clients/js/dist (served by the hub, shipped in the wheel) cannot drift from clients/js/src."""
     out = tmp_path / "dist"
@@ -226,6 +228,7 @@ await hub.close();
 """
 
 
+@pytest.mark.node
 def test_npm_pack_installs_into_a_scratch_project_that_talks_to_a_hub(
     tools: NodeTools, serve_hub: ServeHub, tmp_path: Path
 ) -> None:

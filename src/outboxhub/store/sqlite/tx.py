@@ -74,8 +74,9 @@ class WriteTx:
         """Before COMMIT: move the ack floor of every group whose pending set or frontier changed."""
         for gid in self._dirty:
             row = self.conn.execute(
-                "SELECT (SELECT min(seq) FROM pending WHERE gid = ?1), frontier FROM groups WHERE gid = ?1",
-                (gid,),
+                # plain ? placeholders: ?1 with a sequence warns on Python 3.12+ and fails on 3.14
+                "SELECT (SELECT min(seq) FROM pending WHERE gid = ?), frontier FROM groups WHERE gid = ?",
+                (gid, gid),
             ).fetchone()
             if row is not None:
                 self.conn.execute(
