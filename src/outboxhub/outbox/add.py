@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from outboxhub import tracing
 from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
@@ -252,13 +253,14 @@ def add(
 ) -> str:
     """Insert an outbox record with ``target`` inside the caller's transaction; return its id.
 
-    The id (default: a new UUIDv7) becomes the event id in the hub. Raises ``OutboxError`` before
-    anything is written when the target, table, topic, payload, id, key or headers are invalid.
-    The caller commits (or rolls back) as usual; the record follows the transaction.
+    The id (default: a new UUIDv7) becomes the event id in the hub. With ``opentelemetry-api``
+    installed, the current trace context is added to the headers (``outboxhub.tracing``). Raises
+    ``OutboxError`` before anything is written when the target, table, topic, payload, id, key or
+    headers are invalid. The caller commits (or rolls back) as usual; the record follows the transaction.
     """
     kind = _check_target(target, session, is_async=False)
     dialect = _check_table(kind, target, table)
-    record = prepare_record(topic, payload, id=id, key=key, headers=headers)
+    record = prepare_record(topic, payload, id=id, key=key, headers=tracing.inject(headers))
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg":
@@ -295,7 +297,7 @@ async def add_async(
     pymongo ``AsyncDatabase``); a ``sqlite3.Connection`` is accepted too and inserted inline."""
     kind = _check_target(target, session, is_async=True)
     dialect = _check_table(kind, target, table)
-    record = prepare_record(topic, payload, id=id, key=key, headers=headers)
+    record = prepare_record(topic, payload, id=id, key=key, headers=tracing.inject(headers))
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
     elif kind == "psycopg_async":
