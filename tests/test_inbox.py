@@ -241,9 +241,8 @@ def test_mongo_claim_needs_a_session_in_a_transaction(mongo_server: Any) -> None
             pytest.skip("this MongoDB server is standalone: it has no transactions to claim in")
         with client.start_session() as s, s.start_transaction():
             assert inbox.claim(db, "g", "t.x", "e1", session=s)
-        with client.start_session() as s:
-            with s.start_transaction():
-                assert not inbox.claim(db, "g", "t.x", "e1", session=s)
+        with client.start_session() as s, s.start_transaction():
+            assert not inbox.claim(db, "g", "t.x", "e1", session=s)
     finally:
         client.drop_database("inbox_t")
         client.close()
