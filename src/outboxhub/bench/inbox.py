@@ -11,7 +11,7 @@ SDK consumers (one connection, ``concurrency=1``, a fresh group each) read all o
 
 Case 3 minus case 2 is the inbox's cost per event (one more ``INSERT … ON CONFLICT DO NOTHING`` into an
 indexed table, in a transaction that commits anyway); it is printed as a note. Rows are the median of
-``--repeat`` rounds. PostgreSQL is ``--pg-url`` (default ``OUTBOXHUB_TEST_PG_URL`` or
+``--repeat`` rounds; cases 2 and 3 swap their order every round. PostgreSQL is ``--pg-url`` (default ``OUTBOXHUB_TEST_PG_URL`` or
 127.0.0.1:5432/test), a throwaway schema; left out with a note when unreachable.
 """
 
@@ -136,7 +136,15 @@ def _pg_handler(table: str) -> Callable[[Callable[[Any], None]], Callable[..., A
     return make
 
 
-async def _sqlite_cases(target: Any, n: int, workdir: Path) -> dict[str, float]:
+async def _both(
+    target: Any, n: int, handler: Callable[..., Any], plain: Any, boxed: Any, inbox_first: bool
+) -> dict[str, float]:
+    """Both cases, in the order given (alternated between rounds so neither always runs first)."""
+    order = [("inbox", boxed), ("write", plain)] if inbox_first else [("write", plain), ("inbox", boxed)]
+    return {case: await _consume(target, n, handler, box) for case, box in order}
+
+
+async def _sqlite_cases(target: Any, n: int, workdir: Path, inbox_first: bool) -> dict[str, float]:
     path = workdir / f"consumer-{uuid.uuid4().hex[:8]}.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -145,16 +153,13 @@ async def _sqlite_cases(target: Any, n: int, workdir: Path) -> dict[str, float]:
     conn.close()
     plain, boxed = _NoClaimSqlite(path), SqliteInbox(path)
     try:
-        return {
-            "write": await _consume(target, n, _sqlite_handler, plain),
-            "inbox": await _consume(target, n, _sqlite_handler, boxed),
-        }
+        return await _both(target, n, _sqlite_handler, plain, boxed, inbox_first)
     finally:
         await plain.close()
         await boxed.close()
 
 
-async def _pg_cases(target: Any, n: int, pg_url: str) -> dict[str, float]:
+async def _pg_cases(target: Any, n: int, pg_url: str, inbox_first: bool) -> dict[str, float]:
     import psycopg
 
     schema = f"bench_inbox_{uuid.uuid4().hex[:10]}"
@@ -166,10 +171,7 @@ async def _pg_cases(target: Any, n: int, pg_url: str) -> dict[str, float]:
     boxed = AsyncPsycopgInbox(pg_url, table=f"{schema}.inbox")
     handler = _pg_handler(f"{schema}.applied")
     try:
-        return {
-            "write": await _consume(target, n, handler, plain),
-            "inbox": await _consume(target, n, handler, boxed),
-        }
+        return await _both(target, n, handler, plain, boxed, inbox_first)
     finally:
         await plain.close()
         await boxed.close()
@@ -209,9 +211,9 @@ async def run_inbox_bench(options: InboxBenchOptions, *, console: Any = None) ->
                 samples.setdefault("none", []).append(await _consume(target, n, lambda d: None, None))
                 for db in databases:
                     cases = (
-                        await _sqlite_cases(target, n, workdir)
+                        await _sqlite_cases(target, n, workdir, round_ % 2 == 1)
                         if db == "sqlite"
-                        else await _pg_cases(target, n, pg_url)
+                        else await _pg_cases(target, n, pg_url, round_ % 2 == 1)
                     )
                     for case, seconds in cases.items():
                         samples.setdefault(f"{db}:{case}", []).append(seconds)
