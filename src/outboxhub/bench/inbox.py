@@ -11,8 +11,9 @@ SDK consumers (one connection, ``concurrency=1``, a fresh group each) read all o
 
 Case 3 minus case 2 is the inbox's cost per event (one more ``INSERT … ON CONFLICT DO NOTHING`` into an
 indexed table, in a transaction that commits anyway); it is printed as a note. Rows are the median of
-``--repeat`` rounds; cases 2 and 3 swap their order every round. PostgreSQL is ``--pg-url`` (default ``OUTBOXHUB_TEST_PG_URL`` or
-127.0.0.1:5432/test), a throwaway schema; left out with a note when unreachable.
+``--repeat`` rounds; cases 2 and 3 swap their order every round. PostgreSQL is ``--pg-url`` (default
+``OUTBOXHUB_TEST_PG_URL`` or 127.0.0.1:5432/test), a throwaway schema; left out with a note when
+unreachable.
 """
 
 from __future__ import annotations
