@@ -246,3 +246,36 @@ def test_mongo_claim_needs_a_session_in_a_transaction(mongo_server: Any) -> None
     finally:
         client.drop_database("inbox_t")
         client.close()
+
+
+def test_the_sqlite_inbox_needs_no_optional_driver(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    body = textwrap.dedent(
+        """
+        import sys
+        for _name in ("psycopg", "psycopg_pool", "pymongo", "sqlalchemy", "opentelemetry"):
+            sys.modules[_name] = None
+        import sqlite3
+        from outboxhub import inbox
+        from outboxhub.errors import InboxError
+        conn = sqlite3.connect("app.db")
+        inbox.ensure_schema(conn)
+        with conn:
+            print(inbox.claim(conn, "g", "t.x", "e1"), inbox.claim(conn, "g", "t.x", "e1"))
+        try:
+            inbox.AsyncPsycopgInbox("postgresql://x")
+        except InboxError as exc:
+            print("pip install 'outboxhub[postgres]'" in str(exc))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXHUB_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    result = subprocess.run(
+        [sys.executable, "-c", body], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "True"]

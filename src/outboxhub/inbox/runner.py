@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import importlib
 import inspect
 import queue
 import sqlite3
@@ -30,6 +31,7 @@ from contextlib import (
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import InboxError
 from outboxhub.inbox import sql
 from outboxhub.inbox.claim import claim, claim_async
@@ -64,6 +66,16 @@ class Inbox(abc.ABC, Generic[C]):
 
     async def close(self) -> None:
         """Close the connections this inbox opened (idempotent)."""
+
+
+def _postgres_driver(name: str) -> Any:
+    """``psycopg`` or ``psycopg_pool``, or ``InboxError`` naming the extra that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if missing_extra(exc) != "postgres":
+            raise
+        raise InboxError(needs_extra("the PostgreSQL inbox", "postgres")) from exc
 
 
 class _SyncInbox(Inbox[C]):
@@ -170,9 +182,7 @@ class PsycopgInbox(_SyncInbox[Any]):
 
     def __init__(self, conninfo: str, *, table: str = sql.DEFAULT_TABLE) -> None:
         super().__init__(sql.check_table(table, allow_schema=True))
-        import psycopg
-
-        self._psycopg = psycopg
+        psycopg = _postgres_driver("psycopg")
         self._pool: _Pool[Any] = _Pool(lambda: psycopg.connect(conninfo, autocommit=True), _close)
 
     @contextmanager
@@ -233,9 +243,8 @@ class AsyncPsycopgInbox(_AsyncInbox[Any]):
         super().__init__(sql.check_table(table, allow_schema=True))
         if max_size < 1:
             raise InboxError(f"max_size must be >= 1, got {max_size}")
-        from psycopg_pool import AsyncConnectionPool
-
-        self._pool = AsyncConnectionPool(
+        pool_module = _postgres_driver("psycopg_pool")
+        self._pool = pool_module.AsyncConnectionPool(
             conninfo, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
         )
         self._opened = False
