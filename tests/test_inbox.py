@@ -279,3 +279,57 @@ def test_the_sqlite_inbox_needs_no_optional_driver(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False", "True"]
+
+
+# -- the SDK's inboxes, driven directly ---------------------------------------------------------------------
+
+
+async def _run_twice_and_fail_once(box: Any, write: Any) -> list[bool]:
+    """run() a new delivery, the same again, and a failing one; the results of the first two."""
+    first = await box.run("g", "t.x", "e1", write)
+    again = await box.run("g", "t.x", "e1", write)
+
+    def fail(db: Any) -> None:
+        write(db)
+        raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        await box.run("g", "t.x", "e2", fail)
+    return [first, again]
+
+
+async def test_sqlalchemy_inbox_on_sqlite_runs_once_and_rolls_back_failures(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import sessionmaker
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'sa.db'}")
+    with engine.begin() as c:
+        inbox.ensure_schema(c)
+        c.execute(text("CREATE TABLE work (n INTEGER)"))
+    box = inbox.SqlAlchemyInbox(sessionmaker(engine))
+    results = await _run_twice_and_fail_once(box, lambda s: s.execute(text("INSERT INTO work VALUES (1)")))
+    assert results == [True, False]
+    with engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM work")).scalar() == 1
+        assert c.execute(text("SELECT count(*) FROM inbox")).scalar() == 1, "e2's record rolled back"
+    engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_sync_psycopg_inbox_runs_once_and_rolls_back_failures(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        inbox.ensure_schema(c)
+        c.execute("CREATE TABLE work (n INTEGER)")
+    box = inbox.PsycopgInbox(pg_url)
+    try:
+        results = await _run_twice_and_fail_once(box, lambda c: c.execute("INSERT INTO work VALUES (1)"))
+    finally:
+        await box.close()
+    assert results == [True, False]
+    with psycopg.connect(pg_url) as c:
+        assert c.execute("SELECT (SELECT count(*) FROM work), (SELECT count(*) FROM inbox)").fetchone() == (
+            1,
+            1,
+        )
