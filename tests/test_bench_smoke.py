@@ -351,3 +351,28 @@ def test_cli_drainers_refuses_an_unknown_database() -> None:
     result = CliRunner().invoke(_app(), ["bench", "drainers", "--database", "oracle", "--quiet"])
     assert result.exit_code == 2
     assert "sqlite, postgres, mongo" in result.output
+
+
+# -- inbox: SDK consumers with and without the inbox ---------------------------------------------------------
+
+
+def test_cli_inbox_on_sqlite_and_postgres(tmp_path: Path) -> None:
+    out = tmp_path / "inbox.json"
+    args = ["bench", "inbox", "--events", "30", "--repeat", "1", "--quiet", "--json", str(out)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    cases = [m["case"] for m in data["measurements"]]
+    assert cases[0] == "sdk handler, no database"
+    for db in ("sqlite", "postgres"):
+        if any(note.startswith("PostgreSQL at") for note in data["notes"]) and db == "postgres":
+            assert os.environ.get("CI") != "true", "PostgreSQL must be reachable in CI"
+            continue
+        assert f"{db} write, commit per event" in cases
+        assert f"{db} write + inbox, commit per event" in cases
+        assert any(note.startswith(f"inbox cost on {db}:") for note in data["notes"])
+
+
+def test_cli_inbox_refuses_an_unknown_database() -> None:
+    result = CliRunner().invoke(_app(), ["bench", "inbox", "--database", "mysql"])
+    assert result.exit_code == 2 and "--database takes sqlite, postgres" in result.output

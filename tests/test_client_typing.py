@@ -1,4 +1,5 @@
-"""mypy checks typed topics: publish takes only the topic's payload type, handlers and messages get it."""
+"""mypy checks typed topics: publish takes only the topic's payload type, handlers and messages get it;
+with an inbox, the handler's third argument must take the inbox's connection type."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SNIPPET = """
 from __future__ import annotations
 
+import sqlite3
+
 import msgspec
 
 from outboxhub.client import HubClient, SubscribeContext, SyncHubClient, Topic
+from outboxhub.inbox import SqliteInbox
 
 
 class State(msgspec.Struct):
@@ -30,6 +34,9 @@ STATE = Topic("process.state", State)
 
 def on_state(state: State, ctx: SubscribeContext) -> None: ...
 def on_other(other: Other, ctx: SubscribeContext) -> None: ...
+def apply(state: State, ctx: SubscribeContext, conn: sqlite3.Connection) -> None: ...
+def apply_other(other: Other, ctx: SubscribeContext, conn: sqlite3.Connection) -> None: ...
+def apply_str(state: State, ctx: SubscribeContext, conn: str) -> None: ...
 
 
 async def use(hub: HubClient, sync_hub: SyncHubClient) -> None:
@@ -43,6 +50,9 @@ async def use(hub: HubClient, sync_hub: SyncHubClient) -> None:
     await hub.publish(STATE, Other(n=1))  # E2
     sync_hub.publish(STATE, Other(n=1))  # E3
     await hub.subscribe(STATE, "ops", on_other)  # E4
+    await hub.subscribe(STATE, "ops", apply, inbox=SqliteInbox("app.db"))
+    await hub.subscribe(STATE, "ops", apply_other, inbox=SqliteInbox("app.db"))  # E5
+    await hub.subscribe(STATE, "ops", apply_str, inbox=SqliteInbox("app.db"))  # E6
 """
 
 
@@ -69,4 +79,4 @@ def test_mypy_accepts_matching_types_and_rejects_the_others(tmp_path: Path) -> N
         marker = re.search(r"# (E\d)", lines[line - 1])
         assert marker is not None, f"unexpected mypy error on line {line}: {text}"
         errors.add(marker[1])
-    assert errors == {"E1", "E2", "E3", "E4"}, proc.stdout + proc.stderr
+    assert errors == {"E1", "E2", "E3", "E4", "E5", "E6"}, proc.stdout + proc.stderr

@@ -5,7 +5,7 @@
     bus                           consumer groups, live fan-out
     store                         the log
     protocol, auth                the wire format, tokens
-    model, topics, errors, ids, retry, protocol.codes   the base: import only each other
+    model, topics, errors, ids, retry, protocol.codes, tracing   the base: import only each other
 
 The graph is built from the source (every ``import``, including those inside functions and under
 ``TYPE_CHECKING``: a cycle that only type checking sees is still a cycle), so this test describes the
@@ -23,10 +23,10 @@ import pytest
 SRC = Path(__file__).parents[1] / "src"
 ROOT = "outboxhub"
 
-BASE = {"model", "topics", "errors", "ids", "retry", "protocol.codes", "urls"}
+BASE = {"model", "topics", "errors", "ids", "retry", "protocol.codes", "urls", "tracing"}
 """The bottom layer: these import nothing from outboxhub but each other."""
 
-CLIENT_MAY_USE = {"model", "topics", "errors", "ids", "retry", "protocol"}
+CLIENT_MAY_USE = {"model", "topics", "errors", "ids", "retry", "protocol", "tracing"}
 """What the SDK may import besides itself: the client never pulls in the server."""
 
 NEVER = {

@@ -9,7 +9,8 @@
     ├── StoreError             the store failed
     │   ├── StoreURLError      the store URL is unknown or malformed (password masked)
     │   └── StoreUnavailable   the database cannot be reached; the request had no effect
-    └── OutboxError            the outbox refused a record (bad target, topic, payload)
+    ├── OutboxError            the outbox refused a record (bad target, topic, payload)
+    └── InboxError             the inbox refused a call (bad target, table, group, topic or event id)
 
 Only store and transport adapters catch driver exceptions (sqlite3, psycopg, pymongo, aiohttp) and
 translate them into these, chaining with ``from``.
@@ -26,6 +27,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ErrorCode",
+    "InboxError",
     "OutboxError",
     "OutboxhubError",
     "PolicyError",
@@ -87,3 +89,7 @@ class StoreUnavailable(StoreError):
 
 class OutboxError(OutboxhubError, ValueError):
     """An outbox record was refused before anything was written."""
+
+
+class InboxError(OutboxhubError):
+    """The consumer inbox (``outboxhub.inbox``) refused a call; the message names the problem."""

@@ -1,5 +1,6 @@
 """``outboxhub bench publish|consume|e2e|fanout|outbox|idle|replay`` (a hub subprocess, optionally NATS
-side by side) and ``inproc|drainers`` (in this process, against naive baselines): :func:`register`.
+side by side), ``inproc|drainers`` (in this process, against naive baselines) and ``inbox`` (SDK
+consumers with and without the inbox): :func:`register`.
 
 The hub scenario commands take the same options, and refuse (exit 2) those they cannot use instead of
 ignoring them (``--clients`` outside publish, consume, e2e and idle). Only this module is imported when
@@ -262,6 +263,45 @@ def _output(result: Any, json_path: Path | None) -> None:
         console.print(f"wrote {json_path}", highlight=False)
 
 
+def inbox(
+    database: Annotated[
+        list[str] | None,
+        typer.Option(help="Consumer database: sqlite, postgres (repeatable; default both)."),
+    ] = None,
+    events: Annotated[int, typer.Option(help="Events consumed per case.")] = 2_000,
+    repeat: Annotated[int, typer.Option(help="Rounds; every row reports its median round.")] = 3,
+    pg_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL server (default OUTBOXHUB_TEST_PG_URL or local).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON to this file.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
+) -> None:
+    """The consumer inbox's cost per event: SDK consumers with a plain handler, a write committed per
+    event, and the same write with the inbox (exactly-once), on SQLite and PostgreSQL."""
+    err = Console(stderr=True)
+    try:
+        from outboxhub.bench.inbox import InboxBenchOptions, run_inbox_bench
+
+        options = InboxBenchOptions(
+            databases=tuple(database or ("sqlite", "postgres")),  # type: ignore[arg-type]
+            events=events,
+            repeat=repeat,
+            pg_url=pg_url,
+        )
+        result = _run(run_inbox_bench(options, console=None if quiet else err))
+    except ModuleNotFoundError as exc:
+        raise _missing_driver(err, exc) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (RuntimeError, OSError) as exc:
+        err.print(f"[red]error:[/red] bench inbox failed: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    _output(result, json_path)
+
+
 def _run(coro: Any) -> Any:
     import asyncio
 
@@ -286,4 +326,5 @@ def register(app: typer.Typer) -> None:
         bench.command(name=scenario)(_command(scenario))
     bench.command(name="inproc")(inproc)
     bench.command(name="drainers")(drainers)
+    bench.command(name="inbox")(inbox)
     app.add_typer(bench, name="bench")

@@ -11,6 +11,7 @@
 
         async def on_state(state: ProcessState, ctx: SubscribeContext) -> None:
             ...                                          # return: ACK; raise: NACK (redelivered)
+            # raise Retry(delay_ms=5_000): NACK, redelivered in 5 s
 
         await hub.subscribe(STATE, "ops", on_state)
 
@@ -38,7 +39,8 @@ from outboxhub.client._exceptions import (
     error_from_code,
 )
 from outboxhub.client._messages import Message, SubscribeContext
-from outboxhub.client._subscription import Handler, Subscription
+from outboxhub.client._outcomes import InboxRunner, Retry
+from outboxhub.client._subscription import Handler, InboxHandler, Subscription
 from outboxhub.client._sync import SyncHubClient, connect_sync
 from outboxhub.client._token import TokenProvider, TokenSource
 from outboxhub.client._topic import PayloadError, Topic
@@ -56,6 +58,8 @@ __all__ = [
     "HubClient",
     "HubConnectionError",
     "HubError",
+    "InboxHandler",
+    "InboxRunner",
     "InternalError",
     "Message",
     "NotAuthenticated",
@@ -63,6 +67,7 @@ __all__ = [
     "PayloadError",
     "PublishResult",
     "RateLimited",
+    "Retry",
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack, overload
 
+from outboxhub import tracing
 from outboxhub.client._backoff import Backoff
 from outboxhub.client._exceptions import HubConnectionError, HubError, NotAuthenticated, TooLarge
 from outboxhub.client._link import Link
@@ -23,7 +24,8 @@ from outboxhub.client._options import (
     str_list,
     subscribe_opts,
 )
-from outboxhub.client._subscription import Handler, Subscription
+from outboxhub.client._outcomes import InboxRunner
+from outboxhub.client._subscription import Handler, InboxHandler, Subscription
 from outboxhub.client._token import TokenSource
 from outboxhub.client._topic import Topic, encode_payload
 from outboxhub.client._window import Window
@@ -46,6 +48,7 @@ __all__ = ["DEFAULT_URL", "HubClient", "connect"]
 log = logging.getLogger("outboxhub.client")
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8090/"
 """Where ``outboxhub serve`` listens by default."""
@@ -234,7 +237,7 @@ class HubClient:
         opts = PublishOpts(
             id=id if id is not None else new_id(),
             key=key,
-            headers=dict(headers) if headers is not None else None,
+            headers=_headers(headers),
             tags=str_list("tags", tags),
             caused_by=str_list("caused_by", caused_by),
         )
@@ -324,12 +327,35 @@ class HubClient:
         self, topic: str, group: str | None, handler: Handler[Event], **options: Unpack[HandlerOptions]
     ) -> Subscription[Any]: ...
 
+    @overload
+    async def subscribe(
+        self,
+        topic: Topic[T],
+        group: str,
+        handler: InboxHandler[T, C],
+        *,
+        inbox: InboxRunner[C],
+        **options: Unpack[HandlerOptions],
+    ) -> Subscription[Any]: ...
+
+    @overload
+    async def subscribe(
+        self,
+        topic: str,
+        group: str,
+        handler: InboxHandler[Event, C],
+        *,
+        inbox: InboxRunner[C],
+        **options: Unpack[HandlerOptions],
+    ) -> Subscription[Any]: ...
+
     async def subscribe(
         self,
         topic: Topic[Any] | str,
         group: str | None,
-        handler: Handler[Any],
+        handler: Handler[Any] | InboxHandler[Any, Any],
         *,
+        inbox: InboxRunner[Any] | None = None,
         start: str | int | None = None,
         max_in_flight: int | None = None,
         ack_timeout_ms: int | None = None,
@@ -348,6 +374,11 @@ class HubClient:
         events only, no acks). Up to ``concurrency`` handler calls run at once. Options ``start``
         (earliest, latest, a seq, ``"seq:N"``, ``"ts:MS"``), ``max_in_flight``, ``ack_timeout_ms``,
         ``max_deliver`` and ``ordered_by_key`` are those of SUBSCRIBE in ``docs/protocol.md``.
+
+        ``raise Retry(delay_ms=…)`` from the handler NACKs with that delay. With ``inbox`` (an
+        :class:`outboxhub.inbox.Inbox`; a group is required) the handler is ``handler(payload, ctx, db)``
+        and runs inside the inbox's transaction, which also records the delivery; the ACK follows the
+        commit, and a delivery recorded before is ACKed without running the handler (docs/client.md).
         """
         sub = self._new_subscription(
             topic,
@@ -356,6 +387,7 @@ class HubClient:
             handler=handler,
             concurrency=concurrency,
             nack_delay_ms=nack_delay_ms,
+            inbox=inbox,
         )
         await self._activate(sub)
         return sub
@@ -408,10 +440,11 @@ class HubClient:
         group: str | None,
         opts: SubscribeOpts | None,
         *,
-        handler: Handler[Any] | None = None,
+        handler: Handler[Any] | InboxHandler[Any, Any] | None = None,
         concurrency: int = 1,
         nack_delay_ms: int | None = None,
         max_pending: int = 10_000,
+        inbox: InboxRunner[Any] | None = None,
     ) -> Subscription[Any]:
         typed = topic if isinstance(topic, Topic) else None
         sub: Subscription[Any] = Subscription(
@@ -424,6 +457,7 @@ class HubClient:
             concurrency=concurrency,
             nack_delay_ms=nack_delay_ms,
             max_pending=max_pending,
+            inbox=inbox,
         )
         sub.subscribe_frame()  # checks the pattern and the group name now, with a clear error
         return sub
@@ -488,6 +522,12 @@ class HubClient:
             raise HubConnectionError("not connected; the event will be redelivered")
         else:
             await self._link.request_now(frame)
+
+
+def _headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The event's headers: the caller's, plus the current trace context (``outboxhub.tracing``)."""
+    traced = tracing.inject(headers)
+    return dict(traced) if traced is not None else None
 
 
 async def connect(url: str, token: TokenSource, **options: Any) -> HubClient:

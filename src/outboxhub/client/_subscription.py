@@ -3,7 +3,10 @@
 The reader task puts each ``EVENT`` in the queue of its subscription (never blocking the reader: a grouped
 subscription is bounded by the hub's ``max_in_flight``; an ephemeral one drops beyond ``max_pending``).
 Consumers take deliveries out, decode typed payloads (a payload that does not decode is NACKed with the
-reason and skipped), and settle them: a handler that returns ACKs, one that raises NACKs.
+reason and skipped), and settle them: a handler that returns ACKs, one that raises NACKs (``Retry`` with
+its delay). With an inbox the handler runs inside the inbox's transaction, and a delivery the inbox has
+recorded before is ACKed without running it. With ``opentelemetry-api`` installed each handler call runs
+in a consumer span linked to the trace context in the event's headers (``outboxhub.tracing``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
+from outboxhub import tracing
 from outboxhub.client._messages import Message, SubscribeContext
+from outboxhub.client._outcomes import InboxRunner, Retry
 from outboxhub.client._topic import PayloadError, Topic
 from outboxhub.protocol.codec import Subscribe, SubscribeOpts
 
-__all__ = ["Handler", "Subscription"]
+__all__ = ["Handler", "InboxHandler", "Subscription"]
 
 log = logging.getLogger("outboxhub.client")
 
@@ -27,6 +32,12 @@ T = TypeVar("T")
 
 Handler: TypeAlias = Callable[[T, SubscribeContext], Awaitable[None] | None]
 """``handler(payload_or_event, ctx)``, sync or async: returning ACKs the event, raising NACKs it."""
+
+C = TypeVar("C")
+
+InboxHandler: TypeAlias = Callable[[T, SubscribeContext, C], Awaitable[None] | None]
+"""``handler(payload_or_event, ctx, db)`` for ``subscribe(..., inbox=...)``: ``db`` is the connection or
+session of the inbox's transaction (sync for a synchronous inbox, async for an asynchronous one)."""
 
 _MAX_REASON: Final = 1000
 
@@ -72,11 +83,14 @@ class Subscription(Generic[T]):
         group: str | None,
         topic: Topic[T] | None,
         opts: SubscribeOpts | None,
-        handler: Handler[Any] | None = None,
+        handler: Callable[..., Awaitable[None] | None] | None = None,
         concurrency: int = 1,
         nack_delay_ms: int | None = None,
         max_pending: int = 10_000,
+        inbox: InboxRunner[Any] | None = None,
     ) -> None:
+        if inbox is not None:
+            _check_inbox(inbox, handler, group)
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if max_pending < 1:
@@ -89,6 +103,7 @@ class Subscription(Generic[T]):
         self.topic = topic
         self.opts = opts
         self._handler = handler
+        self._inbox = inbox
         self._concurrency = concurrency
         self._nack_delay_ms = nack_delay_ms
         self._max_pending = max_pending
@@ -182,6 +197,8 @@ class Subscription(Generic[T]):
             try:
                 payload = self.topic.decode(item.event.payload)
             except PayloadError as exc:
+                # Retrying cannot help a payload that does not decode; once the hub takes a terminal NACK
+                # (issue #18's wire part) this should dead-letter at once instead of using max_deliver.
                 reason = f"{exc} (topic {item.topic}, event {item.id})"
                 log.warning("NACK %s: %s", item.id, reason)
                 await self._host._settle(item, ack=False, reason=reason, delay_ms=None, confirm=False)
@@ -189,9 +206,6 @@ class Subscription(Generic[T]):
             return Message(payload, item, self._host)
 
     async def _work(self) -> None:
-        handler = self._handler
-        assert handler is not None
-        typed = self.topic is not None
         while True:
             try:
                 msg = await self._next()
@@ -200,9 +214,15 @@ class Subscription(Generic[T]):
             if msg is None:
                 return
             try:
-                result = handler(msg.payload if typed else msg.event, msg.context)
-                if inspect.isawaitable(result):
-                    await result
+                ctx = msg.context
+                with tracing.consumer_span(
+                    ctx.topic, ctx.id, ctx.event.headers, group=ctx.group, attempt=ctx.attempt
+                ):
+                    await self._call(msg)
+            except Retry as exc:
+                log.debug("handler for %r asked to retry event %s: %s", self.pattern, msg.context.id, exc)
+                if not msg.settled:
+                    await msg.nack(reason=failure_reason(exc), delay_ms=exc.delay_ms)
             except Exception as exc:
                 log.warning(
                     "handler for %r failed on event %s (attempt %d); NACK",
@@ -216,6 +236,21 @@ class Subscription(Generic[T]):
             else:
                 if not msg.settled:
                     await msg.ack()
+
+    async def _call(self, msg: Message[T]) -> None:
+        """Run the handler on ``msg`` (in the inbox's transaction, if any)."""
+        handler = self._handler
+        assert handler is not None
+        payload = msg.payload if self.topic is not None else msg.event
+        ctx = msg.context
+        if self._inbox is None:
+            result = handler(payload, ctx)
+            if inspect.isawaitable(result):
+                await result
+            return
+        assert ctx.group is not None
+        if not await self._inbox.run(ctx.group, ctx.topic, ctx.id, lambda db: handler(payload, ctx, db)):
+            log.debug("event %s of %s was processed before (inbox); ACK", ctx.id, ctx.topic)
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -250,3 +285,20 @@ class Subscription(Generic[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.unsubscribe()
+
+
+def _check_inbox(inbox: InboxRunner[Any], handler: Callable[..., Any] | None, group: str | None) -> None:
+    if handler is None:
+        raise ValueError("inbox= needs a handler: the inbox runs it in its transaction")
+    if group is None:
+        raise ValueError("inbox= needs a consumer group: ephemeral deliveries are not acknowledged")
+    if not callable(getattr(inbox, "run", None)):
+        raise TypeError(f"inbox must be an outboxhub.inbox.Inbox, got {type(inbox).__name__}")
+    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+    if is_async and not inbox.asynchronous:
+        raise TypeError(
+            f"{type(inbox).__name__} runs the handler in a worker thread with a synchronous connection: "
+            "make the handler a plain def (or use an async inbox: AsyncPsycopgInbox, AsyncSqlAlchemyInbox)"
+        )

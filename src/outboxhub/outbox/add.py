@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from outboxhub import tracing
 from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
@@ -280,10 +281,11 @@ def _prepare(
     is_async: bool,
 ) -> tuple[_Kind, _Dialect | None, PreparedRecord]:
     """What ``add`` and ``add_async`` check before anything is written: the target (and that it suits
-    the call), the table name for its dialect, then the record itself."""
+    the call), the table name for its dialect, then the record itself (with the current trace context in
+    its headers when OpenTelemetry is installed)."""
     kind = _check_target(target, session, is_async=is_async)
     dialect = _check_table(kind, target, table)
-    return kind, dialect, prepare_record(topic, payload, id=id, key=key, headers=headers)
+    return kind, dialect, prepare_record(topic, payload, id=id, key=key, headers=tracing.inject(headers))
 
 
 def add(
@@ -299,12 +301,21 @@ def add(
 ) -> str:
     """Insert an outbox record with ``target`` inside the caller's transaction; return its id.
 
-    The id (default: a new UUIDv7) becomes the event id in the hub. Raises ``OutboxError`` before
-    anything is written when the target, table, topic, payload, id, key or headers are invalid.
-    The caller commits (or rolls back) as usual; the record follows the transaction.
+    The id (default: a new UUIDv7) becomes the event id in the hub. With ``opentelemetry-api``
+    installed, the current trace context is added to the headers (``outboxhub.tracing``). Raises
+    ``OutboxError`` before anything is written when the target, table, topic, payload, id, key or
+    headers are invalid. The caller commits (or rolls back) as usual; the record follows the transaction.
     """
     kind, dialect, record = _prepare(
-        target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=False
+        target,
+        session,
+        table,
+        topic,
+        payload,
+        id=id,
+        key=key,
+        headers=tracing.inject(headers),
+        is_async=False,
     )
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
