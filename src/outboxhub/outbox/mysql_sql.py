@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from outboxhub.errors import OutboxError, StoreURLError
-from outboxhub.outbox._sql import split_table
+from outboxhub.outbox._sql import insert_values, split_table
 from outboxhub.outbox.model import PreparedRecord
 from outboxhub.store.base import mask_url
 
@@ -32,7 +32,6 @@ __all__ = [
     "ensure_schema_mysql_async",
     "insert_mysql",
     "insert_mysql_async",
-    "insert_params",
     "insert_statement",
     "is_missing_table",
     "mysql_ddl",
@@ -138,8 +137,9 @@ def mysql_ddl(table: str = "outbox") -> list[str]:
 
 
 def insert_statement(table: str, *, paramstyle: str = "format") -> str:
-    """The idempotent insert ``add`` runs: ``%s`` placeholders (every MySQL DB-API driver), or ``:name``
-    for SQLAlchemy ``text()``. An existing id leaves its row as it is."""
+    """The idempotent insert ``add`` runs: ``%s`` placeholders (every MySQL DB-API driver; parameters
+    ``_sql.insert_values``), or ``:name`` for SQLAlchemy ``text()``. An existing id leaves its row as
+    it is."""
     q = quote_table(table)
     values = (
         "%s, %s, %s, %s, %s, %s, %s"
@@ -149,19 +149,6 @@ def insert_statement(table: str, *, paramstyle: str = "format") -> str:
     return (
         f"INSERT INTO {q} (id, topic, payload, `key`, headers, ts, available_at) "
         f"VALUES ({values}) ON DUPLICATE KEY UPDATE id = id"
-    )
-
-
-def insert_params(record: PreparedRecord) -> tuple[Any, ...]:
-    """The parameters of ``insert_statement(..., paramstyle="format")``."""
-    return (
-        record.id,
-        record.topic,
-        record.payload_json,
-        record.key,
-        record.headers_json,
-        record.ts,
-        record.ts,
     )
 
 
@@ -192,7 +179,7 @@ def insert_mysql(conn: Any, record: PreparedRecord, table: str) -> None:
     check_record(record)
     cur = conn.cursor()
     try:
-        cur.execute(insert_statement(table), insert_params(record))
+        cur.execute(insert_statement(table), insert_values(record))
     except Exception as exc:
         if is_missing_table(exc):
             raise missing_table_error(table) from exc
@@ -206,7 +193,7 @@ async def insert_mysql_async(conn: Any, record: PreparedRecord, table: str) -> N
     check_record(record)
     try:
         async with conn.cursor() as cur:
-            await cur.execute(insert_statement(table), insert_params(record))
+            await cur.execute(insert_statement(table), insert_values(record))
     except Exception as exc:
         if is_missing_table(exc):
             raise missing_table_error(table) from exc
