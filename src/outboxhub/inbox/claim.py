@@ -19,18 +19,18 @@ Nothing here commits except ``ensure_schema``: ``claim`` and ``cleanup`` run in 
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 from typing import Any, Literal
 
+from outboxhub._targets import Kind, check_kind, is_missing_table, sa_dialect
 from outboxhub.errors import InboxError
 from outboxhub.ids import now_ms
 from outboxhub.inbox import sql
 
 __all__ = ["claim", "claim_async", "cleanup", "cleanup_async", "ensure_schema", "ensure_schema_async"]
 
-Kind = Literal["sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"]
-_ASYNC: frozenset[Kind] = frozenset({"psycopg_async", "sa_async", "mongo_async"})
+_KINDS: frozenset[Kind] = frozenset(
+    {"sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"}
+)
 _SUPPORTED = (
     "sqlite3.Connection, psycopg.Connection / AsyncConnection, SQLAlchemy Session / AsyncSession / "
     "Connection, or pymongo Database / AsyncDatabase"
@@ -42,52 +42,17 @@ _MISSING = (
 _OPEN_TX = "ensure_schema: the connection has an open transaction; commit or roll back first"
 
 
-def classify(target: object) -> Kind | None:
-    """The kind of database handle ``target`` is, or None. Only modules already imported are consulted."""
-    if isinstance(target, sqlite3.Connection):
-        return "sqlite"
-    if sys.modules.get("psycopg") is not None:
-        import psycopg
-
-        if isinstance(target, psycopg.AsyncConnection):
-            return "psycopg_async"
-        if isinstance(target, psycopg.Connection):
-            return "psycopg"
-    if sys.modules.get("sqlalchemy") is not None:
-        from sqlalchemy.engine import Connection as SAConnection
-        from sqlalchemy.orm import Session
-
-        if isinstance(target, Session | SAConnection):
-            return "sa"
-        if "sqlalchemy.ext.asyncio" in sys.modules:
-            from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
-            from sqlalchemy.ext.asyncio import AsyncSession
-
-            if isinstance(target, AsyncSession | SAAsyncConnection):
-                return "sa_async"
-    if sys.modules.get("pymongo") is not None:
-        from pymongo.asynchronous.database import AsyncDatabase
-        from pymongo.database import Database
-
-        if isinstance(target, AsyncDatabase):
-            return "mongo_async"
-        if isinstance(target, Database):
-            return "mongo"
-    return None
-
-
 def _kind(target: object, session: object, *, is_async: bool, what: str) -> Kind:
-    kind = classify(target)
-    name = type(target).__qualname__
-    if kind is None:
-        raise InboxError(f"inbox target {name} is not supported; pass a {_SUPPORTED}")
-    if not is_async and kind in _ASYNC:
-        raise InboxError(f"inbox target {name} is asynchronous: use `await {what}_async(...)`")
-    if is_async and kind not in _ASYNC and kind != "sqlite":
-        raise InboxError(f"inbox target {name} is synchronous: use {what}(...)")
-    if session is not None and kind not in ("mongo", "mongo_async"):
-        raise InboxError("session= is only for pymongo targets (the ClientSession of the transaction)")
-    return kind
+    return check_kind(
+        target,
+        session,
+        is_async=is_async,
+        accepted=_KINDS,
+        role="inbox",
+        call=what,
+        supported=_SUPPORTED,
+        error=InboxError,
+    )
 
 
 def _dialect(kind: Kind, target: Any) -> Literal["sqlite", "postgresql"] | None:
@@ -96,12 +61,7 @@ def _dialect(kind: Kind, target: Any) -> Literal["sqlite", "postgresql"] | None:
     if kind in ("psycopg", "psycopg_async"):
         return "postgresql"
     if kind in ("sa", "sa_async"):
-        bind = target.get_bind() if hasattr(target, "get_bind") else target
-        name = str(bind.dialect.name)
-        if name not in ("sqlite", "postgresql"):
-            raise InboxError(
-                f"SQLAlchemy dialect {name!r} is not supported by the inbox (sqlite, postgresql)"
-            )
+        name = sa_dialect(target, supported=("sqlite", "postgresql"), role="inbox", error=InboxError)
         return "sqlite" if name == "sqlite" else "postgresql"
     return None
 
@@ -116,11 +76,7 @@ def _table(kind: Kind, target: Any, table: str) -> str:
 
 
 def _missing_table(exc: BaseException, table: str) -> InboxError | None:
-    orig = getattr(exc, "orig", None) or exc
-    psycopg = sys.modules.get("psycopg")
-    if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
-        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
-    ):
+    if is_missing_table(getattr(exc, "orig", None) or exc):
         return InboxError(_MISSING.format(table=table))
     return None
 
