@@ -19,6 +19,8 @@ Nothing here commits except ``ensure_schema``: ``claim`` and ``cleanup`` run in 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from outboxhub._targets import Kind, check_kind, is_missing_table, sa_dialect
@@ -75,10 +77,16 @@ def _table(kind: Kind, target: Any, table: str) -> str:
     return sql.check_table(table, allow_schema=dialect == "postgresql")
 
 
-def _missing_table(exc: BaseException, table: str) -> InboxError | None:
-    if is_missing_table(getattr(exc, "orig", None) or exc):
-        return InboxError(_MISSING.format(table=table))
-    return None
+@contextlib.contextmanager
+def _naming_missing_table(table: str) -> Iterator[None]:
+    """Turn a driver's (or SQLAlchemy's) error for a missing inbox table into the ``InboxError`` that says
+    how to create it; any other error passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if is_missing_table(getattr(exc, "orig", None) or exc):
+            raise InboxError(_MISSING.format(table=table)) from exc
+        raise
 
 
 def _mongo() -> Any:
@@ -105,7 +113,7 @@ def claim(
     if kind in ("mongo", "mongo_async"):
         return bool(_mongo().claim_mongo(target, name, group, topic, event_id, now_ms(), session=session))
     params = (group, topic, event_id, now_ms())
-    try:
+    with _naming_missing_table(name):
         if kind == "sqlite":
             return int(target.execute(sql.claim_statement(name, "qmark"), params).rowcount) == 1
         if kind == "psycopg":
@@ -114,11 +122,6 @@ def claim(
 
         result = target.execute(text(sql.claim_statement(name, "named")), _named(params))
         return int(result.rowcount) == 1
-    except Exception as exc:
-        missing = _missing_table(exc, name)
-        if missing is None:
-            raise
-        raise missing from exc
 
 
 async def claim_async(
@@ -134,7 +137,7 @@ async def claim_async(
             await _mongo().claim_mongo_async(target, name, group, topic, event_id, now_ms(), session=session)
         )
     params = (group, topic, event_id, now_ms())
-    try:
+    with _naming_missing_table(name):
         if kind == "sqlite":
             return int(target.execute(sql.claim_statement(name, "qmark"), params).rowcount) == 1
         if kind == "psycopg_async":
@@ -144,11 +147,6 @@ async def claim_async(
 
         result = await target.execute(text(sql.claim_statement(name, "named")), _named(params))
         return int(result.rowcount) == 1
-    except Exception as exc:
-        missing = _missing_table(exc, name)
-        if missing is None:
-            raise
-        raise missing from exc
 
 
 def _named(params: tuple[str, str, str, int]) -> dict[str, Any]:

@@ -247,15 +247,7 @@ def add(
     headers are invalid. The caller commits (or rolls back) as usual; the record follows the transaction.
     """
     kind, dialect, record = _prepare(
-        target,
-        session,
-        table,
-        topic,
-        payload,
-        id=id,
-        key=key,
-        headers=tracing.inject(headers),
-        is_async=False,
+        target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=False
     )
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)
