@@ -22,7 +22,8 @@ __all__ = ["ServiceUnavailable", "set_unavailable_handler", "unavailable"]
 
 
 class ServiceUnavailable(RuntimeError):
-    """A test server (PostgreSQL, MySQL, MongoDB) cannot be reached or started; the message says which and why."""
+    """A test server (PostgreSQL, MySQL, MongoDB) cannot be reached or started; the message says which and
+    why."""
 
 
 def _raise(message: str) -> NoReturn:
