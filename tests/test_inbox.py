@@ -97,6 +97,18 @@ def test_bad_input_is_refused_naming_the_problem(conn: sqlite3.Connection) -> No
     assert conn.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
 
 
+def test_a_mysql_connection_is_refused_as_unsupported() -> None:
+    """The outbox and the inbox classify handles with one rule (``outboxhub._targets``), which knows
+    MySQL connections; the inbox has no MySQL table, so it refuses one before anything is written."""
+    import pymysql
+
+    mysql = pymysql.connect(host="127.0.0.1", defer_connect=True)  # never opens a socket
+    with pytest.raises(InboxError, match="inbox target Connection is not supported; pass a sqlite3"):
+        inbox.claim(mysql, "g", "t.x", "e1")
+    with pytest.raises(InboxError, match="inbox target Connection is not supported"):
+        inbox.ensure_schema(mysql)
+
+
 def test_ensure_schema_refuses_an_open_transaction(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO work VALUES (1)")
     with pytest.raises(InboxError, match="open transaction"):

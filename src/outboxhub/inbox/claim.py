@@ -19,18 +19,20 @@ Nothing here commits except ``ensure_schema``: ``claim`` and ``cleanup`` run in 
 
 from __future__ import annotations
 
-import sqlite3
-import sys
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal
 
+from outboxhub._targets import Kind, check_kind, is_missing_table, sa_dialect
 from outboxhub.errors import InboxError
 from outboxhub.ids import now_ms
 from outboxhub.inbox import sql
 
 __all__ = ["claim", "claim_async", "cleanup", "cleanup_async", "ensure_schema", "ensure_schema_async"]
 
-Kind = Literal["sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"]
-_ASYNC: frozenset[Kind] = frozenset({"psycopg_async", "sa_async", "mongo_async"})
+_KINDS: frozenset[Kind] = frozenset(
+    {"sqlite", "psycopg", "psycopg_async", "sa", "sa_async", "mongo", "mongo_async"}
+)
 _SUPPORTED = (
     "sqlite3.Connection, psycopg.Connection / AsyncConnection, SQLAlchemy Session / AsyncSession / "
     "Connection, or pymongo Database / AsyncDatabase"
@@ -42,52 +44,17 @@ _MISSING = (
 _OPEN_TX = "ensure_schema: the connection has an open transaction; commit or roll back first"
 
 
-def classify(target: object) -> Kind | None:
-    """The kind of database handle ``target`` is, or None. Only modules already imported are consulted."""
-    if isinstance(target, sqlite3.Connection):
-        return "sqlite"
-    if sys.modules.get("psycopg") is not None:
-        import psycopg
-
-        if isinstance(target, psycopg.AsyncConnection):
-            return "psycopg_async"
-        if isinstance(target, psycopg.Connection):
-            return "psycopg"
-    if sys.modules.get("sqlalchemy") is not None:
-        from sqlalchemy.engine import Connection as SAConnection
-        from sqlalchemy.orm import Session
-
-        if isinstance(target, Session | SAConnection):
-            return "sa"
-        if "sqlalchemy.ext.asyncio" in sys.modules:
-            from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
-            from sqlalchemy.ext.asyncio import AsyncSession
-
-            if isinstance(target, AsyncSession | SAAsyncConnection):
-                return "sa_async"
-    if sys.modules.get("pymongo") is not None:
-        from pymongo.asynchronous.database import AsyncDatabase
-        from pymongo.database import Database
-
-        if isinstance(target, AsyncDatabase):
-            return "mongo_async"
-        if isinstance(target, Database):
-            return "mongo"
-    return None
-
-
 def _kind(target: object, session: object, *, is_async: bool, what: str) -> Kind:
-    kind = classify(target)
-    name = type(target).__qualname__
-    if kind is None:
-        raise InboxError(f"inbox target {name} is not supported; pass a {_SUPPORTED}")
-    if not is_async and kind in _ASYNC:
-        raise InboxError(f"inbox target {name} is asynchronous: use `await {what}_async(...)`")
-    if is_async and kind not in _ASYNC and kind != "sqlite":
-        raise InboxError(f"inbox target {name} is synchronous: use {what}(...)")
-    if session is not None and kind not in ("mongo", "mongo_async"):
-        raise InboxError("session= is only for pymongo targets (the ClientSession of the transaction)")
-    return kind
+    return check_kind(
+        target,
+        session,
+        is_async=is_async,
+        accepted=_KINDS,
+        role="inbox",
+        call=what,
+        supported=_SUPPORTED,
+        error=InboxError,
+    )
 
 
 def _dialect(kind: Kind, target: Any) -> Literal["sqlite", "postgresql"] | None:
@@ -96,12 +63,7 @@ def _dialect(kind: Kind, target: Any) -> Literal["sqlite", "postgresql"] | None:
     if kind in ("psycopg", "psycopg_async"):
         return "postgresql"
     if kind in ("sa", "sa_async"):
-        bind = target.get_bind() if hasattr(target, "get_bind") else target
-        name = str(bind.dialect.name)
-        if name not in ("sqlite", "postgresql"):
-            raise InboxError(
-                f"SQLAlchemy dialect {name!r} is not supported by the inbox (sqlite, postgresql)"
-            )
+        name = sa_dialect(target, supported=("sqlite", "postgresql"), role="inbox", error=InboxError)
         return "sqlite" if name == "sqlite" else "postgresql"
     return None
 
@@ -115,14 +77,16 @@ def _table(kind: Kind, target: Any, table: str) -> str:
     return sql.check_table(table, allow_schema=dialect == "postgresql")
 
 
-def _missing_table(exc: BaseException, table: str) -> InboxError | None:
-    orig = getattr(exc, "orig", None) or exc
-    psycopg = sys.modules.get("psycopg")
-    if (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable)) or (
-        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
-    ):
-        return InboxError(_MISSING.format(table=table))
-    return None
+@contextlib.contextmanager
+def _naming_missing_table(table: str) -> Iterator[None]:
+    """Turn a driver's (or SQLAlchemy's) error for a missing inbox table into the ``InboxError`` that says
+    how to create it; any other error passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if is_missing_table(getattr(exc, "orig", None) or exc):
+            raise InboxError(_MISSING.format(table=table)) from exc
+        raise
 
 
 def _mongo() -> Any:
@@ -149,7 +113,7 @@ def claim(
     if kind in ("mongo", "mongo_async"):
         return bool(_mongo().claim_mongo(target, name, group, topic, event_id, now_ms(), session=session))
     params = (group, topic, event_id, now_ms())
-    try:
+    with _naming_missing_table(name):
         if kind == "sqlite":
             return int(target.execute(sql.claim_statement(name, "qmark"), params).rowcount) == 1
         if kind == "psycopg":
@@ -158,11 +122,6 @@ def claim(
 
         result = target.execute(text(sql.claim_statement(name, "named")), _named(params))
         return int(result.rowcount) == 1
-    except Exception as exc:
-        missing = _missing_table(exc, name)
-        if missing is None:
-            raise
-        raise missing from exc
 
 
 async def claim_async(
@@ -178,7 +137,7 @@ async def claim_async(
             await _mongo().claim_mongo_async(target, name, group, topic, event_id, now_ms(), session=session)
         )
     params = (group, topic, event_id, now_ms())
-    try:
+    with _naming_missing_table(name):
         if kind == "sqlite":
             return int(target.execute(sql.claim_statement(name, "qmark"), params).rowcount) == 1
         if kind == "psycopg_async":
@@ -188,11 +147,6 @@ async def claim_async(
 
         result = await target.execute(text(sql.claim_statement(name, "named")), _named(params))
         return int(result.rowcount) == 1
-    except Exception as exc:
-        missing = _missing_table(exc, name)
-        if missing is None:
-            raise
-        raise missing from exc
 
 
 def _named(params: tuple[str, str, str, int]) -> dict[str, Any]:

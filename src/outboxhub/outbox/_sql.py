@@ -4,6 +4,7 @@ statements that differ only in their placeholder (``?`` for SQLite, ``%s`` for P
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ __all__ = [
     "delete_sent_sql",
     "insert_values",
     "missing_table_error",
+    "seqs_by_token",
     "split_table",
     "stats_sql",
 ]
@@ -127,6 +129,15 @@ def decode_claimed(
             records.append(decoded)
     records.sort(key=lambda r: r.seq)
     return records, bad
+
+
+def seqs_by_token(records: Sequence[OutboxRecord]) -> dict[str | None, list[int]]:
+    """The ``seq`` of each record grouped by its claim token (a fenced update runs once per token; a
+    drainer's batch has one)."""
+    groups: dict[str | None, list[int]] = {}
+    for record in records:
+        groups.setdefault(record.claim_token, []).append(record.seq)
+    return groups
 
 
 def claim_params(*, worker_id: str, token: str, lease_ms: int, now: int, limit: int) -> dict[str, Any]:

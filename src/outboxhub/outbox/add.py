@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import sqlite3
-import sys
 from collections.abc import Iterator, Mapping
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import msgspec
 
 from outboxhub import tracing
 from outboxhub._extras import missing_extra, needs_extra
+from outboxhub._targets import Kind, check_kind, is_missing_table, sa_dialect
 from outboxhub.errors import OutboxError, TopicError
 from outboxhub.ids import new_id, now_ms
 from outboxhub.outbox import mysql_sql as _mysql_sql
@@ -55,11 +54,8 @@ __all__ = ["MAX_ID_LENGTH", "add", "add_async", "prepare_record"]
 MAX_ID_LENGTH = 256
 """Longest record id: the record id becomes the event id, which the wire protocol caps at 256."""
 
-_Kind = Literal[
-    "sqlite", "psycopg", "psycopg_async", "mysql", "mysql_async", "sa", "sa_async", "mongo", "mongo_async"
-]
+_KINDS: frozenset[Kind] = frozenset(get_args(Kind))
 _Dialect = Literal["sqlite", "postgresql", "mysql"]
-_ASYNC_KINDS = frozenset({"psycopg_async", "mysql_async", "sa_async", "mongo_async"})
 _SUPPORTED = (
     "sqlite3.Connection, psycopg.Connection / AsyncConnection, a PyMySQL / mysqlclient / aiomysql / "
     "asyncmy connection, SQLAlchemy Session / AsyncSession / Connection, or pymongo Database / AsyncDatabase"
@@ -121,69 +117,22 @@ def prepare_record(
     )
 
 
-def _classify(target: object) -> _Kind | None:
-    if isinstance(target, sqlite3.Connection):
-        return "sqlite"
-    # Optional libraries are only consulted when the application has imported them already: an object
-    # of their types cannot exist otherwise, and importing them here would slow every add down (and
-    # psycopg and pymongo are optional: the 'postgres' and 'mongo' extras).
-    if sys.modules.get("psycopg") is not None:
-        import psycopg
-
-        if isinstance(target, psycopg.AsyncConnection):
-            return "psycopg_async"
-        if isinstance(target, psycopg.Connection):
-            return "psycopg"
-    mysql = _mysql_sql.connection_kind(target)
-    if mysql is not None:
-        return "mysql_async" if mysql == "async" else "mysql"
-    if "sqlalchemy" in sys.modules:
-        from sqlalchemy.engine import Connection as SAConnection
-        from sqlalchemy.orm import Session
-
-        if isinstance(target, Session | SAConnection):
-            return "sa"
-        if "sqlalchemy.ext.asyncio" in sys.modules:
-            from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
-            from sqlalchemy.ext.asyncio import AsyncSession
-
-            if isinstance(target, AsyncSession | SAAsyncConnection):
-                return "sa_async"
-    if sys.modules.get("pymongo") is not None:
-        from pymongo.asynchronous.database import AsyncDatabase
-        from pymongo.database import Database
-
-        if isinstance(target, AsyncDatabase):
-            return "mongo_async"
-        if isinstance(target, Database):
-            return "mongo"
-    return None
-
-
-def _check_target(target: object, session: object, *, is_async: bool) -> _Kind:
-    kind = _classify(target)
-    name = type(target).__qualname__
-    if kind is None:
-        raise OutboxError(f"outbox target {name} is not supported; pass a {_SUPPORTED}")
-    if not is_async and kind in _ASYNC_KINDS:
-        raise OutboxError(f"outbox target {name} is asynchronous: use `await add_async(...)`")
-    if is_async and kind not in _ASYNC_KINDS and kind != "sqlite":
-        raise OutboxError(f"outbox target {name} is synchronous: use add(...)")
-    if session is not None and kind not in ("mongo", "mongo_async"):
-        raise OutboxError("session= is only for pymongo targets (the ClientSession of the transaction)")
-    return kind
+def _check_target(target: object, session: object, *, is_async: bool) -> Kind:
+    return check_kind(
+        target,
+        session,
+        is_async=is_async,
+        accepted=_KINDS,
+        role="outbox",
+        call="add",
+        supported=_SUPPORTED,
+        error=OutboxError,
+    )
 
 
 def _sa_dialect(target: Any) -> _Dialect:
-    bind = target.get_bind() if hasattr(target, "get_bind") else target
-    dialect = str(bind.dialect.name)
-    if dialect == "mariadb":  # SQLAlchemy's name for MySQL dialects talking to MariaDB
-        return "mysql"
-    if dialect not in ("sqlite", "postgresql", "mysql"):
-        raise OutboxError(
-            f"SQLAlchemy dialect {dialect!r} is not supported by the outbox (sqlite, postgresql, mysql)"
-        )
-    return "sqlite" if dialect == "sqlite" else "postgresql" if dialect == "postgresql" else "mysql"
+    dialect = sa_dialect(target, supported=get_args(_Dialect), role="outbox", error=OutboxError)
+    return cast(_Dialect, dialect)
 
 
 def _sa_insert(dialect: _Dialect, table: str, record: PreparedRecord) -> tuple[Any, dict[str, Any]]:
@@ -217,16 +166,7 @@ def _sa_naming_missing_table(table: str) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        orig = exc.orig
-        psycopg = sys.modules.get("psycopg")  # a psycopg error implies psycopg is imported
-        if (
-            (psycopg is not None and isinstance(orig, psycopg.errors.UndefinedTable))
-            or (isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig))
-            or (
-                type(orig).__module__.partition(".")[0] in _mysql_sql.DRIVER_MODULES
-                and _mysql_sql.is_missing_table(orig)
-            )
-        ):
+        if is_missing_table(exc.orig):
             raise missing_table_error(table) from exc
         raise
 
@@ -253,7 +193,7 @@ def _mongo_module() -> ModuleType:
         raise OutboxError("MongoDB outbox support is not installed yet (outboxhub.outbox.mongo)") from exc
 
 
-def _check_table(kind: _Kind, target: object, table: str) -> _Dialect | None:
+def _check_table(kind: Kind, target: object, table: str) -> _Dialect | None:
     dialect: _Dialect | None = None
     if kind == "sqlite":
         dialect = "sqlite"
@@ -279,7 +219,7 @@ def _prepare(
     key: str | None,
     headers: Mapping[str, str] | None,
     is_async: bool,
-) -> tuple[_Kind, _Dialect | None, PreparedRecord]:
+) -> tuple[Kind, _Dialect | None, PreparedRecord]:
     """What ``add`` and ``add_async`` check before anything is written: the target (and that it suits
     the call), the table name for its dialect, then the record itself (with the current trace context in
     its headers when OpenTelemetry is installed)."""
@@ -307,15 +247,7 @@ def add(
     headers are invalid. The caller commits (or rolls back) as usual; the record follows the transaction.
     """
     kind, dialect, record = _prepare(
-        target,
-        session,
-        table,
-        topic,
-        payload,
-        id=id,
-        key=key,
-        headers=tracing.inject(headers),
-        is_async=False,
+        target, session, table, topic, payload, id=id, key=key, headers=headers, is_async=False
     )
     if kind == "sqlite":
         _sqlite.insert_sqlite(target, record, table)

@@ -1,6 +1,6 @@
 """The async ``OutboxStore`` protocol: what a drainer and the ops API need from an outbox database.
 
-One implementation per database (``sqlite.py``, ``postgres.py``, ``mongo/store.py``), each an
+One implementation per database (``sqlite.py``, ``postgres.py``, ``mysql.py``, ``mongo/store.py``), each an
 ``OutboxBackend``: that base class checks the arguments and resolves ``now`` once for all of them and calls
 one hook per method for the database work.
 Semantics every backend keeps:

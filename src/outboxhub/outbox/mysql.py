@@ -26,26 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import asyncmy
 import asyncmy.errors
 
 from outboxhub.errors import StoreError, StoreUnavailable
 from outboxhub.ids import new_id
-from outboxhub.outbox._sql import COLUMNS, decode_row, split_table, stats_sql
-from outboxhub.outbox.base import (
-    StatsRow,
-    check_ids,
-    check_positive,
-    check_purge_args,
-    make_stats,
-    readable,
-    resolve_now,
-)
-from outboxhub.outbox.model import Failure, OutboxRecord, OutboxStats
+from outboxhub.outbox._sql import COLUMNS, decode_row, seqs_by_token, split_table, stats_sql
+from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
+from outboxhub.outbox.model import Failure, OutboxRecord
 from outboxhub.outbox.mysql_sql import connect_kwargs, ensure_schema_mysql_async, quote_table
 from outboxhub.store.base import mask_url
 
@@ -78,18 +69,11 @@ def _ordered_lock_name(database: str, table: str) -> str:
     return "outboxhub.claim:" + hashlib.sha1(f"{database}.{table}".encode()).hexdigest()[:40]
 
 
-def _groups(records: Sequence[OutboxRecord]) -> dict[str | None, list[int]]:
-    by_token: dict[str | None, list[int]] = defaultdict(list)
-    for record in records:
-        by_token[record.claim_token].append(record.seq)
-    return by_token
-
-
 def _in(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-class MysqlOutbox:
+class MysqlOutbox(OutboxBackend):
     """``OutboxStore`` over one MySQL/MariaDB table. Create with ``await MysqlOutbox.open(url)``."""
 
     def __init__(self, pool: Any, url: str, *, table: str, database: str, poll_interval_ms: int) -> None:
@@ -241,26 +225,17 @@ class MysqlOutbox:
 
     # -- drainer ------------------------------------------------------------------------------------------
 
-    async def claim_batch(
-        self,
-        limit: int,
-        lease_ms: int,
-        worker_id: str,
-        *,
-        ordered_by_key: bool = False,
-        now: int | None = None,
+    async def _claim_batch(
+        self, limit: int, lease_ms: int, worker_id: str, ordered: bool, now: int
     ) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
-        check_positive(lease_ms, name="lease_ms")
-        at = resolve_now(now)
         for attempt in range(_ATTEMPTS):
             try:
-                if ordered_by_key:
-                    claimed = await self._claim_ordered(limit, lease_ms, worker_id, at)
+                if ordered:
+                    claimed = await self._claim_ordered(limit, lease_ms, worker_id, now)
                     if claimed is None:  # a candidate changed under us: start over
                         continue
                     return claimed
-                return await self._claim(limit, lease_ms, worker_id, at)
+                return await self._claim(limit, lease_ms, worker_id, now)
             except StoreError as exc:
                 if not _retryable(exc) or attempt == _ATTEMPTS - 1:
                     raise
@@ -347,28 +322,22 @@ class MysqlOutbox:
             changed += await cur.execute(self._mark_bad_sql, (error, seq, at))
         return records, changed == len(rows)
 
-    async def mark_sent(self, records: Sequence[OutboxRecord], *, now: int | None = None) -> int:
-        if not records:
-            return 0
-        at = resolve_now(now)
+    async def _mark_sent(self, records: Sequence[OutboxRecord], now: int) -> int:
         total = 0
-        for token, seqs in _groups(records).items():
+        for token, seqs in seqs_by_token(records).items():
             total += await self._execute(
                 f"UPDATE {self._q} SET status = 'sent', sent_at = %s, {_CLEAR_CLAIM} "
                 f"WHERE claim_token = %s AND seq IN ({_in(len(seqs))}) AND status = 'claimed'",
-                (at, token, *seqs),
+                (now, token, *seqs),
             )
         return total
 
-    async def mark_failed(self, failures: Sequence[Failure], *, now: int | None = None) -> int:
-        if not failures:
-            return 0
-        at = resolve_now(now)
+    async def _mark_failed(self, failures: Sequence[Failure], now: int) -> int:
         params = [
             (
                 "dead" if f.verdict.dead else "pending",
                 f.verdict.dead,
-                at + f.verdict.delay_ms,
+                now + f.verdict.delay_ms,
                 f.error,
                 f.record.seq,
                 f.record.claim_token,
@@ -381,14 +350,9 @@ class MysqlOutbox:
                 total += await cur.execute(self._failed_sql, row)
         return total
 
-    async def release(
-        self, records: Sequence[OutboxRecord], *, delay_ms: int = 0, now: int | None = None
-    ) -> int:
-        if not records:
-            return 0
-        available_at = resolve_now(now) + delay_ms
+    async def _release(self, records: Sequence[OutboxRecord], available_at: int) -> int:
         total = 0
-        for token, seqs in _groups(records).items():
+        for token, seqs in seqs_by_token(records).items():
             total += await self._execute(
                 f"UPDATE {self._q} SET status = 'pending', attempts = GREATEST(attempts - 1, 0), "
                 f"available_at = %s, {_CLEAR_CLAIM} "
@@ -397,69 +361,56 @@ class MysqlOutbox:
             )
         return total
 
-    async def requeue_expired(self, *, now: int | None = None) -> int:
+    async def _requeue_expired(self, now: int) -> int:
         return await self._execute(
             f"UPDATE {self._q} SET status = 'pending', {_CLEAR_CLAIM} "
             "WHERE status = 'claimed' AND lease_until < %s",
-            (resolve_now(now),),
+            (now,),
         )
 
     # -- operators ----------------------------------------------------------------------------------------
 
-    async def retry(self, ids: Sequence[str] | Literal["all"], *, now: int | None = None) -> int:
+    async def _retry(self, ids: list[str] | None, now: int) -> int:
         sql = (
             f"UPDATE {self._q} SET status = 'pending', attempts = 0, available_at = %s WHERE status = 'dead'"
         )
-        params: list[Any] = [resolve_now(now)]
-        if ids != "all":
-            chosen = check_ids(ids, what="retry")
-            if not chosen:
+        params: list[Any] = [now]
+        if ids is not None:
+            if not ids:  # MySQL has no empty IN list
                 return 0
-            sql += f" AND id IN ({_in(len(chosen))})"
-            params += chosen
+            sql += f" AND id IN ({_in(len(ids))})"
+            params += ids
         count = await self._execute(sql, params)
         if count:
             self._wake.set()
         return count
 
-    async def purge(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        older_than_ms: int | None = None,
-        now: int | None = None,
-    ) -> int:
-        check_purge_args(ids, older_than_ms)
+    async def _purge(self, ids: list[str] | None, created_by: int | None) -> int:
         sql = f"DELETE FROM {self._q} WHERE status = 'dead'"
         params: list[Any] = []
         if ids is not None:
-            chosen = check_ids(ids, what="purge")
-            if not chosen:
+            if not ids:  # MySQL has no empty IN list
                 return 0
-            sql += f" AND id IN ({_in(len(chosen))})"
-            params += chosen
-        if older_than_ms is not None:
+            sql += f" AND id IN ({_in(len(ids))})"
+            params += ids
+        if created_by is not None:
             sql += " AND ts <= %s"
-            params.append(resolve_now(now) - older_than_ms)
+            params.append(created_by)
         return await self._execute(sql, params)
 
-    async def stats(self, *, now: int | None = None) -> OutboxStats:
-        at = resolve_now(now)
-        rows = await self._fetchall(stats_sql(self._q, "%s"), (at,))
+    async def _stats(self, now: int) -> StatsRow:
+        rows = await self._fetchall(stats_sql(self._q, "%s"), (now,))
         pending, claimed, dead, oldest_ts, next_retry = rows[0]
-        return make_stats(
-            at,
-            StatsRow(
-                pending=int(pending),
-                claimed=int(claimed),
-                dead=int(dead),
-                oldest_ts=None if oldest_ts is None else int(oldest_ts),
-                next_retry_at=None if next_retry is None else int(next_retry),
-            ),
+        # MySQL's subquery counts may arrive as Decimal: the row holds ints.
+        return StatsRow(
+            pending=int(pending),
+            claimed=int(claimed),
+            dead=int(dead),
+            oldest_ts=None if oldest_ts is None else int(oldest_ts),
+            next_retry_at=None if next_retry is None else int(next_retry),
         )
 
-    async def list_dead(self, limit: int = 100) -> list[OutboxRecord]:
-        check_positive(limit, name="limit")
+    async def _list_dead(self, limit: int) -> list[OutboxRecord]:
         rows = await self._fetchall(
             f"SELECT {_SELECT} FROM {self._q} WHERE status = 'dead' ORDER BY seq LIMIT %s", (limit,)
         )
@@ -472,20 +423,9 @@ class MysqlOutbox:
         record = decode_row(rows[0], lenient=True)
         return record if isinstance(record, OutboxRecord) else None
 
-    async def delete_sent_older_than(
-        self, retention_ms: int, *, batch_size: int = 1000, now: int | None = None
-    ) -> int:
-        check_positive(batch_size, name="batch_size")
-        cutoff = resolve_now(now) - retention_ms
-        total = 0
-        while True:
-            deleted = await self._execute(
-                f"DELETE FROM {self._q} WHERE status = 'sent' AND sent_at < %s ORDER BY sent_at LIMIT %s",
-                (cutoff, batch_size),
-            )
-            total += deleted
-            if deleted < batch_size:
-                return total
+    async def _delete_sent(self, cutoff: int, batch_size: int) -> int:
+        sql = f"DELETE FROM {self._q} WHERE status = 'sent' AND sent_at < %s ORDER BY sent_at LIMIT %s"
+        return await self._in_batches(lambda: self._execute(sql, (cutoff, batch_size)), batch_size)
 
     # -- wake-up ------------------------------------------------------------------------------------------
 

@@ -13,28 +13,24 @@ Column choices (see docs/outbox.md): ``payload`` and ``headers`` are ``LONGTEXT`
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from outboxhub._targets import is_mysql_missing_table
 from outboxhub.errors import OutboxError, StoreURLError
-from outboxhub.outbox._sql import split_table
+from outboxhub.outbox._sql import insert_values, split_table
 from outboxhub.outbox.model import PreparedRecord
 from outboxhub.store.base import mask_url
 
 __all__ = [
-    "DRIVER_MODULES",
     "MAX_KEY_LENGTH",
     "check_record",
     "connect_kwargs",
-    "connection_kind",
     "ensure_schema_mysql",
     "ensure_schema_mysql_async",
     "insert_mysql",
     "insert_mysql_async",
-    "insert_params",
     "insert_statement",
-    "is_missing_table",
     "mysql_ddl",
     "quote_table",
 ]
@@ -43,37 +39,11 @@ MAX_KEY_LENGTH = 512
 """Longest record key the MySQL outbox stores (``VARCHAR(512)``: it is indexed, and InnoDB caps an index
 entry at 3072 bytes)."""
 
-_NO_SUCH_TABLE = 1146
 _SERVER_STATUS_IN_TRANS = 1
 # "Table already exists" is a note the drivers log as a warning on every start; silence it for the DDL.
 _QUIET = "SET @outboxhub_sql_notes = @@sql_notes, sql_notes = 0"
 _LOUD = "SET sql_notes = @outboxhub_sql_notes"
 _NOW_MS_SQL = "(CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED))"
-
-
-# MySQL drivers: (module, attribute path of its connection class, asynchronous?).
-_CONNECTIONS = (
-    ("pymysql", "connections.Connection", False),
-    ("MySQLdb", "connections.Connection", False),
-    ("aiomysql", "Connection", True),
-    ("asyncmy", "connection.Connection", True),
-)
-DRIVER_MODULES = frozenset(module for module, _, _ in _CONNECTIONS)
-"""The top-level modules of the MySQL drivers ``add`` accepts connections of."""
-
-
-def connection_kind(target: object) -> Literal["sync", "async"] | None:
-    """``"sync"`` for a PyMySQL or mysqlclient connection, ``"async"`` for aiomysql or asyncmy, else None.
-
-    A driver is only consulted when the application has imported it: its objects cannot exist otherwise.
-    """
-    for module, path, is_async in _CONNECTIONS:
-        found: Any = sys.modules.get(module)
-        for attribute in path.split(".") if found is not None else ():
-            found = getattr(found, attribute, None)
-        if isinstance(found, type) and isinstance(target, found):
-            return "async" if is_async else "sync"
-    return None
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -138,8 +108,9 @@ def mysql_ddl(table: str = "outbox") -> list[str]:
 
 
 def insert_statement(table: str, *, paramstyle: str = "format") -> str:
-    """The idempotent insert ``add`` runs: ``%s`` placeholders (every MySQL DB-API driver), or ``:name``
-    for SQLAlchemy ``text()``. An existing id leaves its row as it is."""
+    """The idempotent insert ``add`` runs: ``%s`` placeholders (every MySQL DB-API driver; parameters
+    ``_sql.insert_values``), or ``:name`` for SQLAlchemy ``text()``. An existing id leaves its row as
+    it is."""
     q = quote_table(table)
     values = (
         "%s, %s, %s, %s, %s, %s, %s"
@@ -152,19 +123,6 @@ def insert_statement(table: str, *, paramstyle: str = "format") -> str:
     )
 
 
-def insert_params(record: PreparedRecord) -> tuple[Any, ...]:
-    """The parameters of ``insert_statement(..., paramstyle="format")``."""
-    return (
-        record.id,
-        record.topic,
-        record.payload_json,
-        record.key,
-        record.headers_json,
-        record.ts,
-        record.ts,
-    )
-
-
 def check_record(record: PreparedRecord) -> None:
     """``OutboxError`` when the record does not fit the MySQL table (strict mode would refuse it later)."""
     if record.key is not None and len(record.key) > MAX_KEY_LENGTH:
@@ -172,12 +130,6 @@ def check_record(record: PreparedRecord) -> None:
             f"outbox record refused: key is {len(record.key)} characters long; "
             f"the MySQL outbox stores keys of at most {MAX_KEY_LENGTH}"
         )
-
-
-def is_missing_table(exc: object) -> bool:
-    """Whether a driver error is MySQL's ``ER_NO_SUCH_TABLE`` (every driver puts the code in ``args[0]``)."""
-    args: tuple[Any, ...] = getattr(exc, "args", ())
-    return bool(args) and args[0] == _NO_SUCH_TABLE
 
 
 def missing_table_error(table: str) -> OutboxError:
@@ -192,9 +144,9 @@ def insert_mysql(conn: Any, record: PreparedRecord, table: str) -> None:
     check_record(record)
     cur = conn.cursor()
     try:
-        cur.execute(insert_statement(table), insert_params(record))
+        cur.execute(insert_statement(table), insert_values(record))
     except Exception as exc:
-        if is_missing_table(exc):
+        if is_mysql_missing_table(exc):
             raise missing_table_error(table) from exc
         raise
     finally:
@@ -206,9 +158,9 @@ async def insert_mysql_async(conn: Any, record: PreparedRecord, table: str) -> N
     check_record(record)
     try:
         async with conn.cursor() as cur:
-            await cur.execute(insert_statement(table), insert_params(record))
+            await cur.execute(insert_statement(table), insert_values(record))
     except Exception as exc:
-        if is_missing_table(exc):
+        if is_mysql_missing_table(exc):
             raise missing_table_error(table) from exc
         raise
 

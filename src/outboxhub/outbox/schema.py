@@ -9,14 +9,13 @@ with an open transaction. Teams that manage migrations themselves apply ``sqlite
 from __future__ import annotations
 
 import sqlite3
-import sys
 from typing import Any
 
 from outboxhub._extras import needs_extra
+from outboxhub._targets import classify
 from outboxhub.errors import OutboxError
 from outboxhub.outbox.mysql_sql import (
     connect_kwargs,
-    connection_kind,
     ensure_schema_mysql,
     ensure_schema_mysql_async,
 )
@@ -31,47 +30,21 @@ _SYNC_TARGETS = (
 )
 
 
-def _psycopg_kind(target: Any) -> str | None:
-    """``"sync"`` for a psycopg ``Connection``, ``"async"`` for an ``AsyncConnection``, else None."""
-    if sys.modules.get("psycopg") is None:  # a psycopg object implies psycopg is imported
-        return None
-    import psycopg
-
-    if isinstance(target, psycopg.AsyncConnection):
-        return "async"
-    if isinstance(target, psycopg.Connection):
-        return "sync"
-    return None
-
-
-def _pymongo_kind(target: Any) -> str | None:
-    """``"sync"`` for a pymongo ``Database``, ``"async"`` for an ``AsyncDatabase``, else None."""
-    if sys.modules.get("pymongo") is None:  # a pymongo object implies pymongo is imported
-        return None
-    from pymongo.asynchronous.database import AsyncDatabase
-    from pymongo.database import Database
-
-    if isinstance(target, Database):
-        return "sync"
-    if isinstance(target, AsyncDatabase):
-        return "async"
-    return None
-
-
 def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
     """Create the outbox on a ``sqlite3.Connection``, a ``psycopg.Connection``, a pymongo ``Database``
     (the indexes of its ``table`` collection, created with pymongo's synchronous API), or an SQLite or
     PostgreSQL outbox URL (``sqlite:///app.db``, ``postgresql://…``, optionally with ``?table=``). The
     table or collection defaults to ``outbox``. For a ``mongodb://`` URL or an ``AsyncDatabase`` use
     ``await ensure_schema_async(...)``."""
-    if isinstance(target_or_url, sqlite3.Connection):
+    kind = classify(target_or_url)
+    if kind == "sqlite":
         ensure_schema_sqlite(target_or_url, table or "outbox")
-    elif _psycopg_kind(target_or_url) == "sync":
+    elif kind == "psycopg":
         import_postgres_outbox("ensure_schema", OutboxError).ensure_schema_postgres(
             target_or_url, table or "outbox"
         )
-    elif (mysql_kind := connection_kind(target_or_url)) is not None:
-        if mysql_kind == "async":
+    elif kind in ("mysql", "mysql_async"):
+        if kind == "mysql_async":
             raise OutboxError(
                 "ensure_schema: use `await ensure_schema_async(conn)` for an async MySQL connection"
             )
@@ -98,8 +71,8 @@ def ensure_schema(target_or_url: Any, table: str | None = None) -> None:
                 f"ensure_schema: use `await ensure_schema_async(url)` for {parsed.kind} URLs "
                 "(or pass a pymongo Database)"
             )
-    elif (kind := _pymongo_kind(target_or_url)) is not None:
-        if kind == "async":
+    elif kind in ("mongo", "mongo_async"):
+        if kind == "mongo_async":
             raise OutboxError(
                 "ensure_schema: use `await ensure_schema_async(db)` for a pymongo AsyncDatabase"
             )
@@ -128,7 +101,8 @@ def _ensure_schema_mysql_url(url: str, table: str) -> None:
 async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> None:
     """``ensure_schema`` for a ``psycopg.AsyncConnection``, a pymongo ``AsyncDatabase``, or any outbox
     URL (``mongodb://…`` included); other targets go to ``ensure_schema``."""
-    if _psycopg_kind(target_or_url) == "async":
+    kind = classify(target_or_url)
+    if kind == "psycopg_async":
         postgres = import_postgres_outbox("ensure_schema_async", OutboxError)
         await postgres.ensure_schema_postgres_async(target_or_url, table or "outbox")
     elif isinstance(target_or_url, str):
@@ -137,9 +111,9 @@ async def ensure_schema_async(target_or_url: Any, table: str | None = None) -> N
             await store.ensure_schema()
         finally:
             await store.close()
-    elif connection_kind(target_or_url) == "async":
+    elif kind == "mysql_async":
         await ensure_schema_mysql_async(target_or_url, table or "outbox")
-    elif _pymongo_kind(target_or_url) == "async":
+    elif kind == "mongo_async":
         from outboxhub.outbox.mongo import ensure_schema_mongo_async
 
         await ensure_schema_mongo_async(target_or_url, table or "outbox")

@@ -36,6 +36,7 @@ from outboxhub.outbox._sql import (
     delete_sent_sql,
     insert_values,
     missing_table_error,
+    seqs_by_token,
     split_table,
     stats_sql,
 )
@@ -302,9 +303,7 @@ class SqliteOutbox(OutboxBackend):
 
     def _by_token(self, sql: str, records: Sequence[OutboxRecord], value: int) -> int:
         # One statement per claim token (a drainer's batch has one); several run in one transaction.
-        groups: dict[str | None, list[int]] = {}
-        for record in records:
-            groups.setdefault(record.claim_token, []).append(record.seq)
+        groups = seqs_by_token(records)
         if len(groups) == 1:
             ((token, seqs),) = groups.items()
             return self._conn.execute(sql, (value, msgspec.json.encode(seqs).decode(), token)).rowcount

@@ -2,6 +2,8 @@
 
 * ``outboxhub.testing.postgres`` — the PostgreSQL test server (``OUTBOXHUB_TEST_PG_URL``) and a throwaway
   schema per test or bench run (needs the ``postgres`` extra);
+* ``outboxhub.testing.mysql`` — the MySQL/MariaDB test server (``OUTBOXHUB_TEST_MYSQL_URL``) and a
+  throwaway database per test or bench run (needs the ``mysql`` extra);
 * ``outboxhub.testing.mongo`` — the MongoDB test server: ``OUTBOXHUB_TEST_MONGO_URL``, or the ``nx-27017``
   stand-in started in memory on a free port, and a throwaway database per test or bench run (needs the
   ``mongo`` extra, and nx-27017 from the ``dev`` extra for the stand-in).
@@ -20,7 +22,8 @@ __all__ = ["ServiceUnavailable", "set_unavailable_handler", "unavailable"]
 
 
 class ServiceUnavailable(RuntimeError):
-    """A test server (PostgreSQL, MongoDB) cannot be reached or started; the message says which and why."""
+    """A test server (PostgreSQL, MySQL, MongoDB) cannot be reached or started; the message says which and
+    why."""
 
 
 def _raise(message: str) -> NoReturn:
