@@ -176,6 +176,7 @@ SUMMARIES: Final[Mapping[str, str]] = {
     "bench replay": "Replay events as NDJSON through the ops API.",
     "bench inproc": "In-process bus and store against plain sqlite3.",
     "bench drainers": "Outbox drainers on SQLite, PostgreSQL, MongoDB.",
+    "bench inbox": "The consumer inbox's cost per event.",
 }
 """The one-line summary of each command in its parent's command list (short enough for 80 columns)."""
 
@@ -246,5 +247,9 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
         "outboxhub bench inproc --store postgresql://postgres@127.0.0.1/test",
     ),
     "bench drainers": ("outboxhub bench drainers --database sqlite --records 20000",),
+    "bench inbox": (
+        "outboxhub bench inbox --database sqlite --events 2000",
+        "outboxhub bench inbox --database sqlite --database postgres --repeat 3",
+    ),
 }
 """Examples per command path (``""`` is ``outboxhub`` itself); shown at the end of its ``--help``."""
