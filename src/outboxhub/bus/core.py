@@ -42,7 +42,7 @@ from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import GroupMember, GroupState
 from outboxhub.bus.subscription import DeliverFn, Subscription
-from outboxhub.ids import new_id
+from outboxhub.ids import new_id, now_ms
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
 from outboxhub.store.base import Store
 from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
@@ -198,9 +198,10 @@ class Bus:
         *,
         reason: str | None = None,
         delay_ms: int | None = None,
+        terminal: bool = False,
     ) -> bool:
         """Ask for a redelivery after ``delay_ms`` (default: the backoff), or dead-letter the event when it
-        has had ``max_deliver`` attempts. True when the event was pending."""
+        has had ``max_deliver`` attempts, or at once when ``terminal``. True when the event was pending."""
         if not group:
             return False
         if delay_ms is not None and delay_ms < 0:
@@ -211,11 +212,34 @@ class Bus:
             holder = state.holders.get(event_id)
             options = holder.options if holder is not None else state.options
         pending = await self._store.nack(
-            pattern, group, event_id, max_deliver=options.max_deliver, delay_ms=delay_ms, reason=reason
+            pattern,
+            group,
+            event_id,
+            max_deliver=options.max_deliver,
+            delay_ms=delay_ms,
+            reason=reason,
+            terminal=terminal,
         )
         if state is not None:
             state.nacked(event_id)
         return pending
+
+    async def extend(self, pattern: str, group: str, event_id: str, *, member: str) -> bool:
+        """Push the ack deadline of ``event_id``, held by ``member`` of this bus, to now + that member's
+        ``ack_timeout_ms`` (the ``extend`` transition of ``store/lifecycle.py``). False when ``member`` does
+        not hold it (never delivered to it, settled, or its deadline passed and it may be redelivered)."""
+        state = self._groups.get((pattern, group))
+        holder = None if state is None else state.holders.get(event_id)
+        if state is None or holder is None or holder.member != member:
+            return False
+        now = now_ms()
+        timeout = holder.options.ack_timeout_ms
+        extended = await self._store.extend(
+            pattern, group, event_id, ack_timeout_ms=timeout, now=now, member=member
+        )
+        if extended:
+            holder.extended(event_id, now + timeout)
+        return extended
 
     # -- introspection ------------------------------------------------------------------------------------
 

@@ -275,6 +275,12 @@ class GroupMember(Subscription):
         if parked is None or not parked.covers(seq):
             self._wakeup.set()
 
+    def extended(self, event_id: str, deadline: int) -> None:
+        """The store moved the deadline of ``event_id`` (held by this member) to ``deadline`` (EXTEND): it
+        stays in flight until then. (A later deadline leaves the known lower bounds valid.)"""
+        if event_id in self._in_flight:
+            self._in_flight[event_id] = deadline
+
     def forget(self, event_id: str) -> None:
         """The event is no longer this member's (acked, nacked, or claimed by another local member)."""
         self._in_flight.pop(event_id, None)

@@ -95,6 +95,7 @@ __all__ = [
     "ErrFrame",
     "ErrorCode",
     "EventFrame",
+    "Extend",
     "Nack",
     "OkFrame",
     "Publish",
@@ -120,7 +121,7 @@ __all__ = [
 MAX_FRAME_SIZE: Final = 1_048_576
 """Default maximum frame size in bytes (1 MiB), checked before any parsing."""
 
-CLIENT_OPS: Final = ("AUTH", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK")
+CLIENT_OPS: Final = ("AUTH", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK", "EXTEND")
 _SERVER_OPS: Final = ("OK", "ERR", "EVENT")
 
 # --------------------------------------------------------------------------------------------------
@@ -326,13 +327,18 @@ class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
 
 
 class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
-    """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff)."""
+    """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff).
+
+    With ``terminal`` true the event is dead-lettered at once (``reason`` goes into the dead letter's
+    headers) whatever its attempt count: no more attempts, ``delay_ms`` is ignored.
+    """
 
     topic: str
     group: str | None = None
     id: _EventId
     reason: str | None = None
     delay_ms: _DelayMs | None = None
+    terminal: bool = False
 
     def __post_init__(self) -> None:
         _check_pattern(self.topic)
@@ -340,7 +346,20 @@ class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
         check_text("reason", self.reason, MAX_REASON)
 
 
-ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack
+class Extend(_ClientFrame, frozen=True, kw_only=True, tag="EXTEND"):
+    """``EXTEND``: still working on event ``id`` of subscription ``(topic, group)``: push its ack deadline
+    to now + the subscription's ``ack_timeout_ms``. Only the connection holding the delivery may."""
+
+    topic: str
+    group: str
+    id: _EventId
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+
+ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack | Extend
 
 # --------------------------------------------------------------------------------------------------
 # Hub → client frames
@@ -403,11 +422,15 @@ class _EventOut(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="
 
 
 class ErrFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op", tag="ERR"):
-    """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode."""
+    """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode.
+
+    ``retry_after_ms`` comes with ``rate_limited`` refusals of a PUBLISH: when the request may succeed.
+    """
 
     rid: Rid = None
     code: str
     msg: str
+    retry_after_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class OkFrame(msgspec.Struct, frozen=True, kw_only=True):
@@ -529,9 +552,10 @@ def encode_published(rid: Rid, result: PublishResult) -> bytes:
     return _encoder.encode(_PublishedOk(rid=rid, id=result.id, seq=result.seq, duplicate=result.duplicate))
 
 
-def encode_err(rid: Rid, code: ErrorCode, msg: str) -> bytes:
-    """``{"op":"ERR","rid":rid,"code":code,"msg":msg}``; ``rid`` is left out when None."""
-    return _encoder.encode(ErrFrame(rid=rid, code=code, msg=msg))
+def encode_err(rid: Rid, code: ErrorCode, msg: str, *, retry_after_ms: int | None = None) -> bytes:
+    """``{"op":"ERR","rid":rid,"code":code,"msg":msg}``; ``rid`` (and ``retry_after_ms``) left out when
+    None."""
+    return _encoder.encode(ErrFrame(rid=rid, code=code, msg=msg, retry_after_ms=retry_after_ms))
 
 
 def encode_event(pattern: str, group: str | None, event: Event, attempt: int) -> bytes:

@@ -26,7 +26,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, NewEvent, PublishResult
 from outboxhub.store.base import CommitListener, TopicListener
 from outboxhub.store.codec import Prepared, prepare
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
 
 __all__ = ["StoreBackend"]
@@ -177,6 +177,7 @@ class StoreBackend(ABC):
         delay_ms: int | None = None,
         reason: str | None = None,
         now: int | None = None,
+        terminal: bool = False,
     ) -> bool:
         self._check_open()
         request = NackRequest(
@@ -187,6 +188,7 @@ class StoreBackend(ABC):
             delay_ms=delay_ms,
             reason=reason,
             now=now_ms() if now is None else now,
+            terminal=terminal,
         )
         return await self._nack(request)
 
@@ -195,12 +197,27 @@ class StoreBackend(ABC):
         """Run the NACK (``request.trigger()``, ``plan_nack`` of ``store/lifecycle.py``) atomically."""
 
     async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+        self,
+        pattern: str,
+        group: str,
+        event_id: str,
+        *,
+        ack_timeout_ms: int,
+        now: int | None = None,
+        member: str | None = None,
     ) -> bool:
         self._check_open()
-        return await self._extend(pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now)
+        request = ExtendRequest(
+            pattern=pattern,
+            group=group,
+            event_id=event_id,
+            ack_timeout_ms=ack_timeout_ms,
+            member=member,
+            now=now_ms() if now is None else now,
+        )
+        return await self._extend(request)
 
     @abstractmethod
-    async def _extend(
-        self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int
-    ) -> bool: ...
+    async def _extend(self, request: ExtendRequest) -> bool:
+        """Run the ``extend`` transition (``ExtendRequest`` of ``store/lifecycle.py``) as one conditional
+        write."""

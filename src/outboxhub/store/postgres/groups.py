@@ -46,7 +46,15 @@ from outboxhub.errors import StoreError
 from outboxhub.model import Cursor, Delivery, Event, GroupInfo, Lag, StartPosition
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
+from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
+    ClaimPlan,
+    ClaimRequest,
+    Expired,
+    ExtendRequest,
+    NackRequest,
+    Verdict,
+)
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
@@ -411,7 +419,7 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
         trigger = request.trigger(attempts=attempts, held=bool(row[2]), deadline=int(row[3]))
         if trigger is None:
             return False
-        if trigger is Trigger.NACK_FINAL:
+        if trigger in DEAD_LETTER_TRIGGERS:
             event = decode_rows([row[4:]])[0]
             await _dead_letter(conn, ctx, gid, pattern, name, [(event, attempts, reason or NACK_REASON)], now)
             return True
@@ -423,11 +431,20 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
         return True
 
 
-async def extend(conn: PgConn, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
+async def extend(conn: PgConn, request: ExtendRequest) -> bool:
+    """The ``extend`` transition, its condition that of ``ExtendRequest.applies`` (held, not due)."""
     cur = await conn.execute(
         f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND seq = {_EVENT_SEQ}"
-        " AND member IS NOT NULL",
-        (now + ack_timeout_ms, pattern, name, event_id),
+        " AND attempts > 0 AND deadline > %s AND member IS NOT NULL"
+        " AND member = coalesce(%s::text, member)",
+        (
+            request.new_deadline,
+            request.pattern,
+            request.group,
+            request.event_id,
+            request.now,
+            request.member,
+        ),
     )
     return cur.rowcount > 0
 

@@ -22,7 +22,15 @@ import sqlite3
 from outboxhub.model import Delivery, Event, GroupInfo, StartPosition
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
+from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
+    ClaimPlan,
+    ClaimRequest,
+    Expired,
+    ExtendRequest,
+    NackRequest,
+    Verdict,
+)
 from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
@@ -254,7 +262,7 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
     trigger = request.trigger(attempts=attempts, held=bool(held), deadline=deadline)
     if trigger is None:
         return False
-    if trigger is Trigger.NACK_FINAL:
+    if trigger in DEAD_LETTER_TRIGGERS:
         _dead_letter(tx, gid, pattern, name, seq, attempts, reason or NACK_REASON, now)
         return True
     tx.conn.execute(
@@ -265,13 +273,15 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
     return True
 
 
-def extend(tx: WriteTx, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-    ref = tx.find_group(pattern, name)
+def extend(tx: WriteTx, request: ExtendRequest) -> bool:
+    """The ``extend`` transition, its condition that of ``ExtendRequest.applies`` (held, not due)."""
+    ref = tx.find_group(request.pattern, request.group)
     if ref is None:
         return False
     cursor = tx.conn.execute(
-        f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {_EVENT_ID_SEQ} AND member IS NOT NULL",
-        (now + ack_timeout_ms, ref[0], event_id),
+        f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {_EVENT_ID_SEQ}"
+        " AND attempts > 0 AND deadline > ? AND member IS NOT NULL AND member = coalesce(?, member)",
+        (request.new_deadline, ref[0], request.event_id, request.now, request.member),
     )
     return cursor.rowcount > 0
 
