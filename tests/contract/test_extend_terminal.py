@@ -50,7 +50,9 @@ async def test_extend_only_by_the_holder_and_only_while_delivered(store: Store) 
     assert await store.extend("ext2.t", "g", "x-1", ack_timeout_ms=5_000, now=T0 + 500, member="m1")
     assert await store.next_deadline("ext2.t", "g") == T0 + 5_500
     # Past its deadline the delivery is due (it may go to another member): no extend.
-    assert await store.extend("ext2.t", "g", "x-1", ack_timeout_ms=5_000, now=T0 + 5_500, member="m1") is False
+    assert (
+        await store.extend("ext2.t", "g", "x-1", ack_timeout_ms=5_000, now=T0 + 5_500, member="m1") is False
+    )
     assert await store.next_deadline("ext2.t", "g") == T0 + 5_500
     # A NACKed (waiting) delivery is held by nobody: no extend.
     [d] = await claim(store, "ext2.t", "g", "m2", now=T0 + 5_500, ack_timeout_ms=1_000)
