@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     topic_quotas: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("topic_quotas")
     )
-    quota_max_buckets: int = Field(100_000, ge=1, validation_alias=_env("quota_max_buckets"))
+    quota_max_buckets: int = Field(100_000, ge=64, validation_alias=_env("quota_max_buckets"))
 
     poll_interval_s: float = Field(1.0, gt=0, validation_alias=_env("poll_interval_s"))
 

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
 from outboxhub.errors import TopicError
@@ -23,6 +24,7 @@ __all__ = [
     "Quota",
     "QuotaError",
     "clamp_to",
+    "format_rate",
     "parse_quota",
     "parse_quotas",
     "parse_rate",
@@ -52,7 +54,13 @@ class Quota:
         return compile_pattern(self.pattern).match(topic)
 
     def __str__(self) -> str:
-        return f"{self.pattern}={self.rate:g}/s:{self.burst}"
+        return f"{self.pattern}={format_rate(self.rate)}/s:{self.burst}"
+
+
+def format_rate(rate: float) -> str:
+    """``rate`` as :func:`parse_rate` reads it back exactly: positional, no exponent."""
+    text = format(Decimal(repr(rate)), "f")
+    return text.removesuffix(".0") if text.endswith(".0") else text
 
 
 def parse_rate(text: str, *, what: str) -> tuple[float, int]:

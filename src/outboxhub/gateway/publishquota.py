@@ -90,6 +90,7 @@ class PublishQuotas:
         None when it passes, else why not (nothing taken). ``token_quotas``: already :meth:`clamped`."""
         if not token_quotas and not self._principal and not self._topic:
             return None
+        self._sweep(now)
         by_principal, by_topic = self._matching(topic)
         applied: list[tuple[str, Quota, TokenBucket]] = []
         for quota, _ in by_principal:
@@ -131,19 +132,23 @@ class PublishQuotas:
             self._by_topic[topic] = found
         return found
 
+    def _sweep(self, now: float) -> None:
+        """Drop a few least recently used buckets that have refilled (before this check takes any)."""
+        buckets = self._buckets
+        for _ in range(_SWEEP):
+            if not buckets:
+                return
+            oldest_key, oldest = next(iter(buckets.items()))
+            if not oldest.idle_full(now):
+                return
+            del buckets[oldest_key]
+
     def _bucket(self, key: Hashable, quota: Quota, now: float) -> TokenBucket:
         buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is not None:
             buckets.move_to_end(key)
             return bucket
-        for _ in range(_SWEEP):  # drop refilled idle buckets first
-            if not buckets:
-                break
-            oldest_key, oldest = next(iter(buckets.items()))
-            if not oldest.idle_full(now):
-                break
-            del buckets[oldest_key]
         while len(buckets) >= self.max_buckets:
             buckets.popitem(last=False)
         bucket = buckets[key] = TokenBucket(quota.rate, quota.burst, now=now)
