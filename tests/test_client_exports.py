@@ -29,6 +29,7 @@ EXPECTED = {
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "Terminate",
     "TokenExpired",
     "TokenProvider",
     "TokenSource",

@@ -38,6 +38,7 @@ from outboxhub.client._exceptions import (
     error_from_code,
 )
 from outboxhub.client._messages import Message, SubscribeContext
+from outboxhub.client._outcomes import Terminate
 from outboxhub.client._subscription import Handler, Subscription
 from outboxhub.client._sync import SyncHubClient, connect_sync
 from outboxhub.client._token import TokenProvider, TokenSource
@@ -66,6 +67,7 @@ __all__ = [
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "Terminate",
     "TokenExpired",
     "TokenProvider",
     "TokenSource",

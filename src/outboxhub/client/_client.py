@@ -33,6 +33,7 @@ from outboxhub.protocol.codec import (
     MAX_FRAME_SIZE,
     Ack,
     ClientFrame,
+    Extend,
     Nack,
     Publish,
     PublishOpts,
@@ -467,7 +468,14 @@ class HubClient:
                 log.debug("UNSUBSCRIBE %s %s: %s", sub.pattern, sub.group, exc)
 
     async def _settle(
-        self, ctx: SubscribeContext, *, ack: bool, reason: str | None, delay_ms: int | None, confirm: bool
+        self,
+        ctx: SubscribeContext,
+        *,
+        ack: bool,
+        reason: str | None,
+        delay_ms: int | None,
+        confirm: bool,
+        terminal: bool = False,
     ) -> None:
         """Send ACK or NACK for a delivery. Without ``confirm`` a refusal is only logged; a delivery that
         cannot be settled (socket down) is redelivered by the hub anyway."""
@@ -476,7 +484,14 @@ class HubClient:
         frame: ClientFrame = (
             Ack(topic=ctx.pattern, group=ctx.group, id=ctx.id)
             if ack
-            else Nack(topic=ctx.pattern, group=ctx.group, id=ctx.id, reason=reason, delay_ms=delay_ms)
+            else Nack(
+                topic=ctx.pattern,
+                group=ctx.group,
+                id=ctx.id,
+                reason=reason,
+                delay_ms=None if terminal else delay_ms,
+                terminal=terminal,
+            )
         )
         if not confirm:
             await self._link.fire(frame)
@@ -484,6 +499,14 @@ class HubClient:
             raise HubConnectionError("not connected; the event will be redelivered")
         else:
             await self._link.request_now(frame)
+
+    async def _extend(self, ctx: SubscribeContext) -> None:
+        """Send EXTEND for a delivery and wait for the OK (``Message.in_progress``)."""
+        if ctx.group is None:
+            return
+        if not self._link.ready:
+            raise HubConnectionError("not connected; the event will be redelivered")
+        await self._link.request_now(Extend(topic=ctx.pattern, group=ctx.group, id=ctx.id))
 
 
 async def connect(url: str, token: TokenSource, **options: Any) -> HubClient:

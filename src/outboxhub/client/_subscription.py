@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from outboxhub.client._messages import Message, SubscribeContext
+from outboxhub.client._outcomes import Terminate
 from outboxhub.client._topic import PayloadError, Topic
 from outboxhub.protocol.codec import Subscribe, SubscribeOpts
 
@@ -39,8 +40,17 @@ class _Host(Protocol):
     async def _deactivate(self, sub: Subscription[Any]) -> None: ...
 
     async def _settle(
-        self, ctx: SubscribeContext, *, ack: bool, reason: str | None, delay_ms: int | None, confirm: bool
+        self,
+        ctx: SubscribeContext,
+        *,
+        ack: bool,
+        reason: str | None,
+        delay_ms: int | None,
+        confirm: bool,
+        terminal: bool = False,
     ) -> None: ...
+
+    async def _extend(self, ctx: SubscribeContext) -> None: ...
 
 
 class _End:
@@ -182,9 +192,12 @@ class Subscription(Generic[T]):
             try:
                 payload = self.topic.decode(item.event.payload)
             except PayloadError as exc:
+                # Decoding fails the same way on every attempt: dead-letter it now (a terminal NACK).
                 reason = f"{exc} (topic {item.topic}, event {item.id})"
-                log.warning("NACK %s: %s", item.id, reason)
-                await self._host._settle(item, ack=False, reason=reason, delay_ms=None, confirm=False)
+                log.warning("dead-lettering %s (terminal NACK): %s", item.id, reason)
+                await self._host._settle(
+                    item, ack=False, reason=reason, delay_ms=None, confirm=False, terminal=True
+                )
                 continue
             return Message(payload, item, self._host)
 
@@ -203,6 +216,12 @@ class Subscription(Generic[T]):
                 result = handler(msg.payload if typed else msg.event, msg.context)
                 if inspect.isawaitable(result):
                     await result
+            except Terminate as exc:
+                log.warning(
+                    "handler for %r terminated event %s: %s", self.pattern, msg.context.id, exc.reason
+                )
+                if not msg.settled:
+                    await msg.terminate(exc.reason[:_MAX_REASON])
             except Exception as exc:
                 log.warning(
                     "handler for %r failed on event %s (attempt %d); NACK",
