@@ -286,21 +286,22 @@ async def test_typed_publish_refuses_the_wrong_type_at_run_time(client: HubClien
         await client.publish(topic, {"name": "x", "cpu": 1.0})  # type: ignore[arg-type]
 
 
-async def test_undecodable_payload_is_nacked_and_dead_lettered(client: HubClient) -> None:
+async def test_undecodable_payload_is_dead_lettered_at_once(client: HubClient) -> None:
     topic = Topic("typed.bad", StructState)
     handled: list[StructState] = []
 
     def handler(state: StructState, ctx: SubscribeContext) -> None:
         handled.append(state)
 
-    await client.subscribe(topic, "strict", handler, start="earliest", max_deliver=2)
+    await client.subscribe(topic, "strict", handler, start="earliest", max_deliver=5)
     bad = await client.publish("typed.bad", {"name": "x", "cpu": "hot"})  # untyped: goes through
     good = await client.publish(topic, StructState(name="ok", cpu=1.0))
 
     dead = client.messages("dlq.strict.typed.bad", "inspect", start="earliest")
     msg = await _next(dead)
     headers = msg.event.headers or {}
-    assert headers["x-original-id"] == bad.id and headers["x-attempts"] == "2"
+    # Terminal: dead-lettered on the first attempt, not retried max_deliver times.
+    assert headers["x-original-id"] == bad.id and headers["x-attempts"] == "1"
     assert "does not decode as StructState" in headers["x-reason"] and "cpu" in headers["x-reason"]
     assert msg.event.payload == {"name": "x", "cpu": "hot"}
     await dead.unsubscribe()

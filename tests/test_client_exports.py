@@ -32,6 +32,7 @@ EXPECTED = {
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "Terminate",
     "TokenExpired",
     "TokenProvider",
     "TokenSource",

@@ -238,8 +238,8 @@ async def _id_squat(env: Env, token: str) -> None:
 
 
 async def _foreign_settle(env: Env, token: str) -> None:
-    """Item 11: a member of the victim's group cannot ACK or NACK a delivery another member holds; the
-    holder's own ACK (with seq) settles it."""
+    """Item 11: a member of the victim's group cannot ACK, NACK (plain or terminal) or EXTEND a delivery
+    another member holds; the holder's own ACK (with seq) settles it."""
     pattern, group = "victim.iso.*", "settle"
     holder = env.kept.get("settle-holder")
     if holder is None:
@@ -254,13 +254,20 @@ async def _foreign_settle(env: Env, token: str) -> None:
     attacker = await env.ws(token)  # joins once the holder holds it
     assert (await attacker.request("SUBSCRIBE", topic=pattern, group=group))["op"] == "OK"
     ids = {"topic": pattern, "group": group, "id": event_id}
-    for op, extra in (
-        ("ACK", {"seq": published.seq}),
-        ("ACK", {}),
-        ("NACK", {"seq": published.seq, "delay_ms": 0}),
-    ):
+    for op, extra in (("ACK", {"seq": published.seq}), ("ACK", {})):
         reply = await attacker.request(op, **ids, **extra)
-        assert reply["op"] == "OK", reply  # settling what is not yours is not an error: it does nothing
+        assert reply["op"] == "OK", reply  # acking what is not yours is not an error: it does nothing
+    for op, extra in (
+        ("NACK", {"seq": published.seq, "delay_ms": 0}),
+        ("NACK", {"seq": published.seq, "terminal": True}),
+        ("EXTEND", {"seq": published.seq}),
+        ("EXTEND", {}),
+    ):
+        # NACK/EXTEND of what this connection does not hold is refused, as for any event it does not hold
+        # (gateway/settle.py): the answer does not tell that another member holds it.
+        reply = await attacker.request(op, **ids, **extra)
+        assert reply["op"] == "ERR" and reply["code"] == "bad_request", reply
+        assert "not held by this connection" in reply["msg"], reply
     cursor = await env.hub.store.cursor(pattern, group)
     assert cursor is not None and cursor.seq < published.seq, "another member settled the holder's delivery"
     assert not any(e["event"]["id"] == event_id for e in attacker.events), "a foreign NACK handed it over"

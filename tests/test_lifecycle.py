@@ -18,6 +18,7 @@ from outboxhub.store.lifecycle import (
     ClaimRequest,
     Decision,
     Expired,
+    ExtendRequest,
     LifecycleError,
     NackRequest,
     State,
@@ -64,10 +65,18 @@ def test_the_table_as_documented() -> None:
             "ack": "acked",
             "nack": "waiting",
             "nack_final": "dead",
+            "nack_terminal": "dead",
+            "extend": "delivered",
             "deadline": "due",
             "release": "due",
         },
-        "waiting": {"backoff_elapsed": "due", "ack": "acked", "nack": "waiting", "nack_final": "dead"},
+        "waiting": {
+            "backoff_elapsed": "due",
+            "ack": "acked",
+            "nack": "waiting",
+            "nack_final": "dead",
+            "nack_terminal": "dead",
+        },
         "due": {
             "claim": "delivered",
             "claim_final": "dead",
@@ -75,6 +84,7 @@ def test_the_table_as_documented() -> None:
             "ack": "acked",
             "nack": "waiting",
             "nack_final": "dead",
+            "nack_terminal": "dead",
         },
         "acked": {},
         "dead": {},
@@ -105,8 +115,24 @@ def test_every_forbidden_transition_raises(state: State, trigger: Trigger) -> No
         step(state, trigger)
 
 
-def test_extend_is_not_in_the_table() -> None:
-    assert "extend" not in {t.value for t in Trigger}
+def test_extend_only_from_delivered() -> None:
+    assert [s for s in State if Trigger.EXTEND in DELIVERY_LIFECYCLE[s]] == [State.DELIVERED]
+
+
+@given(
+    attempts=st.integers(0, 10),
+    holder=st.sampled_from([None, "m1", "m2"]),
+    asker=st.sampled_from([None, "m1", "m2"]),
+    deadline=st.integers(0, 200),
+)
+def test_extend_applies_exactly_to_a_delivered_row_of_the_member(
+    attempts: int, holder: str | None, asker: str | None, deadline: int
+) -> None:
+    request = ExtendRequest(pattern="p.*", group="g", event_id="e", ack_timeout_ms=50, member=asker, now=100)
+    state = state_of(attempts=attempts, held=holder is not None, deadline=deadline, now=100)
+    expected = state is State.DELIVERED and (asker is None or asker == holder)
+    assert request.applies(attempts=attempts, member=holder, deadline=deadline) is expected
+    assert request.new_deadline == 150
 
 
 # -- rows and NACK ------------------------------------------------------------------------------------------
@@ -140,9 +166,15 @@ def test_effective_max_deliver_is_at_least_one(max_deliver: int, expected: int) 
 )
 def test_nack_decision(attempts: int, held: bool, deadline: int, max_deliver: int) -> None:
     trigger = plan_nack(attempts=attempts, held=held, deadline=deadline, now=100, max_deliver=max_deliver)
+    terminal = plan_nack(
+        attempts=attempts, held=held, deadline=deadline, now=100, max_deliver=max_deliver, terminal=True
+    )
     if attempts == 0:
-        assert trigger is None
-    elif attempts >= max(1, max_deliver):
+        assert trigger is None and terminal is None
+        return
+    assert terminal is Trigger.NACK_TERMINAL
+    assert step(state_of(attempts=attempts, held=held, deadline=deadline, now=100), terminal) is State.DEAD
+    if attempts >= max(1, max_deliver):
         assert trigger is Trigger.NACK_FINAL
     else:
         assert trigger is Trigger.NACK

@@ -190,7 +190,7 @@ def test_subscribe_group_options() -> None:
         ("[1]", "a frame must be a JSON object, got array"),
         (
             '{"op":"NOPE"}',
-            "op: unknown op 'NOPE'; expected one of AUTH, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK",
+            "op: unknown op 'NOPE'; expected one of AUTH, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, EXTEND",
         ),
     ],
 )

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from outboxhub.errors import ConfigError
+from outboxhub.quotas import parse_quotas
 
 __all__ = ["DEFAULT_STORE_URL", "Settings", "load_settings"]
 
@@ -68,6 +69,12 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_env("allowed_origins")
     )
     ops_open_metrics: bool = Field(True, validation_alias=_env("ops_open_metrics"))
+    # publish quotas (issue #18): PATTERN=RATE/s[:BURST], per principal / per topic (outboxhub/quotas.py)
+    quotas: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("quotas"))
+    topic_quotas: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("topic_quotas")
+    )
+    quota_max_buckets: int = Field(100_000, ge=64, validation_alias=_env("quota_max_buckets"))
 
     poll_interval_s: float = Field(1.0, gt=0, validation_alias=_env("poll_interval_s"))
 
@@ -92,6 +99,19 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("quotas", "topic_quotas", mode="before")
+    @classmethod
+    def _split_quotas(cls, value: object) -> object:
+        if isinstance(value, str):  # the environment: ';'-separated (a pattern never holds one)
+            value = [part.strip() for part in value.split(";") if part.strip()]
+        return value
+
+    @field_validator("quotas", "topic_quotas")
+    @classmethod
+    def _check_quotas(cls, value: list[str]) -> list[str]:
+        parse_quotas(value)  # QuotaError (a ValueError) names the bad quota
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -111,7 +131,11 @@ def _env_name(field: str) -> str:
     return " / ".join(env_names) if env_names else f"OUTBOXHUB_{field.upper()}"
 
 
-_FLAGS: Final[Mapping[str, str]] = {"allowed_origins": "--allowed-origin"}  # the rest: --field-name
+_FLAGS: Final[Mapping[str, str]] = {  # the rest: --field-name
+    "allowed_origins": "--allowed-origin",
+    "quotas": "--quota",
+    "topic_quotas": "--topic-quota",
+}
 
 
 def _flag_name(field: str) -> str:
@@ -129,7 +153,8 @@ def load_settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         loc = err.get("loc", ())
         field = str(loc[0]) if loc else "?"
-        field = next((name for name in Settings.model_fields if field.lower().endswith(name)), field)
+        matching = [name for name in Settings.model_fields if field.lower().endswith(name)]
+        field = max(matching, key=len) if matching else field  # topic_quotas, not quotas
         value = err.get("input")
         source = f"{_flag_name(field)} {value!r}" if field in given else f"{_env_name(field)}={value!r}"
         raise ConfigError(f"invalid setting {field} ({source}): {err.get('msg', 'invalid value')}") from None

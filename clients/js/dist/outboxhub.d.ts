@@ -19,5 +19,5 @@ export { OutboxHubClient as PromClient } from "./outboxhub/client.js";
 export { Message, MessageStream, type NackOptions } from "./outboxhub/messages.js";
 export { getToken, refreshDelayMs, type TokenProvider, type TokenSource } from "./outboxhub/token.js";
 export { type Topic, topic } from "./outboxhub/topic.js";
-export type { ClientOptions, ClientState, DeliveryContext, Handler, HubEvent, PublishOpts, PublishResult, StartPosition, SubscribeOpts, WebSocketClass, WebSocketLike, } from "./outboxhub/types.js";
+export type { ClientOptions, ClientState, DeliveryContext, HandlerContext, Handler, HubEvent, PublishOpts, PublishResult, StartPosition, SubscribeOpts, WebSocketClass, WebSocketLike, } from "./outboxhub/types.js";
 export { uuidv7 } from "./outboxhub/uuid.js";

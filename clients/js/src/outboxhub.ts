@@ -38,6 +38,7 @@ export type {
   ClientOptions,
   ClientState,
   DeliveryContext,
+  HandlerContext,
   Handler,
   HubEvent,
   PublishOpts,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
 from outboxhub.errors import PolicyError, TopicError
+from outboxhub.quotas import Quota, QuotaError, quotas_from_claim
 from outboxhub.topics import (
     DLQ_MAX_SEGMENTS,
     Matcher,
@@ -58,7 +59,7 @@ _OPS: Final = ("read", "write")
 _SCOPE_ACTIONS: Final = frozenset({*_RULE_ACTIONS, "ops"})
 _RULE_KEYS: Final = ("effect", "action", "topics", "groups")
 _REQUIRED_RULE_KEYS: Final = ("effect", "action", "topics")
-_POLICY_KEYS: Final = ("rules", "ops")
+_POLICY_KEYS: Final = ("rules", "ops", "quotas")
 _ALL_GROUPS: Final = "*"
 
 
@@ -153,10 +154,12 @@ class Rule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
-    """An ordered set of rules (order never changes a decision) plus the ops scopes ("read", "write")."""
+    """An ordered set of rules (order never changes a decision) plus the ops scopes ("read", "write")
+    and the token's own publish quotas (``"quotas"`` of the policy claim; outboxhub/quotas.py)."""
 
     rules: tuple[Rule, ...] = ()
     ops: frozenset[str] = frozenset()
+    quotas: tuple[Quota, ...] = ()
 
     def __post_init__(self) -> None:
         rules: object = self.rules
@@ -250,7 +253,8 @@ def parse_policy(obj: object) -> Policy:
     field, e.g. ``rules[2].topics[0]: pattern 'a b': segment 1 'a b' has invalid characters: ' ' (…)``.
 
     Shape: ``{"rules": [{"effect": "allow"|"deny", "action": "publish"|"subscribe"|"*",
-    "topics": [pattern, ...], "groups"?: [group, ...]}], "ops"?: ["read", "write"]}``.
+    "topics": [pattern, ...], "groups"?: [group, ...]}], "ops"?: ["read", "write"],
+    "quotas"?: {pattern: "RATE/s[:BURST]", ...}}``.
     Unknown keys are errors.
     """
     if not isinstance(obj, Mapping):
@@ -258,7 +262,8 @@ def parse_policy(obj: object) -> Policy:
     unknown = [str(k) for k in obj if k not in _POLICY_KEYS]
     if unknown:
         raise PolicyError(
-            f"policy: unknown key(s) {_quote_all(unknown)}; expected 'rules' and optionally 'ops'"
+            f"policy: unknown key(s) {_quote_all(unknown)}; expected 'rules' and optionally 'ops' and "
+            "'quotas'"
         )
     if "rules" not in obj:
         raise PolicyError("policy: missing key 'rules' (a list of rules, possibly empty)")
@@ -272,7 +277,13 @@ def parse_policy(obj: object) -> Policy:
     for index, op in enumerate(ops_obj):
         if op not in _OPS:
             raise PolicyError(f"ops[{index}]: must be 'read' or 'write', got {op!r}")
-    return Policy(rules=rules, ops=frozenset(ops_obj))
+    quotas: tuple[Quota, ...] = ()
+    if "quotas" in obj:
+        try:
+            quotas = quotas_from_claim(obj["quotas"])
+        except QuotaError as exc:
+            raise PolicyError(str(exc)) from None
+    return Policy(rules=rules, ops=frozenset(ops_obj), quotas=quotas)
 
 
 _ASCII_SPACE: Final = re.compile(r"[ \t\n\r\f\v]+")

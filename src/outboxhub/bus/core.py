@@ -42,7 +42,7 @@ from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import AmbiguousSettle, GroupMember, GroupState
 from outboxhub.bus.subscription import DeliverFn, Subscription
-from outboxhub.ids import new_id
+from outboxhub.ids import new_id, now_ms
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
 from outboxhub.store.base import EventRef, Store
 from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
@@ -209,10 +209,11 @@ class Bus:
         member: str | None = None,
         reason: str | None = None,
         delay_ms: int | None = None,
+        terminal: bool = False,
     ) -> bool:
         """Ask for a redelivery after ``delay_ms`` (default: the backoff), or dead-letter the event when it
-        has had ``max_deliver`` attempts. True when the event was pending. ``seq`` and ``member`` as for
-        ``ack``."""
+        has had ``max_deliver`` attempts, or at once when ``terminal``. True when the event was pending.
+        ``seq`` and ``member`` as for ``ack``."""
         if not group:
             return False
         if delay_ms is not None and delay_ms < 0:
@@ -231,10 +232,33 @@ class Bus:
             member=member,
             delay_ms=delay_ms,
             reason=reason,
+            terminal=terminal,
         )
         if state is not None:
             state.nacked(seq)
         return pending
+
+    async def extend(
+        self, pattern: str, group: str, event_id: str, *, member: str, seq: int | None = None
+    ) -> bool:
+        """Push the ack deadline of the delivery ``(event_id, seq)``, held by ``member`` of this bus, to now +
+        that member's ``ack_timeout_ms`` (the ``extend`` transition of ``store/lifecycle.py``). False when
+        ``member`` does not hold it (never delivered to it, settled, or its deadline passed and it may be
+        redelivered). Without ``seq`` the id names the delivery as for ``ack``: ``AmbiguousSettle`` when
+        the member holds two deliveries with that id."""
+        state = self._groups.get((pattern, group))
+        held = self._seq_of(state, event_id, seq, member)
+        holder = None if state is None or held is None else state.holders.get(held)
+        if held is None or holder is None or holder.member != member:
+            return False
+        now = now_ms()
+        timeout = holder.options.ack_timeout_ms
+        extended = await self._store.extend(
+            pattern, group, EventRef(event_id, held), ack_timeout_ms=timeout, now=now, member=member
+        )
+        if extended:
+            holder.extended(held, now + timeout)
+        return extended
 
     @staticmethod
     def _seq_of(state: GroupState | None, event_id: str, seq: int | None, member: str | None) -> int | None:

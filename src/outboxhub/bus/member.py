@@ -288,6 +288,13 @@ class GroupMember(Subscription):
         if parked is None or not parked.covers(seq):
             self._wakeup.set()
 
+    def extended(self, seq: int, deadline: int) -> None:
+        """The store moved the deadline of the delivery ``seq`` (held by this member) to ``deadline``
+        (EXTEND): it stays in flight until then. (A later deadline leaves the known lower bounds valid.)"""
+        delivery = self._in_flight.get(seq)
+        if delivery is not None:
+            self._in_flight[seq] = Delivery(event=delivery.event, attempt=delivery.attempt, deadline=deadline)
+
     def forget(self, seq: int) -> None:
         """The delivery is no longer this member's (acked, nacked, or claimed by another local member)."""
         delivery = self._in_flight.pop(seq, None)

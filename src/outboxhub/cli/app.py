@@ -139,6 +139,17 @@ def serve(
         bool | None,
         typer.Option("--ops-open-metrics/--no-ops-open-metrics", help="Serve /metrics without a token."),
     ] = None,
+    quota: Annotated[
+        list[str] | None,
+        typer.Option(help="Publish quota per principal: 'PATTERN=RATE/s[:BURST]' (repeatable)."),
+    ] = None,
+    topic_quota: Annotated[
+        list[str] | None,
+        typer.Option(help="Publish quota per topic, all publishers together: 'PATTERN=RATE/s[:BURST]'."),
+    ] = None,
+    quota_max_buckets: Annotated[
+        int | None, typer.Option(help="Quota buckets kept in memory, least recently used dropped (100000).")
+    ] = None,
     poll_interval_s: Annotated[
         float | None,
         typer.Option(help="Bus safety poll in seconds, for what other processes change (> 0)."),
@@ -188,6 +199,9 @@ def serve(
         max_connections_per_ip=max_connections_per_ip,
         allowed_origins=allowed_origin or None,
         ops_open_metrics=ops_open_metrics,
+        quotas=quota or None,
+        topic_quotas=topic_quota or None,
+        quota_max_buckets=quota_max_buckets,
         poll_interval_s=poll_interval_s,
         log_level=log_level,
         max_policy_rules=max_policy_rules,

@@ -41,6 +41,8 @@ _BY_NAME: Final[Mapping[str, str]] = {
     "ws_port": "PORT",
     "ops_port": "PORT",
     "allowed_origin": "ORIGIN",
+    "quota": "PATTERN=RATE/s[:BURST]",
+    "topic_quota": "PATTERN=RATE/s[:BURST]",
     "log_level": "LEVEL",
     "scope": "SCOPE",
     "ttl": "DURATION",
@@ -67,6 +69,14 @@ _BY_NAME: Final[Mapping[str, str]] = {
 }
 
 
+_SETTING_OF: Final[Mapping[str, str]] = {
+    "allowed_origin": "allowed_origins",
+    "quota": "quotas",
+    "topic_quota": "topic_quotas",
+}
+"""Repeatable serve flags whose setting has a plural name."""
+
+
 def metavar_for(name: str, type_name: str) -> str:
     """The placeholder shown for a value: by name (``--store URL``, ``--ttl DURATION``), then by the name's
     ending (``--jwt-leeway-s SECONDS``, ``--pg-url URL``), then by type (``N`` for an integer, ``NUMBER``
@@ -90,7 +100,7 @@ def metavar_for(name: str, type_name: str) -> str:
 
 
 def _settings_default(name: str) -> str | None:
-    field = Settings.model_fields.get("allowed_origins" if name == "allowed_origin" else name)
+    field = Settings.model_fields.get(_SETTING_OF.get(name, name))
     if field is None or field.default is None or field.default_factory is not None:
         return None
     default = field.default

@@ -39,7 +39,7 @@ from outboxhub.client._exceptions import (
     error_from_code,
 )
 from outboxhub.client._messages import Message, SubscribeContext
-from outboxhub.client._outcomes import InboxRunner, Retry
+from outboxhub.client._outcomes import InboxRunner, Retry, Terminate
 from outboxhub.client._subscription import Handler, InboxHandler, Subscription
 from outboxhub.client._sync import SyncHubClient, connect_sync
 from outboxhub.client._token import TokenProvider, TokenSource
@@ -71,6 +71,7 @@ __all__ = [
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "Terminate",
     "TokenExpired",
     "TokenProvider",
     "TokenSource",

@@ -35,6 +35,7 @@ from outboxhub.protocol.codec import (
     MAX_FRAME_SIZE,
     Ack,
     ClientFrame,
+    Extend,
     Nack,
     Publish,
     PublishOpts,
@@ -501,7 +502,14 @@ class HubClient:
                 log.debug("UNSUBSCRIBE %s %s: %s", sub.pattern, sub.group, exc)
 
     async def _settle(
-        self, ctx: SubscribeContext, *, ack: bool, reason: str | None, delay_ms: int | None, confirm: bool
+        self,
+        ctx: SubscribeContext,
+        *,
+        ack: bool,
+        reason: str | None,
+        delay_ms: int | None,
+        confirm: bool,
+        terminal: bool = False,
     ) -> None:
         """Send ACK or NACK for a delivery. Without ``confirm`` a refusal is only logged; a delivery that
         cannot be settled (socket down) is redelivered by the hub anyway."""
@@ -513,7 +521,13 @@ class HubClient:
             Ack(topic=ctx.pattern, group=ctx.group, id=ctx.id, seq=seq)
             if ack
             else Nack(
-                topic=ctx.pattern, group=ctx.group, id=ctx.id, seq=seq, reason=reason, delay_ms=delay_ms
+                topic=ctx.pattern,
+                group=ctx.group,
+                id=ctx.id,
+                seq=seq,
+                reason=reason,
+                delay_ms=None if terminal else delay_ms,
+                terminal=terminal,
             )
         )
         if not confirm:
@@ -522,6 +536,15 @@ class HubClient:
             raise HubConnectionError("not connected; the event will be redelivered")
         else:
             await self._link.request_now(frame)
+
+    async def _extend(self, ctx: SubscribeContext) -> None:
+        """Send EXTEND for a delivery and wait for the OK (``Message.in_progress``)."""
+        if ctx.group is None:
+            return
+        if not self._link.ready:
+            raise HubConnectionError("not connected; the event will be redelivered")
+        seq = ctx.event.seq if ctx.event.seq > 0 else None
+        await self._link.request_now(Extend(topic=ctx.pattern, group=ctx.group, id=ctx.id, seq=seq))
 
 
 def _headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:

@@ -16,9 +16,19 @@ class _Settler(Protocol):
     """The client side of settling a delivery (implemented by the client)."""
 
     async def _settle(
-        self, ctx: SubscribeContext, *, ack: bool, reason: str | None, delay_ms: int | None, confirm: bool
+        self,
+        ctx: SubscribeContext,
+        *,
+        ack: bool,
+        reason: str | None,
+        delay_ms: int | None,
+        confirm: bool,
+        terminal: bool = False,
     ) -> None:
         """Send ACK/NACK for ``ctx``; with ``confirm``, wait for the hub's reply (raising on ERR)."""
+
+    async def _extend(self, ctx: SubscribeContext) -> None:
+        """Send EXTEND for ``ctx`` and wait for the hub's OK (raising on ERR)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,3 +135,21 @@ class Message(Generic[T]):
             raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
         self._claim("nack")
         await self._settler._settle(self.context, ack=False, reason=reason, delay_ms=delay_ms, confirm=False)
+
+    async def terminate(self, reason: str = "terminated by the consumer") -> None:
+        """Dead-letter this event now with ``reason``: no more attempts (a terminal NACK; in a handler,
+        ``raise Terminate(reason)`` does the same)."""
+        self._claim("terminate")
+        await self._settler._settle(
+            self.context, ack=False, reason=reason, delay_ms=None, confirm=False, terminal=True
+        )
+
+    async def in_progress(self) -> None:
+        """Still working on it: push this delivery's ack deadline to now + the subscription's
+        ``ack_timeout_ms`` (an ``EXTEND``), so it is not redelivered meanwhile. Call it again before each
+        timeout for long work. Waits for the hub's OK; raises :class:`BadRequest` when the delivery is no
+        longer this connection's (it timed out already, or was settled). A no-op without a group."""
+        if self._settled is not None:
+            raise RuntimeError(f"message {self.context.id} was already {self._settled}ed")
+        if self.context.group is not None:
+            await self._settler._extend(self.context)

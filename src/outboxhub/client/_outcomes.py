@@ -1,4 +1,5 @@
-"""What a handler can say besides "done" (return) and "failed" (raise): ``Retry``; and what an inbox is to
+"""What a handler can say besides "done" (return) and "failed" (raise any other exception: NACK for a
+retry): ``Retry`` (redeliver after a delay) and ``Terminate`` (dead-letter at once); and what an inbox is to
 the SDK (``subscribe(..., inbox=...)``; the implementations are in ``outboxhub.inbox``)."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["InboxRunner", "Retry"]
+__all__ = ["InboxRunner", "Retry", "Terminate"]
 
 C_co = TypeVar("C_co", covariant=True)
 
@@ -31,6 +32,15 @@ class Retry(Exception):
             raise TypeError(f"Retry(reason=...) must be a str, got {type(reason).__name__}")
         super().__init__(reason or (f"retry in {delay_ms} ms" if delay_ms is not None else "retry"))
         self.delay_ms = delay_ms
+        self.reason = reason
+
+
+class Terminate(Exception):
+    """Raise in a handler to dead-letter the event at once, with ``reason``, and never retry it (a
+    terminal ``NACK``: it goes to ``dlq.<group>.<topic>`` whatever attempt this is)."""
+
+    def __init__(self, reason: str = "terminated by the handler") -> None:
+        super().__init__(reason)
         self.reason = reason
 
 

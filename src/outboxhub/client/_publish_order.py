@@ -2,7 +2,9 @@
 
 * **Publishes go out in call order, and retries keep it.** ``_publishes`` is in the order the publishes
   were first sent. ``ERR unavailable`` or ``not_authenticated`` (no effect: the store is down, the hub is
-  shutting down or dropped the session) does not retry that publish on its own: the link *holds* —
+  shutting down or dropped the session), and ``rate_limited`` with ``retry_after_ms`` (a publish quota
+  or rate limit: the hold then lasts ``retry_after_ms``), do not retry that publish on its own: the link
+  *holds* —
   nothing more is sent — and after one shared backoff delay, once every publish still on its way has
   been answered, it re-sends all unconfirmed publishes (the refused one and every later one) in that
   order, then publishes made meanwhile. A reconnect re-sends the same way. So the hub always receives
@@ -39,6 +41,12 @@ log = logging.getLogger("outboxhub.client")
 # that did authenticate means the hub has dropped the session (shutting down, token just expired) and
 # is about to close it; the request goes out again on the next socket.
 _NO_EFFECT: Final = frozenset({"unavailable", "not_authenticated"})
+
+
+def _no_effect(frame: ErrFrame) -> bool:
+    """A refusal that had no effect and may pass later: ``unavailable``, ``not_authenticated``, or
+    ``rate_limited`` with ``retry_after_ms`` (a publish rate limit or quota: wait that long)."""
+    return frame.code in _NO_EFFECT or (frame.code == "rate_limited" and frame.retry_after_ms is not None)
 
 
 class Flow(enum.Enum):
@@ -142,7 +150,7 @@ class PublishOrder:
                 future.set_result(result)
                 if self._flow is Flow.SENDING:
                     self._holds = 0
-        elif frame.code in _NO_EFFECT and self._retry_unavailable and not self.closing:
+        elif self._retry_unavailable and not self.closing and _no_effect(frame):
             # The hub did nothing with it. It must not overtake the publishes after it: hold them all.
             pending.sent_gen = 0
             if self._flow is not Flow.HOLDING:
@@ -156,8 +164,11 @@ class PublishOrder:
         """Stop sending publishes; re-send the unconfirmed ones in order after one backoff delay."""
         self._flow = Flow.HOLDING
         self._hold_over = False
-        delay = self._backoff.delay(self._holds)
-        self._holds += 1
+        if frame.retry_after_ms is not None:  # over a quota: the hub says when it will pass
+            delay = frame.retry_after_ms / 1000
+        else:
+            delay = self._backoff.delay(self._holds)
+            self._holds += 1
         log.info(
             "publish %d: %s (%s); holding back %d unconfirmed publishes, re-sending them in order in %.2f s",
             rid,

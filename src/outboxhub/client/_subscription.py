@@ -20,7 +20,7 @@ from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from outboxhub import tracing
 from outboxhub.client._messages import Message, SubscribeContext
-from outboxhub.client._outcomes import InboxRunner, Retry
+from outboxhub.client._outcomes import InboxRunner, Retry, Terminate
 from outboxhub.client._topic import PayloadError, Topic
 from outboxhub.protocol.codec import Subscribe, SubscribeOpts
 
@@ -50,8 +50,17 @@ class _Host(Protocol):
     async def _deactivate(self, sub: Subscription[Any]) -> None: ...
 
     async def _settle(
-        self, ctx: SubscribeContext, *, ack: bool, reason: str | None, delay_ms: int | None, confirm: bool
+        self,
+        ctx: SubscribeContext,
+        *,
+        ack: bool,
+        reason: str | None,
+        delay_ms: int | None,
+        confirm: bool,
+        terminal: bool = False,
     ) -> None: ...
+
+    async def _extend(self, ctx: SubscribeContext) -> None: ...
 
 
 class _End:
@@ -197,11 +206,12 @@ class Subscription(Generic[T]):
             try:
                 payload = self.topic.decode(item.event.payload)
             except PayloadError as exc:
-                # Retrying cannot help a payload that does not decode; once the hub takes a terminal NACK
-                # (issue #18's wire part) this should dead-letter at once instead of using max_deliver.
+                # Decoding fails the same way on every attempt: dead-letter it now (a terminal NACK).
                 reason = f"{exc} (topic {item.topic}, event {item.id})"
-                log.warning("NACK %s: %s", item.id, reason)
-                await self._host._settle(item, ack=False, reason=reason, delay_ms=None, confirm=False)
+                log.warning("dead-lettering %s (terminal NACK): %s", item.id, reason)
+                await self._host._settle(
+                    item, ack=False, reason=reason, delay_ms=None, confirm=False, terminal=True
+                )
                 continue
             return Message(payload, item, self._host)
 
@@ -223,6 +233,12 @@ class Subscription(Generic[T]):
                 log.debug("handler for %r asked to retry event %s: %s", self.pattern, msg.context.id, exc)
                 if not msg.settled:
                     await msg.nack(reason=failure_reason(exc), delay_ms=exc.delay_ms)
+            except Terminate as exc:
+                log.warning(
+                    "handler for %r terminated event %s: %s", self.pattern, msg.context.id, exc.reason
+                )
+                if not msg.settled:
+                    await msg.terminate(exc.reason[:_MAX_REASON])
             except Exception as exc:
                 log.warning(
                     "handler for %r failed on event %s (attempt %d); NACK",

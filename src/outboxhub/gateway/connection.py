@@ -5,12 +5,12 @@
 The handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame,
 decode it, dispatch it, repeat. What keeps it fast and fair:
 
-* **Pipelining.** PUBLISH, ACK and NACK do not block the reader: each takes its place in the reply order
-  (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer sends replies in
-  request order as their slots fill. The PUBLISHes of one read burst go to the bus as one batch, and each
-  is answered only after the store's durable commit. AUTH, SUBSCRIBE and
-  UNSUBSCRIBE are rare and change the connection's state, so the reader awaits them in place, which keeps
-  them ordered with the frames around them.
+* **Pipelining.** PUBLISH, ACK, NACK and EXTEND do not block the reader: each takes its place in the
+  reply order (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer
+  sends replies in request order as their slots fill. The PUBLISHes of one read burst go to the bus as one
+  batch, each answered only after the store's durable commit. AUTH, SUBSCRIBE and UNSUBSCRIBE change the
+  connection's state, so the reader awaits them in place. ACK/NACK/EXTEND live in
+  :mod:`outboxhub.gateway.settle`; publish quotas in :mod:`outboxhub.gateway.publishquota`.
 * **Bounded memory.** Too many unanswered requests stop the reader (replies are never dropped); too many
   queued EVENTs make ``deliver`` refuse, the bus pauses that member until the queue drains to half, and
   its unacked claims time out and move on. One slow consumer never blocks another connection.
@@ -37,18 +37,20 @@ from aiohttp import WSMessage, WSMsgType, web
 from outboxhub.auth import acl
 from outboxhub.auth.decide import Decider
 from outboxhub.auth.jwt import Principal
-from outboxhub.bus.core import AmbiguousSettle
 from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
 from outboxhub.gateway.context import GatewayContext, not_subscribed, utf8_size
 from outboxhub.gateway.delivery import SocketSub
+from outboxhub.gateway.publishquota import ConnectionLimits
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
+from outboxhub.gateway.settle import Settlement
 from outboxhub.ids import new_id
 from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
     Ack,
     Auth,
     ClientFrame,
+    Extend,
     Nack,
     Publish,
     Rid,
@@ -102,8 +104,10 @@ _SubKey = tuple[str, str | None]
 _Pending = tuple[NewEvent, ReplySlot, Rid]
 
 
-class Connection:
-    """One WebSocket client: its principal and policy, its subscriptions, its ordered send queue."""
+class Connection(Settlement):
+    """One WebSocket client: its principal and policy, its subscriptions, its ordered send queue.
+
+    ACK, NACK and EXTEND are handled by :class:`~outboxhub.gateway.settle.Settlement`."""
 
     def __init__(
         self,
@@ -138,7 +142,10 @@ class Connection:
         self._leeway_s = settings.jwt_leeway_s
         self._auth_timeout_s = settings.auth_timeout_s
         self._loop = asyncio.get_running_loop()
-        self._bucket = TokenBucket(settings.publish_rate, settings.publish_burst, now=self._loop.time())
+        self._limits = ConnectionLimits(  # publish rate of this connection and the hub's publish quotas
+            TokenBucket(settings.publish_rate, settings.publish_burst, now=self._loop.time()),
+            gateway.publish_quotas,
+        )
         self._tasks: set[asyncio.Future[Any]] = set()
         self._may_publish: dict[str, bool] = {}  # publish ACL decisions under the current policy
         self._batch: list[_Pending] = []  # publishes read but not yet handed to the bus
@@ -232,6 +239,8 @@ class Connection:
                 self._ack(frame)
             case Nack():
                 self._nack(frame)
+            case Extend():
+                self._extend(frame)
             case Subscribe():
                 await self._subscribe(frame)
             case Unsubscribe():
@@ -264,6 +273,7 @@ class Connection:
         self.policy = principal.policy
         self.decider = decider
         self._may_publish = {}
+        self._limits.authenticated(principal.sub, principal.policy.quotas)
         self._auth_generation += 1
         self._schedule_expiry(principal.exp)
         await self._drop_forbidden_subscriptions()
@@ -340,13 +350,10 @@ class Connection:
         if not allowed:
             self._err(frame.rid, FORBIDDEN, acl.explain(policy, "publish", topic, None))
             return
-        if not self._bucket.take(self._loop.time()):
-            b = self._bucket
-            self._err(
-                frame.rid,
-                RATE_LIMITED,
-                f"publish rate limit exceeded ({b.rate:g}/s, burst {b.burst}); slow down and retry",
-            )
+        refused = self._limits.check(topic, self._loop.time())
+        if refused is not None:
+            err = self._err_bytes(frame.rid, RATE_LIMITED, refused.msg, retry_after_ms=refused.retry_after_ms)
+            self.out.reply(err)
             return
         self._batch.append((frame.to_new_event(), self.out.reserve(), frame.rid))
         if len(self._batch) == 1:
@@ -499,80 +506,11 @@ class Connection:
             if sub.subscription is not None:
                 sub.subscription.resume()
 
-    # -- ACK / NACK -------------------------------------------------------------------------------------
-
-    def _ack(self, frame: Ack) -> None:
-        if self._check_subscribed("ACK", frame.topic, frame.group, frame.rid):
-            if frame.group is None:  # ephemeral deliveries need no ack
-                self._ok_if_asked(frame.rid)
-                return
-            self.gateway.stats.acks += 1
-            self._settle(
-                frame.rid,
-                self.gateway.bus.ack(frame.topic, frame.group, frame.id, seq=frame.seq, member=self.member),
-            )
-
-    def _nack(self, frame: Nack) -> None:
-        if self._check_subscribed("NACK", frame.topic, frame.group, frame.rid):
-            if frame.group is None:
-                self._ok_if_asked(frame.rid)
-                return
-            self.gateway.stats.nacks += 1
-            self._settle(
-                frame.rid,
-                self.gateway.bus.nack(
-                    frame.topic,
-                    frame.group,
-                    frame.id,
-                    seq=frame.seq,
-                    member=self.member,
-                    reason=frame.reason,
-                    delay_ms=frame.delay_ms,
-                ),
-            )
-
-    def _check_subscribed(self, op: str, topic: str, group: str | None, rid: Rid) -> bool:
-        if (topic, group) in self.subs:
-            return True
-        self._err(rid, NOT_SUBSCRIBED, not_subscribed(op, topic, group))
-        return False
-
-    def _ok_if_asked(self, rid: Rid) -> None:
-        if rid is not None:
-            self.out.reply(encode_ok(rid))
-
-    def _settle(self, rid: Rid, coro: Any) -> None:
-        """Run an ACK/NACK; reply OK only when the frame carried a rid (clients of the legacy PromClient
-        protocol send none)."""
-        slot = self.out.reserve() if rid is not None else None
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._settled, slot, rid))
-
-    def _settled(self, slot: ReplySlot | None, rid: Rid, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        exc = None if task.cancelled() else task.exception()
-        if exc is None:
-            if slot is not None:
-                self.out.fill(slot, encode_ok(rid))
-            return
-        if isinstance(exc, StoreUnavailable):
-            data = self._err_bytes(rid, UNAVAILABLE, f"store unavailable: {exc}")
-        elif isinstance(exc, AmbiguousSettle):
-            data = self._err_bytes(rid, BAD_REQUEST, str(exc))
-        else:
-            log.error("connection %s: ack/nack failed", self.member, exc_info=exc)
-            data = self._err_bytes(rid, INTERNAL, "internal error; the ack/nack may not have been recorded")
-        if slot is not None:
-            self.out.fill(slot, data)
-        else:
-            self.out.reply(data)
-
     # -- replies, closing -------------------------------------------------------------------------------
 
-    def _err_bytes(self, rid: Rid, code: ErrorCode, msg: str) -> bytes:
+    def _err_bytes(self, rid: Rid, code: ErrorCode, msg: str, *, retry_after_ms: int | None = None) -> bytes:
         self.gateway.stats.errors[code] += 1
-        return encode_err(rid, code, msg)
+        return encode_err(rid, code, msg, retry_after_ms=retry_after_ms)
 
     def _err(self, rid: Rid, code: ErrorCode, msg: str) -> None:
         self.out.reply(self._err_bytes(rid, code, msg))

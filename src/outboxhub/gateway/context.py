@@ -7,6 +7,7 @@ from typing import Protocol
 from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
+from outboxhub.gateway.publishquota import PublishQuotas
 from outboxhub.gateway.quota import PrincipalQuota
 from outboxhub.gateway.stats import GatewayStats
 
@@ -22,6 +23,7 @@ class GatewayContext(Protocol):
     verifier: TokenVerifier
     close_timeout_s: float
     quota: PrincipalQuota
+    publish_quotas: PublishQuotas
 
 
 def utf8_size(data: str | bytes) -> int:

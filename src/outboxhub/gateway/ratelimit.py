@@ -1,4 +1,5 @@
-"""A token bucket: the per-connection publish rate limit of the gateway.
+"""A token bucket: the per-connection publish rate limit of the gateway, and each publish quota's bucket
+(:mod:`outboxhub.gateway.publishquota`).
 
 Pure: the caller passes the clock reading (monotonic seconds), so tests need no sleeping.
 """
@@ -38,6 +39,21 @@ class TokenBucket:
             self._tokens -= n
             return True
         return False
+
+    def wait_s(self, now: float, n: int = 1) -> float:
+        """Seconds until the bucket holds ``n`` tokens (0.0: it does now); refills, takes nothing."""
+        if self.rate == 0:
+            return 0.0
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+            self._last = now
+        return 0.0 if self._tokens >= n else (n - self._tokens) / self.rate
+
+    def idle_full(self, now: float) -> bool:
+        """Whether the bucket would be full at ``now``: dropping it then changes nothing (a new bucket
+        starts full)."""
+        return self.rate == 0 or self._tokens + (now - self._last) * self.rate >= self.burst
 
     @property
     def tokens(self) -> float:

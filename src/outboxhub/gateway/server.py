@@ -17,8 +17,10 @@ from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.gateway.connection import Connection
+from outboxhub.gateway.publishquota import PublishQuotas
 from outboxhub.gateway.quota import PrincipalQuota
 from outboxhub.gateway.stats import GatewayStats
+from outboxhub.quotas import parse_quotas
 
 __all__ = ["CLOSE_BY_OPERATOR", "ConnectionInfo", "Gateway", "GatewayStats"]
 
@@ -74,6 +76,12 @@ class Gateway:
         self.quota = PrincipalQuota(
             max_subscriptions=settings.max_subscriptions_per_principal,
             max_groups=settings.max_groups_per_principal,
+        )
+        self.publish_quotas = PublishQuotas(
+            parse_quotas(settings.quotas),
+            parse_quotas(settings.topic_quotas),
+            max_buckets=settings.quota_max_buckets,
+            stats=self.stats,
         )
         self._closing = False
         self._origins = frozenset(_normalize_origin(o) for o in settings.allowed_origins)

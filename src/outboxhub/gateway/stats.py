@@ -23,3 +23,6 @@ class GatewayStats:
     events_withheld: int = 0
     """Dead letters not delivered because the principal may not read their original topic."""
     errors: Counter[str] = field(default_factory=Counter)
+    quota_refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """PUBLISHes refused by a quota, by (kind, pattern): kind "principal", "topic" or "token"."""
+    extends: int = 0

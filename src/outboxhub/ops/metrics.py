@@ -142,6 +142,16 @@ class HubMetrics:
         for code, count in sorted(s.errors.items()):
             errors.add_metric([code], count)
         yield errors
+        refusals = CounterMetricFamily(
+            "outboxhub_quota_refusals",
+            "PUBLISHes refused by a publish quota (per hub process), by kind (principal, topic, token) and "
+            "quota pattern.",
+            labels=["kind", "pattern"],
+        )
+        for (kind, pattern), count in sorted(s.quota_refusals.items()):
+            refusals.add_metric([kind, pattern], count)
+        yield refusals
+        yield _counter("outboxhub_extends", "EXTEND frames that pushed a delivery's deadline.", s.extends)
         yield _gauge("outboxhub_store_up", "1 when the store answered the last scrape.", int(self._store_up))
         yield _gauge("outboxhub_store_last_seq", "Highest committed seq in the store.", self._last_seq)
 

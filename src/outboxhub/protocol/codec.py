@@ -95,6 +95,7 @@ __all__ = [
     "ErrFrame",
     "ErrorCode",
     "EventFrame",
+    "Extend",
     "Nack",
     "OkFrame",
     "Publish",
@@ -120,7 +121,7 @@ __all__ = [
 MAX_FRAME_SIZE: Final = 1_048_576
 """Default maximum frame size in bytes (1 MiB), checked before any parsing."""
 
-CLIENT_OPS: Final = ("AUTH", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK")
+CLIENT_OPS: Final = ("AUTH", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK", "EXTEND")
 _SERVER_OPS: Final = ("OK", "ERR", "EVENT")
 
 # --------------------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ _DelayMs: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 _MaxDeliver: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_MAX_DELIVER)]
 _EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
 _AckSeq: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
-"""ACK/NACK ``seq``: a stored seq (1 .. 2^63 - 1, what every store can hold)."""
+"""ACK/NACK/EXTEND ``seq``: a stored seq (1 .. 2^63 - 1, what every store can hold)."""
 
 # Topics and patterns repeat constantly (every ACK carries its subscription pattern), so remember the
 # ones that passed. Failures raise and are not cached; a flood of distinct valid names only churns the LRU.
@@ -330,7 +331,11 @@ class Ack(_ClientFrame, frozen=True, kw_only=True, tag="ACK"):
 
 
 class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
-    """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff)."""
+    """``NACK``: redeliver event ``id`` after ``delay_ms`` (default: the group's backoff).
+
+    With ``terminal`` true the event is dead-lettered at once (``reason`` goes into the dead letter's
+    headers) whatever its attempt count: no more attempts, ``delay_ms`` is ignored.
+    """
 
     topic: str
     group: str | None = None
@@ -338,6 +343,7 @@ class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
     seq: _AckSeq | None = None
     reason: str | None = None
     delay_ms: _DelayMs | None = None
+    terminal: bool = False
 
     def __post_init__(self) -> None:
         _check_pattern(self.topic)
@@ -345,7 +351,23 @@ class Nack(_ClientFrame, frozen=True, kw_only=True, tag="NACK"):
         check_text("reason", self.reason, MAX_REASON)
 
 
-ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack
+class Extend(_ClientFrame, frozen=True, kw_only=True, tag="EXTEND"):
+    """``EXTEND``: still working on event ``id`` of subscription ``(topic, group)``: push its ack deadline
+    to now + the subscription's ``ack_timeout_ms``. Only the connection holding the delivery may.
+    ``seq`` as for ``ACK``."""
+
+    topic: str
+    group: str
+    id: _EventId
+    seq: _AckSeq | None = None
+    """The EVENT's ``event.seq``: names the delivery when two topics under the pattern share the id."""
+
+    def __post_init__(self) -> None:
+        _check_pattern(self.topic)
+        _check_group(self.group)
+
+
+ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack | Extend
 
 # --------------------------------------------------------------------------------------------------
 # Hub → client frames
@@ -408,11 +430,15 @@ class _EventOut(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="
 
 
 class ErrFrame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="op", tag="ERR"):
-    """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode."""
+    """``ERR``: the request ``rid`` failed. ``code`` is kept as a plain str so newer codes still decode.
+
+    ``retry_after_ms`` comes with ``rate_limited`` refusals of a PUBLISH: when the request may succeed.
+    """
 
     rid: Rid = None
     code: str
     msg: str
+    retry_after_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class OkFrame(msgspec.Struct, frozen=True, kw_only=True):
@@ -534,9 +560,10 @@ def encode_published(rid: Rid, result: PublishResult) -> bytes:
     return _encoder.encode(_PublishedOk(rid=rid, id=result.id, seq=result.seq, duplicate=result.duplicate))
 
 
-def encode_err(rid: Rid, code: ErrorCode, msg: str) -> bytes:
-    """``{"op":"ERR","rid":rid,"code":code,"msg":msg}``; ``rid`` is left out when None."""
-    return _encoder.encode(ErrFrame(rid=rid, code=code, msg=msg))
+def encode_err(rid: Rid, code: ErrorCode, msg: str, *, retry_after_ms: int | None = None) -> bytes:
+    """``{"op":"ERR","rid":rid,"code":code,"msg":msg}``; ``rid`` (and ``retry_after_ms``) left out when
+    None."""
+    return _encoder.encode(ErrFrame(rid=rid, code=code, msg=msg, retry_after_ms=retry_after_ms))
 
 
 def encode_event(pattern: str, group: str | None, event: Event, attempt: int) -> bytes:

@@ -26,7 +26,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, NewEvent, PublishResult
 from outboxhub.store.base import CommitListener, EventRef, TopicListener, refs_of
 from outboxhub.store.codec import Prepared, prepare
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
 
 __all__ = ["StoreBackend"]
@@ -182,6 +182,7 @@ class StoreBackend(ABC):
         delay_ms: int | None = None,
         reason: str | None = None,
         now: int | None = None,
+        terminal: bool = False,
     ) -> bool:
         self._check_open()
         ref = refs_of([event_id])[0]
@@ -195,6 +196,7 @@ class StoreBackend(ABC):
             now=now_ms() if now is None else now,
             seq=ref.seq,
             member=member,
+            terminal=terminal,
         )
         return await self._nack(request)
 
@@ -204,12 +206,29 @@ class StoreBackend(ABC):
         row ``request`` names and ``request.member`` may settle (as ``_ack`` finds it)."""
 
     async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+        self,
+        pattern: str,
+        group: str,
+        event_id: str | EventRef,
+        *,
+        ack_timeout_ms: int,
+        now: int | None = None,
+        member: str | None = None,
     ) -> bool:
         self._check_open()
-        return await self._extend(pattern, group, event_id, ack_timeout_ms, now_ms() if now is None else now)
+        ref = refs_of([event_id])[0]
+        request = ExtendRequest(
+            pattern=pattern,
+            group=group,
+            event_id=ref.id,
+            ack_timeout_ms=ack_timeout_ms,
+            member=member,
+            now=now_ms() if now is None else now,
+            seq=ref.seq,
+        )
+        return await self._extend(request)
 
     @abstractmethod
-    async def _extend(
-        self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int
-    ) -> bool: ...
+    async def _extend(self, request: ExtendRequest) -> bool:
+        """Run the ``extend`` transition (``ExtendRequest`` of ``store/lifecycle.py``) as one conditional
+        write."""

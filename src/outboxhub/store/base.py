@@ -209,14 +209,26 @@ class Store(Protocol):
         delay_ms: int | None = None,
         reason: str | None = None,
         now: int | None = None,
+        terminal: bool = False,
     ) -> bool:
-        """Schedule a redelivery (or dead-letter); return whether the event was pending."""
+        """Schedule a redelivery (or dead-letter; at once with ``terminal``); return whether the event was
+        pending."""
         ...
 
     async def extend(
-        self, pattern: str, group: str, event_id: str, *, ack_timeout_ms: int, now: int | None = None
+        self,
+        pattern: str,
+        group: str,
+        event_id: str | EventRef,
+        *,
+        ack_timeout_ms: int,
+        now: int | None = None,
+        member: str | None = None,
     ) -> bool:
-        """Push a pending event's deadline to ``now + ack_timeout_ms`` (the member is still working)."""
+        """Push a delivered event's deadline to ``now + ack_timeout_ms`` (the member is still working);
+        with ``member``, only when that member holds it. The row is found as a settle finds it (see the
+        module docstring for ``EventRef``). False when the event is not delivered (to it) or its deadline
+        already passed (it may be redelivered: the ``extend`` rule of ``store/lifecycle.py``)."""
         ...
 
     async def release(self, pattern: str, group: str, member: str) -> int:

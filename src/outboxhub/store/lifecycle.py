@@ -13,16 +13,20 @@ The table (``DELIVERY_LIFECYCLE``, state -> trigger -> next state)::
     delivered  ack                    -> acked
     delivered  nack                   -> waiting     (backoff or delay_ms)
     delivered  nack_final             -> dead        (attempts >= max_deliver)
+    delivered  nack_terminal          -> dead        (NACK with terminal: no more attempts)
+    delivered  extend                 -> delivered   (EXTEND: deadline = now + ack_timeout_ms)
     delivered  deadline               -> due         (the ack timeout passed)
     delivered  release                -> due         (the member closed)
     waiting    backoff_elapsed        -> due
     waiting    ack                    -> acked       (late)
     waiting    nack / nack_final      -> waiting / dead   (a repeated NACK)
+    waiting    nack_terminal          -> dead
     due        claim                  -> delivered   (attempt + 1)
     due        claim_final            -> dead        (attempts >= max_deliver)
     due        claim_key_busy         -> due         (an earlier event of its key is pending)
     due        ack                    -> acked       (late)
     due        nack / nack_final      -> waiting / dead   (a late NACK)
+    due        nack_terminal          -> dead
     acked      (final: the ack floor may pass it)
     dead       (final: copied to dlq.<group>.<topic>, then acked)
 
@@ -31,8 +35,10 @@ but held back, never delivered); otherwise a passed deadline is *due*, else a ro
 *delivered* and one without (NACKed) is *waiting*. ``deadline`` and ``backoff_elapsed`` are therefore
 transitions of the clock, not of a statement. Events above the group's frontier are *new* too.
 
-Not in the table: ``Store.extend`` (push a delivered event's deadline) is a single conditional statement in
-each backend that no wire frame uses yet; it joins the table when the EXTEND frame does.
+``extend`` (the EXTEND frame, ``Store.extend``) is allowed from *delivered* only: a *due* delivery (its
+deadline passed) may already be redelivered elsewhere, a *waiting* one is held by nobody. Each backend runs
+it as one conditional statement whose condition is ``ExtendRequest.condition``: the row is held (by the
+given member, when one is given) and its deadline has not passed, i.e. ``state_of(...) is DELIVERED``.
 
 The claim rule (``ClaimPlan``), in the order a claim applies it:
 
@@ -60,6 +66,7 @@ from typing import Final
 from outboxhub.model import nack_backoff_ms
 
 __all__ = [
+    "DEAD_LETTER_TRIGGERS",
     "DELIVERY_LIFECYCLE",
     "ORDERED_SCAN_CAP",
     "SETTLE_SQL",
@@ -67,6 +74,7 @@ __all__ = [
     "ClaimRequest",
     "Decision",
     "Expired",
+    "ExtendRequest",
     "LifecycleError",
     "NackRequest",
     "State",
@@ -100,6 +108,8 @@ class Trigger(StrEnum):
     ACK = "ack"
     NACK = "nack"
     NACK_FINAL = "nack_final"
+    NACK_TERMINAL = "nack_terminal"
+    EXTEND = "extend"
     DEADLINE = "deadline"
     RELEASE = "release"
     BACKOFF_ELAPSED = "backoff_elapsed"
@@ -113,6 +123,8 @@ DELIVERY_LIFECYCLE: Final[Mapping[State, Mapping[Trigger, State]]] = {
         _T.ACK: _S.ACKED,
         _T.NACK: _S.WAITING,
         _T.NACK_FINAL: _S.DEAD,
+        _T.NACK_TERMINAL: _S.DEAD,
+        _T.EXTEND: _S.DELIVERED,
         _T.DEADLINE: _S.DUE,
         _T.RELEASE: _S.DUE,
     },
@@ -121,6 +133,7 @@ DELIVERY_LIFECYCLE: Final[Mapping[State, Mapping[Trigger, State]]] = {
         _T.ACK: _S.ACKED,
         _T.NACK: _S.WAITING,
         _T.NACK_FINAL: _S.DEAD,
+        _T.NACK_TERMINAL: _S.DEAD,
     },
     _S.DUE: {
         _T.CLAIM: _S.DELIVERED,
@@ -129,11 +142,15 @@ DELIVERY_LIFECYCLE: Final[Mapping[State, Mapping[Trigger, State]]] = {
         _T.ACK: _S.ACKED,
         _T.NACK: _S.WAITING,
         _T.NACK_FINAL: _S.DEAD,
+        _T.NACK_TERMINAL: _S.DEAD,
     },
     _S.ACKED: {},
     _S.DEAD: {},
 }
 """state -> trigger -> next state, for one event in one group (the table in the module docstring)."""
+
+DEAD_LETTER_TRIGGERS: Final = frozenset({Trigger.NACK_FINAL, Trigger.NACK_TERMINAL})
+"""The NACK triggers a backend executes by dead-lettering the event."""
 
 ORDERED_SCAN_CAP: Final = 4
 """With ordered_by_key, one claim scans at most this many times ``limit`` (min 256) new events looking for
@@ -170,14 +187,22 @@ def effective_max_deliver(max_deliver: int) -> int:
     return max(1, max_deliver)
 
 
-def plan_nack(*, attempts: int, held: bool, deadline: int, now: int, max_deliver: int) -> Trigger | None:
+def plan_nack(
+    *, attempts: int, held: bool, deadline: int, now: int, max_deliver: int, terminal: bool = False
+) -> Trigger | None:
     """What a NACK of a pending row does: ``Trigger.NACK`` (wait for the backoff), ``Trigger.NACK_FINAL``
-    (dead-letter now) or None for a row never delivered (held back: there is nothing to NACK, the row is
-    left unchanged and the store answers as for an event that is not pending)."""
+    (dead-letter now: out of attempts), ``Trigger.NACK_TERMINAL`` (dead-letter now: a terminal NACK) or
+    None for a row never delivered (held back: there is nothing to NACK, the row is left unchanged and the
+    store answers as for an event that is not pending)."""
     state = state_of(attempts=attempts, held=held, deadline=deadline, now=now)
     if state is State.NEW:
         return None
-    trigger = Trigger.NACK_FINAL if attempts >= effective_max_deliver(max_deliver) else Trigger.NACK
+    if terminal:
+        trigger = Trigger.NACK_TERMINAL
+    elif attempts >= effective_max_deliver(max_deliver):
+        trigger = Trigger.NACK_FINAL
+    else:
+        trigger = Trigger.NACK
     step(state, trigger)
     return trigger
 
@@ -440,13 +465,58 @@ class NackRequest:
     """The delivery's seq when the caller named it (see ``EventRef`` in ``store/base.py``)."""
     member: str | None = None
     """The member settling (``may_settle``); None for a trusted in-process caller."""
+    terminal: bool = False
+    """A terminal NACK (``nack_terminal``): dead-letter now, whatever the attempts left."""
 
     def trigger(self, *, attempts: int, held: bool, deadline: int) -> Trigger | None:
         """``plan_nack`` for the pending row of the event (see there)."""
         return plan_nack(
-            attempts=attempts, held=held, deadline=deadline, now=self.now, max_deliver=self.max_deliver
+            attempts=attempts,
+            held=held,
+            deadline=deadline,
+            now=self.now,
+            max_deliver=self.max_deliver,
+            terminal=self.terminal,
         )
 
     def redeliver_at(self, attempts: int) -> int:
         """The deadline a NACKed row waits for: ``delay_ms``, or the backoff of its ``attempts``."""
         return self.now + nack_backoff_ms(attempts, self.delay_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendRequest:
+    """One ``Store.extend`` call, its ``now`` resolved: the ``extend`` transition (*delivered* ->
+    *delivered*) as one conditional write.
+
+    A backend updates the pending row of ``event_id`` in the group, setting ``deadline`` to
+    :attr:`new_deadline`, only where :meth:`applies` holds: the row is held (by ``member`` when given)
+    and its deadline is after ``now``. Any other state has no ``extend`` move: nothing changes and the
+    store answers False. The row is found as a settle finds it (``EventRef`` in ``store/base.py``): by
+    ``(group, seq)`` carrying ``event_id`` when ``seq`` is given, else only when ``event_id`` matches
+    exactly one row the condition holds for (two topics under one pattern may carry the same id).
+    """
+
+    pattern: str
+    group: str
+    event_id: str
+    ack_timeout_ms: int
+    member: str | None
+    now: int
+    seq: int | None = None
+    """The delivery's seq when the caller named it."""
+
+    @property
+    def new_deadline(self) -> int:
+        return self.now + self.ack_timeout_ms
+
+    def applies(self, *, attempts: int, member: str | None, deadline: int) -> bool:
+        """Whether the row (as read) is *delivered* to the right member: what the backend's condition
+        must express."""
+        if member is None or (self.member is not None and member != self.member):
+            return False
+        state = state_of(attempts=attempts, held=True, deadline=deadline, now=self.now)
+        if state is not State.DELIVERED:
+            return False
+        step(state, Trigger.EXTEND)
+        return True

@@ -1,9 +1,10 @@
 /** What a subscriber receives: messages with their ack verbs, and the async iterator that yields them. */
 import type { DeliveryContext, HubEvent } from "./types.js";
-/** Sends ACK or NACK for one delivery (a no-op when the connection it came on is gone). */
-export type Settle = (op: "ACK" | "NACK", extra?: {
+/** Sends ACK, NACK or EXTEND for one delivery (a no-op when the connection it came on is gone). */
+export type Settle = (op: "ACK" | "NACK" | "EXTEND", extra?: {
     reason?: string;
     delay_ms?: number;
+    terminal?: boolean;
 }) => void;
 /** Options of {@link Message.nack}. */
 export interface NackOptions {
@@ -14,8 +15,8 @@ export interface NackOptions {
 }
 /**
  * A delivered event, to be settled once with {@link ack} or {@link nack}. An unsettled message is
- * redelivered after the group's `ack_timeout_ms`; for a group-less subscription both verbs do nothing.
- * (EXTEND and terminal NACK are not in this hub's protocol, so there is no `extend()` or `terminate()`.)
+ * redelivered after the group's `ack_timeout_ms` (unless {@link extend}ed); {@link terminate} dead-letters
+ * it at once. For a group-less subscription the verbs do nothing.
  */
 export declare class Message<T = unknown> {
     #private;
@@ -34,6 +35,13 @@ export declare class Message<T = unknown> {
     ack(): void;
     /** Ask for a redelivery (after `delayMs`, else the group's backoff). */
     nack(options?: NackOptions): void;
+    /** Dead-letter this event now with `reason`, no more attempts (a terminal NACK). */
+    terminate(reason?: string): void;
+    /**
+     * Still working on it: push the delivery's ack deadline to now + the subscription's `ack_timeout_ms`
+     * (an EXTEND frame), so it is not redelivered meanwhile. Call it again before each deadline.
+     */
+    extend(): void;
 }
 /**
  * The messages of one subscription as an async iterator: `for await (const msg of stream)`. Leaving the

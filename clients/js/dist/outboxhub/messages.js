@@ -1,7 +1,7 @@
 /**
  * A delivered event, to be settled once with {@link ack} or {@link nack}. An unsettled message is
- * redelivered after the group's `ack_timeout_ms`; for a group-less subscription both verbs do nothing.
- * (EXTEND and terminal NACK are not in this hub's protocol, so there is no `extend()` or `terminate()`.)
+ * redelivered after the group's `ack_timeout_ms` (unless {@link extend}ed); {@link terminate} dead-letters
+ * it at once. For a group-less subscription the verbs do nothing.
  */
 export class Message {
     event;
@@ -57,6 +57,21 @@ export class Message {
         if (delay !== undefined)
             extra.delay_ms = delay;
         this.#settle("NACK", extra);
+    }
+    /** Dead-letter this event now with `reason`, no more attempts (a terminal NACK). */
+    terminate(reason = "terminated by the consumer") {
+        this.#claim("terminate");
+        this.#settle("NACK", { reason, terminal: true });
+    }
+    /**
+     * Still working on it: push the delivery's ack deadline to now + the subscription's `ack_timeout_ms`
+     * (an EXTEND frame), so it is not redelivered meanwhile. Call it again before each deadline.
+     */
+    extend() {
+        if (this.#settled !== undefined) {
+            throw new Error(`message ${this.event.id} was already ${this.#settled}ed`);
+        }
+        this.#settle("EXTEND");
     }
 }
 /**

@@ -46,7 +46,11 @@ export interface SubscribeOpts {
     ordered_by_key?: boolean;
 }
 /** Resolving (or returning) ACKs the event; throwing or rejecting NACKs it. */
-export type Handler<T> = (event: HubEvent<T>, ctx: DeliveryContext) => void | Promise<void>;
+/** The context a handler gets: the delivery's, plus `extend()` (EXTEND: push the ack deadline). */
+export interface HandlerContext extends DeliveryContext {
+    extend(): void;
+}
+export type Handler<T> = (event: HubEvent<T>, ctx: HandlerContext) => void | Promise<void>;
 /** `closing`: close() is draining (no new work is taken). */
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closing" | "closed";
 /** What the client needs of a WebSocket: the browser's, Node's (>= 22) or the `ws` package's. */

@@ -49,9 +49,12 @@ export interface Work {
     leave(): void;
 }
 type Deliver = Sub["deliver"];
-/** Run `handler` per delivery: resolving ACKs, throwing (or a payload that does not decode) NACKs. */
+/**
+ * Run `handler` per delivery: resolving ACKs, throwing NACKs; a payload that does not decode is
+ * dead-lettered at once (a terminal NACK). `ctx.extend()` sends EXTEND for a long-running handler.
+ */
 export declare function handlerDelivery<T>(handler: Handler<T>, decode: (e: HubEvent<unknown>) => HubEvent<T>, work: Work): Deliver;
-/** Hand each delivery to `stream` as a Message; a payload that does not decode is NACKed instead. */
+/** Hand each delivery to `stream` as a Message; a payload that does not decode is dead-lettered instead. */
 export declare function streamDelivery<T>(stream: MessageStream<T>, decode: (e: HubEvent<unknown>) => HubEvent<T>, work: Work): Deliver;
 /** Whether a publish refused with `error` is held back and re-sent (it had no effect). */
 export declare function retried(error: HubError, options: ClientOptions): boolean;

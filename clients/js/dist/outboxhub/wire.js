@@ -39,13 +39,25 @@ export function subscribeFrame(sub) {
         frame.opts = sub.opts;
     return frame;
 }
-/** Run `handler` per delivery: resolving ACKs, throwing (or a payload that does not decode) NACKs. */
+/**
+ * Run `handler` per delivery: resolving ACKs, throwing NACKs; a payload that does not decode is
+ * dead-lettered at once (a terminal NACK). `ctx.extend()` sends EXTEND for a long-running handler.
+ */
 export function handlerDelivery(handler, decode, work) {
     return (raw, ctx, settle) => {
         const nack = (error) => settle("NACK", { reason: reasonOf(error) });
+        let event;
+        try {
+            event = decode(raw);
+        }
+        catch (error) {
+            settle("NACK", { reason: reasonOf(error), terminal: true }); // fails the same way every time
+            return;
+        }
+        const handlerCtx = { ...ctx, extend: () => settle("EXTEND") };
         work.enter();
         try {
-            Promise.resolve(handler(decode(raw), ctx))
+            Promise.resolve(handler(event, handlerCtx))
                 .then(() => settle("ACK"), nack)
                 .finally(() => work.leave());
         }
@@ -55,7 +67,7 @@ export function handlerDelivery(handler, decode, work) {
         }
     };
 }
-/** Hand each delivery to `stream` as a Message; a payload that does not decode is NACKed instead. */
+/** Hand each delivery to `stream` as a Message; a payload that does not decode is dead-lettered instead. */
 export function streamDelivery(stream, decode, work) {
     return (raw, ctx, settle) => {
         let event;
@@ -63,7 +75,7 @@ export function streamDelivery(stream, decode, work) {
             event = decode(raw);
         }
         catch (error) {
-            settle("NACK", { reason: reasonOf(error) });
+            settle("NACK", { reason: reasonOf(error), terminal: true }); // fails the same way every time
             return;
         }
         work.enter();

@@ -1,8 +1,11 @@
 /** What a subscriber receives: messages with their ack verbs, and the async iterator that yields them. */
 import type { DeliveryContext, HubEvent } from "./types.js";
 
-/** Sends ACK or NACK for one delivery (a no-op when the connection it came on is gone). */
-export type Settle = (op: "ACK" | "NACK", extra?: { reason?: string; delay_ms?: number }) => void;
+/** Sends ACK, NACK or EXTEND for one delivery (a no-op when the connection it came on is gone). */
+export type Settle = (
+  op: "ACK" | "NACK" | "EXTEND",
+  extra?: { reason?: string; delay_ms?: number; terminal?: boolean },
+) => void;
 
 /** Options of {@link Message.nack}. */
 export interface NackOptions {
@@ -14,15 +17,15 @@ export interface NackOptions {
 
 /**
  * A delivered event, to be settled once with {@link ack} or {@link nack}. An unsettled message is
- * redelivered after the group's `ack_timeout_ms`; for a group-less subscription both verbs do nothing.
- * (EXTEND and terminal NACK are not in this hub's protocol, so there is no `extend()` or `terminate()`.)
+ * redelivered after the group's `ack_timeout_ms` (unless {@link extend}ed); {@link terminate} dead-letters
+ * it at once. For a group-less subscription the verbs do nothing.
  */
 export class Message<T = unknown> {
   readonly event: HubEvent<T>;
   readonly context: DeliveryContext;
   readonly group: string | null;
   #settle: Settle;
-  #settled: "ack" | "nack" | undefined;
+  #settled: "ack" | "nack" | "terminate" | undefined;
   #done: () => void;
 
   constructor(event: HubEvent<T>, context: DeliveryContext, group: string | null, settle: Settle, done: () => void) {
@@ -52,7 +55,7 @@ export class Message<T = unknown> {
     return this.#settled !== undefined;
   }
 
-  #claim(verb: "ack" | "nack"): void {
+  #claim(verb: "ack" | "nack" | "terminate"): void {
     if (this.#settled !== undefined) {
       throw new Error(`message ${this.event.id} was already ${this.#settled}ed; settle it once`);
     }
@@ -77,6 +80,23 @@ export class Message<T = unknown> {
     if (options?.reason !== undefined) extra.reason = options.reason;
     if (delay !== undefined) extra.delay_ms = delay;
     this.#settle("NACK", extra);
+  }
+
+  /** Dead-letter this event now with `reason`, no more attempts (a terminal NACK). */
+  terminate(reason = "terminated by the consumer"): void {
+    this.#claim("terminate");
+    this.#settle("NACK", { reason, terminal: true });
+  }
+
+  /**
+   * Still working on it: push the delivery's ack deadline to now + the subscription's `ack_timeout_ms`
+   * (an EXTEND frame), so it is not redelivered meanwhile. Call it again before each deadline.
+   */
+  extend(): void {
+    if (this.#settled !== undefined) {
+      throw new Error(`message ${this.event.id} was already ${this.#settled}ed`);
+    }
+    this.#settle("EXTEND");
   }
 }
 

@@ -53,7 +53,12 @@ export interface SubscribeOpts {
 }
 
 /** Resolving (or returning) ACKs the event; throwing or rejecting NACKs it. */
-export type Handler<T> = (event: HubEvent<T>, ctx: DeliveryContext) => void | Promise<void>;
+/** The context a handler gets: the delivery's, plus `extend()` (EXTEND: push the ack deadline). */
+export interface HandlerContext extends DeliveryContext {
+  extend(): void;
+}
+
+export type Handler<T> = (event: HubEvent<T>, ctx: HandlerContext) => void | Promise<void>;
 
 /** `closing`: close() is draining (no new work is taken). */
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closing" | "closed";

@@ -2,7 +2,7 @@
 import { HubConnectionError, type HubError, RateLimited } from "./errors.js";
 import { Message, type MessageStream, type Settle } from "./messages.js";
 import type { Topic } from "./topic.js";
-import type { ClientOptions, DeliveryContext, Handler, HubEvent, SubscribeOpts, WebSocketClass } from "./types.js";
+import type { ClientOptions, DeliveryContext, Handler, HandlerContext, HubEvent, SubscribeOpts, WebSocketClass } from "./types.js";
 
 export type Frame = { op: string } & Record<string, unknown>;
 export type Reply = Record<string, unknown>;
@@ -79,13 +79,24 @@ export interface Work {
 
 type Deliver = Sub["deliver"];
 
-/** Run `handler` per delivery: resolving ACKs, throwing (or a payload that does not decode) NACKs. */
+/**
+ * Run `handler` per delivery: resolving ACKs, throwing NACKs; a payload that does not decode is
+ * dead-lettered at once (a terminal NACK). `ctx.extend()` sends EXTEND for a long-running handler.
+ */
 export function handlerDelivery<T>(handler: Handler<T>, decode: (e: HubEvent<unknown>) => HubEvent<T>, work: Work): Deliver {
   return (raw, ctx, settle) => {
     const nack = (error: unknown): void => settle("NACK", { reason: reasonOf(error) });
+    let event: HubEvent<T>;
+    try {
+      event = decode(raw);
+    } catch (error) {
+      settle("NACK", { reason: reasonOf(error), terminal: true }); // fails the same way every time
+      return;
+    }
+    const handlerCtx: HandlerContext = { ...ctx, extend: () => settle("EXTEND") };
     work.enter();
     try {
-      Promise.resolve(handler(decode(raw), ctx))
+      Promise.resolve(handler(event, handlerCtx))
         .then(() => settle("ACK"), nack)
         .finally(() => work.leave());
     } catch (error) {
@@ -95,14 +106,14 @@ export function handlerDelivery<T>(handler: Handler<T>, decode: (e: HubEvent<unk
   };
 }
 
-/** Hand each delivery to `stream` as a Message; a payload that does not decode is NACKed instead. */
+/** Hand each delivery to `stream` as a Message; a payload that does not decode is dead-lettered instead. */
 export function streamDelivery<T>(stream: MessageStream<T>, decode: (e: HubEvent<unknown>) => HubEvent<T>, work: Work): Deliver {
   return (raw, ctx, settle) => {
     let event: HubEvent<T>;
     try {
       event = decode(raw);
     } catch (error) {
-      settle("NACK", { reason: reasonOf(error) });
+      settle("NACK", { reason: reasonOf(error), terminal: true }); // fails the same way every time
       return;
     }
     work.enter();

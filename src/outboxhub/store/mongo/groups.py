@@ -57,7 +57,15 @@ from outboxhub.model import (
 )
 from outboxhub.store.base import EventRef
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, ack_floor, dead_letter_event
-from outboxhub.store.lifecycle import ClaimPlan, ClaimRequest, Expired, NackRequest, Trigger, Verdict
+from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
+    ClaimPlan,
+    ClaimRequest,
+    Expired,
+    ExtendRequest,
+    NackRequest,
+    Verdict,
+)
 from outboxhub.store.mongo.events import EventLog, decode_event
 
 __all__ = ["GroupOps"]
@@ -481,7 +489,7 @@ class GroupOps:
                 "member": row.get("member"),
                 "dl": None,
             }
-            if trigger is Trigger.NACK_FINAL:
+            if trigger in DEAD_LETTER_TRIGGERS:
                 await self._dead_letter(gid, pattern, name, current, reason or NACK_REASON, now)
                 return True
             update: Doc = {"member": None, "deadline": Int64(request.redeliver_at(attempts))}
@@ -493,14 +501,29 @@ class GroupOps:
             # Claimed again (attempts moved) or acked between the read and the update: look again.
         return False
 
-    async def extend(self, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        gid = await self._gid(pattern, name)
+    async def extend(self, request: ExtendRequest) -> bool:
+        """The ``extend`` transition: its condition is ``ExtendRequest.applies`` (held, by the member, not
+        due)."""
+        gid = await self._gid(request.pattern, request.group)
         if gid is None:
             return False
-        result = await self.pending.update_one(
-            {"gid": gid, "event_id": event_id, "member": {"$ne": None}, "dl": None},
-            {"$set": {"deadline": Int64(now + ack_timeout_ms)}},
-        )
+        member: Any = {"$ne": None} if request.member is None else request.member
+        where: Doc = {
+            "gid": gid,
+            "event_id": request.event_id,
+            "member": member,
+            "dl": None,
+            "attempts": {"$gt": 0},
+            "deadline": {"$gt": Int64(request.now)},
+        }
+        if request.seq is not None:
+            where["_id"] = f"{gid}:{request.seq}"
+        else:
+            rows = await self.pending.find(where, {"_id": 1}).to_list(2)
+            if len(rows) != 1:  # none, or an id two topics share and no seq to tell them apart
+                return False
+            where["_id"] = rows[0]["_id"]
+        result = await self.pending.update_one(where, {"$set": {"deadline": Int64(request.new_deadline)}})
         return result.matched_count > 0
 
     async def release(self, pattern: str, name: str, member: str) -> int:

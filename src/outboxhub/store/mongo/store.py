@@ -73,7 +73,7 @@ from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.groupcommit import GroupCommitWriter
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.mongo.conn import MongoSettings, make_client, parse_url, translate
 from outboxhub.store.mongo.events import EventLog, Staged
 from outboxhub.store.mongo.groups import GroupOps
@@ -368,8 +368,8 @@ class MongoStore(StoreBackend):
     async def _nack(self, request: NackRequest) -> bool:
         return await self._run(self._groups.nack, request)
 
-    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        return await self._run(self._groups.extend, pattern, group, event_id, ack_timeout_ms, now)
+    async def _extend(self, request: ExtendRequest) -> bool:
+        return await self._run(self._groups.extend, request)
 
     async def release(self, pattern: str, group: str, member: str) -> int:
         self._check_open()

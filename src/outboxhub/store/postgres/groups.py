@@ -48,12 +48,13 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.codec import prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
 from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
     SETTLE_SQL,
     ClaimPlan,
     ClaimRequest,
     Expired,
+    ExtendRequest,
     NackRequest,
-    Trigger,
     Verdict,
 )
 from outboxhub.store.postgres import events
@@ -456,7 +457,7 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
         trigger = request.trigger(attempts=attempts, held=bool(row[2]), deadline=int(row[3]))
         if trigger is None:
             return False
-        if trigger is Trigger.NACK_FINAL:
+        if trigger in DEAD_LETTER_TRIGGERS:
             event = decode_rows([row[4:]])[0]
             await _dead_letter(conn, ctx, gid, pattern, name, [(event, attempts, reason or NACK_REASON)], now)
             return True
@@ -468,10 +469,30 @@ async def nack(conn: PgConn, ctx: ClaimContext, request: NackRequest) -> bool:
         return True
 
 
-async def extend(conn: PgConn, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
+_EXTEND_SQL = (
+    " AND {p}attempts > 0 AND {p}deadline > %s AND {p}member IS NOT NULL"
+    " AND {p}member = coalesce(%s::text, {p}member)"
+)
+"""``ExtendRequest.applies`` as a SQL condition (``{p}``: the row's table prefix); params: now, member."""
+
+
+async def extend(conn: PgConn, request: ExtendRequest) -> bool:
+    """The ``extend`` transition, its condition that of ``ExtendRequest.applies`` (held, not due); the row
+    is found as a settle finds it: by seq when given, else the one row of that id the condition holds for."""
+    held = (request.now, request.member)
+    params: tuple[int | str | None, ...]
+    if request.seq is not None:
+        where, params = " AND p.seq = %s", (request.seq,)
+    else:
+        where = (
+            " AND NOT EXISTS (SELECT 1 FROM pending q WHERE q.gid = p.gid AND q.event_id = p.event_id"
+            f" AND q.seq <> p.seq{_EXTEND_SQL.format(p='q.')})"
+        )
+        params = held
     cur = await conn.execute(
-        f"UPDATE pending SET deadline = %s WHERE gid = {_GROUP_GID} AND event_id = %s AND member IS NOT NULL",
-        (now + ack_timeout_ms, pattern, name, event_id),
+        f"UPDATE pending p SET deadline = %s WHERE p.gid = {_GROUP_GID} AND p.event_id = %s"
+        f"{_EXTEND_SQL.format(p='p.')}{where}",
+        (request.new_deadline, request.pattern, request.group, request.event_id, *held, *params),
     )
     return cur.rowcount > 0
 

@@ -69,7 +69,7 @@ from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
@@ -341,8 +341,8 @@ class PostgresStore(StoreBackend):
     async def _nack(self, request: NackRequest) -> bool:
         return await self._run_appending(groups_ops.nack, request)
 
-    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        return await self._run(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
+    async def _extend(self, request: ExtendRequest) -> bool:
+        return await self._run(groups_ops.extend, request)
 
     async def release(self, pattern: str, group: str, member: str) -> int:
         self._check_open()

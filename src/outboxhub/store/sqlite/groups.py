@@ -24,12 +24,13 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.codec import EVENT_COLUMNS, EventRow, decode_event, prepare
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
 from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
     SETTLE_SQL,
     ClaimPlan,
     ClaimRequest,
     Expired,
+    ExtendRequest,
     NackRequest,
-    Trigger,
     Verdict,
 )
 from outboxhub.store.sqlite.topics import select_events
@@ -238,14 +239,23 @@ def _settle_params(member: str | None) -> tuple[str, ...]:
     return () if member is None else (member,)
 
 
-def _unique_seq_sql(member: str | None) -> str:
-    """The seq of the one pending row of group ``?`` whose event has id ``?`` and that ``member`` may settle;
-    NULL when there is none or more than one (two topics under the pattern carrying the same id)."""
-    where = _settle_where(member, "p.")
+def _unique_seq_sql(member: str | None, where: str | None = None) -> str:
+    """The seq of the one pending row of group ``?`` whose event has id ``?`` and that ``member`` may settle
+    (or that meets ``where``, on rows ``p.``, when given); NULL when there is none or more than one (two
+    topics under the pattern carrying the same id)."""
+    if where is None:
+        where = _settle_where(member, "p.")
     return (
         "(SELECT max(p.seq) FROM events e JOIN pending p ON p.gid = ? AND p.seq = e.seq"
         f" WHERE e.id = ?{where} HAVING count(*) = 1)"
     )
+
+
+_EXTEND_SQL = (
+    " AND {p}attempts > 0 AND {p}deadline > ? AND {p}member IS NOT NULL"
+    " AND {p}member = coalesce(?, {p}member)"
+)
+"""``ExtendRequest.applies`` as a SQL condition (``{p}``: the row's table prefix); params: now, member."""
 
 
 def ack(tx: WriteTx, pattern: str, name: str, refs: list[EventRef], member: str | None) -> int:
@@ -302,7 +312,7 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
     trigger = request.trigger(attempts=attempts, held=bool(held), deadline=deadline)
     if trigger is None:
         return False
-    if trigger is Trigger.NACK_FINAL:
+    if trigger in DEAD_LETTER_TRIGGERS:
         _dead_letter(tx, gid, pattern, name, seq, attempts, reason or NACK_REASON, now)
         return True
     tx.conn.execute(
@@ -313,15 +323,25 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
     return True
 
 
-def extend(tx: WriteTx, pattern: str, name: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-    ref = tx.find_group(pattern, name)
+def extend(tx: WriteTx, request: ExtendRequest) -> bool:
+    """The ``extend`` transition, its condition that of ``ExtendRequest.applies`` (held, not due)."""
+    ref = tx.find_group(request.pattern, request.group)
     if ref is None:
         return False
-    cursor = tx.conn.execute(
-        f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {_unique_seq_sql(None)}"
-        " AND member IS NOT NULL",
-        (now + ack_timeout_ms, ref[0], ref[0], event_id),
-    )
+    gid = ref[0]
+    held = _EXTEND_SQL.format(p="")
+    params = (request.now, request.member)
+    if request.seq is not None:
+        cursor = tx.conn.execute(
+            f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = ? AND event_id = ?{held}",
+            (request.new_deadline, gid, request.seq, request.event_id, *params),
+        )
+    else:
+        unique = _unique_seq_sql(None, _EXTEND_SQL.format(p="p."))
+        cursor = tx.conn.execute(
+            f"UPDATE pending SET deadline = ? WHERE gid = ? AND seq = {unique}{held}",
+            (request.new_deadline, gid, gid, request.event_id, *params, *params),
+        )
     return cursor.rowcount > 0
 
 

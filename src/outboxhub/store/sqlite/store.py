@@ -54,7 +54,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef, mask_url
 from outboxhub.store.codec import Prepared
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
 from outboxhub.store.sqlite.errors import translate
@@ -348,8 +348,8 @@ class SQLiteStore(StoreBackend):
         found: bool = await self._write(groups_ops.nack, request)
         return found
 
-    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        found: bool = await self._write(groups_ops.extend, pattern, group, event_id, ack_timeout_ms, now)
+    async def _extend(self, request: ExtendRequest) -> bool:
+        found: bool = await self._write(groups_ops.extend, request)
         return found
 
     async def release(self, pattern: str, group: str, member: str) -> int:
