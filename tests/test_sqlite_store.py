@@ -209,26 +209,6 @@ async def test_group_commit_puts_queued_publishes_in_one_transaction(sqlite_stor
     assert await sqlite_store.count("gc.t") == 500
 
 
-async def test_one_loop_iteration_of_writes_wakes_the_writer_once(sqlite_store: SQLiteStore) -> None:
-    await sqlite_store.publish(NewEvent(topic="warm.up"))
-    await sqlite_store.ensure_group("h.*", "g", EARLIEST)
-    stats = sqlite_store.writer_stats
-    before = stats.handoffs, stats.jobs
-    # 100 publishes and a claim created in one loop iteration: one queue put hands all of them over
-    futures = [asyncio.ensure_future(sqlite_store.publish(NewEvent(topic="h.t", payload=i))) for i in range(100)]
-    futures.append(
-        asyncio.ensure_future(sqlite_store.claim("h.*", "g", "m", limit=5, ack_timeout_ms=1000, max_deliver=3))
-    )
-    await asyncio.sleep(0)  # every task runs its first step (up to the writer) in this iteration
-    results = await asyncio.gather(*futures)
-    assert stats.jobs - before[1] == 101
-    assert stats.handoffs - before[0] == 1
-    assert [r.seq for r in results[:100]] == sorted(r.seq for r in results[:100])  # submission order kept
-    # a later iteration's write is a hand-off of its own
-    await sqlite_store.publish(NewEvent(topic="h.t"))
-    assert stats.handoffs - before[0] == 2
-
-
 async def test_a_failing_job_does_not_poison_its_batch(sqlite_store: SQLiteStore) -> None:
     await sqlite_store.ensure_group("ok.*", "g", EARLIEST)
     before = sqlite_store.writer_stats.commits

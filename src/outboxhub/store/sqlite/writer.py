@@ -1,8 +1,6 @@
 """The one writer thread of a SQLite store: group commit of everything that writes.
 
-Callers on the event loop add jobs to a list and await a future; the first job of a loop iteration schedules
-one hand-off (``call_soon``) that puts the whole list on the thread's queue, so a loop iteration that writes
-many jobs wakes the thread once, not once per job. The thread takes everything queued (up to
+Callers on the event loop put jobs on a queue and await a future. The thread takes everything queued (up to
 ``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
 ``executemany``; when it fails the run is split in halves and retried down to the offending job (publishes of
@@ -62,8 +60,6 @@ class WriterStats:
     """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
     split_runs: int = 0
     """Runs of publishes whose shared ``executemany`` failed and were split in halves to find the bad job."""
-    handoffs: int = 0
-    """Queue puts from the loop to the writer thread: one per loop iteration that wrote, not one per job."""
 
 
 class Writer:
@@ -87,8 +83,7 @@ class Writer:
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of jobs, then _STOP
-        self._pending: list[_Job] = []  # jobs of this loop iteration, not handed to the thread yet (loop)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name="outboxhub-sqlite-writer", daemon=True)
@@ -112,7 +107,6 @@ class Writer:
 
     async def stop(self) -> None:
         """Run everything queued so far, then stop the thread and close the connection."""
-        self._flush()
         if self._thread.is_alive():
             self._queue.put(_STOP)
         await asyncio.wrap_future(self._stopped)
@@ -124,29 +118,14 @@ class Writer:
     def publish(self, rows: Sequence[Prepared]) -> asyncio.Future[list[PublishResult]]:
         assert self._loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = self._loop.create_future()
-        self._enqueue((fut, None, rows))
+        self._queue.put((fut, None, rows))
         return fut
 
     def submit(self, fn: JobFn, *args: Any) -> asyncio.Future[Any]:
         assert self._loop is not None, "the writer is not started"
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._enqueue((fut, fn, args))
+        self._queue.put((fut, fn, args))
         return fut
-
-    def _enqueue(self, job: _Job) -> None:
-        pending = self._pending
-        pending.append(job)
-        if len(pending) == 1:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Hand this loop iteration's jobs to the thread with one queue put (one wake-up of the thread)."""
-        if not self._pending:
-            return
-        jobs, self._pending = self._pending, []
-        self.stats.handoffs += 1
-        self._queue.put(jobs)
 
     @property
     def parked(self) -> int:
@@ -199,30 +178,20 @@ class Writer:
             self._stopped.set_result(None)
 
     def _serve(self, conn: sqlite3.Connection, tx: WriteTx) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        max_batch = self._max_batch
-        backlog: list[_Job] = []  # handed over and not run yet, in submission order
-        stop = False
+        get_nowait = self._queue.get_nowait
         while True:
-            if not backlog and not stop:
-                item = get()
-                if item is _STOP:
-                    stop = True
-                else:
-                    backlog = item
-            while not stop and len(backlog) < max_batch:
+            job = self._queue.get()
+            stop = job is _STOP
+            jobs: list[_Job] = [] if stop else [job]
+            while not stop and len(jobs) < self._max_batch:
                 try:
-                    item = get_nowait()
+                    job = get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
+                if job is _STOP:
                     stop = True
                 else:
-                    backlog += item
-            if len(backlog) <= max_batch:
-                jobs, backlog = backlog, []
-            else:
-                jobs, backlog = backlog[:max_batch], backlog[max_batch:]
+                    jobs.append(job)
             if jobs:
                 try:
                     self._batch(conn, tx, jobs)
@@ -232,7 +201,7 @@ class Writer:
                     error = StoreUnavailable(f"sqlite store {self._url}: internal error in the writer")
                     futures = [fut for fut, *_ in jobs] + [claim.future for claim in self._taken]
                     self._post([(fut, error, None) for fut in futures], 0)
-            if stop and not backlog:
+            if stop:
                 self._fail_leftovers()
                 return
 
@@ -243,13 +212,11 @@ class Writer:
         ]
         while True:
             try:
-                item = self._queue.get_nowait()
+                job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
-                leftovers.extend(
-                    (job[0], StoreUnavailable(f"sqlite store {self._url} is closed"), None) for job in item
-                )
+            if job is not _STOP:
+                leftovers.append((job[0], StoreUnavailable(f"sqlite store {self._url} is closed"), None))
         if leftovers:
             self._post(leftovers, 0)
 
