@@ -373,3 +373,12 @@ def test_wsfloor_reports_every_server(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     for server in ("aiohttp", "picows", "picows-2k"):
         assert any(line.split()[:1] == [server] for line in out.splitlines()), out
+
+
+def test_memprobe_reports_allocations_per_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    from outboxhub.bench.memprobe import main
+
+    main(["--connections", "5", "--top", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("5 idle connections: "), out
+    assert "-- by filename" in out and "-- by lineno" in out
