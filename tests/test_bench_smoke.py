@@ -356,6 +356,7 @@ def test_cli_drainers_refuses_an_unknown_database() -> None:
 # -- inbox: SDK consumers with and without the inbox ---------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_cli_inbox_on_sqlite_and_postgres(tmp_path: Path) -> None:
     out = tmp_path / "inbox.json"
     args = ["bench", "inbox", "--events", "30", "--repeat", "1", "--quiet", "--json", str(out)]
@@ -376,3 +377,39 @@ def test_cli_inbox_on_sqlite_and_postgres(tmp_path: Path) -> None:
 def test_cli_inbox_refuses_an_unknown_database() -> None:
     result = CliRunner().invoke(_app(), ["bench", "inbox", "--database", "mysql"])
     assert result.exit_code == 2 and "--database takes sqlite, postgres" in result.output
+
+
+async def test_the_bench_hub_accepts_more_connections_than_the_default_per_ip_limit(tmp_path: Path) -> None:
+    """The idle scenario opens 1,000 connections from 127.0.0.1; the served hub's per-IP default is 256."""
+    import aiohttp
+
+    async with (
+        start_hub_process(f"sqlite:///{tmp_path / 'ip.db'}", workdir=tmp_path) as target,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+    ):
+        sockets = [await session.ws_connect(target.ws_url) for _ in range(300)]
+        try:
+            assert all(not ws.closed for ws in sockets)
+            await sockets[-1].send_str("{}")  # the 300th is served (an ERR reply), not refused or closed
+            assert (await sockets[-1].receive(timeout=10)).type is aiohttp.WSMsgType.TEXT
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+
+def test_wsfloor_reports_every_server(capsys: pytest.CaptureFixture[str]) -> None:
+    from outboxhub.bench.wsfloor import main
+
+    main(["--seconds", "0.2", "--idle", "3", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for server in ("aiohttp", "picows", "picows-2k"):
+        assert any(line.split()[:1] == [server] for line in out.splitlines()), out
+
+
+def test_memprobe_reports_allocations_per_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    from outboxhub.bench.memprobe import main
+
+    main(["--connections", "5", "--top", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("5 idle connections: "), out
+    assert "-- by filename" in out and "-- by lineno" in out

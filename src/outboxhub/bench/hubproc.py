@@ -53,6 +53,9 @@ def _store_label(url: str) -> str:
     return {"postgres": "postgresql"}.get(scheme, scheme) or "?"
 
 
+_BENCH_MAX_CONNECTIONS = 100_000
+
+
 @contextlib.asynccontextmanager
 async def start_hub_process(store_url: str, *, workdir: Path) -> AsyncIterator[HubTarget]:
     """Run ``outboxhub serve`` on ``store_url`` until the block ends (then SIGTERM, then SIGKILL)."""
@@ -66,6 +69,10 @@ async def start_hub_process(store_url: str, *, workdir: Path) -> AsyncIterator[H
         OUTBOXHUB_JWT_SECRET=secret,
         OUTBOXHUB_LOG_LEVEL="warning",
         OUTBOXHUB_PUBLISH_RATE="0",
+        # every bench client connects from 127.0.0.1: the per-IP limit (256 by default) would refuse the
+        # idle scenario's 1,000 connections, which measure memory, not the limit
+        OUTBOXHUB_MAX_CONNECTIONS=str(_BENCH_MAX_CONNECTIONS),
+        OUTBOXHUB_MAX_CONNECTIONS_PER_IP=str(_BENCH_MAX_CONNECTIONS),
     )
     log_path = workdir / "hub.log"
     with log_path.open("wb") as log:
