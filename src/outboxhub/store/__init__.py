@@ -2,7 +2,8 @@
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — embedded, the default (``.sqlite``);
 * ``postgresql://…`` — ``outboxhub.store.postgres.store``;
-* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``.
+* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``;
+* ``nats://host:port[,host:port…]?stream=…`` — ``outboxhub.store.nats.store`` (JetStream, docs/jetstream.md).
 
 Each backend module exposes ``async def open_store(url: str, **options: Any) -> Store`` and is imported only
 when its scheme is used, so a missing driver only matters to whoever asks for that backend: without psycopg
@@ -28,6 +29,7 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     "postgres": ("outboxhub.store.postgres.store", "PostgreSQL"),
     "mongodb": ("outboxhub.store.mongo.store", "MongoDB"),
     "mongodb+srv": ("outboxhub.store.mongo.store", "MongoDB"),
+    "nats": ("outboxhub.store.nats.store", "NATS JetStream"),
 }
 
 
