@@ -201,11 +201,12 @@ async def connect(options: NatsOptions, shown: str) -> NatsConn:
         kwargs["tls"] = tls
 
     async def quiet(exc: Exception) -> None:
-        _log.warning("NATS store %s: %s: %s", shown, type(exc).__name__, exc)
+        _log.debug("NATS store %s: %s: %s", shown, type(exc).__name__, exc)
 
     kwargs["error_cb"] = quiet
     try:
-        nc = await nats.connect(**kwargs)
+        # The driver retries the first connection as often as a reconnect (forever): bound it.
+        nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=options.timeout_s * 2)
     except (OSError, *TRANSIENT, nats.errors.NoServersError) as exc:
         raise StoreUnavailable(f"NATS store {shown}: cannot connect: {type(exc).__name__}: {exc}") from exc
     except nats.errors.Error as exc:
