@@ -7,6 +7,7 @@ handler of ``outboxhub.testing.unavailable``), with a message naming the server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -37,7 +38,9 @@ async def _connect(url: str):  # type: ignore[no-untyped-def]
 
 
 @asynccontextmanager
-async def throwaway_stream(url: str | None = None, *, replicas: int = 1, options: str = "") -> AsyncIterator[str]:
+async def throwaway_stream(
+    url: str | None = None, *, replicas: int = 1, options: str = ""
+) -> AsyncIterator[str]:
     """A store URL naming a fresh stream on ``url`` (the test server by default); the stream is deleted
     after the block."""
     server = url or nats_url()
@@ -51,10 +54,8 @@ async def throwaway_stream(url: str | None = None, *, replicas: int = 1, options
     try:
         yield f"{server}?stream={name}&replicas={replicas}{options}"
     finally:
-        try:
+        with contextlib.suppress(Exception):  # never created (the test failed before opening a store)
             await nc.jetstream().delete_stream(name)
-        except Exception:  # never created (the test failed before opening a store)
-            pass
         await nc.close()
 
 

@@ -120,7 +120,9 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
                 assert hasattr(store, "claim")
                 idle = 0
                 while idle < 10:
-                    got = await store.claim("w.*", "workers", member, limit=7, ack_timeout_ms=30_000, max_deliver=5)  # type: ignore[attr-defined]
+                    got = await store.claim(
+                        "w.*", "workers", member, limit=7, ack_timeout_ms=30_000, max_deliver=5
+                    )  # type: ignore[attr-defined]
                     if not got:
                         idle += 1
                         await asyncio.sleep(0.05)
@@ -159,13 +161,13 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
                     batch_no += 1
 
             task = asyncio.create_task(publisher())
-            while len(confirmed) < 200:
+            while len(confirmed) < 200:  # noqa: ASYNC110 - polling a list the publisher task fills
                 await asyncio.sleep(0.02)
             leader.process.send_signal(signal.SIGKILL)
             leader.process.wait()
             before_kill = len(confirmed)
             deadline = time.monotonic() + 30
-            while len(confirmed) < before_kill + 200 and time.monotonic() < deadline:
+            while len(confirmed) < before_kill + 200 and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             stop.set()
             await task

@@ -179,12 +179,18 @@ def test_bad_urls_are_named(url: str, problem: str) -> None:
 def test_url_servers_and_defaults() -> None:
     parsed = parse_url("nats://u:p%40ss@a:4223,b?stream=S1&replicas=3")
     assert parsed.servers == ("nats://a:4223", "nats://b:4222")
-    assert (parsed.user, parsed.password, parsed.stream, parsed.prefix, parsed.replicas) == ("u", "p@ss", "S1", "S1", 3)
+    assert (parsed.user, parsed.password, parsed.stream, parsed.prefix, parsed.replicas) == (
+        "u",
+        "p@ss",
+        "S1",
+        "S1",
+        3,
+    )
     assert parsed.dedup_window_s == 3600
 
 
 async def test_an_unreachable_server_is_one_clear_error() -> None:
     from outboxhub.errors import StoreUnavailable
 
-    with pytest.raises(StoreUnavailable, match="NATS store nats://127.0.0.1:1"):
+    with pytest.raises(StoreUnavailable, match=r"NATS store nats://127\.0\.0\.1:1"):
         await open_store("nats://127.0.0.1:1?timeout_s=1")

@@ -1,5 +1,6 @@
 """The optional drivers and the extra that installs each (see ``[project.optional-dependencies]`` in
-pyproject.toml): ``postgres`` (psycopg), ``mongo`` (pymongo), ``nats`` (nats-py), ``bench`` (hdrhistogram, psutil, nats-py).
+pyproject.toml): ``postgres`` (psycopg), ``mongo`` (pymongo), ``nats`` (nats-py), ``bench``
+(hdrhistogram, psutil, nats-py).
 
 ``pip install outboxhub`` gives the hub on SQLite, the CLI and the SDK; the backends and the bench import
 their driver only when used, and a missing driver is reported once, naming the extra to install.

@@ -11,7 +11,6 @@ marks naming the service it needs). The tests themselves stay unchanged.
 from __future__ import annotations
 
 import fnmatch
-
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field

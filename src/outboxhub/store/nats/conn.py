@@ -110,7 +110,9 @@ class NatsConn:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
                 if "already in use" not in str(exc):  # another hub created it meanwhile
-                    raise StoreError(f"NATS store {self.shown}: cannot create stream {o.stream}: {exc}") from exc
+                    raise StoreError(
+                        f"NATS store {self.shown}: cannot create stream {o.stream}: {exc}"
+                    ) from exc
             except TRANSIENT as exc:
                 raise unavailable(self.shown, exc) from exc
             return
@@ -207,7 +209,7 @@ async def connect(options: NatsOptions, shown: str) -> NatsConn:
     try:
         # The driver retries the first connection as often as a reconnect (forever): bound it.
         nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=options.timeout_s * 2)
-    except (OSError, *TRANSIENT, nats.errors.NoServersError) as exc:
+    except (OSError, nats.errors.NoServersError, *TRANSIENT) as exc:  # type: ignore[misc]
         raise StoreUnavailable(f"NATS store {shown}: cannot connect: {type(exc).__name__}: {exc}") from exc
     except nats.errors.Error as exc:
         raise StoreUnavailable(f"NATS store {shown}: cannot connect: {exc}") from exc

@@ -130,13 +130,16 @@ class Groups:
             except nats.js.errors.APIError as exc:  # created by another hub meanwhile?
                 info = await self._info(name)
                 if info is None:
-                    raise StoreError(f"NATS store {conn.shown}: cannot create group {group!r}: {exc}") from exc
+                    raise StoreError(
+                        f"NATS store {conn.shown}: cannot create group {group!r}: {exc}"
+                    ) from exc
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
         conn = self._conn
         try:
-            return await conn.js.consumer_info(conn.stream, name)
+            info: ConsumerInfo = await conn.js.consumer_info(conn.stream, name)
+            return info
         except nats.js.errors.NotFoundError:
             return None
         except TRANSIENT as exc:
@@ -145,7 +148,9 @@ class Groups:
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
         dead = await self._conn.call(
             "stream info",
-            lambda: self._conn.js.stream_info(self._conn.stream, subjects_filter=f"{self._conn.prefix}.dlq.{group}.>"),
+            lambda: self._conn.js.stream_info(
+                self._conn.stream, subjects_filter=f"{self._conn.prefix}.dlq.{group}.>"
+            ),
         )
         return GroupInfo(
             pattern=pattern,
@@ -194,7 +199,9 @@ class Groups:
                 queue.put_nowait(msg)
 
             await conn.nc.subscribe(inbox, cb=on_msg)
-            state = _Group(pattern, group, info.name, pattern_filter(conn.prefix, pattern), info.config, inbox, queue)
+            state = _Group(
+                pattern, group, info.name, pattern_filter(conn.prefix, pattern), info.config, inbox, queue
+            )
             self._groups[key] = state
             return state
 
@@ -261,7 +268,10 @@ class Groups:
                         break
                     elif status != "100":
                         description = msg.headers.get("Description", "") if msg.headers else ""
-                        raise StoreError(f"NATS store {conn.shown}: pull from group {state.group!r}: {status} {description}")
+                        raise StoreError(
+                            f"NATS store {conn.shown}: pull from group {state.group!r}:"
+                            f" {status} {description}"
+                        )
         except TimeoutError as exc:
             if not msgs:
                 raise unavailable(conn.shown, exc) from exc
@@ -292,7 +302,9 @@ class Groups:
         return Delivery(event=event, attempt=attempts, deadline=request.now + ack_wait)
 
     async def _dead(self, state: _Group, event: Event, attempts: int, reason: str, now: int) -> None:
-        await self._dead_letter(dead_letter_event(event, state.pattern, state.group, attempts=attempts, reason=reason, now=now))
+        await self._dead_letter(
+            dead_letter_event(event, state.pattern, state.group, attempts=attempts, reason=reason, now=now)
+        )
 
     # -- settle -------------------------------------------------------------------------------------------
 
@@ -321,7 +333,9 @@ class Groups:
         held = None if state is None else state.held.get(request.event_id)
         if state is None or held is None:
             return False
-        trigger = request.trigger(attempts=held.attempts, held=True, deadline=max(held.deadline, request.now + 1))
+        trigger = request.trigger(
+            attempts=held.attempts, held=True, deadline=max(held.deadline, request.now + 1)
+        )
         if trigger is None:
             return False
         del state.held[request.event_id]

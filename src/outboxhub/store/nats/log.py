@@ -73,7 +73,7 @@ class EventLog:
         for _ in range(DIRECT_READS if want is not None and want <= DIRECT_READS else 0):
             start = position + 1
             event = await self._get(
-                lambda s=start: self._conn.js.get_msg(  # type: ignore[misc]
+                lambda s=start: self._conn.js.get_msg(
                     self._conn.stream, seq=s, subject=flt.subject, next=True, direct=True
                 )
             )
@@ -121,7 +121,7 @@ class EventLog:
                     return
         finally:
             with contextlib.suppress(Exception):
-                name = sub._consumer  # noqa: SLF001 - the driver keeps the ephemeral consumer's name there
+                name = sub._consumer
                 await sub.unsubscribe()
                 await conn.js.delete_consumer(conn.stream, name)
 
@@ -143,7 +143,9 @@ class EventLog:
             return int(info.num_pending or 0)
         if after_seq <= 0:
             return sum(
-                n for subject, n in (await self._subjects(flt.subject)).items() if flt.matches(self._topic(subject))
+                n
+                for subject, n in (await self._subjects(flt.subject)).items()
+                if flt.matches(self._topic(subject))
             )
         total = 0
         async for _ in self.read(flt, after_seq, None):
@@ -196,4 +198,3 @@ class EventLog:
             if event.id == event_id:
                 return event
         return None
-

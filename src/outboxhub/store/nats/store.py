@@ -67,7 +67,12 @@ class NatsStore(StoreBackend):
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         conn = self._conn
         acks = await asyncio.gather(
-            *(conn.publish(subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0])) for row in rows)
+            *(
+                conn.publish(
+                    subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0])
+                )
+                for row in rows
+            )
         )
         results: list[PublishResult] = []
         seen: set[tuple[str, str]] = set()
@@ -129,6 +134,7 @@ class NatsStore(StoreBackend):
 
     async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
         self._check_open()
+
         async def first_at() -> int | None:
             async for event in self._log.read(pattern_filter(self._conn.prefix, pattern), 0, None):
                 if event.ts >= start.value:
@@ -175,7 +181,9 @@ class NatsStore(StoreBackend):
         # subject; otherwise last_id/last_ts stay None, see docs/jetstream.md).
         tail = await self.tail(pattern)
         at = tail if tail is not None and tail.seq <= floor else await self._log.at(floor)
-        if at is not None and at.seq == floor and match_topic(pattern, at.topic) or at is tail and at is not None:
+        if (at is not None and at.seq == floor and match_topic(pattern, at.topic)) or (
+            at is tail and at is not None
+        ):
             return Cursor(pattern=pattern, group=group, seq=floor, last_id=at.id, last_ts=at.ts)
         return Cursor(pattern=pattern, group=group, seq=floor)
 
@@ -210,5 +218,5 @@ async def open_store(url: str, **options: Any) -> Store:
     parsed = parse_url(url)
     conn = await connect(parsed, mask_url(url))
     store = NatsStore(conn)
-    await store._start()  # noqa: SLF001 - this module's own class
+    await store._start()
     return store
