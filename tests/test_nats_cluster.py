@@ -1,7 +1,12 @@
-"""A 3-node JetStream cluster started by the test on loopback ports (``nats-server -c`` with a generated
-config), a stream with 3 replicas, and two stores on it (two hubs' worth of connections, each to its own
-node): the group's work is shared exactly once, and a SIGKILL of the stream leader under a pipelined
-publisher loses no confirmed event. Every process and directory is removed afterwards.
+"""A 3-node JetStream cluster started by each test on loopback ports (``nats-server -c`` with a generated
+config) and a stream with 3 replicas on it:
+
+* two stores (each connected to another node): the group's work is shared exactly once, and a SIGKILL of
+  the stream leader under a pipelined publisher loses no confirmed event;
+* two ``outboxhub serve`` processes with WebSocket members of one group on both: every event exactly once
+  per group.
+
+Every process and directory is removed afterwards.
 
 Without the ``nats-server`` binary the test is skipped, or fails under ``CI=true``.
 """
@@ -9,21 +14,26 @@ Without the ``nats-server`` binary the test is skipped, or fails under ``CI=true
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nats_server import throwaway_stream
+from outboxhub.auth.jwt import mint_token
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.testing import unavailable
+from test_postgres_multinode import SECRET, HubProcess  # the serve-process helper of the multinode test
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
@@ -178,3 +188,72 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
         finally:
             await first.close()
             await second.close()
+
+
+async def test_two_serve_processes_on_the_cluster_share_work_exactly_once(
+    cluster: list[Node], ws_connect: Callable[..., Awaitable[Any]]
+) -> None:
+    """Two ``outboxhub serve`` processes, each on another node of the cluster (R3 stream): one group with
+    members on both hubs gets every event exactly once; a fan-out group per hub gets every event too."""
+    await _ready(cluster)
+    async with throwaway_stream(_servers(cluster), replicas=3, options="&timeout_s=15") as url:
+        query = url.split("?", 1)[1]
+        hub_a = await HubProcess.start(url)
+        hub_b = await HubProcess.start(_servers(cluster[::-1]) + "?" + query)
+        try:
+            await _share(hub_a, hub_b, ws_connect)
+        finally:
+            await hub_a.stop()
+            await hub_b.stop()
+
+
+async def _share(hub_a: HubProcess, hub_b: HubProcess, ws_connect: Callable[..., Awaitable[Any]]) -> None:
+    token = mint_token(SECRET, sub="js", scopes=["publish:**", "subscribe:**"])
+    received: dict[str, Counter[str]] = {"work": Counter(), "fan_a": Counter(), "fan_b": Counter()}
+    published: set[str] = set()
+    total = 2 * 2 * 50
+    everything = asyncio.Event()
+    ready = asyncio.Semaphore(0)
+
+    async def member(url: str, group: str) -> None:
+        client = await ws_connect(url, token=token)
+        reply = await client.request("SUBSCRIBE", topic="js.**", group=group, opts={"start": "earliest"})
+        assert reply["op"] == "OK", reply
+        ready.release()
+        while True:
+            frame = await client.next_event(60)
+            event_id = frame["event"]["id"]
+            received[group][event_id] += 1
+            await client.send({"op": "ACK", "topic": "js.**", "group": group, "id": event_id})
+            if len(published) == total and all(set(c) >= published for c in received.values()):
+                everything.set()
+
+    async def publisher(url: str, p: int) -> None:
+        client = await ws_connect(url, token=token)
+        for i in range(50):
+            reply = await client.request("PUBLISH", topic=f"js.p{p}.t{i % 3}", payload={"p": p, "i": i})
+            assert reply["op"] == "OK", reply
+            published.add(reply["id"])
+
+    members = [(hub_a, "work"), (hub_a, "work"), (hub_b, "work"), (hub_b, "work"), (hub_a, "fan_a")]
+    members.append((hub_b, "fan_b"))
+    tasks = [asyncio.create_task(member(hub.ws_url, group)) for hub, group in members]
+    try:
+        async with asyncio.timeout(60):
+            for _ in members:
+                await ready.acquire()
+            await asyncio.gather(
+                *(publisher(hub.ws_url, p) for p, hub in enumerate((hub_a, hub_a, hub_b, hub_b)))
+            )
+            if not all(set(c) >= published for c in received.values()):
+                await everything.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert len(published) == total
+    for group, counts in received.items():
+        assert set(counts) == published, group
+        assert max(counts.values()) == 1, f"{group}: an event was delivered twice"

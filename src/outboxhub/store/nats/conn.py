@@ -75,6 +75,8 @@ class NatsConn:
         self.prefix = options.prefix
         self._notify_subject = f"_OUTBOXHUB.{options.stream}.commit"
         self._notify_sub: Any = None
+        self._notify_seq = 0
+        self._notify_scheduled = False
 
     async def call(self, what: str, make: Callable[[], Awaitable[_T]]) -> _T:
         """Run one JetStream request; ``StoreUnavailable`` when NATS does not answer."""
@@ -155,12 +157,22 @@ class NatsConn:
             except nats.js.errors.APIError as exc:
                 raise StoreError(f"NATS store {self.shown}: publish to {subject}: {exc}") from exc
 
-    async def notify(self, last_seq: int) -> None:
-        """Tell every store on the stream that ``last_seq`` is committed (best effort)."""
-        try:
-            await self.nc.publish(self._notify_subject, str(last_seq).encode())
-        except Exception as exc:  # a hint only: the members poll anyway
-            _log.debug("commit notification not sent: %s", exc)
+    def notify(self, last_seq: int) -> None:
+        """Tell every store on the stream that ``last_seq`` is committed (best effort). Coalesced: one
+        notification per event-loop turn, however many publishes completed in it."""
+        if last_seq <= self._notify_seq:
+            return
+        self._notify_seq = last_seq
+        if not self._notify_scheduled:
+            self._notify_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_notify)
+
+    def _send_notify(self) -> None:
+        self._notify_scheduled = False
+        if self.nc.is_closed or self.nc.is_draining:
+            return
+        task = asyncio.ensure_future(self.nc.publish(self._notify_subject, str(self._notify_seq).encode()))
+        task.add_done_callback(_quiet)
 
     async def listen(self, callback: Callable[[int], None]) -> None:
         """Call ``callback`` with the seq of every commit notification on the stream."""
@@ -179,6 +191,11 @@ class NatsConn:
             await self.nc.drain()
         except Exception:  # closing a broken connection
             await self.nc.close()
+
+
+def _quiet(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # a hint only: the members poll anyway
+        _log.debug("commit notification not sent: %s", task.exception())
 
 
 async def connect(options: NatsOptions, shown: str) -> NatsConn:

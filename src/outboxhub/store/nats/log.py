@@ -1,8 +1,9 @@
 """Reading the event log from the stream: scans, tails, counts, topics, latest-by-key and lookups by id.
 
-* Short reads (up to ``DIRECT_READS`` messages) are direct gets (``next_by_subj`` / ``last_by_subj``), one
-  request per message, served by any replica; longer ones use a throwaway ordered pull consumer (memory
-  storage, one replica, no acks) that is deleted afterwards.
+* A read starts with up to ``DIRECT_READS`` direct gets (``next_by_subj``), one request per message; when
+  the log holds more it goes on with a throwaway pull consumer (memory storage, one replica, no acks) that
+  is deleted afterwards. So the live tail's scan after a commit costs a request or two, and a long replay
+  costs one consumer.
 * A pattern with a ``**`` before its last token has no exact subject filter: the read uses the narrowest
   filter (``subjects.pattern_filter``) and drops the other topics here, so it costs the messages it drops.
 * ``get_event`` has no index to use (JetStream keeps message ids only inside the duplicate window, and does
@@ -26,7 +27,7 @@ from outboxhub.store.nats.subjects import Filter, decode_body, subject_of, topic
 __all__ = ["DIRECT_READS", "EventLog"]
 
 DIRECT_READS = 4
-"""Reads expected to return at most this many events use direct gets instead of a consumer."""
+"""How many messages a read fetches by direct get before it creates a consumer for the rest."""
 _BATCH = 1000
 
 
@@ -70,7 +71,7 @@ class EventLog:
         """Matching events with seq > ``after_seq`` in seq order (all of them when ``want`` is None; the
         caller stops early when it has enough). Direct gets first, a consumer past ``DIRECT_READS``."""
         position = after_seq
-        for _ in range(DIRECT_READS if want is not None and want <= DIRECT_READS else 0):
+        for _ in range(DIRECT_READS):  # a live tail's scan after a commit usually ends here
             start = position + 1
             event = await self._get(
                 lambda s=start: self._conn.js.get_msg(
@@ -82,10 +83,10 @@ class EventLog:
             position = event.seq
             if flt.matches(event.topic):
                 yield event
-        async for event in self._consume(flt, position):
+        async for event in self._consume(flt, position, want):
             yield event
 
-    async def _consume(self, flt: Filter, after_seq: int) -> AsyncIterator[Event]:
+    async def _consume(self, flt: Filter, after_seq: int, want: int | None) -> AsyncIterator[Event]:
         conn = self._conn
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -105,7 +106,8 @@ class EventLog:
             remaining = int(info.num_pending or 0)
             while remaining > 0:
                 try:
-                    msgs = await sub.fetch(batch=min(_BATCH, remaining), timeout=conn.options.timeout_s)
+                    batch = min(_BATCH, remaining, want or _BATCH)
+                    msgs = await sub.fetch(batch=batch, timeout=conn.options.timeout_s)
                 except TRANSIENT as exc:
                     raise unavailable(conn.shown, exc) from exc
                 for msg in msgs:

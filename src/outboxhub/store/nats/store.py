@@ -83,7 +83,7 @@ class NatsStore(StoreBackend):
             results.append(PublishResult(id=row[0], seq=int(ack.seq), duplicate=duplicate))
         last = max(r.seq for r in results)
         self._committed(last)
-        await conn.notify(last)
+        conn.notify(last)
         return results
 
     async def _publish_dead_letter(self, event: NewEvent) -> object:
