@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from nats_server import throwaway_stream
 from outboxhub.errors import StoreError, StoreURLError
-from outboxhub.model import Delivery, NewEvent, StartPosition
+from outboxhub.model import Delivery, NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.nats.url import parse_url
 
@@ -192,5 +193,49 @@ def test_url_servers_and_defaults() -> None:
 async def test_an_unreachable_server_is_one_clear_error() -> None:
     from outboxhub.errors import StoreUnavailable
 
-    with pytest.raises(StoreUnavailable, match=r"NATS store nats://127\.0\.0\.1:1"):
-        await open_store("nats://127.0.0.1:1?timeout_s=1")
+    with pytest.raises(StoreUnavailable, match=r"NATS store nats://127\.0\.0\.1:1") as info:
+        await open_store("nats://127.0.0.1:1?timeout_s=1&token=s3cret")
+    assert "s3cret" not in str(info.value)
+
+
+class _CrashAfterPublish:
+    """A sink that stores a batch in the NATS store and then fails, as a drainer crash between the
+    publish and marking the records sent would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.crashed = asyncio.Event()
+
+    async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
+        await self.store.publish_batch(events)
+        self.crashed.set()
+        raise ConnectionError("crashed after publishing")
+
+
+async def test_an_outbox_republished_after_a_crash_is_stored_once(store: Store, tmp_path: Path) -> None:
+    import sqlite3
+
+    from outboxhub import outbox
+    from outboxhub.outbox.drainer import Drainer, DrainerSettings
+
+    db_url = f"sqlite:///{tmp_path / 'app.db'}"
+    box = await outbox.open_outbox(db_url)
+    try:
+        await box.ensure_schema()
+        with sqlite3.connect(tmp_path / "app.db") as conn:
+            ids = [outbox.add(conn, "orders.paid", {"n": i}, key=f"o{i % 3}") for i in range(30)]
+        settings = DrainerSettings(batch_size=30, concurrency=1, backoff_base_ms=1, idle_wait_ms=10)
+        sink = _CrashAfterPublish(store)
+        crashing = Drainer(box, sink, settings)
+        task = asyncio.create_task(crashing.run())
+        await asyncio.wait_for(sink.crashed.wait(), 30)
+        crashing.stop()
+        await task
+        assert await store.count("orders.paid") == 30  # stored, but the outbox still has them unsent
+        drainer = Drainer(box, store, settings)
+        await asyncio.wait_for(drainer.run_until_idle(), 60)
+        assert drainer.duplicates == 30  # every republished record was recognised as already stored
+        events = await store.scan("orders.paid")
+        assert sorted(e.id for e in events) == sorted(ids) and len(events) == 30
+    finally:
+        await box.close()
