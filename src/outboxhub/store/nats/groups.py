@@ -266,8 +266,10 @@ class Groups:
                         msgs.append(msg)
                     elif status in ("404", "408"):
                         break
-                    elif status != "100":
+                    elif status != "100":  # 100: an idle heartbeat
                         description = msg.headers.get("Description", "") if msg.headers else ""
+                        if status == "409" and "deleted" not in description.lower():
+                            break  # e.g. "Exceeded MaxAckPending": the group is at its cap; nothing more now
                         raise StoreError(
                             f"NATS store {conn.shown}: pull from group {state.group!r}:"
                             f" {status} {description}"
