@@ -40,7 +40,9 @@ async def open_store(url: str, **options: Any) -> Store:
     ``StoreUnavailable`` when the database cannot be reached or opened. Messages mask any password.
     """
     if not isinstance(url, str) or not url.strip():
-        raise StoreURLError("store URL is empty; expected sqlite:///path.db, postgresql://… or mongodb://…")
+        raise StoreURLError(
+            "store URL is empty; expected sqlite:///path.db, postgresql://…, mongodb://… or nats://…"
+        )
     shown = mask_url(url)
     try:
         scheme = urlsplit(url).scheme.lower()
@@ -49,8 +51,8 @@ async def open_store(url: str, **options: Any) -> Store:
     backend = _BACKENDS.get(scheme)
     if backend is None:
         raise StoreURLError(
-            f"unknown store URL scheme {scheme!r} in {shown}: expected sqlite:///path.db, postgresql://… or"
-            " mongodb://…"
+            f"unknown store URL scheme {scheme!r} in {shown}: expected sqlite:///path.db, postgresql://…,"
+            " mongodb://… or nats://…"
         )
     module_name, label = backend
     try:
