@@ -143,9 +143,15 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
 
             seen_one: list[str] = []
             seen_two: list[str] = []
+            # Each hub's first claim comes before either works on (a loaded machine must not let one
+            # worker take everything before the other starts), then both work concurrently.
+            for store, seen in ((first, seen_one), (second, seen_two)):
+                got = await store.claim("w.*", "workers", "x", limit=7, ack_timeout_ms=30_000, max_deliver=5)
+                seen.extend(d.event.id for d in got)
+                await store.ack("w.*", "workers", [d.event.id for d in got])
+            assert len(seen_one) == len(seen_two) == 7
             await asyncio.gather(work(first, "a", seen_one), work(second, "b", seen_two))
-            assert sorted(seen_one + seen_two) == sorted(r.id for r in sent)
-            assert seen_one and seen_two  # both hubs did some of the work
+            assert sorted(seen_one + seen_two) == sorted(r.id for r in sent)  # every event exactly once
 
             # 2. SIGKILL the stream leader while a pipelined publisher runs.
             import nats

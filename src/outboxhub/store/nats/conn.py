@@ -142,9 +142,20 @@ class NatsConn:
         """Publish one message and wait for its ack, retrying transient failures with the same
         ``Nats-Msg-Id`` until ``timeout_s`` ends (see the module docstring)."""
         headers = {"Nats-Msg-Id": msg_id}
-        deadline = time.monotonic() + self.options.timeout_s
+        started = time.monotonic()
+        first_timeout = min(self.options.timeout_s, 2.0)
+        try:
+            return await self.js.publish(
+                subject, body, timeout=first_timeout, stream=self.stream, headers=headers
+            )
+        except TRANSIENT:
+            pass  # retried below (the state of a retry loop costs nothing on the way that needs none)
+        except nats.js.errors.APIError as exc:
+            raise StoreError(f"NATS store {self.shown}: publish to {subject}: {exc}") from exc
+        deadline = started + self.options.timeout_s
         retries = Retries(_PUBLISH_RETRY)
         while True:
+            await asyncio.sleep(min(retries.next(), max(0.0, deadline - time.monotonic())))
             left = deadline - time.monotonic()
             try:
                 return await self.js.publish(
@@ -153,7 +164,6 @@ class NatsConn:
             except TRANSIENT as exc:
                 if time.monotonic() >= deadline:
                     raise unavailable(self.shown, exc) from exc
-                await asyncio.sleep(min(retries.next(), max(0.0, deadline - time.monotonic())))
             except nats.js.errors.APIError as exc:
                 raise StoreError(f"NATS store {self.shown}: publish to {subject}: {exc}") from exc
 

@@ -66,14 +66,12 @@ class NatsStore(StoreBackend):
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         conn = self._conn
-        acks = await asyncio.gather(
-            *(
-                conn.publish(
-                    subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0])
-                )
-                for row in rows
-            )
-        )
+        publishes = [
+            conn.publish(subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0]))
+            for row in rows
+        ]
+        # One event (the gateway's PUBLISH) is awaited as it is; a batch is pipelined, sent in order.
+        acks = [await publishes[0]] if len(publishes) == 1 else await asyncio.gather(*publishes)
         results: list[PublishResult] = []
         seen: set[tuple[str, str]] = set()
         for row, ack in zip(rows, acks, strict=True):
