@@ -49,6 +49,13 @@ class Node:
     name: str
     port: int
     process: subprocess.Popen[bytes]
+    command: list[str]
+    log: Path
+
+    def restart(self) -> None:
+        """Start the node again on its config and data directory (after a kill)."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
@@ -68,9 +75,11 @@ def cluster(tmp_path: Path) -> Iterator[list[Node]]:
                 f'jetstream {{ store_dir: "{tmp_path / name}" }}\n'
                 f'cluster {{ name: obtest, listen: "127.0.0.1:{cport}", routes: [{routes}] }}\n'
             )
-            log = (tmp_path / f"{name}.log").open("wb")
-            process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-            nodes.append(Node(name, port, process))
+            command = [binary, "-c", str(config)]
+            log_path = tmp_path / f"{name}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            nodes.append(Node(name, port, process, command, log_path))
         yield nodes
     finally:
         for node in nodes:
@@ -191,6 +200,20 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
             stored = [e.id for e in await second.scan("w.kill", limit=1_000_000)]
             assert set(confirmed) <= set(stored)
             assert len(stored) == len(set(stored))  # retried publishes were deduplicated
+
+            # 3. The killed node restarts; a store connected to it alone reads every confirmed event.
+            leader.restart()
+            alone = await open_store(f"nats://127.0.0.1:{leader.port}?{query}")
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    seen = {e.id for e in await alone.scan("w.kill", limit=1_000_000)}
+                    if set(confirmed) <= seen or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert set(confirmed) <= seen
+            finally:
+                await alone.close()
         finally:
             await first.close()
             await second.close()

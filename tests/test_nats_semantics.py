@@ -239,3 +239,21 @@ async def test_an_outbox_republished_after_a_crash_is_stored_once(store: Store, 
         assert sorted(e.id for e in events) == sorted(ids) and len(events) == 30
     finally:
         await box.close()
+
+
+async def test_a_hub_restart_keeps_the_log_the_acks_and_the_unacked(url: str) -> None:
+    first = await open_store(url)
+    await first.ensure_group("t.*", "g", EARLIEST)
+    sent = await first.publish_batch([NewEvent(topic="t.a", payload=i) for i in range(4)])
+    got = await _claim(first, limit=3)
+    await first.ack("t.*", "g", [d.event.id for d in got[:2]])
+    await first.close()  # a clean stop hands the unacked delivery back at once
+    second = await open_store(url)
+    try:
+        assert [e.id for e in await second.scan("t.*")] == [r.id for r in sent]
+        info = (await second.groups())[0]
+        assert info.ack_floor == sent[1].seq
+        again = await _claim_until(second, 2)
+        assert [(d.event.payload, d.attempt) for d in again] == [(2, 2), (3, 1)]
+    finally:
+        await second.close()
