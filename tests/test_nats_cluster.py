@@ -207,11 +207,11 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
             try:
                 deadline = time.monotonic() + 30
                 while True:
-                    seen = {e.id for e in await alone.scan("w.kill", limit=1_000_000)}
-                    if set(confirmed) <= seen or time.monotonic() > deadline:
+                    present = {e.id for e in await alone.scan("w.kill", limit=1_000_000)}
+                    if set(confirmed) <= present or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.2)
-                assert set(confirmed) <= seen
+                assert set(confirmed) <= present
             finally:
                 await alone.close()
         finally:
