@@ -76,16 +76,25 @@ class NatsConn:
         self._notify_subject = f"_OUTBOXHUB.{options.stream}.commit"
         self._notify_sub: Any = None
         self._notify_seq = 0
+        self._try_s = min(options.timeout_s, max(2.0, options.timeout_s / 3))
         self._notify_scheduled = False
 
     async def call(self, what: str, make: Callable[[], Awaitable[_T]]) -> _T:
-        """Run one JetStream request; ``StoreUnavailable`` when NATS does not answer."""
-        try:
-            return await make()
-        except TRANSIENT as exc:
-            raise unavailable(self.shown, exc) from exc
-        except nats.js.errors.APIError as exc:
-            raise StoreError(f"NATS store {self.shown}: {what}: {exc}") from exc
+        """Run one JetStream API request, retried while NATS does not answer (a request lost in a leader
+        election) until ``timeout_s`` ends; then ``StoreUnavailable``. Each try waits a third of
+        ``timeout_s`` (at least 2 s): creating a replicated consumer on a busy cluster takes seconds."""
+        deadline = time.monotonic() + self.options.timeout_s
+        retries: Retries | None = None
+        while True:
+            try:
+                return await asyncio.wait_for(make(), timeout=self._try_s)
+            except TRANSIENT as exc:
+                if time.monotonic() >= deadline:
+                    raise unavailable(self.shown, exc) from exc
+            except nats.js.errors.APIError as exc:
+                raise StoreError(f"NATS store {self.shown}: {what}: {exc}") from exc
+            retries = retries or Retries(_PUBLISH_RETRY)
+            await asyncio.sleep(min(retries.next(), max(0.0, deadline - time.monotonic())))
 
     async def ensure_stream(self) -> None:
         """Create the stream, or check that the existing one is usable; errors name the difference."""
@@ -217,6 +226,7 @@ async def connect(options: NatsOptions, shown: str) -> NatsConn:
         "reconnect_time_wait": 0.25,
         "allow_reconnect": True,
         "name": "outboxhub",
+        "drain_timeout": options.timeout_s,
     }
     if options.user is not None:
         kwargs["user"] = options.user

@@ -11,7 +11,8 @@ The mapping (docs/jetstream.md):
   consumer is updated when a claim asks for another one). A message JetStream delivers for the
   ``max_deliver + 1``-th time is dead-lettered instead (``dlq.<group>.<topic>``, reason ``ack timeout``)
   and acked: that is the lifecycle's ``due --claim_final--> dead``, triggered by JetStream's delivery count.
-* The message of a delivery stays with the hub that pulled it, keyed by event id: ``ack`` acks it, ``nack``
+* The message of a delivery stays with the hub that pulled it, keyed by event id: ``ack`` acks it and waits
+  for JetStream's confirmation, ``nack``
   NAKs it with the backoff as its delay (or dead-letters it: ``nack_final``), ``extend`` sends
   in-progress (JetStream restarts the full ``AckWait``), ``release`` NAKs a closing member's messages with
   no delay. An ACK or NACK for a delivery another hub holds is a no-op here (only the holder settles).
@@ -247,19 +248,25 @@ class Groups:
 
     async def _pull(self, state: _Group, limit: int) -> list[Msg]:
         conn = self._conn
-        while not state.queue.empty():  # a late answer to an earlier pull: stale
-            stale = state.queue.get_nowait()
-            if not _status(stale):
-                return [stale, *await self._pull(state, limit - 1)] if limit > 1 else [stale]
+        msgs: list[Msg] = []
+        while not state.queue.empty():  # late answers to an earlier pull that timed out
+            late = state.queue.get_nowait()
+            if not _status(late):
+                msgs.append(late)  # delivered to this hub all the same: hand it out
+        if len(msgs) >= limit:
+            for extra in msgs[limit:]:  # beyond the member's capacity: back to JetStream at once
+                await extra.nak()
+            return msgs[:limit]
+        limit -= len(msgs)
         request = json.dumps({"batch": limit, "no_wait": True}).encode()
         try:
             await conn.nc.publish(f"{_NEXT}.{conn.stream}.{state.name}", request, reply=state.inbox)
         except TRANSIENT as exc:
             raise unavailable(conn.shown, exc) from exc
-        msgs: list[Msg] = []
+        wanted = len(msgs) + limit
         try:
             async with asyncio.timeout(conn.options.timeout_s):
-                while len(msgs) < limit:
+                while len(msgs) < wanted:
                     msg = await state.queue.get()
                     status = _status(msg)
                     if status is None:
@@ -314,15 +321,16 @@ class Groups:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        acked = 0
-        for event_id in event_ids:
-            held = state.held.pop(event_id, None)
-            if held is not None:
-                await held.msg.ack()
-                acked += 1
-        if acked:
-            await self._flush()
-        return acked
+        held = [h for h in (state.held.pop(event_id, None) for event_id in event_ids) if h is not None]
+        if held:
+            # Confirmed acks (JetStream answers once the consumer applied them), pipelined: the group's
+            # state (ack floor, lag) already shows them when the client's ACK is answered.
+            timeout = self._conn.options.timeout_s
+            try:
+                await asyncio.gather(*(h.msg.ack_sync(timeout=timeout) for h in held))
+            except TRANSIENT as exc:
+                raise unavailable(self._conn.shown, exc) from exc
+        return len(held)
 
     async def _flush(self) -> None:
         try:

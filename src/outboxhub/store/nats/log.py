@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from outboxhub.errors import StoreUnavailable
 from outboxhub.model import Event, TopicInfo
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.subjects import Filter, decode_body, subject_of, topic_of
 
 __all__ = ["DIRECT_READS", "EventLog"]
 
+_log = logging.getLogger(__name__)
 DIRECT_READS = 4
 """How many messages a read fetches by direct get before it creates a consumer for the rest."""
 _BATCH = 1000
@@ -72,19 +75,32 @@ class EventLog:
         caller stops early when it has enough). Direct gets first, a consumer past ``DIRECT_READS``."""
         position = after_seq
         for _ in range(DIRECT_READS):  # a live tail's scan after a commit usually ends here
-            start = position + 1
-            event = await self._get(
-                lambda s=start: self._conn.js.get_msg(
-                    self._conn.stream, seq=s, subject=flt.subject, next=True, direct=True
-                )
-            )
+            event = await self._next(flt, position)
             if event is None:
                 return
             position = event.seq
             if flt.matches(event.topic):
                 yield event
-        async for event in self._consume(flt, position, want):
-            yield event
+        try:
+            async for event in self._consume(flt, position, want):
+                position = event.seq
+                yield event
+        except StoreUnavailable:
+            # No consumer can be made now (a meta-leader election, a node lost): replicas still answer
+            # direct gets, so the read goes on one message at a time.
+            _log.warning("NATS store %s: reading by direct get (no consumer could be made)", self._conn.shown)
+            while (event := await self._next(flt, position)) is not None:
+                position = event.seq
+                if flt.matches(event.topic):
+                    yield event
+
+    async def _next(self, flt: Filter, position: int) -> Event | None:
+        """The first message on the filter after ``position`` (any replica answers)."""
+        return await self._get(
+            lambda: self._conn.js.get_msg(
+                self._conn.stream, seq=position + 1, subject=flt.subject, next=True, direct=True
+            )
+        )
 
     async def _consume(self, flt: Filter, after_seq: int, want: int | None) -> AsyncIterator[Event]:
         conn = self._conn
@@ -97,10 +113,9 @@ class EventLog:
             num_replicas=1,
             inactive_threshold=60.0,
         )
-        try:
-            sub = await conn.js.pull_subscribe(flt.subject, stream=conn.stream, config=config)
-        except TRANSIENT as exc:
-            raise unavailable(conn.shown, exc) from exc
+        sub = await conn.call(
+            "read", lambda: conn.js.pull_subscribe(flt.subject, stream=conn.stream, config=config)
+        )
         try:
             info = await conn.call("consumer info", sub.consumer_info)
             remaining = int(info.num_pending or 0)
