@@ -99,6 +99,18 @@ async def test_nack_at_max_deliver_dead_letters_with_the_reason(store: Store) ->
     assert [d.headers["x-reason"] for d in dead if d.headers] == ["bad input"]
 
 
+async def test_a_nack_reason_is_kept_for_a_later_timeout_dead_letter(store: Store) -> None:
+    await store.ensure_group("t.*", "g", EARLIEST)
+    sent = await store.publish(NewEvent(topic="t.a"))
+    await _claim(store, max_deliver=2)
+    assert await store.nack("t.*", "g", sent.id, max_deliver=2, reason="downstream 503", delay_ms=0)
+    assert len(await _claim_until(store, 1, ack_timeout_ms=200, max_deliver=2)) == 1  # attempt 2, not acked
+    await asyncio.sleep(0.4)
+    assert await _claim(store, ack_timeout_ms=200, max_deliver=2) == []  # the 3rd delivery: dead-lettered
+    [dead] = await store.scan("dlq.g.t.a")
+    assert dead.headers is not None and dead.headers["x-reason"] == "downstream 503"
+
+
 async def test_two_stores_share_one_group_exactly_once(url: str) -> None:
     one, two = await open_store(url), await open_store(url)
     try:

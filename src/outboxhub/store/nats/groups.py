@@ -11,6 +11,7 @@ The mapping (docs/jetstream.md):
   consumer is updated when a claim asks for another one). A message JetStream delivers for the
   ``max_deliver + 1``-th time is dead-lettered instead (``dlq.<group>.<topic>``, reason ``ack timeout``)
   and acked: that is the lifecycle's ``due --claim_final--> dead``, triggered by JetStream's delivery count.
+  Its reason is the last NACK reason this hub saw for the event, else ``ack timeout``.
 * The message of a delivery stays with the hub that pulled it, keyed by event id: ``ack`` acks it and waits
   for JetStream's confirmation, ``nack``
   NAKs it with the backoff as its delay (or dead-letters it: ``nack_final``), ``extend`` sends
@@ -53,6 +54,7 @@ __all__ = ["Groups", "ack_floor"]
 _log = logging.getLogger(__name__)
 _DEFAULT_ACK_WAIT_MS = 30_000
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
+_MAX_REASONS = 10_000
 
 DeadLetter = Callable[[NewEvent], Awaitable[object]]
 
@@ -76,6 +78,8 @@ class _Group:
     queue: asyncio.Queue[Msg]
     held: dict[str, _Held] = field(default_factory=dict)
     timers: list[int] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    """The last NACK reason per event id NAKed here, for a later dead letter (bounded, oldest dropped)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -303,7 +307,8 @@ class Groups:
         previous = State.NEW if attempts == 1 else State.DUE
         if attempts > max_deliver:
             step(previous, Trigger.CLAIM_FINAL)
-            await self._dead(state, event, attempts - 1, ACK_TIMEOUT_REASON, request.now)
+            reason = state.reasons.pop(event.id, ACK_TIMEOUT_REASON)
+            await self._dead(state, event, attempts - 1, reason, request.now)
             await msg.ack()
             return None
         step(previous, Trigger.CLAIM)
@@ -322,6 +327,9 @@ class Groups:
         if state is None:
             return 0
         held = [h for h in (state.held.pop(event_id, None) for event_id in event_ids) if h is not None]
+        if state.reasons:
+            for event_id in event_ids:
+                state.reasons.pop(event_id, None)
         if held:
             # Confirmed acks (JetStream answers once the consumer applied them), pipelined: the group's
             # state (ack floor, lag) already shows them when the client's ACK is answered.
@@ -356,6 +364,11 @@ class Groups:
             due = request.redeliver_at(held.attempts)
             delay_ms = max(0, due - request.now)
             await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)
+            if request.reason is not None:
+                state.reasons.pop(request.event_id, None)
+                state.reasons[request.event_id] = request.reason
+                if len(state.reasons) > _MAX_REASONS:
+                    del state.reasons[next(iter(state.reasons))]
             heapq.heappush(state.timers, now_ms() + delay_ms)
         await self._flush()
         return True
