@@ -7,6 +7,7 @@ handler of ``outboxhub.testing.unavailable``), with a message naming the server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -32,7 +33,10 @@ async def _connect(url: str):  # type: ignore[no-untyped-def]
     except ModuleNotFoundError:
         unavailable("the NATS tests need nats-py: pip install 'outboxhub[nats]'")
     try:
-        return await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        # Bounded: the driver may retry a first connection it cannot make.
+        return await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5
+        )
     except Exception as exc:
         unavailable(f"NATS JetStream at {url} ({ENV}) is not reachable: {type(exc).__name__}: {exc}")
 
