@@ -12,13 +12,19 @@ The mapping (docs/jetstream.md):
   ``max_deliver + 1``-th time is dead-lettered instead (``dlq.<group>.<topic>``, reason ``ack timeout``)
   and acked: that is the lifecycle's ``due --claim_final--> dead``, triggered by JetStream's delivery count.
   Its reason is the last NACK reason this hub saw for the event, else ``ack timeout``.
-* The message of a delivery stays with the hub that pulled it, keyed by event id: ``ack`` acks it and waits
-  for JetStream's confirmation, ``nack``
-  NAKs it with the backoff as its delay (or dead-letters it: ``nack_final``), ``extend`` sends
-  in-progress (JetStream restarts the full ``AckWait``), ``release`` NAKs a closing member's messages with
-  no delay. An ACK or NACK for a delivery another hub holds is a no-op here (only the holder settles).
+* The message of a delivery stays with the hub that pulled it, keyed by its seq, with the member it was
+  handed to. A settle names it as on every store (``EventRef``: by seq carrying the id, or by an id that
+  exactly one held delivery the settler may settle carries) and only the member holding it may settle it
+  (``may_settle``): ``ack`` acks the message through its own ack subject and waits for JetStream's
+  confirmation, ``nack`` NAKs it with the backoff as its delay or dead-letters it (``nack_final``,
+  ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full ``AckWait``) while the
+  delivery is *delivered* to that member (``ExtendRequest.applies`` on the real clock), ``release`` NAKs a
+  closing member's messages with no delay. A settle of a delivery another hub holds is a no-op here.
+* ``reset`` deletes the durable consumer and creates it again at the new start: JetStream forgets its
+  pending acks, so in-flight deliveries are released; this hub drops the messages it held.
 * ``ordered_by_key`` has no JetStream counterpart (a consumer cannot hold back one key): a claim that asks
-  for it fails with ``StoreError``.
+  for it fails with ``StoreUnsupported`` (and the bus refuses such a SUBSCRIBE before, through
+  ``NatsStore.check_group_options``).
 """
 
 from __future__ import annotations
@@ -28,28 +34,33 @@ import heapq
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, ReplayPolicy
 
-from outboxhub.errors import StoreError
+from outboxhub.errors import StoreError, StoreUnsupported
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, GroupInfo, NewEvent, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
 from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
     ClaimRequest,
+    ExtendRequest,
     NackRequest,
     State,
     Trigger,
     effective_max_deliver,
+    may_settle,
     step,
 )
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
-__all__ = ["Groups", "ack_floor"]
+__all__ = ["Groups", "ack_floor", "unsupported_ordered"]
 
 _log = logging.getLogger(__name__)
 _DEFAULT_ACK_WAIT_MS = 30_000
@@ -62,6 +73,7 @@ DeadLetter = Callable[[NewEvent], Awaitable[object]]
 @dataclass(slots=True)
 class _Held:
     msg: Msg
+    event_id: str
     member: str
     attempts: int
     deadline: int
@@ -76,10 +88,12 @@ class _Group:
     config: ConsumerConfig
     inbox: str
     queue: asyncio.Queue[Msg]
-    held: dict[str, _Held] = field(default_factory=dict)
+    sub: Subscription
+    held: dict[int, _Held] = field(default_factory=dict)
+    """The deliveries this hub holds, by seq."""
     timers: list[int] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
-    """The last NACK reason per event id NAKed here, for a later dead letter (bounded, oldest dropped)."""
+    reasons: dict[int, str] = field(default_factory=dict)
+    """The last NACK reason per seq NAKed here, for a later dead letter (bounded, oldest dropped)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -203,9 +217,16 @@ class Groups:
             async def on_msg(msg: Msg) -> None:
                 queue.put_nowait(msg)
 
-            await conn.nc.subscribe(inbox, cb=on_msg)
+            sub = await conn.nc.subscribe(inbox, cb=on_msg)
             state = _Group(
-                pattern, group, info.name, pattern_filter(conn.prefix, pattern), info.config, inbox, queue
+                pattern,
+                group,
+                info.name,
+                pattern_filter(conn.prefix, pattern),
+                info.config,
+                inbox,
+                queue,
+                sub,
             )
             self._groups[key] = state
             return state
@@ -219,14 +240,37 @@ class Groups:
         info = await conn.call("update group", lambda: conn.js.add_consumer(conn.stream, state.config))
         state.config = info.config
 
+    async def reset(
+        self, pattern: str, group: str, to: StartPosition, first_at: Callable[[], Awaitable[int | None]]
+    ) -> GroupInfo | None:
+        """Delete the group's consumer and create it again at ``to`` (see the module docstring); None when
+        the group does not exist. Claims of this hub wait for it (the group is reopened afterwards)."""
+        key = (pattern, group)
+        conn = self._conn
+        name = consumer_name(pattern, group)
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            if await self._info(name) is None:
+                return None
+            state = self._groups.pop(key, None)
+            if state is not None:
+                async with state.lock:  # a claim running in this hub ends first
+                    state.held.clear()  # late ACKs of these deliveries are no-ops
+                    state.reasons.clear()
+                    state.timers.clear()
+                    await state.sub.unsubscribe()
+            try:
+                await conn.js.delete_consumer(conn.stream, name)
+            except nats.js.errors.NotFoundError:
+                pass  # deleted by another hub's reset meanwhile
+            except TRANSIENT as exc:
+                raise unavailable(conn.shown, exc) from exc
+            return await self.ensure(pattern, group, to, first_at)
+
     # -- claim --------------------------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[Delivery]:
         if request.ordered:
-            raise StoreError(
-                f"NATS store {self._conn.shown}: ordered_by_key is not supported on JetStream (group"
-                f" {request.group!r}); see docs/jetstream.md"
-            )
+            raise unsupported_ordered(self._conn.shown, request.group)
         state = await self._open(request.pattern, request.group)
         if state is None:
             raise StoreError(
@@ -238,8 +282,8 @@ class Groups:
         async with state.lock:
             await self._set_ack_wait(state, request.ack_timeout_ms)
             real_now = now_ms()
-            for event_id in [i for i, h in state.held.items() if h.deadline <= real_now]:
-                del state.held[event_id]  # its AckWait passed: JetStream redelivers it
+            for seq in [s for s, h in state.held.items() if h.deadline <= real_now]:
+                del state.held[seq]  # its AckWait passed: JetStream redelivers it
             msgs = await self._pull(state, request.limit)
             out: list[Delivery] = []
             ack_wait = int((state.config.ack_wait or 30) * 1000)
@@ -307,12 +351,12 @@ class Groups:
         previous = State.NEW if attempts == 1 else State.DUE
         if attempts > max_deliver:
             step(previous, Trigger.CLAIM_FINAL)
-            reason = state.reasons.pop(event.id, ACK_TIMEOUT_REASON)
+            reason = state.reasons.pop(seq, ACK_TIMEOUT_REASON)
             await self._dead(state, event, attempts - 1, reason, request.now)
             await msg.ack()
             return None
         step(previous, Trigger.CLAIM)
-        state.held[event.id] = _Held(msg, request.member, attempts, real_now + ack_wait)
+        state.held[seq] = _Held(msg, event.id, request.member, attempts, real_now + ack_wait)
         return Delivery(event=event, attempt=attempts, deadline=request.now + ack_wait)
 
     async def _dead(self, state: _Group, event: Event, attempts: int, reason: str, now: int) -> None:
@@ -322,17 +366,38 @@ class Groups:
 
     # -- settle -------------------------------------------------------------------------------------------
 
-    async def ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
+    @staticmethod
+    def _find(state: _Group, ref: EventRef, member: str | None) -> tuple[int, _Held] | None:
+        """The held delivery ``ref`` names that ``member`` may settle (``may_settle``): by seq carrying the
+        id, or the one delivery with the id (two with it: ambiguous, None)."""
+        if ref.seq is not None:
+            held = state.held.get(ref.seq)
+            if held is None or held.event_id != ref.id:
+                return None
+            found = [(ref.seq, held)]
+        else:
+            found = [(seq, h) for seq, h in state.held.items() if h.event_id == ref.id]
+        found = [
+            (seq, h) for seq, h in found if may_settle(settler=member, holder=h.member, attempts=h.attempts)
+        ]
+        return found[0] if len(found) == 1 else None
+
+    async def ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        held = [h for h in (state.held.pop(event_id, None) for event_id in event_ids) if h is not None]
-        if state.reasons:
-            for event_id in event_ids:
-                state.reasons.pop(event_id, None)
+        held: list[_Held] = []
+        for ref in refs:
+            found = self._find(state, ref, member)
+            if found is not None:
+                seq, h = found
+                del state.held[seq]
+                state.reasons.pop(seq, None)
+                held.append(h)
         if held:
-            # Confirmed acks (JetStream answers once the consumer applied them), pipelined: the group's
-            # state (ack floor, lag) already shows them when the client's ACK is answered.
+            # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
+            # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
+            # client's ACK is answered.
             timeout = self._conn.options.timeout_s
             try:
                 await asyncio.gather(*(h.msg.ack_sync(timeout=timeout) for h in held))
@@ -348,36 +413,59 @@ class Groups:
 
     async def nack(self, request: NackRequest, event: Callable[[_Held], Event]) -> bool:
         state = self._groups.get((request.pattern, request.group))
-        held = None if state is None else state.held.get(request.event_id)
-        if state is None or held is None:
+        found = (
+            None
+            if state is None
+            else self._find(state, EventRef(request.event_id, request.seq), request.member)
+        )
+        if state is None or found is None:
             return False
+        seq, held = found
         trigger = request.trigger(
             attempts=held.attempts, held=True, deadline=max(held.deadline, request.now + 1)
         )
         if trigger is None:
             return False
-        del state.held[request.event_id]
-        if trigger is Trigger.NACK_FINAL:
-            await self._dead(state, event(held), held.attempts, request.reason or NACK_REASON, request.now)
-            await held.msg.ack()
-        else:
-            due = request.redeliver_at(held.attempts)
-            delay_ms = max(0, due - request.now)
-            await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)
-            if request.reason is not None:
-                state.reasons.pop(request.event_id, None)
-                state.reasons[request.event_id] = request.reason
-                if len(state.reasons) > _MAX_REASONS:
-                    del state.reasons[next(iter(state.reasons))]
-            heapq.heappush(state.timers, now_ms() + delay_ms)
+        del state.held[seq]
+        if trigger in DEAD_LETTER_TRIGGERS:
+            reason = request.reason or NACK_REASON
+            await self._dead(state, event(held), held.attempts, reason, request.now)
+            try:
+                await held.msg.ack_sync(timeout=self._conn.options.timeout_s)
+            except TRANSIENT as exc:
+                raise unavailable(self._conn.shown, exc) from exc
+            state.reasons.pop(seq, None)
+            return True
+        due = request.redeliver_at(held.attempts)
+        delay_ms = max(0, due - request.now)
+        await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)
+        if request.reason is not None:
+            state.reasons.pop(seq, None)
+            state.reasons[seq] = request.reason
+            if len(state.reasons) > _MAX_REASONS:
+                del state.reasons[next(iter(state.reasons))]
+        heapq.heappush(state.timers, now_ms() + delay_ms)
         await self._flush()
         return True
 
-    async def extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        state = self._groups.get((pattern, group))
-        held = None if state is None else state.held.get(event_id)
-        if state is None or held is None or held.deadline <= now_ms():
+    async def extend(self, request: ExtendRequest) -> bool:
+        """In-progress for a delivery *delivered* to ``request.member``: on the real clock, since JetStream
+        keeps ``AckWait`` on its own (``request.now`` cannot move it)."""
+        state = self._groups.get((request.pattern, request.group))
+        if state is None:
             return False
+        real = replace(request, now=now_ms())
+        if request.seq is not None:
+            held = state.held.get(request.seq)
+            candidates = [held] if held is not None and held.event_id == request.event_id else []
+        else:
+            candidates = [h for h in state.held.values() if h.event_id == request.event_id]
+        fit = [
+            h for h in candidates if real.applies(attempts=h.attempts, member=h.member, deadline=h.deadline)
+        ]
+        if len(fit) != 1:
+            return False
+        held = fit[0]
         await held.msg.in_progress()
         held.deadline = now_ms() + int((state.config.ack_wait or 30) * 1000)
         return True
@@ -386,9 +474,9 @@ class Groups:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        mine = [event_id for event_id, held in state.held.items() if held.member == member]
-        for event_id in mine:
-            await state.held.pop(event_id).msg.nak()
+        mine = [seq for seq, held in state.held.items() if held.member == member]
+        for seq in mine:
+            await state.held.pop(seq).msg.nak()
         if mine:
             await self._flush()
         return len(mine)
@@ -415,6 +503,14 @@ class Groups:
                 except Exception:  # closing: JetStream redelivers after AckWait anyway
                     break
             state.held.clear()
+
+
+def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
+    """The refusal of ``ordered_by_key`` (docs/jetstream.md)."""
+    return StoreUnsupported(
+        f"NATS store {shown}: ordered_by_key is not supported on JetStream (group {group!r}): a consumer"
+        " cannot hold one key back while delivering others; subscribe without it (docs/jetstream.md)"
+    )
 
 
 def ack_floor(info: ConsumerInfo) -> int:

@@ -7,7 +7,8 @@
 * A pattern with a ``**`` before its last token has no exact subject filter: the read uses the narrowest
   filter (``subjects.pattern_filter``) and drops the other topics here, so it costs the messages it drops.
 * ``get_event`` has no index to use (JetStream keeps message ids only inside the duplicate window, and does
-  not answer lookups by them): it scans the stream, O(events). Nothing in the hub's serving path calls it.
+  not answer lookups by them): it scans the topic's subjects (the stream without a topic), O(events).
+  Nothing in the hub's serving path calls it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from outboxhub.errors import StoreUnavailable
+from outboxhub.errors import StoreUnavailable, TopicError
 from outboxhub.model import Event, TopicInfo
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.subjects import Filter, decode_body, subject_of, topic_of
+from outboxhub.topics import validate_topic
 
 __all__ = ["DIRECT_READS", "EventLog"]
 
@@ -209,9 +211,18 @@ class EventLog:
         # The subject names a 128-bit digest of the key: check the key itself all the same.
         return {k: e for k, e in zip(wanted, found, strict=True) if e is not None and e.key == k}
 
-    async def get_event(self, event_id: str) -> Event | None:
-        flt = Filter(f"{self._conn.prefix}.>", None)
+    async def get_event(self, event_id: str, topic: str | None) -> Event | None:
+        """The event ``event_id`` of ``topic`` (a scan of that topic's subjects), or without a topic the
+        oldest event carrying the id (a scan of the stream). A topic that is not a valid topic has none."""
+        if topic is None:
+            flt = Filter(f"{self._conn.prefix}.>", None)
+        else:
+            try:
+                validate_topic(topic)
+            except TopicError:
+                return None  # never let it reach a subject (no wildcards in a lookup)
+            flt = Filter(f"{self._conn.prefix}.{topic}.*", None)
         async for event in self.read(flt, 0, None):
-            if event.id == event_id:
+            if event.id == event_id and (topic is None or event.topic == topic):
                 return event
         return None

@@ -10,6 +10,7 @@ it is on a quorum of the stream's replicas.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from outboxhub.errors import StoreURLError
@@ -25,11 +26,11 @@ from outboxhub.model import (
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
-from outboxhub.store.base import Store, mask_url
+from outboxhub.store.base import EventRef, Store, mask_url
 from outboxhub.store.codec import Prepared, prepare
-from outboxhub.store.lifecycle import ClaimRequest, NackRequest
+from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.nats.conn import NatsConn, connect
-from outboxhub.store.nats.groups import Groups, ack_floor
+from outboxhub.store.nats.groups import Groups, ack_floor, unsupported_ordered
 from outboxhub.store.nats.log import EventLog
 from outboxhub.store.nats.subjects import decode_body, encode_body, msg_id, pattern_filter, subject_of
 from outboxhub.store.nats.url import parse_url
@@ -87,9 +88,9 @@ class NatsStore(StoreBackend):
     async def _publish_dead_letter(self, event: NewEvent) -> object:
         return await self._append([prepare(event)])
 
-    async def get_event(self, event_id: str) -> Event | None:
+    async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         self._check_open()
-        return await self._log.get_event(event_id)
+        return await self._log.get_event(event_id, topic)
 
     async def _scan(
         self, pattern: str, after_seq: int, since_ts: int | None, until_ts: int | None, limit: int
@@ -130,8 +131,13 @@ class NatsStore(StoreBackend):
 
     # -- consumer groups ----------------------------------------------------------------------------------
 
-    async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
-        self._check_open()
+    def check_group_options(self, group: str, *, ordered_by_key: bool) -> None:
+        """``ordered_by_key`` has no JetStream counterpart: refused (``StoreUnsupported``) at SUBSCRIBE."""
+        if ordered_by_key:
+            raise unsupported_ordered(self._conn.shown, group)
+
+    def _first_at(self, pattern: str, start: StartPosition) -> Callable[[], Awaitable[int | None]]:
+        """The seq of the first event matching ``pattern`` with ``ts >= start.value`` (a scan)."""
 
         async def first_at() -> int | None:
             async for event in self._log.read(pattern_filter(self._conn.prefix, pattern), 0, None):
@@ -139,7 +145,18 @@ class NatsStore(StoreBackend):
                     return event.seq
             return None
 
-        return await self._groups.ensure(pattern, group, start, first_at)
+        return first_at
+
+    async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
+        self._check_open()
+        return await self._groups.ensure(pattern, group, start, self._first_at(pattern, start))
+
+    async def reset_group(self, pattern: str, group: str, to: StartPosition) -> GroupInfo | None:
+        """Delete the group's durable consumer and create it again at ``to`` (all / new / by start sequence
+        / the first event at the ts, as ``ensure_group``): JetStream's pending acks go with it, so every
+        in-flight delivery is released; the dead letters on ``dlq.<group>.>`` stay."""
+        self._check_open()
+        return await self._groups.reset(pattern, group, to, self._first_at(pattern, to))
 
     async def groups(self) -> list[GroupInfo]:
         self._check_open()
@@ -148,8 +165,8 @@ class NatsStore(StoreBackend):
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._groups.claim(request)
 
-    async def _ack(self, pattern: str, group: str, event_ids: list[str]) -> int:
-        return await self._groups.ack(pattern, group, event_ids)
+    async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        return await self._groups.ack(pattern, group, refs, member)
 
     async def _nack(self, request: NackRequest) -> bool:
         return await self._groups.nack(request, lambda held: self._held_event(held.msg))
@@ -157,8 +174,8 @@ class NatsStore(StoreBackend):
     def _held_event(self, msg: Any) -> Event:
         return decode_body(int(msg.metadata.sequence.stream), msg.data)
 
-    async def _extend(self, pattern: str, group: str, event_id: str, ack_timeout_ms: int, now: int) -> bool:
-        return await self._groups.extend(pattern, group, event_id, ack_timeout_ms, now)
+    async def _extend(self, request: ExtendRequest) -> bool:
+        return await self._groups.extend(request)
 
     async def release(self, pattern: str, group: str, member: str) -> int:
         self._check_open()
