@@ -10,13 +10,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nats_server import throwaway_stream
-from outboxhub.errors import StoreError, StoreURLError
+from outboxhub.errors import StoreUnsupported, StoreURLError
 from outboxhub.model import Delivery, NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
+from outboxhub.store.base import EventRef
 from outboxhub.store.nats.url import parse_url
 
 pytestmark = pytest.mark.nats
@@ -165,9 +167,55 @@ async def test_a_pattern_without_a_subject_filter_is_matched_in_the_hub(store: S
 
 
 async def test_ordered_by_key_is_refused_with_a_reason(store: Store) -> None:
+    with pytest.raises(StoreUnsupported, match="ordered_by_key is not supported on JetStream"):
+        store.check_group_options("g", ordered_by_key=True)
+    store.check_group_options("g", ordered_by_key=False)
     await store.ensure_group("t.*", "g", EARLIEST)
-    with pytest.raises(StoreError, match="ordered_by_key is not supported on JetStream"):
+    with pytest.raises(StoreUnsupported, match="ordered_by_key is not supported on JetStream"):
         await store.claim("t.*", "g", "m", limit=1, ack_timeout_ms=1000, max_deliver=1, ordered_by_key=True)
+
+
+async def test_a_subscribe_with_ordered_by_key_is_one_clear_err(
+    url: str, hub_factory: Any, ws_connect: Any, token: Any
+) -> None:
+    hub = await hub_factory(store=url)
+    client = await ws_connect(hub.ws_url, token=token())
+    opts = {"ordered_by_key": True}
+    err = await client.request("SUBSCRIBE", topic="t.*", group="g", opts=opts)
+    assert (err["op"], err["code"]) == ("ERR", "bad_request"), err
+    assert "ordered_by_key is not supported on JetStream" in err["msg"]
+    assert await hub.store.groups() == [], "the refused SUBSCRIBE created the group"
+    # Refused once, not retried: the connection is fine and a SUBSCRIBE without the option works.
+    ok = await client.request("SUBSCRIBE", topic="t.*", group="g")
+    assert ok["op"] == "OK", ok
+    await client.request("PUBLISH", topic="t.a", payload=1)
+    assert (await client.next_event())["event"]["payload"] == 1
+
+
+async def test_only_the_holder_settles_a_redelivered_delivery(store: Store) -> None:
+    await store.ensure_group("t.*", "g", EARLIEST)
+    sent = await store.publish(NewEvent(topic="t.a", payload=1, id="e1"))
+    await _claim(store, "first", ack_timeout_ms=300)
+    again = await _claim_until(store, 1, ack_timeout_ms=300)  # member "m1", after AckWait passed
+    assert [(d.event.seq, d.attempt) for d in again] == [(sent.seq, 2)]
+    ref = EventRef("e1", sent.seq)
+    assert await store.ack("t.*", "g", [ref], member="first") == 0, "a late ACK settled another's delivery"
+    assert not await store.nack("t.*", "g", ref, max_deliver=5, member="first", terminal=True)
+    assert not await store.extend("t.*", "g", ref, ack_timeout_ms=1_000, member="first")
+    assert await store.scan("dlq.**") == []
+    assert await store.ack("t.*", "g", [ref], member="m1") == 1
+
+
+async def test_extend_only_by_the_holder_before_its_deadline(store: Store) -> None:
+    await store.ensure_group("t.*", "g", EARLIEST)
+    sent = await store.publish(NewEvent(topic="t.a", payload=1, id="x"))
+    await _claim(store, "m1", ack_timeout_ms=400)
+    ref = EventRef("x", sent.seq)
+    assert not await store.extend("t.*", "g", ref, ack_timeout_ms=400, member="m2")
+    assert not await store.extend("t.*", "g", EventRef("other", sent.seq), ack_timeout_ms=400, member="m1")
+    assert await store.extend("t.*", "g", ref, ack_timeout_ms=400, member="m1")
+    await asyncio.sleep(0.6)  # past the deadline: the delivery is due, no extend
+    assert not await store.extend("t.*", "g", ref, ack_timeout_ms=400, member="m1")
 
 
 @pytest.mark.parametrize(

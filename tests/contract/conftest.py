@@ -73,6 +73,7 @@ NATS_NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
             "test_a_hot_key_does_not_starve_other_keys",
         )
     ),
+    ("*test_tenancy.py::test_a_held_back_event_cannot_be_settled_by_a_member[[]*", _JS_KEYS),
     *(
         (f"*{test}[[]*", _JS_CLOCK)
         for test in (
@@ -92,6 +93,11 @@ NATS_NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
             "test_redelivery.py::test_extend_pushes_the_deadline",
             "test_redelivery.py::test_next_deadline_is_the_earliest_pending_deadline",
             "test_restart.py::test_log_groups_pending_and_cursors_survive_a_restart",
+            "test_crash_loop.py::test_a_member_holding_one_event_at_a_time_dead_letters_only_that_event",
+            "test_crash_loop.py::test_every_event_a_crashing_member_held_uses_up_its_attempts",
+            "test_extend_terminal.py::test_extend_only_by_the_holder_and_only_while_delivered",
+            "test_extend_terminal.py::test_extend_names_the_delivery_by_seq_and_refuses_an_ambiguous_id",
+            "test_tenancy.py::test_a_member_may_not_settle_a_delivery_redelivered_to_another",
         )
     ),
 )

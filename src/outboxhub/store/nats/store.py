@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from outboxhub.errors import StoreURLError
+from outboxhub.errors import StoreError, StoreURLError
 from outboxhub.model import (
     Cursor,
     Delivery,
@@ -37,6 +37,8 @@ from outboxhub.store.nats.url import parse_url
 from outboxhub.topics import match_topic
 
 __all__ = ["NatsStore", "open_store"]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class NatsStore(StoreBackend):
@@ -67,6 +69,12 @@ class NatsStore(StoreBackend):
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         conn = self._conn
+        for row in rows:  # what every other store's 64-bit column refuses, refused before anything is sent
+            if not _INT64_MIN <= row[2] <= _INT64_MAX:
+                raise StoreError(
+                    f"NATS store {conn.shown}: event {row[0]} on {row[1]!r}: ts {row[2]} is outside the signed"
+                    " 64-bit range; nothing of this batch was stored"
+                )
         publishes = [
             conn.publish(subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0]))
             for row in rows
