@@ -72,8 +72,8 @@ class NatsStore(StoreBackend):
         for row in rows:  # what every other store's 64-bit column refuses, refused before anything is sent
             if not _INT64_MIN <= row[2] <= _INT64_MAX:
                 raise StoreError(
-                    f"NATS store {conn.shown}: event {row[0]} on {row[1]!r}: ts {row[2]} is outside the signed"
-                    " 64-bit range; nothing of this batch was stored"
+                    f"NATS store {conn.shown}: event {row[0]} on {row[1]!r}: ts {row[2]} is outside the"
+                    " signed 64-bit range; nothing of this batch was stored"
                 )
         publishes = [
             conn.publish(subject_of(conn.prefix, row[1], row[3]), encode_body(row), msg_id(row[1], row[0]))
