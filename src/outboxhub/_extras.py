@@ -1,6 +1,6 @@
 """The optional drivers and the extra that installs each (see ``[project.optional-dependencies]`` in
 pyproject.toml): ``postgres`` (psycopg), ``mongo`` (pymongo), ``mysql`` (asyncmy, PyMySQL), ``django``,
-``bench`` (hdrhistogram, psutil, nats-py).
+``nats`` (nats-py), ``bench`` (hdrhistogram, psutil, nats-py).
 
 ``pip install outboxhub`` gives the hub on SQLite, the CLI and the SDK; the backends and the bench import
 their driver only when used, and a missing driver is reported once, naming the extra to install.
@@ -17,6 +17,7 @@ DRIVERS: Final[dict[str, tuple[str, ...]]] = {
     "mongo": ("pymongo", "bson", "gridfs"),
     "mysql": ("asyncmy", "pymysql"),
     "django": ("django",),
+    "nats": ("nats",),
     "bench": ("hdrh", "psutil", "nats"),
 }
 """extra → the top-level modules it provides."""

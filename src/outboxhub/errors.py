@@ -35,6 +35,7 @@ __all__ = [
     "StoreError",
     "StoreURLError",
     "StoreUnavailable",
+    "StoreUnsupported",
     "TopicError",
     "is_error_code",
 ]
@@ -81,6 +82,11 @@ class StoreError(OutboxhubError):
 
 class StoreURLError(StoreError, ValueError):
     """A store URL has an unknown scheme or cannot be parsed; the message masks any password."""
+
+
+class StoreUnsupported(StoreError, ValueError):
+    """The store cannot do what was asked by design (an option it has no counterpart for, e.g.
+    ``ordered_by_key`` on JetStream); the message names the option (``ERR bad_request`` at SUBSCRIBE)."""
 
 
 class StoreUnavailable(StoreError):

@@ -162,4 +162,5 @@ async def test_commit_listeners_hear_the_newest_seq(store: Store) -> None:
 
 async def test_ping_and_url(store: Store) -> None:
     await store.ping()
-    assert store.url.split(":", 1)[0] in ("sqlite", "postgresql", "postgres", "mongodb", "mongodb+srv")
+    schemes = ("sqlite", "postgresql", "postgres", "mongodb", "mongodb+srv", "nats")
+    assert store.url.split(":", 1)[0] in schemes

@@ -81,6 +81,9 @@ def _command(scenario: Scenario) -> Any:
             str | None, typer.Option(help="Run the same workload against a peer: nats (JetStream).")
         ] = None,
         nats_url: Annotated[str, typer.Option(help="NATS server for --peer nats.")] = "nats://127.0.0.1:4222",
+        nats_replicas: Annotated[
+            int, typer.Option(min=1, max=5, help="Replicas of the --peer nats stream (a JetStream cluster).")
+        ] = 1,
         sdk: Annotated[
             bool, typer.Option(help="publish: add rows through the Python SDK (HubClient).")
         ] = False,
@@ -114,6 +117,7 @@ def _command(scenario: Scenario) -> Any:
                 groups=groups,
                 peer="nats" if peer == "nats" else None,
                 nats_url=nats_url,
+                nats_replicas=nats_replicas,
                 sdk=sdk,
                 repeat=repeat,
             )

@@ -46,6 +46,7 @@ class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
     groups: int = 10
     peer: Literal["nats"] | None = None
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_replicas: int = 1
     sdk: bool = False
     repeat: int = 1
 

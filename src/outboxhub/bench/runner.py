@@ -141,7 +141,14 @@ async def run_nats(
         raise RuntimeError(f"cannot connect to NATS at {url}: {exc!r} (is nats-server -js running?)") from exc
     try:
         jsm = admin.jetstream()
-        await jsm.add_stream(StreamConfig(name=ctx.stream, subjects=[ctx.subject], storage=StorageType.FILE))
+        await jsm.add_stream(
+            StreamConfig(
+                name=ctx.stream,
+                subjects=[ctx.subject],
+                storage=StorageType.FILE,
+                num_replicas=options.nats_replicas,
+            )
+        )
         try:
             return await NATS_SCENARIOS[scenario](ctx)
         finally:

@@ -141,7 +141,8 @@ class Bus:
         Creates the group at ``options.start`` if it does not exist. ``member`` names this member in the
         store (one id may serve several ``(pattern, group)`` pairs, but only once per pair); a fresh id is
         generated when omitted. Raises ``TopicError`` for a bad pattern, ``ValueError`` for a bad group name,
-        option or a member id already used in this group, ``StoreUnavailable`` when the store is down.
+        option or a member id already used in this group, ``StoreUnsupported`` for an option the store cannot
+        run (``ordered_by_key`` on JetStream), ``StoreUnavailable`` when the store is down.
         """
         if not self._started or self._closed:
             raise RuntimeError("Bus.subscribe() needs a started, open bus: await bus.start() first")
@@ -151,6 +152,7 @@ class Bus:
             return await self._live.subscribe(pattern, member_id, deliver)
         validate_group(group)
         _check_options(options)
+        self._store.check_group_options(group, ordered_by_key=options.ordered_by_key)
         await self._store.ensure_group(pattern, group, options.start)
         if self._closed:
             raise RuntimeError("the bus was closed while subscribing")

@@ -55,7 +55,8 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Store URL: sqlite:///path, postgresql://…, mongodb://…", autocompletion=complete_store_url
+            help="Store URL: sqlite:///path, postgresql://…, mongodb://…, nats://…",
+            autocompletion=complete_store_url,
         ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,

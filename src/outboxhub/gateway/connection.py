@@ -37,7 +37,7 @@ from aiohttp import WSMessage, WSMsgType, web
 from outboxhub.auth import acl
 from outboxhub.auth.decide import Decider
 from outboxhub.auth.jwt import Principal
-from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable
+from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, StoreUnsupported
 from outboxhub.gateway.context import GatewayContext, not_subscribed, utf8_size
 from outboxhub.gateway.delivery import SocketSub
 from outboxhub.gateway.publishquota import ConnectionLimits
@@ -458,6 +458,8 @@ class Connection(Settlement):
             self._release_quota(key)
             if isinstance(exc, StoreUnavailable):
                 self.out.fill(slot, self._err_bytes(frame.rid, UNAVAILABLE, f"store unavailable: {exc}"))
+            elif isinstance(exc, StoreUnsupported):
+                self.out.fill(slot, self._err_bytes(frame.rid, BAD_REQUEST, f"SUBSCRIBE.opts: {exc}"))
             else:
                 log.error("connection %s: subscribe %s %s failed", self.member, pattern, group, exc_info=exc)
                 self.out.fill(slot, self._err_bytes(frame.rid, INTERNAL, "internal error; not subscribed"))

@@ -2,7 +2,8 @@
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — embedded, the default (``.sqlite``);
 * ``postgresql://…`` — ``outboxhub.store.postgres.store``;
-* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``.
+* ``mongodb://…`` / ``mongodb+srv://…`` — ``outboxhub.store.mongo.store``;
+* ``nats://host:port[,host:port…]?stream=…`` — ``outboxhub.store.nats.store`` (JetStream, docs/jetstream.md).
 
 Each backend module exposes ``async def open_store(url: str, **options: Any) -> Store`` and is imported only
 when its scheme is used, so a missing driver only matters to whoever asks for that backend: without psycopg
@@ -28,6 +29,7 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     "postgres": ("outboxhub.store.postgres.store", "PostgreSQL"),
     "mongodb": ("outboxhub.store.mongo.store", "MongoDB"),
     "mongodb+srv": ("outboxhub.store.mongo.store", "MongoDB"),
+    "nats": ("outboxhub.store.nats.store", "NATS JetStream"),
 }
 
 
@@ -38,7 +40,9 @@ async def open_store(url: str, **options: Any) -> Store:
     ``StoreUnavailable`` when the database cannot be reached or opened. Messages mask any password.
     """
     if not isinstance(url, str) or not url.strip():
-        raise StoreURLError("store URL is empty; expected sqlite:///path.db, postgresql://… or mongodb://…")
+        raise StoreURLError(
+            "store URL is empty; expected sqlite:///path.db, postgresql://…, mongodb://… or nats://…"
+        )
     shown = mask_url(url)
     try:
         scheme = urlsplit(url).scheme.lower()
@@ -47,8 +51,8 @@ async def open_store(url: str, **options: Any) -> Store:
     backend = _BACKENDS.get(scheme)
     if backend is None:
         raise StoreURLError(
-            f"unknown store URL scheme {scheme!r} in {shown}: expected sqlite:///path.db, postgresql://… or"
-            " mongodb://…"
+            f"unknown store URL scheme {scheme!r} in {shown}: expected sqlite:///path.db, postgresql://…,"
+            " mongodb://… or nats://…"
         )
     module_name, label = backend
     try:

@@ -129,6 +129,9 @@ class StoreBackend(ABC):
 
     # -- consumer groups ----------------------------------------------------------------------------------
 
+    def check_group_options(self, group: str, *, ordered_by_key: bool) -> None:  # noqa: B027 - a default
+        """Every option is supported unless a backend says otherwise (``Store.check_group_options``)."""
+
     async def claim(
         self,
         pattern: str,

@@ -168,6 +168,12 @@ class Store(Protocol):
 
     # -- consumer groups ----------------------------------------------------------------------------------
 
+    def check_group_options(self, group: str, *, ordered_by_key: bool) -> None:
+        """Raise ``StoreUnsupported`` (naming the option) when this store cannot run ``group`` with these
+        options; the bus calls it at SUBSCRIBE, before ``ensure_group``, so the SUBSCRIBE fails once
+        instead of its claims failing forever."""
+        ...
+
     async def ensure_group(self, pattern: str, group: str, start: StartPosition) -> GroupInfo:
         """Create the group at ``start`` if it does not exist; return its state."""
         ...

@@ -1,0 +1,1 @@
+"""The NATS JetStream store: ``nats://host:port[,host:port…]?stream=NAME&replicas=N`` (docs/jetstream.md)."""

@@ -1,0 +1,531 @@
+"""Consumer groups on JetStream durable pull consumers: one consumer per group ``(pattern, group)``, shared by
+the group's members on every hub.
+
+The mapping (docs/jetstream.md):
+
+* ``ensure_group`` creates the durable consumer (explicit ack, the start position as its deliver policy,
+  ``MaxDeliver`` unlimited, ``MaxAckPending`` from the URL, the stream's replicas). Its description holds
+  the pattern and the group, so ``groups()`` lists them from the stream's consumers.
+* ``claim`` is one no-wait pull of up to ``limit`` messages. JetStream picks them: new ones, ones whose
+  ``AckWait`` passed, NAKed ones whose delay passed. ``AckWait`` is the claim's ``ack_timeout_ms`` (the
+  consumer is updated when a claim asks for another one). A message JetStream delivers for the
+  ``max_deliver + 1``-th time is dead-lettered instead (``dlq.<group>.<topic>``, reason ``ack timeout``)
+  and acked: that is the lifecycle's ``due --claim_final--> dead``, triggered by JetStream's delivery count.
+  Its reason is the last NACK reason this hub saw for the event, else ``ack timeout``.
+* The message of a delivery stays with the hub that pulled it, keyed by its seq, with the member it was
+  handed to. A settle names it as on every store (``EventRef``: by seq carrying the id, or by an id that
+  exactly one held delivery the settler may settle carries) and only the member holding it may settle it
+  (``may_settle``): ``ack`` acks the message through its own ack subject and waits for JetStream's
+  confirmation, ``nack`` NAKs it with the backoff as its delay or dead-letters it (``nack_final``,
+  ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full ``AckWait``) while the
+  delivery is *delivered* to that member (``ExtendRequest.applies`` on the real clock), ``release`` NAKs a
+  closing member's messages with no delay. A settle of a delivery another hub holds is a no-op here.
+* ``reset`` deletes the durable consumer and creates it again at the new start: JetStream forgets its
+  pending acks, so in-flight deliveries are released; this hub drops the messages it held.
+* ``ordered_by_key`` has no JetStream counterpart (a consumer cannot hold back one key): a claim that asks
+  for it fails with ``StoreUnsupported`` (and the bus refuses such a SUBSCRIBE before, through
+  ``NatsStore.check_group_options``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, ReplayPolicy
+
+from outboxhub.errors import StoreError, StoreUnsupported
+from outboxhub.ids import now_ms
+from outboxhub.model import Delivery, Event, GroupInfo, NewEvent, StartPosition
+from outboxhub.store.base import EventRef
+from outboxhub.store.common import ACK_TIMEOUT_REASON, NACK_REASON, dead_letter_event
+from outboxhub.store.lifecycle import (
+    DEAD_LETTER_TRIGGERS,
+    ClaimRequest,
+    ExtendRequest,
+    NackRequest,
+    State,
+    Trigger,
+    effective_max_deliver,
+    may_settle,
+    step,
+)
+from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
+from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
+
+__all__ = ["Groups", "ack_floor", "unsupported_ordered"]
+
+_log = logging.getLogger(__name__)
+_DEFAULT_ACK_WAIT_MS = 30_000
+_NEXT = "$JS.API.CONSUMER.MSG.NEXT"
+_MAX_REASONS = 10_000
+
+DeadLetter = Callable[[NewEvent], Awaitable[object]]
+
+
+@dataclass(slots=True)
+class _Held:
+    msg: Msg
+    event_id: str
+    member: str
+    attempts: int
+    deadline: int
+
+
+@dataclass(slots=True)
+class _Group:
+    pattern: str
+    group: str
+    name: str
+    flt: Filter
+    config: ConsumerConfig
+    inbox: str
+    queue: asyncio.Queue[Msg]
+    sub: Subscription
+    held: dict[int, _Held] = field(default_factory=dict)
+    """The deliveries this hub holds, by seq."""
+    timers: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
+    """The last NACK reason per seq NAKed here, for a later dead letter (bounded, oldest dropped)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _deliver_policy(start: StartPosition) -> dict[str, object]:
+    if start.kind == "earliest":
+        return {"deliver_policy": DeliverPolicy.ALL}
+    if start.kind == "seq":
+        return {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start.value + 1}
+    return {"deliver_policy": DeliverPolicy.NEW}
+
+
+class Groups:
+    """The consumer groups of one store (see the module docstring)."""
+
+    def __init__(self, conn: NatsConn, dead_letter: DeadLetter) -> None:
+        self._conn = conn
+        self._dead_letter = dead_letter
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._opening: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # -- consumers ----------------------------------------------------------------------------------------
+
+    async def ensure(
+        self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
+    ) -> GroupInfo:
+        """Create the group's consumer unless it exists. A ``ts`` start becomes the seq of the first matching
+        event with ``ts >= value`` (``first_at``, a scan: event ts are the hub's, not JetStream's times)."""
+        conn = self._conn
+        name = consumer_name(pattern, group)
+        flt = pattern_filter(conn.prefix, pattern)
+        config = ConsumerConfig(
+            durable_name=name,
+            description=json.dumps({"pattern": pattern, "group": group}),
+            filter_subject=flt.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=_DEFAULT_ACK_WAIT_MS / 1000,
+            max_deliver=-1,
+            max_ack_pending=conn.options.max_ack_pending,
+            replay_policy=ReplayPolicy.INSTANT,
+            **_deliver_policy(start),  # type: ignore[arg-type]
+        )
+        info = await self._info(name)
+        if info is None and start.kind == "ts":
+            first = await first_at()
+            start = StartPosition() if first is None else StartPosition(kind="seq", value=first - 1)
+            config.deliver_policy = _deliver_policy(start)["deliver_policy"]  # type: ignore[assignment]
+            config.opt_start_seq = None if first is None else first
+        if info is None:
+            try:
+                info = await conn.js.add_consumer(conn.stream, config)
+            except TRANSIENT as exc:
+                raise unavailable(conn.shown, exc) from exc
+            except nats.js.errors.APIError as exc:  # created by another hub meanwhile?
+                info = await self._info(name)
+                if info is None:
+                    raise StoreError(
+                        f"NATS store {conn.shown}: cannot create group {group!r}: {exc}"
+                    ) from exc
+        return await self._group_info(pattern, group, info)
+
+    async def _info(self, name: str) -> ConsumerInfo | None:
+        conn = self._conn
+        try:
+            info: ConsumerInfo = await conn.js.consumer_info(conn.stream, name)
+            return info
+        except nats.js.errors.NotFoundError:
+            return None
+        except TRANSIENT as exc:
+            raise unavailable(conn.shown, exc) from exc
+
+    async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
+        dead = await self._conn.call(
+            "stream info",
+            lambda: self._conn.js.stream_info(
+                self._conn.stream, subjects_filter=f"{self._conn.prefix}.dlq.{group}.>"
+            ),
+        )
+        return GroupInfo(
+            pattern=pattern,
+            group=group,
+            ack_floor=ack_floor(info),
+            frontier=int(info.delivered.stream_seq if info.delivered else 0),
+            in_flight=int(info.num_ack_pending or 0),
+            dead_letters=sum((dead.state.subjects or {}).values()),
+        )
+
+    async def info(self, pattern: str, group: str) -> ConsumerInfo | None:
+        return await self._info(consumer_name(pattern, group))
+
+    async def all(self) -> list[GroupInfo]:
+        conn = self._conn
+        infos = await conn.call("consumers", lambda: conn.js.consumers_info(conn.stream))
+        out: list[GroupInfo] = []
+        for info in infos:
+            try:
+                described = json.loads(info.config.description or "")
+                pattern, group = str(described["pattern"]), str(described["group"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a scan's throwaway consumer, or not ours
+            if consumer_name(pattern, group) == info.name:
+                out.append(await self._group_info(pattern, group, info))
+        return sorted(out, key=lambda g: (g.pattern, g.group))
+
+    async def _open(self, pattern: str, group: str) -> _Group | None:
+        key = (pattern, group)
+        state = self._groups.get(key)
+        if state is not None:
+            return state
+        lock = self._opening.setdefault(key, asyncio.Lock())
+        async with lock:
+            state = self._groups.get(key)
+            if state is not None:
+                return state
+            info = await self._info(consumer_name(pattern, group))
+            if info is None:
+                return None
+            conn = self._conn
+            queue: asyncio.Queue[Msg] = asyncio.Queue()
+            inbox = conn.nc.new_inbox()
+
+            async def on_msg(msg: Msg) -> None:
+                queue.put_nowait(msg)
+
+            sub = await conn.nc.subscribe(inbox, cb=on_msg)
+            state = _Group(
+                pattern,
+                group,
+                info.name,
+                pattern_filter(conn.prefix, pattern),
+                info.config,
+                inbox,
+                queue,
+                sub,
+            )
+            self._groups[key] = state
+            return state
+
+    async def _set_ack_wait(self, state: _Group, ack_timeout_ms: int) -> None:
+        wanted = max(1, ack_timeout_ms) / 1000
+        if state.config.ack_wait is not None and abs(state.config.ack_wait - wanted) < 0.0005:
+            return
+        conn = self._conn
+        state.config.ack_wait = wanted
+        info = await conn.call("update group", lambda: conn.js.add_consumer(conn.stream, state.config))
+        state.config = info.config
+
+    async def reset(
+        self, pattern: str, group: str, to: StartPosition, first_at: Callable[[], Awaitable[int | None]]
+    ) -> GroupInfo | None:
+        """Delete the group's consumer and create it again at ``to`` (see the module docstring); None when
+        the group does not exist. Claims of this hub wait for it (the group is reopened afterwards)."""
+        key = (pattern, group)
+        conn = self._conn
+        name = consumer_name(pattern, group)
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            if await self._info(name) is None:
+                return None
+            state = self._groups.pop(key, None)
+            if state is not None:
+                async with state.lock:  # a claim running in this hub ends first
+                    state.held.clear()  # late ACKs of these deliveries are no-ops
+                    state.reasons.clear()
+                    state.timers.clear()
+                    await state.sub.unsubscribe()
+            try:
+                await conn.js.delete_consumer(conn.stream, name)
+            except nats.js.errors.NotFoundError:
+                pass  # deleted by another hub's reset meanwhile
+            except TRANSIENT as exc:
+                raise unavailable(conn.shown, exc) from exc
+            return await self.ensure(pattern, group, to, first_at)
+
+    # -- claim --------------------------------------------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> list[Delivery]:
+        if request.ordered:
+            raise unsupported_ordered(self._conn.shown, request.group)
+        state = await self._open(request.pattern, request.group)
+        if state is None:
+            raise StoreError(
+                f"NATS store {self._conn.shown}: no group {request.group!r} on {request.pattern!r}"
+                " (ensure_group first)"
+            )
+        if request.limit <= 0:
+            return []
+        async with state.lock:
+            await self._set_ack_wait(state, request.ack_timeout_ms)
+            real_now = now_ms()
+            for seq in [s for s, h in state.held.items() if h.deadline <= real_now]:
+                del state.held[seq]  # its AckWait passed: JetStream redelivers it
+            msgs = await self._pull(state, request.limit)
+            out: list[Delivery] = []
+            ack_wait = int((state.config.ack_wait or 30) * 1000)
+            max_deliver = effective_max_deliver(request.max_deliver)
+            for msg in msgs:
+                delivery = await self._take(state, msg, request, ack_wait, max_deliver, real_now)
+                if delivery is not None:
+                    out.append(delivery)
+            return out
+
+    async def _pull(self, state: _Group, limit: int) -> list[Msg]:
+        conn = self._conn
+        msgs: list[Msg] = []
+        while not state.queue.empty():  # late answers to an earlier pull that timed out
+            late = state.queue.get_nowait()
+            if not _status(late):
+                msgs.append(late)  # delivered to this hub all the same: hand it out
+        if len(msgs) >= limit:
+            for extra in msgs[limit:]:  # beyond the member's capacity: back to JetStream at once
+                await extra.nak()
+            return msgs[:limit]
+        limit -= len(msgs)
+        request = json.dumps({"batch": limit, "no_wait": True}).encode()
+        try:
+            await conn.nc.publish(f"{_NEXT}.{conn.stream}.{state.name}", request, reply=state.inbox)
+        except TRANSIENT as exc:
+            raise unavailable(conn.shown, exc) from exc
+        wanted = len(msgs) + limit
+        try:
+            async with asyncio.timeout(conn.options.timeout_s):
+                while len(msgs) < wanted:
+                    msg = await state.queue.get()
+                    status = _status(msg)
+                    if status is None:
+                        msgs.append(msg)
+                    elif status in ("404", "408"):
+                        break
+                    elif status != "100":  # 100: an idle heartbeat
+                        description = msg.headers.get("Description", "") if msg.headers else ""
+                        if status == "409" and "deleted" not in description.lower():
+                            break  # e.g. "Exceeded MaxAckPending": the group is at its cap; nothing more now
+                        raise StoreError(
+                            f"NATS store {conn.shown}: pull from group {state.group!r}:"
+                            f" {status} {description}"
+                        )
+        except TimeoutError as exc:
+            if not msgs:
+                raise unavailable(conn.shown, exc) from exc
+        return msgs
+
+    async def _take(
+        self, state: _Group, msg: Msg, request: ClaimRequest, ack_wait: int, max_deliver: int, real_now: int
+    ) -> Delivery | None:
+        meta = msg.metadata
+        seq, attempts = int(meta.sequence.stream), int(meta.num_delivered)
+        try:
+            event = decode_body(seq, msg.data)
+        except ValueError:
+            _log.warning("NATS store %s: message %s is no outboxhub event; terminated", self._conn.shown, seq)
+            await msg.term()
+            return None
+        if not state.flt.matches(event.topic):
+            await msg.ack()  # the filter is wider than the pattern: not this group's event
+            return None
+        previous = State.NEW if attempts == 1 else State.DUE
+        if attempts > max_deliver:
+            step(previous, Trigger.CLAIM_FINAL)
+            reason = state.reasons.pop(seq, ACK_TIMEOUT_REASON)
+            await self._dead(state, event, attempts - 1, reason, request.now)
+            await msg.ack()
+            return None
+        step(previous, Trigger.CLAIM)
+        state.held[seq] = _Held(msg, event.id, request.member, attempts, real_now + ack_wait)
+        return Delivery(event=event, attempt=attempts, deadline=request.now + ack_wait)
+
+    async def _dead(self, state: _Group, event: Event, attempts: int, reason: str, now: int) -> None:
+        await self._dead_letter(
+            dead_letter_event(event, state.pattern, state.group, attempts=attempts, reason=reason, now=now)
+        )
+
+    # -- settle -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(state: _Group, ref: EventRef, member: str | None) -> tuple[int, _Held] | None:
+        """The held delivery ``ref`` names that ``member`` may settle (``may_settle``): by seq carrying the
+        id, or the one delivery with the id (two with it: ambiguous, None)."""
+        if ref.seq is not None:
+            held = state.held.get(ref.seq)
+            if held is None or held.event_id != ref.id:
+                return None
+            found = [(ref.seq, held)]
+        else:
+            found = [(seq, h) for seq, h in state.held.items() if h.event_id == ref.id]
+        found = [
+            (seq, h) for seq, h in found if may_settle(settler=member, holder=h.member, attempts=h.attempts)
+        ]
+        return found[0] if len(found) == 1 else None
+
+    async def ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
+        state = self._groups.get((pattern, group))
+        if state is None:
+            return 0
+        held: list[_Held] = []
+        for ref in refs:
+            found = self._find(state, ref, member)
+            if found is not None:
+                seq, h = found
+                del state.held[seq]
+                state.reasons.pop(seq, None)
+                held.append(h)
+        if held:
+            # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
+            # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
+            # client's ACK is answered.
+            timeout = self._conn.options.timeout_s
+            try:
+                await asyncio.gather(*(h.msg.ack_sync(timeout=timeout) for h in held))
+            except TRANSIENT as exc:
+                raise unavailable(self._conn.shown, exc) from exc
+        return len(held)
+
+    async def _flush(self) -> None:
+        try:
+            await self._conn.nc.flush(timeout=max(1, int(self._conn.options.timeout_s)))
+        except TRANSIENT as exc:
+            raise unavailable(self._conn.shown, exc) from exc
+
+    async def nack(self, request: NackRequest, event: Callable[[_Held], Event]) -> bool:
+        state = self._groups.get((request.pattern, request.group))
+        found = (
+            None
+            if state is None
+            else self._find(state, EventRef(request.event_id, request.seq), request.member)
+        )
+        if state is None or found is None:
+            return False
+        seq, held = found
+        trigger = request.trigger(
+            attempts=held.attempts, held=True, deadline=max(held.deadline, request.now + 1)
+        )
+        if trigger is None:
+            return False
+        del state.held[seq]
+        if trigger in DEAD_LETTER_TRIGGERS:
+            reason = request.reason or NACK_REASON
+            await self._dead(state, event(held), held.attempts, reason, request.now)
+            try:
+                await held.msg.ack_sync(timeout=self._conn.options.timeout_s)
+            except TRANSIENT as exc:
+                raise unavailable(self._conn.shown, exc) from exc
+            state.reasons.pop(seq, None)
+            return True
+        due = request.redeliver_at(held.attempts)
+        delay_ms = max(0, due - request.now)
+        await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)
+        if request.reason is not None:
+            state.reasons.pop(seq, None)
+            state.reasons[seq] = request.reason
+            if len(state.reasons) > _MAX_REASONS:
+                del state.reasons[next(iter(state.reasons))]
+        heapq.heappush(state.timers, now_ms() + delay_ms)
+        await self._flush()
+        return True
+
+    async def extend(self, request: ExtendRequest) -> bool:
+        """In-progress for a delivery *delivered* to ``request.member``: on the real clock, since JetStream
+        keeps ``AckWait`` on its own (``request.now`` cannot move it)."""
+        state = self._groups.get((request.pattern, request.group))
+        if state is None:
+            return False
+        real = replace(request, now=now_ms())
+        if request.seq is not None:
+            held = state.held.get(request.seq)
+            candidates = [held] if held is not None and held.event_id == request.event_id else []
+        else:
+            candidates = [h for h in state.held.values() if h.event_id == request.event_id]
+        fit = [
+            h for h in candidates if real.applies(attempts=h.attempts, member=h.member, deadline=h.deadline)
+        ]
+        if len(fit) != 1:
+            return False
+        held = fit[0]
+        await held.msg.in_progress()
+        held.deadline = now_ms() + int((state.config.ack_wait or 30) * 1000)
+        return True
+
+    async def release(self, pattern: str, group: str, member: str) -> int:
+        state = self._groups.get((pattern, group))
+        if state is None:
+            return 0
+        mine = [seq for seq, held in state.held.items() if held.member == member]
+        for seq in mine:
+            await state.held.pop(seq).msg.nak()
+        if mine:
+            await self._flush()
+        return len(mine)
+
+    def next_deadline(self, pattern: str, group: str) -> int | None:
+        """The earliest moment something this hub knows of becomes claimable: one of its held deliveries
+        times out, or one of its NAKs' delays ends (other hubs' are heard through their polls)."""
+        state = self._groups.get((pattern, group))
+        if state is None:
+            return None
+        now = now_ms()
+        while state.timers and state.timers[0] <= now - 1000:
+            heapq.heappop(state.timers)
+        times = [h.deadline for h in state.held.values()]
+        if state.timers:
+            times.append(state.timers[0])
+        return min(times, default=None)
+
+    async def close(self) -> None:
+        for state in self._groups.values():
+            for held in state.held.values():
+                try:
+                    await held.msg.nak()
+                except Exception:  # closing: JetStream redelivers after AckWait anyway
+                    break
+            state.held.clear()
+
+
+def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
+    """The refusal of ``ordered_by_key`` (docs/jetstream.md)."""
+    return StoreUnsupported(
+        f"NATS store {shown}: ordered_by_key is not supported on JetStream (group {group!r}): a consumer"
+        " cannot hold one key back while delivering others; subscribe without it (docs/jetstream.md)"
+    )
+
+
+def ack_floor(info: ConsumerInfo) -> int:
+    """The group's ack floor from its consumer: JetStream's ack floor, or the delivered seq when nothing is
+    awaiting an ack (a new consumer reports 0 while it starts past the log's end), never below the start."""
+    delivered = int(info.delivered.stream_seq if info.delivered else 0)
+    if not info.num_ack_pending:
+        return delivered
+    floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
+    return max(floor, int(info.config.opt_start_seq or 1) - 1)
+
+
+def _status(msg: Msg) -> str | None:
+    if msg.headers and not msg.data:
+        status = msg.headers.get("Status")
+        if status:
+            return str(status)
+    return None

@@ -1,0 +1,71 @@
+"""NATS JetStream for the tests: the machine's server (``OUTBOXHUB_TEST_NATS_URL``, default
+``nats://127.0.0.1:4222``) and a throwaway stream per test, deleted afterwards.
+
+A server that does not answer skips the test, or fails it under ``CI=true`` (``tests/conftest.py``'s
+handler of ``outboxhub.testing.unavailable``), with a message naming the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from outboxhub.testing import unavailable
+
+__all__ = ["ENV", "nats_database", "nats_url", "throwaway_stream"]
+
+ENV = "OUTBOXHUB_TEST_NATS_URL"
+
+
+def nats_url() -> str:
+    """The test server's URL (servers only, no options)."""
+    return os.environ.get(ENV, "nats://127.0.0.1:4222")
+
+
+async def _connect(url: str):  # type: ignore[no-untyped-def]
+    try:
+        import nats
+    except ModuleNotFoundError:
+        unavailable("the NATS tests need nats-py: pip install 'outboxhub[nats]'")
+    try:
+        # Bounded: the driver may retry a first connection it cannot make.
+        return await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False), 5
+        )
+    except Exception as exc:
+        unavailable(f"NATS JetStream at {url} ({ENV}) is not reachable: {type(exc).__name__}: {exc}")
+
+
+@asynccontextmanager
+async def throwaway_stream(
+    url: str | None = None, *, replicas: int = 1, options: str = ""
+) -> AsyncIterator[str]:
+    """A store URL naming a fresh stream on ``url`` (the test server by default); the stream is deleted
+    after the block."""
+    server = url or nats_url()
+    name = "T" + uuid.uuid4().hex[:16]
+    nc = await _connect(server.split(",")[0])
+    try:
+        await nc.jetstream().account_info()
+    except Exception as exc:
+        await nc.close()
+        unavailable(f"NATS at {server} ({ENV}) has no JetStream: {type(exc).__name__}: {exc}")
+    try:
+        yield f"{server}?stream={name}&replicas={replicas}{options}"
+    finally:
+        with contextlib.suppress(Exception):  # never created (the test failed before opening a store)
+            await nc.jetstream().delete_stream(name)
+        await nc.close()
+
+
+@asynccontextmanager
+async def nats_database(tmp_path: Path) -> AsyncIterator[str]:
+    """The contract suite's database: a throwaway stream on the test server."""
+    del tmp_path
+    async with throwaway_stream() as url:
+        yield url
