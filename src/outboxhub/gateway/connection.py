@@ -1,9 +1,8 @@
 """One WebSocket connection of the gateway: its auth state, policy and subscriptions.
 
-:class:`~outboxhub.gateway.server.Gateway` upgrades the socket and hands it to a :class:`Connection`.
-
-The handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame,
-decode it, dispatch it, repeat. What keeps it fast and fair:
+:class:`~outboxhub.gateway.server.Gateway` upgrades the socket and hands it to a :class:`Connection`. The
+handler is a short loop around the pure codec in :mod:`outboxhub.protocol.codec`: read a frame, decode it,
+dispatch it, repeat. What keeps it fast and fair:
 
 * **Pipelining.** PUBLISH, ACK, NACK and EXTEND do not block the reader: each takes its place in the
   reply order (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer
