@@ -69,16 +69,23 @@ test-py:
 	    echo "make test-py: skipping Python $(PY) (not found; CI=true would fail here)"; \
 	fi
 
-# Every supported Python other than the one .venv runs on.
+# Every supported Python other than the one .venv runs on, side by side (the two runs mostly wait on
+# sockets and subprocesses, so on two cores this takes about as long as one); each run's output is printed
+# when it ends, and the target fails when any run failed.
 test-pythons: $(DEVSTAMP)
-	@main="$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+	@main="$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; runs=""; \
 	for v in $(SUPPORTED_PYTHONS); do \
-	    [ "$$v" = "$$main" ] || $(MAKE) --no-print-directory test-py PY=$$v || exit 1; \
-	done
+	    [ "$$v" = "$$main" ] && continue; \
+	    $(MAKE) --no-print-directory test-py PY=$$v > .test-py-$$v.log 2>&1 & runs="$$runs $$!:$$v"; \
+	done; \
+	status=0; for run in $$runs; do \
+	    wait "$${run%%:*}" || status=1; cat ".test-py-$${run##*:}.log"; \
+	done; \
+	exit $$status
 
 ## Install the dev extras into .venv and run the whole suite (ruff, mypy (strict), pytest), then the suite
 ## without the service-bound tests on the other supported Pythons.
 test: lint typecheck pytest test-pythons
 
 clean:
-	rm -rf $(VENV) $(foreach v,$(SUPPORTED_PYTHONS),.venv-$(v)) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(foreach v,$(SUPPORTED_PYTHONS),.venv-$(v) .test-py-$(v).log) .mypy_cache .ruff_cache .pytest_cache
