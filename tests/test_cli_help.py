@@ -118,12 +118,17 @@ def _complete(words: str, cword: int) -> list[str]:
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_script_is_generated_for_each_shell(shell: str) -> None:
+    # Without this, typer's --show-completion is a flag that detects the shell from the parent processes
+    # (shellingham), so the result would depend on what runs the tests (``make`` recipes run under sh, which
+    # typer does not support); typer's own switch makes the option take the shell named here.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "outboxhub.cli", "--show-completion", shell],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "_OUTBOXHUB_COMPLETE" in result.stdout and "outboxhub" in result.stdout
