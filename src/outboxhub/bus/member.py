@@ -29,10 +29,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from outboxhub.bus.acks import AckBatcher
 from outboxhub.bus.interest import BusStats
+from outboxhub.bus.parking import ClaimParking, ParkedClaimHandle
 from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable
@@ -57,42 +58,20 @@ class AmbiguousSettle(ValueError):
     """An ACK/NACK without seq whose event id names more than one delivery held by its member."""
 
 
-class ParkedClaimHandle(Protocol):
-    """A claim parked with a store: ``future`` resolves with ``(deliveries, last_seq)`` when it ran."""
-
-    @property
-    def future(self) -> asyncio.Future[Any]: ...
-
-    def withdraw(self) -> bool:
-        """Take the claim back; False when it already ran or is running (then await ``future``)."""
-        ...
-
-    def covers(self, seq: int) -> bool:
-        """True when the claim ran in a batch that committed at least up to ``seq``."""
-        ...
-
-
-@runtime_checkable
-class ClaimParking(Protocol):
-    """A store that can run a member's next claim inside the write batch that appends a matching event."""
-
-    def park_claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        *,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered_by_key: bool = False,
-    ) -> ParkedClaimHandle: ...
-
-
 class GroupState:
     """What this process knows about one ``(pattern, group)``: its local members and who holds what."""
 
-    __slots__ = ("_deadline", "_deadline_until", "acks", "group", "holders", "members", "options", "pattern")
+    __slots__ = (
+        "_deadline",
+        "_deadline_epoch",
+        "_deadline_until",
+        "acks",
+        "group",
+        "holders",
+        "members",
+        "options",
+        "pattern",
+    )
 
     def __init__(self, store: Store, pattern: str, group: str, options: GroupOptions) -> None:
         self.pattern = pattern
@@ -103,6 +82,8 @@ class GroupState:
         self.acks = AckBatcher(store, pattern, group, is_local=self.holders.__contains__, on_acked=self.acked)
         self._deadline: int | None = None  # a lower bound of the group's next deadline (None: none pending)
         self._deadline_until = 0  # ms: trust _deadline until then (0: unknown)
+        # Bumped by every local change to the deadlines: a store read that started before one is not learned.
+        self._deadline_epoch = 0
 
     def known_deadline(self, now: int) -> tuple[bool, int | None]:
         """(True, the group's next deadline or None) when it is known without a store read."""
@@ -111,17 +92,28 @@ class GroupState:
             return True, deadline
         return False, None
 
-    def learn_deadline(self, deadline: int | None, valid_until: int) -> None:
-        """The store's answer to ``next_deadline``, trusted until ``valid_until`` (ms)."""
+    @property
+    def deadline_epoch(self) -> int:
+        """Changes whenever a NACK, release or local claim changes the group's deadlines."""
+        return self._deadline_epoch
+
+    def learn_deadline(self, deadline: int | None, valid_until: int, epoch: int) -> None:
+        """The store's answer to ``next_deadline`` (read from ``epoch`` on), trusted until ``valid_until``
+        (ms). Ignored when the deadlines changed meanwhile: the answer may predate a NACK, and a stale bound
+        would leave the redelivery waiting for the safety poll."""
+        if epoch != self._deadline_epoch:
+            return
         self._deadline = deadline
         self._deadline_until = valid_until
 
     def claimed(self, earliest: int) -> None:
         """A local member claimed deliveries due at ``earliest`` at the soonest."""
+        self._deadline_epoch += 1
         if self._deadline is None or earliest < self._deadline:
             self._deadline = earliest
 
     def forget_deadline(self) -> None:
+        self._deadline_epoch += 1
         self._deadline_until = 0
 
     def acked(self, refs: Sequence[EventRef]) -> None:
@@ -419,8 +411,9 @@ class GroupMember(Subscription):
         known, deadline = self._state.known_deadline(now)
         if known:
             return deadline
+        epoch = self._state.deadline_epoch
         deadline = await self._store.next_deadline(self.pattern, self._state.group)
-        self._state.learn_deadline(deadline, now + int(self._poll_interval_s * 1000))
+        self._state.learn_deadline(deadline, now + int(self._poll_interval_s * 1000), epoch)
         return deadline
 
     async def _sleep(self, timeout_s: float, limit: int) -> tuple[list[Delivery], int] | None:
