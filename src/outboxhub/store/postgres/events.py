@@ -55,15 +55,11 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[Event]:
     return [decode_event(cast(EventRow, tuple(row[:7])), names.__getitem__) for row in rows]
 
 
-async def append(
-    conn: PgConn, channel: str, rows: Sequence[Prepared], *, commit: bool = False
-) -> tuple[list[PublishResult], int]:
+async def append(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[list[PublishResult], int]:
     """Append prepared events in order (idempotent by ``(topic, id)``, also within ``rows``); return the
     results and the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction,
-    if any.
-
-    ``commit``: send COMMIT right behind the append (``conn`` in pipeline mode, inside a transaction), so
-    the results arrive once the transaction is committed, in the same round trip."""
+    if any; on a connection in autocommit mode with none open, the one statement is its own transaction
+    and the results arrive once it is committed (the store's writer: one round trip, one wait)."""
     first: dict[tuple[str, str], int] = {}
     unique: list[Prepared] = []
     for row in rows:
@@ -82,8 +78,6 @@ async def append(
             channel,
         ),
     )
-    if commit:
-        await conn.execute("COMMIT")
     stored = await cur.fetchall()
     seqs = [(int(seq), bool(dup)) for _, seq, dup in stored]
     top = max((seq for seq, dup in seqs if not dup), default=0)

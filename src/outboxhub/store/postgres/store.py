@@ -16,7 +16,8 @@ Design:
   would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
   once per batch, for one short statement plus the commit.
 * **Group commit.** One writer task per store (``store/groupcommit.py``) appends everything queued in one
-  ``publish_events`` call, sent with its BEGIN and COMMIT in one round trip, and confirms each publish only
+  ``publish_events`` statement, run in autocommit mode (the statement is the transaction: one round
+  trip, no BEGIN or COMMIT to send, no pipeline mode to enter), and confirms each publish only
   after that commit. Batches grow with load.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
@@ -230,10 +231,11 @@ class PostgresStore(StoreBackend):
             self._pool_check = asyncio.get_running_loop().create_task(self._pool.check())
 
     async def _stage(self, rows: Sequence[Prepared]) -> _CommittedBatch:
-        """Append ``rows`` in one transaction whose BEGIN, append and COMMIT travel in one round trip, then
-        call the commit listeners; the writer's ``commit()`` has nothing left to do.
+        """Append ``rows`` in one transaction, a single ``publish_events`` statement in autocommit mode (one
+        round trip, one wait for the driver), then call the commit listeners; the writer's ``commit()`` has
+        nothing left to do.
 
-        Sending COMMIT with the append keeps the seq counter's lock held only for what the server itself
+        Committing with the append keeps the seq counter's lock held only for what the server itself
         needs (the insert and the WAL flush), not also for a round trip through the event loop. So the
         writer writes batches one after another (staging the next batch waits for this one's COMMIT), in
         the order they were queued.
@@ -251,9 +253,9 @@ class PostgresStore(StoreBackend):
             except psycopg.Error as exc:
                 raise translate(exc, self._url) from exc
             try:
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    results, top = await events.append(conn, self._channel, rows, commit=True)
+                # Autocommit: the one statement is its own transaction (synchronous commit, the
+                # connection's default), so the reply arrives once it is committed, after one wait.
+                results, top = await events.append(conn, self._channel, rows)
             except psycopg.Error as exc:
                 await self._give_back(conn)
                 if not self._again(exc, failures):
