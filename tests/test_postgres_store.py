@@ -517,6 +517,7 @@ async def _explain_everything(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     except psycopg.Error as exc:  # the module ships with PostgreSQL; loading it needs a superuser
         pytest.fail(f"cannot load auto_explain on the test server ({exc}); connect as a superuser")
     await conn.execute("SET auto_explain.log_min_duration = 0")
+    await conn.execute("SET auto_explain.log_nested_statements = on")  # claim_new's statements
     await conn.execute("SET client_min_messages = log")
     return plans
 

@@ -30,7 +30,9 @@ lost, or a reader that saw it would skip the different event that takes its seq 
 publishes (``publish_events`` from the store's writer) always commit synchronously. What this buys: a
 claim or ack no longer waits for a disk flush, and the flushes left (publishes) are not queued behind them.
 
-Round trips: a claim is two. Its first carries BEGIN, the group lock, the first chunk of expired events and
+Round trips: a claim that hands out new events only (no pending event due, not key-ordered) is one, the
+``claim_new`` function (``claim.py``); it falls back to the claim below, in Python, otherwise. That claim is
+two round trips. Its first carries BEGIN, the group lock, the first chunk of expired events and
 the first page of new ones (both read in snapshots taken after the lock, see above); its second carries
 the pending rows, the frontier and COMMIT (``conn.pipelined_transaction``). More only when a claim
 dead-letters, needs a second chunk or page, or orders by key.
@@ -57,6 +59,7 @@ from outboxhub.store.lifecycle import (
     NackRequest,
     Verdict,
 )
+from outboxhub.store.postgres import claim as fast
 from outboxhub.store.postgres import events
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
@@ -203,6 +206,8 @@ async def claim(conn: PgConn, ctx: ClaimContext, request: ClaimRequest) -> list[
         async with conn.transaction():
             await _lock_group(conn, pattern, name)
             return []
+    if fast.handles(request) and (claimed := await fast.claim_new(conn, request)) is not None:
+        return claimed
     plan = request.plan()
     where = topic_filter(pattern)
     first_want = plan.first_page_size()

@@ -21,6 +21,8 @@ Tables:
   from the frontier and the oldest pending seq when read (``groups.py``).
 * ``pending``: a group's deliveries not yet acked. ``member`` NULL with ``attempts`` 0 marks an event held
   back by key ordering; ``deadline`` is when it becomes deliverable (again).
+
+Functions: ``publish_events`` (every append) and, from version 3, ``claim_new`` (the common claim).
 """
 
 from __future__ import annotations
@@ -179,7 +181,94 @@ def _v2() -> list[str]:
     ]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2]
+_CLAIM_COLUMNS = "e.seq, e.id, e.topic_id, e.ts, e.key, e.payload, e.meta"
+
+_CLAIM_SCANS = {
+    # The statements of ``events.scan_query``, one per kind of topic filter (``claim.FILTER_KINDS``), with
+    # the frontier and the limit as variables: each keeps its own cached plan.
+    0: f"SELECT {_CLAIM_COLUMNS}, t.topic FROM events e JOIN topics t ON t.topic_id = e.topic_id"
+    " WHERE e.seq > v_frontier ORDER BY e.seq LIMIT p_limit",
+    1: f"SELECT {_CLAIM_COLUMNS}, p_a FROM events e"
+    " WHERE e.topic_id = ANY(ARRAY[(SELECT t.topic_id FROM topics t WHERE t.topic = p_a)])"
+    " AND e.seq > v_frontier ORDER BY e.topic_id, e.seq LIMIT p_limit",
+    2: f"SELECT {_CLAIM_COLUMNS}, t.topic FROM topics t CROSS JOIN LATERAL ("
+    " SELECT e.* FROM events e WHERE e.topic_id = ANY(ARRAY[t.topic_id]) AND e.seq > v_frontier"
+    " ORDER BY e.topic_id, e.seq LIMIT p_limit) e"
+    " WHERE t.topic ~ p_c AND t.last_seq > v_frontier ORDER BY e.seq LIMIT p_limit",
+    3: f"SELECT {_CLAIM_COLUMNS}, t.topic FROM topics t CROSS JOIN LATERAL ("
+    " SELECT e.* FROM events e WHERE e.topic_id = ANY(ARRAY[t.topic_id]) AND e.seq > v_frontier"
+    " ORDER BY e.topic_id, e.seq LIMIT p_limit) e"
+    " WHERE (t.topic = p_a OR t.topic LIKE p_b) AND t.topic ~ p_c AND t.last_seq > v_frontier"
+    " ORDER BY e.seq LIMIT p_limit",
+}
+
+
+def _claim_branch(kind: int) -> str:
+    return f"""
+        RETURN QUERY
+        WITH page AS MATERIALIZED ({_CLAIM_SCANS[kind]}),
+        ins AS (
+            INSERT INTO pending (gid, seq, event_id, key, member, deadline, attempts)
+            SELECT v_gid, pg.seq, pg.id, pg.key, p_member, p_deadline, 1 FROM page pg
+        ), moved AS (
+            UPDATE groups g SET frontier = f.frontier
+            FROM (
+                SELECT CASE WHEN count(*) < p_limit THEN GREATEST(coalesce(max(pg.seq), v_frontier), v_last)
+                            ELSE max(pg.seq) END AS frontier
+                FROM page pg
+            ) f
+            WHERE g.gid = v_gid AND f.frontier <> v_frontier
+        )
+        SELECT false, pg.* FROM page pg;"""
+
+
+_CLAIM_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION claim_new(
+    p_pattern text, p_name text, p_member text, p_now bigint, p_deadline bigint, p_limit integer,
+    p_kind integer, p_a text, p_b text, p_c text
+) RETURNS TABLE (
+    fallback boolean, seq bigint, id text, topic_id integer, ts bigint, key text, payload json, meta json,
+    topic text
+)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_gid integer;
+    v_frontier bigint;
+    v_last bigint;
+BEGIN
+    -- Group state only, never events: the commit need not wait for the WAL flush (groups.py).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- The lock serialises the group's claims; the statements after it take snapshots that see every commit
+    -- that preceded it (READ COMMITTED, a volatile function). last_seq is read no later than the lock.
+    SELECT g.gid, g.frontier, c.last_seq INTO v_gid, v_frontier, v_last
+    FROM groups g CROSS JOIN counter c
+    WHERE g.pattern = p_pattern AND g.name = p_name AND c.id = 1 FOR UPDATE OF g;
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM pending p WHERE p.gid = v_gid AND p.deadline <= p_now) THEN
+        -- An unknown group, or a pending event due (a redelivery, a dead letter): the caller's planner.
+        RETURN QUERY SELECT true, NULL::bigint, NULL::text, NULL::integer, NULL::bigint, NULL::text,
+            NULL::json, NULL::json, NULL::text;
+        RETURN;
+    END IF;
+    IF p_kind = 0 THEN{_claim_branch(0)}
+    ELSIF p_kind = 1 THEN{_claim_branch(1)}
+    ELSIF p_kind = 2 THEN{_claim_branch(2)}
+    ELSE{_claim_branch(3)}
+    END IF;
+END
+$fn$
+"""
+
+
+def _v3() -> list[str]:
+    """``claim_new``: the common claim (no pending event due, not key-ordered) in one statement, one round
+    trip (``claim.py``)."""
+    return [_CLAIM_FUNCTION]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 
