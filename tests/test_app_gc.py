@@ -18,4 +18,3 @@ def test_settle_gc_freezes_start_up_state_and_collects_the_young_generation_less
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-
