@@ -54,6 +54,8 @@ class WriterStats:
     """Counters for tests and metrics (read without locking; they only grow)."""
 
     commits: int = 0
+    inline_commits: int = 0
+    """Commits run on the event loop thread (``Writer.publish``); also counted in ``commits``."""
     jobs: int = 0
     events: int = 0
     checkpoints: int = 0
@@ -96,6 +98,8 @@ class Writer:
         self._inline_used = False
         self._inline = False  # an inline batch is running: ``_post`` resolves at once
         self._stopping = False
+        # A commit that syncs the WAL (synchronous=full/extra) takes milliseconds: never on the loop thread.
+        self._inline_allowed = synchronous in ("off", "normal")
         self._parking = ParkingLot()
         self._batch_topics: set[str] = set()  # topics appended by the current batch (writer thread)
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
@@ -130,12 +134,19 @@ class Writer:
         When the writer thread has nothing queued or unresolved, the first publish of a loop iteration is
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
-        Later publishes of the same iteration go to the thread, so a burst is still group-committed.
+        Later publishes of the same iteration go to the thread, so a burst is still group-committed. Not
+        with ``synchronous=full``/``extra``, whose commits wait for an fsync.
         """
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
-        if self._outstanding or self._inline_used or self._stopping or self._tx is None:
+        if (
+            self._outstanding
+            or self._inline_used
+            or self._stopping
+            or not self._inline_allowed
+            or self._tx is None
+        ):
             self._outstanding += 1
             self._queue.put((fut, None, rows))
             return fut
@@ -171,6 +182,7 @@ class Writer:
             _rollback(conn)
             return False
         self._inline = True
+        self.stats.inline_commits += 1
         try:
             self._guarded_batch(conn, tx, [job], begun=True)
         finally:
