@@ -135,7 +135,9 @@ class Writer:
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
         Later publishes of the same iteration go to the thread, so a burst is still group-committed. Not
-        with ``synchronous=full``/``extra``, whose commits wait for an fsync.
+        with ``synchronous=full``/``extra``, whose commits wait for an fsync, and not while a group member
+        has a claim parked: with the claim in that commit, end-to-end p99 at 1,000 events/s was worse in
+        most runs under load (docs/benchmarks.md, issue #16 third round), so delivery keeps the thread.
         """
         loop = self._loop
         assert loop is not None, "the writer is not started"
@@ -143,6 +145,7 @@ class Writer:
         if (
             self._outstanding
             or self._inline_used
+            or self._parking  # a waiting member's claim would run on the loop too: see the docstring
             or self._stopping
             or not self._inline_allowed
             or self._tx is None
