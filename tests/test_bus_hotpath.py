@@ -105,6 +105,24 @@ async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: 
     assert [d.event.id for d in got] == [published.id]
 
 
+async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
+    bus: Bus, store: SQLiteStore
+) -> None:
+    got: list[Delivery] = []
+    await bus.publish(NewEvent(topic="warm.up"))
+    await asyncio.sleep(0)
+    inline = store.writer_stats.inline_commits
+    assert inline >= 1  # nothing parked yet: the lone publish committed on the loop thread
+    await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    for payload in range(3):
+        await bus.publish(NewEvent(topic="a.x", payload=payload))
+        await until(lambda: store.parked_claims == 1, "the member parks its claim again")
+        await asyncio.sleep(0)
+    assert len(got) == 3
+    assert store.writer_stats.inline_commits == inline
+
+
 async def test_a_member_closed_while_parked_leaves_nothing_parked(bus: Bus, store: SQLiteStore) -> None:
     sub = await bus.subscribe("a.*", "g", lambda d: True, options=EARLIEST)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")

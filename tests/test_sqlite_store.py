@@ -209,6 +209,40 @@ async def test_group_commit_puts_queued_publishes_in_one_transaction(sqlite_stor
     assert await sqlite_store.count("gc.t") == 500
 
 
+async def test_a_lone_publish_commits_on_the_loop_thread_and_a_burst_still_shares_commits(
+    sqlite_store: SQLiteStore,
+) -> None:
+    await sqlite_store.publish(NewEvent(topic="warm.up"))
+    stats = sqlite_store.writer_stats
+    await asyncio.sleep(0)  # a new loop iteration: the warm-up's inline turn is over
+    inline, commits = stats.inline_commits, stats.commits
+    result = await sqlite_store.publish(NewEvent(topic="lone.t"))
+    assert (stats.inline_commits, stats.commits) == (inline + 1, commits + 1)
+    assert (await sqlite_store.get_event(result.id, topic="lone.t")) is not None  # committed when confirmed
+    await asyncio.sleep(0)
+    inline, commits = stats.inline_commits, stats.commits
+    results = await asyncio.gather(
+        *(sqlite_store.publish(NewEvent(topic="burst.t", payload=i)) for i in range(200))
+    )
+    assert [r.seq for r in results] == sorted(r.seq for r in results)  # submission order kept
+    assert stats.inline_commits == inline + 1  # only the first of the iteration; the rest went to the thread
+    assert stats.commits - commits <= 3, (
+        f"200 publishes of one loop iteration took {stats.commits - commits} commits"
+    )
+
+
+async def test_with_synchronous_full_no_commit_runs_on_the_loop_thread(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(url_for(tmp_path / "full.db") + "?synchronous=full")
+    try:
+        for i in range(3):
+            await store.publish(NewEvent(topic="full.t", payload=i))
+            await asyncio.sleep(0)
+        assert store.writer_stats.inline_commits == 0  # each would wait for an fsync on the loop
+        assert store.writer_stats.commits >= 3
+    finally:
+        await store.close()
+
+
 async def test_a_failing_job_does_not_poison_its_batch(sqlite_store: SQLiteStore) -> None:
     await sqlite_store.ensure_group("ok.*", "g", EARLIEST)
     before = sqlite_store.writer_stats.commits

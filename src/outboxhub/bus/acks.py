@@ -29,7 +29,17 @@ class AckBatcher:
     store only returns a count); ``on_acked(refs)`` runs after each successful store call.
     """
 
-    __slots__ = ("_group", "_is_local", "_max_batch", "_on_acked", "_pattern", "_queue", "_store", "_task")
+    __slots__ = (
+        "_group",
+        "_is_local",
+        "_loop",
+        "_max_batch",
+        "_on_acked",
+        "_pattern",
+        "_queue",
+        "_store",
+        "_task",
+    )
 
     def __init__(
         self,
@@ -49,6 +59,9 @@ class AckBatcher:
         self._max_batch = max_batch
         self._queue: list[tuple[EventRef, str | None, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
+        # Taken on the first ack: asyncio.get_running_loop() costs a getpid() system call per call on
+        # CPython 3.11, which was 4 % of the event loop thread's samples while consuming (one per ack).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def busy(self) -> bool:
@@ -60,10 +73,13 @@ class AckBatcher:
         When a store call's count is neither 0 nor all of it, an ack counts as settled when this process
         handed its delivery out (the store reports a count, not which rows).
         """
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._queue.append((ref, member, waiter))
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
+            self._task = loop.create_task(
                 self._flush(), name=f"outboxhub-acks-{self._pattern}::{self._group}"
             )
         return await waiter

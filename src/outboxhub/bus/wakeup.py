@@ -19,11 +19,14 @@ __all__ = ["Backoff", "Wakeup"]
 class Wakeup:
     """A latched wake-up flag for one waiting task."""
 
-    __slots__ = ("_flag", "_waiter")
+    __slots__ = ("_flag", "_loop", "_waiter")
 
     def __init__(self) -> None:
         self._flag = False
         self._waiter: asyncio.Future[None] | None = None
+        # The owner's loop, taken on the first wait: asyncio.get_running_loop() is a getpid() system call
+        # per call on CPython 3.11, and an idle member waits once per event it is woken for.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def set(self) -> None:
         """Wake the waiter now, or make its next ``wait`` return immediately."""
@@ -47,7 +50,9 @@ class Wakeup:
             return True
         if timeout_s is not None and timeout_s <= 0:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None

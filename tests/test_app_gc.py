@@ -1,0 +1,20 @@
+"""The hub's process settles the cyclic garbage collector once it has started (issue #16)."""
+
+from __future__ import annotations
+
+import gc
+
+from outboxhub import app
+
+
+def test_settle_gc_freezes_start_up_state_and_collects_the_young_generation_less_often() -> None:
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    try:
+        app._settle_gc()
+        assert gc.get_freeze_count() > frozen
+        assert gc.get_threshold() == (app._GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert before[0] < app._GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
