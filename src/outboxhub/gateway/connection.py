@@ -132,7 +132,7 @@ class Connection(Settlement):
         self.member = f"conn-{new_id()}"
         self.principal: Principal | None = None
         self.policy: acl.Policy | None = None
-        self.decider: Decider | None = None  # the policy compiled, with this connection's decision cache
+        self.decider: Decider | None = None  # the policy compiled (shared with equal policies), its decisions
         self.subs: dict[_SubKey, SocketSub] = {}
         self.paused: set[SocketSub] = set()
         self.out = SendQueue(
@@ -262,7 +262,8 @@ class Connection(Settlement):
         self._authenticating = True
         try:
             principal = await self.gateway.verifier.verify(frame.token)
-            decider = Decider(principal.policy)
+            decider = self.gateway.deciders.get(principal.policy)  # shared by every equal policy
+            principal = principal.for_session(decider.policy)  # the claims are not kept
         except Exception as exc:
             # The reserved slot must be filled whatever happens, or every later reply waits behind it.
             if not isinstance(exc, AuthError):
