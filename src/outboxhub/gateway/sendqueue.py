@@ -1,5 +1,10 @@
 """The outbound side of one gateway connection: an ordered queue of frames drained by one writer task.
 
+Idle connections are most connections, so an idle queue holds nothing: the writer task is started when
+there is something to send and ends when the queue is drained (or its head waits for a reply that is not
+ready yet), and the frames' deque is allocated on first use and dropped when drained (issue #16: ≈ 1.5 KB
+of task, coroutine frame and deque block per idle connection).
+
 Replies must leave in request order even though requests complete out of order (a PUBLISH is answered
 when its batch commits, an ERR at once). Each request therefore takes a :class:`ReplySlot` when it is
 read; the writer sends the head of the queue only once its slot is filled. EVENT frames are appended as
@@ -43,7 +48,8 @@ class ReplySlot:
 
 
 class SendQueue:
-    """Ordered outbound frames of one connection, written by :meth:`run` (one task per connection).
+    """Ordered outbound frames of one connection, written by a writer task that runs only while there is
+    something to send. :meth:`finish` sends what is queued and ends the queue; :meth:`abort` drops it.
 
     ``send`` writes one frame to the socket and may suspend while the socket's buffer is full.
     """
@@ -64,7 +70,9 @@ class SendQueue:
         self._max_replies = max_replies
         self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
         self._on_drain = on_drain
-        self._items: deque[tuple[bytes, Any] | ReplySlot] = deque()
+        self._items: deque[tuple[bytes, Any] | ReplySlot] | None = None  # allocated on first use
+        self._writer: asyncio.Task[None] | None = None  # runs only while there is something to send
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._events = 0
         self._replies = 0
         self._bytes = 0  # bytes of queued frames (events and filled replies)
@@ -75,7 +83,6 @@ class SendQueue:
         self._blocked = False  # an event was refused: call on_drain once below half
         self._closing = False
         self._dead = False
-        self._wakeup: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -97,6 +104,11 @@ class SendQueue:
         return self._bytes
 
     @property
+    def writing(self) -> bool:
+        """Whether a writer task exists now (False on an idle connection)."""
+        return self._writer is not None
+
+    @property
     def dead(self) -> bool:
         """True once the socket failed or the queue was closed: nothing more will be sent."""
         return self._dead
@@ -107,7 +119,7 @@ class SendQueue:
         if self.is_full():
             self._blocked = True
             return False
-        self._items.append((data, tag))
+        self._queue().append((data, tag))
         self._events += 1
         self._bytes += len(data)
         self._queued += 1
@@ -123,9 +135,12 @@ class SendQueue:
 
     def drop_events(self, drop: Callable[[Any], bool]) -> int:
         """Take back every queued EVENT whose tag ``drop`` selects (they are never sent); the count."""
+        items = self._items
+        if not items:
+            return 0
         kept: deque[tuple[bytes, Any] | ReplySlot] = deque()
         dropped = 0
-        for item in self._items:
+        for item in items:
             if type(item) is tuple and drop(item[1]):
                 dropped += 1
                 self._events -= 1
@@ -133,8 +148,8 @@ class SendQueue:
             else:
                 kept.append(item)
         if dropped:
-            self._items.clear()  # in place: the writer holds this deque
-            self._items.extend(kept)
+            items.clear()  # in place: the writer holds this deque
+            items.extend(kept)
             self._queued -= dropped
             self._after_send()
         return dropped
@@ -146,14 +161,14 @@ class SendQueue:
     def reserve(self) -> ReplySlot:
         """Take the next place in the reply order; fill it later with :meth:`fill`."""
         slot = ReplySlot()
-        self._items.append(slot)
+        self._queue().append(slot)
         self._replies += 1
         self._queued += 1
         return slot
 
     def reply(self, data: bytes) -> None:
         """Queue a reply that is ready now."""
-        self._items.append(ReplySlot(data))
+        self._queue().append(ReplySlot(data))
         self._replies += 1
         self._queued += 1
         self._count_reply(data)
@@ -163,7 +178,8 @@ class SendQueue:
         """Put the reply into its reserved slot; it leaves once every earlier frame has left."""
         slot.data = data
         self._count_reply(data)
-        if self._items and self._items[0] is slot:
+        items = self._items
+        if items and items[0] is slot:
             self._wake()
 
     def _count_reply(self, data: bytes) -> None:
@@ -200,49 +216,83 @@ class SendQueue:
         self._closing = True
         self._wake()
 
+    async def finish(self) -> None:
+        """:meth:`close`, wait until every queued frame has been sent (or the socket died), then end the
+        queue: nothing more is sent. Bound it with a timeout and :meth:`abort` a peer that does not read."""
+        self.close()
+        await self.flush()
+        self._die()
+
+    def abort(self) -> None:
+        """Stop the writer (if one runs) and drop everything queued."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+        self._die()
+
     # -- the writer -------------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Write frames in order until :meth:`close` and an empty queue, or until the socket fails."""
-        loop = asyncio.get_running_loop()
+    def _queue(self) -> deque[tuple[bytes, Any] | ReplySlot]:
         items = self._items
+        if items is None:
+            items = self._items = deque()
+        return items
+
+    def _wake(self) -> None:
+        """Start a writer if none runs and the head of the queue can be sent now."""
+        if self._writer is not None or self._dead:
+            return
+        items = self._items
+        if not items:
+            return
+        head = items[0]
+        if isinstance(head, ReplySlot) and head.data is None:
+            return  # filling it wakes the writer
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write())
+
+    async def _write(self) -> None:
+        """Write frames in order until the queue is empty or its head is a reply not filled yet, then end
+        (the next frame starts a new writer); on a socket failure drop everything for good."""
+        items = self._items
+        assert items is not None
         try:
-            while True:
-                while items:
-                    head = items[0]
-                    if type(head) is tuple:
-                        items.popleft()
-                        data = head[0]
-                        await self._send(data)
-                        self._events -= 1
-                        self._bytes -= len(data)
-                        if self._blocked and self._below_half():
-                            self._drained()
-                    else:
-                        assert isinstance(head, ReplySlot)
-                        reply = head.data
-                        if reply is None:
-                            break
-                        items.popleft()
-                        await self._send(reply)
-                        self._replies -= 1
-                        self._bytes -= len(reply)
-                        self._reply_bytes -= len(reply)
-                    self._sent += 1
-                self._after_send()
-                if self._closing and not items:
-                    return
-                self._wakeup = loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
+            while items:
+                head = items[0]
+                if type(head) is tuple:
+                    items.popleft()
+                    data = head[0]
+                    await self._send(data)
+                    self._events -= 1
+                    self._bytes -= len(data)
+                    if self._blocked and self._below_half():
+                        self._drained()
+                else:
+                    assert isinstance(head, ReplySlot)
+                    reply = head.data
+                    if reply is None:
+                        break
+                    items.popleft()
+                    await self._send(reply)
+                    self._replies -= 1
+                    self._bytes -= len(reply)
+                    self._reply_bytes -= len(reply)
+                self._sent += 1
+            self._after_send()
         except asyncio.CancelledError:
+            self._die()
             raise
         except Exception as exc:  # the socket died under us: nothing more can be sent
             log.debug("send failed, dropping %d queued frames: %r", len(items), exc)
-        finally:
             self._die()
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
+        self._wake()  # a frame queued by an on_drain or flush callback above, after the last look
+        if not items and self._items is items:
+            self._items = None  # an idle connection keeps no deque
 
     def _below_half(self) -> bool:
         return self._events <= self._max_events // 2 and self._bytes <= self._max_bytes // 2
@@ -275,7 +325,7 @@ class SendQueue:
 
     def _die(self) -> None:
         self._dead = True
-        self._items.clear()
+        self._items = None
         self._sent = self._queued
         self._events = self._replies = self._bytes = self._reply_bytes = 0
         for _, waiter in self._flushes:
@@ -285,8 +335,3 @@ class SendQueue:
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
         self._room = None
-
-    def _wake(self) -> None:
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
