@@ -54,6 +54,12 @@ class SendQueue:
     ``send`` writes one frame to the socket and may suspend while the socket's buffer is full.
     """
 
+    __slots__ = (
+        "_blocked", "_bytes", "_closing", "_dead", "_events", "_flushes", "_items", "_loop", "_max_bytes",
+        "_max_events", "_max_replies", "_on_drain", "_queued", "_replies", "_reply_bytes", "_room", "_send",
+        "_sent", "_writer", "events_total",
+    )  # fmt: skip
+
     def __init__(
         self,
         send: Callable[[bytes], Awaitable[None]],
