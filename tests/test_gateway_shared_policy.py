@@ -107,3 +107,21 @@ async def test_the_shared_cache_stays_right_and_bounded_under_concurrent_heavy_s
     assert any(answers) and not all(answers)
     assert len(decider._cache) <= DECISION_CACHE_MAX
     assert decider.threads == {threading.get_ident()}  # the cache is written on the loop only
+
+
+async def test_idle_connections_hold_no_writer_task_and_no_send_deque(
+    hub: Hub, ws_connect: Any, token: Any
+) -> None:
+    """What memprobe measures, as a count: once the AUTH reply is out, an idle connection's send queue has
+    no task and no deque (before issue #16 every connection kept a writer task waiting)."""
+    for n in range(10):
+        await ws_connect(hub.ws_url, token=token(sub=f"idle{n}"))
+    conns = list(hub.gateway.connections)
+    assert len(conns) == 10
+    for _ in range(100):  # the writer ends in the loop iteration after its last send
+        if not any(c.out.writing for c in conns):
+            break
+        await asyncio.sleep(0.01)
+    assert [c.out.writing for c in conns] == [False] * 10
+    assert all(c.out._items is None for c in conns)
+    assert len({id(c.decider) for c in conns}) == 1
