@@ -257,3 +257,34 @@ async def test_abort_drops_a_queue_whose_peer_does_not_read() -> None:
     q.abort()
     await _settle()
     assert q.dead and not q.writing and sink.sent == []
+
+
+async def test_a_busy_queue_keeps_its_writer_parked_until_the_sweeper_ends_it() -> None:
+    """A writer task per frame costs more than waking a parked one: a queue that was written to moments
+    ago keeps its writer parked after draining, and the per-loop sweeper ends it once it stays idle."""
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    q.put_event(b"a")
+    await q.flush()
+    await _settle()
+    assert not q.writing  # the first writer of a queue ends when drained: an idle connection keeps nothing
+    q.put_event(b"b")  # busy now: its writer parks when drained
+    await q.flush()
+    await _settle()
+    assert q.writing and q._items is not None
+    writer = q._writer
+    for frame in (b"c", b"d"):  # woken, not replaced
+        q.put_event(frame)
+        await q.flush()
+        assert q._writer is writer
+    for _ in range(int(10 / 0.05)):  # the sweeper: after one to two WRITER_LINGER_S of idleness
+        if not q.writing:
+            break
+        await asyncio.sleep(0.05)
+    assert not q.writing and q._items is None
+    assert sink.sent == [b"a", b"b", b"c", b"d"]
+    q.put_event(b"e")  # and a frame after that starts a writer again
+    await q.flush()
+    assert sink.sent[-1] == b"e"
+    await q.finish()
+    assert q.dead and not q.writing

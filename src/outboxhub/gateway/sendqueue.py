@@ -1,9 +1,12 @@
 """The outbound side of one gateway connection: an ordered queue of frames drained by one writer task.
 
-Idle connections are most connections, so an idle queue holds nothing: the writer task is started when
-there is something to send and ends when the queue is drained (or its head waits for a reply that is not
-ready yet), and the frames' deque is allocated on first use and dropped when drained (issue #16: ≈ 1.5 KB
-of task, coroutine frame and deque block per idle connection).
+Idle connections are most connections, so an idle queue holds nothing (issue #16: ≈ 1.5 KB of task,
+coroutine frame, future and deque block per idle connection): the writer task is started when there is
+something to send, and the frames' deque is allocated on first use. A writer that drains the queue ends at
+once, unless the previous writer of this queue ended less than :data:`WRITER_LINGER_S` ago: a busy
+connection then keeps its writer parked on a future, woken by the next frame exactly as a permanent writer
+would be (starting a task per frame costs measurably more on the hot path), and one sweeper per event loop
+ends the writers that stayed parked from one sweep to the next.
 
 Replies must leave in request order even though requests complete out of order (a PUBLISH is answered
 when its batch commits, an ERR at once). Each request therefore takes a :class:`ReplySlot` when it is
@@ -31,11 +34,60 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["ReplySlot", "SendQueue"]
+__all__ = ["WRITER_LINGER_S", "ReplySlot", "SendQueue"]
 
 log = logging.getLogger("outboxhub.gateway.connection")
+
+WRITER_LINGER_S: Final = 1.0
+"""A queue whose previous writer ended less than this ago keeps its next writer parked when drained; the
+sweeper ends a writer parked for one to two of these intervals."""
+
+
+class _Sweeper:
+    """One per event loop: ends the writers that stayed parked from one sweep to the next."""
+
+    __slots__ = ("_handle", "_loop", "_parked")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parked: dict[SendQueue, bool] = {}  # queue -> parked at the previous sweep already
+        self._handle: asyncio.TimerHandle | None = None
+
+    def park(self, queue: SendQueue) -> None:
+        self._parked[queue] = False
+        if self._handle is None:
+            self._handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
+
+    def unpark(self, queue: SendQueue) -> None:
+        self._parked.pop(queue, None)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        parked = self._parked
+        for queue, seen in list(parked.items()):
+            if seen:
+                del parked[queue]
+                queue._retire()
+            else:
+                parked[queue] = True
+        if parked:
+            self._handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
+
+
+_sweepers: dict[int, _Sweeper] = {}  # by id(loop); an entry is checked against its loop before use
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    found = _sweepers.get(id(loop))
+    if found is None or found._loop is not loop:
+        if loop.is_closed():  # pragma: no cover - a writer runs on a live loop
+            raise RuntimeError("event loop is closed")
+        found = _sweepers[id(loop)] = _Sweeper(loop)
+        for key in [k for k, v in _sweepers.items() if v._loop.is_closed()]:
+            del _sweepers[key]
+    return found
 
 
 class ReplySlot:
@@ -55,9 +107,9 @@ class SendQueue:
     """
 
     __slots__ = (
-        "_blocked", "_bytes", "_closing", "_dead", "_events", "_flushes", "_items", "_loop", "_max_bytes",
-        "_max_events", "_max_replies", "_on_drain", "_queued", "_replies", "_reply_bytes", "_room", "_send",
-        "_sent", "_writer", "events_total",
+        "_blocked", "_bytes", "_closing", "_dead", "_events", "_flushes", "_items", "_last_exit", "_loop",
+        "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies", "_reply_bytes",
+        "_room", "_send", "_sent", "_wakeup", "_writer", "events_total",
     )  # fmt: skip
 
     def __init__(
@@ -79,6 +131,8 @@ class SendQueue:
         self._items: deque[tuple[bytes, Any] | ReplySlot] | None = None  # allocated on first use
         self._writer: asyncio.Task[None] | None = None  # runs only while there is something to send
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Future[bool] | None = None  # a parked writer waits on it (True: end)
+        self._last_exit = float("-inf")  # loop time the previous writer ended
         self._events = 0
         self._replies = 0
         self._bytes = 0  # bytes of queued frames (events and filled replies)
@@ -227,7 +281,10 @@ class SendQueue:
         queue: nothing more is sent. Bound it with a timeout and :meth:`abort` a peer that does not read."""
         self.close()
         await self.flush()
-        self._die()
+        writer = self._writer
+        self._die()  # (tells a parked writer to end)
+        if writer is not None:
+            await writer
 
     def abort(self) -> None:
         """Stop the writer (if one runs) and drop everything queued."""
@@ -245,7 +302,12 @@ class SendQueue:
         return items
 
     def _wake(self) -> None:
-        """Start a writer if none runs and the head of the queue can be sent now."""
+        """Wake the parked writer, or start one if none runs and the head of the queue can be sent now."""
+        waiter = self._wakeup
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(False)
+            return  # (a writer told to end starts the next one itself if a frame is waiting)
         if self._writer is not None or self._dead:
             return
         items = self._items
@@ -259,34 +321,36 @@ class SendQueue:
             loop = self._loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write())
 
+    def _retire(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
     async def _write(self) -> None:
-        """Write frames in order until the queue is empty or its head is a reply not filled yet, then end
-        (the next frame starts a new writer); on a socket failure drop everything for good."""
+        """Write frames in order until the queue is empty or its head is a reply not filled yet; then end,
+        or stay parked if this queue is busy (see the module docstring). On a socket failure drop
+        everything for good."""
         items = self._items
         assert items is not None
+        loop = self._loop
+        assert loop is not None
+        busy = loop.time() - self._last_exit < WRITER_LINGER_S  # else end at the first drain
         try:
-            while items:
-                head = items[0]
-                if type(head) is tuple:
-                    items.popleft()
-                    data = head[0]
-                    await self._send(data)
-                    self._events -= 1
-                    self._bytes -= len(data)
-                    if self._blocked and self._below_half():
-                        self._drained()
-                else:
-                    assert isinstance(head, ReplySlot)
-                    reply = head.data
-                    if reply is None:
-                        break
-                    items.popleft()
-                    await self._send(reply)
-                    self._replies -= 1
-                    self._bytes -= len(reply)
-                    self._reply_bytes -= len(reply)
-                self._sent += 1
-            self._after_send()
+            while True:
+                await self._drain(items)
+                self._after_send()
+                if (self._closing and not items) or not busy:
+                    break
+                sweeper = _sweeper(loop)
+                waiter = self._wakeup = loop.create_future()
+                sweeper.park(self)
+                try:
+                    retire = await waiter
+                finally:
+                    self._wakeup = None
+                    sweeper.unpark(self)
+                if retire or self._dead:
+                    break
         except asyncio.CancelledError:
             self._die()
             raise
@@ -296,9 +360,34 @@ class SendQueue:
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
+            self._last_exit = loop.time()
         self._wake()  # a frame queued by an on_drain or flush callback above, after the last look
         if not items and self._items is items:
             self._items = None  # an idle connection keeps no deque
+
+    async def _drain(self, items: deque[tuple[bytes, Any] | ReplySlot]) -> None:
+        """Send from the head until the queue is empty or its head is a reply not filled yet."""
+        while items:
+            head = items[0]
+            if type(head) is tuple:
+                items.popleft()
+                data = head[0]
+                await self._send(data)
+                self._events -= 1
+                self._bytes -= len(data)
+                if self._blocked and self._below_half():
+                    self._drained()
+            else:
+                assert isinstance(head, ReplySlot)
+                reply = head.data
+                if reply is None:
+                    break
+                items.popleft()
+                await self._send(reply)
+                self._replies -= 1
+                self._bytes -= len(reply)
+                self._reply_bytes -= len(reply)
+            self._sent += 1
 
     def _below_half(self) -> bool:
         return self._events <= self._max_events // 2 and self._bytes <= self._max_bytes // 2
@@ -331,6 +420,7 @@ class SendQueue:
 
     def _die(self) -> None:
         self._dead = True
+        self._retire()
         self._items = None
         self._sent = self._queued
         self._events = self._replies = self._bytes = self._reply_bytes = 0
