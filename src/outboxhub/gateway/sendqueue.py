@@ -46,26 +46,24 @@ sweeper ends a writer parked for one to two of these intervals."""
 
 
 class _Sweeper:
-    """One per event loop: ends the writers that stayed parked from one sweep to the next."""
+    """One per event loop: ends the writers that stayed parked from one sweep to the next.
 
-    __slots__ = ("_handle", "_loop", "_parked")
+    A writer woken in between parks again under a fresh mark (or has ended: retiring it is a no-op)."""
+
+    __slots__ = ("_loop", "handle", "parked")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._parked: dict[SendQueue, bool] = {}  # queue -> parked at the previous sweep already
-        self._handle: asyncio.TimerHandle | None = None
+        self.parked: dict[SendQueue, bool] = {}  # queue -> parked at the previous sweep already
+        self.handle: asyncio.TimerHandle | None = None
 
-    def park(self, queue: SendQueue) -> None:
-        self._parked[queue] = False
-        if self._handle is None:
-            self._handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
-
-    def unpark(self, queue: SendQueue) -> None:
-        self._parked.pop(queue, None)
+    def start(self) -> None:
+        """Sweep in :data:`WRITER_LINGER_S` (and on, while anything is parked)."""
+        self.handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
 
     def _sweep(self) -> None:
-        self._handle = None
-        parked = self._parked
+        self.handle = None
+        parked = self.parked
         for queue, seen in list(parked.items()):
             if seen:
                 del parked[queue]
@@ -73,7 +71,7 @@ class _Sweeper:
             else:
                 parked[queue] = True
         if parked:
-            self._handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
+            self.start()
 
 
 _sweepers: dict[int, _Sweeper] = {}  # by id(loop); an entry is checked against its loop before use
@@ -179,7 +177,10 @@ class SendQueue:
         if self.is_full():
             self._blocked = True
             return False
-        self._queue().append((data, tag))
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append((data, tag))
         self._events += 1
         self._bytes += len(data)
         self._queued += 1
@@ -221,14 +222,20 @@ class SendQueue:
     def reserve(self) -> ReplySlot:
         """Take the next place in the reply order; fill it later with :meth:`fill`."""
         slot = ReplySlot()
-        self._queue().append(slot)
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(slot)
         self._replies += 1
         self._queued += 1
         return slot
 
     def reply(self, data: bytes) -> None:
         """Queue a reply that is ready now."""
-        self._queue().append(ReplySlot(data))
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(ReplySlot(data))
         self._replies += 1
         self._queued += 1
         self._count_reply(data)
@@ -295,12 +302,6 @@ class SendQueue:
 
     # -- the writer -------------------------------------------------------------------------------------
 
-    def _queue(self) -> deque[tuple[bytes, Any] | ReplySlot]:
-        items = self._items
-        if items is None:
-            items = self._items = deque()
-        return items
-
     def _wake(self) -> None:
         """Wake the parked writer, or start one if none runs and the head of the queue can be sent now."""
         waiter = self._wakeup
@@ -335,20 +336,39 @@ class SendQueue:
         loop = self._loop
         assert loop is not None
         busy = loop.time() - self._last_exit < WRITER_LINGER_S  # else end at the first drain
+        sweeper = _sweeper(loop) if busy else None
         try:
             while True:
-                await self._drain(items)
+                while items:
+                    head = items[0]
+                    if type(head) is tuple:
+                        items.popleft()
+                        data = head[0]
+                        await self._send(data)
+                        self._events -= 1
+                        self._bytes -= len(data)
+                        if self._blocked and self._below_half():
+                            self._drained()
+                    else:
+                        assert isinstance(head, ReplySlot)
+                        reply = head.data
+                        if reply is None:
+                            break
+                        items.popleft()
+                        await self._send(reply)
+                        self._replies -= 1
+                        self._bytes -= len(reply)
+                        self._reply_bytes -= len(reply)
+                    self._sent += 1
                 self._after_send()
-                if (self._closing and not items) or not busy:
+                if (self._closing and not items) or sweeper is None:
                     break
-                sweeper = _sweeper(loop)
                 waiter = self._wakeup = loop.create_future()
-                sweeper.park(self)
-                try:
-                    retire = await waiter
-                finally:
-                    self._wakeup = None
-                    sweeper.unpark(self)
+                sweeper.parked[self] = False  # (kept when woken: a sweep finds it ended or parked anew)
+                if sweeper.handle is None:
+                    sweeper.start()
+                retire = await waiter
+                self._wakeup = None
                 if retire or self._dead:
                     break
         except asyncio.CancelledError:
@@ -358,36 +378,13 @@ class SendQueue:
             log.debug("send failed, dropping %d queued frames: %r", len(items), exc)
             self._die()
         finally:
+            self._wakeup = None
             if self._writer is asyncio.current_task():
                 self._writer = None
             self._last_exit = loop.time()
         self._wake()  # a frame queued by an on_drain or flush callback above, after the last look
         if not items and self._items is items:
             self._items = None  # an idle connection keeps no deque
-
-    async def _drain(self, items: deque[tuple[bytes, Any] | ReplySlot]) -> None:
-        """Send from the head until the queue is empty or its head is a reply not filled yet."""
-        while items:
-            head = items[0]
-            if type(head) is tuple:
-                items.popleft()
-                data = head[0]
-                await self._send(data)
-                self._events -= 1
-                self._bytes -= len(data)
-                if self._blocked and self._below_half():
-                    self._drained()
-            else:
-                assert isinstance(head, ReplySlot)
-                reply = head.data
-                if reply is None:
-                    break
-                items.popleft()
-                await self._send(reply)
-                self._replies -= 1
-                self._bytes -= len(reply)
-                self._reply_bytes -= len(reply)
-            self._sent += 1
 
     def _below_half(self) -> bool:
         return self._events <= self._max_events // 2 and self._bytes <= self._max_bytes // 2
