@@ -78,7 +78,6 @@ async def _settle() -> None:
 async def test_replies_leave_in_request_order_whatever_order_they_complete_in() -> None:
     sink = Sink()
     q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
-    writer = asyncio.create_task(q.run())
     a, b = q.reserve(), q.reserve()
     q.reply(b"c")
     assert q.put_event(b"ev")
@@ -88,15 +87,13 @@ async def test_replies_leave_in_request_order_whatever_order_they_complete_in() 
     q.fill(a, b"a")
     await q.flush()
     assert sink.sent == [b"a", b"b", b"c", b"ev"]
-    q.close()
-    await writer
+    await q.finish()
 
 
 async def test_events_are_refused_when_full_and_drain_is_signalled_at_half() -> None:
     sink = Sink()
     drained: list[int] = []
     q = SendQueue(sink.send, max_events=4, max_replies=10, on_drain=lambda: drained.append(q.events))
-    writer = asyncio.create_task(q.run())
     sink.gate.clear()
     assert all(q.put_event(b"%d" % i) for i in range(4))
     await _settle()
@@ -106,14 +103,12 @@ async def test_events_are_refused_when_full_and_drain_is_signalled_at_half() -> 
     await q.flush()
     assert drained and drained[0] <= 2
     assert sink.sent == [b"0", b"1", b"2", b"3"]
-    q.close()
-    await writer
+    await q.finish()
 
 
 async def test_reply_room_blocks_the_reader_until_half_are_sent() -> None:
     sink = Sink()
     q = SendQueue(sink.send, max_events=1, max_replies=4, on_drain=lambda: None)
-    writer = asyncio.create_task(q.run())
     slots = [q.reserve() for _ in range(4)]
     assert not q.has_reply_room()
     waiter = asyncio.create_task(q.wait_reply_room())
@@ -123,8 +118,7 @@ async def test_reply_room_blocks_the_reader_until_half_are_sent() -> None:
         q.fill(slot, b"r")
     await asyncio.wait_for(waiter, 1)
     assert q.has_reply_room()
-    q.close()
-    await writer
+    await q.finish()
 
 
 async def test_a_failing_socket_releases_every_waiter() -> None:
@@ -132,10 +126,8 @@ async def test_a_failing_socket_releases_every_waiter() -> None:
         raise ConnectionResetError("peer went away")
 
     q = SendQueue(broken, max_events=2, max_replies=2, on_drain=lambda: None)
-    writer = asyncio.create_task(q.run())
     waiting = asyncio.create_task(q.flush())
     q.put_event(b"e")
-    await asyncio.wait_for(writer, 1)
     await asyncio.wait_for(waiting, 1)
     q.reserve()
     q.reserve()
@@ -155,7 +147,6 @@ async def test_events_are_bounded_by_bytes_and_one_always_fits_an_empty_queue() 
         max_bytes=100,
         on_drain=lambda: drained.append(q.queued_bytes),
     )
-    writer = asyncio.create_task(q.run())
     sink.gate.clear()
     assert q.put_event(b"x" * 500)  # larger than the budget, but the queue is empty
     await _settle()  # the writer holds it (blocked in send): its bytes still count
@@ -169,14 +160,12 @@ async def test_events_are_bounded_by_bytes_and_one_always_fits_an_empty_queue() 
     sink.gate.set()
     await q.flush()
     assert q.queued_bytes == 0 and not q.is_full()
-    q.close()
-    await writer
+    await q.finish()
 
 
 async def test_reply_bytes_stop_the_reader_until_half_is_sent() -> None:
     sink = Sink()
     q = SendQueue(sink.send, max_events=10, max_replies=1000, max_bytes=100, on_drain=lambda: None)
-    writer = asyncio.create_task(q.run())
     sink.gate.clear()
     for _ in range(3):
         q.reply(b"r" * 40)
@@ -187,14 +176,12 @@ async def test_reply_bytes_stop_the_reader_until_half_is_sent() -> None:
     sink.gate.set()
     await asyncio.wait_for(waiter, 5)
     assert q.has_reply_room()
-    q.close()
-    await writer
+    await q.finish()
 
 
 async def test_drop_events_takes_back_the_queued_events_of_a_tag() -> None:
     sink = Sink()
     q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
-    writer = asyncio.create_task(q.run())
     sink.gate.clear()
     q.put_event(b"a1", "a")
     await _settle()  # a1 is in the writer's hands already
@@ -208,5 +195,96 @@ async def test_drop_events_takes_back_the_queued_events_of_a_tag() -> None:
     sink.gate.set()
     await q.flush()
     assert sink.sent == [b"a1", b"b1", b"ok", b"b2"]
-    q.close()
-    await writer
+    await q.finish()
+
+
+async def test_an_idle_queue_holds_no_writer_task_and_no_deque() -> None:
+    """Issue #16: most connections are idle; their send queue allocates nothing until there is a frame."""
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    assert not q.writing and q._items is None
+    slot = q.reserve()
+    q.reply(b"later")
+    await _settle()
+    assert not q.writing and sink.sent == []  # the head waits for its reply: no writer spins meanwhile
+    q.fill(slot, b"first")
+    assert q.writing
+    await q.flush()
+    await _settle()
+    assert sink.sent == [b"first", b"later"]
+    assert not q.writing and q._items is None  # drained: the task ended and the deque was dropped
+    for n in range(3):  # and order holds across writers started one after another
+        q.put_event(b"e%d" % n)
+        q.reply(b"r%d" % n)
+    await q.flush()
+    assert sink.sent[2:] == [b"e0", b"r0", b"e1", b"r1", b"e2", b"r2"]
+    await q.finish()
+    assert q.dead and q.put_event(b"late") is False
+
+
+async def test_a_frame_queued_by_on_drain_is_still_sent() -> None:
+    """on_drain runs inside the writer (it resumes paused subscriptions, which queue events again): a
+    frame it queues after the writer's last look must not wait for the next frame to be sent."""
+    sink = Sink()
+    q: SendQueue
+
+    def drained() -> None:
+        q.put_event(b"resumed")
+
+    # an event, then a large reply: the next event is refused on bytes, and only sending the reply (the
+    # last frame) brings the bytes below half, so on_drain runs after the writer's last look at the queue
+    q = SendQueue(sink.send, max_events=10, max_replies=10, max_bytes=100, on_drain=drained)
+    sink.gate.clear()
+    assert q.put_event(b"e" * 20)
+    q.reply(b"r" * 90)
+    assert q.put_event(b"refused") is False
+    sink.gate.set()
+    for _ in range(50):
+        if sink.sent[-1:] == [b"resumed"]:
+            break
+        await asyncio.sleep(0)
+    assert sink.sent == [b"e" * 20, b"r" * 90, b"resumed"]
+    await q.finish()
+
+
+async def test_abort_drops_a_queue_whose_peer_does_not_read() -> None:
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    sink.gate.clear()
+    q.put_event(b"stuck")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(q.finish(), 0.05)
+    q.abort()
+    await _settle()
+    assert q.dead and not q.writing and sink.sent == []
+
+
+async def test_a_busy_queue_keeps_its_writer_parked_until_the_sweeper_ends_it() -> None:
+    """A writer task per frame costs more than waking a parked one: a queue that was written to moments
+    ago keeps its writer parked after draining, and the per-loop sweeper ends it once it stays idle."""
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None)
+    q.put_event(b"a")
+    await q.flush()
+    await _settle()
+    assert not q.writing  # the first writer of a queue ends when drained: an idle connection keeps nothing
+    q.put_event(b"b")  # busy now: its writer parks when drained
+    await q.flush()
+    await _settle()
+    assert q.writing and q._items is not None
+    writer = q._writer
+    for frame in (b"c", b"d"):  # woken, not replaced
+        q.put_event(frame)
+        await q.flush()
+        assert q._writer is writer
+    for _ in range(int(10 / 0.05)):  # the sweeper: after one to two WRITER_LINGER_S of idleness
+        if not q.writing:
+            break
+        await asyncio.sleep(0.05)
+    assert not q.writing and q._items is None
+    assert sink.sent == [b"a", b"b", b"c", b"d"]
+    q.put_event(b"e")  # and a frame after that starts a writer again
+    await q.flush()
+    assert sink.sent[-1] == b"e"
+    await q.finish()
+    assert q.dead and not q.writing

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from outboxhub import outbox
 from outboxhub.app import Hub
 from outboxhub.gateway import GatewayStats
+from outboxhub.model import NewEvent
 from outboxhub.ops.metrics import HubMetrics
 from outboxhub.outbox import DrainerMetrics
 from outboxhub.store.base import mask_url
@@ -151,3 +152,25 @@ def test_drainer_counters_are_read_at_scrape_time_and_masked_names_kept() -> Non
     assert _samples(metrics.render().decode())[("outboxhub_outbox_published_total", label)] == 14
     idle = HubMetrics(stats=GatewayStats(), open_connections=lambda: 0)
     assert not any(n.startswith("outboxhub_outbox_published") for n, _ in _samples(idle.render().decode()))
+
+
+async def test_dead_letters_withheld_by_the_acl_are_counted(hub: Hub, ws_connect: Any, token: Any) -> None:
+    policy = {
+        "rules": [
+            {"effect": "allow", "action": "subscribe", "topics": ["**"]},
+            {"effect": "deny", "action": "*", "topics": ["secret.**"]},
+        ]
+    }
+    client = await ws_connect(hub.ws_url, token=token(policy=policy))
+    assert (await client.request("SUBSCRIBE", topic="dlq.**", group="snoop"))["op"] == "OK"
+    await hub.bus.publish_batch(
+        [
+            NewEvent(topic="dlq.payroll.secret.salaries", payload={"salary": 1}),
+            NewEvent(topic="dlq.payroll.public.notice", payload={"marker": True}),
+        ]
+    )
+    marker = await client.next_event()  # after the secret one: that one was decided first
+    assert marker["event"]["topic"] == "dlq.payroll.public.notice"
+    m = await _scrape(hub)
+    assert m[("outboxhub_events_withheld_total", ())] == 1
+    assert m[("outboxhub_deliveries_total", ())] == 1

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     )
     max_groups_per_principal: int = Field(100, ge=1, validation_alias=_env("max_groups_per_principal"))
     header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("header_timeout_s"))
+    ops_body_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("ops_body_timeout_s"))
     max_connections: int = Field(4096, ge=1, validation_alias=_env("max_connections"))
     max_connections_per_ip: int = Field(256, ge=1, validation_alias=_env("max_connections_per_ip"))
     allowed_origins: Annotated[list[str], NoDecode] = Field(

@@ -11,6 +11,9 @@ instead builds one :class:`Decider` when its token is verified and asks it:
   rarest literal, and only those whose literals all occur in the request are tried;
 * decisions are remembered in a bounded LRU (:data:`DECISION_CACHE_MAX` entries per decider), so a
   client repeating a request costs one dictionary lookup;
+* the gateway compiles each distinct policy once (:class:`SharedDeciders`): every connection whose token
+  carries an equal policy shares one decider, its index and its decision cache (decisions depend only on
+  the policy, so sharing them is correct);
 * :attr:`Decider.heavy` tells the caller when an uncached SUBSCRIBE decision may be expensive (many rule
   patterns), so the gateway can run it off the event loop (:meth:`Decider.allowed_async`).
 
@@ -23,16 +26,29 @@ pattern it subscribed with. The gateway applies this at delivery time and the op
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from typing import Final
 
 from outboxhub.auth.acl import Action, Policy, Rule, explain
 from outboxhub.topics import compile_pattern, covers, overlaps
 
-__all__ = ["DECISION_CACHE_MAX", "HEAVY_PATTERNS", "Decider", "dlq_original", "may_read", "rule_count"]
+__all__ = [
+    "DECISION_CACHE_MAX",
+    "HEAVY_PATTERNS",
+    "SHARED_POLICIES_MAX",
+    "Decider",
+    "SharedDeciders",
+    "dlq_original",
+    "may_read",
+    "rule_count",
+]
 
 DECISION_CACHE_MAX: Final = 1024
-"""Decisions remembered per decider (one per connection or ops request)."""
+"""Decisions remembered per decider (one per distinct policy in use on a gateway, or per ops request)."""
+
+SHARED_POLICIES_MAX: Final = 10_000
+"""Distinct policies a :class:`SharedDeciders` map holds at most; past it a policy is compiled unshared."""
 
 HEAVY_PATTERNS: Final = 16
 """From this many rule patterns on, an uncached SUBSCRIBE decision runs in a worker thread."""
@@ -70,7 +86,7 @@ def _first(tokens: tuple[str, ...]) -> str:
 class Decider:
     """The decisions of one :class:`Policy`, compiled once and cached (bounded)."""
 
-    __slots__ = ("_by_literal", "_cache", "_index", "_no_literal", "heavy", "policy")
+    __slots__ = ("__weakref__", "_by_literal", "_cache", "_index", "_no_literal", "heavy", "policy")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -171,7 +187,10 @@ class Decider:
 
     async def allowed_async(self, action: Action, topic: str, group: str | None = None) -> bool:
         """:meth:`allowed`, computed in a worker thread when the policy is :attr:`heavy` and the decision is
-        not cached, so a large policy never holds the event loop for other connections."""
+        not cached, so a large policy never holds the event loop for other connections.
+
+        Only the pure :meth:`_compute` runs in the thread; the cache is read and written on the loop alone,
+        which is what lets the connections of one loop share a decider without a lock."""
         found = self.cached(action, topic, group)
         if found is not None:
             return found
@@ -196,6 +215,42 @@ class Decider:
         if found is not None:
             return found
         return self._remember(key, may_read(self, topic))
+
+
+class SharedDeciders:
+    """One compiled :class:`Decider` per distinct policy, shared by every connection that carries it.
+
+    Keyed by the policy's value (its rules in order, ops scopes and quotas: equal policies decide, explain
+    and limit alike), so two tokens with the same scopes or ``policy`` claim share one decider, its index
+    and its decision cache. The entries are weak: a decider lives exactly as long as a connection holds it,
+    so the map never holds more than the distinct policies in use, and no token can evict a decider other
+    connections use (there is no eviction at all). At ``max_entries`` distinct policies in use, a new one
+    is compiled unshared, as every connection did before sharing, so the map itself stays bounded.
+
+    Use it from the event loop thread only (every connection of a gateway runs on one loop).
+    """
+
+    __slots__ = ("_deciders", "_max")
+
+    def __init__(self, max_entries: int = SHARED_POLICIES_MAX) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self._max = max_entries
+        self._deciders: weakref.WeakValueDictionary[Policy, Decider] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        return len(self._deciders)
+
+    def get(self, policy: Policy) -> Decider:
+        """The decider of ``policy``: the shared one if an equal policy is in use, else a new one (shared
+        from now on while the map has room). Its :attr:`Decider.policy` may be an equal, older object."""
+        found = self._deciders.get(policy)
+        if found is not None:
+            return found
+        decider = Decider(policy)
+        if len(self._deciders) < self._max:
+            self._deciders[policy] = decider
+        return decider
 
 
 def may_read(decider: Decider, topic: str) -> bool:

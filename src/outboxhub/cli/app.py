@@ -127,6 +127,10 @@ def serve(
         float | None,
         typer.Option(help="Seconds to send a request's headers (and keep-alive idle) on both ports (10)."),
     ] = None,
+    ops_body_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds an ops API request has to send its whole body; then 408 and close (10)."),
+    ] = None,
     max_connections: Annotated[
         int | None, typer.Option(help="Open connections per port; more are closed at once (4096).")
     ] = None,
@@ -196,6 +200,7 @@ def serve(
         max_subscriptions_per_principal=max_subscriptions_per_principal,
         max_groups_per_principal=max_groups_per_principal,
         header_timeout_s=header_timeout_s,
+        ops_body_timeout_s=ops_body_timeout_s,
         max_connections=max_connections,
         max_connections_per_ip=max_connections_per_ip,
         allowed_origins=allowed_origin or None,

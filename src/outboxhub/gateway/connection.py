@@ -132,7 +132,7 @@ class Connection(Settlement):
         self.member = f"conn-{new_id()}"
         self.principal: Principal | None = None
         self.policy: acl.Policy | None = None
-        self.decider: Decider | None = None  # the policy compiled, with this connection's decision cache
+        self.decider: Decider | None = None  # the policy compiled (shared with equal policies), its decisions
         self.subs: dict[_SubKey, SocketSub] = {}
         self.paused: set[SocketSub] = set()
         self.out = SendQueue(
@@ -169,7 +169,6 @@ class Connection(Settlement):
 
     async def run(self) -> None:
         """Read and dispatch frames until the socket closes, then release everything."""
-        writer = self._loop.create_task(self.out.run(), name=f"outboxhub-send-{self.member}")
         if self._auth_timeout_s > 0:
             self._auth_timer = self._loop.call_later(self._auth_timeout_s, self._on_auth_timeout)
         ws = self.ws
@@ -194,11 +193,10 @@ class Connection(Settlement):
         finally:
             self._closed = True
             await self._release()
-            self.out.close()
-            try:
-                await asyncio.wait_for(writer, self.gateway.close_timeout_s)
+            try:  # the send queue's writer runs only while there is something to send
+                await asyncio.wait_for(self.out.finish(), self.gateway.close_timeout_s)
             except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
+                self.out.abort()
             await self._close_ws(CLOSE_GOING_AWAY if self._stopping else CLOSE_NORMAL, "")
 
     async def _refuse_large_before_auth(self, size: int) -> None:
@@ -262,7 +260,8 @@ class Connection(Settlement):
         self._authenticating = True
         try:
             principal = await self.gateway.verifier.verify(frame.token)
-            decider = Decider(principal.policy)
+            decider = self.gateway.deciders.get(principal.policy)  # shared by every equal policy
+            principal = principal.for_session(decider.policy)  # the claims are not kept
         except Exception as exc:
             # The reserved slot must be filled whatever happens, or every later reply waits behind it.
             if not isinstance(exc, AuthError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from outboxhub.auth.decide import SharedDeciders
 from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
@@ -21,6 +22,7 @@ class GatewayContext(Protocol):
     stats: GatewayStats
     bus: Bus
     verifier: TokenVerifier
+    deciders: SharedDeciders
     close_timeout_s: float
     quota: PrincipalQuota
     publish_quotas: PublishQuotas

@@ -1,5 +1,13 @@
 """The outbound side of one gateway connection: an ordered queue of frames drained by one writer task.
 
+Idle connections are most connections, so an idle queue holds nothing (issue #16: ≈ 1.5 KB of task,
+coroutine frame, future and deque block per idle connection): the writer task is started when there is
+something to send, and the frames' deque is allocated on first use. A writer that drains the queue ends at
+once, unless the previous writer of this queue ended less than :data:`WRITER_LINGER_S` ago: a busy
+connection then keeps its writer parked on a future, woken by the next frame exactly as a permanent writer
+would be (starting a task per frame costs measurably more on the hot path), and one sweeper per event loop
+ends the writers that stayed parked from one sweep to the next.
+
 Replies must leave in request order even though requests complete out of order (a PUBLISH is answered
 when its batch commits, an ERR at once). Each request therefore takes a :class:`ReplySlot` when it is
 read; the writer sends the head of the queue only once its slot is filled. EVENT frames are appended as
@@ -26,11 +34,58 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["ReplySlot", "SendQueue"]
+__all__ = ["WRITER_LINGER_S", "ReplySlot", "SendQueue"]
 
 log = logging.getLogger("outboxhub.gateway.connection")
+
+WRITER_LINGER_S: Final = 1.0
+"""A queue whose previous writer ended less than this ago keeps its next writer parked when drained; the
+sweeper ends a writer parked for one to two of these intervals."""
+
+
+class _Sweeper:
+    """One per event loop: ends the writers that stayed parked from one sweep to the next.
+
+    A writer woken in between parks again under a fresh mark (or has ended: retiring it is a no-op)."""
+
+    __slots__ = ("_loop", "handle", "parked")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.parked: dict[SendQueue, bool] = {}  # queue -> parked at the previous sweep already
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Sweep in :data:`WRITER_LINGER_S` (and on, while anything is parked)."""
+        self.handle = self._loop.call_later(WRITER_LINGER_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self.handle = None
+        parked = self.parked
+        for queue, seen in list(parked.items()):
+            if seen:
+                del parked[queue]
+                queue._retire()
+            else:
+                parked[queue] = True
+        if parked:
+            self.start()
+
+
+_sweepers: dict[int, _Sweeper] = {}  # by id(loop); an entry is checked against its loop before use
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    found = _sweepers.get(id(loop))
+    if found is None or found._loop is not loop:
+        if loop.is_closed():  # pragma: no cover - a writer runs on a live loop
+            raise RuntimeError("event loop is closed")
+        found = _sweepers[id(loop)] = _Sweeper(loop)
+        for key in [k for k, v in _sweepers.items() if v._loop.is_closed()]:
+            del _sweepers[key]
+    return found
 
 
 class ReplySlot:
@@ -43,10 +98,17 @@ class ReplySlot:
 
 
 class SendQueue:
-    """Ordered outbound frames of one connection, written by :meth:`run` (one task per connection).
+    """Ordered outbound frames of one connection, written by a writer task that runs only while there is
+    something to send. :meth:`finish` sends what is queued and ends the queue; :meth:`abort` drops it.
 
     ``send`` writes one frame to the socket and may suspend while the socket's buffer is full.
     """
+
+    __slots__ = (
+        "_blocked", "_bytes", "_closing", "_dead", "_events", "_flushes", "_items", "_last_exit", "_loop",
+        "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies", "_reply_bytes",
+        "_room", "_send", "_sent", "_wakeup", "_writer", "events_total",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -64,7 +126,11 @@ class SendQueue:
         self._max_replies = max_replies
         self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
         self._on_drain = on_drain
-        self._items: deque[tuple[bytes, Any] | ReplySlot] = deque()
+        self._items: deque[tuple[bytes, Any] | ReplySlot] | None = None  # allocated on first use
+        self._writer: asyncio.Task[None] | None = None  # runs only while there is something to send
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Future[bool] | None = None  # a parked writer waits on it (True: end)
+        self._last_exit = float("-inf")  # loop time the previous writer ended
         self._events = 0
         self._replies = 0
         self._bytes = 0  # bytes of queued frames (events and filled replies)
@@ -75,7 +141,6 @@ class SendQueue:
         self._blocked = False  # an event was refused: call on_drain once below half
         self._closing = False
         self._dead = False
-        self._wakeup: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -97,6 +162,11 @@ class SendQueue:
         return self._bytes
 
     @property
+    def writing(self) -> bool:
+        """Whether a writer task exists now (False on an idle connection)."""
+        return self._writer is not None
+
+    @property
     def dead(self) -> bool:
         """True once the socket failed or the queue was closed: nothing more will be sent."""
         return self._dead
@@ -107,7 +177,10 @@ class SendQueue:
         if self.is_full():
             self._blocked = True
             return False
-        self._items.append((data, tag))
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append((data, tag))
         self._events += 1
         self._bytes += len(data)
         self._queued += 1
@@ -123,9 +196,12 @@ class SendQueue:
 
     def drop_events(self, drop: Callable[[Any], bool]) -> int:
         """Take back every queued EVENT whose tag ``drop`` selects (they are never sent); the count."""
+        items = self._items
+        if not items:
+            return 0
         kept: deque[tuple[bytes, Any] | ReplySlot] = deque()
         dropped = 0
-        for item in self._items:
+        for item in items:
             if type(item) is tuple and drop(item[1]):
                 dropped += 1
                 self._events -= 1
@@ -133,8 +209,8 @@ class SendQueue:
             else:
                 kept.append(item)
         if dropped:
-            self._items.clear()  # in place: the writer holds this deque
-            self._items.extend(kept)
+            items.clear()  # in place: the writer holds this deque
+            items.extend(kept)
             self._queued -= dropped
             self._after_send()
         return dropped
@@ -146,14 +222,20 @@ class SendQueue:
     def reserve(self) -> ReplySlot:
         """Take the next place in the reply order; fill it later with :meth:`fill`."""
         slot = ReplySlot()
-        self._items.append(slot)
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(slot)
         self._replies += 1
         self._queued += 1
         return slot
 
     def reply(self, data: bytes) -> None:
         """Queue a reply that is ready now."""
-        self._items.append(ReplySlot(data))
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(ReplySlot(data))
         self._replies += 1
         self._queued += 1
         self._count_reply(data)
@@ -163,7 +245,8 @@ class SendQueue:
         """Put the reply into its reserved slot; it leaves once every earlier frame has left."""
         slot.data = data
         self._count_reply(data)
-        if self._items and self._items[0] is slot:
+        items = self._items
+        if items and items[0] is slot:
             self._wake()
 
     def _count_reply(self, data: bytes) -> None:
@@ -200,12 +283,60 @@ class SendQueue:
         self._closing = True
         self._wake()
 
+    async def finish(self) -> None:
+        """:meth:`close`, wait until every queued frame has been sent (or the socket died), then end the
+        queue: nothing more is sent. Bound it with a timeout and :meth:`abort` a peer that does not read."""
+        self.close()
+        await self.flush()
+        writer = self._writer
+        self._die()  # (tells a parked writer to end)
+        if writer is not None:
+            await writer
+
+    def abort(self) -> None:
+        """Stop the writer (if one runs) and drop everything queued."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+        self._die()
+
     # -- the writer -------------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Write frames in order until :meth:`close` and an empty queue, or until the socket fails."""
-        loop = asyncio.get_running_loop()
+    def _wake(self) -> None:
+        """Wake the parked writer, or start one if none runs and the head of the queue can be sent now."""
+        waiter = self._wakeup
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(False)
+            return  # (a writer told to end starts the next one itself if a frame is waiting)
+        if self._writer is not None or self._dead:
+            return
         items = self._items
+        if not items:
+            return
+        head = items[0]
+        if isinstance(head, ReplySlot) and head.data is None:
+            return  # filling it wakes the writer
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write())
+
+    def _retire(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def _write(self) -> None:
+        """Write frames in order until the queue is empty or its head is a reply not filled yet; then end,
+        or stay parked if this queue is busy (see the module docstring). On a socket failure drop
+        everything for good."""
+        items = self._items
+        assert items is not None
+        loop = self._loop
+        assert loop is not None
+        busy = loop.time() - self._last_exit < WRITER_LINGER_S  # else end at the first drain
+        sweeper = _sweeper(loop) if busy else None
         try:
             while True:
                 while items:
@@ -230,19 +361,30 @@ class SendQueue:
                         self._reply_bytes -= len(reply)
                     self._sent += 1
                 self._after_send()
-                if self._closing and not items:
-                    return
-                self._wakeup = loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
+                if (self._closing and not items) or sweeper is None:
+                    break
+                waiter = self._wakeup = loop.create_future()
+                sweeper.parked[self] = False  # (kept when woken: a sweep finds it ended or parked anew)
+                if sweeper.handle is None:
+                    sweeper.start()
+                retire = await waiter
+                self._wakeup = None
+                if retire or self._dead:
+                    break
         except asyncio.CancelledError:
+            self._die()
             raise
         except Exception as exc:  # the socket died under us: nothing more can be sent
             log.debug("send failed, dropping %d queued frames: %r", len(items), exc)
-        finally:
             self._die()
+        finally:
+            self._wakeup = None
+            if self._writer is asyncio.current_task():
+                self._writer = None
+            self._last_exit = loop.time()
+        self._wake()  # a frame queued by an on_drain or flush callback above, after the last look
+        if not items and self._items is items:
+            self._items = None  # an idle connection keeps no deque
 
     def _below_half(self) -> bool:
         return self._events <= self._max_events // 2 and self._bytes <= self._max_bytes // 2
@@ -275,7 +417,8 @@ class SendQueue:
 
     def _die(self) -> None:
         self._dead = True
-        self._items.clear()
+        self._retire()
+        self._items = None
         self._sent = self._queued
         self._events = self._replies = self._bytes = self._reply_bytes = 0
         for _, waiter in self._flushes:
@@ -285,8 +428,3 @@ class SendQueue:
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
         self._room = None
-
-    def _wake(self) -> None:
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)

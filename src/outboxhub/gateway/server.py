@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
+from outboxhub.auth.decide import SharedDeciders
 from outboxhub.auth.jwt import TokenVerifier
 from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
@@ -73,6 +74,7 @@ class Gateway:
         self.close_timeout_s = close_timeout_s
         self.connections: set[Connection] = set()
         self.stats = GatewayStats()
+        self.deciders = SharedDeciders()  # one compiled policy per distinct policy in use
         self.quota = PrincipalQuota(
             max_subscriptions=settings.max_subscriptions_per_principal,
             max_groups=settings.max_groups_per_principal,

@@ -152,6 +152,11 @@ class HubMetrics:
             refusals.add_metric([kind, pattern], count)
         yield refusals
         yield _counter("outboxhub_extends", "EXTEND frames that pushed a delivery's deadline.", s.extends)
+        yield _counter(
+            "outboxhub_events_withheld",
+            "Dead letters not delivered to a subscriber that may not read their original topic.",
+            s.events_withheld,
+        )
         yield _gauge("outboxhub_store_up", "1 when the store answered the last scrape.", int(self._store_up))
         yield _gauge("outboxhub_store_last_seq", "Highest committed seq in the store.", self._last_seq)
 

@@ -5,10 +5,15 @@ token when the level asks for one (the principal is then in :data:`~outboxhub.op
 runs the handler, turns the errors handlers raise into ``{"error": ...}`` answers, and observes the
 latency under the route template (``/lag``, not ``/lag?topic=…``). ``/ws`` passes straight through:
 a WebSocket authenticates in its own protocol and its "latency" is the connection's lifetime.
+
+A request body is read whole before the handler runs, within ``ops_body_timeout_s``: the header timeout
+ends with the request head, so without it a client trickling a body byte by byte would hold a handler
+(and its connection slot) for as long as it likes. Too slow: ``408`` and the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Final
@@ -62,10 +67,10 @@ async def _handle(request: web.Request, handler: Handler, template: str) -> web.
                 principal = await authorize(ctx.hub.verifier, request.headers.get("Authorization"), access)
                 token = PRINCIPAL.set(principal)
                 try:
-                    return await handler(request)
+                    return await _with_body(request, handler, ctx.hub.settings.ops_body_timeout_s)
                 finally:
                     PRINCIPAL.reset(token)
-        return await handler(request)
+        return await _with_body(request, handler, ctx.hub.settings.ops_body_timeout_s)
     except HTTPProblem as exc:
         return json_error(exc.status, exc.message, headers=exc.headers)
     except BadParameter as exc:
@@ -79,6 +84,28 @@ async def _handle(request: web.Request, handler: Handler, template: str) -> web.
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return json_error(exc.status, _explain(request, exc), headers=_allow(exc))
+
+
+async def _with_body(request: web.Request, handler: Handler, timeout_s: float) -> web.StreamResponse:
+    """Run ``handler`` once the whole body is in (aiohttp keeps it for ``json()`` and ``read()``)."""
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await request.read()
+        except TimeoutError:
+            log.info(
+                "ops %s %s from %s: body not received within %gs (ops_body_timeout_s); closing",
+                request.method,
+                request.path,
+                request.remote,
+                timeout_s,
+            )
+            response = json_error(
+                408, f"the request body did not arrive within {timeout_s:g}s (ops_body_timeout_s)"
+            )
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 def _explain(request: web.Request, exc: web.HTTPException) -> str:
