@@ -13,6 +13,8 @@ import pytest
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 CORPUS = json.loads((Path(__file__).parent / "corpus" / "frames.json").read_text())
 BAD_FRAMES = [entry for entry in CORPUS if entry["expect"] != "ok"]
 CLOSING_CODES = {"no_token": 4001, "jwt_invalid": 4001, "token_expired": 4003}

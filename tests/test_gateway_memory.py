@@ -19,6 +19,8 @@ import pytest
 
 from outboxhub.auth.jwt import mint_token
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 BUDGET = 2 * 1024 * 1024  # send_queue_max_bytes of the served hub
 MARGIN = (
