@@ -186,6 +186,11 @@ class PicowsSocket(picows.WSListener):
         if self._transport is not None:
             self._transport.disconnect(graceful=False)
 
+    def write_buffer_size(self) -> int:
+        """Bytes written to the socket and not yet taken by the kernel."""
+        transport = self._transport
+        return 0 if transport is None else transport.underlying_transport.get_write_buffer_size()
+
     # -- internals --------------------------------------------------------------------------------------
 
     def _push(self, message: Message) -> None:

@@ -58,6 +58,10 @@ class WebSocket(Protocol):
         """Drop the TCP connection at once, without waiting for the send buffer to empty."""
         ...
 
+    def write_buffer_size(self) -> int:
+        """Bytes written to the socket and not yet taken by the kernel."""
+        ...
+
 
 class AiohttpSocket:
     """:class:`WebSocket` over aiohttp's ``WebSocketResponse`` (the ``ws_server = "aiohttp"`` gateway and
@@ -95,3 +99,6 @@ class AiohttpSocket:
         # which never happens with a peer that does not read; abort() drops the connection at once.
         if self._transport is not None:
             self._transport.abort()
+
+    def write_buffer_size(self) -> int:
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
