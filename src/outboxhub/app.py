@@ -21,7 +21,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -31,14 +31,12 @@ from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
 from outboxhub.gateway.listener import ConnectionLimiter, LimitedSite, runner_options
+from outboxhub.gateway.picowsserver import PicowsServer
 from outboxhub.gateway.server import Gateway
 from outboxhub.ops import OPS, HubMetrics, install_ops
 from outboxhub.outbox import Drainer, DrainerMetrics, DrainerSettings, run_drainers
 from outboxhub.store import open_store
 from outboxhub.store.base import Store, mask_url
-
-if TYPE_CHECKING:
-    from outboxhub.gateway.picowsserver import PicowsServer
 
 __all__ = ["DEV_SCOPES", "Hub", "RouteInstaller", "auth_config", "serve", "start_hub"]
 
@@ -130,8 +128,6 @@ class Hub:
         log.info("gateway on %s, ops on %s, store %s", self.ws_url, self.ops_url, self.store.url)
 
     async def _start_picows(self) -> int:
-        from outboxhub.gateway.picowsserver import PicowsServer  # picows is imported only when used
-
         self.limiters["ws"] = limiter = self._limiter("ws")
         self._picows = PicowsServer(self.gateway, limiter)
         return await self._picows.start(self.settings.host, self.settings.ws_port)
