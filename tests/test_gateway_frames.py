@@ -7,7 +7,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from outboxhub.app import Hub
+from outboxhub.gateway import server as gateway_server
 
 BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
 
@@ -120,3 +123,32 @@ async def test_a_client_close_is_answered_with_1000(hub: Hub, token: Any) -> Non
     raw.writer.write(_frame(8, (4321).to_bytes(2, "big") + b"bye"))
     assert await raw.close_code() == 1000
     assert await raw.read_frame() == (-1, b"")  # and the hub closes the TCP connection
+
+
+async def test_a_peer_that_does_not_answer_pings_is_cut_off(
+    hub_factory: Any, token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat: an idle peer is pinged; one that answers stays, one that does not is cut off."""
+    monkeypatch.setattr(gateway_server, "HEARTBEAT_S", 0.4)  # both servers read it at the upgrade
+    hub = await hub_factory()
+    alive, silent = await _connect(hub, token()), await _connect(hub, token())
+
+    async def answer_pings() -> tuple[int, bytes]:
+        while True:
+            opcode, data = await alive.read_frame()
+            if opcode == 9:
+                alive.writer.write(_frame(10, data))
+            else:
+                return opcode, data
+
+    answering = asyncio.create_task(answer_pings())
+    opcodes = []
+    while (opcode := (await silent.read_frame())[0]) != -1:
+        opcodes.append(opcode)
+    assert 9 in opcodes, opcodes  # it was pinged before it was cut off
+    alive.writer.write(
+        _frame(1, json.dumps({"op": "PUBLISH", "topic": "a.b", "payload": 1, "rid": 3}).encode())
+    )
+    opcode, data = await answering
+    assert opcode == 1 and json.loads(data)["op"] == "OK", (opcode, data)
+    assert len(hub.gateway.connections) == 1

@@ -37,9 +37,11 @@ class Served(msgspec.Struct):
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, ws_server: str | None) -> AsyncIterator[Served]:
     secret = secrets.token_urlsafe(48)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXHUB_")}
+    if ws_server is not None:
+        env["OUTBOXHUB_WS_SERVER"] = ws_server
     env.update(
         OUTBOXHUB_STORE=f"sqlite:///{tmp_path / 'mem.db'}",
         OUTBOXHUB_WS_PORT="0",

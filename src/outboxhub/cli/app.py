@@ -125,7 +125,7 @@ def serve(
     ] = None,
     ws_server: Annotated[
         str | None,
-        typer.Option(help="WebSocket server of the WS port: aiohttp or picows (aiohttp)."),
+        typer.Option(help="WebSocket server of the WS port: aiohttp or picows (picows)."),
     ] = None,
     header_timeout_s: Annotated[
         float | None,

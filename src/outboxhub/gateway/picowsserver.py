@@ -13,8 +13,9 @@ with the same text, a shutting-down hub 503, a request that is not a WebSocket u
 picows pushes frames to a callback; :class:`PicowsSocket` turns them into the pull interface of
 :class:`~outboxhub.gateway.transport.WebSocket` with a deque and one future (set only while the reader
 waits). It reassembles fragmented messages (bounded by the hard limit, twice ``max_frame_bytes``, like
-aiohttp's ``max_msg_size``: beyond it the socket is closed with 1009), answers pings (picows), pings an
-idle peer every 30 s and cuts it off when no pong comes within 15 s, and makes ``send_text`` wait while
+aiohttp's ``max_msg_size``: beyond it the socket is closed with 1009), answers pings (picows), pings a
+peer idle for 30 s and cuts it off when nothing comes back within 15 s (a timer per socket, not
+picows' auto-ping task: ≈ 1.2 KB less per idle connection), and makes ``send_text`` wait while
 the transport is paused (its write buffer above the high-water mark), so a peer that does not read stops
 the connection's writer instead of growing the hub's memory.
 """
@@ -29,8 +30,9 @@ from typing import Any, Final
 import picows
 import picows.picows
 
+from outboxhub.gateway import server as gateway_server
 from outboxhub.gateway.listener import ConnectionLimiter
-from outboxhub.gateway.server import HARD_LIMIT_FACTOR, HEARTBEAT_S, Gateway
+from outboxhub.gateway.server import HARD_LIMIT_FACTOR, Gateway
 from outboxhub.gateway.transport import BINARY, CLOSED, ERROR, TEXT, Message
 
 __all__ = ["PicowsServer", "PicowsSocket"]
@@ -40,6 +42,9 @@ log = logging.getLogger("outboxhub.gateway.connection")
 _WSProtocol: Any = getattr(picows.picows, "WSProtocol")  # noqa: B009 - not in picows' stubs
 _READ_BUFFER: Final = 2048
 """Initial read buffer per connection (picows' default is 16 KiB; it grows for larger frames)."""
+_INBOUND_MAX: Final = 1 << 16
+"""Bytes of received messages the reader has not taken yet beyond which the socket stops being read
+(aiohttp's reader stops at the same 64 KiB)."""
 
 _T_TEXT: Final = picows.WSMsgType.TEXT
 _T_BINARY: Final = picows.WSMsgType.BINARY
@@ -70,8 +75,9 @@ class PicowsSocket(picows.WSListener):
     """One upgraded picows WebSocket as a :class:`~outboxhub.gateway.transport.WebSocket`."""
 
     __slots__ = (
-        "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_on_connected", "_parts",
-        "_parts_kind", "_parts_size", "_paused", "_transport", "_waiter", "peer",
+        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_inbound",
+        "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged", "_reading", "_seen",
+        "_transport", "_waiter", "peer",
     )  # fmt: skip
 
     def __init__(self, hard_limit: int, on_connected: Any) -> None:
@@ -80,6 +86,8 @@ class PicowsSocket(picows.WSListener):
         self._on_connected = on_connected
         self._transport: picows.WSTransport | None = None
         self._frames: deque[Message] = deque()
+        self._inbound = 0  # bytes of the messages in _frames
+        self._reading = True  # False while reading is paused (_inbound above _INBOUND_MAX)
         self._waiter: asyncio.Future[None] | None = None  # the reader waits for a message
         self._paused: asyncio.Future[None] | None = None  # the transport's write buffer is full
         self._closing: asyncio.Future[None] | None = None  # our close frame waits for the peer's
@@ -88,6 +96,10 @@ class PicowsSocket(picows.WSListener):
         self._parts_size = 0
         self._close_sent = False
         self._gone = False
+        self._heartbeat_s = gateway_server.HEARTBEAT_S
+        self._beat: asyncio.TimerHandle | None = None
+        self._seen = False  # a frame arrived since the last heartbeat tick
+        self._pinged = False  # a ping went out and nothing has come back yet
         self.peer: str | None = None
 
     # -- picows callbacks -------------------------------------------------------------------------------
@@ -97,10 +109,14 @@ class PicowsSocket(picows.WSListener):
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
         on_connected, self._on_connected = self._on_connected, None
+        self._beat = asyncio.get_running_loop().call_later(self._heartbeat_s, self._heartbeat)
         on_connected(self)
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        self._seen = True
         kind = frame.msg_type
+        if self._close_sent and kind is not _T_CLOSE:  # nothing after our close frame is read (nor held)
+            return
         if kind is _T_TEXT or kind is _T_BINARY:
             if self._parts is not None:
                 self._fail(_CLOSE_PROTOCOL_ERROR, "a new message began inside a fragmented one")
@@ -119,10 +135,13 @@ class PicowsSocket(picows.WSListener):
             self._continuation(frame)
         elif kind is _T_CLOSE:
             self._peer_closed()
-        # PING is answered by picows (enable_auto_pong); PONG feeds its auto-ping
+        # PING is answered by picows (enable_auto_pong); a PONG counts as a sign of life (_seen)
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self._gone = True
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
         self._push(_CLOSED)
         for name in ("_paused", "_closing"):
             future = getattr(self, name)
@@ -156,7 +175,14 @@ class PicowsSocket(picows.WSListener):
                 await waiter
             finally:
                 self._waiter = None
-        return frames.popleft()
+        message = frames.popleft()
+        if message[1] is not None:
+            self._inbound -= len(message[1])
+            if not self._reading and self._inbound <= _INBOUND_MAX and not self._gone:
+                self._reading = True
+                assert self._transport is not None
+                self._transport.underlying_transport.resume_reading()
+        return message
 
     async def send_text(self, data: bytes) -> None:
         """Write one text frame; wait while the transport is paused (see the module docstring)."""
@@ -173,6 +199,7 @@ class PicowsSocket(picows.WSListener):
         transport = self._transport
         if transport is None or self._gone:
             return
+        self._drop_inbound()  # the reader has stopped reading
         if not self._close_sent:
             self._close_sent = True
             transport.send_close(code, message)  # type: ignore[arg-type] # any int code (4001, 4003)
@@ -193,11 +220,49 @@ class PicowsSocket(picows.WSListener):
 
     # -- internals --------------------------------------------------------------------------------------
 
+    def _heartbeat(self) -> None:
+        transport = self._transport
+        if self._gone or transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._seen:
+            self._seen = self._pinged = False
+            self._beat = loop.call_later(self._heartbeat_s, self._heartbeat)
+        elif self._pinged:  # nothing came back (aiohttp does the same: drop it, the peer sees 1006)
+            log.info(
+                "connection from %s: no pong within %gs; disconnecting", self.peer, self._heartbeat_s / 2
+            )
+            self._beat = None
+            self.abort()
+        else:
+            transport.send_ping()
+            self._pinged = True
+            self._beat = loop.call_later(self._heartbeat_s / 2, self._heartbeat)
+
     def _push(self, message: Message) -> None:
         self._frames.append(message)
+        if message[1] is not None:
+            self._inbound += len(message[1])
+            if self._inbound > _INBOUND_MAX and self._reading and not self._gone:
+                self._reading = False
+                assert self._transport is not None
+                self._transport.underlying_transport.pause_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _drop_inbound(self) -> None:
+        """Our close frame is out: forget the messages nobody will read (ERROR and CLOSED stay) and read
+        the socket again (what comes now is dropped, and the peer's close frame must get through)."""
+        if self._inbound:
+            kept = [m for m in self._frames if m[1] is None or m[0] == ERROR]
+            self._frames.clear()
+            self._frames.extend(kept)
+            self._inbound = sum(len(m[1]) for m in kept if m[1] is not None)
+        if not self._reading and not self._gone:
+            self._reading = True
+            assert self._transport is not None
+            self._transport.underlying_transport.resume_reading()
 
     def _continuation(self, frame: picows.WSFrame) -> None:
         parts = self._parts
@@ -335,7 +400,7 @@ class PicowsServer:
                 None, None, False, limited.upgrade, _LOG,
                 True,  # disconnect_on_exception
                 settings.header_timeout_s,
-                True, HEARTBEAT_S, HEARTBEAT_S / 2, picows.WSAutoPingStrategy.PING_WHEN_IDLE,
+                False, 20, 20, picows.WSAutoPingStrategy.PING_WHEN_IDLE,  # auto-ping off: see _heartbeat
                 True,  # enable_auto_pong
                 hard_limit - 1, None, _READ_BUFFER,  # max_frame_size: aiohttp refuses from the limit on
             )  # fmt: skip
