@@ -1,6 +1,8 @@
-"""The aiohttp side of the gateway: the WebSocket upgrade (after the Origin check), the registry of live
-connections, their shared counters, and graceful shutdown. Each upgraded socket is served by a
-:class:`~outboxhub.gateway.connection.Connection`.
+"""The gateway's shared state: the upgrade rules (:meth:`Gateway.upgrade_refusal`: shutdown, Origin), the
+registry of live connections, their shared counters, graceful shutdown, and the aiohttp upgrade handler
+(the ops port's ``/ws``, and the WS port when ``ws_server = "aiohttp"``; the picows WS port is
+:mod:`outboxhub.gateway.picowsserver`). Each upgraded socket, of either server, is served by a
+:class:`~outboxhub.gateway.connection.Connection` through :meth:`Gateway.serve`.
 """
 
 from __future__ import annotations
