@@ -152,3 +152,22 @@ async def test_a_peer_that_does_not_answer_pings_is_cut_off(
     opcode, data = await answering
     assert opcode == 1 and json.loads(data)["op"] == "OK", (opcode, data)
     assert len(hub.gateway.connections) == 1
+
+
+async def test_pings_from_a_peer_that_does_not_read_do_not_grow_the_hub(hub: Hub, token: Any) -> None:
+    """Every ping is answered with a pong of the same payload: a peer that sends pings and never reads
+    must not make the hub buffer its pongs without bound (aiohttp waits for the socket to drain; on
+    picows the socket's pings stop being read while its write buffer is full)."""
+    raw = await _connect(hub, token())
+    ping = _frame(9, b"p" * 125)
+    (conn,) = hub.gateway.connections
+    for _ in range(300):  # 300 x 64 KiB of pings = 19 MB, far more than the kernel's buffers hold
+        raw.writer.write(ping * 500)
+        try:
+            await asyncio.wait_for(raw.writer.drain(), 0.2)
+        except TimeoutError:
+            break  # the hub stopped reading
+    await asyncio.sleep(0.5)
+    held = conn.ws.write_buffer_size()
+    assert held < 3_000_000, f"the hub holds {held} bytes of pongs for a peer that does not read"
+    raw.writer.transport.abort()

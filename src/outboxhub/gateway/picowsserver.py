@@ -13,7 +13,8 @@ with the same text, a shutting-down hub 503, a request that is not a WebSocket u
 picows pushes frames to a callback; :class:`PicowsSocket` turns them into the pull interface of
 :class:`~outboxhub.gateway.transport.WebSocket` with a deque and one future (set only while the reader
 waits). It reassembles fragmented messages (bounded by the hard limit, twice ``max_frame_bytes``, like
-aiohttp's ``max_msg_size``: beyond it the socket is closed with 1009), answers pings (picows), pings a
+aiohttp's ``max_msg_size``: beyond it the socket is closed with 1009), answers pings (and stops reading
+a peer's pings while its write buffer is full), pings a
 peer idle for 30 s and cuts it off when nothing comes back within 15 s (a timer per socket, not
 picows' auto-ping task: ≈ 1.2 KB less per idle connection), and makes ``send_text`` wait while
 the transport is paused (its write buffer above the high-water mark), so a peer that does not read stops
@@ -50,6 +51,7 @@ _T_TEXT: Final = picows.WSMsgType.TEXT
 _T_BINARY: Final = picows.WSMsgType.BINARY
 _T_CONT: Final = picows.WSMsgType.CONTINUATION
 _T_CLOSE: Final = picows.WSMsgType.CLOSE
+_T_PING: Final = picows.WSMsgType.PING
 _CLOSED: Final[Message] = (CLOSED, None)
 _CLOSE_NORMAL: Final = 1000
 _CLOSE_PROTOCOL_ERROR: Final = 1002
@@ -76,8 +78,8 @@ class PicowsSocket(picows.WSListener):
 
     __slots__ = (
         "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_inbound",
-        "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged", "_reading", "_seen",
-        "_transport", "_waiter", "peer",
+        "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged", "_pong_held",
+        "_reading", "_seen", "_transport", "_waiter", "peer",
     )  # fmt: skip
 
     def __init__(self, hard_limit: int, on_connected: Any) -> None:
@@ -87,7 +89,8 @@ class PicowsSocket(picows.WSListener):
         self._transport: picows.WSTransport | None = None
         self._frames: deque[Message] = deque()
         self._inbound = 0  # bytes of the messages in _frames
-        self._reading = True  # False while reading is paused (_inbound above _INBOUND_MAX)
+        self._reading = True  # False while reading is paused (see _sync_reading)
+        self._pong_held = False  # a pong was written while the write buffer was full
         self._waiter: asyncio.Future[None] | None = None  # the reader waits for a message
         self._paused: asyncio.Future[None] | None = None  # the transport's write buffer is full
         self._closing: asyncio.Future[None] | None = None  # our close frame waits for the peer's
@@ -133,9 +136,14 @@ class PicowsSocket(picows.WSListener):
                 self._push((BINARY, frame.get_payload_as_bytes()))
         elif kind is _T_CONT:
             self._continuation(frame)
+        elif kind is _T_PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            if self._paused is not None:  # a peer that pings and never reads: stop reading its pings
+                self._pong_held = True
+                self._sync_reading()
         elif kind is _T_CLOSE:
             self._peer_closed()
-        # PING is answered by picows (enable_auto_pong); a PONG counts as a sign of life (_seen)
+        # a PONG only counts as a sign of life (_seen)
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self._gone = True
@@ -156,6 +164,9 @@ class PicowsSocket(picows.WSListener):
         paused, self._paused = self._paused, None
         if paused is not None and not paused.done():
             paused.set_result(None)
+        if self._pong_held:
+            self._pong_held = False
+            self._sync_reading()
 
     # -- the WebSocket interface ------------------------------------------------------------------------
 
@@ -178,10 +189,8 @@ class PicowsSocket(picows.WSListener):
         message = frames.popleft()
         if message[1] is not None:
             self._inbound -= len(message[1])
-            if not self._reading and self._inbound <= _INBOUND_MAX and not self._gone:
-                self._reading = True
-                assert self._transport is not None
-                self._transport.underlying_transport.resume_reading()
+            if not self._reading:
+                self._sync_reading()
         return message
 
     async def send_text(self, data: bytes) -> None:
@@ -243,10 +252,8 @@ class PicowsSocket(picows.WSListener):
         self._frames.append(message)
         if message[1] is not None:
             self._inbound += len(message[1])
-            if self._inbound > _INBOUND_MAX and self._reading and not self._gone:
-                self._reading = False
-                assert self._transport is not None
-                self._transport.underlying_transport.pause_reading()
+            if self._inbound > _INBOUND_MAX and self._reading:
+                self._sync_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -259,10 +266,23 @@ class PicowsSocket(picows.WSListener):
             self._frames.clear()
             self._frames.extend(kept)
             self._inbound = sum(len(m[1]) for m in kept if m[1] is not None)
-        if not self._reading and not self._gone:
-            self._reading = True
-            assert self._transport is not None
-            self._transport.underlying_transport.resume_reading()
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Read the socket unless the reader has more than _INBOUND_MAX bytes of messages to take, or a
+        pong waits behind a full write buffer (pings from a peer that never reads would otherwise grow
+        it without bound). After our close frame, always read: nothing is kept, and the peer's close
+        frame must get through."""
+        want = not self._gone and (
+            self._close_sent or (self._inbound <= _INBOUND_MAX and not self._pong_held)
+        )
+        if want != self._reading and self._transport is not None and not self._gone:
+            self._reading = want
+            underlying = self._transport.underlying_transport
+            if want:
+                underlying.resume_reading()
+            else:
+                underlying.pause_reading()
 
     def _continuation(self, frame: picows.WSFrame) -> None:
         parts = self._parts
@@ -401,7 +421,7 @@ class PicowsServer:
                 True,  # disconnect_on_exception
                 settings.header_timeout_s,
                 False, 20, 20, picows.WSAutoPingStrategy.PING_WHEN_IDLE,  # auto-ping off: see _heartbeat
-                True,  # enable_auto_pong
+                False,  # enable_auto_pong: PicowsSocket answers pings (bounded by the write buffer)
                 hard_limit - 1, None, _READ_BUFFER,  # max_frame_size: aiohttp refuses from the limit on
             )  # fmt: skip
             return limited
