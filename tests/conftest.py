@@ -167,12 +167,29 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+WS_SERVERS: tuple[str, ...] = ("aiohttp", "picows")
+
+
 @pytest.fixture
-async def hub_factory(tmp_path: Path, clean_env: None) -> AsyncIterator[HubFactory]:
+def ws_server(request: pytest.FixtureRequest) -> str | None:
+    """The ``ws_server`` of the test hubs: None (the default setting), or each of :data:`WS_SERVERS` in a
+    module that sets ``BOTH_WS_SERVERS = True`` (the modules that face the gateway's WebSocket port)."""
+    return getattr(request, "param", None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if getattr(metafunc.module, "BOTH_WS_SERVERS", False) and "ws_server" in metafunc.fixturenames:
+        metafunc.parametrize("ws_server", WS_SERVERS, indirect=True)
+
+
+@pytest.fixture
+async def hub_factory(tmp_path: Path, clean_env: None, ws_server: str | None) -> AsyncIterator[HubFactory]:
     """Start hubs with ``await hub_factory(**settings_overrides)``; all are closed after the test."""
     hubs: list[Hub] = []
 
     async def make(**overrides: Any) -> Hub:
+        if ws_server is not None:
+            overrides.setdefault("ws_server", ws_server)
         started = await start_hub(hub_settings(tmp_path, f"hub{len(hubs)}", **overrides))
         hubs.append(started)
         return started

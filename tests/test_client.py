@@ -28,6 +28,8 @@ from outboxhub.client import (
 )
 from outboxhub.errors import TopicError
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ALL = ("publish:**", "subscribe:**")
 
 

@@ -22,6 +22,8 @@ from outboxhub.ids import new_id
 from outboxhub.model import NewEvent
 from outboxhub.store.sqlite.store import SQLiteStore
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ALL = ("publish:**", "subscribe:**")
 FAST = Backoff(initial_s=0.01, max_s=0.05)
 

@@ -20,6 +20,8 @@ from outboxhub.app import Hub
 from outboxhub.client import BadRequest, Event, HubClient, Retry, SubscribeContext, Terminate
 from outboxhub.inbox import AsyncSqlAlchemyInbox, SqliteInbox
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ALL = ("publish:**", "subscribe:**")
 
 

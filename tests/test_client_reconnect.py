@@ -27,6 +27,8 @@ from outboxhub.client import (
 from outboxhub.model import Event
 from outboxhub.store import open_store
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ALL = ("publish:**", "subscribe:**")
 KILL_SECRET = "client-kill-test-secret-" + "fedcba9876543210" * 3
 FAST = Backoff(initial_s=0.02, max_s=0.3)

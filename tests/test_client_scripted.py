@@ -13,6 +13,8 @@ from aiohttp import WSMsgType, web
 
 from outboxhub.client import Backoff, HubClient, HubError, Unavailable
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 Script = Callable[[dict[str, Any], web.WebSocketResponse], Awaitable[None]]
 
 

@@ -10,6 +10,8 @@ import aiohttp
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 
 async def _until(cond: Any, what: str, wait_s: float = 10.0) -> None:
     """Wait (bounded) until ``await cond()`` is true."""

@@ -21,6 +21,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 AUD = "outboxhub-test"
 ISS = "https://issuer.test"
 

@@ -13,6 +13,8 @@ import pytest
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 CORPUS = json.loads((Path(__file__).parent / "corpus" / "frames.json").read_text())
 BAD_FRAMES = [entry for entry in CORPUS if entry["expect"] != "ok"]
 CLOSING_CODES = {"no_token": 4001, "jwt_invalid": 4001, "token_expired": 4003}
@@ -275,3 +277,50 @@ async def test_close_does_not_hang_on_a_peer_that_stopped_reading(
         assert (await pub.recv())["op"] == "OK"
     await asyncio.wait_for(hub.close(), 20)  # bounded by close_timeout_s per step, not by the peer
     assert not hub.gateway.connections
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked text frame (mask key 0: the payload goes as is)."""
+    data = text.encode()
+    n = len(data)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + data
+
+
+async def test_a_peer_that_does_not_read_is_not_buffered_without_bound(
+    hub_factory: Any, ws_connect: Any, token: Any
+) -> None:
+    """A subscriber whose socket is never read: once the kernel's buffers are full, the hub's writer waits
+    for the transport to drain (aiohttp's drain, picows' pause_writing/resume_writing) instead of piling
+    every event into the transport's write buffer; the send queue stays bounded and refuses."""
+    hub = await hub_factory(send_queue_max=4)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.ws_port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    writer.write(_client_frame(json.dumps({"op": "AUTH", "token": token(), "rid": 1})))
+    writer.write(_client_frame(json.dumps({"op": "SUBSCRIBE", "topic": "big.*", "rid": 2})))
+    await writer.drain()  # and from here on nothing is read from this socket
+    pub = await ws_connect(hub.ws_url, token=token())
+    for _ in range(200):  # until the subscription is in place
+        conns = [c for c in hub.gateway.connections if c.subs]
+        if conns:
+            break
+        await asyncio.sleep(0.02)
+    (stalled,) = conns
+    n, payload = 64, "p" * 300_000  # 19 MB: far more than the kernel's socket buffers hold
+    for i in range(n):
+        await pub.send({"op": "PUBLISH", "topic": "big.x", "payload": payload, "rid": i})
+    for _ in range(n):
+        assert (await pub.recv())["op"] == "OK"
+    for _ in range(500):
+        if hub.gateway.stats.events_refused > 0:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # let the writer do what it would do
+    assert hub.gateway.stats.events_refused > 0, "the stalled subscriber's queue never filled"
+    held = stalled.ws.write_buffer_size() + stalled.out.queued_bytes
+    assert held < 3_000_000, f"the hub holds {held} bytes for a peer that does not read"
+    writer.close()

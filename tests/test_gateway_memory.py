@@ -19,6 +19,8 @@ import pytest
 
 from outboxhub.auth.jwt import mint_token
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 BUDGET = 2 * 1024 * 1024  # send_queue_max_bytes of the served hub
 MARGIN = (
@@ -35,9 +37,11 @@ class Served(msgspec.Struct):
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, ws_server: str | None) -> AsyncIterator[Served]:
     secret = secrets.token_urlsafe(48)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXHUB_")}
+    if ws_server is not None:
+        env["OUTBOXHUB_WS_SERVER"] = ws_server
     env.update(
         OUTBOXHUB_STORE=f"sqlite:///{tmp_path / 'mem.db'}",
         OUTBOXHUB_WS_PORT="0",

@@ -18,6 +18,8 @@ from outboxhub.gateway.publishquota import PublishQuotas
 from outboxhub.gateway.stats import GatewayStats
 from outboxhub.quotas import Quota, QuotaError, format_rate, parse_quota, parse_rate
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ALL = {"rules": [{"effect": "allow", "action": "*", "topics": ["**"]}]}
 
 

@@ -21,6 +21,8 @@ from jwt.algorithms import ECAlgorithm
 from outboxhub.app import Hub
 from outboxhub.store import open_store
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 SERVE = "from outboxhub.config import load_settings; from outboxhub.app import serve; serve(load_settings())"
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 
 async def test_extend_keeps_a_delivery_past_its_ack_timeout(hub: Hub, ws_connect: Any, token: Any) -> None:
     opts = {"ack_timeout_ms": 1_500, "max_in_flight": 1}

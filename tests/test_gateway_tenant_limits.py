@@ -15,6 +15,8 @@ import pytest
 
 from outboxhub.app import Hub
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 
 @pytest.mark.parametrize(
     ("op", "fields", "named"),

@@ -33,6 +33,8 @@ import pytest
 from outboxhub.app import Hub
 from outboxhub.model import NewEvent
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 MEASURE_RATES = os.environ.get("OUTBOXHUB_ISOLATION_RATES") == "1"
 ROUNDS = 5 if MEASURE_RATES else 2
 """Solo and attacked rounds each: five when the rate ratio is asserted; two otherwise (every round still

@@ -31,6 +31,8 @@ import pytest
 
 from outboxhub.auth.jwt import mint_token
 
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
 ROOT = Path(__file__).parents[1]
 PKG = ROOT / "clients" / "js"
 _CI = os.environ.get("CI") == "true"

@@ -32,6 +32,7 @@ from outboxhub.bus.core import Bus
 from outboxhub.config import Settings
 from outboxhub.errors import OutboxhubError
 from outboxhub.gateway.listener import ConnectionLimiter, LimitedSite, runner_options
+from outboxhub.gateway.picowsserver import PicowsServer
 from outboxhub.gateway.server import Gateway
 from outboxhub.ops import OPS, HubMetrics, install_ops
 from outboxhub.outbox import Drainer, DrainerMetrics, DrainerSettings, run_drainers
@@ -91,6 +92,7 @@ class Hub:
         self.ops_port = 0
         self._runners: list[web.AppRunner] = []
         self._sites: list[web.BaseSite] = []
+        self._picows: PicowsServer | None = None  # the WS port when settings.ws_server == "picows"
         self.limiters: dict[str, ConnectionLimiter] = {}  # "ws" and "ops": open connections per port
         self._closed = False
 
@@ -120,7 +122,11 @@ class Hub:
         ops = self.ops_app.get(OPS)
         self.metrics = None if ops is None else ops.metrics
         s = self.settings
-        for name, app, port in (("ws", self.ws_app, s.ws_port), ("ops", self.ops_app, s.ops_port)):
+        ports = [("ws", self.ws_app, s.ws_port), ("ops", self.ops_app, s.ops_port)]
+        if s.ws_server == "picows":
+            self.ws_port = await self._start_picows()
+            ports = ports[1:]
+        for name, app, port in ports:
             runner = web.AppRunner(
                 app,
                 access_log=None,
@@ -129,19 +135,28 @@ class Hub:
             )
             await runner.setup()
             self._runners.append(runner)
-            limiter = ConnectionLimiter(
-                name,
-                max_total=s.max_connections,
-                max_per_ip=s.max_connections_per_ip,
-                header_timeout_s=s.header_timeout_s,
-            )
-            self.limiters[name] = limiter
+            self.limiters[name] = limiter = self._limiter(name)
             site = LimitedSite(runner, s.host, port, limiter=limiter)
             await site.start()
             self._sites.append(site)
-        self.ws_port = int(self._runners[0].addresses[0][1])
-        self.ops_port = int(self._runners[1].addresses[0][1])
+        if self._picows is None:
+            self.ws_port = int(self._runners[0].addresses[0][1])
+        self.ops_port = int(self._runners[-1].addresses[0][1])
         log.info("gateway on %s, ops on %s, store %s", self.ws_url, self.ops_url, self.store.url)
+
+    async def _start_picows(self) -> int:
+        self.limiters["ws"] = limiter = self._limiter("ws")
+        self._picows = PicowsServer(self.gateway, limiter)
+        return await self._picows.start(self.settings.host, self.settings.ws_port)
+
+    def _limiter(self, name: str) -> ConnectionLimiter:
+        s = self.settings
+        return ConnectionLimiter(
+            name,
+            max_total=s.max_connections,
+            max_per_ip=s.max_connections_per_ip,
+            header_timeout_s=s.header_timeout_s,
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:
@@ -157,6 +172,8 @@ class Hub:
         if self._closed:
             return
         self._closed = True
+        if self._picows is not None:
+            self._picows.stop_listening()
         for site in self._sites:
             with contextlib.suppress(Exception):
                 await site.stop()
@@ -164,6 +181,8 @@ class Hub:
             await self.gateway.shutdown()
         except Exception:
             log.exception("gateway shutdown failed")
+        if self._picows is not None:
+            await self._picows.close(_SHUTDOWN_TIMEOUT_S)
         for callback in self.on_close:
             try:
                 await callback()

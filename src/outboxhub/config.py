@@ -62,6 +62,7 @@ class Settings(BaseSettings):
         1000, ge=1, validation_alias=_env("max_subscriptions_per_principal")
     )
     max_groups_per_principal: int = Field(100, ge=1, validation_alias=_env("max_groups_per_principal"))
+    ws_server: Literal["aiohttp", "picows"] = Field("picows", validation_alias=_env("ws_server"))
     header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("header_timeout_s"))
     ops_body_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("ops_body_timeout_s"))
     max_connections: int = Field(4096, ge=1, validation_alias=_env("max_connections"))

@@ -84,6 +84,10 @@ def _command(scenario: Scenario) -> Any:
         nats_replicas: Annotated[
             int, typer.Option(min=1, max=5, help="Replicas of the --peer nats stream (a JetStream cluster).")
         ] = 1,
+        ws_server: Annotated[
+            str | None,
+            typer.Option(help="WebSocket server of the started hub: aiohttp or picows (default: the hub's)."),
+        ] = None,
         sdk: Annotated[
             bool, typer.Option(help="publish: add rows through the Python SDK (HubClient).")
         ] = False,
@@ -98,6 +102,9 @@ def _command(scenario: Scenario) -> Any:
         err = Console(stderr=True)
         if peer not in (None, "nats"):
             err.print(f"[red]error:[/red] --peer {peer!r}: the only peer is 'nats'", highlight=False)
+            raise typer.Exit(2)
+        if ws_server not in (None, "aiohttp", "picows"):
+            err.print(f"[red]error:[/red] --ws-server {ws_server!r}: aiohttp or picows", highlight=False)
             raise typer.Exit(2)
         try:
             from outboxhub.bench.options import DEFAULT_E2E_RATES, BenchOptions
@@ -118,6 +125,7 @@ def _command(scenario: Scenario) -> Any:
                 peer="nats" if peer == "nats" else None,
                 nats_url=nats_url,
                 nats_replicas=nats_replicas,
+                ws_server="picows" if ws_server == "picows" else "aiohttp" if ws_server else None,
                 sdk=sdk,
                 repeat=repeat,
             )

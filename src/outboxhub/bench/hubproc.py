@@ -57,8 +57,11 @@ _BENCH_MAX_CONNECTIONS = 100_000
 
 
 @contextlib.asynccontextmanager
-async def start_hub_process(store_url: str, *, workdir: Path) -> AsyncIterator[HubTarget]:
-    """Run ``outboxhub serve`` on ``store_url`` until the block ends (then SIGTERM, then SIGKILL)."""
+async def start_hub_process(
+    store_url: str, *, workdir: Path, ws_server: str | None = None
+) -> AsyncIterator[HubTarget]:
+    """Run ``outboxhub serve`` on ``store_url`` (with ``ws_server`` when given) until the block ends
+    (then SIGTERM, then SIGKILL)."""
     secret = secrets.token_urlsafe(48)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXHUB_")}
     env.update(
@@ -74,6 +77,8 @@ async def start_hub_process(store_url: str, *, workdir: Path) -> AsyncIterator[H
         OUTBOXHUB_MAX_CONNECTIONS=str(_BENCH_MAX_CONNECTIONS),
         OUTBOXHUB_MAX_CONNECTIONS_PER_IP=str(_BENCH_MAX_CONNECTIONS),
     )
+    if ws_server is not None:
+        env["OUTBOXHUB_WS_SERVER"] = ws_server
     log_path = workdir / "hub.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -148,7 +153,7 @@ async def hub_target(options: BenchOptions, *, store: str | None, workdir: Path)
             store_label="remote",
         )
         return
-    async with start_hub_process(store, workdir=workdir) as target:
+    async with start_hub_process(store, workdir=workdir, ws_server=options.ws_server) as target:
         yield target
 
 

@@ -29,6 +29,7 @@ class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
     * ``rates`` — e2e publish rates (events/s).
     * ``peer`` — ``"nats"`` runs the same workload against JetStream at ``nats_url``.
     * ``sdk`` — publish also through the Python SDK (``HubClient``), as an extra row.
+    * ``ws_server`` — the started hub's ``ws_server`` setting (None: the hub's default).
     * ``repeat`` — rounds (hub then peer, each round); the report keeps each row's median round.
     """
 
@@ -47,6 +48,7 @@ class BenchOptions(msgspec.Struct, frozen=True, kw_only=True):
     peer: Literal["nats"] | None = None
     nats_url: str = "nats://127.0.0.1:4222"
     nats_replicas: int = 1
+    ws_server: Literal["aiohttp", "picows"] | None = None
     sdk: bool = False
     repeat: int = 1
 

@@ -7,8 +7,8 @@ is back) and reports per server: round trips per second, the server's CPU per ro
 user+system time over the window ÷ round trips), and the server's RSS growth per idle connection
 (``--idle`` connections opened after the round trips). The servers alternate within each round, so both
 see the same machine load; every row is the median of the rounds. No hub code runs: this is what the
-WebSocket library alone costs, the lower bound under the gateway's numbers. picows comes with the
-``[bench]`` extra.
+WebSocket library alone costs, the lower bound under the gateway's numbers. picows is a dependency
+of outboxhub (the gateway's WebSocket port).
 """
 
 from __future__ import annotations
@@ -139,10 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         _serve(args.serve)
         return
-    try:
-        import picows  # noqa: F401
-    except ImportError:
-        parser.exit(2, "picows is not installed: pip install 'outboxhub[bench]' (or 'picows>=2.3')\n")
     asyncio.run(_run(args.seconds, args.idle, args.rounds))
 
 

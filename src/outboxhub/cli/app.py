@@ -123,6 +123,10 @@ def serve(
     max_groups_per_principal: Annotated[
         int | None, typer.Option(help="Consumer groups per token subject, over all its connections (100).")
     ] = None,
+    ws_server: Annotated[
+        str | None,
+        typer.Option(help="WebSocket server of the WS port: aiohttp or picows (picows)."),
+    ] = None,
     header_timeout_s: Annotated[
         float | None,
         typer.Option(help="Seconds to send a request's headers (and keep-alive idle) on both ports (10)."),
@@ -199,6 +203,7 @@ def serve(
         max_auth_frame_bytes=max_auth_frame_bytes,
         max_subscriptions_per_principal=max_subscriptions_per_principal,
         max_groups_per_principal=max_groups_per_principal,
+        ws_server=ws_server,
         header_timeout_s=header_timeout_s,
         ops_body_timeout_s=ops_body_timeout_s,
         max_connections=max_connections,

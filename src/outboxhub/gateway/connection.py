@@ -31,8 +31,6 @@ import logging
 import time
 from typing import Any, Final
 
-from aiohttp import WSMessage, WSMsgType, web
-
 from outboxhub.auth import acl
 from outboxhub.auth.decide import Decider
 from outboxhub.auth.jwt import Principal
@@ -43,6 +41,7 @@ from outboxhub.gateway.publishquota import ConnectionLimits
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.gateway.settle import Settlement
+from outboxhub.gateway.transport import BINARY, ERROR, TEXT, Message, WebSocket
 from outboxhub.ids import new_id
 from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
@@ -112,23 +111,21 @@ class Connection(Settlement):
     __slots__ = (
         "_auth_generation", "_auth_timeout_s", "_auth_timer", "_authenticating", "_batch", "_bucket",
         "_closed", "_expiry", "_leeway_s", "_loop", "_max_auth_frame", "_max_frame", "_max_subs",
-        "_may_publish", "_quota_owner", "_stopping", "_tasks", "_transport", "connected_at", "decider",
+        "_may_publish", "_quota_owner", "_stopping", "_tasks", "connected_at", "decider",
         "gateway", "member", "out", "paused", "peer", "policy", "principal", "published", "subs", "ws",
     )  # fmt: skip
 
     def __init__(
         self,
         gateway: GatewayContext,
-        ws: web.WebSocketResponse,
+        ws: WebSocket,
         *,
         peer: str | None = None,
-        transport: asyncio.Transport | None = None,
     ) -> None:
         settings = gateway.settings
         self.gateway = gateway
         self.ws = ws
         self.peer = peer
-        self._transport = transport
         self.member = f"conn-{new_id()}"
         self.principal: Principal | None = None
         self.policy: acl.Policy | None = None
@@ -136,7 +133,7 @@ class Connection(Settlement):
         self.subs: dict[_SubKey, SocketSub] = {}
         self.paused: set[SocketSub] = set()
         self.out = SendQueue(
-            functools.partial(ws.send_frame, opcode=WSMsgType.TEXT),
+            ws.send_text,
             max_events=settings.send_queue_max,
             max_replies=_MAX_PENDING_REPLIES,
             on_drain=self._resume_paused,
@@ -174,19 +171,19 @@ class Connection(Settlement):
         ws = self.ws
         try:
             while not self._closed:
-                msg = await ws.receive()
+                kind, data = msg = await ws.receive()
                 if self.principal is None and _too_large_before_auth(msg, self._max_auth_frame):
-                    await self._refuse_large_before_auth(utf8_size(msg.data))
+                    await self._refuse_large_before_auth(utf8_size(data))
                     break
-                if msg.type is WSMsgType.TEXT:
+                if kind == TEXT:
                     self.gateway.stats.frames_in += 1
-                    await self._on_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
+                    await self._on_text(data)
+                elif kind == BINARY:
                     self.gateway.stats.frames_in += 1
                     self._err(None, BAD_REQUEST, "binary frames are not accepted; send JSON text frames")
-                else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. a frame beyond the hard limit: 1009)
-                    if msg.type is WSMsgType.ERROR:
-                        log.info("connection %s: %s", self.member, msg.data)
+                else:  # closed, or ERROR (e.g. a frame beyond the hard limit: 1009)
+                    if kind == ERROR:
+                        log.info("connection %s: %s", self.member, data)
                     break
                 if not self.out.has_reply_room():
                     await self.out.wait_reply_room()
@@ -551,17 +548,12 @@ class Connection(Settlement):
         if self.ws.closed:
             return
         try:
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=reason.encode()[:120]), self.gateway.close_timeout_s
-            )
+            await asyncio.wait_for(self.ws.close(code, reason.encode()[:120]), self.gateway.close_timeout_s)
         except TimeoutError:
             self._abort()
 
     def _abort(self) -> None:
-        # transport.close() (what aiohttp does on a failed close) waits for the send buffer to empty, which
-        # never happens with a peer that does not read; abort() drops the connection at once.
-        if self._transport is not None:
-            self._transport.abort()
+        self.ws.abort()
 
     async def shutdown(self) -> None:
         """Refuse new requests, let in-flight publishes and acks finish, send their replies, then close
@@ -595,5 +587,5 @@ class Connection(Settlement):
             await self._close_sub(sub)
 
 
-def _too_large_before_auth(msg: WSMessage, limit: int) -> bool:
-    return msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and utf8_size(msg.data) > limit
+def _too_large_before_auth(msg: Message, limit: int) -> bool:
+    return (msg[0] == TEXT or msg[0] == BINARY) and utf8_size(msg[1]) > limit

@@ -13,6 +13,9 @@ goes away. Two defences, on both ports (WebSocket and ops):
   :class:`ConnectionLimiter`: beyond ``max_connections`` open connections on the port, or
   ``max_connections_per_ip`` from one address, the new connection is aborted at once, before aiohttp
   sees it, and a warning is logged (at most once per :data:`LOG_EVERY_S` per port, with a count).
+
+The picows WS port (:mod:`outboxhub.gateway.picowsserver`) puts the same :class:`ConnectionLimiter` in
+front of picows' protocol and uses picows' handshake timeout as the header-read timeout.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The aiohttp side of the gateway: the WebSocket upgrade (after the Origin check), the registry of live
-connections, their shared counters, and graceful shutdown. Each upgraded socket is served by a
-:class:`~outboxhub.gateway.connection.Connection`.
+"""The gateway's shared state: the upgrade rules (:meth:`Gateway.upgrade_refusal`: shutdown, Origin), the
+registry of live connections, their shared counters, graceful shutdown, and the aiohttp upgrade handler
+(the ops port's ``/ws``, and the WS port when ``ws_server = "aiohttp"``; the picows WS port is
+:mod:`outboxhub.gateway.picowsserver`). Each upgraded socket, of either server, is served by a
+:class:`~outboxhub.gateway.connection.Connection` through :meth:`Gateway.serve`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from outboxhub.gateway.connection import Connection
 from outboxhub.gateway.publishquota import PublishQuotas
 from outboxhub.gateway.quota import PrincipalQuota
 from outboxhub.gateway.stats import GatewayStats
+from outboxhub.gateway.transport import AiohttpSocket, WebSocket
 from outboxhub.quotas import parse_quotas
 
 __all__ = ["CLOSE_BY_OPERATOR", "ConnectionInfo", "Gateway", "GatewayStats"]
@@ -30,8 +33,9 @@ log = logging.getLogger("outboxhub.gateway.connection")
 # Frames above max_frame_bytes but below this multiple of it are read and answered with ERR too_large (the
 # connection stays). From this multiple up, aiohttp refuses the frame from its header, before buffering
 # any of it, and closes the connection with 1009 at once: no ERR can go first (README, --max-frame-bytes).
-_HARD_LIMIT_FACTOR: Final = 2
-_HEARTBEAT_S: Final = 30.0
+HARD_LIMIT_FACTOR: Final = 2
+HEARTBEAT_S: Final = 30.0
+"""The hub pings an idle WebSocket this often; a peer that has not answered within half of it is cut off."""
 
 CLOSE_BY_OPERATOR: Final = 1008
 """Close code of a connection an operator closed (``POST /connections/{id}/close``; reason
@@ -90,16 +94,16 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to WebSocket (after the Origin check) and serve the connection until it closes."""
-        if self._closing:
-            raise web.HTTPServiceUnavailable(text="hub is shutting down\n")
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and not self.origin_allowed(origin, request.host):
-            log.info("refused WebSocket from origin %r (not in allowed_origins)", origin)
-            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed (see allowed_origins)\n")
+        refused = self.upgrade_refusal(request.headers.get(hdrs.ORIGIN), request.host)
+        if refused is not None:
+            status, text = refused
+            if status == 503:
+                raise web.HTTPServiceUnavailable(text=text)
+            raise web.HTTPForbidden(text=text)
         ws = web.WebSocketResponse(
-            max_msg_size=self.settings.max_frame_bytes * _HARD_LIMIT_FACTOR,
+            max_msg_size=self.settings.max_frame_bytes * HARD_LIMIT_FACTOR,
             compress=False,
-            heartbeat=_HEARTBEAT_S,
+            heartbeat=HEARTBEAT_S,
             timeout=self.close_timeout_s,
         )
         if not ws.can_prepare(request).ok:
@@ -110,14 +114,28 @@ class Gateway:
             )
         await ws.prepare(request)
         log.debug("connection from %s", request.remote)
-        conn = Connection(self, ws, peer=request.remote, transport=request.transport)
+        await self.serve(AiohttpSocket(ws, request.transport), request.remote)
+        return ws
+
+    async def serve(self, ws: WebSocket, peer: str | None) -> None:
+        """Serve one upgraded WebSocket (of either server) until it closes."""
+        conn = Connection(self, ws, peer=peer)
         self.connections.add(conn)
         self.stats.connections_total += 1
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
-        return ws
+
+    def upgrade_refusal(self, origin: str | None, host: str) -> tuple[int, str] | None:
+        """Why an upgrade request is refused, as (HTTP status, body), or None: 503 while shutting down,
+        403 for a browser Origin that is not allowed."""
+        if self._closing:
+            return 503, "hub is shutting down\n"
+        if origin is not None and not self.origin_allowed(origin, host):
+            log.info("refused WebSocket from origin %r (not in allowed_origins)", origin)
+            return 403, f"origin {origin!r} is not allowed (see allowed_origins)\n"
+        return None
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         """A browser Origin is allowed when no list is configured, it is listed (or ``*`` is), or it is

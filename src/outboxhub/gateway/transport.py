@@ -1,0 +1,104 @@
+"""What a gateway :class:`~outboxhub.gateway.connection.Connection` needs from its WebSocket, and the
+aiohttp implementation of it (the picows one is :mod:`outboxhub.gateway.picowsserver`).
+
+A socket hands the connection whole messages as ``(kind, data)`` pairs from :meth:`WebSocket.receive`:
+:data:`TEXT` (``data`` a ``str``), :data:`BINARY` (``bytes``), :data:`ERROR` (a protocol error the library
+already answered, e.g. 1009 for a frame beyond the hard limit; ``data`` says what) and :data:`CLOSED`
+(the peer closed, or the socket is gone). Fragmented messages arrive reassembled; pings are answered by
+the library. :meth:`WebSocket.send_text` writes one text frame and suspends while the socket's write
+buffer is above its high-water mark, which is what bounds a connection's memory against a peer that
+does not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["BINARY", "CLOSED", "ERROR", "TEXT", "AiohttpSocket", "Message", "WebSocket"]
+
+CLOSED: Final = 0
+TEXT: Final = 1
+BINARY: Final = 2
+ERROR: Final = 3
+
+Message = tuple[int, Any]
+"""``(kind, data)``: see the module docstring."""
+
+_CLOSED: Final[Message] = (CLOSED, None)
+
+
+class WebSocket(Protocol):
+    """One server-side WebSocket, as a :class:`~outboxhub.gateway.connection.Connection` uses it."""
+
+    def send_text(self, data: bytes) -> Awaitable[Any]:
+        """Write one text frame (UTF-8 bytes); suspends while the socket's write buffer is full and raises
+        once the socket is gone."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once a close frame was exchanged or the socket is gone."""
+        ...
+
+    async def receive(self) -> Message:
+        """The next message (see the module docstring); :data:`CLOSED` from then on once closed."""
+        ...
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Send a close frame with ``code`` and ``message``, wait for the peer's (the caller bounds the
+        wait), then close the TCP connection."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without waiting for the send buffer to empty."""
+        ...
+
+    def write_buffer_size(self) -> int:
+        """Bytes written to the socket and not yet taken by the kernel."""
+        ...
+
+
+class AiohttpSocket:
+    """:class:`WebSocket` over aiohttp's ``WebSocketResponse`` (the ``ws_server = "aiohttp"`` gateway and
+    the ops port's ``/ws``)."""
+
+    __slots__ = ("_transport", "_ws", "send_text")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+        self._ws = ws
+        self._transport = transport
+        self.send_text: Callable[[bytes], Awaitable[Any]] = functools.partial(
+            ws.send_frame, opcode=WSMsgType.TEXT
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def receive(self) -> Message:
+        msg = await self._ws.receive()
+        kind = msg.type
+        if kind is WSMsgType.TEXT:
+            return TEXT, msg.data
+        if kind is WSMsgType.BINARY:
+            return BINARY, msg.data
+        if kind is WSMsgType.ERROR:  # e.g. a frame beyond the hard limit: aiohttp closes with 1009
+            return ERROR, msg.data
+        return _CLOSED  # CLOSE, CLOSING, CLOSED
+
+    async def close(self, code: int, message: bytes) -> None:
+        await self._ws.close(code=code, message=message)
+
+    def abort(self) -> None:
+        # transport.close() (what aiohttp does on a failed close) waits for the send buffer to empty,
+        # which never happens with a peer that does not read; abort() drops the connection at once.
+        if self._transport is not None:
+            self._transport.abort()
+
+    def write_buffer_size(self) -> int:
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
