@@ -68,7 +68,6 @@ from outboxhub.protocol.limits import (
     check_text,
     check_texts,
     headers_ok,
-    payload_needs_decoding,
     texts_ok,
 )
 from outboxhub.topics import validate_group, validate_pattern, validate_topic
@@ -101,7 +100,6 @@ __all__ = [
     "OkFrame",
     "Publish",
     "PublishOpts",
-    "RawPublish",
     "Rid",
     "ServerFrame",
     "Subscribe",
@@ -371,13 +369,6 @@ class Extend(_ClientFrame, frozen=True, kw_only=True, tag="EXTEND"):
 
 ClientFrame: TypeAlias = Auth | Publish | Subscribe | Unsubscribe | Ack | Nack | Extend
 
-
-class RawPublish(Publish, frozen=True, kw_only=True, tag="PUBLISH"):
-    """``PUBLISH`` as the hub reads it: the payload kept as checked JSON text, stored without re-encoding."""
-
-    payload: msgspec.Raw = msgspec.Raw(b"null")
-
-
 # --------------------------------------------------------------------------------------------------
 # Hub → client frames
 
@@ -478,9 +469,6 @@ class _PublishedOk(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 _encoder: Final = msgspec.json.Encoder()
 _client_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(ClientFrame)
-_hub_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(
-    Auth | RawPublish | Subscribe | Unsubscribe | Ack | Nack | Extend
-)
 _server_decoder: Final[msgspec.json.Decoder[_OkHead | ErrFrame | EventFrame]] = msgspec.json.Decoder(
     _OkHead | ErrFrame | EventFrame
 )
@@ -504,33 +492,25 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
 
     Raises :class:`ProtocolError`: ``too_large`` when ``data`` exceeds ``max_size`` bytes (checked before
     parsing), ``no_token`` for an ``AUTH`` whose token is missing, empty or not a string, else
-    ``bad_request`` naming the field at fault. The error carries the frame's ``rid`` whenever it could be
-    read. A ``PUBLISH`` comes back as :class:`RawPublish` unless its payload needed decoding.
+    ``bad_request`` naming the field at fault.
+    The error carries the frame's ``rid`` whenever it could be read.
     """
     _check_size(data, max_size)
-    frame = _decode(_hub_decoder, data)
-    # Only a PUBLISH payload is free-form JSON: kept raw unless the cheap checks cannot clear it, then
-    # read the old way (the same errors and limits); the rest of every frame has a fixed, shallow shape.
-    if type(frame) is not RawPublish or not payload_needs_decoding(data, frame.payload):
-        return frame
-    frame = _decode(_client_decoder, data)
-    if type(frame) is Publish and type(frame.payload) in _CONTAINERS:
-        try:
-            check_depth(data, frame)
-        except ValueError as exc:
-            raise ProtocolError(BAD_REQUEST, f"PUBLISH.payload: {exc}", rid=frame.rid) from None
-    return frame
-
-
-def _decode(decoder: msgspec.json.Decoder[ClientFrame], data: str | bytes) -> ClientFrame:
     try:
-        return decoder.decode(data)
+        frame = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
         raise explain(data, exc, CLIENT_OPS) from exc
     except RecursionError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply") from exc
     except UnicodeError as exc:
         raise ProtocolError(BAD_REQUEST, "frame is not valid UTF-8 text") from exc
+    # Only a PUBLISH payload is free-form JSON; the rest of every frame has a fixed, shallow shape.
+    if type(frame) is Publish and type(frame.payload) in _CONTAINERS:
+        try:
+            check_depth(data, frame)
+        except ValueError as exc:
+            raise ProtocolError(BAD_REQUEST, f"PUBLISH.payload: {exc}", rid=frame.rid) from None
+    return frame
 
 
 def decode_server_frame(data: str | bytes) -> ServerFrame:

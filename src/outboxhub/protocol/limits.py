@@ -46,7 +46,6 @@ __all__ = [
     "check_text",
     "check_texts",
     "headers_ok",
-    "payload_needs_decoding",
     "texts_ok",
 ]
 
@@ -187,29 +186,6 @@ def check_depth(data: str | bytes, value: Any) -> None:
         return
     if depth_of(value) > MAX_DEPTH:
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
-
-
-# A digit then an exponent, or a long run of digits: a number that may lie beyond a float's range, which only
-# decoding tells (a string holding "1e5" or a long digit run matches too, and is then decoded: a false alarm
-# costs time, never correctness).
-_NUMBER_AT_RISK: Final = re.compile(rb"\d[eE]|\d{19}")
-
-
-def payload_needs_decoding(data: str | bytes, payload: msgspec.Raw) -> bool:
-    """True when a ``PUBLISH`` payload kept raw (``msgspec.Raw``: its JSON syntax already checked) must
-    still be decoded to enforce what the syntax check leaves out: at most :data:`MAX_DEPTH` levels
-    (possible only with that many brackets), valid UTF-8 (not checked inside a raw span of a binary
-    frame; a text frame arrives as ``str``, valid by construction) and numbers within a float's range.
-    Stored raw, a payload that broke one of these would break every consumer's ``EVENT`` frame."""
-    raw = bytes(payload)
-    if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH - 1:  # the frame's own object is one level
-        return True
-    if isinstance(data, bytes) and not raw.isascii():
-        try:
-            raw.decode()
-        except UnicodeDecodeError:
-            return True
-    return _NUMBER_AT_RISK.search(raw) is not None
 
 
 def depth_of(value: Any) -> int:
