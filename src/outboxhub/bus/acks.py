@@ -73,6 +73,11 @@ class AckBatcher:
         When a store call's count is neither 0 nor all of it, an ack counts as settled when this process
         handed its delivery out (the store reports a count, not which rows).
         """
+        return await self.submit(ref, member)
+
+    def submit(self, ref: EventRef, member: str | None = None) -> asyncio.Future[bool]:
+        """Queue one ack (as :meth:`ack`) and return the future of its result, resolved after the store
+        call that carries it returns (no coroutine or task per ack). Must run on the event loop thread."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -82,7 +87,7 @@ class AckBatcher:
             self._task = loop.create_task(
                 self._flush(), name=f"outboxhub-acks-{self._pattern}::{self._group}"
             )
-        return await waiter
+        return waiter
 
     async def drain(self) -> None:
         """Wait until every ack queued so far has reached the store (or failed)."""

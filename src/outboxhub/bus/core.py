@@ -201,6 +201,24 @@ class Bus:
             return await self._store.ack(pattern, group, [ref], member=member) > 0
         return await state.acks.ack(ref, member)
 
+    def ack_soon(
+        self, pattern: str, group: str, event_id: str, *, seq: int | None = None, member: str | None = None
+    ) -> asyncio.Future[bool]:
+        """:meth:`ack` without a coroutine per call: the future of its result (an error, such as
+        ``AmbiguousSettle``, is set on the future). For a group with members here the future is the ack
+        batcher's own, resolved after the store commit that settles it; else the future of a task running
+        :meth:`ack`. Must run on the event loop thread."""
+        state = self._groups.get((pattern, group)) if group else None
+        if state is None:
+            return asyncio.ensure_future(self.ack(pattern, group, event_id, seq=seq, member=member))
+        try:
+            ref = EventRef(event_id, self._seq_of(state, event_id, seq, member))
+        except Exception as exc:
+            failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        return state.acks.submit(ref, member)
+
     async def nack(
         self,
         pattern: str,

@@ -3,7 +3,8 @@
 A mixin of :class:`~outboxhub.gateway.connection.Connection` (cut out of it by concept: everything here
 acts on a delivery the connection holds, nothing changes the connection's own state). Each frame runs in
 the background, pipelined like a PUBLISH: its place in the reply order is reserved when a ``rid`` came
-with it (clients of the legacy PromClient protocol send none and get no OK).
+with it (clients of the legacy PromClient protocol send none and get no OK). An ACK gets no task of its
+own: its reply is filled by a callback on the ack batcher's future, which resolves after the store commit.
 
 * ``ACK``: the event is done (a no-op for an ephemeral subscription).
 * ``NACK``: redeliver after ``delay_ms`` or the group's backoff; with ``"terminal": true`` dead-letter it
@@ -71,10 +72,11 @@ class Settlement:
                 self._ok_if_asked(frame.rid)
                 return
             self.gateway.stats.acks += 1
-            self._settle(
-                frame.rid,
-                self.gateway.bus.ack(frame.topic, frame.group, frame.id, seq=frame.seq, member=self.member),
+            # No task per ACK: the ack batcher's future is answered after the store commit that settles it.
+            done = self.gateway.bus.ack_soon(
+                frame.topic, frame.group, frame.id, seq=frame.seq, member=self.member
             )
+            self._follow(frame.rid, done, None, None)
 
     def _nack(self, frame: Nack) -> None:
         if self._check_subscribed("NACK", frame.topic, frame.group, frame.rid):
@@ -132,13 +134,17 @@ class Settlement:
     ) -> None:
         """Run an ACK/NACK/EXTEND; reply OK only when the frame carried a rid. With ``refusal``, a False
         result (the event was not held) is answered ``ERR bad_request`` with that message."""
+        self._follow(rid, self._loop.create_task(_awaited(coro)), refusal, on_done)
+
+    def _follow(self, rid: Rid, done: asyncio.Future[bool], refusal: str | None, on_done: Any) -> None:
+        """Reserve the reply's place now and fill it when ``done`` resolves (tracked in ``_tasks`` so a
+        shutdown waits for it)."""
         slot = self.out.reserve() if rid is not None else None
-        task: asyncio.Task[bool] = self._loop.create_task(_awaited(coro))
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._settled, slot, rid, refusal, on_done))
+        self._tasks.add(done)
+        done.add_done_callback(functools.partial(self._settled, slot, rid, refusal, on_done))
 
     def _settled(
-        self, slot: ReplySlot | None, rid: Rid, refusal: str | None, on_done: Any, task: asyncio.Task[Any]
+        self, slot: ReplySlot | None, rid: Rid, refusal: str | None, on_done: Any, task: asyncio.Future[Any]
     ) -> None:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()

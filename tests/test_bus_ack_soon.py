@@ -1,0 +1,87 @@
+"""``Bus.ack_soon`` (the gateway's ACK without a task per frame) on a real SQLite store: the future is the ack
+batcher's own, it resolves only after the store commit that settles the delivery, and the answers and
+errors are those of ``Bus.ack``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from outboxhub.bus.core import AmbiguousSettle, Bus
+from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
+from outboxhub.store.sqlite.store import SQLiteStore
+
+WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
+EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
+    b = Bus(store, poll_interval_s=120.0)
+    await b.start()
+    yield b
+    await b.close()
+
+
+async def _held(bus: Bus, pattern: str, count: int) -> list[Delivery]:
+    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    def deliver(delivery: Delivery) -> bool:
+        inbox.put_nowait(delivery)
+        return True
+
+    await bus.subscribe(pattern, "g", deliver, options=EARLIEST, member="m1")
+    return [await asyncio.wait_for(inbox.get(), WAIT_S) for _ in range(count)]
+
+
+async def test_ack_soon_is_the_batchers_future_resolved_after_the_commit(
+    bus: Bus, store: SQLiteStore
+) -> None:
+    await bus.publish(NewEvent(topic="soon.a", payload=1, id="e-1"))
+    [held] = await _held(bus, "soon.*", 1)
+    commits = store.writer_stats.commits
+    done = bus.ack_soon("soon.*", "g", "e-1", member="m1")
+    assert not isinstance(done, asyncio.Task), "an ACK got a task of its own"
+    assert not done.done(), "answered before the store was asked"
+    assert await asyncio.wait_for(done, WAIT_S) is True
+    assert store.writer_stats.commits > commits, "answered without a commit"
+    assert held.event.id == "e-1"
+    [info] = [g for g in await store.groups() if g.group == "g"]
+    assert info.in_flight == 0
+    again = bus.ack_soon("soon.*", "g", "e-1", member="m1")
+    assert await asyncio.wait_for(again, WAIT_S) is False, "a settled delivery was settled twice"
+
+
+async def test_ack_soon_of_another_members_delivery_is_false(bus: Bus) -> None:
+    await bus.publish(NewEvent(topic="other.a", payload=1, id="e-1"))
+    await _held(bus, "other.*", 1)
+    done = bus.ack_soon("other.*", "g", "e-1", member="m2")
+    assert await asyncio.wait_for(done, WAIT_S) is False
+
+
+async def test_ack_soon_of_an_ambiguous_id_fails_the_future(bus: Bus) -> None:
+    await bus.publish(NewEvent(topic="dup.a", payload=1, id="same"))
+    await bus.publish(NewEvent(topic="dup.b", payload=2, id="same"))
+    await _held(bus, "dup.*", 2)
+    done = bus.ack_soon("dup.*", "g", "same", member="m1")
+    with pytest.raises(AmbiguousSettle):
+        await asyncio.wait_for(done, WAIT_S)
+
+
+async def test_ack_soon_without_members_here_settles_in_the_store(bus: Bus, store: SQLiteStore) -> None:
+    await store.publish(NewEvent(topic="cold.a", payload=1, id="e-1"))
+    await store.ensure_group("cold.*", "g", EARLIEST.start)
+    [claimed] = await store.claim("cold.*", "g", "elsewhere", limit=1, ack_timeout_ms=60_000, max_deliver=5)
+    assert claimed.event.id == "e-1"
+    done = bus.ack_soon("cold.*", "g", "e-1")
+    assert await asyncio.wait_for(done, WAIT_S) is True
