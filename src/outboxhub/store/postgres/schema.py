@@ -268,7 +268,23 @@ def _v3() -> list[str]:
     return [_CLAIM_FUNCTION]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3]
+_DEDUPE_V2 = " JOIN events e ON e.id = i.eid AND e.topic_id = t.topic_id"
+_DEDUPE_V4 = " JOIN events e ON e.id = i.eid AND e.topic_id + 0 = t.topic_id"
+
+
+def _v4() -> list[str]:
+    """``publish_events`` looks a published id up through ``UNIQUE (id, topic_id)`` by ``id`` whatever the
+    statistics say. With the version 2 join the planner, on statistics taken while ``events`` was small
+    (a new database: autovacuum had not analysed it yet), walked ``events_topic_seq`` over every event of
+    the topic for each published event, and the function keeps its generic plan for the life of the
+    connection: 330 ms for a batch of 1,024 into a 23,000-event topic instead of 3 ms. ``+ 0`` makes the
+    ``topic_id`` comparison useless to an index, so only the ``id`` look-up remains."""
+    v2 = _v2()[-1]
+    assert _DEDUPE_V2 in v2
+    return [v2.replace(_DEDUPE_V2, _DEDUPE_V4)]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 
