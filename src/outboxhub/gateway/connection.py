@@ -131,7 +131,7 @@ class Connection(Settlement):
         self.policy: acl.Policy | None = None
         self.decider: Decider | None = None  # the policy compiled (shared with equal policies), its decisions
         self.subs: dict[_SubKey, SocketSub] = {}
-        self.paused: set[SocketSub] = set()
+        self.paused: dict[SocketSub, None] = {}  # an ordered set: an empty dict is 64 B, a set 216
         self.out = SendQueue(
             ws.send_text,
             max_events=settings.send_queue_max,
@@ -150,7 +150,7 @@ class Connection(Settlement):
             TokenBucket(settings.publish_rate, settings.publish_burst, now=self._loop.time()),
             gateway.publish_quotas,
         )
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: dict[asyncio.Future[Any], None] = {}  # an ordered set (64 B empty)
         self._may_publish: dict[str, bool] = {}  # publish ACL decisions under the current policy
         self._batch: list[_Pending] = []  # publishes read but not yet handed to the bus
         self._expiry: asyncio.TimerHandle | None = None
@@ -185,6 +185,7 @@ class Connection(Settlement):
                     if kind == ERROR:
                         log.info("connection %s: %s", self.member, data)
                     break
+                del msg, data  # not kept while waiting: an idle connection would hold its AUTH frame
                 if not self.out.has_reply_room():
                     await self.out.wait_reply_room()
         finally:
@@ -371,11 +372,11 @@ class Connection(Settlement):
         if not batch:
             return
         task = self._loop.create_task(self.gateway.bus.publish_batch([event for event, _, _ in batch]))
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(functools.partial(self._published, batch))
 
     def _published(self, batch: list[_Pending], task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         out = self.out
         exc = None if task.cancelled() else task.exception()
         if exc is None and not task.cancelled():
@@ -449,7 +450,7 @@ class Connection(Settlement):
             )
         except Exception as exc:
             self.subs.pop(key, None)
-            self.paused.discard(sub)
+            self.paused.pop(sub, None)
             self._release_quota(key)
             if isinstance(exc, StoreUnavailable):
                 self.out.fill(slot, self._err_bytes(frame.rid, UNAVAILABLE, f"store unavailable: {exc}"))
@@ -493,7 +494,7 @@ class Connection(Settlement):
 
     async def _close_sub(self, sub: SocketSub) -> None:
         self._release_quota((sub.pattern, sub.group))
-        self.paused.discard(sub)
+        self.paused.pop(sub, None)
         subscription, sub.subscription = sub.subscription, None
         if subscription is None:
             return
@@ -506,7 +507,7 @@ class Connection(Settlement):
 
     def _resume_paused(self) -> None:
         paused = list(self.paused)
-        self.paused.clear()  # the same set object is shared with every SocketSub of this connection
+        self.paused.clear()  # the same dict is shared with every SocketSub of this connection
         for sub in paused:
             if sub.subscription is not None:
                 sub.subscription.resume()
@@ -522,8 +523,11 @@ class Connection(Settlement):
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.pop(task, None)
 
     async def _close(self, code: int, reason: str) -> None:
         """Send what is queued (the ERR explaining why, the replies to in-flight requests), then close the

@@ -26,7 +26,12 @@ class SocketSub:
     __slots__ = ("group", "out", "pattern", "paused", "stats", "subscription", "withhold")
 
     def __init__(
-        self, out: SendQueue, paused: set[SocketSub], stats: GatewayStats, pattern: str, group: str | None
+        self,
+        out: SendQueue,
+        paused: dict[SocketSub, None],
+        stats: GatewayStats,
+        pattern: str,
+        group: str | None,
     ) -> None:
         self.out = out
         self.paused = paused
@@ -46,7 +51,7 @@ class SocketSub:
             return True
         if out.is_full():
             out.refuse_event()
-            self.paused.add(self)
+            self.paused[self] = None
             stats.events_refused += 1
             return False
         out.put_event(encode_event(self.pattern, self.group, delivery.event, delivery.attempt), self)

@@ -58,7 +58,7 @@ class Settlement:
     member: str
     subs: dict[tuple[str, str | None], SocketSub]
     _loop: asyncio.AbstractEventLoop
-    _tasks: set[asyncio.Future[Any]]
+    _tasks: dict[asyncio.Future[Any], None]  # an ordered set
 
     def _err_bytes(self, rid: Rid, code: ErrorCode, msg: str) -> bytes:
         raise NotImplementedError
@@ -140,13 +140,13 @@ class Settlement:
         """Reserve the reply's place now and fill it when ``done`` resolves (tracked in ``_tasks`` so a
         shutdown waits for it)."""
         slot = self.out.reserve() if rid is not None else None
-        self._tasks.add(done)
+        self._tasks[done] = None
         done.add_done_callback(functools.partial(self._settled, slot, rid, refusal, on_done))
 
     def _settled(
         self, slot: ReplySlot | None, rid: Rid, refusal: str | None, on_done: Any, task: asyncio.Future[Any]
     ) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         exc = None if task.cancelled() else task.exception()
         if exc is None and not task.cancelled():
             if refusal is None or task.result():
