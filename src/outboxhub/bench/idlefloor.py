@@ -28,10 +28,12 @@ import re
 import statistics
 import sys
 import tempfile
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import psutil
+
+from outboxhub.bench.wsfloor import serve_aiohttp_echo, serve_picows_echo
 
 __all__ = ["main"]
 
@@ -84,42 +86,6 @@ def _measure(trace: bool) -> dict[str, int]:
     }
 
 
-async def _start_aiohttp() -> int:
-    from aiohttp import web
-
-    async def echo(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20)
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                await ws.send_str(msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server: Any = site._server
-    return int(server.sockets[0].getsockname()[1])
-
-
-async def _start_picows() -> int:
-    import picows
-
-    class Echo(picows.WSListener):
-        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-            if frame.msg_type == picows.WSMsgType.TEXT:
-                transport.send(picows.WSMsgType.TEXT, frame.get_payload_as_bytes())
-            elif frame.msg_type == picows.WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-                transport.disconnect()
-
-    server = await picows.ws_create_server(lambda _r: Echo(), "127.0.0.1", 0, read_buffer_init_size=2048)
-    return int(server.sockets[0].getsockname()[1])
-
-
 def _serve(kind: str, trace: bool) -> None:
     """The server process: print the port; on each stdin line print the measures as JSON."""
     import tracemalloc
@@ -128,7 +94,7 @@ def _serve(kind: str, trace: bool) -> None:
         tracemalloc.start()
 
     async def run() -> None:
-        port = await (_start_picows() if kind.startswith("picows") else _start_aiohttp())
+        port = await (serve_picows_echo(2048) if kind.startswith("picows") else serve_aiohttp_echo())
         print(port, flush=True)
         loop = asyncio.get_running_loop()
         while await loop.run_in_executor(None, sys.stdin.readline):

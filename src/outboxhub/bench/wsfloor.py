@@ -30,7 +30,8 @@ _SERVERS: Final = ("aiohttp", "picows", "picows-2k")
 """``picows-2k``: picows with a 2 KiB initial read buffer per connection (its default is 16 KiB)."""
 
 
-async def _serve_aiohttp() -> int:
+async def serve_aiohttp_echo() -> int:
+    """Start an aiohttp WebSocket echo server on an ephemeral loopback port; return the port."""
     from aiohttp import web
 
     async def echo(request: web.Request) -> web.StreamResponse:
@@ -51,7 +52,9 @@ async def _serve_aiohttp() -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-async def _serve_picows(read_buffer: int) -> int:
+async def serve_picows_echo(read_buffer: int) -> int:
+    """Start a picows WebSocket echo server (``read_buffer`` initial bytes per connection) on an ephemeral
+    loopback port; return the port."""
     import picows
 
     class Echo(picows.WSListener):
@@ -74,9 +77,9 @@ def _serve(kind: str) -> None:
 
     async def run() -> None:
         if kind == "aiohttp":
-            port = await _serve_aiohttp()
+            port = await serve_aiohttp_echo()
         else:
-            port = await _serve_picows(2048 if kind == "picows-2k" else 16 * 1024)
+            port = await serve_picows_echo(2048 if kind == "picows-2k" else 16 * 1024)
         print(port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
