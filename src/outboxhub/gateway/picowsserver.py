@@ -39,6 +39,9 @@ from outboxhub.gateway.transport import BINARY, CLOSED, ERROR, TEXT, Message
 
 __all__ = ["PicowsServer", "PicowsSocket"]
 
+_DRAIN_POLL_S: Final = 0.01
+"""How often a socket paused by :meth:`PicowsSocket._watch_buffer` checks whether its buffer drained."""
+
 log = logging.getLogger("outboxhub.gateway.connection")
 
 _WSProtocol: Any = getattr(picows.picows, "WSProtocol")  # noqa: B009 - not in picows' stubs
@@ -151,6 +154,7 @@ class PicowsSocket(picows.WSListener):
             self._continuation(frame)
         elif kind is _T_PING:
             transport.send_pong(frame.get_payload_as_bytes())
+            self._watch_buffer()
             if self._paused is not None:  # a peer that pings and never reads: stop reading its pings
                 self._pong_held = True
                 self._sync_reading()
@@ -214,6 +218,7 @@ class PicowsSocket(picows.WSListener):
         if transport is None or self._gone or self._close_sent:
             raise ConnectionResetError("the WebSocket is closed")
         transport.send(_T_TEXT, data)
+        self._watch_buffer()
         paused = self._paused
         if paused is not None:
             await paused
@@ -236,6 +241,28 @@ class PicowsSocket(picows.WSListener):
         """Drop the TCP connection at once."""
         if self._transport is not None:
             self._transport.disconnect(graceful=False)
+
+    def _watch_buffer(self) -> None:
+        """Pause this socket's writer when the transport's buffer is above its high-water mark, and watch
+        it drain. CPython 3.12's selector transport does not call ``pause_writing`` from ``writelines``,
+        which picows writes with, so on that loop the transport never pauses its protocol by itself."""
+        transport = self._transport
+        if transport is None or self._paused is not None:
+            return
+        underlying = transport.underlying_transport
+        if underlying.get_write_buffer_size() > underlying.get_write_buffer_limits()[1]:
+            self.pause_writing()
+            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._poll_drain)
+
+    def _poll_drain(self) -> None:
+        transport = self._transport
+        if self._paused is None or self._gone or transport is None:
+            return
+        underlying = transport.underlying_transport
+        if underlying.get_write_buffer_size() <= underlying.get_write_buffer_limits()[0]:
+            self.resume_writing()
+        else:
+            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._poll_drain)
 
     def write_buffer_size(self) -> int:
         """Bytes written to the socket and not yet taken by the kernel."""
