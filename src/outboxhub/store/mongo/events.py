@@ -278,10 +278,13 @@ class EventLog:
     async def commit(self, allocations: list[Allocation], topics: frozenset[str]) -> None:
         """Release ``allocations``; report the new horizon with them and the topics their events went to."""
         horizon = 0
-        for allocation in allocations:
-            horizon = await self.counter.release(allocation)
-        if allocations:
-            self._on_horizon(horizon, allocations, topics)
+        try:
+            for allocation in allocations:
+                horizon = await self.counter.release(allocation)
+            if allocations:
+                self._on_horizon(horizon, allocations, topics)
+        finally:
+            self.counter.in_flight.difference_update(allocations)
 
     # -- reads ---------------------------------------------------------------------------------------------
 

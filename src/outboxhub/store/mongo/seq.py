@@ -77,6 +77,8 @@ class SeqCounter:
         self._events = events
         self._lease_ms = lease_ms
         self._cached_v: int | None = None
+        # allocated by this object and not yet reported as committed (see ``MongoStore._poll``)
+        self.in_flight: set[Allocation] = set()
 
     async def create(self) -> None:
         """Create the counter document unless it exists."""
@@ -105,7 +107,9 @@ class SeqCounter:
             )
             if result.modified_count == 1:
                 self._cached_v = hi
-                return Allocation(token, lo, hi)
+                allocation = Allocation(token, lo, hi)
+                self.in_flight.add(allocation)
+                return allocation
             self._cached_v = None  # another writer allocated since: read v again
 
     async def release(self, allocation: Allocation) -> int:
@@ -121,6 +125,7 @@ class SeqCounter:
         """Give up ``allocation`` (its inserts failed): fill its free seqs with holes, then close it."""
         await self._fill_holes(allocation.lo, allocation.hi)
         await self.release(allocation)
+        self.in_flight.discard(allocation)
 
     async def horizon(self) -> int:
         """The read horizon; abandons open ranges whose lease expired first (see the module docstring)."""

@@ -288,7 +288,11 @@ class MongoStore(StoreBackend):
             self._poll_now.clear()
             rounds += 1
             try:
-                self._committed(await self._counter.horizon())
+                horizon = await self._counter.horizon()
+                # seqs this store allocated and released but has not reported yet: its own commit reports
+                # them a moment later with their topics, so a wake-up of every group here would be wasted
+                if not _covers(list(self._counter.in_flight), self._commits.last + 1, horizon):
+                    self._committed(horizon)
                 if rounds % rounds_per_lease == 0:
                     await self._groups.finish_dead_letters()
             except PyMongoError as exc:
