@@ -86,6 +86,25 @@ class ConnectionLimiter:
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
 
+    def accept(self, transport: asyncio.BaseTransport) -> str | None:
+        """Admit a new connection by its peer's IP and return that IP; abort it (None) when over a limit."""
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if self.admit(ip, asyncio.get_running_loop().time()):
+            return ip
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
+        return None
+
+    def closed(self, ip: str, since: float, *, head_done: bool) -> None:
+        """Release a connection admitted by :meth:`accept` at loop time ``since``; one that closed without a
+        complete request head after ``header_timeout_s`` is counted as timed out (not a peer that left)."""
+        self.release(ip)
+        if not head_done and self.header_timeout_s > 0:
+            now = asyncio.get_running_loop().time()
+            if now - since >= self.header_timeout_s * 0.99:
+                self.head_timed_out(ip, now)
+
     def head_timed_out(self, ip: str, now: float) -> None:
         """Record a connection closed because its request head did not arrive in time (logged like a
         refusal: at most one line per :data:`LOG_EVERY_S`)."""
@@ -132,28 +151,16 @@ class _Limited(asyncio.Protocol):
         self._tail = b""  # the last bytes read while waiting for it (the blank line may be split)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if not self._limiter.admit(ip, asyncio.get_running_loop().time()):
-            assert isinstance(transport, asyncio.Transport)
-            transport.abort()
-            return
-        self._ip = ip
-        self._since = asyncio.get_running_loop().time()
-        self._inner.connection_made(transport)
+        self._ip = self._limiter.accept(transport)
+        if self._ip is not None:
+            self._since = asyncio.get_running_loop().time()
+            self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        ip = self._ip
-        if ip is None:
-            return
-        self._ip = None
-        limiter = self._limiter
-        limiter.release(ip)
-        if not self._head_done and limiter.header_timeout_s > 0:
-            now = asyncio.get_running_loop().time()
-            if now - self._since >= limiter.header_timeout_s * 0.99:  # not a peer that left on its own
-                limiter.head_timed_out(ip, now)
-        self._inner.connection_lost(exc)
+        ip, self._ip = self._ip, None
+        if ip is not None:
+            self._limiter.closed(ip, self._since, head_done=self._head_done)
+            self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._ip is None:

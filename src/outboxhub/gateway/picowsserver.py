@@ -395,29 +395,16 @@ class _Limited(asyncio.BufferedProtocol):
         return self._route(request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        loop = asyncio.get_running_loop()
-        if not self._limiter.admit(ip, loop.time()):
-            assert isinstance(transport, asyncio.Transport)
-            transport.abort()
-            return
-        self._ip = ip
-        self._since = loop.time()
-        self.inner.connection_made(transport)
+        self._ip = self._limiter.accept(transport)
+        if self._ip is not None:
+            self._since = asyncio.get_running_loop().time()
+            self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        ip = self._ip
-        if ip is None:
-            return
-        self._ip = None
-        limiter = self._limiter
-        limiter.release(ip)
-        if not self.head_done:
-            now = asyncio.get_running_loop().time()
-            if now - self._since >= limiter.header_timeout_s * 0.99:  # not a peer that left on its own
-                limiter.head_timed_out(ip, now)
-        self.inner.connection_lost(exc)
+        ip, self._ip = self._ip, None
+        if ip is not None:
+            self._limiter.closed(ip, self._since, head_done=self.head_done)
+            self.inner.connection_lost(exc)
 
     def get_buffer(self, sizehint: int) -> Any:
         return self.inner.get_buffer(sizehint)
