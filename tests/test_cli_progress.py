@@ -36,7 +36,9 @@ def test_format_names_every_number(rate: float, published: int, pending: int | N
     assert "\n" not in text
 
 
-async def _drain_with(progress: DrainProgress, tmp_path: Path, hub: Any, n: int) -> None:
+async def _drain_with(
+    progress: DrainProgress, tmp_path: Path, hub: Any, n: int, *, stop_after_s: float = 0.0
+) -> None:
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as conn:
         outbox.ensure_schema(conn)
@@ -54,6 +56,7 @@ async def _drain_with(progress: DrainProgress, tmp_path: Path, hub: Any, n: int)
     await asyncio.sleep(progress.interval_s * 3)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(stop_after_s)
     await progress.stop()
 
 
@@ -76,3 +79,15 @@ async def test_log_lines_otherwise(hub: Any, tmp_path: Path, caplog: Any) -> Non
     lines = [r.getMessage() for r in caplog.records if r.name == "outboxhub.drain"]
     assert lines and lines[-1].startswith("drain: ") and "10 published, 0 pending, 0 dead" in lines[-1]
     assert stream.getvalue() == ""
+
+
+async def test_a_report_due_after_the_drainers_closed_their_outboxes_ends_quietly(
+    hub: Any, tmp_path: Path, caplog: Any
+) -> None:
+    """``outboxhub drain`` stops its drainers (closing their outboxes) before the reporter; a report that
+    falls due in between used to raise "SqliteOutbox is closed" out of ``stop()``."""
+    progress = DrainProgress(io.StringIO(), interval_s=0.02)
+    with caplog.at_level(logging.INFO, logger="outboxhub.drain"):
+        await _drain_with(progress, tmp_path, hub, 3, stop_after_s=0.2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "outboxhub.drain"]
+    assert lines and all("3 published, 0 pending, 0 dead" in line for line in lines[-2:])

@@ -10,6 +10,7 @@
     │   ├── StoreURLError      the store URL is unknown or malformed (password masked)
     │   └── StoreUnavailable   the database cannot be reached; the request had no effect
     ├── OutboxError            the outbox refused a record (bad target, topic, payload)
+    ├── OutboxClosed(RuntimeError) an outbox was used after ``close()``
     └── InboxError             the inbox refused a call (bad target, table, group, topic or event id)
 
 Only store and transport adapters catch driver exceptions (sqlite3, psycopg, pymongo, aiohttp) and
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "InboxError",
+    "OutboxClosed",
     "OutboxError",
     "OutboxhubError",
     "PolicyError",
@@ -95,6 +97,10 @@ class StoreUnavailable(StoreError):
 
 class OutboxError(OutboxhubError, ValueError):
     """An outbox record was refused before anything was written."""
+
+
+class OutboxClosed(OutboxhubError, RuntimeError):
+    """An outbox was used after it was closed (a drainer stopping, or a caller's own ``close()``)."""
 
 
 class InboxError(OutboxhubError):

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Final, TextIO
 
-from outboxhub.errors import OutboxhubError
+from outboxhub.errors import OutboxClosed, OutboxhubError
 from outboxhub.outbox import Drainer
 
 __all__ = ["LOG_INTERVAL_S", "TTY_INTERVAL_S", "DrainProgress", "format_progress"]
@@ -49,13 +49,15 @@ class DrainProgress:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outboxhub-drain-progress")
 
     async def line(self) -> str:
-        """One report (and the rate since the previous one)."""
+        """One report (and the rate since the last); :class:`OutboxClosed` once the drainers stopped."""
         published = sum(d.published for d in self._drainers)
         pending: int | None = 0
         dead = 0
         for drainer in self._drainers:
             try:
                 stats = await drainer.outbox.stats()
+            except OutboxClosed:
+                raise
             except (OutboxhubError, OSError):
                 pending = None
                 continue
@@ -71,7 +73,10 @@ class DrainProgress:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            text = await self.line()
+            try:
+                text = await self.line()
+            except OutboxClosed:
+                return  # the drainers stopped and closed their outboxes: nothing left to report on
             if self.live:
                 self.stream.write(f"\r\x1b[2K{text}")
                 self.stream.flush()

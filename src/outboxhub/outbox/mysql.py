@@ -32,7 +32,7 @@ from typing import Any
 import asyncmy
 import asyncmy.errors
 
-from outboxhub.errors import StoreError, StoreUnavailable
+from outboxhub.errors import OutboxClosed, StoreError, StoreUnavailable
 from outboxhub.ids import new_id
 from outboxhub.outbox._sql import COLUMNS, decode_row, seqs_by_token, split_table, stats_sql
 from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable
@@ -180,7 +180,7 @@ class MysqlOutbox(OutboxBackend):
     async def _cursor(self, *, transaction: bool = False) -> AsyncIterator[Any]:
         """A cursor on a pooled connection; with ``transaction``, in BEGIN … COMMIT (ROLLBACK on error)."""
         if self._closed:
-            raise RuntimeError("MysqlOutbox is closed")
+            raise OutboxClosed("MysqlOutbox is closed")
         try:
             async with self._pool.acquire() as conn:
                 if transaction:
@@ -216,7 +216,7 @@ class MysqlOutbox(OutboxBackend):
 
     async def ensure_schema(self) -> None:
         if self._closed:
-            raise RuntimeError("MysqlOutbox is closed")
+            raise OutboxClosed("MysqlOutbox is closed")
         try:
             async with self._pool.acquire() as conn:
                 await ensure_schema_mysql_async(conn, self._table)

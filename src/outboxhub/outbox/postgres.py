@@ -27,7 +27,7 @@ from typing import Any, Literal
 import psycopg
 import psycopg_pool
 
-from outboxhub.errors import OutboxError, StoreError, StoreUnavailable
+from outboxhub.errors import OutboxClosed, OutboxError, StoreError, StoreUnavailable
 from outboxhub.ids import new_id
 from outboxhub.outbox._sql import (
     claim_params,
@@ -307,7 +307,7 @@ class PostgresOutbox(OutboxBackend):
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         if self._closed:
-            raise RuntimeError("PostgresOutbox is closed")
+            raise OutboxClosed("PostgresOutbox is closed")
         try:
             async with self._pool.connection() as conn:
                 yield conn

@@ -26,7 +26,7 @@ from typing import Literal, ParamSpec, TypeVar
 
 import msgspec
 
-from outboxhub.errors import OutboxError, StoreError, StoreUnavailable
+from outboxhub.errors import OutboxClosed, OutboxError, StoreError, StoreUnavailable
 from outboxhub.ids import new_id
 from outboxhub.outbox._sql import (
     COLUMNS,
@@ -248,7 +248,7 @@ class SqliteOutbox(OutboxBackend):
 
     async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         if self._closed:
-            raise RuntimeError("SqliteOutbox is closed")
+            raise OutboxClosed("SqliteOutbox is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, functools.partial(fn, *args, **kwargs)

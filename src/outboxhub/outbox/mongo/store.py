@@ -30,7 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from outboxhub.errors import StoreError, StoreURLError
+from outboxhub.errors import OutboxClosed, StoreError, StoreURLError
 from outboxhub.ids import new_id
 from outboxhub.outbox.base import OutboxBackend, StatsRow, check_positive, readable, take_wake
 from outboxhub.outbox.model import Failure, OutboxRecord
@@ -171,7 +171,7 @@ class MongoOutbox(OutboxBackend):
     async def _run(self, coro: Any) -> Any:
         if self._closed:
             coro.close()
-            raise RuntimeError("MongoOutbox is closed")
+            raise OutboxClosed("MongoOutbox is closed")
         try:
             return await coro
         except PyMongoError as exc:
