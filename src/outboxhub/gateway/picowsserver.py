@@ -92,9 +92,9 @@ class PicowsSocket(picows.WSListener):
     """One upgraded picows WebSocket as a :class:`~outboxhub.gateway.transport.WebSocket`."""
 
     __slots__ = (
-        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_inbound",
-        "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged", "_pong_held",
-        "_reading", "_seen", "_transport", "_waiter", "peer",
+        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_high",
+        "_inbound", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged",
+        "_pong_held", "_reading", "_seen", "_transport", "_waiter", "peer",
     )  # fmt: skip
 
     def __init__(self, hard_limit: int, on_connected: Any) -> None:
@@ -118,12 +118,14 @@ class PicowsSocket(picows.WSListener):
         self._beat: asyncio.TimerHandle | None = None
         self._seen = False  # a frame arrived since the last heartbeat tick
         self._pinged = False  # a ping went out and nothing has come back yet
+        self._high = 0  # the transport's write-buffer high-water mark (read once: nothing changes it)
         self.peer: str | None = None
 
     # -- picows callbacks -------------------------------------------------------------------------------
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self._transport = transport
+        self._high = transport.underlying_transport.get_write_buffer_limits()[1]
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
         on_connected, self._on_connected = self._on_connected, None
@@ -249,8 +251,7 @@ class PicowsSocket(picows.WSListener):
         transport = self._transport
         if transport is None or self._paused is not None:
             return
-        underlying = transport.underlying_transport
-        if underlying.get_write_buffer_size() > underlying.get_write_buffer_limits()[1]:
+        if transport.underlying_transport.get_write_buffer_size() > self._high:
             self.pause_writing()
             asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._poll_drain)
 
