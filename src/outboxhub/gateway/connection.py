@@ -138,6 +138,7 @@ class Connection(Settlement):
             max_replies=_MAX_PENDING_REPLIES,
             on_drain=self._resume_paused,
             max_bytes=settings.send_queue_max_bytes,
+            send_now=ws.send_now,
         )
         self._max_frame = settings.max_frame_bytes
         self._max_auth_frame = settings.max_auth_frame_bytes

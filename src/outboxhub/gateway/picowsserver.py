@@ -57,6 +57,7 @@ _T_CONT: Final = picows.WSMsgType.CONTINUATION
 _T_CLOSE: Final = picows.WSMsgType.CLOSE
 _T_PING: Final = picows.WSMsgType.PING
 _CLOSED: Final[Message] = (CLOSED, None)
+_MAX_HEADER: Final = 14  # bytes of a WebSocket frame header at most (server frames are not masked: 10)
 _CLOSE_NORMAL: Final = 1000
 _CLOSE_PROTOCOL_ERROR: Final = 1002
 _CLOSE_INVALID_TEXT: Final = 1007
@@ -224,6 +225,22 @@ class PicowsSocket(picows.WSListener):
         paused = self._paused
         if paused is not None:
             await paused
+
+    def send_now(self, data: bytes) -> bool:
+        """Write one text frame if it cannot take the write buffer past its high-water mark; else False,
+        nothing written (the send queue's writer then sends it with :meth:`send_text`, which waits while
+        paused, the frame still counted in the queue's byte budget until it has left)."""
+        transport = self._transport
+        if transport is None or self._gone or self._close_sent:
+            raise ConnectionResetError("the WebSocket is closed")
+        underlying = transport.underlying_transport
+        if (
+            self._paused is not None
+            or underlying.get_write_buffer_size() + len(data) + _MAX_HEADER > self._high
+        ):
+            return False
+        transport.send(_T_TEXT, data)
+        return True
 
     async def close(self, code: int, message: bytes) -> None:
         """Send a close frame, wait for the peer's (the caller bounds the wait), then disconnect."""
