@@ -6,7 +6,10 @@ something to send, and the frames' deque is allocated on first use. A writer tha
 once, unless the previous writer of this queue ended less than :data:`WRITER_LINGER_S` ago: a busy
 connection then keeps its writer parked on a future, woken by the next frame exactly as a permanent writer
 would be (starting a task per frame costs measurably more on the hot path), and one sweeper per event loop
-ends the writers that stayed parked from one sweep to the next.
+ends the writers that stayed parked from one sweep to the next. When the socket offers ``send_now``
+(picows) and no writer is busy, frames that can leave without waiting are written at once by the call
+that queued or filled them (a one-at-a-time publish's reply leaves in the iteration of its commit); the
+writer takes over at the first frame that would wait, which stays counted until it has left.
 
 Replies must leave in request order even though requests complete out of order (a PUBLISH is answered
 when its batch commits, an ERR at once). Each request therefore takes a :class:`ReplySlot` when it is
