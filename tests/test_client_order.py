@@ -28,6 +28,18 @@ ALL = ("publish:**", "subscribe:**")
 FAST = Backoff(initial_s=0.01, max_s=0.05)
 
 
+def _patch_publish(
+    monkeypatch: pytest.MonkeyPatch,
+    hub: Hub,
+    publish_batch: Callable[[Sequence[NewEvent]], Awaitable[list[PublishResult]]],
+) -> None:
+    """Route the hub's publishes through ``publish_batch``: the store's own method and ``publish_soon``,
+    the future-returning call the gateway makes."""
+    monkeypatch.setattr(hub.store, "publish_batch", publish_batch)
+    soon = lambda events: asyncio.ensure_future(publish_batch(events))  # noqa: E731
+    monkeypatch.setattr(hub.store, "publish_soon", soon)
+
+
 class Refusals:
     """Wraps ``hub.store.publish_batch``: a store call holding an event of ``refuse_once`` that was not
     refused yet fails whole with ``StoreUnavailable`` (so, as the protocol says, it has no effect);
@@ -41,7 +53,7 @@ class Refusals:
         self.unavailable = 0
         self._changed = asyncio.Event()
         self._publish_batch = hub.store.publish_batch
-        monkeypatch.setattr(hub.store, "publish_batch", self.publish_batch)
+        _patch_publish(monkeypatch, hub, self.publish_batch)
 
     async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
         ids = [e.id for e in events if e.id is not None]
@@ -339,7 +351,7 @@ async def test_without_key_order_a_batch_of_one_key_is_pipelined(
         await all_arrived.wait()
         return await publish_batch(batch)
 
-    monkeypatch.setattr(hub.store, "publish_batch", held)
+    _patch_publish(monkeypatch, hub, held)
     async with HubClient(hub.ws_url, token(scopes=ALL), backoff=FAST) as client:
         async with asyncio.timeout(10):
             results = await client.publish_batch(events, keep_key_order=False)

@@ -288,3 +288,61 @@ async def test_a_busy_queue_keeps_its_writer_parked_until_the_sweeper_ends_it() 
     assert sink.sent[-1] == b"e"
     await q.finish()
     assert q.dead and not q.writing
+
+
+class DirectSink(Sink):
+    """A socket that also writes at once (``send_now``) while its gate is open, like picows below its
+    write buffer's high-water mark."""
+
+    def send_now(self, data: bytes) -> bool:
+        if not self.gate.is_set():
+            return False
+        self.sent.append(data)
+        return True
+
+
+async def test_a_filled_reply_leaves_at_once_without_a_writer_task() -> None:
+    sink = DirectSink()
+    q = SendQueue(sink.send, max_events=10, max_replies=10, on_drain=lambda: None, send_now=sink.send_now)
+    a, b = q.reserve(), q.reserve()
+    q.fill(b, b"b")
+    assert sink.sent == []  # a is still pending: nothing may overtake it
+    q.fill(a, b"a")
+    assert sink.sent == [b"a", b"b"]  # in this call, not a loop iteration later
+    assert not q.writing and q.replies == 0 and q.queued_bytes == 0
+    assert q.put_event(b"ev") and sink.sent[-1] == b"ev"
+    await q.flush()
+    await q.finish()
+
+
+async def test_frames_that_would_wait_go_through_the_writer_and_keep_their_order() -> None:
+    sink = DirectSink()
+    drained: list[int] = []
+    q = SendQueue(
+        sink.send, max_events=4, max_replies=10, on_drain=lambda: drained.append(1), send_now=sink.send_now
+    )
+    sink.gate.clear()  # the socket's buffer is full
+    assert all(q.put_event(b"%d" % i) for i in range(4))
+    assert q.writing and sink.sent == []  # the writer waits for the socket; the events stay counted
+    assert q.is_full() and q.put_event(b"x") is False
+    slot = q.reserve()
+    q.fill(slot, b"r")
+    sink.gate.set()
+    await q.flush()
+    assert sink.sent == [b"0", b"1", b"2", b"3", b"r"]
+    assert drained == [1]
+    assert q.put_event(b"4")  # the writer is parked (busy connection): written at once all the same
+    assert sink.sent[-1] == b"4"
+    await q.finish()
+
+
+async def test_a_socket_failing_on_a_direct_write_drops_the_queue() -> None:
+    def broken(data: bytes) -> bool:
+        raise ConnectionResetError("peer went away")
+
+    sink = Sink()
+    q = SendQueue(sink.send, max_events=2, max_replies=2, on_drain=lambda: None, send_now=broken)
+    q.reply(b"r")
+    assert q.dead and not q.writing
+    await asyncio.wait_for(q.flush(), 1)  # nothing waits for frames that will never leave
+    await q.finish()

@@ -231,6 +231,51 @@ async def test_a_lone_publish_commits_on_the_loop_thread_and_a_burst_still_share
     )
 
 
+async def test_an_inline_publish_commits_in_six_statements(sqlite_store: SQLiteStore) -> None:
+    """The hot path of a one-at-a-time publish: no busy_timeout PRAGMA around its BEGIN (left at 0 until the
+    writer thread needs it back), no SAVEPOINT around the batch's lone publish or its one-row INSERT."""
+    await sqlite_store.publish(NewEvent(topic="six.t", payload=0))  # the topic exists; busy_timeout is 0
+    await asyncio.sleep(0)
+    conn = sqlite_store._writer._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        inline = sqlite_store.writer_stats.inline_commits
+        await sqlite_store.publish(NewEvent(topic="six.t", payload=1))
+        assert sqlite_store.writer_stats.inline_commits == inline + 1
+    finally:
+        conn.set_trace_callback(None)
+    words = [statement.split()[0].upper() for statement in statements]
+    assert words == ["BEGIN", "SELECT", "SELECT", "INSERT", "UPDATE", "COMMIT"], statements
+    assert [e.payload for e in await sqlite_store.scan("six.t")] == [0, 1]
+
+
+async def test_a_failing_inline_publish_rolls_back_alone_and_the_next_one_commits(tmp_path: Path) -> None:
+    path = tmp_path / "refuse.db"
+    store = await SQLiteStore.open(url_for(path))
+    try:
+        await store.publish(NewEvent(topic="ok.t", payload=0))
+        refuser = sqlite3.connect(path, isolation_level=None)
+        refuser.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.key = 'refused' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        refuser.close()
+        await asyncio.sleep(0)
+        inline = store.writer_stats.inline_commits
+        with pytest.raises(StoreError, match="refused by the test"):
+            await store.publish(NewEvent(topic="new.t", payload=1, key="refused"))
+        assert store.writer_stats.inline_commits == inline + 1  # it ran on the loop thread
+        await asyncio.sleep(0)
+        result = await store.publish(NewEvent(topic="ok.t", payload=2))
+        assert [e.payload for e in await store.scan("ok.t")] == [0, 2]
+        assert result.seq == 2  # the refused publish took no seq
+        assert [t.topic for t in await store.topics()] == ["ok.t"]  # nor created its topic
+    finally:
+        await store.close()
+
+
 async def test_with_synchronous_full_no_commit_runs_on_the_loop_thread(tmp_path: Path) -> None:
     store = await SQLiteStore.open(url_for(tmp_path / "full.db") + "?synchronous=full")
     try:

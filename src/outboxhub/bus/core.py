@@ -44,6 +44,7 @@ from outboxhub.bus.member import AmbiguousSettle, GroupMember, GroupState
 from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
+from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef, Store
 from outboxhub.store.lifecycle import DELIVERY_LIFECYCLE
 from outboxhub.topics import validate_group, validate_pattern
@@ -123,6 +124,14 @@ class Bus:
     async def publish_batch(self, events: Sequence[NewEvent]) -> list[PublishResult]:
         """Append events in order in one transaction; results in the same order."""
         return await self._store.publish_batch(events)
+
+    def publish_batch_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
+        """:meth:`publish_batch` without a coroutine per call: the future of its results, resolved after
+        the commit (on SQLite the writer's own future). Must run on the event loop thread."""
+        store = self._store
+        if isinstance(store, StoreBackend):
+            return store.publish_soon(events)
+        return asyncio.ensure_future(store.publish_batch(events))
 
     # -- subscribing --------------------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.gateway.settle import Settlement
 from outboxhub.gateway.transport import BINARY, ERROR, TEXT, Message, WebSocket
 from outboxhub.ids import new_id
-from outboxhub.model import Delivery, NewEvent
+from outboxhub.model import Delivery, NewEvent, PublishResult
 from outboxhub.protocol.codec import (
     Ack,
     Auth,
@@ -138,6 +138,7 @@ class Connection(Settlement):
             max_replies=_MAX_PENDING_REPLIES,
             on_drain=self._resume_paused,
             max_bytes=settings.send_queue_max_bytes,
+            send_now=ws.send_now,
         )
         self._max_frame = settings.max_frame_bytes
         self._max_auth_frame = settings.max_auth_frame_bytes
@@ -371,11 +372,13 @@ class Connection(Settlement):
         batch, self._batch = self._batch, []
         if not batch:
             return
-        task = self._loop.create_task(self.gateway.bus.publish_batch([event for event, _, _ in batch]))
-        self._tasks[task] = None
-        task.add_done_callback(functools.partial(self._published, batch))
+        # The store's future, not a task: on SQLite a lone publish commits right here (inline) and its
+        # reply is filled one loop iteration later.
+        done = self.gateway.bus.publish_batch_soon([event for event, _, _ in batch])
+        self._tasks[done] = None
+        done.add_done_callback(functools.partial(self._published, batch))
 
-    def _published(self, batch: list[_Pending], task: asyncio.Task[Any]) -> None:
+    def _published(self, batch: list[_Pending], task: asyncio.Future[list[PublishResult]]) -> None:
         self._tasks.pop(task, None)
         out = self.out
         exc = None if task.cancelled() else task.exception()

@@ -57,6 +57,7 @@ _T_CONT: Final = picows.WSMsgType.CONTINUATION
 _T_CLOSE: Final = picows.WSMsgType.CLOSE
 _T_PING: Final = picows.WSMsgType.PING
 _CLOSED: Final[Message] = (CLOSED, None)
+_MAX_HEADER: Final = 14  # bytes of a WebSocket frame header at most (server frames are not masked: 10)
 _CLOSE_NORMAL: Final = 1000
 _CLOSE_PROTOCOL_ERROR: Final = 1002
 _CLOSE_INVALID_TEXT: Final = 1007
@@ -92,9 +93,9 @@ class PicowsSocket(picows.WSListener):
     """One upgraded picows WebSocket as a :class:`~outboxhub.gateway.transport.WebSocket`."""
 
     __slots__ = (
-        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_inbound",
-        "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged", "_pong_held",
-        "_reading", "_seen", "_transport", "_waiter", "peer",
+        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_high",
+        "_inbound", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged",
+        "_pong_held", "_reading", "_seen", "_transport", "_waiter", "peer",
     )  # fmt: skip
 
     def __init__(self, hard_limit: int, on_connected: Any) -> None:
@@ -118,12 +119,14 @@ class PicowsSocket(picows.WSListener):
         self._beat: asyncio.TimerHandle | None = None
         self._seen = False  # a frame arrived since the last heartbeat tick
         self._pinged = False  # a ping went out and nothing has come back yet
+        self._high = 0  # the transport's write-buffer high-water mark (read once: nothing changes it)
         self.peer: str | None = None
 
     # -- picows callbacks -------------------------------------------------------------------------------
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self._transport = transport
+        self._high = transport.underlying_transport.get_write_buffer_limits()[1]
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
         on_connected, self._on_connected = self._on_connected, None
@@ -223,6 +226,22 @@ class PicowsSocket(picows.WSListener):
         if paused is not None:
             await paused
 
+    def send_now(self, data: bytes) -> bool:
+        """Write one text frame if it cannot take the write buffer past its high-water mark; else False,
+        nothing written (the send queue's writer then sends it with :meth:`send_text`, which waits while
+        paused, the frame still counted in the queue's byte budget until it has left)."""
+        transport = self._transport
+        if transport is None or self._gone or self._close_sent:
+            raise ConnectionResetError("the WebSocket is closed")
+        underlying = transport.underlying_transport
+        if (
+            self._paused is not None
+            or underlying.get_write_buffer_size() + len(data) + _MAX_HEADER > self._high
+        ):
+            return False
+        transport.send(_T_TEXT, data)
+        return True
+
     async def close(self, code: int, message: bytes) -> None:
         """Send a close frame, wait for the peer's (the caller bounds the wait), then disconnect."""
         transport = self._transport
@@ -249,8 +268,7 @@ class PicowsSocket(picows.WSListener):
         transport = self._transport
         if transport is None or self._paused is not None:
             return
-        underlying = transport.underlying_transport
-        if underlying.get_write_buffer_size() > underlying.get_write_buffer_limits()[1]:
+        if transport.underlying_transport.get_write_buffer_size() > self._high:
             self.pause_writing()
             asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._poll_drain)
 

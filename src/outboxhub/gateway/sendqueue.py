@@ -6,7 +6,10 @@ something to send, and the frames' deque is allocated on first use. A writer tha
 once, unless the previous writer of this queue ended less than :data:`WRITER_LINGER_S` ago: a busy
 connection then keeps its writer parked on a future, woken by the next frame exactly as a permanent writer
 would be (starting a task per frame costs measurably more on the hot path), and one sweeper per event loop
-ends the writers that stayed parked from one sweep to the next.
+ends the writers that stayed parked from one sweep to the next. When the socket offers ``send_now``
+(picows) and no writer is busy, frames that can leave without waiting are written at once by the call
+that queued or filled them (a one-at-a-time publish's reply leaves in the iteration of its commit); the
+writer takes over at the first frame that would wait, which stays counted until it has left.
 
 Replies must leave in request order even though requests complete out of order (a PUBLISH is answered
 when its batch commits, an ERR at once). Each request therefore takes a :class:`ReplySlot` when it is
@@ -105,9 +108,9 @@ class SendQueue:
     """
 
     __slots__ = (
-        "_blocked", "_bytes", "_closing", "_dead", "_events", "_flushes", "_items", "_last_exit", "_loop",
-        "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies", "_reply_bytes",
-        "_room", "_send", "_sent", "_wakeup", "_writer", "events_total",
+        "_blocked", "_bytes", "_closing", "_dead", "_draining", "_events", "_flushes", "_items", "_last_exit",
+        "_loop", "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies",
+        "_reply_bytes", "_room", "_send", "_send_now", "_sent", "_wakeup", "_writer", "events_total",
     )  # fmt: skip
 
     def __init__(
@@ -118,10 +121,13 @@ class SendQueue:
         max_replies: int,
         on_drain: Callable[[], None],
         max_bytes: int | None = None,
+        send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         if max_events < 1 or max_replies < 1 or (max_bytes is not None and max_bytes < 1):
             raise ValueError("max_events, max_replies and max_bytes must be >= 1")
         self._send = send
+        self._send_now = send_now  # writes a frame at once, False (nothing written) when it would wait
+        self._draining = False  # _drain_now is writing: a frame queued meanwhile is taken by its loop
         self._max_events = max_events
         self._max_replies = max_replies
         self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
@@ -303,10 +309,13 @@ class SendQueue:
     # -- the writer -------------------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        """Wake the parked writer, or start one if none runs and the head of the queue can be sent now."""
+        """Write what can go now (``send_now``) when no writer is busy; else wake the parked writer, or
+        start one if none runs and the head of the queue can be sent now."""
+        if self._draining:
+            return
         waiter = self._wakeup
         if waiter is not None:
-            if not waiter.done():
+            if not waiter.done() and not self._drain_now():
                 waiter.set_result(False)
             return  # (a writer told to end starts the next one itself if a frame is waiting)
         if self._writer is not None or self._dead:
@@ -317,10 +326,57 @@ class SendQueue:
         head = items[0]
         if isinstance(head, ReplySlot) and head.data is None:
             return  # filling it wakes the writer
+        if self._drain_now():
+            if not self._items:
+                self._items = None  # an idle connection keeps no deque
+            return
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write())
+
+    def _drain_now(self) -> bool:
+        """Send the frames that can leave now through ``send_now``, in order, without a writer task (a
+        reply filled while nothing else is queued leaves in the same loop iteration). True when nothing
+        sendable is left (or the socket died), False when the socket would make the next frame wait:
+        the writer takes over from there."""
+        send_now = self._send_now
+        items = self._items
+        if send_now is None or items is None or self._dead:
+            return send_now is not None
+        self._draining = True
+        try:
+            while items:
+                head = items[0]
+                if type(head) is tuple:
+                    data = head[0]
+                    if not send_now(data):
+                        return False
+                    items.popleft()
+                    self._events -= 1
+                    self._bytes -= len(data)
+                    if self._blocked and self._below_half():
+                        self._drained()
+                else:
+                    assert isinstance(head, ReplySlot)
+                    reply = head.data
+                    if reply is None:
+                        break
+                    if not send_now(reply):
+                        return False
+                    items.popleft()
+                    self._replies -= 1
+                    self._bytes -= len(reply)
+                    self._reply_bytes -= len(reply)
+                self._sent += 1
+        except Exception as exc:  # the socket died under us: nothing more can be sent
+            log.debug("send failed, dropping %d queued frames: %r", len(items), exc)
+            self._die()
+            return True
+        finally:
+            self._draining = False
+        self._after_send()
+        return True
 
     def _retire(self) -> None:
         waiter = self._wakeup

@@ -41,6 +41,12 @@ class WebSocket(Protocol):
         ...
 
     @property
+    def send_now(self) -> Callable[[bytes], bool] | None:
+        """Write one text frame at once unless that would wait (then False, nothing written), raising once
+        the socket is gone; None when the socket writes only through :meth:`send_text`."""
+        ...
+
+    @property
     def closed(self) -> bool:
         """True once a close frame was exchanged or the socket is gone."""
         ...
@@ -68,6 +74,8 @@ class AiohttpSocket:
     the ops port's ``/ws``)."""
 
     __slots__ = ("_transport", "_ws", "send_text")
+
+    send_now: Final = None  # aiohttp writes a frame only through a coroutine
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         self._ws = ws

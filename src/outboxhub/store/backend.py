@@ -97,6 +97,11 @@ class StoreBackend(ABC):
             return []
         return await self._append([prepare(event) for event in events])
 
+    def publish_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
+        """:meth:`publish_batch` as the future of its results (an error is set on it). A backend whose
+        writer hands out futures overrides it to return that future: no task per publish."""
+        return asyncio.ensure_future(self.publish_batch(events))
+
     @abstractmethod
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         """Append prepared events in one group commit; return once durable (results in order)."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -47,13 +47,14 @@ from outboxhub.model import (
     Event,
     GroupInfo,
     Lag,
+    NewEvent,
     PublishResult,
     StartPosition,
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef, mask_url
-from outboxhub.store.codec import Prepared
+from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
@@ -277,6 +278,21 @@ class SQLiteStore(StoreBackend):
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.publish(rows)
+
+    def publish_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
+        """The writer's own future (resolved after the COMMIT): no coroutine nor task per publish."""
+        try:
+            self._check_open()
+            rows = [prepare(event) for event in events]
+        except Exception as exc:
+            failed: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        if not rows:
+            empty: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
+            empty.set_result([])
+            return empty
+        return self._writer.publish(rows)
 
     async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         return await self._read(reads.get_event, self._catalog, event_id, topic)

@@ -168,22 +168,19 @@ class WriteTx:
         conn = self.conn
         # Topic rows are inserted here, outside the savepoint below, so the retry keeps them.
         params = self._params(rows, unique, existing)
-        conn.execute("SAVEPOINT append")
-        try:
+        if len(params) == 1:
+            # One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or
+            # its transaction) undoes the insert if the topic count fails after it. No savepoint here.
             try:
-                conn.executemany(_INSERT_EVENT, params)
+                conn.execute(_INSERT_EVENT, params[0])
             except sqlite3.IntegrityError:
-                # Some (topic, id) exist already (a re-published outbox record): find them, insert the rest.
-                conn.execute("ROLLBACK TO append")
                 existing = self._existing_seqs([rows[index] for index in unique])
                 params = self._params(rows, unique, existing)
-                conn.executemany(_INSERT_EVENT, params)
+                if params:  # not a duplicate after all: let the INSERT say what it is
+                    conn.execute(_INSERT_EVENT, params[0])
             self._count_topics(params)
-            conn.execute("RELEASE append")
-        except BaseException:
-            conn.execute("ROLLBACK TO append")
-            conn.execute("RELEASE append")
-            raise
+        else:
+            self._append_many(rows, unique, params, existing)
         if params:
             self.next_seq = params[-1][0] + 1
             self.appended_to = params[-1][0]
@@ -198,6 +195,34 @@ class WriteTx:
             duplicate = both in existing or first[both] != index
             results.append(PublishResult(id=row[0], seq=seq_of[both], duplicate=duplicate))
         return results
+
+    def _append_many(
+        self,
+        rows: Sequence[Prepared],
+        unique: list[int],
+        params: list[_EventParams],
+        existing: dict[tuple[str, str], int],
+    ) -> None:
+        """Insert ``params`` (several rows) under a SAVEPOINT: ``executemany`` keeps the rows before a
+        duplicate, so a duplicate rolls back to it and the rows are inserted again without the stored
+        ones (``existing`` and ``params`` are updated in place)."""
+        conn = self.conn
+        conn.execute("SAVEPOINT append")
+        try:
+            try:
+                conn.executemany(_INSERT_EVENT, params)
+            except sqlite3.IntegrityError:
+                # Some (topic, id) exist already (a re-published outbox record): find them, insert the rest.
+                conn.execute("ROLLBACK TO append")
+                existing.update(self._existing_seqs([rows[index] for index in unique]))
+                params[:] = self._params(rows, unique, existing)
+                conn.executemany(_INSERT_EVENT, params)
+            self._count_topics(params)
+            conn.execute("RELEASE append")
+        except BaseException:
+            conn.execute("ROLLBACK TO append")
+            conn.execute("RELEASE append")
+            raise
 
     def _params(
         self, rows: Sequence[Prepared], unique: list[int], existing: dict[tuple[str, str], int]

@@ -97,6 +97,10 @@ class Writer:
         self._outstanding = 0
         self._inline_used = False
         self._inline = False  # an inline batch is running: ``_post`` resolves at once
+        # The connection's busy_timeout is 0 after an inline BEGIN (the loop must not wait for another
+        # process's lock) and stays so until the thread needs it back: one-at-a-time publishes, all
+        # inline, pay no PRAGMA. Touched only by whichever thread holds the connection.
+        self._busy_zero = False
         self._stopping = False
         # A commit that syncs the WAL (synchronous=full/extra) takes milliseconds: never on the loop thread.
         self._inline_allowed = synchronous in ("off", "normal")
@@ -176,11 +180,10 @@ class Writer:
         conn, tx = self._conn, self._tx
         assert conn is not None and tx is not None
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            if not self._busy_zero:
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._busy_zero = True
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
             _rollback(conn)
             return False
@@ -296,6 +299,9 @@ class Writer:
     def _batch(self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool = False) -> None:
         try:
             if not begun:
+                if self._busy_zero:  # the thread waits for another process's lock: see __init__
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                    self._busy_zero = False
                 conn.execute("BEGIN IMMEDIATE")
             tx.begin()
         except Exception as exc:
@@ -314,7 +320,10 @@ class Writer:
                 end = index + 1
                 while end < len(jobs) and jobs[end][1] is None:
                     end += 1
-                broken = self._publishes(conn, tx, jobs[index:end], outcomes)
+                if self._inline and len(jobs) == 1:  # a failure rolls the whole transaction back
+                    broken = self._solo_publish(tx, jobs[index], outcomes)
+                else:
+                    broken = self._publishes(conn, tx, jobs[index:end], outcomes)
                 index = end
             else:
                 broken = self._job(conn, tx, fut, fn, args, outcomes)
@@ -386,6 +395,20 @@ class Writer:
             end = start + len(job_rows)
             outcomes.append((fut, None, results[start:end]))
             start = end
+        return None
+
+    def _solo_publish(self, tx: WriteTx, job: _Job, outcomes: list[_Outcome]) -> BaseException | None:
+        """The publish of an inline batch, which holds nothing else (no parked claim: see ``publish``):
+        without the SAVEPOINT of ``_publishes``, since a failure fails the whole transaction just the same
+        (returned as the batch's breaking error, which rolls it back and goes to the job)."""
+        fut, _, rows = job
+        try:
+            results = tx.append(rows)
+        except Exception as exc:
+            return exc
+        self.stats.events += len(rows)
+        self._batch_topics.update(row[1] for row in rows)
+        outcomes.append((fut, None, results))
         return None
 
     def _job(
