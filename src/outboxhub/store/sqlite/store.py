@@ -72,6 +72,10 @@ _T = TypeVar("_T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 
+INLINE_ACK_MAX = 16
+"""Most events of one ACK batch committed on the event loop thread; larger batches (a consumer acking a
+burst) go to the writer thread, so the loop is never held by a large delete."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SQLiteOptions:
@@ -341,7 +345,11 @@ class SQLiteStore(StoreBackend):
         return self._writer.park(_parked_claim, (request,), compile_pattern(pattern).match)
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
-        count: int = await self._write(groups_ops.ack, pattern, group, refs, member)
+        self._check_open()
+        # A small ACK commits on the loop thread when the writer thread is idle (``Writer.submit``): it
+        # deletes a few pending rows, and under synchronous=normal its WAL commit does not fsync.
+        inline = len(refs) <= INLINE_ACK_MAX
+        count: int = await self._writer.submit(groups_ops.ack, pattern, group, refs, member, inline=inline)
         return count
 
     async def _nack(self, request: NackRequest) -> bool:
