@@ -18,7 +18,6 @@ from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.store import SQLiteStore
-from outboxhub.store.sqlite.writer import INLINE_PARKED_MAX
 from outboxhub.topics import compile_pattern
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
@@ -52,6 +51,23 @@ async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
 
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
+INLINE_CLAIMS = 4
+
+
+@pytest.fixture
+async def inline_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store whose lone publishes commit on the loop thread with up to ``INLINE_CLAIMS`` parked claims."""
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/inline.db?inline_claims={INLINE_CLAIMS}")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def inline_bus(inline_store: SQLiteStore) -> AsyncIterator[Bus]:
+    b = Bus(inline_store, poll_interval_s=NO_POLL_S)
+    await b.start()
+    yield b
+    await b.close()
 
 
 async def test_each_event_costs_one_commit_to_deliver_and_one_to_ack(bus: Bus, store: SQLiteStore) -> None:
@@ -107,9 +123,28 @@ async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: 
     assert [d.event.id for d in got] == [published.id]
 
 
-async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its_claim(
+async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
     bus: Bus, store: SQLiteStore
 ) -> None:
+    got: list[Delivery] = []
+    await bus.publish(NewEvent(topic="warm.up"))
+    await asyncio.sleep(0)
+    inline = store.writer_stats.inline_commits
+    assert inline >= 1  # nothing parked yet: the lone publish committed on the loop thread
+    await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    for payload in range(3):
+        await bus.publish(NewEvent(topic="a.x", payload=payload))
+        await until(lambda: store.parked_claims == 1, "the member parks its claim again")
+        await asyncio.sleep(0)
+    assert len(got) == 3
+    assert store.writer_stats.inline_commits == inline
+
+
+async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its_claim(
+    inline_bus: Bus, inline_store: SQLiteStore
+) -> None:
+    bus, store = inline_bus, inline_store
     got: list[Delivery] = []
     stats = store.writer_stats
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
@@ -126,10 +161,11 @@ async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its
 
 
 async def test_a_publish_with_many_claims_parked_commits_on_the_writer_thread(
-    bus: Bus, store: SQLiteStore
+    inline_bus: Bus, inline_store: SQLiteStore
 ) -> None:
+    bus, store = inline_bus, inline_store
     got: list[Delivery] = []
-    groups = INLINE_PARKED_MAX + 1
+    groups = INLINE_CLAIMS + 1
     for n in range(groups):
         await bus.subscribe("a.*", f"g{n}", lambda d: got.append(d) or True, options=EARLIEST)
     await until(lambda: store.parked_claims == groups, "every member parks its claim")
@@ -143,8 +179,9 @@ async def test_a_publish_with_many_claims_parked_commits_on_the_writer_thread(
 
 
 async def test_a_claim_failing_in_an_inline_publish_commit_leaves_the_publish_confirmed(
-    bus: Bus, store: SQLiteStore
+    inline_bus: Bus, inline_store: SQLiteStore
 ) -> None:
+    bus, store = inline_bus, inline_store
     got: list[Delivery] = []
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")

@@ -25,7 +25,9 @@ URL query parameters (or keyword options of ``open_store``, which win):
 * ``synchronous``: ``normal`` (default), ``full``, ``extra`` or ``off``;
 * ``busy_timeout_ms``: how long to wait for another process's write lock (default 5000);
 * ``readers``: reader threads/connections (default 4);
-* ``max_batch``: most jobs per group commit (default 4096).
+* ``max_batch``: most jobs per group commit (default 4096);
+* ``inline_claims``: most parked claims with which a lone publish still commits on the event loop thread,
+  running them in that commit (default 0: a publish to a waiting member goes to the writer thread).
 """
 
 from __future__ import annotations
@@ -85,12 +87,14 @@ class SQLiteOptions:
     busy_timeout_ms: int = 5000
     readers: int = 4
     max_batch: int = 4096
+    inline_claims: int = 0
 
 
 _INT_OPTIONS: dict[str, tuple[int, int]] = {
     "busy_timeout_ms": (0, 3_600_000),
     "readers": (1, 64),
     "max_batch": (1, 1_000_000),
+    "inline_claims": (0, 64),
 }
 
 
@@ -180,6 +184,7 @@ class SQLiteStore(StoreBackend):
             synchronous=options.synchronous,
             busy_timeout_ms=options.busy_timeout_ms,
             max_batch=options.max_batch,
+            inline_claims=options.inline_claims,
             on_commit=self._committed,
         )
         self._pool = ThreadPoolExecutor(

@@ -14,8 +14,7 @@ same transaction, when one of the batch's topics matches their pattern.
 
 While the thread has nothing queued or unresolved, the first publish or small ACK of a loop iteration runs
 as a batch of its own on the event loop thread instead (``_enqueue``), with the same transaction, savepoints,
-parked claims and commit-before-answer order: at 1,000 lone events/s this saves every hand-off to the
-thread and back.
+parked claims and commit-before-answer order: no hand-off to the thread and back for a lone write.
 """
 
 from __future__ import annotations
@@ -53,10 +52,6 @@ _Job = tuple["asyncio.Future[Any]", JobFn | None, Any]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _STOP: Any = object()
 
-INLINE_PARKED_MAX = 4
-"""Most parked claims with which a publish may still commit on the loop thread: each of them may run in that
-commit (a claim decodes and inserts up to its limit of events), and the loop serves no socket meanwhile."""
-
 
 @dataclass
 class WriterStats:
@@ -85,6 +80,7 @@ class Writer:
         synchronous: str,
         busy_timeout_ms: int,
         max_batch: int,
+        inline_claims: int = 0,
         on_commit: Callable[[int, frozenset[str] | None], None],
     ) -> None:
         self._path = path
@@ -93,6 +89,9 @@ class Writer:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
+        # Most parked claims with which a publish may still commit inline: each may run in that commit (a
+        # claim decodes and inserts up to its limit of events) while the loop serves no socket.
+        self._inline_claims = inline_claims
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -144,15 +143,16 @@ class Writer:
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
         Later writes of the same iteration go to the thread, so a burst is still group-committed. Not
-        with ``synchronous=full``/``extra``, whose commits wait for an fsync. Claims parked by waiting
-        group members run in that inline commit too, as they would in the thread's, so an event reaches a
-        waiting member without a thread hand-off; with more than ``INLINE_PARKED_MAX`` parked, the
-        publish goes to the thread.
+        with ``synchronous=full``/``extra``, whose commits wait for an fsync. With at most
+        ``inline_claims`` claims parked by waiting group members (default 0), they run in that inline
+        commit too, as they would in the thread's, so an event reaches a waiting member without a thread
+        hand-off; with more parked, the publish goes to the thread (end-to-end p99 at 1,000 events/s was
+        worse with the claims on the loop in most runs on a loaded machine: docs/benchmarks.md).
         """
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
-        self._enqueue((fut, None, rows), inline=len(self._parking) <= INLINE_PARKED_MAX)
+        self._enqueue((fut, None, rows), inline=len(self._parking) <= self._inline_claims)
         return fut
 
     def submit(self, fn: JobFn, *args: Any, inline: bool = False) -> asyncio.Future[Any]:
