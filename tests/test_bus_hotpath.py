@@ -4,6 +4,7 @@ an ACK costs one commit and no claim, and the group's next deadline is not re-re
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -50,6 +51,23 @@ async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
 
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
+INLINE_CLAIMS = 4
+
+
+@pytest.fixture
+async def inline_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store whose lone publishes commit on the loop thread with up to ``INLINE_CLAIMS`` parked claims."""
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/inline.db?inline_claims={INLINE_CLAIMS}")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def inline_bus(inline_store: SQLiteStore) -> AsyncIterator[Bus]:
+    b = Bus(inline_store, poll_interval_s=NO_POLL_S)
+    await b.start()
+    yield b
+    await b.close()
 
 
 async def test_each_event_costs_one_commit_to_deliver_and_one_to_ack(bus: Bus, store: SQLiteStore) -> None:
@@ -121,6 +139,68 @@ async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
         await asyncio.sleep(0)
     assert len(got) == 3
     assert store.writer_stats.inline_commits == inline
+
+
+async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its_claim(
+    inline_bus: Bus, inline_store: SQLiteStore
+) -> None:
+    bus, store = inline_bus, inline_store
+    got: list[Delivery] = []
+    stats = store.writer_stats
+    await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    for payload in range(3):
+        await until(lambda: store.parked_claims == 1, "the member parks its claim")
+        await asyncio.sleep(0)  # a new loop iteration: the inline turn is free
+        inline, commits = stats.inline_commits, stats.commits
+        published = await bus.publish(NewEvent(topic="a.x", payload=payload))
+        # one commit, on the loop thread, carried both the event and the waiting member's claim
+        assert (stats.inline_commits, stats.commits) == (inline + 1, commits + 1)
+        assert store.parked_claims == 0
+        await until(lambda n=payload + 1: len(got) == n, "the event is delivered")
+        assert got[-1].event.id == published.id
+
+
+async def test_a_publish_with_many_claims_parked_commits_on_the_writer_thread(
+    inline_bus: Bus, inline_store: SQLiteStore
+) -> None:
+    bus, store = inline_bus, inline_store
+    got: list[Delivery] = []
+    groups = INLINE_CLAIMS + 1
+    for n in range(groups):
+        await bus.subscribe("a.*", f"g{n}", lambda d: got.append(d) or True, options=EARLIEST)
+    await until(lambda: store.parked_claims == groups, "every member parks its claim")
+    await asyncio.sleep(0)
+    inline, commits = store.writer_stats.inline_commits, store.writer_stats.commits
+    published = await bus.publish(NewEvent(topic="a.x"))
+    assert store.writer_stats.inline_commits == inline  # the claims would all have run on the loop
+    assert store.writer_stats.commits == commits + 1  # and still in the publish's own commit
+    await until(lambda: len(got) == groups, "every group gets the event")
+    assert {d.event.id for d in got} == {published.id}
+
+
+async def test_a_claim_failing_in_an_inline_publish_commit_leaves_the_publish_confirmed(
+    inline_bus: Bus, inline_store: SQLiteStore
+) -> None:
+    bus, store = inline_bus, inline_store
+    got: list[Delivery] = []
+    await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    await asyncio.sleep(0)
+    inline = store.writer_stats.inline_commits
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        blocker.execute("CREATE TRIGGER boom BEFORE INSERT ON pending BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        published = await bus.publish(NewEvent(topic="a.x", payload="kept"))
+        assert store.writer_stats.inline_commits == inline + 1
+        assert store.parked_claims == 0  # the claim ran, and failed, in that commit
+        # the claim's failure undid nothing of the publish
+        assert await store.get_event(published.id, topic="a.x") is not None
+        assert not got
+        blocker.execute("DROP TRIGGER boom")
+    finally:
+        blocker.close()
+    await until(lambda: len(got) == 1, "the member's retried claim delivers the event")
+    assert got[0].event.id == published.id
 
 
 async def test_a_member_closed_while_parked_leaves_nothing_parked(bus: Bus, store: SQLiteStore) -> None:

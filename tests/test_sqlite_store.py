@@ -41,8 +41,10 @@ def test_parse_absolute_and_relative_paths() -> None:
 
 
 def test_parse_options_from_query_and_keywords() -> None:
-    _, options = parse_sqlite_url("sqlite:///h.db?synchronous=FULL&busy_timeout_ms=250&readers=2")
-    assert options == SQLiteOptions(synchronous="full", busy_timeout_ms=250, readers=2)
+    _, options = parse_sqlite_url(
+        "sqlite:///h.db?synchronous=FULL&busy_timeout_ms=250&readers=2&inline_claims=4"
+    )
+    assert options == SQLiteOptions(synchronous="full", busy_timeout_ms=250, readers=2, inline_claims=4)
     _, options = parse_sqlite_url(
         "sqlite:///h.db?synchronous=full", {"synchronous": "normal", "max_batch": 10}
     )
@@ -60,6 +62,7 @@ def test_parse_options_from_query_and_keywords() -> None:
         ("sqlite:///x.db?synchronous=sometimes", "synchronous must be one of"),
         ("sqlite:///x.db?readers=0", "readers must be an integer from 1"),
         ("sqlite:///x.db?busy_timeout_ms=soon", "busy_timeout_ms must be an integer"),
+        ("sqlite:///x.db?inline_claims=65", "inline_claims must be an integer from 0 to 64"),
         ("sqlite:///x.db?journal=delete", "unknown option 'journal'"),
         ("sqlite:///x.db?synchronous", "malformed query string"),
     ],

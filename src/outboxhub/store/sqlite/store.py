@@ -25,7 +25,9 @@ URL query parameters (or keyword options of ``open_store``, which win):
 * ``synchronous``: ``normal`` (default), ``full``, ``extra`` or ``off``;
 * ``busy_timeout_ms``: how long to wait for another process's write lock (default 5000);
 * ``readers``: reader threads/connections (default 4);
-* ``max_batch``: most jobs per group commit (default 4096).
+* ``max_batch``: most jobs per group commit (default 4096);
+* ``inline_claims``: most parked claims with which a lone publish still commits on the event loop thread,
+  running them in that commit (default 0: a publish to a waiting member goes to the writer thread).
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ _T = TypeVar("_T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 
+INLINE_ACK_MAX = 16
+"""Most events of one ACK batch committed on the event loop thread; larger batches (a consumer acking a
+burst) go to the writer thread, so the loop is never held by a large delete."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SQLiteOptions:
@@ -82,12 +88,14 @@ class SQLiteOptions:
     busy_timeout_ms: int = 5000
     readers: int = 4
     max_batch: int = 4096
+    inline_claims: int = 0
 
 
 _INT_OPTIONS: dict[str, tuple[int, int]] = {
     "busy_timeout_ms": (0, 3_600_000),
     "readers": (1, 64),
     "max_batch": (1, 1_000_000),
+    "inline_claims": (0, 64),
 }
 
 
@@ -177,6 +185,7 @@ class SQLiteStore(StoreBackend):
             synchronous=options.synchronous,
             busy_timeout_ms=options.busy_timeout_ms,
             max_batch=options.max_batch,
+            inline_claims=options.inline_claims,
             on_commit=self._committed,
         )
         self._pool = ThreadPoolExecutor(
@@ -357,7 +366,11 @@ class SQLiteStore(StoreBackend):
         return self._writer.park(_parked_claim, (request,), compile_pattern(pattern).match)
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
-        count: int = await self._write(groups_ops.ack, pattern, group, refs, member)
+        self._check_open()
+        # A small ACK commits on the loop thread when the writer thread is idle (``Writer.submit``): it
+        # deletes a few pending rows, and under synchronous=normal its WAL commit does not fsync.
+        inline = len(refs) <= INLINE_ACK_MAX
+        count: int = await self._writer.submit(groups_ops.ack, pattern, group, refs, member, inline=inline)
         return count
 
     async def _nack(self, request: NackRequest) -> bool:

@@ -11,6 +11,10 @@ A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread of
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
+
+While the thread has nothing queued or unresolved, the first publish or small ACK of a loop iteration runs
+as a batch of its own on the event loop thread instead (``_enqueue``), with the same transaction, savepoints,
+parked claims and commit-before-answer order: no hand-off to the thread and back for a lone write.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class WriterStats:
 
     commits: int = 0
     inline_commits: int = 0
-    """Commits run on the event loop thread (``Writer.publish``); also counted in ``commits``."""
+    """Commits run on the event loop thread (``Writer.publish``, ``Writer.submit``); also in ``commits``."""
     jobs: int = 0
     events: int = 0
     checkpoints: int = 0
@@ -76,6 +80,7 @@ class Writer:
         synchronous: str,
         busy_timeout_ms: int,
         max_batch: int,
+        inline_claims: int = 0,
         on_commit: Callable[[int, frozenset[str] | None], None],
     ) -> None:
         self._path = path
@@ -84,6 +89,9 @@ class Writer:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
+        # Most parked claims with which a publish may still commit inline: each may run in that commit (a
+        # claim decodes and inserts up to its limit of events) while the loop serves no socket.
+        self._inline_claims = inline_claims
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -135,41 +143,47 @@ class Writer:
     def publish(self, rows: Sequence[Prepared]) -> asyncio.Future[list[PublishResult]]:
         """Append ``rows``; the future resolves after the COMMIT.
 
-        When the writer thread has nothing queued or unresolved, the first publish of a loop iteration is
+        When the writer thread has nothing queued or unresolved, the first write of a loop iteration is
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
-        Later publishes of the same iteration go to the thread, so a burst is still group-committed. Not
-        with ``synchronous=full``/``extra``, whose commits wait for an fsync, and not while a group member
-        has a claim parked: with the claim in that commit, end-to-end p99 at 1,000 events/s was worse in
-        most runs under load (docs/benchmarks.md, issue #16 third round), so delivery keeps the thread.
+        Later writes of the same iteration go to the thread, so a burst is still group-committed. Not
+        with ``synchronous=full``/``extra``, whose commits wait for an fsync. With at most
+        ``inline_claims`` claims parked by waiting group members (default 0), they run in that inline
+        commit too, as they would in the thread's, so an event reaches a waiting member without a thread
+        hand-off; with more parked, the publish goes to the thread (end-to-end p99 at 1,000 events/s was
+        worse with the claims on the loop in most runs on a loaded machine: docs/benchmarks.md).
         """
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
-        if (
-            self._outstanding
-            or self._inline_used
-            or self._parking  # a waiting member's claim would run on the loop too: see the docstring
-            or self._stopping
-            or not self._inline_allowed
-            or self._tx is None
-        ):
-            self._outstanding += 1
-            self._queue.put((fut, None, rows))
-            return fut
-        self._inline_used = True
-        loop.call_soon(self._next_iteration)
-        if not self._run_inline((fut, None, rows)):
-            self._outstanding += 1
-            self._queue.put((fut, None, rows))
+        self._enqueue((fut, None, rows), inline=len(self._parking) <= self._inline_claims)
         return fut
 
-    def submit(self, fn: JobFn, *args: Any) -> asyncio.Future[Any]:
+    def submit(self, fn: JobFn, *args: Any, inline: bool = False) -> asyncio.Future[Any]:
+        """Run ``fn(tx, *args)`` in a write transaction; the future resolves after the COMMIT. With
+        ``inline``, on the loop thread when the writer thread is idle, as a lone publish is (``publish``):
+        for small jobs only (an ACK), as the loop does nothing else while it runs."""
         assert self._loop is not None, "the writer is not started"
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._outstanding += 1
-        self._queue.put((fut, fn, args))
+        self._enqueue((fut, fn, args), inline=inline)
         return fut
+
+    def _enqueue(self, job: _Job, *, inline: bool) -> None:
+        if (
+            inline
+            and not self._outstanding
+            and not self._inline_used
+            and not self._stopping
+            and self._inline_allowed
+            and self._tx is not None
+        ):
+            assert self._loop is not None
+            self._inline_used = True
+            self._loop.call_soon(self._next_iteration)
+            if self._run_inline(job):
+                return
+        self._outstanding += 1
+        self._queue.put(job)
 
     def _next_iteration(self) -> None:
         self._inline_used = False
