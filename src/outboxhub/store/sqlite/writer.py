@@ -25,6 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from outboxhub.errors import StoreUnavailable
@@ -380,7 +381,7 @@ class Writer:
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
         self.stats.events += len(rows)
-        self._batch_topics.update(row[1] for row in rows)
+        self._batch_topics.update(map(itemgetter(1), rows))
         start = 0
         for fut, _, job_rows in run:
             end = start + len(job_rows)
