@@ -8,7 +8,10 @@ overlay until COMMIT succeeds, then moves into the shared caches; a rolled-back 
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 
 from outboxhub.errors import StoreError
 from outboxhub.model import PublishResult
@@ -19,7 +22,14 @@ from outboxhub.topics import compile_pattern
 
 __all__ = ["GroupRef", "Mark", "WriteTx"]
 
-_INSERT_EVENT = "INSERT INTO events (seq, id, topic_id, ts, key, payload, meta) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ROWS_MAX = 128
+"""Most rows per INSERT statement (7 parameters each: 896, under the 999 of SQLite builds before 3.32)."""
+_INSERT_EVENTS = {
+    rows: "INSERT INTO events (seq, id, topic_id, ts, key, payload, meta) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    for rows in (1 << bit for bit in range(_INSERT_ROWS_MAX.bit_length()))
+}
+"""One INSERT per power-of-two row count up to ``_INSERT_ROWS_MAX``: few statements for the cache."""
 _UPDATE_TOPIC = "UPDATE topics SET count = count + ?, last_seq = ?, last_ts = ? WHERE topic_id = ?"
 _EXISTING_CHUNK = 500
 
@@ -28,6 +38,9 @@ GroupRef = tuple[int, int]
 """(gid, frontier) of a group, read inside the current transaction."""
 
 _EventParams = tuple[int, str, int, int, str | None, bytes, bytes | None]
+
+_ID, _TOPIC = itemgetter(0), itemgetter(1)
+"""Fields of a ``Prepared`` row."""
 
 
 class WriteTx:
@@ -159,11 +172,11 @@ class WriteTx:
     def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
         """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
         updated once."""
-        first: dict[tuple[str, str], int] = {}
-        unique: list[int] = []
-        for index, row in enumerate(rows):
-            if first.setdefault((row[0], row[1]), index) == index:
-                unique.append(index)
+        first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
+        unique: Sequence[int] = range(len(rows))
+        if len(rows) > 1 and len(set(zip(map(_ID, rows), map(_TOPIC, rows), strict=True))) != len(rows):
+            first = {}
+            unique = [i for i, row in enumerate(rows) if first.setdefault((row[0], row[1]), i) == i]
         existing: dict[tuple[str, str], int] = {}
         conn = self.conn
         # Topic rows are inserted here, outside the savepoint below, so the retry keeps them.
@@ -172,19 +185,19 @@ class WriteTx:
             # One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or
             # its transaction) undoes the insert if the topic count fails after it. No savepoint here.
             try:
-                conn.execute(_INSERT_EVENT, params[0])
+                _insert_events(conn, params)
             except sqlite3.IntegrityError:
                 existing = self._existing_seqs([rows[index] for index in unique])
                 params = self._params(rows, unique, existing)
                 if params:  # not a duplicate after all: let the INSERT say what it is
-                    conn.execute(_INSERT_EVENT, params[0])
+                    _insert_events(conn, params)
             self._count_topics(params)
         else:
             self._append_many(rows, unique, params, existing)
         if params:
             self.next_seq = params[-1][0] + 1
             self.appended_to = params[-1][0]
-            self.appended_topics.update(row[1] for row in rows)
+            self.appended_topics.update(map(_TOPIC, rows))
         if not existing and len(unique) == len(rows):
             return [PublishResult(id=p[1], seq=p[0]) for p in params]
         seq_of = {(p[1], self.topic_name(p[2])): p[0] for p in params}
@@ -192,31 +205,31 @@ class WriteTx:
         results: list[PublishResult] = []
         for index, row in enumerate(rows):
             both = (row[0], row[1])
-            duplicate = both in existing or first[both] != index
+            duplicate = both in existing or (first is not None and first[both] != index)
             results.append(PublishResult(id=row[0], seq=seq_of[both], duplicate=duplicate))
         return results
 
     def _append_many(
         self,
         rows: Sequence[Prepared],
-        unique: list[int],
+        unique: Sequence[int],
         params: list[_EventParams],
         existing: dict[tuple[str, str], int],
     ) -> None:
-        """Insert ``params`` (several rows) under a SAVEPOINT: ``executemany`` keeps the rows before a
-        duplicate, so a duplicate rolls back to it and the rows are inserted again without the stored
-        ones (``existing`` and ``params`` are updated in place)."""
+        """Insert ``params`` (several rows) under a SAVEPOINT: the chunks before a duplicate's stay inserted,
+        so a duplicate rolls back to it and the rows are inserted again without the stored ones
+        (``existing`` and ``params`` are updated in place)."""
         conn = self.conn
         conn.execute("SAVEPOINT append")
         try:
             try:
-                conn.executemany(_INSERT_EVENT, params)
+                _insert_events(conn, params)
             except sqlite3.IntegrityError:
                 # Some (topic, id) exist already (a re-published outbox record): find them, insert the rest.
                 conn.execute("ROLLBACK TO append")
                 existing.update(self._existing_seqs([rows[index] for index in unique]))
                 params[:] = self._params(rows, unique, existing)
-                conn.executemany(_INSERT_EVENT, params)
+                _insert_events(conn, params)
             self._count_topics(params)
             conn.execute("RELEASE append")
         except BaseException:
@@ -225,21 +238,18 @@ class WriteTx:
             raise
 
     def _params(
-        self, rows: Sequence[Prepared], unique: list[int], existing: dict[tuple[str, str], int]
+        self, rows: Sequence[Prepared], unique: Sequence[int], existing: dict[tuple[str, str], int]
     ) -> list[_EventParams]:
+        picked = rows if len(unique) == len(rows) else [rows[index] for index in unique]
+        if existing:
+            picked = [row for row in picked if (row[0], row[1]) not in existing]
+        # New topics get their ids in order of first appearance.
+        topic_ids = {topic: self.topic_id_for(topic) for topic in dict.fromkeys(map(_TOPIC, picked))}
         seq = self.next_seq
-        params: list[_EventParams] = []
-        topic_ids: dict[str, int] = {}
-        for index in unique:
-            event_id, topic, ts, key, payload, meta = rows[index]
-            if (event_id, topic) in existing:
-                continue
-            topic_id = topic_ids.get(topic)
-            if topic_id is None:
-                topic_id = topic_ids[topic] = self.topic_id_for(topic)
-            params.append((seq, event_id, topic_id, ts, key, payload, meta))
-            seq += 1
-        return params
+        return [
+            (seq + offset, event_id, topic_ids[topic], ts, key, payload, meta)
+            for offset, (event_id, topic, ts, key, payload, meta) in enumerate(picked)
+        ]
 
     def _existing_seqs(self, rows: list[Prepared]) -> dict[tuple[str, str], int]:
         """{(id, topic): seq} of the events among ``rows`` already stored."""
@@ -258,13 +268,24 @@ class WriteTx:
         return found
 
     def _count_topics(self, params: list[_EventParams]) -> None:
-        stats: dict[int, list[int]] = {}
-        for seq, _, topic_id, ts, *_rest in params:
-            entry = stats.get(topic_id)
-            if entry is None:
-                stats[topic_id] = [1, seq, ts]
-            else:
-                entry[0] += 1
-                entry[1] = seq
-                entry[2] = ts
-        self.conn.executemany(_UPDATE_TOPIC, [(n, seq, ts, tid) for tid, (n, seq, ts) in stats.items()])
+        if not params:
+            return
+        last = {p[2]: p for p in params}  # each topic's last row
+        counts = {params[0][2]: len(params)} if len(last) == 1 else Counter(p[2] for p in params)
+        self.conn.executemany(
+            _UPDATE_TOPIC, [(n, last[tid][0], last[tid][3], tid) for tid, n in counts.items()]
+        )
+
+
+def _insert_events(conn: sqlite3.Connection, params: list[_EventParams]) -> None:
+    """Insert rows in seq order, up to ``_INSERT_ROWS_MAX`` per statement: a multi-row INSERT costs about
+    1 µs less per row than ``executemany`` (one statement step and bind pass instead of one per row)."""
+    total = len(params)
+    if total == 1:  # one publish at a time
+        conn.execute(_INSERT_EVENTS[1], params[0])
+        return
+    start = 0
+    while start < total:
+        rows = min(_INSERT_ROWS_MAX, 1 << ((total - start).bit_length() - 1))
+        conn.execute(_INSERT_EVENTS[rows], list(chain.from_iterable(params[start : start + rows])))
+        start += rows

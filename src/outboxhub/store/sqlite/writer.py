@@ -3,11 +3,11 @@
 Callers on the event loop put jobs on a queue and await a future. The thread takes everything queued (up to
 ``max_batch`` jobs), runs it in one ``BEGIN IMMEDIATE`` transaction in submission order, commits, and only
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
-``executemany``; when it fails the run is split in halves and retried down to the offending job (publishes of
-different connections share a batch, so one bad publish must not fail another's). Every other job runs
-inside its own SAVEPOINT, so a failing job gets its exception and the rest of the batch still commits.
-A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread of their own
-(``checkpoint.py``), not in the writer.
+append (multi-row INSERTs, ``tx.py``); when it fails the run is split in halves and retried down to the
+offending job (publishes of different connections share a batch, so one bad publish must not fail
+another's). Every other job runs inside its own SAVEPOINT, so a failing job gets its exception and the rest
+of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread
+of their own (``checkpoint.py``), not in the writer.
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from outboxhub.errors import StoreUnavailable
@@ -65,7 +66,7 @@ class WriterStats:
     checkpoints: int = 0
     """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
     split_runs: int = 0
-    """Runs of publishes whose shared ``executemany`` failed and were split in halves to find the bad job."""
+    """Runs of publishes whose shared append failed and were split in halves to find the bad job."""
 
 
 class Writer:
@@ -375,7 +376,7 @@ class Writer:
     def _publishes(
         self, conn: sqlite3.Connection, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]
     ) -> BaseException | None:
-        """Append a run of consecutive publish jobs with one ``executemany``. When that fails, the run is
+        """Append a run of consecutive publish jobs with one ``WriteTx.append``. When that fails, the run is
         split in halves and each half retried, down to single jobs: only an offending job gets the error,
         and a few bad jobs among many good ones cost a few statements each, not one per job."""
         rows: list[Prepared] = []
@@ -403,7 +404,7 @@ class Writer:
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
         self.stats.events += len(rows)
-        self._batch_topics.update(row[1] for row in rows)
+        self._batch_topics.update(map(itemgetter(1), rows))
         start = 0
         for fut, _, job_rows in run:
             end = start + len(job_rows)
