@@ -8,12 +8,12 @@ its group, ``resume()``/``close()``, or the safety poll interval. Once saturated
 a quarter of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not
 per ack.
 
-On a store that can park claims (``ClaimParking``: the SQLite store) a sleeping member parks its next claim
-with the store's writer, which runs it inside the write batch that appends a matching event; the member
-wakes with the deliveries and skips the commit notification that batch sends. The group's next deadline is
-read from the store only when ``GroupState`` does not know it: the cached value (a lower bound: acks only
-move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for at most
-the poll interval, so deadlines set by other processes are seen at least that often.
+On a store that can park claims (``ClaimParking``: SQLite, PostgreSQL) a sleeping member parks its next
+claim with the store's writer, which runs it inside the write batch that appends a matching event; the
+member wakes with the deliveries and skips the commit notification that batch sends. The group's next
+deadline is read from the store only when ``GroupState`` does not know it: the cached value (a lower bound:
+acks only move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for
+at most the poll interval, so deadlines set by other processes are seen at least that often.
 
 Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
 local member holds which delivery (by seq: two topics under one pattern may carry the same event id), and

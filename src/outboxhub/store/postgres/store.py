@@ -19,6 +19,9 @@ Design:
   ``publish_events`` statement, run in autocommit mode (the statement is the transaction: one round
   trip, no BEGIN or COMMIT to send, no pipeline mode to enter), and confirms each publish only
   after that commit. Batches grow with load.
+* **Parked claims** (``parked.py``): a waiting group member's next claim rides on the group commit that
+  appends a matching event (``publish_claim``: the publish, then the claims, one statement), so delivering
+  an event to a waiting member costs no statement of its own. The commit stays synchronous.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
   (``topics.py``, ``events.scan_query``); no Python runs per row. The store's connections run with
