@@ -212,13 +212,20 @@ async def test_a_waiting_member_gets_each_event_from_the_publish_statement(store
             "orders.*", "billing", lambda d: inbox.put_nowait(d) or True, options=GroupOptions(start=EARLIEST)
         )
         await until(lambda: store.parked_claims == 1, "the idle member parks its claim")
+        announced: list[int] = []
+        store.add_topic_listener(lambda seq, topics: announced.append(seq))
+        claims = bus.stats.claims
         for i in range(10):
             result = await bus.publish(NewEvent(topic="orders.created", payload={"i": i}))
             delivery = await asyncio.wait_for(inbox.get(), WAIT_S)
             assert delivery.event.id == result.id and delivery.attempt == 1
             assert await bus.ack("orders.*", "billing", delivery.event.id)
+            # The commit is announced twice: by the publish, and by its NOTIFY through the LISTEN connection,
+            # which arrives after the member parked its next claim and must not wake it into a claim.
+            await until(lambda seq=result.seq: announced.count(seq) == 2, "the NOTIFY of the commit arrives")
             await until(lambda: store.parked_claims == 1, "the member parks again")
         assert store.parked_stats.ran == 10
+        assert bus.stats.claims == claims, "no claim of its own for any event"
     finally:
         await bus.close()
 
