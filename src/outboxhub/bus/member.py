@@ -8,12 +8,12 @@ its group, ``resume()``/``close()``, or the safety poll interval. Once saturated
 a quarter of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not
 per ack.
 
-On a store that can park claims (``ClaimParking``: the SQLite store) a sleeping member parks its next claim
-with the store's writer, which runs it inside the write batch that appends a matching event; the member
-wakes with the deliveries and skips the commit notification that batch sends. The group's next deadline is
-read from the store only when ``GroupState`` does not know it: the cached value (a lower bound: acks only
-move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for at most
-the poll interval, so deadlines set by other processes are seen at least that often.
+On a store that can park claims (``ClaimParking``: SQLite, PostgreSQL) a sleeping member parks its next
+claim with the store's writer, which runs it inside the write batch that appends a matching event; the
+member wakes with the deliveries and skips the commit notification that batch sends. The group's next
+deadline is read from the store only when ``GroupState`` does not know it: the cached value (a lower bound:
+acks only move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for
+at most the poll interval, so deadlines set by other processes are seen at least that often.
 
 Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
 local member holds which delivery (by seq: two topics under one pattern may carry the same event id), and
@@ -166,10 +166,12 @@ class GroupMember(Subscription):
         "_close_timeout_s",
         "_closed",
         "_closing",
+        "_covered",
         "_deliver",
         "_earliest",
         "_in_flight",
         "_notified",
+        "_park_waiting",
         "_parked",
         "_parking",
         "_paused",
@@ -219,11 +221,15 @@ class GroupMember(Subscription):
         self._wakeup = Wakeup()
         self._task: asyncio.Task[None] | None = None
         self._parked: ParkedClaimHandle | None = None
+        self._park_waiting = False  # in the wait of _sleep with a claim parked (its result wakes the wait)
         self._parking = store if isinstance(store, ClaimParking) else None  # checked once: isinstance is slow
         self._starved = False  # sleeping because it holds too much to claim: an ack of its own wakes it
         # The highest commit seq announced to it: a parked claim that saw less did not see everything (two
         # announcements between a wake-up and the task resuming coalesce into one latched flag).
         self._notified = 0
+        # The last seq a parked claim it took the result of had seen: announcing a commit up to it again (the
+        # NOTIFY of PostgreSQL commits already announced locally) brings nothing.
+        self._covered = -1
 
     # -- Subscription -------------------------------------------------------------------------------------
 
@@ -277,7 +283,7 @@ class GroupMember(Subscription):
         if seq > self._notified:
             self._notified = seq
         parked = self._parked
-        if parked is None or not parked.covers(seq):
+        if seq > self._covered and (parked is None or not parked.covers(seq)):
             self._wakeup.set()
 
     def extended(self, seq: int, deadline: int) -> None:
@@ -435,18 +441,25 @@ class GroupMember(Subscription):
         )
         self._parked = parked
         parked.future.add_done_callback(self._parked_ran)
+        self._park_waiting = True
         try:
             await self._wakeup.wait(timeout_s)
         finally:
-            self._parked = None
+            self._park_waiting = False
             withdrawn = parked.withdraw()
         if withdrawn:
+            self._parked = None
             return None
-        deliveries, seen = await asyncio.shield(parked.future)
+        # Taken: still ``_parked`` until its result is in, so the commit it ran in latches no wake-up.
+        try:
+            deliveries, seen = await asyncio.shield(parked.future)
+        finally:
+            self._parked = None
+        self._covered = max(self._covered, int(seen))
         return deliveries, int(seen)
 
     def _parked_ran(self, future: asyncio.Future[Any]) -> None:
-        if self._parked is not None and self._parked.future is future:
+        if self._park_waiting and self._parked is not None and self._parked.future is future:
             self._wakeup.set()
 
     async def _failed(self, what: str, exc: Exception, errors: Backoff) -> None:

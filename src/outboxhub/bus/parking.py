@@ -1,5 +1,6 @@
 """What the bus asks of a store that can park a member's next claim (the SQLite store: its writer runs a
-parked claim inside the write batch that appends a matching event; ``store/sqlite/parking.py``)."""
+parked claim inside the write batch that appends a matching event, ``store/sqlite/parking.py``; the
+PostgreSQL store: in the group commit's statement, ``store/postgres/parked.py``)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from outboxhub.store.lifecycle import ClaimRequest
 from outboxhub.store.postgres.events import PgConn, decode_rows
 from outboxhub.store.postgres.topics import TopicFilter, topic_filter
 
-__all__ = ["claim_new", "filter_args", "handles"]
+__all__ = ["claim_new", "filter_args", "filter_args_of", "handles"]
 
 _CLAIM_NEW = "SELECT * FROM claim_new(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -48,7 +48,8 @@ def _seq(row: tuple[Any, ...]) -> int:
 
 
 @lru_cache(maxsize=1024)
-def _args(pattern: str) -> tuple[int, str | None, str | None, str | None]:
+def filter_args_of(pattern: str) -> tuple[int, str | None, str | None, str | None]:
+    """``filter_args`` of a pattern's topic filter (cached)."""
     return filter_args(topic_filter(pattern))
 
 
@@ -65,7 +66,7 @@ async def claim_new(conn: PgConn, request: ClaimRequest) -> list[Delivery] | Non
             request.now,
             plan.deadline,
             request.limit,
-            *_args(request.pattern),
+            *filter_args_of(request.pattern),
         ),
     )
     rows = await cur.fetchall()

@@ -19,6 +19,7 @@ from outboxhub.store.postgres.topics import TopicFilter, topic_filter
 
 __all__ = [
     "EVENT_SELECT",
+    "AppendBatch",
     "PgConn",
     "SeqBound",
     "append",
@@ -60,40 +61,55 @@ async def append(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[
     results and the highest new seq (0 when every event was a duplicate). Runs in the caller's transaction,
     if any; on a connection in autocommit mode with none open, the one statement is its own transaction
     and the results arrive once it is committed (the store's writer: one round trip, one wait)."""
-    first: dict[tuple[str, str], int] = {}
-    unique: list[Prepared] = []
-    for row in rows:
-        if (row[0], row[1]) not in first:
-            first[(row[0], row[1])] = len(unique)
-            unique.append(row)
-    cur = await conn.execute(
-        _APPEND,
-        (
+    batch = AppendBatch(rows)
+    cur = await conn.execute(_APPEND, (*batch.params, channel))
+    return batch.results([(int(seq), bool(dup)) for _, seq, dup in await cur.fetchall()])
+
+
+class AppendBatch:
+    """``publish_events``' arguments for ``rows`` (each ``(topic, id)`` once) and the reading of its
+    results back into one ``PublishResult`` per row."""
+
+    __slots__ = ("_first", "_rows", "_unique", "params")
+
+    def __init__(self, rows: Sequence[Prepared]) -> None:
+        first: dict[tuple[str, str], int] = {}
+        unique: list[Prepared] = []
+        for row in rows:
+            if (row[0], row[1]) not in first:
+                first[(row[0], row[1])] = len(unique)
+                unique.append(row)
+        self._rows = rows
+        self._first = first
+        self._unique = unique
+        self.params: tuple[list[Any], ...] = (
             [r[0] for r in unique],
             [r[1] for r in unique],
             [r[2] for r in unique],
             [r[3] for r in unique],
             [r[4].decode() for r in unique],
             [None if r[5] is None else r[5].decode() for r in unique],
-            channel,
-        ),
-    )
-    stored = await cur.fetchall()
-    seqs = [(int(seq), bool(dup)) for _, seq, dup in stored]
-    top = max((seq for seq, dup in seqs if not dup), default=0)
-    if len(unique) == len(rows):
-        return [
-            PublishResult(id=row[0], seq=seq, duplicate=dup)
-            for row, (seq, dup) in zip(rows, seqs, strict=True)
-        ], top
-    results: list[PublishResult] = []
-    seen: set[tuple[str, str]] = set()
-    for row in rows:
-        both = (row[0], row[1])
-        seq, dup = seqs[first[both]]
-        results.append(PublishResult(id=row[0], seq=seq, duplicate=dup or both in seen))
-        seen.add(both)
-    return results, top
+        )
+        """The first six arguments of ``publish_events`` (the channel comes last)."""
+
+    def results(self, seqs: list[tuple[int, bool]]) -> tuple[list[PublishResult], int]:
+        """The results from ``publish_events``' ``(seq, duplicate)`` rows in order, and the highest new
+        seq (0 when every event was a duplicate)."""
+        rows = self._rows
+        top = max((seq for seq, dup in seqs if not dup), default=0)
+        if len(self._unique) == len(rows):
+            return [
+                PublishResult(id=row[0], seq=seq, duplicate=dup)
+                for row, (seq, dup) in zip(rows, seqs, strict=True)
+            ], top
+        results: list[PublishResult] = []
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            both = (row[0], row[1])
+            seq, dup = seqs[self._first[both]]
+            results.append(PublishResult(id=row[0], seq=seq, duplicate=dup or both in seen))
+            seen.add(both)
+        return results, top
 
 
 async def get_event(conn: PgConn, event_id: str, topic: str | None) -> Event | None:

@@ -22,7 +22,8 @@ Tables:
 * ``pending``: a group's deliveries not yet acked. ``member`` NULL with ``attempts`` 0 marks an event held
   back by key ordering; ``deadline`` is when it becomes deliverable (again).
 
-Functions: ``publish_events`` (every append) and, from version 3, ``claim_new`` (the common claim).
+Functions: ``publish_events`` (every append), from version 3 ``claim_new`` (the common claim), from
+version 5 ``claim_parked`` and ``publish_claim`` (a group commit with the parked claims, ``parked.py``).
 """
 
 from __future__ import annotations
@@ -284,7 +285,61 @@ def _v4() -> list[str]:
     return [v2.replace(_DEDUPE_V2, _DEDUPE_V4)]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4]
+_CLAIM_SYNC = (
+    "    -- Group state only, never events: the commit need not wait for the WAL flush (groups.py).\n"
+    "    PERFORM set_config('synchronous_commit', 'off', true);\n"
+)
+_CLAIM_LOCK = "c.id = 1 FOR UPDATE OF g;"
+
+_PUBLISH_CLAIM_FUNCTION = """
+CREATE OR REPLACE FUNCTION publish_claim(
+    p_ids text[], p_topics text[], p_ts bigint[], p_keys text[], p_payloads text[], p_metas text[],
+    p_channel text, c_patterns text[], c_names text[], c_members text[], c_now bigint, c_deadlines bigint[],
+    c_limits integer[], c_kinds integer[], c_a text[], c_b text[], c_c text[]
+) RETURNS TABLE (
+    claim integer, fallback boolean, seq bigint, duplicate boolean, id text, topic_id integer, ts bigint,
+    key text, payload json, meta json, topic text
+)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    i integer;
+BEGIN
+    -- Claim 0: the publish's results in order, then the counter the claims see (a row of its own).
+    RETURN QUERY SELECT 0, false, p.seq, p.duplicate, NULL::text, NULL::integer, NULL::bigint, NULL::text,
+        NULL::json, NULL::json, NULL::text
+    FROM publish_events(p_ids, p_topics, p_ts, p_keys, p_payloads, p_metas, p_channel) p ORDER BY p.ord;
+    RETURN QUERY SELECT 0, true, c.last_seq, NULL::boolean, NULL::text, NULL::integer, NULL::bigint,
+        NULL::text, NULL::json, NULL::json, NULL::text FROM counter c WHERE c.id = 1;
+    FOR i IN 1 .. coalesce(array_length(c_patterns, 1), 0) LOOP
+        RETURN QUERY SELECT i, c.fallback, c.seq, NULL::boolean, c.id, c.topic_id, c.ts, c.key, c.payload,
+            c.meta, c.topic
+        FROM claim_parked(c_patterns[i], c_names[i], c_members[i], c_now, c_deadlines[i], c_limits[i],
+            c_kinds[i], c_a[i], c_b[i], c_c[i]) c;
+    END LOOP;
+END
+$fn$
+"""
+
+
+def _v5() -> list[str]:
+    """``publish_claim``: a group commit that also runs the claims parked by this process's waiting
+    members (``parked.py``), in the publish's transaction, so its commit stays synchronous. Each claim is
+    ``claim_parked``, ``claim_new`` that skips a group row another transaction holds (``SKIP LOCKED``) and
+    answers ``fallback``: the publish holds the counter and never waits for a group row, while a claim that
+    dead-letters holds its group row and then waits for the counter, so the two cannot deadlock."""
+    assert _CLAIM_SYNC in _CLAIM_FUNCTION and _CLAIM_LOCK in _CLAIM_FUNCTION
+    parked = (
+        _CLAIM_FUNCTION.replace("FUNCTION claim_new(", "FUNCTION claim_parked(", 1)
+        .replace(_CLAIM_SYNC, "")
+        .replace(_CLAIM_LOCK, "c.id = 1 FOR UPDATE OF g SKIP LOCKED;")
+    )
+    return [parked, _PUBLISH_CLAIM_FUNCTION]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 

@@ -19,6 +19,9 @@ Design:
   ``publish_events`` statement, run in autocommit mode (the statement is the transaction: one round
   trip, no BEGIN or COMMIT to send, no pipeline mode to enter), and confirms each publish only
   after that commit. Batches grow with load.
+* **Parked claims** (``parked.py``): a waiting group member's next claim rides on the group commit that
+  appends a matching event (``publish_claim``: the publish, then the claims, one statement), so delivering
+  an event to a waiting member costs no statement of its own. The commit stays synchronous.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
   (``topics.py``, ``events.scan_query``); no Python runs per row. The store's connections run with
@@ -71,13 +74,14 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
-from outboxhub.store.postgres import events
+from outboxhub.store.postgres import events, parked
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
 from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
 from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
+from outboxhub.topics import compile_pattern
 
 __all__ = ["PostgresStore", "open_store"]
 
@@ -121,6 +125,8 @@ class PostgresStore(StoreBackend):
             reconnect_timeout=_RECONNECT_TIMEOUT_S,
         )
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
+        self._parking = parked.ParkingLot()
+        self.parked_stats = parked.ParkedStats()
         self._listener = Listener(
             dsn=settings.dsn,
             url=self._url,
@@ -245,7 +251,28 @@ class PostgresStore(StoreBackend):
         committed but before the reply came back, the re-run finds the events stored: appends are
         idempotent by id, so they are not stored twice, and come back with their seqs and ``duplicate``
         set, as a publisher retrying after an error would see them.
+
+        Claims parked by this process's waiting members whose pattern matches a topic of the batch run in
+        the same statement (``publish_claim``, ``parked.py``), their futures resolved before the commit
+        listeners are called. A re-run after a lost reply runs them again: what the lost commit claimed
+        stays pending until its ack timeout, as with any re-run claim (``_run``).
         """
+        topics = frozenset(row[1] for row in rows)
+        claims = self._parking.take(tuple(topics)) if self._parking else []
+        try:
+            results, top = await self._append_claiming(rows, claims)
+        except BaseException:
+            self.parked_stats.not_run += len(claims)
+            parked.not_run(claims)
+            raise
+        if top:
+            self._committed(top, topics)
+        return _CommittedBatch(results)
+
+    async def _append_claiming(
+        self, rows: Sequence[Prepared], claims: list[parked.ParkedClaim]
+    ) -> tuple[list[PublishResult], int]:
+        """``_stage``'s statement with its retries; resolves the futures of ``claims`` once committed."""
         failures = _Failures()
         while True:
             try:
@@ -255,7 +282,14 @@ class PostgresStore(StoreBackend):
             try:
                 # Autocommit: the one statement is its own transaction (synchronous commit, the
                 # connection's default), so the reply arrives once it is committed, after one wait.
-                results, top = await events.append(conn, self._channel, rows)
+                if claims:
+                    now = now_ms()
+                    requests = [claim.request for claim in claims]
+                    results, top, outcomes = await parked.publish_claim(
+                        conn, self._channel, rows, requests, now
+                    )
+                else:
+                    results, top = await events.append(conn, self._channel, rows)
             except psycopg.Error as exc:
                 await self._give_back(conn)
                 if not self._again(exc, failures):
@@ -265,9 +299,11 @@ class PostgresStore(StoreBackend):
                 await self._give_back(conn)
                 raise
             await self._pool.putconn(conn)
-            if top:
-                self._committed(top, frozenset(row[1] for row in rows))
-            return _CommittedBatch(results)
+            if claims:
+                # Before the commit notification: a member whose claim covers it is not woken by it.
+                self.parked_stats.count(outcomes)
+                parked.resolve(claims, outcomes)
+            return results, top
 
     async def _give_back(self, conn: PgConn) -> None:
         """Return a connection to the pool after a failure, rolled back if it still works."""
@@ -336,6 +372,40 @@ class PostgresStore(StoreBackend):
 
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._run_appending(groups_ops.claim, request)
+
+    def park_claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+    ) -> parked.ParkedClaim:
+        """Park a claim: it runs in the first group commit that appends an event matching ``pattern``, in
+        that commit's statement (``parked.py``); ``now`` is taken when it runs."""
+        self._check_open()
+        request = ClaimRequest(
+            pattern=pattern,
+            group=group,
+            member=member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=0,
+        )
+        future: asyncio.Future[tuple[list[Delivery], int]] = asyncio.get_running_loop().create_future()
+        claim = parked.ParkedClaim(self._parking, future, request, compile_pattern(pattern).match)
+        self._parking.add(claim)
+        return claim
+
+    @property
+    def parked_claims(self) -> int:
+        """Group members' claims parked right now (see ``parked.py``)."""
+        return len(self._parking)
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         return await self._run(groups_ops.ack, pattern, group, refs, member)

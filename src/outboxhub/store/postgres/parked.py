@@ -1,0 +1,190 @@
+"""Claims parked by waiting group members, run in the group commit that appends a matching event.
+
+A member with nothing to claim parks its next claim (``bus/parking.py``) instead of only sleeping. The
+store's writer takes the parked claims whose pattern matches a topic of the batch it is about to append
+and sends the batch as ``publish_claim`` (schema version 5): the publish, then each claim as
+``claim_parked``, one statement and one transaction. The event published to a waiting member is so
+claimed by the commit that makes it durable: one statement per delivered event instead of two (publish,
+then the woken member's ``claim_new``). The commit stays synchronous (it publishes events); the claims
+ride on it.
+
+A claim runs here only when ``claim_new`` could take it (not key-ordered; the others stay parked and are
+woken by the commit as before). It does not run (``NOT_RUN``, the member then claims as usual) when its
+group row is locked by another transaction, when a pending event of the group is due (the planner's
+work), or when the batch fails. The lock order: the publish holds the counter row; ``claim_parked``
+locks group rows with ``SKIP LOCKED``, so it never waits for one, while a claim that dead-letters holds its
+group row and then waits for the counter (``groups.py``). No wait-for cycle, no deadlock.
+
+At most ``MAX_CLAIMS_PER_BATCH`` claims ride on one batch: each holds the counter lock a little longer,
+so a tenant with many parked members cannot stretch everyone's publishes without bound; the rest stay
+parked for the next batch, and are woken by this one's commit like any sleeping member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from outboxhub.model import Delivery, PublishResult
+from outboxhub.store.codec import Prepared
+from outboxhub.store.lifecycle import ClaimRequest
+from outboxhub.store.postgres.claim import filter_args_of
+from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
+
+__all__ = ["MAX_CLAIMS_PER_BATCH", "NOT_RUN", "ParkedClaim", "ParkedStats", "ParkingLot", "publish_claim"]
+
+MAX_CLAIMS_PER_BATCH = 16
+
+NOT_RUN: tuple[list[Delivery], int] = ([], -1)
+"""The result of a parked claim that did not run: nothing claimed, no commit covered (the member wakes
+and claims as usual)."""
+
+_PUBLISH_CLAIM = (
+    "SELECT * FROM publish_claim(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
+    " %s, %b::text[], %b::text[], %b::text[], %s, %b::bigint[], %b::integer[], %b::integer[], %b::text[],"
+    " %b::text[], %b::text[])"
+)
+
+
+@dataclass(slots=True)
+class ParkedStats:
+    """Parked claims taken by group commits so far: run in the publish's statement, or not run."""
+
+    ran: int = 0
+    not_run: int = 0
+
+    def count(self, outcomes: Sequence[tuple[list[Delivery], int]]) -> None:
+        for outcome in outcomes:
+            if outcome is NOT_RUN:
+                self.not_run += 1
+            else:
+                self.ran += 1
+
+
+class ParkedClaim:
+    """One parked claim; ``future`` resolves with ``(deliveries, last_seq)`` (``NOT_RUN`` when it did
+    not run): ``last_seq`` is the counter its commit reached."""
+
+    __slots__ = ("_lot", "future", "matches", "request")
+
+    def __init__(
+        self,
+        lot: ParkingLot,
+        future: asyncio.Future[tuple[list[Delivery], int]],
+        request: ClaimRequest,
+        matches: Callable[[str], object],
+    ) -> None:
+        self._lot = lot
+        self.future = future
+        self.request = request
+        self.matches = matches
+
+    def withdraw(self) -> bool:
+        """Take the claim back; False when the writer has already taken it (then await ``future``)."""
+        return self._lot.remove(self)
+
+    def covers(self, seq: int) -> bool:
+        """True when the claim ran in a batch that committed at least up to ``seq``."""
+        future = self.future
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return False
+        return future.result()[1] >= seq
+
+
+class ParkingLot:
+    """The parked claims of one store (event loop only). Key-ordered claims are kept, never taken."""
+
+    __slots__ = ("_claims",)
+
+    def __init__(self) -> None:
+        self._claims: dict[ParkedClaim, None] = {}  # insertion-ordered: the first parked runs first
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def add(self, claim: ParkedClaim) -> None:
+        self._claims[claim] = None
+
+    def remove(self, claim: ParkedClaim) -> bool:
+        return self._claims.pop(claim, 0) is None
+
+    def take(self, topics: Sequence[str]) -> list[ParkedClaim]:
+        """Remove and return up to ``MAX_CLAIMS_PER_BATCH`` claims whose pattern matches one of ``topics``."""
+        taken: list[ParkedClaim] = []
+        for claim in self._claims:
+            if not claim.request.ordered and any(claim.matches(name) for name in topics):
+                taken.append(claim)
+                if len(taken) == MAX_CLAIMS_PER_BATCH:
+                    break
+        for claim in taken:
+            del self._claims[claim]
+        return taken
+
+
+def resolve(claims: Sequence[ParkedClaim], outcomes: Sequence[tuple[list[Delivery], int]]) -> None:
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        if not claim.future.done():
+            claim.future.set_result(outcome)
+
+
+def not_run(claims: Sequence[ParkedClaim]) -> None:
+    resolve(claims, [NOT_RUN] * len(claims))
+
+
+async def publish_claim(
+    conn: PgConn, channel: str, rows: Sequence[Prepared], requests: Sequence[ClaimRequest], now: int
+) -> tuple[list[PublishResult], int, list[tuple[list[Delivery], int]]]:
+    """Append ``rows`` and run ``requests`` (claims ``claim_new`` takes, ``now`` their time) after them,
+    in one statement on ``conn`` in autocommit mode (one transaction, committed synchronously); return the
+    publish's results, its highest new seq, and per claim ``(deliveries, last_seq)`` or ``NOT_RUN``."""
+    batch = AppendBatch(rows)
+    plans = [replace(request, now=now).plan() for request in requests]
+    filters = [filter_args_of(request.pattern) for request in requests]
+    cur = await conn.execute(
+        _PUBLISH_CLAIM,
+        (
+            *batch.params,
+            channel,
+            [r.pattern for r in requests],
+            [r.group for r in requests],
+            [r.member for r in requests],
+            now,
+            [plan.deadline for plan in plans],
+            [r.limit for r in requests],
+            [f[0] for f in filters],
+            [f[1] for f in filters],
+            [f[2] for f in filters],
+            [f[3] for f in filters],
+        ),
+    )
+    published: list[tuple[int, bool]] = []
+    last = 0
+    fallback: set[int] = set()
+    claimed: dict[int, list[tuple[Any, ...]]] = {}
+    for row in await cur.fetchall():
+        index = int(row[0])
+        if index == 0:
+            if row[1]:
+                last = int(row[2])
+            else:
+                published.append((int(row[2]), bool(row[3])))
+        elif row[1]:
+            fallback.add(index)
+        else:
+            claimed.setdefault(index, []).append(row[2:3] + row[4:])
+    results, top = batch.results(published)
+    outcomes: list[tuple[list[Delivery], int]] = []
+    for index, plan in enumerate(plans, start=1):
+        if index in fallback:
+            outcomes.append(NOT_RUN)
+            continue
+        page = sorted(claimed.get(index, []), key=_seq)
+        deliveries = [Delivery(event=e, attempt=1, deadline=plan.deadline) for e in decode_rows(page)]
+        outcomes.append((deliveries, last))
+    return results, top, outcomes
+
+
+def _seq(row: tuple[Any, ...]) -> int:
+    return int(row[0])
