@@ -218,6 +218,46 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
             await second.close()
 
 
+async def test_joining_a_group_whose_consumer_leader_stopped_waits_for_the_new_leader(
+    cluster: list[Node],
+) -> None:
+    """A second hub joins a group (``ensure_group``, what SUBSCRIBE does) while the node leading the group's
+    R3 consumer is stopped (SIGSTOP: it neither answers nor closes its connections): the request is lost,
+    and the store asks again until another node leads (before: StoreUnavailable after one lost request,
+    which a SUBSCRIBE during a leader election answered with an ERROR)."""
+    await _ready(cluster)
+    async with throwaway_stream(_servers(cluster), replicas=3, options="&timeout_s=30") as url:
+        query = url.split("?", 1)[1]
+        first = await open_store(url)
+        try:
+            earliest = StartPosition(kind="earliest")
+            await first.ensure_group("g.*", "joiners", earliest)
+            import nats
+
+            nc = await nats.connect(_list(cluster))
+            try:
+                stream = query.split("&")[0].split("=")[1]
+                consumers = await nc.jetstream().consumers_info(stream)
+            finally:
+                await nc.close()
+            (consumer,) = [
+                c for c in consumers if c.config.durable_name and "joiners" in str(c.config.description)
+            ]
+            assert consumer.cluster is not None and consumer.cluster.leader is not None
+            leader = next(n for n in cluster if n.name == consumer.cluster.leader)
+            others = [n for n in cluster if n is not leader]
+            second = await open_store(_servers(others) + "?" + query)
+            leader.process.send_signal(signal.SIGSTOP)
+            try:
+                info = await second.ensure_group("g.*", "joiners", earliest)
+                assert info.group == "joiners"
+            finally:
+                leader.process.send_signal(signal.SIGCONT)
+                await second.close()
+        finally:
+            await first.close()
+
+
 async def test_two_serve_processes_on_the_cluster_share_work_exactly_once(
     cluster: list[Node], ws_connect: Callable[..., Awaitable[Any]]
 ) -> None:
