@@ -11,8 +11,10 @@ DEVSTAMP := $(VENV)/.installed-dev
 # pythonX.Y on PATH. A missing one is skipped with a message naming it, or fails the run under CI=true.
 SUPPORTED_PYTHONS := 3.11 3.12 3.13
 # pytest -m for those runs: no PostgreSQL/MariaDB/NATS/Node.js/Chromium (the `services` marker, see
-# tests/conftest.py), and not the wheel test, which the full run already does on every supported Python.
-CROSS_MARKERS := not services and not wheel
+# tests/conftest.py), not the wheel test, which the full run already does on every supported Python, and
+# not the aiohttp variants of the gateway-facing tests (`ws_aiohttp`): those run on both WS servers in the
+# full run, and on picows only (a C extension: the one whose behaviour differed between Pythons) here.
+CROSS_MARKERS := not services and not wheel and not ws_aiohttp
 PYTEST := -m pytest -q -p no:cacheprovider
 
 .PHONY: serve test lint typecheck pytest install dev clean test-py test-pythons

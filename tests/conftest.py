@@ -14,9 +14,10 @@ under ``CI=true``: CI must never pass by skipping the PostgreSQL or MongoDB test
 
 Service-bound tests: a test that needs a server or program from outside the Python environment carries its
 marker — ``postgres``, ``mysql``, ``nats``, ``node`` or ``browser`` (Chromium) — and with it, added here,
-``services``. ``make test`` runs ``-m 'not services and not wheel'`` on the supported Pythons other than
-.venv's. A test that reaches ``outboxhub.testing.unavailable`` without a service marker (or ``mongo``) fails
-whatever ``CI`` says, naming the marker it lacks, so a wrongly unmarked test cannot hide in a skip.
+``services``. ``make test`` runs ``-m 'not services and not wheel and not ws_aiohttp'`` on the supported
+Pythons other than .venv's (``ws_aiohttp``: a gateway-facing test's aiohttp variant, see ``ws_server``).
+A test that reaches ``outboxhub.testing.unavailable`` without a service marker (or ``mongo``) fails whatever
+``CI`` says, naming the marker it lacks, so a wrongly unmarked test cannot hide in a skip.
 """
 
 from __future__ import annotations
@@ -179,7 +180,10 @@ def ws_server(request: pytest.FixtureRequest) -> str | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if getattr(metafunc.module, "BOTH_WS_SERVERS", False) and "ws_server" in metafunc.fixturenames:
-        metafunc.parametrize("ws_server", WS_SERVERS, indirect=True)
+        # The aiohttp variants carry ``ws_aiohttp``: the cross-version runs of ``make test`` deselect them
+        # (the full run has them); picows, a C extension, runs on every supported Python.
+        params = [pytest.param(name, marks=getattr(pytest.mark, f"ws_{name}")) for name in WS_SERVERS]
+        metafunc.parametrize("ws_server", params, indirect=True)
 
 
 @pytest.fixture

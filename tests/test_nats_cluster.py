@@ -14,7 +14,6 @@ Without the ``nats-server`` binary the test is skipped, or fails under ``CI=true
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import signal
 import socket
@@ -33,9 +32,9 @@ from outboxhub.auth.jwt import mint_token
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.testing import unavailable
-from test_postgres_multinode import SECRET, HubProcess  # the serve-process helper of the multinode test
+from test_postgres_multinode import SECRET, WAIT_S, HubProcess, running  # serve-process helpers
 
-pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(240)]
 
 
 def _free_port() -> int:
@@ -219,6 +218,46 @@ async def test_two_hubs_share_a_group_and_a_leader_kill_loses_no_confirmed_event
             await second.close()
 
 
+async def test_joining_a_group_whose_consumer_leader_stopped_waits_for_the_new_leader(
+    cluster: list[Node],
+) -> None:
+    """A second hub joins a group (``ensure_group``, what SUBSCRIBE does) while the node leading the group's
+    R3 consumer is stopped (SIGSTOP: it neither answers nor closes its connections): the request is lost,
+    and the store asks again until another node leads (before: StoreUnavailable after one lost request,
+    which a SUBSCRIBE during a leader election answered with an ERROR)."""
+    await _ready(cluster)
+    async with throwaway_stream(_servers(cluster), replicas=3, options="&timeout_s=30") as url:
+        query = url.split("?", 1)[1]
+        first = await open_store(url)
+        try:
+            earliest = StartPosition(kind="earliest")
+            await first.ensure_group("g.*", "joiners", earliest)
+            import nats
+
+            nc = await nats.connect(_list(cluster))
+            try:
+                stream = query.split("&")[0].split("=")[1]
+                consumers = await nc.jetstream().consumers_info(stream)
+            finally:
+                await nc.close()
+            (consumer,) = [
+                c for c in consumers if c.config.durable_name and "joiners" in str(c.config.description)
+            ]
+            assert consumer.cluster is not None and consumer.cluster.leader is not None
+            leader = next(n for n in cluster if n.name == consumer.cluster.leader)
+            others = [n for n in cluster if n is not leader]
+            second = await open_store(_servers(others) + "?" + query)
+            leader.process.send_signal(signal.SIGSTOP)
+            try:
+                info = await second.ensure_group("g.*", "joiners", earliest)
+                assert info.group == "joiners"
+            finally:
+                leader.process.send_signal(signal.SIGCONT)
+                await second.close()
+        finally:
+            await first.close()
+
+
 async def test_two_serve_processes_on_the_cluster_share_work_exactly_once(
     cluster: list[Node], ws_connect: Callable[..., Awaitable[Any]]
 ) -> None:
@@ -228,12 +267,10 @@ async def test_two_serve_processes_on_the_cluster_share_work_exactly_once(
     async with throwaway_stream(_servers(cluster), replicas=3, options="&timeout_s=15") as url:
         query = url.split("?", 1)[1]
         hub_a = await HubProcess.start(url)
-        hub_b = await HubProcess.start(_servers(cluster[::-1]) + "?" + query)
-        try:
-            await _share(hub_a, hub_b, ws_connect)
-        finally:
-            await hub_a.stop()
-            await hub_b.stop()
+        async with running(hub_a):
+            hub_b = await HubProcess.start(_servers(cluster[::-1]) + "?" + query)
+            async with running(hub_b):
+                await _share(hub_a, hub_b, ws_connect)
 
 
 async def _share(hub_a: HubProcess, hub_b: HubProcess, ws_connect: Callable[..., Awaitable[Any]]) -> None:
@@ -243,14 +280,19 @@ async def _share(hub_a: HubProcess, hub_b: HubProcess, ws_connect: Callable[...,
     total = 2 * 2 * 50
     everything = asyncio.Event()
     ready = asyncio.Semaphore(0)
+    # Every request waits as long as the whole exchange may: the hub answers within the store's timeout_s
+    # per JetStream request (15 s here), and a SUBSCRIBE that creates a replicated consumer on a loaded
+    # cluster takes several of those (WsClient's default wait of 10 s failed such a SUBSCRIBE).
+    wait_s = WAIT_S
 
     async def member(url: str, group: str) -> None:
         client = await ws_connect(url, token=token)
-        reply = await client.request("SUBSCRIBE", topic="js.**", group=group, opts={"start": "earliest"})
+        opts = {"start": "earliest"}
+        reply = await client.request("SUBSCRIBE", wait_s, topic="js.**", group=group, opts=opts)
         assert reply["op"] == "OK", reply
         ready.release()
         while True:
-            frame = await client.next_event(60)
+            frame = await client.next_event(wait_s)
             event_id = frame["event"]["id"]
             received[group][event_id] += 1
             await client.send({"op": "ACK", "topic": "js.**", "group": group, "id": event_id})
@@ -260,28 +302,44 @@ async def _share(hub_a: HubProcess, hub_b: HubProcess, ws_connect: Callable[...,
     async def publisher(url: str, p: int) -> None:
         client = await ws_connect(url, token=token)
         for i in range(50):
-            reply = await client.request("PUBLISH", topic=f"js.p{p}.t{i % 3}", payload={"p": p, "i": i})
+            reply = await client.request(
+                "PUBLISH", wait_s, topic=f"js.p{p}.t{i % 3}", payload={"p": p, "i": i}
+            )
             assert reply["op"] == "OK", reply
             published.add(reply["id"])
+
+    async def all_ready() -> None:
+        for _ in members:
+            await ready.acquire()
+
+    async def until(step: Awaitable[object]) -> None:
+        """Await ``step`` while the members run; a member that fails ends the wait with its own error (it
+        would otherwise show only when the exchange timed out)."""
+        waiter = asyncio.ensure_future(step)
+        try:
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done():
+                    task.result()  # a member ends only by failing
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        await waiter
 
     members = [(hub_a, "work"), (hub_a, "work"), (hub_b, "work"), (hub_b, "work"), (hub_a, "fan_a")]
     members.append((hub_b, "fan_b"))
     tasks = [asyncio.create_task(member(hub.ws_url, group)) for hub, group in members]
     try:
-        async with asyncio.timeout(60):
-            for _ in members:
-                await ready.acquire()
-            await asyncio.gather(
-                *(publisher(hub.ws_url, p) for p, hub in enumerate((hub_a, hub_a, hub_b, hub_b)))
-            )
+        async with asyncio.timeout(2 * WAIT_S):
+            await until(all_ready())
+            publishers = (publisher(hub.ws_url, p) for p, hub in enumerate((hub_a, hub_a, hub_b, hub_b)))
+            await until(asyncio.gather(*publishers))
             if not all(set(c) >= published for c in received.values()):
-                await everything.wait()
+                await until(everything.wait())
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
     assert len(published) == total
     for group, counts in received.items():
         assert set(counts) == published, group

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,43 @@ WAIT_S = 60.0
 
 
 class HubProcess:
-    """One ``outboxhub serve`` child process; ``ws_url`` is read from its start-up lines."""
+    """One ``outboxhub serve`` child process; ``ws_url`` is read from its start-up lines.
 
-    def __init__(self, proc: asyncio.subprocess.Process, ws_url: str) -> None:
+    Both of its output streams are read to the end in the background for as long as it runs: a pipe that
+    nobody reads fills up (64 KiB of log lines) and then blocks the hub in its next write. The last lines
+    are kept for :meth:`report`, which a failing test shows with the process's exit status.
+    """
+
+    KEPT_LINES = 40
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.ws_url = ws_url
+        self.ws_url = ""
+        self.output: deque[str] = deque(maxlen=self.KEPT_LINES)
+        self._started = asyncio.Event()  # the ``dashboard:`` line was printed, or stdout ended
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._read(proc.stdout, "out")),
+            asyncio.create_task(self._read(proc.stderr, "err")),
+        ]
+
+    async def _read(self, stream: asyncio.StreamReader, name: str) -> None:
+        try:
+            while line := (await stream.readline()).decode(errors="replace"):
+                self.output.append(f"{name}: {line.rstrip()[:500]}")
+                if name == "out" and line.startswith("ws: "):
+                    self.ws_url = line[4:].strip()
+                elif name == "out" and line.startswith("dashboard:"):
+                    self._started.set()
+        finally:
+            if name == "out":
+                self._started.set()
+
+    def report(self) -> str:
+        """The process's state (running or its exit status) and its last output lines."""
+        code = self.proc.returncode
+        state = "running" if code is None else f"exited with status {code}"
+        return f"outboxhub serve (pid {self.proc.pid}) {state}; last output:\n" + "\n".join(self.output)
 
     @classmethod
     async def start(cls, store_url: str) -> HubProcess:
@@ -60,33 +92,47 @@ class HubProcess:
         proc = await asyncio.create_subprocess_exec(
             *command, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
-        assert proc.stdout is not None
-        ws_url = None
-        lines: list[str] = []
-        try:
+        hub = cls(proc)
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(WAIT_S):
-                while not (line := (await proc.stdout.readline()).decode()).startswith("dashboard:"):
-                    if not line:
-                        break
-                    lines.append(line.rstrip())
-                    if line.startswith("ws: "):
-                        ws_url = line[4:].strip()
-        except TimeoutError:
-            pass
-        if ws_url is None:
-            proc.kill()
-            _, err = await proc.communicate()
-            pytest.fail(f"outboxhub serve did not start: {lines} {err.decode(errors='replace')[-2000:]}")
-        return cls(proc, ws_url)
+                await hub._started.wait()
+        if not hub.ws_url or proc.returncode is not None:
+            await hub.stop()
+            pytest.fail(f"outboxhub serve did not start: {hub.report()}", pytrace=False)
+        return hub
 
     async def stop(self) -> None:
+        """SIGTERM (SIGKILL after 20 s), then the rest of its output."""
         if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.communicate(), 20)
+                await asyncio.wait_for(self.proc.wait(), 20)
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running(*hubs: HubProcess) -> AsyncIterator[None]:
+    """Stop ``hubs`` at the end. A failure inside gets each hub's state and last output as notes; a hub
+    that exited before it was stopped fails the test (a hub must outlive anything its store goes through).
+    """
+    try:
+        yield
+    except BaseException as exc:
+        for hub in hubs:
+            with contextlib.suppress(TimeoutError):  # let a dead hub's exit status be collected
+                await asyncio.wait_for(asyncio.shield(hub.proc.wait()), 1)
+            exc.add_note(hub.report())
+        raise
+    finally:
+        died = [hub.report() for hub in hubs if hub.proc.returncode is not None]
+        for hub in hubs:
+            await hub.stop()
+    if died:
+        pytest.fail("a hub exited during the test: " + "\n".join(died), pytrace=False)
 
 
 @pytest.fixture
@@ -94,14 +140,11 @@ async def hubs() -> AsyncIterator[tuple[str, list[HubProcess]]]:
     async with throwaway_schema("multinode") as url:
         outcomes = await asyncio.gather(HubProcess.start(url), HubProcess.start(url), return_exceptions=True)
         started = [hub for hub in outcomes if isinstance(hub, HubProcess)]
-        try:
+        async with running(*started):
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
             yield url, started
-        finally:
-            for hub in started:
-                await hub.stop()
 
 
 async def test_two_hub_processes_share_groups_over_postgres(

@@ -47,6 +47,8 @@ log = logging.getLogger("outboxhub.gateway.connection")
 _WSProtocol: Any = getattr(picows.picows, "WSProtocol")  # noqa: B009 - not in picows' stubs
 _READ_BUFFER: Final = 2048
 """Initial read buffer per connection (picows' default is 16 KiB; it grows for larger frames)."""
+_READ_MAX: Final = 1 << 16
+"""Most bytes taken from the socket by one read (see :meth:`_Limited.get_buffer`)."""
 _INBOUND_MAX: Final = 1 << 16
 """Bytes of received messages the reader has not taken yet beyond which the socket stops being read
 (aiohttp's reader stops at the same 64 KiB)."""
@@ -425,7 +427,12 @@ class _Limited(asyncio.BufferedProtocol):
             self.inner.connection_lost(exc)
 
     def get_buffer(self, sizehint: int) -> Any:
-        return self.inner.get_buffer(sizehint)
+        # picows doubles its read buffer whenever one read leaves it over 90 % full, and never shrinks it:
+        # a peer sending big frames faster than the hub parses them grew a connection's buffer to what
+        # the kernel had queued (4-8 MB on loopback). Reads of at most _READ_MAX bytes let it grow only
+        # to fit the frame being read (about twice the frame's size at most).
+        view = self.inner.get_buffer(sizehint)
+        return view if len(view) <= _READ_MAX else view[:_READ_MAX]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.inner.buffer_updated(nbytes)

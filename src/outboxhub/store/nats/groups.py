@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, ReplayPolicy
 
-from outboxhub.errors import StoreError, StoreUnsupported
+from outboxhub.errors import StoreError, StoreUnavailable, StoreUnsupported
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, GroupInfo, NewEvent, StartPosition
 from outboxhub.store.base import EventRef
@@ -143,26 +143,30 @@ class Groups:
             config.opt_start_seq = None if first is None else first
         if info is None:
             try:
-                info = await conn.js.add_consumer(conn.stream, config)
-            except TRANSIENT as exc:
-                raise unavailable(conn.shown, exc) from exc
-            except nats.js.errors.APIError as exc:  # created by another hub meanwhile?
+                info = await conn.call("create group", lambda: conn.js.add_consumer(conn.stream, config))
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:  # an API error: created by another hub meanwhile?
                 info = await self._info(name)
                 if info is None:
                     raise StoreError(
-                        f"NATS store {conn.shown}: cannot create group {group!r}: {exc}"
+                        f"NATS store {conn.shown}: cannot create group {group!r}: {exc.__cause__}"
                     ) from exc
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
+        """The consumer's info, None when it does not exist. Retried like every JetStream request
+        (``NatsConn.call``): a request sent while the consumer elects a leader is never answered."""
         conn = self._conn
-        try:
-            info: ConsumerInfo = await conn.js.consumer_info(conn.stream, name)
-            return info
-        except nats.js.errors.NotFoundError:
-            return None
-        except TRANSIENT as exc:
-            raise unavailable(conn.shown, exc) from exc
+
+        async def get() -> ConsumerInfo | None:
+            try:
+                info: ConsumerInfo = await conn.js.consumer_info(conn.stream, name)
+                return info
+            except nats.js.errors.NotFoundError:
+                return None
+
+        return await conn.call("group info", get)
 
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
         dead = await self._conn.call(
