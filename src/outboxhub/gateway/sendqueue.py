@@ -353,10 +353,7 @@ class SendQueue:
                     if not send_now(data):
                         return False
                     items.popleft()
-                    self._events -= 1
-                    self._bytes -= len(data)
-                    if self._blocked and self._below_half():
-                        self._drained()
+                    self._event_left(len(data))
                 else:
                     assert isinstance(head, ReplySlot)
                     reply = head.data
@@ -365,10 +362,7 @@ class SendQueue:
                     if not send_now(reply):
                         return False
                     items.popleft()
-                    self._replies -= 1
-                    self._bytes -= len(reply)
-                    self._reply_bytes -= len(reply)
-                self._sent += 1
+                    self._reply_left(len(reply))
         except Exception as exc:  # the socket died under us: nothing more can be sent
             log.debug("send failed, dropping %d queued frames: %r", len(items), exc)
             self._die()
@@ -377,6 +371,21 @@ class SendQueue:
             self._draining = False
         self._after_send()
         return True
+
+    def _event_left(self, size: int) -> None:
+        """An EVENT frame of ``size`` bytes has been written: it no longer counts against the budget."""
+        self._events -= 1
+        self._bytes -= size
+        if self._blocked and self._below_half():
+            self._drained()
+        self._sent += 1
+
+    def _reply_left(self, size: int) -> None:
+        """A reply of ``size`` bytes has been written."""
+        self._replies -= 1
+        self._bytes -= size
+        self._reply_bytes -= size
+        self._sent += 1
 
     def _retire(self) -> None:
         waiter = self._wakeup
@@ -401,10 +410,7 @@ class SendQueue:
                         items.popleft()
                         data = head[0]
                         await self._send(data)
-                        self._events -= 1
-                        self._bytes -= len(data)
-                        if self._blocked and self._below_half():
-                            self._drained()
+                        self._event_left(len(data))
                     else:
                         assert isinstance(head, ReplySlot)
                         reply = head.data
@@ -412,10 +418,7 @@ class SendQueue:
                             break
                         items.popleft()
                         await self._send(reply)
-                        self._replies -= 1
-                        self._bytes -= len(reply)
-                        self._reply_bytes -= len(reply)
-                    self._sent += 1
+                        self._reply_left(len(reply))
                 self._after_send()
                 if (self._closing and not items) or sweeper is None:
                     break

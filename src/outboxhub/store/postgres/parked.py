@@ -30,6 +30,7 @@ from typing import Any
 from outboxhub.model import Delivery, PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.lifecycle import ClaimRequest
+from outboxhub.store.parkedclaim import ParkedClaimBase
 from outboxhub.store.postgres.claim import filter_args_of
 from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
 
@@ -63,11 +64,11 @@ class ParkedStats:
                 self.ran += 1
 
 
-class ParkedClaim:
-    """One parked claim; ``future`` resolves with ``(deliveries, last_seq)`` (``NOT_RUN`` when it did
-    not run): ``last_seq`` is the counter its commit reached."""
+class ParkedClaim(ParkedClaimBase):
+    """One parked claim for ``request``; ``future`` resolves with ``(deliveries, last_seq)`` (``NOT_RUN``
+    when it did not run): ``last_seq`` is the counter its commit reached."""
 
-    __slots__ = ("_lot", "future", "matches", "request")
+    __slots__ = ("request",)
 
     def __init__(
         self,
@@ -76,21 +77,8 @@ class ParkedClaim:
         request: ClaimRequest,
         matches: Callable[[str], object],
     ) -> None:
-        self._lot = lot
-        self.future = future
+        super().__init__(lot, future, matches)
         self.request = request
-        self.matches = matches
-
-    def withdraw(self) -> bool:
-        """Take the claim back; False when the writer has already taken it (then await ``future``)."""
-        return self._lot.remove(self)
-
-    def covers(self, seq: int) -> bool:
-        """True when the claim ran in a batch that committed at least up to ``seq``."""
-        future = self.future
-        if not future.done() or future.cancelled() or future.exception() is not None:
-            return False
-        return future.result()[1] >= seq
 
 
 class ParkingLot:

@@ -18,14 +18,17 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from outboxhub.store.parkedclaim import ParkedClaimBase
+
 __all__ = ["ParkedClaim", "ParkingLot"]
 
 
-class ParkedClaim:
-    """One parked claim. ``future`` resolves with ``(deliveries, last_seq)`` once its batch commits:
-    ``last_seq`` is the highest seq the claim saw, so a commit notification up to it brings nothing new."""
+class ParkedClaim(ParkedClaimBase):
+    """One parked claim, run as ``fn(tx, *args)`` in the batch that takes it. ``future`` resolves with
+    ``(deliveries, last_seq)`` once its batch commits: ``last_seq`` is the highest seq the claim saw, so a
+    commit notification up to it brings nothing new."""
 
-    __slots__ = ("_lot", "args", "fn", "future", "matches")
+    __slots__ = ("args", "fn")
 
     def __init__(
         self,
@@ -35,22 +38,9 @@ class ParkedClaim:
         args: tuple[Any, ...],
         matches: Callable[[str], object],
     ) -> None:
-        self._lot = lot
-        self.future = future
+        super().__init__(lot, future, matches)
         self.fn = fn
         self.args = args
-        self.matches = matches
-
-    def withdraw(self) -> bool:
-        """Take the claim back; False when the writer has already taken it (then await ``future``)."""
-        return self._lot.remove(self)
-
-    def covers(self, seq: int) -> bool:
-        """True when the claim ran in a batch that committed at least up to ``seq``."""
-        future = self.future
-        if not future.done() or future.cancelled() or future.exception() is not None:
-            return False
-        return bool(future.result()[1] >= seq)
 
 
 class ParkingLot:
