@@ -98,9 +98,26 @@ class StoreBackend(ABC):
         return await self._append([prepare(event) for event in events])
 
     def publish_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
-        """:meth:`publish_batch` as the future of its results (an error is set on it). A backend whose
-        writer hands out futures overrides it to return that future: no task per publish."""
-        return asyncio.ensure_future(self.publish_batch(events))
+        """:meth:`publish_batch` as the future of its results (an error is set on it), from
+        :meth:`_append_soon`. Must run on the event loop thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._check_open()
+            rows = [prepare(event) for event in events]
+        except Exception as exc:
+            failed: asyncio.Future[list[PublishResult]] = loop.create_future()
+            failed.set_exception(exc)
+            return failed
+        if not rows:
+            empty: asyncio.Future[list[PublishResult]] = loop.create_future()
+            empty.set_result([])
+            return empty
+        return self._append_soon(rows)
+
+    def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        """:meth:`_append` as a future; a backend whose writer hands out futures returns that future
+        instead (no task per publish)."""
+        return asyncio.ensure_future(self._append(rows))
 
     @abstractmethod
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:

@@ -1,6 +1,7 @@
 """What a claim parked with a store is, whatever the store (SQLite's writer thread, PostgreSQL's group
 commit): a future that resolves with ``(deliveries, last_seq)`` once the commit that ran it is in, and
-the lot it waits in, from which the member can take it back until the store has taken it."""
+the lot it waits in, from which the member can take it back until the store has taken it; and the
+``park_claim`` both stores offer the bus (``bus/parking.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from outboxhub.model import Delivery
+from outboxhub.store.lifecycle import ClaimRequest
+from outboxhub.topics import compile_pattern
 
-__all__ = ["ParkedClaimBase"]
+__all__ = ["ClaimParkingStore", "ParkedClaimBase"]
 
 
 class _Lot(Protocol):
@@ -43,3 +46,38 @@ class ParkedClaimBase:
         if not future.done() or future.cancelled() or future.exception() is not None:
             return False
         return future.result()[1] >= seq
+
+
+class ClaimParkingStore:
+    """``park_claim`` for a store whose writer can run a parked claim (mixed into the store class): the
+    claim's request, its ``now`` taken when it runs, handed to the store's :meth:`_park`."""
+
+    __slots__ = ()
+
+    def park_claim(
+        self,
+        pattern: str,
+        group: str,
+        member: str,
+        *,
+        limit: int,
+        ack_timeout_ms: int,
+        max_deliver: int,
+        ordered_by_key: bool = False,
+    ) -> ParkedClaimBase:
+        """Park a claim: it runs in the first commit that appends an event matching ``pattern``."""
+        request = ClaimRequest(
+            pattern=pattern,
+            group=group,
+            member=member,
+            limit=limit,
+            ack_timeout_ms=ack_timeout_ms,
+            max_deliver=max_deliver,
+            ordered=ordered_by_key,
+            now=0,
+        )
+        return self._park(request, compile_pattern(pattern).match)
+
+    def _park(self, request: ClaimRequest, matches: Callable[[str], object]) -> ParkedClaimBase:
+        """Park ``request`` (refused when the store is closed) until a commit appends a topic ``matches``."""
+        raise NotImplementedError

@@ -74,6 +74,7 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
+from outboxhub.store.parkedclaim import ClaimParkingStore
 from outboxhub.store.postgres import events, parked
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
@@ -81,7 +82,6 @@ from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
 from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
-from outboxhub.topics import compile_pattern
 
 __all__ = ["PostgresStore", "open_store"]
 
@@ -100,7 +100,7 @@ async def open_store(url: str, **options: Any) -> PostgresStore:
     return await PostgresStore.open(url, **options)
 
 
-class PostgresStore(StoreBackend):
+class PostgresStore(ClaimParkingStore, StoreBackend):
     """The ``Store`` protocol over a PostgreSQL schema. Open with ``await PostgresStore.open(url)``."""
 
     label = "PostgreSQL store"
@@ -373,32 +373,12 @@ class PostgresStore(StoreBackend):
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._run_appending(groups_ops.claim, request)
 
-    def park_claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        *,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered_by_key: bool = False,
-    ) -> parked.ParkedClaim:
-        """Park a claim: it runs in the first group commit that appends an event matching ``pattern``, in
-        that commit's statement (``parked.py``); ``now`` is taken when it runs."""
+    def _park(self, request: ClaimRequest, matches: Callable[[str], object]) -> parked.ParkedClaim:
+        """The claim runs in the first group commit that appends a matching event, in that commit's
+        statement (``parked.py``)."""
         self._check_open()
-        request = ClaimRequest(
-            pattern=pattern,
-            group=group,
-            member=member,
-            limit=limit,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered=ordered_by_key,
-            now=0,
-        )
         future: asyncio.Future[tuple[list[Delivery], int]] = asyncio.get_running_loop().create_future()
-        claim = parked.ParkedClaim(self._parking, future, request, compile_pattern(pattern).match)
+        claim = parked.ParkedClaim(self._parking, future, request, matches)
         self._parking.add(claim)
         return claim
 

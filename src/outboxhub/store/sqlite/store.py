@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -49,15 +49,15 @@ from outboxhub.model import (
     Event,
     GroupInfo,
     Lag,
-    NewEvent,
     PublishResult,
     StartPosition,
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef, mask_url
-from outboxhub.store.codec import Prepared, prepare
+from outboxhub.store.codec import Prepared
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
+from outboxhub.store.parkedclaim import ClaimParkingStore
 from outboxhub.store.sqlite import groups as groups_ops
 from outboxhub.store.sqlite import reads
 from outboxhub.store.sqlite.errors import translate
@@ -66,7 +66,6 @@ from outboxhub.store.sqlite.schema import configure
 from outboxhub.store.sqlite.topics import TopicCatalog
 from outboxhub.store.sqlite.tx import WriteTx
 from outboxhub.store.sqlite.writer import JobFn, Writer, WriterStats
-from outboxhub.topics import compile_pattern
 
 __all__ = ["SQLiteOptions", "SQLiteStore", "open_store", "parse_sqlite_url"]
 
@@ -167,7 +166,7 @@ async def open_store(url: str, **options: Any) -> SQLiteStore:
     return await SQLiteStore.open(url, **options)
 
 
-class SQLiteStore(StoreBackend):
+class SQLiteStore(ClaimParkingStore, StoreBackend):
     """The ``Store`` protocol over one SQLite file. Open with ``await SQLiteStore.open(url)``; use it from
     the event loop that opened it."""
 
@@ -288,19 +287,8 @@ class SQLiteStore(StoreBackend):
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.publish(rows)
 
-    def publish_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
+    def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
         """The writer's own future (resolved after the COMMIT): no coroutine nor task per publish."""
-        try:
-            self._check_open()
-            rows = [prepare(event) for event in events]
-        except Exception as exc:
-            failed: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
-        if not rows:
-            empty: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
-            empty.set_result([])
-            return empty
         return self._writer.publish(rows)
 
     async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
@@ -339,31 +327,11 @@ class SQLiteStore(StoreBackend):
         deliveries: list[Delivery] = await self._write(groups_ops.claim, request)
         return deliveries
 
-    def park_claim(
-        self,
-        pattern: str,
-        group: str,
-        member: str,
-        *,
-        limit: int,
-        ack_timeout_ms: int,
-        max_deliver: int,
-        ordered_by_key: bool = False,
-    ) -> ParkedClaim:
-        """Park a claim with the writer: it runs in the first write batch that appends an event matching
-        ``pattern``, in that batch's transaction (see ``parking.py``); ``now`` is taken when it runs."""
+    def _park(self, request: ClaimRequest, matches: Callable[[str], object]) -> ParkedClaim:
+        """Park with the writer: the claim runs in the first write batch that appends a matching event, in
+        that batch's transaction (see ``parking.py``)."""
         self._check_open()
-        request = ClaimRequest(
-            pattern=pattern,
-            group=group,
-            member=member,
-            limit=limit,
-            ack_timeout_ms=ack_timeout_ms,
-            max_deliver=max_deliver,
-            ordered=ordered_by_key,
-            now=0,
-        )
-        return self._writer.park(_parked_claim, (request,), compile_pattern(pattern).match)
+        return self._writer.park(_parked_claim, (request,), matches)
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         self._check_open()

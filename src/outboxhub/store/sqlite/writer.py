@@ -413,16 +413,16 @@ class Writer:
         return None
 
     def _solo_publish(self, tx: WriteTx, job: _Job, outcomes: list[_Outcome]) -> BaseException | None:
-        """The publish of an inline batch, which holds nothing else (no parked claim: see ``publish``):
-        without the SAVEPOINT of ``_publishes``, since a failure fails the whole transaction just the same
-        (returned as the batch's breaking error, which rolls it back and goes to the job)."""
+        """The publish of an inline batch, its only job (parked claims, if any, run after it): without the
+        SAVEPOINT of ``_publishes``, since a failure fails the whole transaction just the same (returned
+        as the batch's breaking error, which rolls it back and goes to the job)."""
         fut, _, rows = job
         try:
             results = tx.append(rows)
         except Exception as exc:
             return exc
         self.stats.events += len(rows)
-        self._batch_topics.update(row[1] for row in rows)
+        self._batch_topics.update(map(itemgetter(1), rows))
         outcomes.append((fut, None, results))
         return None
 
