@@ -274,9 +274,16 @@ class MongoStore(StoreBackend):
     def _on_counter_change(self, change: Doc) -> None:
         doc = change.get("fullDocument")
         if isinstance(doc, dict):
-            self._committed(horizon_of(doc))
+            self._counter_moved(horizon_of(doc))
         else:
             self._poll_now.set()
+
+    def _counter_moved(self, horizon: int) -> None:
+        """A horizon read from the counter (change stream or poll), with no topics: every group is woken,
+        unless every seq it newly shows is this store's own, released but not reported yet: its commit
+        reports them a moment later with their topics (``_local_commit``)."""
+        if not _covers(list(self._counter.in_flight), self._commits.last + 1, horizon):
+            self._committed(horizon)
 
     async def _poll(self) -> None:
         interval = self._settings.poll_interval_s
@@ -288,11 +295,7 @@ class MongoStore(StoreBackend):
             self._poll_now.clear()
             rounds += 1
             try:
-                horizon = await self._counter.horizon()
-                # seqs this store allocated and released but has not reported yet: its own commit reports
-                # them a moment later with their topics, so a wake-up of every group here would be wasted
-                if not _covers(list(self._counter.in_flight), self._commits.last + 1, horizon):
-                    self._committed(horizon)
+                self._counter_moved(await self._counter.horizon())
                 if rounds % rounds_per_lease == 0:
                     await self._groups.finish_dead_letters()
             except PyMongoError as exc:
