@@ -72,7 +72,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
-from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.groupcommit import Committed, GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.parkedclaim import ClaimParkingStore
 from outboxhub.store.postgres import events, parked
@@ -236,10 +236,10 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         if self._pool_check is None or self._pool_check.done():
             self._pool_check = asyncio.get_running_loop().create_task(self._pool.check())
 
-    async def _stage(self, rows: Sequence[Prepared]) -> _CommittedBatch:
+    async def _stage(self, rows: Sequence[Prepared]) -> Committed:
         """Append ``rows`` in one transaction, a single ``publish_events`` statement in autocommit mode (one
-        round trip, one wait for the driver), then call the commit listeners; the writer's ``commit()`` has
-        nothing left to do.
+        round trip, one wait for the driver), then call the commit listeners; the writer
+        answers the publishers at once (``Committed``).
 
         Committing with the append keeps the seq counter's lock held only for what the server itself
         needs (the insert and the WAL flush), not also for a round trip through the event loop. So the
@@ -267,7 +267,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             raise
         if top:
             self._committed(top, topics)
-        return _CommittedBatch(results)
+        return Committed(results)
 
     async def _append_claiming(
         self, rows: Sequence[Prepared], claims: list[parked.ParkedClaim]
@@ -316,6 +316,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.submit(rows)
+
+    def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        return self._writer.submit_soon(rows)
 
     async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         self._check_open()
@@ -432,18 +435,6 @@ class _Failures:
 
     tries: int = 0
     stale: int = 0
-
-
-class _CommittedBatch:
-    """A batch ``PostgresStore._stage`` has already committed (the writer's ``Staged``)."""
-
-    __slots__ = ("results",)
-
-    def __init__(self, results: list[PublishResult]) -> None:
-        self.results = results
-
-    async def commit(self) -> None:
-        """Nothing to do: the COMMIT went with the append."""
 
 
 async def _ping(conn: PgConn) -> None:
