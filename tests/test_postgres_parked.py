@@ -53,6 +53,8 @@ async def pg_url() -> AsyncIterator[str]:
 async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
     opened = await open_store(pg_url)
     assert isinstance(opened, PostgresStore)
+    # Registered (registry.py: under the counter lock) before a test watches the publishes' lock waits.
+    await asyncio.wait_for(opened.listener.connected.wait(), WAIT_S)
     try:
         yield opened
     finally:
@@ -203,7 +205,14 @@ async def test_one_batch_takes_at_most_its_share_of_parked_claims(store: Postgre
     assert store.parked_claims == 3
 
 
-async def test_a_waiting_member_gets_each_event_from_the_publish_statement(store: PostgresStore) -> None:
+async def test_a_waiting_member_gets_each_event_from_the_publish_statement(
+    store: PostgresStore, pg_url: str
+) -> None:
+    # A second node listening on the schema: commits are NOTIFYed, to this store's LISTEN connection too.
+    other = await open_store(pg_url)
+    assert isinstance(other, PostgresStore)
+    await asyncio.wait_for(other.listener.connected.wait(), WAIT_S)
+    await asyncio.wait_for(store.listener.connected.wait(), WAIT_S)
     bus = Bus(store, poll_interval_s=NO_POLL_S)
     await bus.start()
     try:
@@ -228,6 +237,7 @@ async def test_a_waiting_member_gets_each_event_from_the_publish_statement(store
         assert bus.stats.claims == claims, "no claim of its own for any event"
     finally:
         await bus.close()
+        await other.close()
 
 
 async def test_a_version_4_schema_is_upgraded_and_publishes_with_claims(pg_url: str) -> None:
@@ -255,6 +265,6 @@ async def test_a_version_4_schema_is_upgraded_and_publishes_with_claims(pg_url: 
         async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as conn:
             await conn.execute(f"SET search_path = {quote_ident(new.schema)}")
             cur = await conn.execute("SELECT version FROM schema_version")
-            assert await cur.fetchone() == (pg_schema.SCHEMA_VERSION,) == (5,)
+            assert await cur.fetchone() == (pg_schema.SCHEMA_VERSION,)
     finally:
         await new.close()

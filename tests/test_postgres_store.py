@@ -271,7 +271,9 @@ async def test_a_commit_on_one_node_wakes_listeners_on_the_other(pg_url: str) ->
 @pg
 async def test_local_commits_call_listeners_once_per_new_seq(pg_url: str) -> None:
     store = await _open(pg_url)
+    other = await _open(pg_url)  # a second node listening: the commits are NOTIFYed to this store too
     try:
+        await asyncio.wait_for(other.listener.connected.wait(), WAIT_S)
         seen: list[int] = []
         store.add_commit_listener(seen.append)
         first = await store.publish(NewEvent(topic="l.t"))
@@ -285,6 +287,7 @@ async def test_local_commits_call_listeners_once_per_new_seq(pg_url: str) -> Non
         assert len(seen) == 2
     finally:
         await store.close()
+        await other.close()
 
 
 # -- connection loss ------------------------------------------------------------------------------------

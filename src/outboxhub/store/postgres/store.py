@@ -33,7 +33,8 @@ Design:
   they append dead-letter events (the reasoning is in ``groups.py``); publishes always wait for it.
 * **Wake-up** (``listen.py``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
   LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
-  any process. Local commits call them directly, without waiting for the notification.
+  any process. Local commits call them directly, without waiting for the notification, and send none
+  unless another node listens (``registry.py``: each store's LISTEN connection registers its node).
 * **Connection loss**: operations raise ``StoreUnavailable`` (one line naming the URL, password masked) when
   the server cannot be reached within ``pool_timeout_s``; a connection that broke while idle in the pool
   (the server restarted) is discarded and the operation re-run on another. The pool reconnects by itself
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -81,6 +83,7 @@ from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_r
 from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
+from outboxhub.store.postgres.registry import NODE_SETTING
 from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
 
 __all__ = ["PostgresStore", "open_store"]
@@ -127,8 +130,10 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._parking = parked.ParkingLot()
         self.parked_stats = parked.ParkedStats()
+        self._node = uuid.uuid4().hex
         self._listener = Listener(
             dsn=settings.dsn,
+            node=self._node,
             url=self._url,
             schema=settings.schema,
             channel=self._channel,
@@ -168,7 +173,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
 
     async def _configure(self, conn: PgConn) -> None:
         await configure_connection(conn)
-        await conn.execute(f"SET search_path = {self._search_path}")
+        # The node lets publish_events skip the NOTIFY when no other node listens (registry.py).
+        await conn.execute(
+            f"SELECT set_config('search_path', %s, false), set_config('{NODE_SETTING}', %s, false)",
+            (self._search_path, self._node),
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -176,6 +185,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     def schema(self) -> str:
         """The schema holding this store's tables."""
         return self._settings.schema
+
+    @property
+    def node(self) -> str:
+        """This store's node id: its LISTEN connection's row in ``listeners`` (``registry.py``)."""
+        return self._node
 
     @property
     def listener(self) -> Listener:
