@@ -34,9 +34,22 @@ from outboxhub.store.parkedclaim import ParkedClaimBase
 from outboxhub.store.postgres.claim import filter_args_of
 from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
 
-__all__ = ["MAX_CLAIMS_PER_BATCH", "NOT_RUN", "ParkedClaim", "ParkedStats", "ParkingLot", "publish_claim"]
+__all__ = [
+    "MAX_CLAIMS_PER_BATCH",
+    "NOT_RUN",
+    "REPARK_TURNS",
+    "ParkedClaim",
+    "ParkedStats",
+    "ParkingLot",
+    "publish_claim",
+    "wait_for_reparking",
+]
 
 MAX_CLAIMS_PER_BATCH = 16
+
+REPARK_TURNS = 2
+"""Event loop turns a batch staged right after one that ran claims waits for their members to park again:
+one for the claim's result to wake the member, one for the member's task to hand out and park."""
 
 NOT_RUN: tuple[list[Delivery], int] = ([], -1)
 """The result of a parked claim that did not run: nothing claimed, no commit covered (the member wakes
@@ -98,6 +111,15 @@ class ParkingLot:
     def remove(self, claim: ParkedClaim) -> bool:
         return self._claims.pop(claim, 0) is None
 
+    def holds(self, request: ClaimRequest) -> bool:
+        """Whether the member of ``request`` has a claim parked here (for the same pattern and group)."""
+        return any(
+            c.request.member == request.member
+            and c.request.group == request.group
+            and c.request.pattern == request.pattern
+            for c in self._claims
+        )
+
     def take(self, topics: Sequence[str]) -> list[ParkedClaim]:
         """Remove and return up to ``MAX_CLAIMS_PER_BATCH`` claims whose pattern matches one of ``topics``."""
         taken: list[ParkedClaim] = []
@@ -109,6 +131,17 @@ class ParkingLot:
         for claim in taken:
             del self._claims[claim]
         return taken
+
+
+async def wait_for_reparking(lot: ParkingLot, ran: Sequence[ParkedClaim]) -> None:
+    """Give the members whose claims ``ran`` in the batch just committed up to ``REPARK_TURNS`` loop turns
+    to park their next claims, so the batch about to be staged (already queued: publishes arrived while
+    the last one was in flight) takes them. Without it that batch went out without them and its commit
+    woke each member into a claim of its own: one more statement per event under load."""
+    for _ in range(REPARK_TURNS):
+        if all(lot.holds(claim.request) for claim in ran):
+            return
+        await asyncio.sleep(0)
 
 
 def resolve(claims: Sequence[ParkedClaim], outcomes: Sequence[tuple[list[Delivery], int]]) -> None:

@@ -129,6 +129,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         )
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._parking = parked.ParkingLot()
+        self._reparking: list[parked.ParkedClaim] = []  # claims the last batch ran: their members park again
         self.parked_stats = parked.ParkedStats()
         self._node = uuid.uuid4().hex
         self._listener = Listener(
@@ -269,8 +270,12 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         Claims parked by this process's waiting members whose pattern matches a topic of the batch run in
         the same statement (``publish_claim``, ``parked.py``), their futures resolved before the commit
         listeners are called. A re-run after a lost reply runs them again: what the lost commit claimed
-        stays pending until its ack timeout, as with any re-run claim (``_run``).
+        stays pending until its ack timeout, as with any re-run claim (``_run``). A batch staged right
+        after one that ran claims first lets their members park again (``parked.wait_for_reparking``).
         """
+        if self._reparking:
+            await parked.wait_for_reparking(self._parking, self._reparking)
+            self._reparking = []
         topics = frozenset(row[1] for row in rows)
         claims = self._parking.take(tuple(topics)) if self._parking else []
         try:
@@ -317,6 +322,8 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 # Before the commit notification: a member whose claim covers it is not woken by it.
                 self.parked_stats.count(outcomes)
                 parked.resolve(claims, outcomes)
+                ran = zip(claims, outcomes, strict=True)
+                self._reparking = [claim for claim, outcome in ran if outcome is not parked.NOT_RUN]
             return results, top
 
     async def _give_back(self, conn: PgConn) -> None:
