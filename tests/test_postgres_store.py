@@ -349,6 +349,8 @@ async def test_connection_loss_raises_unavailable_and_the_store_recovers(pg_url:
     store = await _open(url, pool_timeout_s=0.5, poll_interval_s=0.2, connect_timeout_s=1)
     confirmed: list[str] = []
     try:
+        # Listening (LISTEN and its registration done) before the cut, so that coming back is a reconnect.
+        await asyncio.wait_for(store.listener.connected.wait(), WAIT_S)
         confirmed.append((await store.publish(NewEvent(topic="loss.t", payload=0))).id)
         await store.ensure_group("loss.*", "g", EARLIEST)
         await proxy.stop()
