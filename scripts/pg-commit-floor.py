@@ -18,7 +18,6 @@ Usage: PYTHONPATH=src python scripts/pg-commit-floor.py [N]   (N: timed calls pe
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import sys
 import time
