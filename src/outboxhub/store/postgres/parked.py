@@ -23,6 +23,7 @@ parked for the next batch, and are woken by this one's commit like any sleeping 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -97,28 +98,36 @@ class ParkedClaim(ParkedClaimBase):
 class ParkingLot:
     """The parked claims of one store (event loop only). Key-ordered claims are kept, never taken."""
 
-    __slots__ = ("_claims",)
+    __slots__ = ("_claims", "_members")
 
     def __init__(self) -> None:
         self._claims: dict[ParkedClaim, None] = {}  # insertion-ordered: the first parked runs first
+        self._members: Counter[tuple[str, str, str]] = Counter()  # claims parked per (pattern, group, member)
 
     def __len__(self) -> int:
         return len(self._claims)
 
     def add(self, claim: ParkedClaim) -> None:
         self._claims[claim] = None
+        self._members[_member_of(claim.request)] += 1
 
     def remove(self, claim: ParkedClaim) -> bool:
-        return self._claims.pop(claim, 0) is None
+        if self._claims.pop(claim, 0) is not None:
+            return False
+        self._forget(claim)
+        return True
 
     def holds(self, request: ClaimRequest) -> bool:
         """Whether the member of ``request`` has a claim parked here (for the same pattern and group)."""
-        return any(
-            c.request.member == request.member
-            and c.request.group == request.group
-            and c.request.pattern == request.pattern
-            for c in self._claims
-        )
+        return self._members[_member_of(request)] > 0
+
+    def _forget(self, claim: ParkedClaim) -> None:
+        key = _member_of(claim.request)
+        left = self._members[key] - 1
+        if left > 0:
+            self._members[key] = left
+        else:
+            del self._members[key]
 
     def take(self, topics: Sequence[str]) -> list[ParkedClaim]:
         """Remove and return up to ``MAX_CLAIMS_PER_BATCH`` claims whose pattern matches one of ``topics``."""
@@ -130,7 +139,12 @@ class ParkingLot:
                     break
         for claim in taken:
             del self._claims[claim]
+            self._forget(claim)
         return taken
+
+
+def _member_of(request: ClaimRequest) -> tuple[str, str, str]:
+    return request.pattern, request.group, request.member
 
 
 async def wait_for_reparking(lot: ParkingLot, ran: Sequence[ParkedClaim]) -> None:
