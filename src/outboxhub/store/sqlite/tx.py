@@ -57,13 +57,28 @@ class WriteTx:
         self._new_topic_names: dict[int, str] = {}
         self._new_groups: dict[tuple[str, str], int] = {}
         self._dirty: set[int] = set()
+        # ``PRAGMA data_version`` at the last begin, and whether that transaction committed: while both hold
+        # and the version is unchanged, no other connection (another hub, an outbox drainer, a reader's
+        # write) has committed since, so ``next_seq`` and the catalog are still exact.
+        self._version = -1
+        self._exact = False
 
     # -- transaction lifecycle ----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Call right after ``BEGIN IMMEDIATE``: we hold the write lock, so the view below is exact."""
-        self.catalog.sync(self.conn)
-        self.next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+        """Call right after ``BEGIN IMMEDIATE``: we hold the write lock, so the view below is exact.
+
+        The log's last seq and the topics are read again only when another connection committed since our
+        last commit (``PRAGMA data_version`` changes only for other connections' commits) or our last
+        transaction did not commit: one statement instead of two for a writer that has the file to itself.
+        """
+        conn = self.conn
+        exact, self._exact = self._exact, False
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if not exact or version != self._version:
+            self._version = version
+            self.catalog.sync(conn)
+            self.next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
         self.appended_to = 0
         self.appended_topics.clear()
         self._new_topics.clear()
@@ -99,6 +114,7 @@ class WriteTx:
 
     def committed(self) -> None:
         """After COMMIT: publish the overlay to the shared caches."""
+        self._exact = True
         if self._new_topics:
             self.catalog.merge(self._new_topic_names.items())
         self._groups.update(self._new_groups)
