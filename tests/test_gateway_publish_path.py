@@ -1,0 +1,55 @@
+"""How the gateway hands PUBLISH frames to the store: the frames of one read burst as one batch, and (on
+SQLite) a lone publish committed and answered by the reader that read it, with no callback in between."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from outboxhub.app import Hub
+from outboxhub.store.sqlite.store import SQLiteStore
+
+BOTH_WS_SERVERS = True  # every test here runs against the aiohttp and the picows WS port
+
+
+async def test_a_burst_of_publishes_reaches_the_store_in_few_batches_and_is_answered_in_order(
+    hub: Hub, ws_connect: Any, token: Any
+) -> None:
+    store = hub.store
+    assert isinstance(store, SQLiteStore)
+    c = await ws_connect(hub.ws_url, token=token())
+    assert (await c.request("PUBLISH", topic="burst.warm", payload=0))["op"] == "OK"
+    jobs = store.writer_stats.jobs
+    n = 64
+    for i in range(n):  # nothing awaits between the sends: the hub reads them in one or a few reads
+        await c.send(json.dumps({"op": "PUBLISH", "topic": f"burst.t{i % 3}", "payload": i, "rid": i}))
+    replies = [await c.recv() for _ in range(n)]
+    assert [(r["op"], r["rid"]) for r in replies] == [("OK", i) for i in range(n)]
+    assert [r["seq"] for r in replies] == sorted(r["seq"] for r in replies)
+    # one store job per batch handed over: a flush per frame would make it 64
+    assert store.writer_stats.jobs - jobs <= 4, store.writer_stats.jobs - jobs
+
+
+async def test_a_lone_publish_is_answered_without_waiting_on_its_future(
+    hub: Hub, ws_connect: Any, token: Any
+) -> None:
+    """On SQLite a lone publish commits inline, so its future is done when the store hands it back: the
+    connection answers at once and never keeps the future among its in-flight work."""
+    store = hub.store
+    assert isinstance(store, SQLiteStore)
+    c = await ws_connect(hub.ws_url, token=token())
+    (conn,) = hub.gateway.connections
+    kept: list[Any] = []
+
+    class Watched(dict[Any, None]):  # the connection's in-flight work, watched
+        def __setitem__(self, key: Any, value: None) -> None:
+            kept.append(key)
+            super().__setitem__(key, value)
+
+    conn._tasks = Watched(conn._tasks)
+    for i in range(5):
+        inline = store.writer_stats.inline_commits
+        reply = await c.request("PUBLISH", topic="lone.t", payload=i)
+        assert reply["op"] == "OK" and reply["seq"] == i + 1
+        assert store.writer_stats.inline_commits == inline + 1
+    assert kept == []
