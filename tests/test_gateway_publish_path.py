@@ -26,8 +26,9 @@ async def test_a_burst_of_publishes_reaches_the_store_in_few_batches_and_is_answ
     replies = [await c.recv() for _ in range(n)]
     assert [(r["op"], r["rid"]) for r in replies] == [("OK", i) for i in range(n)]
     assert [r["seq"] for r in replies] == sorted(r["seq"] for r in replies)
-    # one store job per batch handed over: a flush per frame would make it 64
-    assert store.writer_stats.jobs - jobs <= 4, store.writer_stats.jobs - jobs
+    # One store job per batch handed over, about one per socket read (2-3 here: picows starts with a 2 KiB
+    # read buffer); a flush per frame would make it 64.
+    assert store.writer_stats.jobs - jobs <= 16, store.writer_stats.jobs - jobs
 
 
 async def test_a_lone_publish_is_answered_without_waiting_on_its_future(
