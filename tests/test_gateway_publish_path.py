@@ -34,8 +34,9 @@ async def test_a_burst_of_publishes_reaches_the_store_in_few_batches_and_is_answ
 async def test_a_lone_publish_is_answered_without_waiting_on_its_future(
     hub: Hub, ws_connect: Any, token: Any
 ) -> None:
-    """On SQLite a lone publish commits inline, so its future is done when the store hands it back: the
-    connection answers at once and never keeps the future among its in-flight work."""
+    """On SQLite a lone publish that commits inline has its future done when the store hands it back: the
+    connection answers at once and never keeps that future among its in-flight work. (A lone publish may
+    still go to the writer thread now and then, e.g. when the writer has WAL upkeep due: then it is kept.)"""
     store = hub.store
     assert isinstance(store, SQLiteStore)
     c = await ws_connect(hub.ws_url, token=token())
@@ -48,9 +49,12 @@ async def test_a_lone_publish_is_answered_without_waiting_on_its_future(
             super().__setitem__(key, value)
 
     conn._tasks = Watched(conn._tasks)
-    for i in range(5):
-        inline = store.writer_stats.inline_commits
+    inline_publishes = 0
+    for i in range(10):
+        inline, before = store.writer_stats.inline_commits, len(kept)
         reply = await c.request("PUBLISH", topic="lone.t", payload=i)
         assert reply["op"] == "OK" and reply["seq"] == i + 1
-        assert store.writer_stats.inline_commits == inline + 1
-    assert kept == []
+        if store.writer_stats.inline_commits == inline + 1:
+            inline_publishes += 1
+            assert len(kept) == before, f"publish {i} committed inline but was kept as in-flight work"
+    assert inline_publishes > 0
