@@ -57,41 +57,50 @@ _BACKSTOP_TRIES = 200
 
 class RestartGuard:
     """Whether the next commit may restart the WAL (and sync its header). Read by the loop thread without a
-    lock (a stale False is impossible: ``due`` is set before a checkpoint starts copying)."""
+    lock: ``due`` is set before a checkpoint starts copying and cleared only when the WAL is known to hold
+    frames no checkpoint has copied (a checkpoint left some behind, or a write of the writer thread with no
+    checkpoint running at any time during it added some)."""
 
-    __slots__ = ("_epoch", "_lock", "_syncs", "due")
+    __slots__ = ("_active", "_ended", "_epoch", "_lock", "_syncs", "due")
 
     def __init__(self, *, syncs: bool) -> None:
         self._syncs = syncs  # False with synchronous=off: a restart syncs nothing, so nothing is ever due
         self.due = syncs  # an empty WAL (a new file, or after a restart of the process) starts with a header
-        self._epoch = 0
+        self._epoch = 0  # checkpoints begun
+        self._ended = 0  # checkpoints ended
+        self._active = 0
         self._lock = threading.Lock()
 
-    @property
-    def epoch(self) -> int:
-        """Read before a write transaction: ``written`` clears ``due`` only if no checkpoint began since."""
-        return self._epoch
-
     def checkpointing(self) -> int:
-        """A checkpoint is about to run: a restart may be due after it; the token for ``checkpointed``."""
+        """A checkpoint is about to run: a restart may be due after it. Returns the token for
+        ``checkpointed``, which must follow whatever happens."""
         with self._lock:
             self._epoch += 1
+            self._active += 1
             self.due = self._syncs
             return self._epoch
 
-    def checkpointed(self, token: int, busy: int, frames: int, copied: int) -> None:
-        """The checkpoint's ``wal_checkpoint`` result: when it left frames behind, the WAL cannot restart."""
-        if busy or copied >= frames:
-            return
+    def checkpointed(self, token: int, result: tuple[int, int, int] | None) -> None:
+        """The checkpoint's ``wal_checkpoint`` result (busy, frames, copied; None: it failed). When it left
+        frames behind and no other checkpoint began since, the WAL cannot restart."""
         with self._lock:
-            if self._epoch == token:
-                self.due = False
+            self._active -= 1
+            self._ended += 1
+            if result is not None and self._epoch == token:
+                busy, frames, copied = result
+                if not busy and copied < frames:
+                    self.due = False
 
-    def written(self, token: int) -> None:
-        """The writer thread committed a write begun at ``token`` (``epoch``): that commit restarted the WAL
-        if a restart was due, unless a checkpoint began meanwhile."""
+    def writing(self) -> tuple[int, int, int]:
+        """Read before a write of the writer thread: the token for ``written``."""
         with self._lock:
-            if self._epoch == token:
+            return self._epoch, self._ended, self._active
+
+    def written(self, token: tuple[int, int, int]) -> None:
+        """The writer thread committed a write begun at ``token``: it restarted the WAL if a restart was due,
+        or added frames after the last checkpoint, unless a checkpoint ran at some time during it."""
+        with self._lock:
+            if token == (self._epoch, self._ended, 0) and not self._active:
                 self.due = False
 
 
@@ -176,9 +185,10 @@ class Checkpointer:
                 self._running = True
                 self._due.clear()
                 token = self.restarts.checkpointing()
+                result = None
                 try:
-                    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.restarts.checkpointed(token, busy, frames, copied)
+                    result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    frames = result[1]
                     failing = False
                     self._on_checkpoint()
                 except sqlite3.Error as exc:
@@ -186,6 +196,8 @@ class Checkpointer:
                         _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
                     failing = True
                     frames = self._backstop_frames
+                finally:
+                    self.restarts.checkpointed(token, result)
                 if frames >= self._backstop_frames:
                     self._on_backstop()  # its checkpoint is followed by the restart when that is due
                 elif self.restarts.due:
@@ -202,9 +214,11 @@ def backstop_checkpoint(conn: sqlite3.Connection, restarts: RestartGuard) -> Non
     """The backstop, on the writer's connection and thread with nothing written meanwhile, so that the
     checkpoint can copy the whole WAL and the WAL start over (waits while the checkpointer runs one)."""
     for _ in range(_BACKSTOP_TRIES):
-        token = restarts.checkpointing()
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        restarts.checkpointed(token, busy, frames, copied)
+        token, result = restarts.checkpointing(), None
+        try:
+            result = busy, _, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            restarts.checkpointed(token, result)
         if not busy:
             return
         time.sleep(0.001)  # the checkpointer's own checkpoint ends within milliseconds
@@ -215,7 +229,7 @@ def restart_wal(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
     the WAL's new header there, and the next publish or ACK commits without that sync. The write flips
     ``user_version`` (unused otherwise), a change of page 1: writing a value a page already holds would
     write no frame, and so restart nothing."""
-    epoch = restarts.epoch
+    token = restarts.writing()
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -224,4 +238,4 @@ def restart_wal(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    restarts.written(epoch)
+    restarts.written(token)
