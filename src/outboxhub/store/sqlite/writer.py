@@ -62,9 +62,9 @@ _Job = tuple["asyncio.Future[Any]", JobFn | None, Any]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _STOP: Any = object()
 _BACKSTOP: Any = object()
-"""Queued by ``_backstop_wanted``: the writer thread checkpoints (``_backstop``) after its current batch."""
+"""Queued by ``_backstop_wanted``: the writer thread checkpoints after its current batch (``_maintain``)."""
 _RESTART: Any = object()
-"""Queued by ``_restart_wanted``: the writer thread starts the WAL over (``_restart``) unless a batch did."""
+"""Queued by ``_restart_wanted``: the writer thread starts the WAL over while that is due (``_maintain``)."""
 
 
 @dataclass
