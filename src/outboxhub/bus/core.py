@@ -38,8 +38,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import msgspec
-
 from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import AmbiguousSettle, GroupMember, GroupState
@@ -129,19 +127,11 @@ class Bus:
 
     def publish_batch_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
         """:meth:`publish_batch` without a coroutine per call: the future of its results, resolved after
-        the commit (on SQLite the writer's own future). Must run on the event loop thread. A payload may be
-        ``msgspec.Raw`` JSON text (the gateway's string payloads): every ``StoreBackend`` writes it as it
-        is; another ``Store`` gets it decoded."""
+        the commit (on SQLite the writer's own future). Must run on the event loop thread."""
         store = self._store
         if isinstance(store, StoreBackend):
             return store.publish_soon(events)
-        decoded = [
-            msgspec.structs.replace(e, payload=msgspec.json.decode(e.payload))
-            if type(e.payload) is msgspec.Raw
-            else e
-            for e in events
-        ]
-        return asyncio.ensure_future(store.publish_batch(decoded))
+        return asyncio.ensure_future(store.publish_batch(events))
 
     # -- subscribing --------------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ from outboxhub.protocol.codec import (
     Rid,
     Subscribe,
     Unsubscribe,
+    decode_client_frame,
     encode_err,
     encode_ok,
     encode_published,
@@ -79,7 +80,6 @@ from outboxhub.protocol.codes import (
     close_code_for,
     is_error_code,
 )
-from outboxhub.protocol.hubframes import decode_hub_frame
 
 __all__ = [
     "CLOSE_AUTH_FAILED",
@@ -217,7 +217,7 @@ class Connection(Settlement):
 
     async def _on_text(self, data: str) -> None:
         try:
-            frame = decode_hub_frame(data, max_size=self._max_frame)
+            frame = decode_client_frame(data, max_size=self._max_frame)
         except ProtocolError as exc:
             self._err(exc.rid, exc.code, exc.msg)
             if close_code_for(exc.code) is not None:  # an AUTH without a (string) token
