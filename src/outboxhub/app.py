@@ -60,8 +60,9 @@ loop thread while consuming, none of it reclaiming anything)."""
 _GIL_SWITCH_INTERVAL_S: Final = 0.0005
 """How long a thread waiting for the GIL waits before it asks the running one to drop it (CPython: 5 ms).
 The SQLite writer thread gives the GIL up for every statement it runs and must then wait for the event loop
-thread to let go of it: at 5 ms, a group commit of 4 KiB publishes spent about half its time in such waits
-(docs/benchmarks.md, "Hot path, fifth round"), while the loop holds the publishes waiting for that commit."""
+thread to let go of it: at 5 ms, under pipelined 4 KiB publishes, the writer spent about a quarter of its
+time in such waits, more than waiting for work, while the loop held the publishes waiting for its commit
+(docs/benchmarks.md, "Hot path, fifth round")."""
 
 
 def _settle_gil() -> None:
