@@ -1,8 +1,12 @@
-"""The hub's process settles the cyclic garbage collector once it has started (issue #16)."""
+"""The hub's process settles the cyclic garbage collector and the GIL switch interval once it has started
+(issue #16)."""
 
 from __future__ import annotations
 
 import gc
+import sys
+
+import pytest
 
 from outboxhub import app
 
@@ -18,3 +22,13 @@ def test_settle_gc_freezes_start_up_state_and_collects_the_young_generation_less
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_settle_gil_hands_the_gil_over_sooner_than_cpython_does() -> None:
+    before = sys.getswitchinterval()
+    try:
+        app._settle_gil()
+        assert sys.getswitchinterval() == pytest.approx(app._GIL_SWITCH_INTERVAL_S)
+        assert before > app._GIL_SWITCH_INTERVAL_S
+    finally:
+        sys.setswitchinterval(before)

@@ -19,6 +19,7 @@ from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.store import SQLiteStore
 from outboxhub.topics import compile_pattern
+from sqlite_support import QUIET, writer_settled
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 NO_POLL_S = 120.0
@@ -37,7 +38,7 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db")
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{QUIET}")
     yield s
     await s.close()
 
@@ -57,7 +58,7 @@ INLINE_CLAIMS = 4
 @pytest.fixture
 async def inline_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     """A store whose lone publishes commit on the loop thread with up to ``INLINE_CLAIMS`` parked claims."""
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/inline.db?inline_claims={INLINE_CLAIMS}")
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/inline.db?inline_claims={INLINE_CLAIMS}&{QUIET}")
     yield s
     await s.close()
 
@@ -128,9 +129,11 @@ async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
 ) -> None:
     got: list[Delivery] = []
     await bus.publish(NewEvent(topic="warm.up"))
-    await asyncio.sleep(0)
+    await writer_settled(store)
     inline = store.writer_stats.inline_commits
-    assert inline >= 1  # nothing parked yet: the lone publish committed on the loop thread
+    await bus.publish(NewEvent(topic="warm.up"))
+    assert store.writer_stats.inline_commits == inline + 1  # nothing parked: it committed on the loop thread
+    inline += 1
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")
     for payload in range(3):
@@ -148,6 +151,7 @@ async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its
     got: list[Delivery] = []
     stats = store.writer_stats
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await writer_settled(store)
     for payload in range(3):
         await until(lambda: store.parked_claims == 1, "the member parks its claim")
         await asyncio.sleep(0)  # a new loop iteration: the inline turn is free
@@ -185,7 +189,7 @@ async def test_a_claim_failing_in_an_inline_publish_commit_leaves_the_publish_co
     got: list[Delivery] = []
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")
-    await asyncio.sleep(0)
+    await writer_settled(store)
     inline = store.writer_stats.inline_commits
     blocker = sqlite3.connect(store.path, isolation_level=None)
     try:

@@ -17,6 +17,7 @@ from outboxhub.app import Hub
 from outboxhub.errors import StoreError
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store.sqlite.store import INLINE_ACK_MAX, SQLiteStore
+from sqlite_support import QUIET, writer_settled
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 EARLIEST = StartPosition(kind="earliest")
@@ -33,7 +34,7 @@ FAILING_TRIGGERS = {
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db")
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{QUIET}")
     yield s
     await s.close()
 
@@ -61,7 +62,7 @@ async def held(store: SQLiteStore, count: int, topic: str = "acks.t") -> list[st
     ids = [(await store.publish(NewEvent(topic=topic, payload=i))).id for i in range(count)]
     deliveries = await store.claim("acks.*", "g", "m1", limit=count, ack_timeout_ms=60_000, max_deliver=5)
     assert [d.event.id for d in deliveries] == ids
-    await asyncio.sleep(0)  # a new loop iteration: the last publish's inline turn is over
+    await writer_settled(store)  # and a new loop iteration: the last publish's inline turn is over
     return ids
 
 

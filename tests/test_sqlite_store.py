@@ -16,6 +16,7 @@ from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.sqlite import schema as _sqlite_schema
 from outboxhub.store.sqlite.store import SQLiteOptions, SQLiteStore, parse_sqlite_url
+from sqlite_support import QUIET, writer_settled
 
 EARLIEST = StartPosition(kind="earliest")
 
@@ -27,6 +28,14 @@ def url_for(path: Path, query: str = "") -> str:
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     store = await SQLiteStore.open(url_for(tmp_path / "hub.db"))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def quiet_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store whose lone writes commit on the loop thread once :func:`writer_settled` returns."""
+    store = await SQLiteStore.open(url_for(tmp_path / "quiet.db", QUIET))
     yield store
     await store.close()
 
@@ -213,11 +222,12 @@ async def test_group_commit_puts_queued_publishes_in_one_transaction(sqlite_stor
 
 
 async def test_a_lone_publish_commits_on_the_loop_thread_and_a_burst_still_shares_commits(
-    sqlite_store: SQLiteStore,
+    quiet_store: SQLiteStore,
 ) -> None:
+    sqlite_store = quiet_store
     await sqlite_store.publish(NewEvent(topic="warm.up"))
     stats = sqlite_store.writer_stats
-    await asyncio.sleep(0)  # a new loop iteration: the warm-up's inline turn is over
+    await writer_settled(sqlite_store)  # and a new loop iteration: the warm-up's inline turn is over
     inline, commits = stats.inline_commits, stats.commits
     result = await sqlite_store.publish(NewEvent(topic="lone.t"))
     assert (stats.inline_commits, stats.commits) == (inline + 1, commits + 1)
@@ -234,10 +244,15 @@ async def test_a_lone_publish_commits_on_the_loop_thread_and_a_burst_still_share
     )
 
 
-async def test_an_inline_publish_commits_in_six_statements(sqlite_store: SQLiteStore) -> None:
+async def test_an_inline_publish_commits_in_five_statements(quiet_store: SQLiteStore) -> None:
     """The hot path of a one-at-a-time publish: no busy_timeout PRAGMA around its BEGIN (left at 0 until the
-    writer thread needs it back), no SAVEPOINT around the batch's lone publish or its one-row INSERT."""
-    await sqlite_store.publish(NewEvent(topic="six.t", payload=0))  # the topic exists; busy_timeout is 0
+    writer thread needs it back), no SAVEPOINT around the batch's lone publish or its one-row INSERT, and
+    no read of the last seq or the topics while no other connection committed (``PRAGMA data_version``;
+    test_sqlite_shared_file.py has the other connections)."""
+    sqlite_store = quiet_store
+    await sqlite_store.publish(NewEvent(topic="six.t", payload=0))  # the topic exists
+    await writer_settled(sqlite_store)
+    await sqlite_store.publish(NewEvent(topic="six.t", payload=0.5))  # inline: busy_timeout is 0
     await asyncio.sleep(0)
     conn = sqlite_store._writer._conn
     assert conn is not None
@@ -250,15 +265,16 @@ async def test_an_inline_publish_commits_in_six_statements(sqlite_store: SQLiteS
     finally:
         conn.set_trace_callback(None)
     words = [statement.split()[0].upper() for statement in statements]
-    assert words == ["BEGIN", "SELECT", "SELECT", "INSERT", "UPDATE", "COMMIT"], statements
-    assert [e.payload for e in await sqlite_store.scan("six.t")] == [0, 1]
+    assert words == ["BEGIN", "PRAGMA", "INSERT", "UPDATE", "COMMIT"], statements
+    assert [e.payload for e in await sqlite_store.scan("six.t")] == [0, 0.5, 1]
 
 
 async def test_a_failing_inline_publish_rolls_back_alone_and_the_next_one_commits(tmp_path: Path) -> None:
     path = tmp_path / "refuse.db"
-    store = await SQLiteStore.open(url_for(path))
+    store = await SQLiteStore.open(url_for(path, QUIET))
     try:
         await store.publish(NewEvent(topic="ok.t", payload=0))
+        await writer_settled(store)
         refuser = sqlite3.connect(path, isolation_level=None)
         refuser.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.key = 'refused' "

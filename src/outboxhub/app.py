@@ -57,6 +57,20 @@ promoted, and full collections of the whole heap ran every 0.5 s under load (iss
 loop thread while consuming, none of it reclaiming anything)."""
 
 
+_GIL_SWITCH_INTERVAL_S: Final = 0.0005
+"""How long a thread waiting for the GIL waits before it asks the running one to drop it (CPython: 5 ms).
+The SQLite writer thread gives the GIL up for every statement it runs and must then wait for the event loop
+thread to let go of it: at 5 ms, under pipelined 4 KiB publishes, the writer spent about a quarter of its
+time in such waits, more than waiting for work, while the loop held the publishes waiting for its commit
+(docs/benchmarks.md, "Hot path, fifth round")."""
+
+
+def _settle_gil() -> None:
+    """Hand the GIL over to a waiting thread after :data:`_GIL_SWITCH_INTERVAL_S` (process-wide: the hub's
+    own process only, from :func:`serve`)."""
+    sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
+
+
 def _settle_gc() -> None:
     """After start-up: move everything allocated so far out of the collector's sight (``gc.freeze``: it is
     module and application state that lives as long as the process) and collect the young generation less
@@ -319,6 +333,7 @@ def serve(settings: Settings, *, ops_routes: RouteInstaller | Iterable[RouteInst
     with every scope), then ``ws: URL`` and, last, ``dashboard: URL``. A start-up failure (bad store URL,
     port in use) prints ``error: ...`` on stderr and exits with status 1.
     """
+    _settle_gil()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -81,12 +81,7 @@ from outboxhub.protocol.codes import (
     is_error_code,
 )
 
-__all__ = [
-    "CLOSE_AUTH_FAILED",
-    "CLOSE_GOING_AWAY",
-    "CLOSE_TOKEN_EXPIRED",
-    "Connection",
-]
+__all__ = ["CLOSE_AUTH_FAILED", "CLOSE_GOING_AWAY", "CLOSE_TOKEN_EXPIRED", "Connection"]
 
 log = logging.getLogger("outboxhub.gateway.connection")
 
@@ -179,6 +174,8 @@ class Connection(Settlement):
                 if kind == TEXT:
                     self.gateway.stats.frames_in += 1
                     await self._on_text(data)
+                    if self._batch and ws.caught_up():  # the batch is complete: no call_soon's iteration
+                        self._flush_batch()
                 elif kind == BINARY:
                     self.gateway.stats.frames_in += 1
                     self._err(None, BAD_REQUEST, "binary frames are not accepted; send JSON text frames")
@@ -362,8 +359,8 @@ class Connection(Settlement):
             return
         self._batch.append((frame.to_new_event(), self.out.reserve(), frame.rid))
         if len(self._batch) == 1:
-            # The reader goes on through every frame already received before this callback runs, so the
-            # publishes of one read burst reach the store as one batch (one task, one queue entry).
+            # The publishes of one read burst reach the store as one batch: the reader hands it over once
+            # caught up (run), else (aiohttp, or it awaits first) this callback does, after the burst.
             self._loop.call_soon(self._flush_batch)
         elif len(self._batch) >= _MAX_PUBLISH_BATCH:
             self._flush_batch()
@@ -372,9 +369,12 @@ class Connection(Settlement):
         batch, self._batch = self._batch, []
         if not batch:
             return
-        # The store's future, not a task: on SQLite a lone publish commits right here (inline) and its
-        # reply is filled one loop iteration later.
+        # The store's future, not a task: on SQLite a lone publish commits right here (inline), and is
+        # then answered at once, not by a done callback one loop iteration later.
         done = self.gateway.bus.publish_batch_soon([event for event, _, _ in batch])
+        if done.done():
+            self._published(batch, done)
+            return
         self._tasks[done] = None
         done.add_done_callback(functools.partial(self._published, batch))
 

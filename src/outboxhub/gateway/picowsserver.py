@@ -96,7 +96,7 @@ class PicowsSocket(picows.WSListener):
 
     __slots__ = (
         "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_high",
-        "_inbound", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged",
+        "_inbound", "_loop", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged",
         "_pong_held", "_reading", "_seen", "_transport", "_waiter", "peer",
     )  # fmt: skip
 
@@ -122,18 +122,22 @@ class PicowsSocket(picows.WSListener):
         self._seen = False  # a frame arrived since the last heartbeat tick
         self._pinged = False  # a ping went out and nothing has come back yet
         self._high = 0  # the transport's write-buffer high-water mark (read once: nothing changes it)
+        # Kept: on Python 3.11 asyncio.get_running_loop() is a getpid system call, and the reader asks for
+        # a future each time it waits for a frame.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.peer: str | None = None
 
     # -- picows callbacks -------------------------------------------------------------------------------
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self._high = transport.underlying_transport.get_write_buffer_limits()[1]
         peer = transport.underlying_transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
         on_connected, self._on_connected = self._on_connected, None
         _forget_handshake(transport)
-        self._beat = asyncio.get_running_loop().call_later(self._heartbeat_s, self._heartbeat)
+        self._beat = self._loop.call_later(self._heartbeat_s, self._heartbeat)
         on_connected(self)
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
@@ -204,7 +208,8 @@ class PicowsSocket(picows.WSListener):
             if self._gone:
                 return _CLOSED
             self._frames = frames = None  # an idle socket keeps no deque (≈ 600 B)
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop or asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
             try:
                 await waiter
             finally:
@@ -216,6 +221,10 @@ class PicowsSocket(picows.WSListener):
             if not self._reading:
                 self._sync_reading()
         return message
+
+    def caught_up(self) -> bool:
+        """True when every message received so far has been taken by :meth:`receive`."""
+        return not self._frames
 
     async def send_text(self, data: bytes) -> None:
         """Write one text frame; wait while the transport is paused (see the module docstring)."""

@@ -55,6 +55,11 @@ class WebSocket(Protocol):
         """The next message (see the module docstring); :data:`CLOSED` from then on once closed."""
         ...
 
+    def caught_up(self) -> bool:
+        """True when :meth:`receive` has handed out every message received so far (its next call waits for
+        the peer); False while messages wait, or when the socket cannot tell."""
+        ...
+
     async def close(self, code: int, message: bytes) -> None:
         """Send a close frame with ``code`` and ``message``, wait for the peer's (the caller bounds the
         wait), then close the TCP connection."""
@@ -98,6 +103,9 @@ class AiohttpSocket:
         if kind is WSMsgType.ERROR:  # e.g. a frame beyond the hard limit: aiohttp closes with 1009
             return ERROR, msg.data
         return _CLOSED  # CLOSE, CLOSING, CLOSED
+
+    def caught_up(self) -> bool:
+        return False  # aiohttp does not say whether a message is waiting
 
     async def close(self, code: int, message: bytes) -> None:
         await self._ws.close(code=code, message=message)

@@ -100,16 +100,16 @@ class StoreBackend(ABC):
     def publish_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
         """:meth:`publish_batch` as the future of its results (an error is set on it), from
         :meth:`_append_soon`. Must run on the event loop thread."""
-        loop = asyncio.get_running_loop()
         try:
             self._check_open()
             rows = [prepare(event) for event in events]
         except Exception as exc:
-            failed: asyncio.Future[list[PublishResult]] = loop.create_future()
+            # (the loop is asked for only here: on Python 3.11 each call is a getpid system call)
+            failed: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed
         if not rows:
-            empty: asyncio.Future[list[PublishResult]] = loop.create_future()
+            empty: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
             empty.set_result([])
             return empty
         return self._append_soon(rows)

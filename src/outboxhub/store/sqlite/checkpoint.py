@@ -6,13 +6,23 @@ so the writer thread, and every publish waiting on it, stalled for a copy and tw
 (four times a second at 1,000 one-at-a-time publishes a second). Here a checkpointer thread with its own
 connection runs a PASSIVE checkpoint (it neither waits for nor blocks the writer and the readers) soon
 after commits: at once after a quiet spell, then at most every ``INTERVAL_S`` while commits keep coming.
-The writer's own automatic checkpoint stays as the backstop, at ``BACKSTOP_BYTES`` of WAL.
+
+The backstop: under sustained writes the WAL cannot restart from its beginning (frames keep arriving
+behind a running checkpoint), so it grows. When a checkpoint reports more than ``BACKSTOP_BYTES`` of WAL
+(or fails), the checkpointer asks the writer (``on_backstop``), whose thread then checkpoints between two
+of its batches, with nothing being written meanwhile, so that the checkpoint completes and the next write
+restarts the WAL (``journal_size_limit`` cuts the file back to 64 MiB then). The write connection itself
+never checkpoints on its own (``wal_autocheckpoint = 0``): it also commits on the event loop thread
+(``writer.py``), which must not stall for a copy and two fsyncs.
+
+The restart: the first commit after a checkpoint that copied the whole WAL starts it over, and writes and
+syncs (fdatasync) its new header, whatever ``synchronous`` says short of ``off``. That commit must not run
+on the event loop thread either: ``RestartGuard.due`` is set from the start of every checkpoint until it is
+known that none is pending (the checkpoint left frames behind, or the writer thread has committed since),
+and the writer commits nothing on the loop thread while it is set.
 
 Durability with ``synchronous=normal``: the WAL is synced before each checkpoint, so a power loss can take
 back about ``INTERVAL_S`` of commits while the checkpointer keeps up, at most ``BACKSTOP_BYTES`` of WAL.
-The cost: under sustained writes the WAL cannot restart from its beginning (frames keep arriving behind a
-running checkpoint), so the file grows towards the backstop instead of staying near 4 MiB
-(``journal_size_limit`` cuts it back to that size after a restart).
 """
 
 from __future__ import annotations
@@ -20,9 +30,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 
-__all__ = ["BACKSTOP_BYTES", "INTERVAL_S", "Checkpointer"]
+__all__ = [
+    "BACKSTOP_BYTES",
+    "INTERVAL_S",
+    "Checkpointer",
+    "RestartGuard",
+    "backstop_checkpoint",
+    "restart_wal",
+]
 
 _log = logging.getLogger("outboxhub.store.sqlite.store")
 
@@ -30,7 +48,60 @@ INTERVAL_S = 0.1
 """Most time between a commit and the checkpoint that covers it (while the checkpointer keeps up)."""
 
 BACKSTOP_BYTES = 64 * 1024 * 1024
-"""WAL after which the writer checkpoints by itself (its ``wal_autocheckpoint``, in pages of this size)."""
+"""WAL after which the writer thread checkpoints (``Checkpointer.open``'s ``backstop_frames`` in pages)."""
+
+
+_BACKSTOP_TRIES = 200
+"""Tries of the writer's backstop checkpoint while the checkpointer runs one (1 ms apart)."""
+
+
+class RestartGuard:
+    """Whether the next commit may restart the WAL (and sync its header). Read by the loop thread without a
+    lock: ``due`` is set before a checkpoint starts copying and cleared only when the WAL is known to hold
+    frames no checkpoint has copied (a checkpoint left some behind, or a write of the writer thread with no
+    checkpoint running at any time during it added some)."""
+
+    __slots__ = ("_active", "_ended", "_epoch", "_lock", "_syncs", "due")
+
+    def __init__(self, *, syncs: bool) -> None:
+        self._syncs = syncs  # False with synchronous=off: a restart syncs nothing, so nothing is ever due
+        self.due = syncs  # an empty WAL (a new file, or after a restart of the process) starts with a header
+        self._epoch = 0  # checkpoints begun
+        self._ended = 0  # checkpoints ended
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def checkpointing(self) -> int:
+        """A checkpoint is about to run: a restart may be due after it. Returns the token for
+        ``checkpointed``, which must follow whatever happens."""
+        with self._lock:
+            self._epoch += 1
+            self._active += 1
+            self.due = self._syncs
+            return self._epoch
+
+    def checkpointed(self, token: int, result: tuple[int, int, int] | None) -> None:
+        """The checkpoint's ``wal_checkpoint`` result (busy, frames, copied; None: it failed). When it left
+        frames behind and no other checkpoint began since, the WAL cannot restart."""
+        with self._lock:
+            self._active -= 1
+            self._ended += 1
+            if result is not None and self._epoch == token:
+                busy, frames, copied = result
+                if not busy and copied < frames:
+                    self.due = False
+
+    def writing(self) -> tuple[int, int, int]:
+        """Read before a write of the writer thread: the token for ``written``."""
+        with self._lock:
+            return self._epoch, self._ended, self._active
+
+    def written(self, token: tuple[int, int, int]) -> None:
+        """The writer thread committed a write begun at ``token``: it restarted the WAL if a restart was due,
+        or added frames after the last checkpoint, unless a checkpoint ran at some time during it."""
+        with self._lock:
+            if token == (self._epoch, self._ended, 0) and not self._active:
+                self.due = False
 
 
 class Checkpointer:
@@ -43,19 +114,48 @@ class Checkpointer:
         url: str,
         synchronous: str,
         on_checkpoint: Callable[[], None],
+        on_backstop: Callable[[], None],
+        on_restart: Callable[[], None],
         interval_s: float = INTERVAL_S,
     ) -> None:
         self._path = path
         self._url = url
         self._synchronous = synchronous
         self._on_checkpoint = on_checkpoint
+        self._on_backstop = on_backstop
+        self._on_restart = on_restart
         self._interval_s = interval_s
+        self.restarts = RestartGuard(syncs=synchronous != "off")
+        self._backstop_frames = 0
+        self._conn: sqlite3.Connection | None = None
         self._due = threading.Event()
+        self._running = False  # from taking a due flag until its checkpoint's callbacks have run
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="outboxhub-sqlite-checkpoint", daemon=True)
 
-    def start(self) -> None:
+    def open(self, *, backstop_frames: int) -> bool:
+        """Open the checkpointer's connection (in the caller's thread) and start the thread; False when the
+        connection cannot be opened (then nobody checkpoints but SQLite's automatic checkpoint)."""
+        self._backstop_frames = backstop_frames
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            _log.warning("sqlite store %s: no checkpointer (%s); the writer checkpoints", self._url, exc)
+            return False
+        try:
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # what a checkpoint syncs
+        except sqlite3.Error as exc:
+            conn.close()
+            _log.warning("sqlite store %s: no checkpointer (%s); the writer checkpoints", self._url, exc)
+            return False
+        self._conn = conn
         self._thread.start()
+        return True
+
+    @property
+    def running(self) -> bool:
+        """A checkpoint (or the hand-over of its backstop or restart) is under way."""
+        return self._running
 
     def committed(self) -> None:
         """Called by the writer after each commit (cheap: sets a flag)."""
@@ -70,31 +170,72 @@ class Checkpointer:
         self._due.set()
         if self._thread.is_alive():
             self._thread.join()
+        elif self._conn is not None:
+            self._conn.close()
 
     def _main(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # what a checkpoint syncs
-        except sqlite3.Error as exc:
-            _log.warning("sqlite store %s: no checkpointer (%s); the writer checkpoints", self._url, exc)
-            return
+        conn = self._conn
+        assert conn is not None
         failing = False
         try:
             while True:
                 self._due.wait()
                 if self._stopping.is_set():
                     return
+                self._running = True
                 self._due.clear()
+                token = self.restarts.checkpointing()
+                result = None
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    frames = result[1]
                     failing = False
                     self._on_checkpoint()
                 except sqlite3.Error as exc:
                     if not failing:  # one line per spell of failures; the writer's backstop still runs
                         _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
                     failing = True
+                    frames = self._backstop_frames
+                finally:
+                    self.restarts.checkpointed(token, result)
+                if frames >= self._backstop_frames:
+                    self._on_backstop()  # its checkpoint is followed by the restart when that is due
+                elif self.restarts.due:
+                    self._on_restart()
+                self._running = False
                 # Commits in the meantime set the flag again: one checkpoint covers them all.
                 if self._stopping.wait(self._interval_s):
                     return
         finally:
             conn.close()
+
+
+def backstop_checkpoint(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
+    """The backstop, on the writer's connection and thread with nothing written meanwhile, so that the
+    checkpoint can copy the whole WAL and the WAL start over (waits while the checkpointer runs one)."""
+    for _ in range(_BACKSTOP_TRIES):
+        token, result = restarts.checkpointing(), None
+        try:
+            result = busy, _, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            restarts.checkpointed(token, result)
+        if not busy:
+            return
+        time.sleep(0.001)  # the checkpointer's own checkpoint ends within milliseconds
+
+
+def restart_wal(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
+    """Start the WAL over with a write of its own, on the writer's connection and thread: its commit syncs
+    the WAL's new header there, and the next publish or ACK commits without that sync. The write flips
+    ``user_version`` (unused otherwise), a change of page 1: writing a value a page already holds would
+    write no frame, and so restart nothing."""
+    token = restarts.writing()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {version ^ 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    restarts.written(token)

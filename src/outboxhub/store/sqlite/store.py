@@ -27,7 +27,8 @@ URL query parameters (or keyword options of ``open_store``, which win):
 * ``readers``: reader threads/connections (default 4);
 * ``max_batch``: most jobs per group commit (default 4096);
 * ``inline_claims``: most parked claims with which a lone publish still commits on the event loop thread,
-  running them in that commit (default 0: a publish to a waiting member goes to the writer thread).
+  running them in that commit (default 0: a publish to a waiting member goes to the writer thread);
+* ``checkpoint_interval_ms``: most time between a commit and the checkpoint that covers it (default 100).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class SQLiteOptions:
     readers: int = 4
     max_batch: int = 4096
     inline_claims: int = 0
+    checkpoint_interval_ms: int = 100
 
 
 _INT_OPTIONS: dict[str, tuple[int, int]] = {
@@ -95,6 +97,7 @@ _INT_OPTIONS: dict[str, tuple[int, int]] = {
     "readers": (1, 64),
     "max_batch": (1, 1_000_000),
     "inline_claims": (0, 64),
+    "checkpoint_interval_ms": (1, 3_600_000),
 }
 
 
@@ -185,6 +188,7 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
             busy_timeout_ms=options.busy_timeout_ms,
             max_batch=options.max_batch,
             inline_claims=options.inline_claims,
+            checkpoint_interval_s=options.checkpoint_interval_ms / 1000,
             on_commit=self._committed,
         )
         self._pool = ThreadPoolExecutor(

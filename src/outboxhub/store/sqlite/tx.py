@@ -57,13 +57,28 @@ class WriteTx:
         self._new_topic_names: dict[int, str] = {}
         self._new_groups: dict[tuple[str, str], int] = {}
         self._dirty: set[int] = set()
+        # ``PRAGMA data_version`` at the last begin, and whether that transaction committed: while both hold
+        # and the version is unchanged, no other connection (another hub, an outbox drainer, a reader's
+        # write) has committed since, so ``next_seq`` and the catalog are still exact.
+        self._version = -1
+        self._exact = False
 
     # -- transaction lifecycle ----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Call right after ``BEGIN IMMEDIATE``: we hold the write lock, so the view below is exact."""
-        self.catalog.sync(self.conn)
-        self.next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+        """Call right after ``BEGIN IMMEDIATE``: we hold the write lock, so the view below is exact.
+
+        The log's last seq and the topics are read again only when another connection committed since our
+        last commit (``PRAGMA data_version`` changes only for other connections' commits) or our last
+        transaction did not commit: one statement instead of two for a writer that has the file to itself.
+        """
+        conn = self.conn
+        exact, self._exact = self._exact, False
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if not exact or version != self._version:
+            self._version = version
+            self.catalog.sync(conn)
+            self.next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
         self.appended_to = 0
         self.appended_topics.clear()
         self._new_topics.clear()
@@ -99,6 +114,7 @@ class WriteTx:
 
     def committed(self) -> None:
         """After COMMIT: publish the overlay to the shared caches."""
+        self._exact = True
         if self._new_topics:
             self.catalog.merge(self._new_topic_names.items())
         self._groups.update(self._new_groups)
@@ -172,6 +188,8 @@ class WriteTx:
     def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
         """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
         updated once."""
+        if len(rows) == 1:
+            return [self._append_one(rows[0])]
         first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
         unique: Sequence[int] = range(len(rows))
         if len(rows) > 1 and len(set(zip(map(_ID, rows), map(_TOPIC, rows), strict=True))) != len(rows):
@@ -208,6 +226,26 @@ class WriteTx:
             duplicate = both in existing or (first is not None and first[both] != index)
             results.append(PublishResult(id=row[0], seq=seq_of[both], duplicate=duplicate))
         return results
+
+    def _append_one(self, row: Prepared) -> PublishResult:
+        """``append`` of one event (one publish at a time): the same statements, less Python around them.
+        One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or its
+        transaction) undoes the insert if the topic count fails after it."""
+        event_id, topic, ts, key, payload, meta = row
+        topic_id = self.topic_id_for(topic)  # inserted when new, kept when the INSERT below is refused
+        seq = self.next_seq
+        try:
+            self.conn.execute(_INSERT_EVENTS[1], (seq, event_id, topic_id, ts, key, payload, meta))
+        except sqlite3.IntegrityError:
+            stored = self._existing_seqs([row]).get((event_id, topic))
+            if stored is None:  # not a duplicate after all: the INSERT's own error
+                raise
+            return PublishResult(id=event_id, seq=stored, duplicate=True)
+        self.conn.execute(_UPDATE_TOPIC, (1, seq, ts, topic_id))
+        self.next_seq = seq + 1
+        self.appended_to = seq
+        self.appended_topics.add(topic)
+        return PublishResult(id=event_id, seq=seq)
 
     def _append_many(
         self,

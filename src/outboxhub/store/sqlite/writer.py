@@ -7,7 +7,10 @@ append (multi-row INSERTs, ``tx.py``); when it fails the run is split in halves 
 offending job (publishes of different connections share a batch, so one bad publish must not fail
 another's). Every other job runs inside its own SAVEPOINT, so a failing job gets its exception and the rest
 of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread
-of their own (``checkpoint.py``), not in the writer.
+of their own (``checkpoint.py``); the write connection never checkpoints on its own. Two maintenance jobs
+come from the checkpointer and run on the writer thread between batches: the backstop checkpoint when the
+WAL has grown past ``BACKSTOP_BYTES`` (``_BACKSTOP``), and the write that starts the WAL over after a
+checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
@@ -35,7 +38,13 @@ from typing import Any
 from outboxhub.errors import StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
-from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES, Checkpointer
+from outboxhub.store.sqlite.checkpoint import (
+    BACKSTOP_BYTES,
+    INTERVAL_S,
+    Checkpointer,
+    backstop_checkpoint,
+    restart_wal,
+)
 from outboxhub.store.sqlite.errors import translate
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.schema import configure, migrate
@@ -52,6 +61,10 @@ JobFn = Callable[..., Any]
 _Job = tuple["asyncio.Future[Any]", JobFn | None, Any]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _STOP: Any = object()
+_BACKSTOP: Any = object()
+"""Queued by ``_backstop_wanted``: the writer thread checkpoints after its current batch (``_maintain``)."""
+_RESTART: Any = object()
+"""Queued by ``_restart_wanted``: the writer thread starts the WAL over while that is due (``_maintain``)."""
 
 
 @dataclass
@@ -65,6 +78,10 @@ class WriterStats:
     events: int = 0
     checkpoints: int = 0
     """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
+    backstops: int = 0
+    """Checkpoints run by the writer thread because the WAL had grown past the backstop."""
+    restarts: int = 0
+    """Writes of the writer thread of its own that started the WAL over (not in ``commits``)."""
     split_runs: int = 0
     """Runs of publishes whose shared append failed and were split in halves to find the bad job."""
 
@@ -82,6 +99,7 @@ class Writer:
         busy_timeout_ms: int,
         max_batch: int,
         inline_claims: int = 0,
+        checkpoint_interval_s: float = INTERVAL_S,
         on_commit: Callable[[int, frozenset[str] | None], None],
     ) -> None:
         self._path = path
@@ -117,9 +135,18 @@ class Writer:
         self._batch_topics: set[str] = set()  # topics appended by the current batch (writer thread)
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
+        self._maintenance: set[Any] = set()  # loop thread: _BACKSTOP / _RESTART queued and not yet run
         self._checkpointer = Checkpointer(
-            path, url=url, synchronous=synchronous, on_checkpoint=self._checkpointed
+            path,
+            url=url,
+            synchronous=synchronous,
+            on_checkpoint=self._checkpointed,
+            on_backstop=self._backstop_wanted,
+            on_restart=self._restart_wanted,
+            interval_s=checkpoint_interval_s,
         )
+        # A commit that may restart the WAL syncs its header: it goes to the thread (``checkpoint.py``).
+        self._restarts = self._checkpointer.restarts
 
     async def start(self) -> None:
         """Start the thread; return once the database is open and migrated (or raise why it is not).
@@ -176,6 +203,7 @@ class Writer:
             and not self._inline_used
             and not self._stopping
             and self._inline_allowed
+            and not self._restarts.due
             and self._tx is not None
         ):
             assert self._loop is not None
@@ -191,7 +219,8 @@ class Writer:
 
     def _run_inline(self, job: _Job) -> bool:
         """Run ``job`` as a batch of its own on the loop thread; False (nothing done) when another process
-        holds the write lock: the loop must not wait for it, the writer thread will."""
+        holds the write lock (the loop must not wait for it) or this commit could restart the WAL: the
+        writer thread will."""
         conn, tx = self._conn, self._tx
         assert conn is not None and tx is not None
         try:
@@ -200,6 +229,11 @@ class Writer:
                 self._busy_zero = True
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
+            _rollback(conn)
+            return False
+        # Checked again now that the snapshot is taken: a checkpoint that copied the whole WAL before it
+        # (so that this commit would restart the WAL) had set the flag before it began.
+        if self._restarts.due:
             _rollback(conn)
             return False
         self._inline = True
@@ -246,14 +280,24 @@ class Writer:
             configure(conn, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms, writer=True)
             migrate(conn)
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BACKSTOP_BYTES // page_size)}")
+            backstop = max(1000, BACKSTOP_BYTES // page_size)
+            # This connection commits on the loop thread too: it never checkpoints by itself (a copy and
+            # two fsyncs); the checkpointer runs them and asks this thread for the backstop one. Without a
+            # checkpointer, SQLite's automatic checkpoint is the backstop and nothing commits on the loop.
+            if self._checkpointer.open(backstop_frames=backstop):
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                if self._restarts.due:  # the WAL may be empty: its first commit writes and syncs a header
+                    restart_wal(conn, self._restarts)
+            else:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
+                self._inline_allowed = False
             tx = WriteTx(conn, self._catalog)
         except Exception as exc:
+            self._checkpointer.stop()
             conn.close()
             self._started.set_exception(_cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
-        self._checkpointer.start()
         self._conn, self._tx = conn, tx
         self._started.set_result(None)
         try:
@@ -268,18 +312,24 @@ class Writer:
         while True:
             job = self._queue.get()
             stop = job is _STOP
-            jobs: list[_Job] = [] if stop else [job]
-            while not stop and len(jobs) < self._max_batch:
+            maintenance: list[Any] = []
+            jobs: list[_Job] = []
+            while True:
+                if job is _BACKSTOP or job is _RESTART:
+                    maintenance.append(job)
+                elif job is not _STOP:
+                    jobs.append(job)
+                if stop or len(jobs) >= self._max_batch:
+                    break
                 try:
                     job = get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
-                    stop = True
-                else:
-                    jobs.append(job)
+                stop = job is _STOP
             if jobs:
                 self._guarded_batch(conn, tx, jobs)
+            if maintenance:
+                self._maintain(conn, maintenance)
             if stop:
                 self._fail_leftovers()
                 return
@@ -306,7 +356,7 @@ class Writer:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not _STOP:
+            if job is not _STOP and job is not _BACKSTOP and job is not _RESTART:
                 leftovers.append((job[0], StoreUnavailable(f"sqlite store {self._url} is closed"), None))
         if leftovers:
             self._post(leftovers, 0)
@@ -454,6 +504,50 @@ class Writer:
 
     def _checkpointed(self) -> None:
         self.stats.checkpoints += 1
+
+    def _backstop_wanted(self) -> None:
+        """The checkpointer saw the WAL past the backstop (checkpointer thread)."""
+        self._want(_BACKSTOP)
+
+    def _restart_wanted(self) -> None:
+        """The checkpointer copied the whole WAL: the next commit starts it over (checkpointer thread)."""
+        self._want(_RESTART)
+
+    def _want(self, marker: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the store is going away
+                self._loop.call_soon_threadsafe(self._queue_maintenance, marker)
+
+    def _queue_maintenance(self, marker: Any) -> None:
+        # Outstanding until it has run: no inline commit meanwhile (the thread uses the connection).
+        if marker in self._maintenance or self._stopping:
+            return
+        self._maintenance.add(marker)
+        self._outstanding += 1
+        self._queue.put(marker)
+
+    def _maintained(self, markers: list[Any]) -> None:
+        self._maintenance.difference_update(markers)
+        self._outstanding -= len(markers)
+
+    def _maintain(self, conn: sqlite3.Connection, markers: list[Any]) -> None:
+        try:
+            if _BACKSTOP in markers:
+                backstop_checkpoint(conn, self._restarts)
+                self.stats.backstops += 1
+            if self._restarts.due:  # after the backstop too: it copied the whole WAL if nothing held it
+                if self._busy_zero:  # the restart may wait for another process's lock, as a batch does
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                    self._busy_zero = False
+                restart_wal(conn, self._restarts)
+                self.stats.restarts += 1
+        except sqlite3.Error as exc:  # nothing lost: the checkpointer asks again, the next write restarts
+            _rollback(conn)
+            _log.warning("sqlite store %s: WAL maintenance failed: %s", self._url, exc)
+        finally:
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._maintained, markers)
 
     def _post(
         self, outcomes: list[_Outcome], last_seq: int, topics: frozenset[str] = frozenset(), *, jobs: int = 0

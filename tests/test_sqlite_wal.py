@@ -1,0 +1,108 @@
+"""No WAL upkeep on the event loop thread (SQLite): the write connection, which also commits on the loop,
+never checkpoints by itself; when the WAL grows past ``BACKSTOP_BYTES`` the writer thread checkpoints, and
+the WAL restarts and is cut back; the commit that starts the WAL over (and syncs its new header) is the
+writer thread's. Real SQLite files, a real reader holding a snapshot to make the WAL grow, checkpoint
+statements observed with SQLite's trace callback, restarts read from the WAL file's header."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+from outboxhub.model import NewEvent
+from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES
+from outboxhub.store.sqlite.store import SQLiteStore
+
+WAIT_S = 60.0  # an upper bound for "soon", never a measured threshold
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # schema.configure
+
+
+def wal_size(path: Path) -> int:
+    return os.path.getsize(f"{path}-wal")
+
+
+def wal_checkpoint_seq(path: Path) -> int:
+    """The checkpoint sequence number of the WAL's header: SQLite adds one each time the WAL restarts."""
+    with open(f"{path}-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+async def test_the_backstop_checkpoint_runs_on_the_writer_thread_and_restarts_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    store = await SQLiteStore.open(f"sqlite:///{path}")
+    writer = store._writer
+    conn = writer._conn
+    assert conn is not None
+    checkpoints: list[int] = []  # the thread of every checkpoint statement run on the write connection
+
+    def trace(sql: str) -> None:
+        if "wal_checkpoint" in sql.lower():
+            checkpoints.append(threading.get_ident())
+
+    try:
+        # SQLite's automatic checkpoint would run in whichever thread commits past it: the loop's too.
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        conn.set_trace_callback(trace)
+        await store.publish(NewEvent(topic="wal.t", payload=0))
+        restarts = wal_checkpoint_seq(path)
+        # A reader holding a snapshot: no checkpoint can complete, so the WAL grows past the backstop.
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()
+        inline = store.writer_stats.inline_commits
+        big = "x" * (1 << 20)
+        async with asyncio.timeout(WAIT_S):
+            while store.writer_stats.backstops == 0:
+                await store.publish(NewEvent(topic="wal.t", payload=big))
+                await asyncio.sleep(0)  # the next publish commits inline again (one per loop iteration)
+        assert wal_size(path) > BACKSTOP_BYTES
+        assert store.writer_stats.inline_commits - inline > BACKSTOP_BYTES // len(big) // 2
+        assert checkpoints
+        assert set(checkpoints) == {writer._thread.ident} != {threading.get_ident()}
+        reader.rollback()
+        reader.close()
+        # Nothing holds the WAL now: a checkpoint completes and a later commit starts it over, cut back.
+        async with asyncio.timeout(WAIT_S):
+            while wal_checkpoint_seq(path) == restarts:
+                await store.publish(NewEvent(topic="wal.t", payload=1))
+                await asyncio.sleep(0.01)
+        # the commit that restarted it (maybe the writer thread's, seen half-way) is over after this one
+        await store.publish(NewEvent(topic="wal.t", payload=2))
+        assert wal_size(path) <= JOURNAL_SIZE_LIMIT
+        assert set(checkpoints) == {writer._thread.ident}
+        assert [e.payload for e in await store.scan("wal.t", limit=1)] == [0]
+    finally:
+        conn.set_trace_callback(None)
+        await store.close()
+
+
+async def test_the_commit_that_restarts_the_wal_never_runs_on_the_loop_thread(tmp_path: Path) -> None:
+    """After a checkpoint has copied the whole WAL the next commit starts it over, writing and syncing its
+    header. Checkpoints every millisecond and pauses between publishes make that happen over and over; the
+    WAL's header is read right before and right after each publish is handed to the store, which is when an
+    inline commit runs, so a restart by a commit on the loop thread would show."""
+    path = tmp_path / "restart.db"
+    store = await SQLiteStore.open(f"sqlite:///{path}?checkpoint_interval_ms=1")
+    rng = random.Random(16)
+    try:
+        await store.publish(NewEvent(topic="r.t", payload=-1))
+        stats = store.writer_stats
+        first, inline = wal_checkpoint_seq(path), 0
+        for i in range(150):
+            before, committed = wal_checkpoint_seq(path), stats.inline_commits
+            done = store.publish_soon([NewEvent(topic="r.t", payload=i)])
+            if stats.inline_commits > committed:  # it committed right there, on this (the loop) thread
+                inline += 1
+                assert wal_checkpoint_seq(path) == before, f"publish {i} restarted the WAL on the loop thread"
+            await done
+            await asyncio.sleep(rng.choice([0, 0.001, 0.003, 0.01]))
+        # the case did arise: publishes committed on the loop thread, and the WAL started over many times
+        restarts = wal_checkpoint_seq(path) - first
+        assert inline >= 10 and restarts >= 3 and stats.restarts >= 3, (inline, restarts, stats.restarts)
+        assert [e.payload for e in await store.scan("r.t", limit=200)] == list(range(-1, 150))
+    finally:
+        await store.close()
