@@ -73,6 +73,8 @@ class GroupCommitWriter:
         self._committing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Taken on the first submit: asyncio.get_running_loop() is a getpid() system call on CPython 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.split_runs = 0
         """Failed batches split in halves to find the offending job (for tests and metrics)."""
 
@@ -87,7 +89,9 @@ class GroupCommitWriter:
     def submit_soon(self, rows: Sequence[Prepared]) -> asyncio.Future[list[PublishResult]]:
         """:meth:`submit` as the future of its results (no coroutine or task per publish); ``rows`` must
         not be empty. Must run on the event loop thread."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[list[PublishResult]] = loop.create_future()
         if self._closed:
             future.set_exception(StoreError("the store is closed"))
