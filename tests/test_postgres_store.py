@@ -271,7 +271,9 @@ async def test_a_commit_on_one_node_wakes_listeners_on_the_other(pg_url: str) ->
 @pg
 async def test_local_commits_call_listeners_once_per_new_seq(pg_url: str) -> None:
     store = await _open(pg_url)
+    other = await _open(pg_url)  # a second node listening: the commits are NOTIFYed to this store too
     try:
+        await asyncio.wait_for(other.listener.connected.wait(), WAIT_S)
         seen: list[int] = []
         store.add_commit_listener(seen.append)
         first = await store.publish(NewEvent(topic="l.t"))
@@ -285,6 +287,7 @@ async def test_local_commits_call_listeners_once_per_new_seq(pg_url: str) -> Non
         assert len(seen) == 2
     finally:
         await store.close()
+        await other.close()
 
 
 # -- connection loss ------------------------------------------------------------------------------------
@@ -346,6 +349,8 @@ async def test_connection_loss_raises_unavailable_and_the_store_recovers(pg_url:
     store = await _open(url, pool_timeout_s=0.5, poll_interval_s=0.2, connect_timeout_s=1)
     confirmed: list[str] = []
     try:
+        # Listening (LISTEN and its registration done) before the cut, so that coming back is a reconnect.
+        await asyncio.wait_for(store.listener.connected.wait(), WAIT_S)
         confirmed.append((await store.publish(NewEvent(topic="loss.t", payload=0))).id)
         await store.ensure_group("loss.*", "g", EARLIEST)
         await proxy.stop()

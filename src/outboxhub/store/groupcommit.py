@@ -23,7 +23,7 @@ from outboxhub.errors import StoreError, StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 
-__all__ = ["GroupCommitWriter", "Stage", "Staged"]
+__all__ = ["Committed", "GroupCommitWriter", "Stage", "Staged"]
 
 
 class Staged(Protocol):
@@ -34,6 +34,19 @@ class Staged(Protocol):
     async def commit(self) -> None:
         """COMMIT (raising a ``StoreError`` when that fails) and release the connection."""
         ...
+
+
+class Committed:
+    """A batch the stage function has already committed (one statement that is its own transaction): the
+    writer answers its publishers at once, with no commit step of its own."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, results: list[PublishResult]) -> None:
+        self.results = results
+
+    async def commit(self) -> None:
+        """Nothing to do: the COMMIT went with the append."""
 
 
 Stage = Callable[[Sequence[Prepared]], Awaitable[Staged]]
@@ -60,6 +73,8 @@ class GroupCommitWriter:
         self._committing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Taken on the first submit: asyncio.get_running_loop() is a getpid() system call on CPython 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.split_runs = 0
         """Failed batches split in halves to find the offending job (for tests and metrics)."""
 
@@ -69,13 +84,23 @@ class GroupCommitWriter:
             raise StoreError("the store is closed")
         if not rows:
             return []
-        loop = asyncio.get_running_loop()
+        return await self.submit_soon(rows)
+
+    def submit_soon(self, rows: Sequence[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        """:meth:`submit` as the future of its results (no coroutine or task per publish); ``rows`` must
+        not be empty. Must run on the event loop thread."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[PublishResult]] = loop.create_future()
+        if self._closed:
+            future.set_exception(StoreError("the store is closed"))
+            return future
         if self._task is None:
             self._task = loop.create_task(self._run(), name="outboxhub-pg-writer")
-        future: asyncio.Future[list[PublishResult]] = loop.create_future()
         self._queue.append(_Job(rows, future))
         self._wakeup.set()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Commit what is queued, then stop the writer task. Idempotent."""
@@ -136,6 +161,10 @@ class GroupCommitWriter:
                 await self._start(part)
                 await self._drain()
             return
+        if type(staged) is Committed:
+            self._slots.release()
+            _answer(jobs, staged.results)
+            return
         task = asyncio.get_running_loop().create_task(self._finish(staged, jobs))
         self._committing.add(task)
         task.add_done_callback(self._committing.discard)
@@ -153,13 +182,16 @@ class GroupCommitWriter:
             return
         finally:
             self._slots.release()
-        results = staged.results
-        start = 0
-        for job in jobs:
-            end = start + len(job.rows)
-            if not job.future.done():
-                job.future.set_result(results[start:end])
-            start = end
+        _answer(jobs, staged.results)
+
+
+def _answer(jobs: list[_Job], results: list[PublishResult]) -> None:
+    start = 0
+    for job in jobs:
+        end = start + len(job.rows)
+        if not job.future.done():
+            job.future.set_result(results[start:end])
+        start = end
 
 
 def _fail(job: _Job, exc: BaseException) -> None:

@@ -8,6 +8,11 @@ listener keeps its own connection (a pooled one could not stay in LISTEN), and w
 reconnects with backoff. A notification lost while disconnected is covered by polling: after every
 (re)connect and every ``poll_interval_s`` without a notification, the listener reads the counter and reports
 any seq it has not reported yet. The poll doubles as the liveness check of the connection.
+
+The LISTEN connection registers its store's node (``registry.py``) after LISTEN and before that first
+poll; a publish notifies only when some other node is registered, so a lone hub hears no notification
+of its own commits (its store calls the commit listeners directly) and relies on the poll for commits of
+programs that publish without a node.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Any
 
 import psycopg
 
+from outboxhub.ids import now_ms
 from outboxhub.retry import BackoffPolicy, Retries
 from outboxhub.store.postgres.conn import configure_connection
+from outboxhub.store.postgres.registry import register, unregister
 from outboxhub.store.postgres.schema import quote_ident
 
 __all__ = ["Listener", "parse_payload"]
@@ -43,10 +50,12 @@ class Listener:
         schema: str,
         channel: str,
         on_seq: Callable[[int, frozenset[str] | None], None],
+        node: str,
         poll_interval_s: float = 1.0,
         connect_timeout_s: float = 5.0,
     ) -> None:
         self._dsn = dsn
+        self._node = node
         self._url = url
         self._schema = schema
         self._channel = channel
@@ -61,6 +70,8 @@ class Listener:
         """How many times the connection was re-established after a loss."""
         self.backend_pid: int | None = None
         """The server process id of the current LISTEN connection."""
+        self.notifications = 0
+        """Notifications received (tests count them)."""
 
     def start(self) -> None:
         if self._task is None:
@@ -72,6 +83,13 @@ class Listener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        conn = self._conn
+        if conn is not None and self.connected.is_set():
+            # Best effort: a row left behind only means other nodes go on notifying (registry.py).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    unregister(conn, quote_ident(self._schema), self._node), self._connect_timeout_s
+                )
         await self._drop()
 
     async def _drop(self) -> None:
@@ -94,6 +112,8 @@ class Listener:
                 self.backend_pid = conn.info.backend_pid
                 await configure_connection(conn)
                 await conn.execute(f"LISTEN {quote_ident(self._channel)}")
+                # After LISTEN took effect, before the poll: see registry.py for why nothing is missed.
+                await register(conn, quote_ident(self._schema), self._node, now_ms())
                 if ever_connected:
                     self.reconnects += 1
                     _log.info("PostgreSQL listener for %s reconnected", self._url)
@@ -125,6 +145,7 @@ class Listener:
             got = False
             async for notify in conn.notifies(timeout=self._poll_interval_s):
                 got = True
+                self.notifications += 1
                 parsed = parse_payload(notify.payload)
                 if parsed is not None:
                     self._on_seq(*parsed)

@@ -23,6 +23,7 @@ parked for the next batch, and are woken by this one's commit like any sleeping 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,9 +35,22 @@ from outboxhub.store.parkedclaim import ParkedClaimBase
 from outboxhub.store.postgres.claim import filter_args_of
 from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
 
-__all__ = ["MAX_CLAIMS_PER_BATCH", "NOT_RUN", "ParkedClaim", "ParkedStats", "ParkingLot", "publish_claim"]
+__all__ = [
+    "MAX_CLAIMS_PER_BATCH",
+    "NOT_RUN",
+    "REPARK_TURNS",
+    "ParkedClaim",
+    "ParkedStats",
+    "ParkingLot",
+    "publish_claim",
+    "wait_for_reparking",
+]
 
 MAX_CLAIMS_PER_BATCH = 16
+
+REPARK_TURNS = 2
+"""Event loop turns a batch staged right after one that ran claims waits for their members to park again:
+one for the claim's result to wake the member, one for the member's task to hand out and park."""
 
 NOT_RUN: tuple[list[Delivery], int] = ([], -1)
 """The result of a parked claim that did not run: nothing claimed, no commit covered (the member wakes
@@ -84,19 +98,36 @@ class ParkedClaim(ParkedClaimBase):
 class ParkingLot:
     """The parked claims of one store (event loop only). Key-ordered claims are kept, never taken."""
 
-    __slots__ = ("_claims",)
+    __slots__ = ("_claims", "_members")
 
     def __init__(self) -> None:
         self._claims: dict[ParkedClaim, None] = {}  # insertion-ordered: the first parked runs first
+        self._members: Counter[tuple[str, str, str]] = Counter()  # claims parked per (pattern, group, member)
 
     def __len__(self) -> int:
         return len(self._claims)
 
     def add(self, claim: ParkedClaim) -> None:
         self._claims[claim] = None
+        self._members[_member_of(claim.request)] += 1
 
     def remove(self, claim: ParkedClaim) -> bool:
-        return self._claims.pop(claim, 0) is None
+        if self._claims.pop(claim, 0) is not None:
+            return False
+        self._forget(claim)
+        return True
+
+    def holds(self, request: ClaimRequest) -> bool:
+        """Whether the member of ``request`` has a claim parked here (for the same pattern and group)."""
+        return self._members[_member_of(request)] > 0
+
+    def _forget(self, claim: ParkedClaim) -> None:
+        key = _member_of(claim.request)
+        left = self._members[key] - 1
+        if left > 0:
+            self._members[key] = left
+        else:
+            del self._members[key]
 
     def take(self, topics: Sequence[str]) -> list[ParkedClaim]:
         """Remove and return up to ``MAX_CLAIMS_PER_BATCH`` claims whose pattern matches one of ``topics``."""
@@ -108,7 +139,23 @@ class ParkingLot:
                     break
         for claim in taken:
             del self._claims[claim]
+            self._forget(claim)
         return taken
+
+
+def _member_of(request: ClaimRequest) -> tuple[str, str, str]:
+    return request.pattern, request.group, request.member
+
+
+async def wait_for_reparking(lot: ParkingLot, ran: Sequence[ParkedClaim]) -> None:
+    """Give the members whose claims ``ran`` in the batch just committed up to ``REPARK_TURNS`` loop turns
+    to park their next claims, so the batch about to be staged (already queued: publishes arrived while
+    the last one was in flight) takes them. Without it that batch went out without them and its commit
+    woke each member into a claim of its own: one more statement per event under load."""
+    for _ in range(REPARK_TURNS):
+        if all(lot.holds(claim.request) for claim in ran):
+            return
+        await asyncio.sleep(0)
 
 
 def resolve(claims: Sequence[ParkedClaim], outcomes: Sequence[tuple[list[Delivery], int]]) -> None:

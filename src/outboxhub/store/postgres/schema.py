@@ -21,9 +21,12 @@ Tables:
   from the frontier and the oldest pending seq when read (``groups.py``).
 * ``pending``: a group's deliveries not yet acked. ``member`` NULL with ``attempts`` 0 marks an event held
   back by key ordering; ``deadline`` is when it becomes deliverable (again).
+* ``listeners`` (version 6): one row per node (hub process's store) whose LISTEN connection is up;
+  ``publish_events`` notifies only when another node than its own is listed (``registry.py``).
 
 Functions: ``publish_events`` (every append), from version 3 ``claim_new`` (the common claim), from
 version 5 ``claim_parked`` and ``publish_claim`` (a group commit with the parked claims, ``parked.py``).
+From version 6 ``publish_events`` skips its NOTIFY when no other node listens.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable
 import psycopg
 
 from outboxhub.errors import StoreError
+from outboxhub.store.postgres.registry import LISTENERS_TABLE, NOTIFY_CONDITION
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "channel_name", "migrate", "quote_ident"]
 
@@ -339,7 +343,19 @@ def _v5() -> list[str]:
     return [parked, _PUBLISH_CLAIM_FUNCTION]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5]
+_NOTIFY_IF = "    IF v_new > v_last THEN\n"
+
+
+def _v6() -> list[str]:
+    """``listeners``: the nodes whose LISTEN connection is up (``registry.py``); ``publish_events`` sends
+    its NOTIFY only when a node other than the publishing connection's is registered, so a lone hub is not
+    woken by its own commits."""
+    v4 = _v4()[0]
+    assert _NOTIFY_IF in v4
+    return [LISTENERS_TABLE, v4.replace(_NOTIFY_IF, f"    {NOTIFY_CONDITION}\n")]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 

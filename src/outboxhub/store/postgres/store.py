@@ -33,7 +33,8 @@ Design:
   they append dead-letter events (the reasoning is in ``groups.py``); publishes always wait for it.
 * **Wake-up** (``listen.py``): ``publish_events`` NOTIFYs the schema's channel with the last seq; a dedicated
   LISTEN connection (reconnecting, with polling as fallback) calls the commit listeners for commits made by
-  any process. Local commits call them directly, without waiting for the notification.
+  any process. Local commits call them directly, without waiting for the notification, and send none
+  unless another node listens (``registry.py``: each store's LISTEN connection registers its node).
 * **Connection loss**: operations raise ``StoreUnavailable`` (one line naming the URL, password masked) when
   the server cannot be reached within ``pool_timeout_s``; a connection that broke while idle in the pool
   (the server restarted) is discarded and the operation re-run on another. The pool reconnects by itself
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -72,7 +74,7 @@ from outboxhub.model import (
 from outboxhub.store.backend import StoreBackend
 from outboxhub.store.base import EventRef
 from outboxhub.store.codec import Prepared
-from outboxhub.store.groupcommit import GroupCommitWriter
+from outboxhub.store.groupcommit import Committed, GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.parkedclaim import ClaimParkingStore
 from outboxhub.store.postgres import events, parked
@@ -81,6 +83,7 @@ from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_r
 from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
+from outboxhub.store.postgres.registry import NODE_SETTING
 from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
 
 __all__ = ["PostgresStore", "open_store"]
@@ -126,9 +129,12 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         )
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._parking = parked.ParkingLot()
+        self._reparking: list[parked.ParkedClaim] = []  # claims the last batch ran: their members park again
         self.parked_stats = parked.ParkedStats()
+        self._node = uuid.uuid4().hex
         self._listener = Listener(
             dsn=settings.dsn,
+            node=self._node,
             url=self._url,
             schema=settings.schema,
             channel=self._channel,
@@ -168,7 +174,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
 
     async def _configure(self, conn: PgConn) -> None:
         await configure_connection(conn)
-        await conn.execute(f"SET search_path = {self._search_path}")
+        # The node lets publish_events skip the NOTIFY when no other node listens (registry.py).
+        await conn.execute(
+            f"SELECT set_config('search_path', %s, false), set_config('{NODE_SETTING}', %s, false)",
+            (self._search_path, self._node),
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -176,6 +186,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     def schema(self) -> str:
         """The schema holding this store's tables."""
         return self._settings.schema
+
+    @property
+    def node(self) -> str:
+        """This store's node id: its LISTEN connection's row in ``listeners`` (``registry.py``)."""
+        return self._node
 
     @property
     def listener(self) -> Listener:
@@ -236,10 +251,10 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         if self._pool_check is None or self._pool_check.done():
             self._pool_check = asyncio.get_running_loop().create_task(self._pool.check())
 
-    async def _stage(self, rows: Sequence[Prepared]) -> _CommittedBatch:
+    async def _stage(self, rows: Sequence[Prepared]) -> Committed:
         """Append ``rows`` in one transaction, a single ``publish_events`` statement in autocommit mode (one
-        round trip, one wait for the driver), then call the commit listeners; the writer's ``commit()`` has
-        nothing left to do.
+        round trip, one wait for the driver), then call the commit listeners; the writer
+        answers the publishers at once (``Committed``).
 
         Committing with the append keeps the seq counter's lock held only for what the server itself
         needs (the insert and the WAL flush), not also for a round trip through the event loop. So the
@@ -255,8 +270,12 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         Claims parked by this process's waiting members whose pattern matches a topic of the batch run in
         the same statement (``publish_claim``, ``parked.py``), their futures resolved before the commit
         listeners are called. A re-run after a lost reply runs them again: what the lost commit claimed
-        stays pending until its ack timeout, as with any re-run claim (``_run``).
+        stays pending until its ack timeout, as with any re-run claim (``_run``). A batch staged right
+        after one that ran claims first lets their members park again (``parked.wait_for_reparking``).
         """
+        if self._reparking:
+            await parked.wait_for_reparking(self._parking, self._reparking)
+            self._reparking = []
         topics = frozenset(row[1] for row in rows)
         claims = self._parking.take(tuple(topics)) if self._parking else []
         try:
@@ -267,7 +286,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             raise
         if top:
             self._committed(top, topics)
-        return _CommittedBatch(results)
+        return Committed(results)
 
     async def _append_claiming(
         self, rows: Sequence[Prepared], claims: list[parked.ParkedClaim]
@@ -303,6 +322,8 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 # Before the commit notification: a member whose claim covers it is not woken by it.
                 self.parked_stats.count(outcomes)
                 parked.resolve(claims, outcomes)
+                ran = zip(claims, outcomes, strict=True)
+                self._reparking = [claim for claim, outcome in ran if outcome is not parked.NOT_RUN]
             return results, top
 
     async def _give_back(self, conn: PgConn) -> None:
@@ -316,6 +337,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
         return await self._writer.submit(rows)
+
+    def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        return self._writer.submit_soon(rows)
 
     async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
         self._check_open()
@@ -432,18 +456,6 @@ class _Failures:
 
     tries: int = 0
     stale: int = 0
-
-
-class _CommittedBatch:
-    """A batch ``PostgresStore._stage`` has already committed (the writer's ``Staged``)."""
-
-    __slots__ = ("results",)
-
-    def __init__(self, results: list[PublishResult]) -> None:
-        self.results = results
-
-    async def commit(self) -> None:
-        """Nothing to do: the COMMIT went with the append."""
 
 
 async def _ping(conn: PgConn) -> None:
