@@ -27,7 +27,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-pytestmark = [pytest.mark.wheel, pytest.mark.timeout(600)]
+# One xdist worker runs the module: its fixtures build the wheel and the venvs once (see the Makefile).
+pytestmark = [pytest.mark.wheel, pytest.mark.timeout(600), pytest.mark.xdist_group("wheel")]
 
 ROOT = Path(__file__).resolve().parents[1]
 FIND_PYTHON = ROOT / "scripts" / "find-python.sh"
