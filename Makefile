@@ -16,15 +16,15 @@ SUPPORTED_PYTHONS := 3.11 3.12 3.13
 # full run, and on picows only (a C extension: the one whose behaviour differed between Pythons) here.
 CROSS_MARKERS := not services and not wheel and not ws_aiohttp
 PYTEST := -m pytest -q -p no:cacheprovider
-# The full run (`make pytest`) spreads its tests over PYTEST_WORKERS processes (pytest-xdist): it mostly
-# waits on subprocesses, sockets and the services. `--dist loadgroup` hands out tests one by one, except
-# a module marked `xdist_group` (the wheel test: one build, one venv per Python), which one worker runs
-# whole. Every test keeps its own ports, tmp_path, PostgreSQL schema, MySQL database and NATS stream;
-# each worker starts its own MongoDB stand-in. PYTEST_WORKERS=0 runs in one process.
+# The full run (`make pytest`) spreads its tests over PYTEST_WORKERS processes (pytest-xdist, one test at a
+# time to whichever worker is free): it mostly waits on subprocesses, sockets and the services. Every test
+# keeps its own ports, tmp_path, PostgreSQL schema, MySQL database and NATS stream; each worker starts its
+# own MongoDB stand-in. The tests marked `solo` then run in one process with nothing beside them: the wheel
+# test (`python -m build` makes its release tree in the checkout, one build at a time) and the PostgreSQL
+# restart (it restarts the server every other PostgreSQL test uses). PYTEST_WORKERS=0: one process, as before.
 PYTEST_WORKERS ?= 2
 # Each run first compiles src/ to .pyc: where PYTHONDONTWRITEBYTECODE is set (CI's machine sets it),
 # every hub, CLI and crash-test subprocess would otherwise compile outboxhub again (≈ 0.2 s of CPU each).
-XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup,-p no:xdist)
 
 .PHONY: serve test lint typecheck pytest install dev clean test-py test-pythons
 
@@ -66,7 +66,12 @@ pytest: $(DEVSTAMP)
 	-scripts/ensure-browser.sh
 	-cd clients/js && npm ci --no-audit --no-fund --silent
 	$(BIN)/python -m compileall -q src
-	$(BIN)/python $(PYTEST) $(XDIST)
+ifeq ($(PYTEST_WORKERS),0)
+	$(BIN)/python $(PYTEST) -p no:xdist
+else
+	$(BIN)/python $(PYTEST) -n $(PYTEST_WORKERS) -m 'not solo'
+	$(BIN)/python $(PYTEST) -p no:xdist -m solo
+endif
 
 ## The suite without the service-bound tests on one Python: make test-py PY=3.13
 test-py:
