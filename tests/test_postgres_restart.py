@@ -22,7 +22,8 @@ from outboxhub.store import open_store
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import throwaway_schema
 
-pytestmark = pytest.mark.postgres
+# solo: every other PostgreSQL test would see the restart; the full run runs this one alone (Makefile).
+pytestmark = [pytest.mark.postgres, pytest.mark.solo]
 
 WAIT_S = 60.0
 """Safety bound on each phase (restart, recovery); never a performance threshold."""

@@ -27,7 +27,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-pytestmark = [pytest.mark.wheel, pytest.mark.timeout(600)]
+# solo: `python -m build` makes its release tree in the checkout, so two builds at once collide; one
+# process runs the module, after the xdist workers (see the Makefile).
+pytestmark = [pytest.mark.wheel, pytest.mark.solo, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[1]
 FIND_PYTHON = ROOT / "scripts" / "find-python.sh"
