@@ -124,9 +124,26 @@ async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: 
     assert [d.event.id for d in got] == [published.id]
 
 
+@pytest.fixture
+async def thread_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store whose publishes go to the writer thread whenever a claim is parked (``inline_claims=0``)."""
+    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/thread.db?inline_claims=0&{QUIET}")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def thread_bus(thread_store: SQLiteStore) -> AsyncIterator[Bus]:
+    b = Bus(thread_store, poll_interval_s=NO_POLL_S)
+    await b.start()
+    yield b
+    await b.close()
+
+
 async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
-    bus: Bus, store: SQLiteStore
+    thread_bus: Bus, thread_store: SQLiteStore
 ) -> None:
+    bus, store = thread_bus, thread_store
     got: list[Delivery] = []
     await bus.publish(NewEvent(topic="warm.up"))
     await writer_settled(store)

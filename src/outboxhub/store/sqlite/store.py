@@ -27,7 +27,7 @@ URL query parameters (or keyword options of ``open_store``, which win):
 * ``readers``: reader threads/connections (default 4);
 * ``max_batch``: most jobs per group commit (default 4096);
 * ``inline_claims``: most parked claims with which a lone publish still commits on the event loop thread,
-  running them in that commit (default 0: a publish to a waiting member goes to the writer thread);
+  running them in that commit (default 4; 0: a publish to a waiting member goes to the writer thread);
 * ``checkpoint_interval_ms``: most time between a commit and the checkpoint that covers it (default 100).
 """
 
@@ -88,7 +88,7 @@ class SQLiteOptions:
     busy_timeout_ms: int = 5000
     readers: int = 4
     max_batch: int = 4096
-    inline_claims: int = 0
+    inline_claims: int = 4
     checkpoint_interval_ms: int = 100
 
 
