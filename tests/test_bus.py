@@ -20,6 +20,7 @@ from outboxhub.errors import StoreUnavailable, TopicError
 from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.base import Store
+from waiting import until as wait_until
 
 WAIT_S = 30.0  # generous upper bound for anything that should happen "soon"; never a measured threshold
 NO_POLL_S = 120.0  # a safety poll interval longer than WAIT_S: what arrives, arrived by notification
@@ -54,16 +55,7 @@ class Inbox:
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Wait (up to WAIT_S) until ``predicate()`` holds."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - the conditions are plain state, nothing to await on
-            await asyncio.sleep(0.01)
-
-    try:
-        await asyncio.wait_for(poll(), WAIT_S)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
+    await wait_until(predicate, what, interval_s=0.01)
 
 
 async def publish(bus: Bus, topic: str, n: int, *, key: str | None = None) -> list[PublishResult]:

@@ -10,12 +10,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from outboxhub.bus.core import Bus, Subscription
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.base import Store
+from waiting import until as wait_until
 
 WAIT_S = 60.0  # generous upper bound; never a measured threshold
 PATTERN = "shop.**"
@@ -112,14 +111,7 @@ async def publisher(bus: Bus, index: int, count: int, *, batch: int) -> list[str
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - plain state, nothing to await on
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(poll(), WAIT_S)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
+    await wait_until(predicate, what, timeout_s=WAIT_S, interval_s=0.02)
 
 
 async def check_settled(store: Store, ledger: Ledger, groups: list[str], published: list[str]) -> None:

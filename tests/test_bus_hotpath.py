@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,10 @@ from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.store import SQLiteStore
 from outboxhub.topics import compile_pattern
 from sqlite_support import QUIET, writer_settled
+from waiting import until
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 NO_POLL_S = 120.0
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - plain state, nothing to await on
-            await asyncio.sleep(0.005)
-
-    try:
-        await asyncio.wait_for(poll(), WAIT_S)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
 
 
 @pytest.fixture

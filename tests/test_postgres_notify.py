@@ -14,7 +14,7 @@ says how many the publishes sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -27,23 +27,13 @@ from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.schema import channel_name, quote_ident
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
+from waiting import until
 
 pytestmark = pytest.mark.postgres
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 NO_POLL_S = 3600.0  # the listener's fallback poll never runs within a test: what arrives came by NOTIFY
 SENTINEL = "sentinel"  # not a seq: the listener counts it and ignores it
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - plain state, nothing to await on
-            await asyncio.sleep(0.005)
-
-    try:
-        await asyncio.wait_for(poll(), WAIT_S)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
 
 
 @pytest.fixture
