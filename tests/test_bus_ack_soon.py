@@ -147,3 +147,24 @@ async def test_acks_of_one_loop_iteration_share_one_store_call(tmp_path: Path) -
     finally:
         await bus.close()
         await store.close()
+
+
+async def test_acks_arriving_while_a_call_is_in_flight_go_together_in_the_next(tmp_path: Path) -> None:
+    store = await _RecordingStore.open(f"sqlite:///{tmp_path}/rec.db")
+    store.calls = []
+    bus = Bus(store, poll_interval_s=120.0)
+    await bus.start()
+    try:
+        await bus.publish_batch([NewEvent(topic="fly.a", payload=i, id=f"e-{i}") for i in range(20)])
+        await _held(bus, "fly.*", 20)
+        # More than INLINE_ACK_MAX refs: the first call goes to the writer thread and is still in flight
+        # when the test resumes after one loop iteration (its answer comes back in a later one).
+        first = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in range(18)]
+        await asyncio.sleep(0)
+        assert len(store.calls) == 1 and not first[0].done()
+        later = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in (18, 19)]
+        assert await asyncio.wait_for(asyncio.gather(*first, *later), WAIT_S) == [True] * 20
+        assert store.calls == [[f"e-{i}" for i in range(18)], ["e-18", "e-19"]]
+    finally:
+        await bus.close()
+        await store.close()
