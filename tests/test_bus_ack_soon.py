@@ -5,13 +5,15 @@ errors are those of ``Bus.ack``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from outboxhub.bus.core import AmbiguousSettle, Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
+from outboxhub.store.base import EventRef
 from outboxhub.store.sqlite.store import SQLiteStore
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
@@ -85,3 +87,84 @@ async def test_ack_soon_without_members_here_settles_in_the_store(bus: Bus, stor
     assert claimed.event.id == "e-1"
     done = bus.ack_soon("cold.*", "g", "e-1")
     assert await asyncio.wait_for(done, WAIT_S) is True
+
+
+class _Counting:
+    """A loop task factory that counts the tasks created while installed."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self.names.append(task.get_name())
+        return task
+
+
+class _RecordingStore(SQLiteStore):
+    """A real SQLite store that records the refs of each ACK call it is asked for."""
+
+    calls: list[list[str]]
+
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        self.calls.append([ref.id for ref in refs])
+        return super()._ack_soon(pattern, group, refs, member)
+
+
+async def test_a_lone_ack_creates_no_task(bus: Bus) -> None:
+    await bus.publish(NewEvent(topic="lone.a", payload=1, id="e-1"))
+    await bus.publish(NewEvent(topic="lone.a", payload=2, id="e-2"))
+    await _held(bus, "lone.*", 2)
+    loop = asyncio.get_running_loop()
+    counting = _Counting()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(counting)
+    try:
+        # (inline on the loop thread or by the writer thread, as the checkpointer allows: no task either way)
+        assert await asyncio.wait_for(bus.ack_soon("lone.*", "g", "e-1", member="m1"), WAIT_S) is True
+        assert await bus.ack("lone.*", "g", "e-2", member="m1") is True
+    finally:
+        loop.set_task_factory(previous)
+    assert counting.names == [], "a lone ACK created a task"
+
+
+async def test_acks_of_one_loop_iteration_share_one_store_call(tmp_path: Path) -> None:
+    store = await _RecordingStore.open(f"sqlite:///{tmp_path}/rec.db")
+    store.calls = []
+    bus = Bus(store, poll_interval_s=120.0)
+    await bus.start()
+    try:
+        for i in range(3):
+            await bus.publish(NewEvent(topic="iter.a", payload=i, id=f"e-{i}"))
+        await _held(bus, "iter.*", 3)
+        done = [bus.ack_soon("iter.*", "g", f"e-{i}", member="m1") for i in range(3)]
+        assert await asyncio.wait_for(asyncio.gather(*done), WAIT_S) == [True, True, True]
+        assert store.calls == [["e-0", "e-1", "e-2"]]
+    finally:
+        await bus.close()
+        await store.close()
+
+
+async def test_acks_arriving_while_a_call_is_in_flight_go_together_in_the_next(tmp_path: Path) -> None:
+    store = await _RecordingStore.open(f"sqlite:///{tmp_path}/rec.db")
+    store.calls = []
+    bus = Bus(store, poll_interval_s=120.0)
+    await bus.start()
+    try:
+        await bus.publish_batch([NewEvent(topic="fly.a", payload=i, id=f"e-{i}") for i in range(20)])
+        await _held(bus, "fly.*", 20)
+        # More than INLINE_ACK_MAX refs: the first call goes to the writer thread and is still in flight
+        # when the test resumes after one loop iteration (its answer comes back in a later one).
+        first = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in range(18)]
+        await asyncio.sleep(0)
+        assert len(store.calls) == 1 and not first[0].done()
+        later = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in (18, 19)]
+        assert await asyncio.wait_for(asyncio.gather(*first, *later), WAIT_S) == [True] * 20
+        assert store.calls == [[f"e-{i}" for i in range(18)], ["e-18", "e-19"]]
+    finally:
+        await bus.close()
+        await store.close()

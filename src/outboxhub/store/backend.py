@@ -191,6 +191,30 @@ class StoreBackend(ABC):
             return 0
         return await self._ack(pattern, group, refs_of(event_ids), member)
 
+    def ack_soon(
+        self, pattern: str, group: str, refs: Sequence[EventRef], *, member: str | None = None
+    ) -> asyncio.Future[int]:
+        """:meth:`ack` as the future of its count (an error is set on it), from :meth:`_ack_soon`. Must run
+        on the event loop thread."""
+        try:
+            self._check_open()
+        except Exception as exc:
+            failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        if not refs:
+            empty: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            empty.set_result(0)
+            return empty
+        return self._ack_soon(pattern, group, list(refs), member)
+
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        """:meth:`_ack` as a future; a backend whose writer hands out futures returns that future instead
+        (no task per ACK)."""
+        return asyncio.ensure_future(self._ack(pattern, group, refs, member))
+
     @abstractmethod
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         """Settle ``refs`` for the group as ``member`` (``may_settle``; a ref without seq only when its id

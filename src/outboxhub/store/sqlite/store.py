@@ -339,11 +339,19 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         self._check_open()
-        # A small ACK commits on the loop thread when the writer thread is idle (``Writer.submit``): it
-        # deletes a few pending rows, and under synchronous=normal its WAL commit does not fsync.
+        return await self._ack_soon(pattern, group, refs, member)
+
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        """The writer's own future (resolved after the COMMIT): no coroutine nor task per ACK. A small ACK
+        commits on the loop thread when the writer thread is idle (``Writer.submit``): it deletes a few
+        pending rows, and under synchronous=normal its WAL commit does not fsync."""
         inline = len(refs) <= INLINE_ACK_MAX
-        count: int = await self._writer.submit(groups_ops.ack, pattern, group, refs, member, inline=inline)
-        return count
+        done: asyncio.Future[int] = self._writer.submit(
+            groups_ops.ack, pattern, group, refs, member, inline=inline
+        )
+        return done
 
     async def _nack(self, request: NackRequest) -> bool:
         found: bool = await self._write(groups_ops.nack, request)
