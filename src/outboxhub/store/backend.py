@@ -19,7 +19,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
@@ -30,6 +30,23 @@ from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.listeners import CommitListeners
 
 __all__ = ["StoreBackend"]
+
+_T = TypeVar("_T")
+
+
+def _done(result: _T) -> asyncio.Future[_T]:
+    """A future already answered with ``result`` (an early answer of the ``*_soon`` methods; it asks for the
+    running loop, which on Python 3.11 is a getpid system call, so only off their hot path)."""
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
+
+
+def _failed(error: BaseException) -> asyncio.Future[_T]:
+    """A future already failed with ``error`` (as :func:`_done`)."""
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
 
 
 class StoreBackend(ABC):
@@ -104,14 +121,9 @@ class StoreBackend(ABC):
             self._check_open()
             rows = [prepare(event) for event in events]
         except Exception as exc:
-            # (the loop is asked for only here: on Python 3.11 each call is a getpid system call)
-            failed: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
+            return _failed(exc)
         if not rows:
-            empty: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
-            empty.set_result([])
-            return empty
+            return _done([])
         return self._append_soon(rows)
 
     def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
@@ -199,13 +211,9 @@ class StoreBackend(ABC):
         try:
             self._check_open()
         except Exception as exc:
-            failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
+            return _failed(exc)
         if not refs:
-            empty: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            empty.set_result(0)
-            return empty
+            return _done(0)
         return self._ack_soon(pattern, group, list(refs), member)
 
     def _ack_soon(
