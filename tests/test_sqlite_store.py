@@ -72,6 +72,8 @@ def test_parse_options_from_query_and_keywords() -> None:
         ("sqlite:///x.db?readers=0", "readers must be an integer from 1"),
         ("sqlite:///x.db?busy_timeout_ms=soon", "busy_timeout_ms must be an integer"),
         ("sqlite:///x.db?inline_claims=65", "inline_claims must be an integer from 0 to 64"),
+        ("sqlite:///x.db?checkpoint_interval_ms=0", "checkpoint_interval_ms must be an integer from 1 to"),
+        ("sqlite:///x.db?checkpoint_interval_ms=soon", "checkpoint_interval_ms must be an integer"),
         ("sqlite:///x.db?journal=delete", "unknown option 'journal'"),
         ("sqlite:///x.db?synchronous", "malformed query string"),
     ],
