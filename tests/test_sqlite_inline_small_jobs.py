@@ -1,7 +1,8 @@
-"""Small jobs (an ACK, a small claim) on the event loop thread (SQLite): one that meets a publish already
-committed inline in the same loop iteration tries again in the next one instead of waking the writer thread
-(once: a second miss goes to the thread), and a claim of at most ``INLINE_ACK_MAX`` events without key
-ordering commits inline like a small ACK. Real SQLite files; answers read back through other connections."""
+"""Small jobs (an ACK, a small claim) on the event loop thread (SQLite): a loop iteration has one inline turn
+for a publish and one for a small job, so an ACK next to a publish commits inline too and neither displaces
+the other; a small job that finds its turn taken tries the next iteration's once, then goes to the writer
+thread; a claim of at most ``INLINE_ACK_MAX`` events without key ordering commits inline like a small ACK.
+Real SQLite files; what was answered is read back through other connections."""
 
 from __future__ import annotations
 
@@ -48,34 +49,41 @@ async def held(store: SQLiteStore, group: str, count: int) -> list[EventRef]:
     return refs
 
 
-async def test_an_ack_in_the_iteration_of_an_inline_publish_commits_inline_in_the_next(
-    store: SQLiteStore,
-) -> None:
+async def test_an_ack_in_the_iteration_of_an_inline_publish_commits_inline_too(store: SQLiteStore) -> None:
     [ref] = await held(store, "g", 1)
     await writer_settled(store)
     stats = store.writer_stats
     inline, commits = stats.inline_commits, stats.commits
     published = store.publish_soon([NewEvent(topic="other.t", payload="x")])
     acked = store.ack_soon("g.*", "g", [ref], member="m1")
-    assert published.done() and not acked.done()  # the publish took this iteration's inline turn
-    assert await acked == 1
-    assert (stats.inline_commits, stats.commits) == (inline + 2, commits + 2)  # neither on the thread
+    assert published.done() and acked.done()  # both committed right here, on the loop thread
+    assert acked.result() == 1
+    assert (stats.inline_commits, stats.commits) == (inline + 2, commits + 2)
     assert pending_rows(store.path) == 0  # committed before it was answered
-    await published
+
+
+async def test_a_publish_after_an_inline_ack_still_commits_inline(store: SQLiteStore) -> None:
+    [ref] = await held(store, "g", 1)
+    await writer_settled(store)
+    stats = store.writer_stats
+    inline, commits = stats.inline_commits, stats.commits
+    acked = store.ack_soon("g.*", "g", [ref], member="m1")
+    published = store.publish_soon([NewEvent(topic="other.t", payload="x")])
+    assert acked.done() and published.done()
+    assert (stats.inline_commits, stats.commits) == (inline + 2, commits + 2)
 
 
 async def test_a_small_job_retries_inline_once_then_goes_to_the_writer_thread(store: SQLiteStore) -> None:
-    [ref_a] = await held(store, "a", 1)
-    [ref_b] = await held(store, "b", 1)
+    refs = [(await held(store, group, 1))[0] for group in ("a", "b", "c")]
     await writer_settled(store)
     stats = store.writer_stats
     inline, commits = stats.inline_commits, stats.commits
     published = store.publish_soon([NewEvent(topic="other.t", payload="x")])
-    acked_a = store.ack_soon("a.*", "a", [ref_a], member="m1")
-    acked_b = store.ack_soon("b.*", "b", [ref_b], member="m1")
-    assert await asyncio.gather(acked_a, acked_b) == [1, 1]
-    # the publish and the first retried ACK inline; the second ACK missed its retry too: the thread
-    assert (stats.inline_commits, stats.commits) == (inline + 2, commits + 3)
+    acks = [store.ack_soon(f"{g}.*", g, [ref], member="m1") for g, ref in zip("abc", refs, strict=True)]
+    assert [ack.done() for ack in acks] == [True, False, False]  # one small job's turn per iteration
+    assert await asyncio.gather(*acks) == [1, 1, 1]
+    # b took the next iteration's turn; c missed its retry too and went to the thread
+    assert (stats.inline_commits, stats.commits) == (inline + 3, commits + 4)
     assert pending_rows(store.path) == 0
     await published
 

@@ -119,9 +119,8 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None  # set by the thread before ``start`` returns
         self._tx: WriteTx | None = None
-        # Loop-thread state of inline commits (``publish``): jobs queued, unresolved; this iteration's used.
-        self._outstanding = 0
-        self._inline_used = False
+        self._outstanding = 0  # loop thread: jobs queued to the thread and not yet resolved
+        self._inline_used = 0  # bits: 1 a publish, 2 a small job committed inline in this iteration
         self._inline = False  # an inline batch is running: ``_post`` resolves at once
         # The connection's busy_timeout is 0 after an inline BEGIN (the loop must not wait for another
         # process's lock) and stays so until the thread needs it back: one-at-a-time publishes, all
@@ -173,11 +172,10 @@ class Writer:
         When the writer thread has nothing queued or unresolved, the first write of a loop iteration is
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
-        Later publishes of the same iteration go to the thread, so a burst is still group-committed (a
-        small ``submit`` job tries once more in the next iteration). Not with ``synchronous=full``/``extra``,
-        whose commits wait for an fsync. With at most ``inline_claims`` claims parked by waiting group
-        members, they run in that inline commit too, as they would in the thread's; with more parked, the
-        publish goes to the thread."""
+        Later publishes of the same iteration go to the thread, so a burst is still group-committed (a small
+        ``submit`` job has a turn of its own, and tries the next iteration's once). Not with synchronous
+        full/extra (an fsync per commit). With at most ``inline_claims`` claims parked by waiting members,
+        they run in that inline commit too; with more parked, the publish goes to the thread."""
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
@@ -202,20 +200,22 @@ class Writer:
             and self._tx is not None
         ):
             assert self._loop is not None
-            if self._inline_used:  # a small job (not a publish) tries once more next iteration
-                if defer and job[1] is not None:
+            turn = 1 if job[1] is None else 2  # per iteration: one inline publish, one small job (ACK)
+            if self._inline_used & turn:  # a small job tries once more in the next iteration
+                if defer and turn == 2:
                     self._loop.call_soon(partial(self._enqueue, job, inline=True, defer=False))
                     return
             else:
-                self._inline_used = True
-                self._loop.call_soon(self._next_iteration)
+                if not self._inline_used:
+                    self._loop.call_soon(self._next_iteration)
+                self._inline_used |= turn
                 if self._run_inline(job):
                     return
         self._outstanding += 1
         self._queue.put(job)
 
     def _next_iteration(self) -> None:
-        self._inline_used = False
+        self._inline_used = 0
 
     def _run_inline(self, job: _Job) -> bool:
         """Run ``job`` as a batch of its own on the loop thread; False (nothing done) when another process
