@@ -22,8 +22,8 @@ WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 
 
 async def writer_settled(store: SQLiteStore) -> None:
-    """Wait until the first checkpoint has run and its WAL restart is done, and the writer thread has
-    nothing queued or unresolved: the next lone write of a loop iteration commits on the loop thread."""
+    """Wait until the first checkpoint has run and its WAL restart is done, the writer thread has nothing
+    queued or unresolved, and a new loop iteration began: the next lone write commits on the loop thread."""
     writer = store._writer
     async with asyncio.timeout(WAIT_S):
         while (  # noqa: ASYNC110 - state of other threads, no event to wait on
@@ -33,3 +33,4 @@ async def writer_settled(store: SQLiteStore) -> None:
             or writer._outstanding
         ):
             await asyncio.sleep(0.002)
+    await asyncio.sleep(0)  # a new loop iteration: an inline write of this one has used its inline turn

@@ -1,27 +1,25 @@
 """Competing members of a consumer group: one claim loop (an asyncio task) per member.
 
-A member claims from the store only as much as it may hold (``max_in_flight`` minus what it holds),
-hands each delivery to its ``DeliverFn``, and sleeps when there is nothing to claim until the first of:
-a commit notification, the group's next redelivery deadline, an ack of one of its deliveries while it is
-saturated (any ack in a group with key ordering: it may free a key), a nack or a local member's release in
-its group, ``resume()``/``close()``, or the safety poll interval. Once saturated it claims again only when
-a quarter of ``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not
-per ack.
+A member claims from the store only as much as it may hold (``max_in_flight`` minus what it holds), hands
+each delivery to its ``DeliverFn``, and sleeps when there is nothing to claim until the first of: a commit
+notification, the group's next redelivery deadline, an ack of one of its deliveries while it is saturated
+(any ack in a group with key ordering: it may free a key), a nack or a local member's release in its group,
+``resume()``/``close()``, or the safety poll interval. Once saturated it claims again only when a quarter of
+``min(max_in_flight, claim_batch)`` is free, so a busy member costs one claim per batch, not per ack.
 
-On a store that can park claims (``ClaimParking``: SQLite, PostgreSQL) a sleeping member parks its next
-claim with the store's writer, which runs it inside the write batch that appends a matching event; the
-member wakes with the deliveries and skips the commit notification that batch sends. The group's next
-deadline is read from the store only when ``GroupState`` does not know it: the cached value (a lower bound:
-acks only move it later, local claims fold their deadlines in, nacks and releases drop it) is trusted for
-at most the poll interval, so deadlines set by other processes are seen at least that often.
+On a store that can park claims (``ClaimParking``: SQLite, PostgreSQL) a sleeping member parks its next claim
+with the store's writer, which runs it inside the write batch that appends a matching event; the member wakes
+with the deliveries and skips the commit notification that batch sends (a commit it missed: a claim of at
+most ``_CATCH_UP_LIMIT``). The group's next deadline is read from the store only when ``GroupState`` does
+not know it: the cached value (a lower bound: acks only move it later, local claims fold their deadlines in,
+nacks and releases drop it) is trusted for at most the poll interval, so other processes' are seen that often.
 
 Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
 local member holds which delivery (by seq: two topics under one pattern may carry the same event id), and
 the ack batcher. Each member also maps the ids it holds to their seqs, so an ACK without a seq (the legacy
 PromClient protocol) names its delivery when the id is held once, and is refused as ambiguous otherwise.
-Deliveries whose ack deadline passed stop counting against the member's ``max_in_flight``: the store may
-already have handed them to someone else.
-"""
+Deliveries whose ack deadline passed stop counting against the member's ``max_in_flight`` (the store may
+already have handed them to someone else)."""
 
 from __future__ import annotations
 
@@ -46,8 +44,10 @@ __all__ = ["AmbiguousSettle", "ClaimParking", "GroupMember", "GroupState", "Park
 _log = logging.getLogger("outboxhub.bus.core")
 
 _NEVER = 2**63
-_TWICE = -1
-"""``GroupMember._by_id`` value of an id this member holds more than once (from different topics)."""
+_TWICE = -1  # ``GroupMember._by_id`` value of an id this member holds more than once (from different topics)
+
+_CATCH_UP_LIMIT = 16
+"""Claim limit after a parked claim that missed a commit: a few events (SQLite claims so few on the loop)."""
 
 _PAST_DUE_FIRST_WAIT_S = 0.01
 """First wait when the next deadline is already due but nothing could be claimed (the event is held back by
@@ -337,6 +337,7 @@ class GroupMember(Subscription):
         errors = Backoff()
         past_due_wait = _PAST_DUE_FIRST_WAIT_S
         drained = False  # a parked claim just ran short: nothing more to claim until the next wake-up
+        catch_up = False  # one ran short but missed a commit: claim what came after it, a small claim
         while not self._closed:
             if self._paused:
                 await self._wakeup.wait(None)
@@ -353,6 +354,7 @@ class GroupMember(Subscription):
                     self._starved = False
                     continue
             limit = min(capacity, self._claim_batch)
+            ask, catch_up = min(limit, _CATCH_UP_LIMIT) if catch_up else limit, False
             if drained:
                 deliveries, drained = [], False
             else:
@@ -362,7 +364,7 @@ class GroupMember(Subscription):
                         self.pattern,
                         self._state.group,
                         self.member,
-                        limit=limit,
+                        limit=ask,
                         ack_timeout_ms=self.options.ack_timeout_ms,
                         max_deliver=self.options.max_deliver,
                         ordered_by_key=self.options.ordered_by_key,
@@ -376,10 +378,9 @@ class GroupMember(Subscription):
             if deliveries:
                 past_due_wait = _PAST_DUE_FIRST_WAIT_S
                 self._hand_out(deliveries)
-                if len(deliveries) >= limit or self._paused or self._backlog:
+                if len(deliveries) >= ask or self._paused or self._backlog:
                     continue
-                # A short batch drained what was claimable; anything committed since has set the wake-up
-                # flag, so go straight to working out how long to sleep.
+                # A short batch drained what was claimable (a commit since has set the wake-up flag).
             self._stats.deadline_checks += 1
             try:
                 deadline = await self._next_deadline()
@@ -407,9 +408,8 @@ class GroupMember(Subscription):
                     self._hand_out(ready)
                 # Drained only when the claim saw every commit announced so far: one announced after it
                 # ran may have been coalesced into the wake-up that returned this result.
-                drained = (
-                    len(ready) < limit and self._notified <= seen and not self._paused and not self._backlog
-                )
+                short = len(ready) < limit and not self._paused and not self._backlog
+                drained, catch_up = short and self._notified <= seen, short and self._notified > seen
 
     async def _next_deadline(self) -> int | None:
         """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""

@@ -328,7 +328,12 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
         return await self._read(reads.groups)
 
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
-        deliveries: list[Delivery] = await self._write(groups_ops.claim, request)
+        """A small claim without key ordering (a member catching up on an event or two committed just after
+        its parked claim ran) commits on the loop thread when the writer thread is idle, like a small ACK:
+        at most ``INLINE_ACK_MAX`` events decoded and inserted, found through the index on the frontier."""
+        self._check_open()
+        inline = request.limit <= INLINE_ACK_MAX and not request.ordered
+        deliveries: list[Delivery] = await self._writer.submit(groups_ops.claim, request, inline=inline)
         return deliveries
 
     def _park(self, request: ClaimRequest, matches: Callable[[str], object]) -> ParkedClaim:

@@ -15,10 +15,9 @@ checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new heade
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
 
-While the thread has nothing queued or unresolved, the first publish or small ACK of a loop iteration runs
-as a batch of its own on the event loop thread instead (``_enqueue``), with the same transaction, savepoints,
-parked claims and commit-before-answer order: no hand-off to the thread and back for a lone write.
-"""
+While the thread has nothing queued or unresolved, the first publish or small job (ACK, claim) of a loop
+iteration runs as a batch of its own on the event loop thread instead (``_enqueue``), with the same
+transaction, savepoints, parked claims and commit-before-answer order: no thread hand-off for a lone write."""
 
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -119,10 +119,8 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None  # set by the thread before ``start`` returns
         self._tx: WriteTx | None = None
-        # Loop-thread state of inline commits (see ``publish``): jobs queued and not yet resolved, and
-        # whether this loop iteration already committed a publish inline.
-        self._outstanding = 0
-        self._inline_used = False
+        self._outstanding = 0  # loop thread: jobs queued to the thread and not yet resolved
+        self._inline_used = 0  # bits: 1 a publish, 2 a small job committed inline in this iteration
         self._inline = False  # an inline batch is running: ``_post`` resolves at once
         # The connection's busy_timeout is 0 after an inline BEGIN (the loop must not wait for another
         # process's lock) and stays so until the thread needs it back: one-at-a-time publishes, all
@@ -174,13 +172,10 @@ class Writer:
         When the writer thread has nothing queued or unresolved, the first write of a loop iteration is
         committed right here on the event loop thread (the thread is then blocked in its queue and does
         not touch the connection): no wake-up of the writer thread and none of the loop on the way back.
-        Later writes of the same iteration go to the thread, so a burst is still group-committed. Not
-        with ``synchronous=full``/``extra``, whose commits wait for an fsync. With at most
-        ``inline_claims`` claims parked by waiting group members (default 0), they run in that inline
-        commit too, as they would in the thread's, so an event reaches a waiting member without a thread
-        hand-off; with more parked, the publish goes to the thread (end-to-end p99 at 1,000 events/s was
-        worse with the claims on the loop in most runs on a loaded machine: docs/benchmarks.md).
-        """
+        Later publishes of the same iteration go to the thread, so a burst is still group-committed (a small
+        ``submit`` job has a turn of its own, and tries the next iteration's once). Not with synchronous
+        full/extra (an fsync per commit). With at most ``inline_claims`` claims parked by waiting members,
+        they run in that inline commit too; with more parked, the publish goes to the thread."""
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
@@ -189,33 +184,38 @@ class Writer:
 
     def submit(self, fn: JobFn, *args: Any, inline: bool = False) -> asyncio.Future[Any]:
         """Run ``fn(tx, *args)`` in a write transaction; the future resolves after the COMMIT. With
-        ``inline``, on the loop thread when the writer thread is idle, as a lone publish is (``publish``):
-        for small jobs only (an ACK), as the loop does nothing else while it runs."""
+        ``inline``, on the loop thread when the writer thread is idle (``publish``): small jobs only."""
         assert self._loop is not None, "the writer is not started"
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._enqueue((fut, fn, args), inline=inline)
         return fut
 
-    def _enqueue(self, job: _Job, *, inline: bool) -> None:
+    def _enqueue(self, job: _Job, *, inline: bool, defer: bool = True) -> None:
         if (
             inline
             and not self._outstanding
-            and not self._inline_used
             and not self._stopping
             and self._inline_allowed
             and not self._restarts.due
             and self._tx is not None
         ):
             assert self._loop is not None
-            self._inline_used = True
-            self._loop.call_soon(self._next_iteration)
-            if self._run_inline(job):
-                return
+            turn = 1 if job[1] is None else 2  # per iteration: one inline publish, one small job (ACK)
+            if self._inline_used & turn:  # a small job tries once more in the next iteration
+                if defer and turn == 2:
+                    self._loop.call_soon(partial(self._enqueue, job, inline=True, defer=False))
+                    return
+            else:
+                if not self._inline_used:
+                    self._loop.call_soon(self._next_iteration)
+                self._inline_used |= turn
+                if self._run_inline(job):
+                    return
         self._outstanding += 1
         self._queue.put(job)
 
     def _next_iteration(self) -> None:
-        self._inline_used = False
+        self._inline_used = 0
 
     def _run_inline(self, job: _Job) -> bool:
         """Run ``job`` as a batch of its own on the loop thread; False (nothing done) when another process
