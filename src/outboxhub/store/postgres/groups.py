@@ -60,7 +60,7 @@ from outboxhub.store.lifecycle import (
     Verdict,
 )
 from outboxhub.store.postgres import claim as fast
-from outboxhub.store.postgres import events
+from outboxhub.store.postgres import events, wire
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
 from outboxhub.store.postgres.topics import TopicFilter, topic_filter
@@ -395,6 +395,20 @@ async def _dead_letter(
     )
 
 
+_ACK_BY_SEQ = {
+    settler: wire.Statement(
+        f"ack_by_seq_{int(settler)}",
+        "DELETE FROM pending p USING groups g, unnest($1::bigint[], $2::text[]) AS r (seq, id)"
+        " WHERE g.pattern = $3 AND g.name = $4 AND p.gid = g.gid AND p.seq = r.seq AND p.event_id = r.id"
+        + (SETTLE_SQL.format(p="p.", param="$5") if settler else "")
+        + _ASYNC_STATEMENT,
+        [wire.INT8_ARRAY, wire.TEXT_ARRAY, wire.TEXT, wire.TEXT] + ([wire.TEXT] if settler else []),
+    )
+    for settler in (False, True)
+}
+"""The ACK of refs with a seq, without and with a settling member (``wire``: once per delivered event)."""
+
+
 def _settle_where(member: str | None, prefix: str) -> str:
     return "" if member is None else SETTLE_SQL.format(p=prefix, param="%s")
 
@@ -405,18 +419,22 @@ def _settle_params(member: str | None) -> tuple[str, ...]:
 
 async def ack(conn: PgConn, pattern: str, name: str, refs: Sequence[EventRef], member: str | None) -> int:
     """Refs with a seq name their row; refs without one settle the row of that id only when it is the one
-    row of the group with that id that ``member`` may settle. Each statement is its own transaction."""
+    row of the group with that id that ``member`` may settle. Each statement is its own transaction
+    (``conn`` in autocommit mode, none open)."""
     count = 0
     extra = _settle_params(member)
     with_seq = [ref for ref in refs if ref.seq is not None]
     if with_seq:
-        cur = await conn.execute(
-            "DELETE FROM pending p USING groups g, unnest(%s::bigint[], %s::text[]) AS r (seq, id)"
-            " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid AND p.seq = r.seq AND p.event_id = r.id"
-            f"{_settle_where(member, 'p.')}{_ASYNC_STATEMENT}",
-            ([ref.seq for ref in with_seq], [ref.id for ref in with_seq], pattern, name, *extra),
-        )
-        count += max(0, cur.rowcount)
+        params = [
+            wire.int8_array([cast(int, ref.seq) for ref in with_seq]),
+            wire.text_array([ref.id for ref in with_seq]),
+            pattern.encode(),
+            name.encode(),
+        ]
+        if member is not None:
+            params.append(member.encode())
+        res = await wire.execute(conn, _ACK_BY_SEQ[member is not None], params)
+        count += res.command_tuples or 0
     by_id = [ref.id for ref in refs if ref.seq is None]
     if by_id:
         cur = await conn.execute(

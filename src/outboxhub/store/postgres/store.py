@@ -308,7 +308,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                         conn, self._channel, rows, requests, now
                     )
                 else:
-                    results, top = await events.append(conn, self._channel, rows)
+                    results, top = await events.append_now(conn, self._channel, rows)
             except psycopg.Error as exc:
                 await self._give_back(conn)
                 if not self._again(exc, failures):
