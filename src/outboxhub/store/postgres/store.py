@@ -59,6 +59,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg.pq import TransactionStatus
 
 from outboxhub.ids import now_ms
 from outboxhub.model import (
@@ -95,6 +96,9 @@ _P = ParamSpec("_P")
 _RECONNECT_TIMEOUT_S = 3.0
 
 _MAX_TRIES = 5
+
+_SPARE_USES = 1000
+"""Operations in a row on the spare connection before it goes back through the pool (``_getconn``)."""
 """Attempts of a transaction that hit a deadlock or serialization failure."""
 
 
@@ -143,6 +147,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             connect_timeout_s=settings.connect_timeout_s,
         )
         self._pool_check: asyncio.Task[None] | None = None
+        self._spare: PgConn | None = None  # a connection kept out of the pool for the next operation
+        self._spare_uses = 0
+        self._pool_waiters = 0  # operations of this store waiting in the pool for a connection
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
@@ -202,6 +209,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             await self._writer.close()
         finally:
             await self._listener.close()
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                await self._pool.putconn(spare)
             if self._pool_check is not None:
                 self._pool_check.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -228,11 +238,55 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         failures = _Failures()
         while True:
             try:
-                async with self._pool.connection() as conn:
-                    return await fn(conn, *args, **kwargs)
+                conn = await self._getconn()
             except psycopg.Error as exc:
+                raise translate(exc, self._url) from exc
+            try:
+                result = await fn(conn, *args, **kwargs)
+            except psycopg.Error as exc:
+                await self._give_back(conn)
                 if not self._again(exc, failures):
                     raise translate(exc, self._url) from exc
+                continue
+            except BaseException:
+                await self._give_back(conn)
+                raise
+            await self._putconn(conn)
+            return result
+
+    async def _getconn(self) -> PgConn:
+        """A connection for one operation: the spare one when it is there, else one from the pool.
+
+        Every operation used to check a connection out of the pool and back in (``pool.connection()``: a
+        context manager, a lock, statistics, a commit of nothing in autocommit mode, the return checks):
+        ≈ 15 % of the hub's CPU per event on PostgreSQL with two operations per event. The last connection
+        returned in a clean state is kept as the spare instead, unless an operation of this store is
+        waiting in the pool (so a pool of one connection is never starved by its own spare), and every
+        ``_SPARE_USES``-th return goes through the pool, so its checks and lifetime still apply."""
+        conn = self._spare
+        if conn is not None:
+            self._spare = None
+            return conn
+        self._pool_waiters += 1
+        try:
+            return await self._pool.getconn()
+        finally:
+            self._pool_waiters -= 1
+
+    async def _putconn(self, conn: PgConn) -> None:
+        """Return a connection after a successful operation (``_getconn``)."""
+        if (
+            self._spare is None
+            and not self._pool_waiters
+            and not self._closed
+            and conn.pgconn.transaction_status == TransactionStatus.IDLE
+        ):
+            self._spare_uses += 1
+            if self._spare_uses < _SPARE_USES:
+                self._spare = conn
+                return
+            self._spare_uses = 0
+        await self._pool.putconn(conn)
 
     def _again(self, exc: psycopg.Error, failures: _Failures) -> bool:
         """Whether to re-run after ``exc`` (see ``_run``): a deadlock or serialization failure up to
@@ -295,7 +349,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         failures = _Failures()
         while True:
             try:
-                conn = await self._pool.getconn()
+                conn = await self._getconn()
             except psycopg.Error as exc:
                 raise translate(exc, self._url) from exc
             try:
@@ -317,7 +371,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             except BaseException:
                 await self._give_back(conn)
                 raise
-            await self._pool.putconn(conn)
+            await self._putconn(conn)
             if claims:
                 # Before the commit notification: a member whose claim covers it is not woken by it.
                 self.parked_stats.count(outcomes)
