@@ -1,4 +1,5 @@
-"""The store's hot statements on libpq (``store/postgres/wire.py``), against the real server.
+"""The store's hot statements on libpq (``store/postgres/wire.py``) and its spare connection, against the
+real server.
 
 Arrays packed by ``text_array`` / ``int8_array`` / ``int4_array`` read back as sent (NULLs, empty
 strings, non-ASCII text, raw UTF-8 bytes, empty arrays, the integer extremes); a statement whose prepared
@@ -6,7 +7,9 @@ form was deallocated behind the module's back (psycopg runs ``DEALLOCATE ALL`` a
 prepared again; a failed statement raises psycopg's class for its SQLSTATE and leaves the connection
 usable; a connection cut by the server raises ``OperationalError`` and reads as broken (the pool then
 discards it); and a store whose pooled connections lost their prepared statements still publishes, claims
-through the publish and acks.
+through the publish and acks. The spare connection (``PostgresStore._getconn``): a pool of one connection
+serves concurrent operations (the spare goes back through the pool to an operation waiting there), and a
+spare cut by the server is replaced.
 """
 
 from __future__ import annotations
@@ -147,5 +150,38 @@ async def test_a_store_whose_statements_were_deallocated_publishes_claims_and_ac
             assert await store.ack("w.*", "g", refs, member="m1") == 3
             info = (await store.groups())[0]
             assert (info.in_flight, info.ack_floor) == (0, deliveries[-1].event.seq)
+        finally:
+            await store.close()
+
+
+async def test_a_pool_of_one_connection_is_not_starved_by_the_spare() -> None:
+    # Without handing the connection back through the pool to an operation waiting there, the second of
+    # two concurrent operations waited for a pooled connection that never came (PoolTimeout).
+    async with throwaway_schema("wire") as url:
+        store = await open_store(url, pool_max=1, pool_timeout_s=10)
+        try:
+            await store.ensure_group("w.*", "g", StartPosition(kind="earliest"))
+            publishes = [store.publish(NewEvent(topic="w.a", payload={"n": n})) for n in range(20)]
+            reads = [store.last_seq() for _ in range(20)]
+            results = await asyncio.gather(asyncio.gather(*publishes), asyncio.gather(*reads))
+            assert len({result.seq for result in results[0]}) == 20
+            assert await store.count("w.*") == 20
+        finally:
+            await store.close()
+
+
+async def test_a_spare_connection_cut_by_the_server_is_replaced() -> None:
+    async with throwaway_schema("wire") as url:
+        store = await open_store(url)
+        assert isinstance(store, PostgresStore)
+        try:
+            await store.publish(NewEvent(topic="w.a", payload=1))
+            spare = store._spare
+            assert spare is not None
+            async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as killer:
+                await killer.execute("SELECT pg_terminate_backend(%s)", (spare.info.backend_pid,))
+            second = await store.publish(NewEvent(topic="w.a", payload=2))
+            assert await store.last_seq() == second.seq == 2
+            assert store._spare is not spare
         finally:
             await store.close()
