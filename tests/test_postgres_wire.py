@@ -9,19 +9,22 @@ usable; a connection cut by the server raises ``OperationalError`` and reads as 
 discards it); and a store whose pooled connections lost their prepared statements still publishes, claims
 through the publish and acks. The spare connection (``PostgresStore._getconn``): a pool of one connection
 serves concurrent operations (the spare goes back through the pool to an operation waiting there), and a
-spare cut by the server is replaced.
+spare cut by the server is replaced. The ACK without a task (``PostgresStore._ack_soon``): a bus ACK on
+the spare connection creates none, and one whose statement fails there (deallocated, connection cut) is
+run again through ``_ack`` and its retries.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import psycopg
 import pytest
 
-from outboxhub.model import NewEvent, StartPosition
+from outboxhub.bus.core import Bus
+from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.base import EventRef
 from outboxhub.store.postgres import wire
@@ -31,6 +34,7 @@ from outboxhub.testing.postgres import base_url, throwaway_schema
 pytestmark = pytest.mark.postgres
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
+EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
 
 UNNEST_TEXT = wire.Statement(
     "test_unnest_text",
@@ -184,4 +188,88 @@ async def test_a_spare_connection_cut_by_the_server_is_replaced() -> None:
             assert await store.last_seq() == second.seq == 2
             assert store._spare is not spare
         finally:
+            await store.close()
+
+
+class _Counting:
+    """A loop task factory that counts the tasks created while installed."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self.names.append(repr(coro))
+        return task
+
+
+async def _bus_holding(store: PostgresStore, count: int) -> Bus:
+    bus = Bus(store, poll_interval_s=120.0)
+    await bus.start()
+    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    def deliver(delivery: Delivery) -> bool:
+        inbox.put_nowait(delivery)
+        return True
+
+    for n in range(count):
+        await bus.publish(NewEvent(topic="w.a", payload=n, id=f"e-{n}"))
+    await bus.subscribe("w.*", "g", deliver, options=EARLIEST, member="m1")
+    for _ in range(count):
+        await asyncio.wait_for(inbox.get(), WAIT_S)
+    return bus
+
+
+async def _in_flight(store: PostgresStore) -> int:
+    return sum(info.in_flight for info in await store.groups())
+
+
+async def test_an_ack_on_the_spare_connection_creates_no_task() -> None:
+    async with throwaway_schema("wire") as url:
+        store = await open_store(url)
+        assert isinstance(store, PostgresStore)
+        bus = await _bus_holding(store, 2)
+        try:
+            # The first ACK prepares the statement on the spare connection (a task: ``_ack``, ``_run``).
+            assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-0", member="m1"), WAIT_S) is True
+            loop = asyncio.get_running_loop()
+            counting = _Counting()
+            previous = loop.get_task_factory()
+            loop.set_task_factory(counting)
+            try:
+                done = bus.ack_soon("w.*", "g", "e-1", member="m1")
+                assert not done.done(), "answered before the server was asked"
+                assert await asyncio.wait_for(done, WAIT_S) is True
+            finally:
+                loop.set_task_factory(previous)
+            assert counting.names == [], "a lone ACK created a task"
+            assert await _in_flight(store) == 0
+            assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-1", member="m1"), WAIT_S) is False
+        finally:
+            await bus.close()
+            await store.close()
+
+
+@pytest.mark.parametrize("mishap", ["deallocated", "terminated"])
+async def test_an_ack_that_fails_on_the_spare_connection_is_run_again(mishap: str) -> None:
+    # Without the re-run the ACK's future carried the statement's error (26000, or the lost connection).
+    async with throwaway_schema("wire") as url:
+        store = await open_store(url)
+        assert isinstance(store, PostgresStore)
+        bus = await _bus_holding(store, 2)
+        try:
+            assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-0", member="m1"), WAIT_S) is True
+            spare = store._spare
+            assert spare is not None
+            if mishap == "deallocated":
+                await spare.execute("DEALLOCATE ALL")
+            else:
+                async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as killer:
+                    await killer.execute("SELECT pg_terminate_backend(%s)", (spare.info.backend_pid,))
+            assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-1", member="m1"), WAIT_S) is True
+            assert await _in_flight(store) == 0
+        finally:
+            await bus.close()
             await store.close()

@@ -60,7 +60,7 @@ from outboxhub.store.lifecycle import (
     Verdict,
 )
 from outboxhub.store.postgres import claim as fast
-from outboxhub.store.postgres import events, wire
+from outboxhub.store.postgres import events, settle
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
 from outboxhub.store.postgres.topics import TopicFilter, topic_filter
@@ -90,9 +90,7 @@ _INFO = (
     " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0) FROM groups g"
 )
 
-_ASYNC_STATEMENT = " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-"""Appended to a single-statement transaction: evaluated once, before any row, it makes its COMMIT
-asynchronous."""
+_ASYNC_STATEMENT = settle.ASYNC_STATEMENT
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 """Opens every claim, ack and nack transaction (see the module docstring)."""
 DURABLE_COMMIT = "SET LOCAL synchronous_commit TO DEFAULT"
@@ -395,20 +393,6 @@ async def _dead_letter(
     )
 
 
-_ACK_BY_SEQ = {
-    settler: wire.Statement(
-        f"ack_by_seq_{int(settler)}",
-        "DELETE FROM pending p USING groups g, unnest($1::bigint[], $2::text[]) AS r (seq, id)"
-        " WHERE g.pattern = $3 AND g.name = $4 AND p.gid = g.gid AND p.seq = r.seq AND p.event_id = r.id"
-        + (SETTLE_SQL.format(p="p.", param="$5") if settler else "")
-        + _ASYNC_STATEMENT,
-        [wire.INT8_ARRAY, wire.TEXT_ARRAY, wire.TEXT, wire.TEXT] + ([wire.TEXT] if settler else []),
-    )
-    for settler in (False, True)
-}
-"""The ACK of refs with a seq, without and with a settling member (``wire``: once per delivered event)."""
-
-
 def _settle_where(member: str | None, prefix: str) -> str:
     return "" if member is None else SETTLE_SQL.format(p=prefix, param="%s")
 
@@ -425,16 +409,7 @@ async def ack(conn: PgConn, pattern: str, name: str, refs: Sequence[EventRef], m
     extra = _settle_params(member)
     with_seq = [ref for ref in refs if ref.seq is not None]
     if with_seq:
-        params = [
-            wire.int8_array([cast(int, ref.seq) for ref in with_seq]),
-            wire.text_array([ref.id for ref in with_seq]),
-            pattern.encode(),
-            name.encode(),
-        ]
-        if member is not None:
-            params.append(member.encode())
-        res = await wire.execute(conn, _ACK_BY_SEQ[member is not None], params)
-        count += res.command_tuples or 0
+        count += await settle.ack_by_seq(conn, pattern, name, with_seq, member)
     by_id = [ref.id for ref in refs if ref.seq is None]
     if by_id:
         cur = await conn.execute(

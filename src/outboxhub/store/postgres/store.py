@@ -55,11 +55,13 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
+from psycopg.pq.abc import PGresult
 
 from outboxhub.ids import now_ms
 from outboxhub.model import (
@@ -78,7 +80,7 @@ from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import Committed, GroupCommitWriter
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.parkedclaim import ClaimParkingStore
-from outboxhub.store.postgres import events, parked
+from outboxhub.store.postgres import events, parked, settle
 from outboxhub.store.postgres import groups as groups_ops
 from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
 from outboxhub.store.postgres.events import PgConn
@@ -150,6 +152,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         self._spare: PgConn | None = None  # a connection kept out of the pool for the next operation
         self._spare_uses = 0
         self._pool_waiters = 0  # operations of this store waiting in the pool for a connection
+        self._returning: set[asyncio.Task[None]] = set()  # connections on their way back to the pool
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
@@ -275,6 +278,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
 
     async def _putconn(self, conn: PgConn) -> None:
         """Return a connection after a successful operation (``_getconn``)."""
+        if not self._keep(conn):
+            await self._pool.putconn(conn)
+
+    def _keep(self, conn: PgConn) -> bool:
+        """Keep ``conn`` as the spare if it may be (see ``_getconn``)."""
         if (
             self._spare is None
             and not self._pool_waiters
@@ -284,9 +292,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             self._spare_uses += 1
             if self._spare_uses < _SPARE_USES:
                 self._spare = conn
-                return
+                return True
             self._spare_uses = 0
-        await self._pool.putconn(conn)
+        return False
 
     def _again(self, exc: psycopg.Error, failures: _Failures) -> bool:
         """Whether to re-run after ``exc`` (see ``_run``): a deadlock or serialization failure up to
@@ -468,6 +476,55 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         return await self._run(groups_ops.ack, pattern, group, refs, member)
 
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        """No task per ACK when the spare connection is free and every ref has its seq (the bus's ACKs):
+        the statement is sent at once and its reply read from the socket's callback
+        (``settle.start_ack_by_seq``). Otherwise, and to re-run one that failed (with ``_run``'s retries),
+        ``_ack`` in a task."""
+        conn = self._spare
+        if conn is None or any(ref.seq is None for ref in refs):
+            return super()._ack_soon(pattern, group, refs, member)
+        try:
+            started = settle.start_ack_by_seq(conn, pattern, group, refs, member)
+        except psycopg.Error:  # the connection is broken: _run finds out and replaces it
+            started = None
+        if started is None:
+            return super()._ack_soon(pattern, group, refs, member)
+        self._spare = None
+        answer: asyncio.Future[int] = started.get_loop().create_future()
+        started.add_done_callback(partial(self._acked, conn, answer, (pattern, group, refs, member)))
+        return answer
+
+    def _acked(
+        self,
+        conn: PgConn,
+        answer: asyncio.Future[int],
+        call: tuple[str, str, list[EventRef], str | None],
+        started: asyncio.Future[PGresult],
+    ) -> None:
+        if not started.cancelled() and started.exception() is None:
+            self._put_back(conn)
+            if not answer.done():
+                answer.set_result(started.result().command_tuples or 0)
+            return
+        task = answer.get_loop().create_task(self._ack_again(conn, call))
+        task.add_done_callback(partial(_settle_from, answer))
+
+    async def _ack_again(self, conn: PgConn, call: tuple[str, str, list[EventRef], str | None]) -> int:
+        await self._give_back(conn)
+        return await self._ack(*call)
+
+    def _put_back(self, conn: PgConn) -> None:
+        """``_putconn`` from a callback: the pool's own return (a coroutine) only when the connection cannot
+        be the spare."""
+        if self._keep(conn):
+            return
+        task = asyncio.get_running_loop().create_task(self._pool.putconn(conn))
+        self._returning.add(task)
+        task.add_done_callback(self._returning.discard)
+
     async def _nack(self, request: NackRequest) -> bool:
         return await self._run_appending(groups_ops.nack, request)
 
@@ -493,6 +550,17 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     async def lag(self, pattern: str, group: str) -> Lag | None:
         self._check_open()
         return await self._run(groups_ops.lag, pattern, group)
+
+
+def _settle_from(answer: asyncio.Future[int], task: asyncio.Task[int]) -> None:
+    if answer.done():
+        return
+    if task.cancelled():
+        answer.cancel()
+    elif (exc := task.exception()) is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(task.result())
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -44,6 +44,7 @@ __all__ = [
     "int8_array",
     "read_bool",
     "read_int",
+    "start",
     "text_array",
 ]
 
@@ -213,3 +214,88 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, writer: bool) -> N
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+def start(
+    conn: psycopg.AsyncConnection[Any], statement: Statement, params: Sequence[bytes | None]
+) -> asyncio.Future[pq.abc.PGresult] | None:
+    """``execute`` without a coroutine: send ``statement`` and return the future of its result, driven by
+    the socket's callbacks; None (nothing sent) when it is not prepared on ``conn`` yet. The caller owns
+    ``conn`` until the future is done; an error is set on the future (a missing prepared statement too:
+    run the statement again through ``execute``, which prepares it)."""
+    state = _prepared.get(conn)
+    if state is None or statement.name not in state.names:
+        return None
+    pgconn = conn.pgconn
+    future: asyncio.Future[pq.abc.PGresult] = state.loop.create_future()
+    pgconn.send_query_prepared(statement.name, params, param_formats=statement.formats, result_format=_BINARY)
+    _Call(conn, future, state.loop).step()
+    return future
+
+
+class _Call:
+    """One statement in flight for ``start``: flushes it, then reads its results as the socket allows."""
+
+    __slots__ = ("conn", "fd", "future", "loop", "reading", "results", "writing")
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        future: asyncio.Future[pq.abc.PGresult],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.conn = conn
+        self.future = future
+        self.loop = loop
+        self.fd = conn.pgconn.socket
+        self.results: list[pq.abc.PGresult] = []
+        self.reading = self.writing = False
+
+    def step(self) -> None:
+        pgconn = self.conn.pgconn
+        try:
+            if pgconn.flush():
+                if not self.writing:
+                    self.writing = True
+                    self.loop.add_writer(self.fd, self.step)
+                return
+            if self.writing:
+                self.writing = False
+                self.loop.remove_writer(self.fd)
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    self._stop()
+                    self._finish()
+                    return
+                self.results.append(result)
+            if not self.reading:
+                self.reading = True
+                self.loop.add_reader(self.fd, self.step)
+        except psycopg.Error as exc:
+            self._stop()
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+    def _stop(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    def _finish(self) -> None:
+        if self.future.done():  # pragma: no cover - nobody else resolves it
+            return
+        for result in self.results:
+            if result.status not in _OK:
+                self.future.set_exception(
+                    psycopg.errors.error_from_result(result, encoding=self.conn.info.encoding)
+                )
+                return
+        if self.results:
+            self.future.set_result(self.results[-1])
+        else:  # pragma: no cover - libpq always answers a sent statement
+            self.future.set_exception(psycopg.OperationalError("no result from the server"))
