@@ -262,6 +262,10 @@ class _Call:
             if self.writing:
                 self.writing = False
                 self.loop.remove_writer(self.fd)
+            if not self.reading:  # just sent: the reply cannot be there yet, don't read for it
+                self.reading = True
+                self.loop.add_reader(self.fd, self.step)
+                return
             pgconn.consume_input()
             while not pgconn.is_busy():
                 result = pgconn.get_result()
@@ -270,9 +274,6 @@ class _Call:
                     self._finish()
                     return
                 self.results.append(result)
-            if not self.reading:
-                self.reading = True
-                self.loop.add_reader(self.fd, self.step)
         except psycopg.Error as exc:
             self._stop()
             if not self.future.done():
