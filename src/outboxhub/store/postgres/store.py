@@ -22,6 +22,10 @@ Design:
 * **Parked claims** (``parked.py``): a waiting group member's next claim rides on the group commit that
   appends a matching event (``publish_claim``: the publish, then the claims, one statement), so delivering
   an event to a waiting member costs no statement of its own. The commit stays synchronous.
+* **The per-event statements on libpq** (``wire.py``): the group commit's statement and the ACK by seq
+  are prepared per connection and sent with binary parameters, without psycopg's cursor machinery; an
+  ACK on the spare connection (below) runs without a task (``settle.py``). Operations reuse the last
+  connection returned in a clean state (``_getconn``) instead of a pool check-out and check-in each.
 * **Pattern scans** resolve the pattern against the ``topics`` table inside the query and read each
   matching topic's events as one range of the ``(topic_id, seq)`` index that stops at the limit
   (``topics.py``, ``events.scan_query``); no Python runs per row. The store's connections run with
