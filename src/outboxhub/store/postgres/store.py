@@ -102,10 +102,10 @@ _P = ParamSpec("_P")
 _RECONNECT_TIMEOUT_S = 3.0
 
 _MAX_TRIES = 5
+"""Attempts of a transaction that hit a deadlock or serialization failure."""
 
 _SPARE_USES = 1000
 """Operations in a row on the spare connection before it goes back through the pool (``_getconn``)."""
-"""Attempts of a transaction that hit a deadlock or serialization failure."""
 
 
 async def open_store(url: str, **options: Any) -> PostgresStore:
@@ -219,6 +219,8 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             spare, self._spare = self._spare, None
             if spare is not None:
                 await self._pool.putconn(spare)
+            if self._returning:
+                await asyncio.gather(*self._returning, return_exceptions=True)
             if self._pool_check is not None:
                 self._pool_check.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
