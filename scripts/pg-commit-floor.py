@@ -7,7 +7,10 @@ order of the cases rotated per round; p50/p99 are the medians of the rounds' val
 * ``INSERT 1 row, synchronous_commit=off``: a write transaction without the WAL flush;
 * ``INSERT 1 row`` (``synchronous_commit=on``): the floor of a durable one-row commit;
 * ``publish_events, 1 event``: the store's publish function called directly (counter lock, topic and
-  events rows, NOTIFY), committed synchronously;
+  events rows), committed synchronously, on a connection set up as the store's (planner settings, the
+  store's node: no NOTIFY, as in a lone hub);
+* ``publish_events, 1 event, NOTIFY``: the same on a connection naming no node while the store's LISTEN
+  connection is registered, so every call also NOTIFYs (what a hub pays when another node listens);
 * ``store.publish`` (``PostgresStore``, in process): the function above through the store's group-commit
   writer and pool, what the hub's publish path costs without WebSocket and bus.
 
@@ -22,14 +25,17 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 import uvloop
 
 from outboxhub.model import NewEvent
 from outboxhub.store import open_store
-from outboxhub.store.postgres.conn import parse_url
+from outboxhub.store.postgres.conn import configure_connection, parse_url
+from outboxhub.store.postgres.registry import NODE_SETTING
 from outboxhub.store.postgres.schema import channel_name
+from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import throwaway_schema
 
 Call = Callable[[], Awaitable[object]]
@@ -51,22 +57,27 @@ async def main(n: int) -> None:
     async with throwaway_schema("floor") as url:
         settings = parse_url(url)
         store = await open_store(url)
-        conns = [await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) for _ in range(4)]
-        select, async_insert, insert, publish = conns
+        assert isinstance(store, PostgresStore)
+        await store.listener.connected.wait()  # its node is registered: a call without one NOTIFYs
+        conns = [await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) for _ in range(5)]
+        select, async_insert, insert, publish, notifying = conns
         for conn in conns:
             await conn.execute(f'SET search_path = "{settings.schema}"')
+        for conn in (publish, notifying):
+            await configure_connection(conn)
+        await publish.execute("SELECT set_config(%s, %s, false)", (NODE_SETTING, store.node))
         await insert.execute("CREATE TABLE floor (id bigint GENERATED ALWAYS AS IDENTITY, payload text)")
         await async_insert.execute("SET synchronous_commit = off")
         channel = channel_name(settings.schema)
         payload = '{"t": 1, "m": 1, "p": "' + "x" * 60 + '"}'
         counter = iter(range(10**9))
 
-        async def publish_events() -> None:
-            i = str(next(counter))
-            await publish.execute(
+        async def publish_events(conn: psycopg.AsyncConnection[Any] = publish) -> None:
+            i = next(counter)  # zero-padded: ids arrive in index order, as uuid7 ids do
+            await conn.execute(
                 "SELECT * FROM publish_events(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],"
                 " %s::text[], %s)",
-                ([f"floor-{i}"], ["floor.t"], [0], [None], [payload], [None], channel),
+                ([f"floor-{i:012d}"], ["floor.t"], [0], [None], [payload], [None], channel),
             )
 
         cases: dict[str, Call] = {
@@ -78,6 +89,7 @@ async def main(n: int) -> None:
                 "INSERT INTO floor (payload) VALUES (%s)", (payload,)
             ),
             "publish_events, 1 event": publish_events,
+            "publish_events, 1 event, NOTIFY": lambda: publish_events(notifying),
             "store.publish (group commit writer, pool)": lambda: store.publish(
                 NewEvent(topic="floor.s", payload={"t": 1, "m": 1, "p": "x" * 60})
             ),

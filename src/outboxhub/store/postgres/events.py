@@ -15,6 +15,7 @@ import psycopg
 
 from outboxhub.model import Event, PublishResult, TopicInfo
 from outboxhub.store.codec import EventRow, Prepared, decode_event
+from outboxhub.store.postgres import wire
 from outboxhub.store.postgres.topics import TopicFilter, topic_filter
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PgConn",
     "SeqBound",
     "append",
+    "append_now",
     "count",
     "decode_rows",
     "get_event",
@@ -66,11 +68,27 @@ async def append(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[
     return batch.results([(int(seq), bool(dup)) for _, seq, dup in await cur.fetchall()])
 
 
+_APPEND_NOW = wire.Statement(
+    "publish_events",
+    "SELECT ord, seq, duplicate FROM publish_events($1, $2, $3, $4, $5, $6, $7)",
+    [*(wire.TEXT_ARRAY,) * 2, wire.INT8_ARRAY, *(wire.TEXT_ARRAY,) * 3, wire.TEXT],
+)
+
+
+async def append_now(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[list[PublishResult], int]:
+    """``append`` as its own transaction, through ``wire`` (the store's writer): ``conn`` must be in
+    autocommit mode with no transaction open; the results arrive once the statement is committed."""
+    batch = AppendBatch(rows)
+    res = await wire.execute(conn, _APPEND_NOW, [*batch.wire_params(), channel.encode()])
+    read_int, read_bool, value = wire.read_int, wire.read_bool, res.get_value
+    return batch.results([(read_int(value(i, 1)), read_bool(value(i, 2))) for i in range(res.ntuples)])
+
+
 class AppendBatch:
     """``publish_events``' arguments for ``rows`` (each ``(topic, id)`` once) and the reading of its
     results back into one ``PublishResult`` per row."""
 
-    __slots__ = ("_first", "_rows", "_unique", "params")
+    __slots__ = ("_first", "_rows", "_unique")
 
     def __init__(self, rows: Sequence[Prepared]) -> None:
         first: dict[tuple[str, str], int] = {}
@@ -82,7 +100,12 @@ class AppendBatch:
         self._rows = rows
         self._first = first
         self._unique = unique
-        self.params: tuple[list[Any], ...] = (
+
+    @property
+    def params(self) -> tuple[list[Any], ...]:
+        """The first six arguments of ``publish_events`` (the channel comes last), for ``execute``."""
+        unique = self._unique
+        return (
             [r[0] for r in unique],
             [r[1] for r in unique],
             [r[2] for r in unique],
@@ -90,7 +113,18 @@ class AppendBatch:
             [r[4].decode() for r in unique],
             [None if r[5] is None else r[5].decode() for r in unique],
         )
-        """The first six arguments of ``publish_events`` (the channel comes last)."""
+
+    def wire_params(self) -> list[bytes]:
+        """The same six, encoded for ``wire.execute`` (payload and meta bytes go as they are)."""
+        unique, text = self._unique, wire.text_array
+        return [
+            text([r[0] for r in unique]),
+            text([r[1] for r in unique]),
+            wire.int8_array([r[2] for r in unique]),
+            text([r[3] for r in unique]),
+            text([r[4] for r in unique]),
+            text([r[5] for r in unique]),
+        ]
 
     def results(self, seqs: list[tuple[int, bool]]) -> tuple[list[PublishResult], int]:
         """The results from ``publish_events``' ``(seq, duplicate)`` rows in order, and the highest new

@@ -60,7 +60,7 @@ from outboxhub.store.lifecycle import (
     Verdict,
 )
 from outboxhub.store.postgres import claim as fast
-from outboxhub.store.postgres import events
+from outboxhub.store.postgres import events, settle
 from outboxhub.store.postgres.conn import pipelined_transaction
 from outboxhub.store.postgres.events import EVENT_SELECT, PgConn, SeqBound, decode_rows
 from outboxhub.store.postgres.topics import TopicFilter, topic_filter
@@ -90,9 +90,7 @@ _INFO = (
     " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0) FROM groups g"
 )
 
-_ASYNC_STATEMENT = " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-"""Appended to a single-statement transaction: evaluated once, before any row, it makes its COMMIT
-asynchronous."""
+_ASYNC_STATEMENT = settle.ASYNC_STATEMENT
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 """Opens every claim, ack and nack transaction (see the module docstring)."""
 DURABLE_COMMIT = "SET LOCAL synchronous_commit TO DEFAULT"
@@ -405,18 +403,13 @@ def _settle_params(member: str | None) -> tuple[str, ...]:
 
 async def ack(conn: PgConn, pattern: str, name: str, refs: Sequence[EventRef], member: str | None) -> int:
     """Refs with a seq name their row; refs without one settle the row of that id only when it is the one
-    row of the group with that id that ``member`` may settle. Each statement is its own transaction."""
+    row of the group with that id that ``member`` may settle. Each statement is its own transaction
+    (``conn`` in autocommit mode, none open)."""
     count = 0
     extra = _settle_params(member)
     with_seq = [ref for ref in refs if ref.seq is not None]
     if with_seq:
-        cur = await conn.execute(
-            "DELETE FROM pending p USING groups g, unnest(%s::bigint[], %s::text[]) AS r (seq, id)"
-            " WHERE g.pattern = %s AND g.name = %s AND p.gid = g.gid AND p.seq = r.seq AND p.event_id = r.id"
-            f"{_settle_where(member, 'p.')}{_ASYNC_STATEMENT}",
-            ([ref.seq for ref in with_seq], [ref.id for ref in with_seq], pattern, name, *extra),
-        )
-        count += max(0, cur.rowcount)
+        count += await settle.ack_by_seq(conn, pattern, name, with_seq, member)
     by_id = [ref.id for ref in refs if ref.seq is None]
     if by_id:
         cur = await conn.execute(

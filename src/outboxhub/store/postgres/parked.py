@@ -32,6 +32,7 @@ from outboxhub.model import Delivery, PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.lifecycle import ClaimRequest
 from outboxhub.store.parkedclaim import ParkedClaimBase
+from outboxhub.store.postgres import wire
 from outboxhub.store.postgres.claim import filter_args_of
 from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
 
@@ -56,10 +57,11 @@ NOT_RUN: tuple[list[Delivery], int] = ([], -1)
 """The result of a parked claim that did not run: nothing claimed, no commit covered (the member wakes
 and claims as usual)."""
 
-_PUBLISH_CLAIM = (
-    "SELECT * FROM publish_claim(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],"
-    " %s, %b::text[], %b::text[], %b::text[], %s, %b::bigint[], %b::integer[], %b::integer[], %b::text[],"
-    " %b::text[], %b::text[])"
+_T, _I8, _I4 = wire.TEXT_ARRAY, wire.INT8_ARRAY, wire.INT4_ARRAY
+_PUBLISH_CLAIM = wire.Statement(
+    "publish_claim",
+    "SELECT * FROM publish_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    [_T, _T, _I8, _T, _T, _T, wire.TEXT, _T, _T, _T, wire.INT8, _I8, _I4, _I4, _T, _T, _T],
 )
 
 
@@ -177,38 +179,41 @@ async def publish_claim(
     batch = AppendBatch(rows)
     plans = [replace(request, now=now).plan() for request in requests]
     filters = [filter_args_of(request.pattern) for request in requests]
-    cur = await conn.execute(
+    text = wire.text_array
+    res = await wire.execute(
+        conn,
         _PUBLISH_CLAIM,
-        (
-            *batch.params,
-            channel,
-            [r.pattern for r in requests],
-            [r.group for r in requests],
-            [r.member for r in requests],
-            now,
-            [plan.deadline for plan in plans],
-            [r.limit for r in requests],
-            [f[0] for f in filters],
-            [f[1] for f in filters],
-            [f[2] for f in filters],
-            [f[3] for f in filters],
-        ),
+        [
+            *batch.wire_params(),
+            channel.encode(),
+            text([r.pattern for r in requests]),
+            text([r.group for r in requests]),
+            text([r.member for r in requests]),
+            wire.int8(now),
+            wire.int8_array([plan.deadline for plan in plans]),
+            wire.int4_array([r.limit for r in requests]),
+            wire.int4_array([f[0] for f in filters]),
+            text([f[1] for f in filters]),
+            text([f[2] for f in filters]),
+            text([f[3] for f in filters]),
+        ],
     )
     published: list[tuple[int, bool]] = []
     last = 0
     fallback: set[int] = set()
     claimed: dict[int, list[tuple[Any, ...]]] = {}
-    for row in await cur.fetchall():
-        index = int(row[0])
+    value, read_int, read_bool = res.get_value, wire.read_int, wire.read_bool
+    for i in range(res.ntuples):
+        index = read_int(value(i, 0))
         if index == 0:
-            if row[1]:
-                last = int(row[2])
+            if read_bool(value(i, 1)):
+                last = read_int(value(i, 2))
             else:
-                published.append((int(row[2]), bool(row[3])))
-        elif row[1]:
+                published.append((read_int(value(i, 2)), read_bool(value(i, 3))))
+        elif read_bool(value(i, 1)):
             fallback.add(index)
         else:
-            claimed.setdefault(index, []).append(row[2:3] + row[4:])
+            claimed.setdefault(index, []).append(_claimed_row(value, i))
     results, top = batch.results(published)
     outcomes: list[tuple[list[Delivery], int]] = []
     for index, plan in enumerate(plans, start=1):
@@ -223,3 +228,19 @@ async def publish_claim(
 
 def _seq(row: tuple[Any, ...]) -> int:
     return int(row[0])
+
+
+def _claimed_row(value: Callable[[int, int], bytes | None], i: int) -> tuple[Any, ...]:
+    """Row ``i`` of ``publish_claim``'s result as ``decode_rows`` reads it: ``(seq, id, topic_id, ts, key,
+    payload, meta, topic)``, payload and meta the JSON text as bytes."""
+    key, topic = value(i, 7), value(i, 10)
+    return (
+        wire.read_int(value(i, 2)),
+        (value(i, 4) or b"").decode(),
+        wire.read_int(value(i, 5)),
+        wire.read_int(value(i, 6)),
+        None if key is None else key.decode(),
+        value(i, 8),
+        value(i, 9),
+        None if topic is None else topic.decode(),
+    )
