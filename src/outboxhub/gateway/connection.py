@@ -8,8 +8,10 @@ dispatch it, repeat. What keeps it fast and fair:
   reply order (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer
   sends replies in request order as their slots fill. The PUBLISHes of one read burst go to the bus as one
   batch, each answered only after the store's durable commit. AUTH, SUBSCRIBE and UNSUBSCRIBE change the
-  connection's state, so the reader awaits them in place. ACK/NACK/EXTEND live in
-  :mod:`outboxhub.gateway.settle`; publish quotas in :mod:`outboxhub.gateway.publishquota`.
+  connection's state, so the reader awaits them in place. PUBLISH lives in
+  :mod:`outboxhub.gateway.publishing`, ACK/NACK/EXTEND in :mod:`outboxhub.gateway.settle`; publish
+  quotas in :mod:`outboxhub.gateway.publishquota`. On picows, a frame that arrives while the reader waits
+  is offered to :meth:`Connection.take_now` in the socket's callback first (no wake-up of the reader).
 * **Bounded memory.** Too many unanswered requests stop the reader (replies are never dropped); too many
   queued EVENTs make ``deliver`` refuse, the bus pauses that member until the queue drains to half, and
   its unacked claims time out and move on. One slow consumer never blocks another connection.
