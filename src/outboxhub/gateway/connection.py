@@ -8,8 +8,10 @@ dispatch it, repeat. What keeps it fast and fair:
   reply order (:class:`~outboxhub.gateway.sendqueue.SendQueue`) and runs in the background; the writer
   sends replies in request order as their slots fill. The PUBLISHes of one read burst go to the bus as one
   batch, each answered only after the store's durable commit. AUTH, SUBSCRIBE and UNSUBSCRIBE change the
-  connection's state, so the reader awaits them in place. ACK/NACK/EXTEND live in
-  :mod:`outboxhub.gateway.settle`; publish quotas in :mod:`outboxhub.gateway.publishquota`.
+  connection's state, so the reader awaits them in place. PUBLISH lives in
+  :mod:`outboxhub.gateway.publishing`, ACK/NACK/EXTEND in :mod:`outboxhub.gateway.settle`; publish
+  quotas in :mod:`outboxhub.gateway.publishquota`. On picows, a frame that arrives while the reader waits
+  is offered to :meth:`Connection.take_now` in the socket's callback first (no wake-up of the reader).
 * **Bounded memory.** Too many unanswered requests stop the reader (replies are never dropped); too many
   queued EVENTs make ``deliver`` refuse, the bus pauses that member until the queue drains to half, and
   its unacked claims time out and move on. One slow consumer never blocks another connection.
@@ -26,7 +28,6 @@ dispatch it, repeat. What keeps it fast and fair:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Any, Final
@@ -37,13 +38,14 @@ from outboxhub.auth.jwt import Principal
 from outboxhub.errors import AuthError, ProtocolError, StoreUnavailable, StoreUnsupported
 from outboxhub.gateway.context import GatewayContext, not_subscribed, utf8_size
 from outboxhub.gateway.delivery import SocketSub
+from outboxhub.gateway.publishing import Publishing
 from outboxhub.gateway.publishquota import ConnectionLimits
 from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.sendqueue import ReplySlot, SendQueue
 from outboxhub.gateway.settle import Settlement
 from outboxhub.gateway.transport import BINARY, ERROR, TEXT, Message, WebSocket
 from outboxhub.ids import new_id
-from outboxhub.model import Delivery, NewEvent, PublishResult
+from outboxhub.model import Delivery, NewEvent
 from outboxhub.protocol.codec import (
     Ack,
     Auth,
@@ -57,7 +59,6 @@ from outboxhub.protocol.codec import (
     decode_client_frame,
     encode_err,
     encode_ok,
-    encode_published,
 )
 from outboxhub.protocol.codes import (
     BAD_REQUEST,
@@ -89,18 +90,15 @@ log = logging.getLogger("outboxhub.gateway.connection")
 _MAX_PENDING_REPLIES: Final = 4096
 _AUTH_RECHECK_S: Final = 1.0
 _SHUTDOWN_WAIT_S: Final = 10.0
-_ACL_CACHE_MAX: Final = 1024
-
-_MAX_PUBLISH_BATCH: Final = 512
 
 _SubKey = tuple[str, str | None]
-_Pending = tuple[NewEvent, ReplySlot, Rid]
 
 
-class Connection(Settlement):
+class Connection(Publishing, Settlement):
     """One WebSocket client: its principal and policy, its subscriptions, its ordered send queue.
 
-    ACK, NACK and EXTEND are handled by :class:`~outboxhub.gateway.settle.Settlement`."""
+    PUBLISH is handled by :class:`~outboxhub.gateway.publishing.Publishing`, ACK, NACK and EXTEND by
+    :class:`~outboxhub.gateway.settle.Settlement`."""
 
     # slots: past 30 attributes an instance __dict__ loses CPython's key sharing (≈ 1.6 KB per connection)
     __slots__ = (
@@ -148,7 +146,7 @@ class Connection(Settlement):
         )
         self._tasks: dict[asyncio.Future[Any], None] = {}  # an ordered set (64 B empty)
         self._may_publish: dict[str, bool] = {}  # publish ACL decisions under the current policy
-        self._batch: list[_Pending] = []  # publishes read but not yet handed to the bus
+        self._batch: list[tuple[NewEvent, ReplySlot, Rid]] = []  # publishes not yet handed to the bus
         self._expiry: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None  # until the first successful AUTH
         self._authenticating = False
@@ -165,9 +163,12 @@ class Connection(Settlement):
         if self._auth_timeout_s > 0:
             self._auth_timer = self._loop.call_later(self._auth_timeout_s, self._on_auth_timeout)
         ws = self.ws
+        ws.set_direct(self)
         try:
             while not self._closed:
                 kind, data = msg = await ws.receive()
+                if not self.out.has_reply_room():  # too many unanswered requests: hold this one back
+                    await self.out.wait_reply_room()
                 if self.principal is None and _too_large_before_auth(msg, self._max_auth_frame):
                     await self._refuse_large_before_auth(utf8_size(data))
                     break
@@ -184,10 +185,9 @@ class Connection(Settlement):
                         log.info("connection %s: %s", self.member, data)
                     break
                 del msg, data  # not kept while waiting: an idle connection would hold its AUTH frame
-                if not self.out.has_reply_room():
-                    await self.out.wait_reply_room()
         finally:
             self._closed = True
+            ws.set_direct(None)
             await self._release()
             try:  # the send queue's writer runs only while there is something to send
                 await asyncio.wait_for(self.out.finish(), self.gateway.close_timeout_s)
@@ -233,21 +233,61 @@ class Connection(Settlement):
         if self.policy is None:
             self._err(frame.rid, NOT_AUTHENTICATED, "send AUTH with a token first")
             return
+        if self._handle_now(frame):
+            return
         match frame:
-            case Publish():
-                self._publish(frame)
-            case Ack():
-                self._ack(frame)
-            case Nack():
-                self._nack(frame)
-            case Extend():
-                self._extend(frame)
             case Subscribe():
                 await self._subscribe(frame)
             case Unsubscribe():
                 await self._unsubscribe(frame)
             case _:  # pragma: no cover - the codec returns only the frames above
                 self._err(frame.rid, BAD_REQUEST, f"unsupported frame {type(frame).__name__}")
+
+    def _handle_now(self, frame: ClientFrame) -> bool:
+        """Handle a frame that needs no await (it runs in the background, in the reply order); False for
+        the others (AUTH, SUBSCRIBE, UNSUBSCRIBE)."""
+        if isinstance(frame, Publish):
+            self._publish(frame)
+        elif isinstance(frame, Ack):
+            self._ack(frame)
+        elif isinstance(frame, Nack):
+            self._nack(frame)
+        elif isinstance(frame, Extend):
+            self._extend(frame)
+        else:
+            return False
+        return True
+
+    # -- frames handed over by the socket directly --------------------------------------------------------
+
+    def take_now(self, text: str) -> bool:
+        """A text message that arrived while the reader waits for one and nothing is queued before it
+        (picows calls this from its frame callback): handle it here, as the reader would in its next step,
+        when that needs no await — a PUBLISH, ACK, NACK or EXTEND of an authenticated connection with
+        reply room — and save the reader's wake-up. False: the reader takes it (and decodes it again)."""
+        if self.policy is None or self._stopping or self._closed or not self.out.has_reply_room():
+            return False
+        try:
+            frame = decode_client_frame(text, max_size=self._max_frame)
+        except ProtocolError:
+            return False  # the reader answers it, and closes when its code says so
+        try:
+            if not self._handle_now(frame):
+                return False
+        except Exception:
+            log.exception("connection %s: unexpected error handling %s", self.member, type(frame).__name__)
+            self._err(frame.rid, INTERNAL, "internal error; the request may not have been carried out")
+        self.gateway.stats.frames_in += 1
+        return True
+
+    def read_done(self) -> None:
+        """The end of a socket read in which :meth:`take_now` took frames: the read burst is complete."""
+        if self._batch:
+            try:
+                self._flush_batch()
+            except Exception:  # as when the reader's own flush fails: the connection ends
+                log.exception("connection %s: handing a publish batch to the bus failed", self.member)
+                self._abort()
 
     # -- AUTH -------------------------------------------------------------------------------------------
 
@@ -332,73 +372,6 @@ class Connection(Settlement):
                 log.info("connection %s: re-AUTH dropped %d queued events", self.member, dropped)
             for sub in revoked:
                 await self._close_sub(sub)
-
-    # -- PUBLISH ----------------------------------------------------------------------------------------
-
-    def _publish(self, frame: Publish) -> None:
-        if self._stopping:
-            self._err(frame.rid, UNAVAILABLE, "hub is shutting down; publish again on another connection")
-            return
-        policy = self.policy
-        assert policy is not None
-        topic = frame.topic
-        # The policy is fixed until the next AUTH and clients publish to few topics: remember decisions.
-        allowed = self._may_publish.get(topic)
-        if allowed is None:
-            allowed = acl.is_allowed(policy, "publish", topic)
-            if len(self._may_publish) >= _ACL_CACHE_MAX:
-                self._may_publish.clear()
-            self._may_publish[topic] = allowed
-        if not allowed:
-            self._err(frame.rid, FORBIDDEN, acl.explain(policy, "publish", topic, None))
-            return
-        refused = self._limits.check(topic, self._loop.time())
-        if refused is not None:
-            err = self._err_bytes(frame.rid, RATE_LIMITED, refused.msg, retry_after_ms=refused.retry_after_ms)
-            self.out.reply(err)
-            return
-        self._batch.append((frame.to_new_event(), self.out.reserve(), frame.rid))
-        if len(self._batch) == 1:
-            # The publishes of one read burst reach the store as one batch: the reader hands it over once
-            # caught up (run), else (aiohttp, or it awaits first) this callback does, after the burst.
-            self._loop.call_soon(self._flush_batch)
-        elif len(self._batch) >= _MAX_PUBLISH_BATCH:
-            self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        # The store's future, not a task: on SQLite a lone publish commits right here (inline), and is
-        # then answered at once, not by a done callback one loop iteration later.
-        done = self.gateway.bus.publish_batch_soon([event for event, _, _ in batch])
-        if done.done():
-            self._published(batch, done)
-            return
-        self._tasks[done] = None
-        done.add_done_callback(functools.partial(self._published, batch))
-
-    def _published(self, batch: list[_Pending], task: asyncio.Future[list[PublishResult]]) -> None:
-        self._tasks.pop(task, None)
-        out = self.out
-        exc = None if task.cancelled() else task.exception()
-        if exc is None and not task.cancelled():
-            results = task.result()
-            self.gateway.stats.publishes += len(results)
-            self.published += len(results)
-            for (_, slot, rid), result in zip(batch, results, strict=True):
-                out.fill(slot, encode_published(rid, result))
-            return
-        code: ErrorCode
-        if isinstance(exc, StoreUnavailable):
-            code, msg = UNAVAILABLE, f"store unavailable: {exc}"
-        elif exc is None:
-            code, msg = UNAVAILABLE, "publish was cancelled; it had no effect"
-        else:
-            log.error("connection %s: publish of %d events failed", self.member, len(batch), exc_info=exc)
-            code, msg = INTERNAL, "internal error; the publish may have failed"
-        for _, slot, rid in batch:
-            out.fill(slot, self._err_bytes(rid, code, msg))
 
     # -- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------
 

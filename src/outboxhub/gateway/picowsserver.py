@@ -35,7 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from outboxhub.gateway import server as gateway_server
 from outboxhub.gateway.listener import ConnectionLimiter
 from outboxhub.gateway.server import HARD_LIMIT_FACTOR, Gateway
-from outboxhub.gateway.transport import BINARY, CLOSED, ERROR, TEXT, Message
+from outboxhub.gateway.transport import BINARY, CLOSED, ERROR, TEXT, DirectReader, Message
 
 __all__ = ["PicowsServer", "PicowsSocket"]
 
@@ -95,9 +95,9 @@ class PicowsSocket(picows.WSListener):
     """One upgraded picows WebSocket as a :class:`~outboxhub.gateway.transport.WebSocket`."""
 
     __slots__ = (
-        "_beat", "_close_sent", "_closing", "_frames", "_gone", "_hard_limit", "_heartbeat_s", "_high",
-        "_inbound", "_loop", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused", "_pinged",
-        "_pong_held", "_reading", "_seen", "_transport", "_waiter", "peer",
+        "_beat", "_close_sent", "_closing", "_direct", "_frames", "_gone", "_hard_limit", "_heartbeat_s",
+        "_high", "_inbound", "_loop", "_on_connected", "_parts", "_parts_kind", "_parts_size", "_paused",
+        "_pinged", "_pong_held", "_reading", "_seen", "_transport", "_waiter", "peer", "took",
     )  # fmt: skip
 
     def __init__(self, hard_limit: int, on_connected: Any) -> None:
@@ -126,6 +126,8 @@ class PicowsSocket(picows.WSListener):
         # a future each time it waits for a frame.
         self._loop: asyncio.AbstractEventLoop | None = None
         self.peer: str | None = None
+        self._direct: DirectReader | None = None  # takes text messages while the reader waits (set_direct)
+        self.took = False  # the direct reader took a message in the read being handed over
 
     # -- picows callbacks -------------------------------------------------------------------------------
 
@@ -154,9 +156,17 @@ class PicowsSocket(picows.WSListener):
                 self._parts_size = frame.payload_size
             elif kind is _T_TEXT:
                 try:
-                    self._push((TEXT, frame.get_payload_as_utf8_text()))
+                    text = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
                     self._fail(_CLOSE_INVALID_TEXT, "text frame is not valid UTF-8")
+                    return
+                # While the reader waits with nothing queued, the connection may take the message here:
+                # no wake-up of the reader's task, no new future for its next wait.
+                direct, waiter = self._direct, self._waiter
+                if direct is not None and waiter is not None and not waiter.done() and direct.take_now(text):
+                    self.took = True
+                else:
+                    self._push((TEXT, text))
             else:
                 self._push((BINARY, frame.get_payload_as_bytes()))
         elif kind is _T_CONT:
@@ -173,6 +183,10 @@ class PicowsSocket(picows.WSListener):
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self._gone = True
+        direct, self._direct = self._direct, None
+        if self.took and direct is not None:  # (gone within a read: its burst is still handed over)
+            self.took = False
+            direct.read_done()
         if self._beat is not None:
             self._beat.cancel()
             self._beat = None
@@ -225,6 +239,16 @@ class PicowsSocket(picows.WSListener):
     def caught_up(self) -> bool:
         """True when every message received so far has been taken by :meth:`receive`."""
         return not self._frames
+
+    def set_direct(self, reader: DirectReader | None) -> None:
+        self._direct = None if self._gone else reader
+
+    def read_done(self) -> None:
+        """The end of a read in which the direct reader took messages (called by :class:`_Limited`)."""
+        self.took = False
+        direct = self._direct
+        if direct is not None:
+            direct.read_done()
 
     async def send_text(self, data: bytes) -> None:
         """Write one text frame; wait while the transport is paused (see the module docstring)."""
@@ -409,7 +433,7 @@ class _Limited(asyncio.BufferedProtocol):
     """Wraps picows' protocol for one connection: admits it through the limiter or aborts it, and tells a
     header timeout from a peer that left."""
 
-    __slots__ = ("_ip", "_limiter", "_route", "_since", "head_done", "inner")
+    __slots__ = ("_ip", "_limiter", "_route", "_since", "head_done", "inner", "socket")
 
     def __init__(self, limiter: ConnectionLimiter, route: Any) -> None:
         self._limiter = limiter
@@ -418,10 +442,14 @@ class _Limited(asyncio.BufferedProtocol):
         self._since = 0.0
         self.head_done = False  # picows parsed the upgrade request
         self.inner: Any = None
+        self.socket: PicowsSocket | None = None  # once upgraded
 
     def upgrade(self, request: picows.WSUpgradeRequest) -> Any:
         self.head_done = True
-        return self._route(request)
+        routed = self._route(request)
+        if isinstance(routed, PicowsSocket):
+            self.socket = routed
+        return routed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._ip = self._limiter.accept(transport)
@@ -444,7 +472,10 @@ class _Limited(asyncio.BufferedProtocol):
         return view if len(view) <= _READ_MAX else view[:_READ_MAX]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.inner.buffer_updated(nbytes)
+        self.inner.buffer_updated(nbytes)  # picows hands every complete frame of this read to the socket
+        socket = self.socket
+        if socket is not None and socket.took:
+            socket.read_done()
 
     def eof_received(self) -> bool | None:
         return bool(self.inner.eof_received()) if self._ip is not None else None

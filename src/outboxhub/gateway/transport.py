@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["BINARY", "CLOSED", "ERROR", "TEXT", "AiohttpSocket", "Message", "WebSocket"]
+__all__ = ["BINARY", "CLOSED", "ERROR", "TEXT", "AiohttpSocket", "DirectReader", "Message", "WebSocket"]
 
 CLOSED: Final = 0
 TEXT: Final = 1
@@ -30,6 +30,19 @@ Message = tuple[int, Any]
 """``(kind, data)``: see the module docstring."""
 
 _CLOSED: Final[Message] = (CLOSED, None)
+
+
+class DirectReader(Protocol):
+    """Takes a text message in the socket's own callback instead of waking the task waiting in
+    :meth:`WebSocket.receive`."""
+
+    def take_now(self, text: str) -> bool:
+        """Handle ``text`` now (True), or leave it to be queued for :meth:`WebSocket.receive` (False)."""
+        ...
+
+    def read_done(self) -> None:
+        """The socket read that brought messages taken by :meth:`take_now` has been fully handed over."""
+        ...
 
 
 class WebSocket(Protocol):
@@ -53,6 +66,11 @@ class WebSocket(Protocol):
 
     async def receive(self) -> Message:
         """The next message (see the module docstring); :data:`CLOSED` from then on once closed."""
+        ...
+
+    def set_direct(self, reader: DirectReader | None) -> None:
+        """Offer text messages that arrive while :meth:`receive` waits (nothing queued before them) to
+        ``reader`` first (None: stop); a socket may ignore this and queue every message."""
         ...
 
     def caught_up(self) -> bool:
@@ -106,6 +124,9 @@ class AiohttpSocket:
 
     def caught_up(self) -> bool:
         return False  # aiohttp does not say whether a message is waiting
+
+    def set_direct(self, reader: DirectReader | None) -> None:
+        pass  # aiohttp reads through a coroutine: every message is queued for receive()
 
     async def close(self, code: int, message: bytes) -> None:
         await self._ws.close(code=code, message=message)
