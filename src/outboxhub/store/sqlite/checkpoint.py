@@ -39,6 +39,7 @@ __all__ = [
     "Checkpointer",
     "RestartGuard",
     "backstop_checkpoint",
+    "hand_over",
     "restart_wal",
 ]
 
@@ -152,6 +153,23 @@ class Checkpointer:
         self._thread.start()
         return True
 
+    def attach(self, conn: sqlite3.Connection) -> bool:
+        """Set up the writer's connection ``conn`` (on the writer thread) and start the checkpointer; False
+        when it has none, and the connection then checkpoints by itself.
+
+        The write connection commits on the loop thread too: it never checkpoints by itself (a copy and two
+        fsyncs); the checkpointer runs them and asks the writer thread for the backstop one. Without a
+        checkpointer, SQLite's automatic checkpoint is the backstop and nothing may commit on the loop."""
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        backstop = max(1000, BACKSTOP_BYTES // page_size)
+        if not self.open(backstop_frames=backstop):
+            conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
+            return False
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        if self.restarts.due:  # the WAL may be empty: its first commit writes and syncs a header
+            restart_wal(conn, self.restarts)
+        return True
+
     @property
     def running(self) -> bool:
         """A checkpoint (or the hand-over of its backstop or restart) is under way."""
@@ -239,3 +257,35 @@ def restart_wal(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
         conn.execute("ROLLBACK")
         raise
     restarts.written(token)
+
+
+def hand_over(
+    conn: sqlite3.Connection,
+    restarts: RestartGuard,
+    *,
+    backstop: bool,
+    before_write: Callable[[], None],
+    url: str,
+) -> tuple[bool, bool]:
+    """What the checkpointer asked the writer for, on the writer's connection and thread between two batches:
+    the backstop checkpoint (``backstop``), then the WAL restart when it is due (also after the backstop,
+    which copied the whole WAL if nothing held it); ``before_write`` runs before the restart's write.
+    Returns whether each ran. A failure is logged, not raised: nothing is lost, the checkpointer asks again
+    and the next write restarts."""
+    checkpointed = restarted = False
+    try:
+        if backstop:
+            backstop_checkpoint(conn, restarts)
+            checkpointed = True
+        if restarts.due:
+            before_write()  # the restart may wait for another process's lock, as a batch does
+            restart_wal(conn, restarts)
+            restarted = True
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                _log.exception("sqlite writer: ROLLBACK failed")
+        _log.warning("sqlite store %s: WAL maintenance failed: %s", url, exc)
+    return checkpointed, restarted
