@@ -52,6 +52,11 @@ BACKSTOP_BYTES = 64 * 1024 * 1024
 """WAL after which the writer thread checkpoints (``Checkpointer.open``'s ``backstop_frames`` in pages)."""
 
 
+_CATCH_UP_PASSES = 4
+"""Most checkpoints run back to back before the backstop (``Checkpointer._catch_up``)."""
+_CATCH_UP_FRAMES = 1024
+"""A checkpoint that copied at most this many new frames (4 MiB of 4 KiB pages) ends the catch-up."""
+
 _BACKSTOP_TRIES = 200
 """Tries of the writer's backstop checkpoint while the checkpointer runs one (1 ms apart)."""
 
@@ -202,20 +207,11 @@ class Checkpointer:
                     return
                 self._running = True
                 self._due.clear()
-                token = self.restarts.checkpointing()
-                result = None
-                try:
-                    result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    frames = result[1]
-                    failing = False
-                    self._on_checkpoint()
-                except sqlite3.Error as exc:
-                    if not failing:  # one line per spell of failures; the writer's backstop still runs
-                        _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
-                    failing = True
-                    frames = self._backstop_frames
-                finally:
-                    self.restarts.checkpointed(token, result)
+                result = self._checkpoint(conn, failing)
+                if result is not None and result[1] >= self._backstop_frames:
+                    result = self._catch_up(conn, result)
+                failing = result is None
+                frames = self._backstop_frames if result is None else result[1]
                 if frames >= self._backstop_frames:
                     self._on_backstop()  # its checkpoint is followed by the restart when that is due
                 elif self.restarts.due:
@@ -226,6 +222,39 @@ class Checkpointer:
                     return
         finally:
             conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection, failing: bool) -> tuple[int, int, int] | None:
+        """One PASSIVE checkpoint: its (busy, frames, copied), None when it failed (logged once a spell)."""
+        token = self.restarts.checkpointing()
+        result = None
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            result = (int(busy), int(frames), int(copied))
+            self._on_checkpoint()
+        except sqlite3.Error as exc:
+            if not failing:  # one line per spell of failures; the writer's backstop still runs
+                _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
+        finally:
+            self.restarts.checkpointed(token, result)
+        return result
+
+    def _catch_up(
+        self, conn: sqlite3.Connection, result: tuple[int, int, int]
+    ) -> tuple[int, int, int] | None:
+        """The WAL is past the backstop: the writer thread will stop writing while it copies what no
+        checkpoint has, and syncs it. That is what was written since the last checkpoint began (≈ 0.1 s of
+        writes: 50-150 ms of stall per backstop at 4 KiB events, every 64 MiB, measured in
+        docs/benchmarks.md). Checkpoints run back to back while each still copies much, so that the tail
+        left to the writer is what came in during a short one. Returns the last one's result."""
+        for _ in range(_CATCH_UP_PASSES):
+            copied = result[2]
+            again = self._checkpoint(conn, False)
+            if again is None:
+                return None
+            result = again
+            if result[0] or result[2] - copied <= _CATCH_UP_FRAMES:  # busy, or a short one (or a reader
+                break  # holds frames back: then the next ones would copy nothing either)
+        return result
 
 
 def backstop_checkpoint(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
