@@ -185,9 +185,10 @@ class WriteTx:
 
     # -- events -------------------------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
+    def append(self, rows: Sequence[Prepared], *, savepoint: bool = True) -> list[PublishResult]:
         """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
-        updated once."""
+        updated once. Without ``savepoint``, a stored id among several rows raises ``IntegrityError`` and
+        leaves rows inserted: for a caller that then rolls the whole transaction back."""
         if len(rows) == 1:
             return [self._append_one(rows[0])]
         first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
@@ -210,8 +211,11 @@ class WriteTx:
                 if params:  # not a duplicate after all: let the INSERT say what it is
                     _insert_events(conn, params)
             self._count_topics(params)
-        else:
+        elif savepoint:
             self._append_many(rows, unique, params, existing)
+        else:
+            _insert_events(conn, params)
+            self._count_topics(params)
         if params:
             self.next_seq = params[-1][0] + 1
             self.appended_to = params[-1][0]
