@@ -11,9 +11,11 @@ The backstop: under sustained writes the WAL cannot restart from its beginning (
 behind a running checkpoint), so it grows. When a checkpoint reports more than ``BACKSTOP_BYTES`` of WAL
 (or fails), the checkpointer asks the writer (``on_backstop``), whose thread then checkpoints between two
 of its batches, with nothing being written meanwhile, so that the checkpoint completes and the next write
-restarts the WAL (``journal_size_limit`` cuts the file back to 64 MiB then). The write connection itself
-never checkpoints on its own (``wal_autocheckpoint = 0``): it also commits on the event loop thread
-(``writer.py``), which must not stall for a copy and two fsyncs.
+restarts the WAL (``journal_size_limit`` cuts the file back to 64 MiB then). Every publish waits while
+it runs, so before asking, the checkpointer runs checkpoints back to back to leave it a short tail
+(``Checkpointer._catch_up``). The write connection itself never checkpoints on its own
+(``wal_autocheckpoint = 0``): it also commits on the event loop thread (``writer.py``), which must not
+stall for a copy and two fsyncs.
 
 The restart: the first commit after a checkpoint that copied the whole WAL starts it over, and writes and
 syncs (fdatasync) its new header, whatever ``synchronous`` says short of ``off``. That commit must not run
