@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -96,73 +95,3 @@ async def test_queued_batches_of_many_publishers_share_commits_in_order(sqlite_s
     for n, results in enumerate(batches):
         events = await sqlite_store.scan(f"p{n}.t")
         assert [(e.seq, e.payload) for e in events] == [(r.seq, [n, i]) for i, r in enumerate(results)]
-
-
-async def _queued_batch(store: SQLiteStore, calls: list[Any]) -> list[Any]:
-    """Run ``calls`` (publish coroutines) as one batch of the writer thread: they queue behind another
-    connection's write lock, then go into one transaction. Returns their outcomes (results or errors)."""
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        tasks = [asyncio.ensure_future(call) for call in calls]
-        await asyncio.sleep(0)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    return await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _trace_words(store: SQLiteStore) -> list[str]:
-    conn = store._writer._conn
-    assert conn is not None
-    words: list[str] = []
-    conn.set_trace_callback(
-        lambda sql: words.append(sql.upper() if sql == "ROLLBACK" else sql.split()[0].upper())
-    )
-    return words
-
-
-async def test_a_batch_of_publishes_runs_without_savepoints(sqlite_store: SQLiteStore) -> None:
-    """Each statement of the writer thread gives the GIL up and waits to take it back from the event loop:
-    a batch of publishes runs BEGIN, the data_version read, its INSERTs, the topic UPDATE and COMMIT,
-    without the SAVEPOINTs that isolate a failing publish (nothing ran before it in the transaction)."""
-    await sqlite_store.publish(NewEvent(topic="warm.up"))
-    words = _trace_words(sqlite_store)
-    outcomes = await _queued_batch(
-        sqlite_store,
-        [
-            sqlite_store.publish_batch([NewEvent(topic="sp.t", payload=[n, i]) for i in range(3)])
-            for n in range(20)
-        ],
-    )
-    assert all(isinstance(o, list) for o in outcomes), outcomes
-    assert "SAVEPOINT" not in words and "RELEASE" not in words, words
-    assert "COMMIT" in words, words  # one batch or two (if the thread woke before the last was queued)
-    seqs = [r.seq for results in outcomes for r in results]
-    assert seqs == list(range(seqs[0], seqs[0] + 60))
-
-
-async def test_a_failing_publish_without_savepoints_reruns_the_batch_and_fails_alone(
-    sqlite_store: SQLiteStore,
-) -> None:
-    await sqlite_store.publish(NewEvent(topic="warm.up"))
-    stored = await sqlite_store.publish_batch([NewEvent(topic="ok.t", id="stored-1", payload="first")])
-    words = _trace_words(sqlite_store)
-    calls = [sqlite_store.publish(NewEvent(topic="ok.t", payload=n)) for n in range(10)]
-    calls.insert(5, sqlite_store.publish(NewEvent(topic="bad.t", payload=0, ts=2**63)))  # no 64-bit column
-    calls.insert(
-        8,
-        sqlite_store.publish_batch(
-            [NewEvent(topic="ok.t", id="stored-1"), NewEvent(topic="ok.t", id="new-1")]
-        ),
-    )
-    outcomes = await _queued_batch(sqlite_store, calls)
-    errors = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
-    assert errors == [5], outcomes
-    # tried without SAVEPOINTs, rolled back whole, then again with them
-    assert "ROLLBACK" in words and words.index("ROLLBACK") < words.index("SAVEPOINT"), words
-    duplicate, new = outcomes[8]
-    assert duplicate.duplicate and duplicate.seq == stored[0].seq and not new.duplicate
-    events = await sqlite_store.scan("ok.t", limit=100)
-    assert [e.payload for e in events] == ["first", 0, 1, 2, 3, 4, 5, 6, None, 7, 8, 9]
-    assert await sqlite_store.scan("bad.t") == []

@@ -6,7 +6,7 @@ import sqlite3
 
 from outboxhub.errors import StoreError, StoreUnavailable
 
-__all__ = ["cannot_open", "translate"]
+__all__ = ["translate"]
 
 _UNAVAILABLE = (
     "SQLITE_BUSY",
@@ -33,12 +33,3 @@ def translate(exc: BaseException, url: str) -> BaseException:
         error = StoreError(message)
     error.__cause__ = exc
     return error
-
-
-def cannot_open(exc: BaseException, url: str) -> BaseException:
-    """Why the store at ``url`` cannot be opened: ``StoreUnavailable`` for a sqlite3 error."""
-    if isinstance(exc, sqlite3.Error):
-        error = StoreUnavailable(f"cannot open sqlite store {url}: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc

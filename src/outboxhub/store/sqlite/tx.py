@@ -185,10 +185,9 @@ class WriteTx:
 
     # -- events -------------------------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[Prepared], *, savepoint: bool = True) -> list[PublishResult]:
+    def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
         """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
-        updated once. Without ``savepoint``, a stored id among several rows raises ``IntegrityError`` and
-        leaves rows inserted: for a caller that then rolls the whole transaction back."""
+        updated once."""
         if len(rows) == 1:
             return [self._append_one(rows[0])]
         first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
@@ -211,11 +210,8 @@ class WriteTx:
                 if params:  # not a duplicate after all: let the INSERT say what it is
                     _insert_events(conn, params)
             self._count_topics(params)
-        elif savepoint:
-            self._append_many(rows, unique, params, existing)
         else:
-            _insert_events(conn, params)
-            self._count_topics(params)
+            self._append_many(rows, unique, params, existing)
         if params:
             self.next_seq = params[-1][0] + 1
             self.appended_to = params[-1][0]

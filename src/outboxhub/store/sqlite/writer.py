@@ -5,14 +5,12 @@ Callers on the event loop put jobs on a queue and await a future. The thread tak
 then resolves the futures, all with one ``call_soon_threadsafe`` per batch. Consecutive publishes share one
 append (multi-row INSERTs, ``tx.py``); when it fails the run is split in halves and retried down to the
 offending job (publishes of different connections share a batch, so one bad publish must not fail
-another's); a run that opens the transaction goes without SAVEPOINTs (``_opening_run``), and on an error
-the batch is rolled back and run again with them. Every other job runs inside its own SAVEPOINT, so a
-failing job gets its exception and the rest of the batch still commits. A failed COMMIT fails every job of
-the batch. WAL checkpoints run on a thread of their own (``checkpoint.py``); the write connection never
-checkpoints on its own. Two maintenance jobs come from the checkpointer and run on the writer thread
-between batches: the backstop checkpoint when the WAL has grown past ``BACKSTOP_BYTES`` (``_BACKSTOP``),
-and the write that starts the WAL over after a checkpoint copied all of it (``_RESTART``: that commit
-syncs the WAL's new header).
+another's). Every other job runs inside its own SAVEPOINT, so a failing job gets its exception and the rest
+of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread
+of their own (``checkpoint.py``); the write connection never checkpoints on its own. Two maintenance jobs
+come from the checkpointer and run on the writer thread between batches: the backstop checkpoint when the
+WAL has grown past ``BACKSTOP_BYTES`` (``_BACKSTOP``), and the write that starts the WAL over after a
+checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
@@ -41,7 +39,7 @@ from outboxhub.errors import StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.sqlite.checkpoint import INTERVAL_S, Checkpointer, hand_over
-from outboxhub.store.sqlite.errors import cannot_open, translate
+from outboxhub.store.sqlite.errors import translate
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.schema import configure, migrate
 from outboxhub.store.sqlite.topics import TopicCatalog
@@ -59,7 +57,6 @@ _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
 _STOP: Any = object()
 _BACKSTOP: Any = object()
 """Queued by ``_backstop_wanted``: the writer thread checkpoints after its current batch (``_maintain``)."""
-_CAREFUL_BATCHES = 64
 _RESTART: Any = object()
 """Queued by ``_restart_wanted``: the writer thread starts the WAL over while that is due (``_maintain``)."""
 
@@ -129,9 +126,6 @@ class Writer:
         # A commit that syncs the WAL (synchronous=full/extra) takes milliseconds: never on the loop thread.
         self._inline_allowed = synchronous in ("off", "normal")
         self._parking = ParkingLot()
-        # Thread batches left to run with SAVEPOINTs throughout, after a failed ``_opening_run``: failing
-        # publishes cost at most one wasted attempt every ``_CAREFUL_BATCHES`` batches.
-        self._careful = 0
         self._batch_topics: set[str] = set()  # topics appended by the current batch (writer thread)
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
@@ -273,7 +267,7 @@ class Writer:
             # (``publish``): never by both at once.
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         except Exception as exc:
-            self._started.set_exception(cannot_open(exc, self._url))
+            self._started.set_exception(_cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
         try:
@@ -285,7 +279,7 @@ class Writer:
         except Exception as exc:
             self._checkpointer.stop()
             conn.close()
-            self._started.set_exception(cannot_open(exc, self._url))
+            self._started.set_exception(_cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
         self._conn, self._tx = conn, tx
@@ -364,8 +358,6 @@ class Writer:
             return
         self._batch_topics.clear()
         self._taken = []
-        if self._careful and not self._inline:
-            self._careful -= 1
         outcomes: list[_Outcome] = []
         broken: BaseException | None = None
         index = 0
@@ -375,13 +367,8 @@ class Writer:
                 end = index + 1
                 while end < len(jobs) and jobs[end][1] is None:
                     end += 1
-                if index == 0 and (self._inline or not self._careful):
-                    broken = self._opening_run(tx, jobs[:end], outcomes)
-                    if broken is not None and not self._inline:  # again with SAVEPOINTs, the next ones too
-                        _rollback(conn)
-                        self._careful = _CAREFUL_BATCHES
-                        self._batch(conn, tx, jobs)
-                        return
+                if self._inline and len(jobs) == 1:  # a failure rolls the whole transaction back
+                    broken = self._solo_publish(tx, jobs[index], outcomes)
                 else:
                     broken = self._publishes(conn, tx, jobs[index:end], outcomes)
                 index = end
@@ -431,7 +418,9 @@ class Writer:
         """Append a run of consecutive publish jobs with one ``WriteTx.append``. When that fails, the run is
         split in halves and each half retried, down to single jobs: only an offending job gets the error,
         and a few bad jobs among many good ones cost a few statements each, not one per job."""
-        rows = [row for _, _, job_rows in run for row in job_rows]
+        rows: list[Prepared] = []
+        for _, _, job_rows in run:
+            rows.extend(job_rows)
         mark = tx.mark()
         try:
             conn.execute("SAVEPOINT publish")
@@ -453,27 +442,6 @@ class Writer:
             error = translate(exc, self._url)
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
-        self._published(run, rows, results, outcomes)
-        return None
-
-    def _opening_run(self, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]) -> BaseException | None:
-        """``_publishes`` for a run that opens the batch's transaction, without its SAVEPOINTs (two, and their
-        RELEASEs: each statement gives the GIL up and waits to take it back from the event loop). Nothing
-        ran before it, so a rollback of the whole transaction undoes just as much: the error is returned,
-        the caller rolls back and runs the batch again with SAVEPOINTs, which find the offending job (a
-        stored id among several rows is found there too). An inline batch is one job: its error is final,
-        and ``append`` keeps the SAVEPOINT that finds stored ids (the loop must not begin twice)."""
-        rows = [row for _, _, job_rows in run for row in job_rows]
-        try:
-            results = tx.append(rows, savepoint=self._inline)
-        except Exception as exc:
-            return exc
-        self._published(run, rows, results, outcomes)
-        return None
-
-    def _published(
-        self, run: list[_Job], rows: list[Prepared], results: list[PublishResult], outcomes: list[_Outcome]
-    ) -> None:
         self.stats.events += len(rows)
         self._batch_topics.update(map(itemgetter(1), rows))
         start = 0
@@ -481,6 +449,21 @@ class Writer:
             end = start + len(job_rows)
             outcomes.append((fut, None, results[start:end]))
             start = end
+        return None
+
+    def _solo_publish(self, tx: WriteTx, job: _Job, outcomes: list[_Outcome]) -> BaseException | None:
+        """The publish of an inline batch, its only job (parked claims, if any, run after it): without the
+        SAVEPOINT of ``_publishes``, since a failure fails the whole transaction just the same (returned
+        as the batch's breaking error, which rolls it back and goes to the job)."""
+        fut, _, rows = job
+        try:
+            results = tx.append(rows)
+        except Exception as exc:
+            return exc
+        self.stats.events += len(rows)
+        self._batch_topics.update(map(itemgetter(1), rows))
+        outcomes.append((fut, None, results))
+        return None
 
     def _job(
         self,
@@ -593,3 +576,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             _log.exception("sqlite writer: ROLLBACK failed")
+
+
+def _cannot_open(exc: BaseException, url: str) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        error = StoreUnavailable(f"cannot open sqlite store {url}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
