@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from outboxhub.model import NewEvent
-from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES
+from outboxhub.store.sqlite.checkpoint import BACKSTOP_BYTES, Checkpointer
 from outboxhub.store.sqlite.store import SQLiteStore
 
 WAIT_S = 60.0  # an upper bound for "soon", never a measured threshold
@@ -108,3 +108,99 @@ async def test_the_commit_that_restarts_the_wal_never_runs_on_the_loop_thread(tm
         assert [e.payload for e in await store.scan("r.t", limit=200)] == list(range(-1, 150))
     finally:
         await store.close()
+
+
+def test_past_the_backstop_checkpoints_run_back_to_back_until_one_copies_little(tmp_path: Path) -> None:
+    """The writer's backstop checkpoint copies and syncs, with nothing written meanwhile, what no checkpoint
+    has copied yet. Past the backstop the checkpointer first runs checkpoints back to back while each still
+    copies much (frames written during the one before), so that little is left for that stall; one that
+    copies little ends the series."""
+    path = tmp_path / "catchup.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE t (x BLOB)")
+    page = os.urandom(4000)
+
+    def write(pages: int) -> None:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.executemany("INSERT INTO t VALUES (?)", [(page,) for _ in range(pages)])
+        writer.execute("COMMIT")
+
+    # A reader with a snapshot of everything written so far: checkpoints copy all of it, and the WAL cannot
+    # start over under the next write (as under a steady stream of writes, where it never does).
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def read() -> None:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+
+    passes: list[int] = []  # the WAL's size after each checkpoint
+    backstops = threading.Event()
+
+    def checkpointed() -> None:
+        passes.append(os.path.getsize(f"{path}-wal"))
+        if len(passes) <= 2:  # written right after the first two: 1,500 and 1,100 frames behind them
+            write(1500 if len(passes) == 1 else 1100)
+            reader.rollback()
+            read()
+
+    checkpointer = Checkpointer(
+        str(path),
+        url="sqlite:///catchup.db",
+        synchronous="normal",
+        on_checkpoint=checkpointed,
+        on_backstop=backstops.set,
+        on_restart=lambda: None,
+        interval_s=600.0,  # never a second round by the interval within this test
+    )
+    try:
+        write(300)
+        read()
+        assert checkpointer.open(backstop_frames=200)
+        checkpointer.committed()
+        assert backstops.wait(WAIT_S)
+        # 1: 300 frames, past the backstop; 2: the 1,500 written after the first; 3: the 1,100 written
+        # after the second (more than 1,024); 4: nothing new, so the backstop is asked for
+        assert len(passes) == 4, passes
+        assert passes[0] < passes[1] < passes[2] == passes[3]  # the WAL grew: no restart in between
+    finally:
+        checkpointer.stop()
+        reader.close()
+        writer.close()
+
+
+def test_a_reader_holding_frames_back_ends_the_series_at_once(tmp_path: Path) -> None:
+    """A checkpoint that copies nothing because a reader holds the WAL is not run again and again."""
+    path = tmp_path / "held.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE t (x BLOB)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()
+    writer.execute("BEGIN IMMEDIATE")
+    writer.executemany("INSERT INTO t VALUES (?)", [(os.urandom(4000),) for _ in range(3000)])
+    writer.execute("COMMIT")
+    passes: list[int] = []
+    backstops = threading.Event()
+    checkpointer = Checkpointer(
+        str(path),
+        url="sqlite:///held.db",
+        synchronous="normal",
+        on_checkpoint=lambda: passes.append(1),
+        on_backstop=backstops.set,
+        on_restart=lambda: None,
+        interval_s=600.0,
+    )
+    try:
+        assert checkpointer.open(backstop_frames=200)
+        checkpointer.committed()
+        assert backstops.wait(WAIT_S)
+        assert len(passes) == 2  # the first, and one more that found nothing more to copy
+    finally:
+        checkpointer.stop()
+        reader.close()
+        writer.close()

@@ -11,9 +11,11 @@ The backstop: under sustained writes the WAL cannot restart from its beginning (
 behind a running checkpoint), so it grows. When a checkpoint reports more than ``BACKSTOP_BYTES`` of WAL
 (or fails), the checkpointer asks the writer (``on_backstop``), whose thread then checkpoints between two
 of its batches, with nothing being written meanwhile, so that the checkpoint completes and the next write
-restarts the WAL (``journal_size_limit`` cuts the file back to 64 MiB then). The write connection itself
-never checkpoints on its own (``wal_autocheckpoint = 0``): it also commits on the event loop thread
-(``writer.py``), which must not stall for a copy and two fsyncs.
+restarts the WAL (``journal_size_limit`` cuts the file back to 64 MiB then). Every publish waits while
+it runs, so before asking, the checkpointer runs checkpoints back to back to leave it a short tail
+(``Checkpointer._catch_up``). The write connection itself never checkpoints on its own
+(``wal_autocheckpoint = 0``): it also commits on the event loop thread (``writer.py``), which must not
+stall for a copy and two fsyncs.
 
 The restart: the first commit after a checkpoint that copied the whole WAL starts it over, and writes and
 syncs (fdatasync) its new header, whatever ``synchronous`` says short of ``off``. That commit must not run
@@ -39,6 +41,7 @@ __all__ = [
     "Checkpointer",
     "RestartGuard",
     "backstop_checkpoint",
+    "hand_over",
     "restart_wal",
 ]
 
@@ -50,6 +53,11 @@ INTERVAL_S = 0.1
 BACKSTOP_BYTES = 64 * 1024 * 1024
 """WAL after which the writer thread checkpoints (``Checkpointer.open``'s ``backstop_frames`` in pages)."""
 
+
+_CATCH_UP_PASSES = 4
+"""Most checkpoints run back to back before the backstop (``Checkpointer._catch_up``)."""
+_CATCH_UP_FRAMES = 1024
+"""A checkpoint that copied at most this many new frames (4 MiB of 4 KiB pages) ends the catch-up."""
 
 _BACKSTOP_TRIES = 200
 """Tries of the writer's backstop checkpoint while the checkpointer runs one (1 ms apart)."""
@@ -152,6 +160,23 @@ class Checkpointer:
         self._thread.start()
         return True
 
+    def attach(self, conn: sqlite3.Connection) -> bool:
+        """Set up the writer's connection ``conn`` (on the writer thread) and start the checkpointer; False
+        when it has none, and the connection then checkpoints by itself.
+
+        The write connection commits on the loop thread too: it never checkpoints by itself (a copy and two
+        fsyncs); the checkpointer runs them and asks the writer thread for the backstop one. Without a
+        checkpointer, SQLite's automatic checkpoint is the backstop and nothing may commit on the loop."""
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        backstop = max(1000, BACKSTOP_BYTES // page_size)
+        if not self.open(backstop_frames=backstop):
+            conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
+            return False
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        if self.restarts.due:  # the WAL may be empty: its first commit writes and syncs a header
+            restart_wal(conn, self.restarts)
+        return True
+
     @property
     def running(self) -> bool:
         """A checkpoint (or the hand-over of its backstop or restart) is under way."""
@@ -184,20 +209,11 @@ class Checkpointer:
                     return
                 self._running = True
                 self._due.clear()
-                token = self.restarts.checkpointing()
-                result = None
-                try:
-                    result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    frames = result[1]
-                    failing = False
-                    self._on_checkpoint()
-                except sqlite3.Error as exc:
-                    if not failing:  # one line per spell of failures; the writer's backstop still runs
-                        _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
-                    failing = True
-                    frames = self._backstop_frames
-                finally:
-                    self.restarts.checkpointed(token, result)
+                result = self._checkpoint(conn, failing)
+                if result is not None and result[1] >= self._backstop_frames:
+                    result = self._catch_up(conn, result)
+                failing = result is None
+                frames = self._backstop_frames if result is None else result[1]
                 if frames >= self._backstop_frames:
                     self._on_backstop()  # its checkpoint is followed by the restart when that is due
                 elif self.restarts.due:
@@ -208,6 +224,39 @@ class Checkpointer:
                     return
         finally:
             conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection, failing: bool) -> tuple[int, int, int] | None:
+        """One PASSIVE checkpoint: its (busy, frames, copied), None when it failed (logged once a spell)."""
+        token = self.restarts.checkpointing()
+        result = None
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            result = (int(busy), int(frames), int(copied))
+            self._on_checkpoint()
+        except sqlite3.Error as exc:
+            if not failing:  # one line per spell of failures; the writer's backstop still runs
+                _log.warning("sqlite store %s: checkpoint failed: %s", self._url, exc)
+        finally:
+            self.restarts.checkpointed(token, result)
+        return result
+
+    def _catch_up(
+        self, conn: sqlite3.Connection, result: tuple[int, int, int]
+    ) -> tuple[int, int, int] | None:
+        """The WAL is past the backstop: the writer thread will stop writing while it copies what no
+        checkpoint has, and syncs it. That is what was written since the last checkpoint began (≈ 0.1 s of
+        writes: 50-150 ms of stall per backstop at 4 KiB events, every 64 MiB, measured in
+        docs/benchmarks.md). Checkpoints run back to back while each still copies much, so that the tail
+        left to the writer is what came in during a short one. Returns the last one's result."""
+        for _ in range(_CATCH_UP_PASSES):
+            copied = result[2]
+            again = self._checkpoint(conn, False)
+            if again is None:
+                return None
+            result = again
+            if result[0] or result[2] - copied <= _CATCH_UP_FRAMES:  # busy, or a short one (or a reader
+                break  # holds frames back: then the next ones would copy nothing either)
+        return result
 
 
 def backstop_checkpoint(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
@@ -239,3 +288,35 @@ def restart_wal(conn: sqlite3.Connection, restarts: RestartGuard) -> None:
         conn.execute("ROLLBACK")
         raise
     restarts.written(token)
+
+
+def hand_over(
+    conn: sqlite3.Connection,
+    restarts: RestartGuard,
+    *,
+    backstop: bool,
+    before_write: Callable[[], None],
+    url: str,
+) -> tuple[bool, bool]:
+    """What the checkpointer asked the writer for, on the writer's connection and thread between two batches:
+    the backstop checkpoint (``backstop``), then the WAL restart when it is due (also after the backstop,
+    which copied the whole WAL if nothing held it); ``before_write`` runs before the restart's write.
+    Returns whether each ran. A failure is logged, not raised: nothing is lost, the checkpointer asks again
+    and the next write restarts."""
+    checkpointed = restarted = False
+    try:
+        if backstop:
+            backstop_checkpoint(conn, restarts)
+            checkpointed = True
+        if restarts.due:
+            before_write()  # the restart may wait for another process's lock, as a batch does
+            restart_wal(conn, restarts)
+            restarted = True
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                _log.exception("sqlite writer: ROLLBACK failed")
+        _log.warning("sqlite store %s: WAL maintenance failed: %s", url, exc)
+    return checkpointed, restarted

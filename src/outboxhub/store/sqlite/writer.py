@@ -38,13 +38,7 @@ from typing import Any
 from outboxhub.errors import StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
-from outboxhub.store.sqlite.checkpoint import (
-    BACKSTOP_BYTES,
-    INTERVAL_S,
-    Checkpointer,
-    backstop_checkpoint,
-    restart_wal,
-)
+from outboxhub.store.sqlite.checkpoint import INTERVAL_S, Checkpointer, hand_over
 from outboxhub.store.sqlite.errors import translate
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.schema import configure, migrate
@@ -279,18 +273,8 @@ class Writer:
         try:
             configure(conn, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms, writer=True)
             migrate(conn)
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            backstop = max(1000, BACKSTOP_BYTES // page_size)
-            # This connection commits on the loop thread too: it never checkpoints by itself (a copy and
-            # two fsyncs); the checkpointer runs them and asks this thread for the backstop one. Without a
-            # checkpointer, SQLite's automatic checkpoint is the backstop and nothing commits on the loop.
-            if self._checkpointer.open(backstop_frames=backstop):
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                if self._restarts.due:  # the WAL may be empty: its first commit writes and syncs a header
-                    restart_wal(conn, self._restarts)
-            else:
-                conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
-                self._inline_allowed = False
+            # Without a checkpointer nothing commits on the loop thread (``Checkpointer.attach``).
+            self._inline_allowed &= self._checkpointer.attach(conn)
             tx = WriteTx(conn, self._catalog)
         except Exception as exc:
             self._checkpointer.stop()
@@ -364,9 +348,7 @@ class Writer:
     def _batch(self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool = False) -> None:
         try:
             if not begun:
-                if self._busy_zero:  # the thread waits for another process's lock: see __init__
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                    self._busy_zero = False
+                self._wait_for_locks()
                 conn.execute("BEGIN IMMEDIATE")
             tx.begin()
         except Exception as exc:
@@ -422,6 +404,13 @@ class Writer:
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
         self._post(outcomes, tx.appended_to, frozenset(tx.appended_topics), jobs=len(jobs))
+
+    def _wait_for_locks(self) -> None:
+        """Let the thread wait for another process's lock again (``busy_timeout``): see __init__."""
+        if self._busy_zero:
+            assert self._conn is not None
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._busy_zero = False
 
     def _publishes(
         self, conn: sqlite3.Connection, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]
@@ -532,18 +521,15 @@ class Writer:
 
     def _maintain(self, conn: sqlite3.Connection, markers: list[Any]) -> None:
         try:
-            if _BACKSTOP in markers:
-                backstop_checkpoint(conn, self._restarts)
-                self.stats.backstops += 1
-            if self._restarts.due:  # after the backstop too: it copied the whole WAL if nothing held it
-                if self._busy_zero:  # the restart may wait for another process's lock, as a batch does
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                    self._busy_zero = False
-                restart_wal(conn, self._restarts)
-                self.stats.restarts += 1
-        except sqlite3.Error as exc:  # nothing lost: the checkpointer asks again, the next write restarts
-            _rollback(conn)
-            _log.warning("sqlite store %s: WAL maintenance failed: %s", self._url, exc)
+            backstop, restart = hand_over(
+                conn,
+                self._restarts,
+                backstop=_BACKSTOP in markers,
+                before_write=self._wait_for_locks,
+                url=self._url,
+            )
+            self.stats.backstops += backstop
+            self.stats.restarts += restart
         finally:
             if self._loop is not None:
                 with contextlib.suppress(RuntimeError):
