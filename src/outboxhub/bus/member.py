@@ -160,31 +160,11 @@ class GroupMember(Subscription):
     """A member of a consumer group, with its claim loop."""
 
     __slots__ = (
-        "_backlog",
-        "_by_id",
-        "_claim_batch",
-        "_close_timeout_s",
-        "_closed",
-        "_closing",
-        "_covered",
-        "_deliver",
-        "_earliest",
-        "_in_flight",
-        "_notified",
-        "_park_waiting",
-        "_parked",
-        "_parking",
-        "_paused",
-        "_poll_interval_s",
-        "_refill",
-        "_starved",
-        "_state",
-        "_stats",
-        "_store",
-        "_task",
-        "_wakeup",
-        "options",
-    )
+        "_backlog", "_by_id", "_claim_batch", "_close_timeout_s", "_closed", "_closing", "_covered",
+        "_deliver", "_earliest", "_early", "_in_flight", "_notified", "_park_waiting", "_parked",
+        "_parking", "_paused", "_poll_interval_s", "_refill", "_starved", "_state", "_stats", "_store",
+        "_task", "_wakeup", "options",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -222,6 +202,7 @@ class GroupMember(Subscription):
         self._task: asyncio.Task[None] | None = None
         self._parked: ParkedClaimHandle | None = None
         self._park_waiting = False  # in the wait of _sleep with a claim parked (its result wakes the wait)
+        self._early = False  # wake_for_commit has handed out the parked claim's result already
         self._parking = store if isinstance(store, ClaimParking) else None  # checked once: isinstance is slow
         self._starved = False  # sleeping because it holds too much to claim: an ack of its own wakes it
         # The highest commit seq announced to it: a parked claim that saw less did not see everything (two
@@ -279,11 +260,18 @@ class GroupMember(Subscription):
             self._wakeup.set()
 
     def wake_for_commit(self, seq: int) -> None:
-        """A commit up to ``seq``: wake it unless its parked claim ran in that commit or a later one."""
+        """A commit up to ``seq``: wake it unless its parked claim ran in that commit or a later one. When it
+        did, hand its deliveries out now, in the commit's callback: the EVENT leaves in this loop iteration,
+        not after the future's callback and the task's wake-up (two iterations); the task then goes on."""
         if seq > self._notified:
             self._notified = seq
         parked = self._parked
-        if seq > self._covered and (parked is None or not parked.covers(seq)):
+        if parked is None or not parked.covers(seq):
+            if seq > self._covered:
+                self._wakeup.set()
+        elif self._park_waiting and not self._early and not self._closed:
+            self._early = True
+            self._hand_out(parked.future.result()[0])
             self._wakeup.set()
 
     def extended(self, seq: int, deadline: int) -> None:
@@ -405,7 +393,8 @@ class GroupMember(Subscription):
                 ready, seen = parked
                 if ready:
                     past_due_wait = _PAST_DUE_FIRST_WAIT_S
-                    self._hand_out(ready)
+                    if not self._early:
+                        self._hand_out(ready)
                 # Drained only when the claim saw every commit announced so far: one announced after it
                 # ran may have been coalesced into the wake-up that returned this result.
                 short = len(ready) < limit and not self._paused and not self._backlog
@@ -430,6 +419,7 @@ class GroupMember(Subscription):
         if self._wakeup.pending or store is None:
             await self._wakeup.wait(timeout_s)
             return None
+        self._early = False
         parked = store.park_claim(
             self.pattern,
             self._state.group,
