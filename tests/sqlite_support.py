@@ -10,10 +10,11 @@ minutes) and wait with :func:`writer_settled` after their warm-up writes.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from outboxhub.store.sqlite.store import SQLiteStore
 
-__all__ = ["QUIET", "writer_settled"]
+__all__ = ["QUIET", "pending_rows", "writer_settled"]
 
 QUIET = "checkpoint_interval_ms=600000"
 """URL option: after the first checkpoint, none for ten minutes (longer than any test)."""
@@ -34,3 +35,12 @@ async def writer_settled(store: SQLiteStore) -> None:
         ):
             await asyncio.sleep(0.002)
     await asyncio.sleep(0)  # a new loop iteration: an inline write of this one has used its inline turn
+
+
+def pending_rows(path: str) -> int:
+    """Pending rows as committed, read through a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
+    finally:
+        conn.close()

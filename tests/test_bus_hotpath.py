@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outboxhub.bus.core import Bus
-from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
+from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.store import SQLiteStore
 from outboxhub.topics import compile_pattern
@@ -299,3 +299,34 @@ def test_withdraw_and_take_race_and_exactly_one_wins() -> None:
     thread.join()
     assert len(withdrawn) + len(taken) == len(claims)
     assert not {id(c) for c in withdrawn} & {id(c) for c in taken}
+
+
+async def test_a_member_that_missed_a_commit_catches_up_with_an_inline_claim(
+    thread_bus: Bus, thread_store: SQLiteStore
+) -> None:
+    """A member whose parked claim ran but missed a commit (the next publish committed before the member
+    had parked again) catches up with a small claim, committed on the event loop thread, instead of a full
+    batch on the writer thread."""
+    bus, store = thread_bus, thread_store
+    got: list[Delivery] = []
+    await bus.subscribe("c.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    await writer_settled(store)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    stats = store.writer_stats
+    inline, commits = stats.inline_commits, stats.commits
+    second: list[asyncio.Future[list[PublishResult]]] = []
+
+    def publish_next(_: object) -> None:
+        # runs right after the first publish's results reach the loop, before the member has its
+        # deliveries: this commit (inline, nothing parked any more) is one its parked claim did not see
+        second.append(store.publish_soon([NewEvent(topic="c.x", payload=2)]))
+
+    first = store.publish_soon([NewEvent(topic="c.x", payload=1)])  # the thread, with the parked claim
+    first.add_done_callback(publish_next)
+    [one] = await first
+    await until(lambda: len(got) == 2, "both events are delivered")
+    [two] = await second[0]
+    assert [d.event.id for d in got] == [one.id, two.id]
+    # the first publish with the claim on the thread, the second inline, the catch-up claim inline too
+    assert (stats.inline_commits, stats.commits) == (inline + 2, commits + 3)
+    await until(lambda: store.parked_claims == 1, "the member parks again")

@@ -17,7 +17,7 @@ from outboxhub.app import Hub
 from outboxhub.errors import StoreError
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store.sqlite.store import INLINE_ACK_MAX, SQLiteStore
-from sqlite_support import QUIET, writer_settled
+from sqlite_support import QUIET, pending_rows, writer_settled
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 EARLIEST = StartPosition(kind="earliest")
@@ -37,15 +37,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{QUIET}")
     yield s
     await s.close()
-
-
-def pending_rows(path: str) -> int:
-    """Pending rows as committed, read through a connection of its own."""
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def run_sql(path: str, sql: str) -> None:

@@ -7,7 +7,6 @@ Real SQLite files; what was answered is read back through other connections."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store.base import EventRef
 from outboxhub.store.sqlite.store import INLINE_ACK_MAX, SQLiteStore
-from sqlite_support import QUIET, writer_settled
+from sqlite_support import QUIET, pending_rows, writer_settled
 
 EARLIEST = StartPosition(kind="earliest")
 
@@ -26,14 +25,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{QUIET}")
     yield s
     await s.close()
-
-
-def pending_rows(path: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
-    finally:
-        conn.close()
 
 
 async def held(store: SQLiteStore, group: str, count: int) -> list[EventRef]:
