@@ -188,6 +188,11 @@ async def _result(conn: psycopg.AsyncConnection[Any], loop: asyncio.AbstractEven
         if result is None:
             break
         results.append(result)
+    return _outcome(conn, results)
+
+
+def _outcome(conn: psycopg.AsyncConnection[Any], results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
+    """The last of a statement's ``results``; the error of the first failed one raised instead."""
     for result in results:
         if result.status not in _OK:
             raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
@@ -290,13 +295,7 @@ class _Call:
     def _finish(self) -> None:
         if self.future.done():  # pragma: no cover - nobody else resolves it
             return
-        for result in self.results:
-            if result.status not in _OK:
-                self.future.set_exception(
-                    psycopg.errors.error_from_result(result, encoding=self.conn.info.encoding)
-                )
-                return
-        if self.results:
-            self.future.set_result(self.results[-1])
-        else:  # pragma: no cover - libpq always answers a sent statement
-            self.future.set_exception(psycopg.OperationalError("no result from the server"))
+        try:
+            self.future.set_result(_outcome(self.conn, self.results))
+        except psycopg.Error as exc:
+            self.future.set_exception(exc)
