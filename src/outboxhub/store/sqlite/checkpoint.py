@@ -35,6 +35,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from outboxhub.store.sqlite.errors import rollback
+
 __all__ = [
     "BACKSTOP_BYTES",
     "INTERVAL_S",
@@ -313,10 +315,6 @@ def hand_over(
             restart_wal(conn, restarts)
             restarted = True
     except sqlite3.Error as exc:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                _log.exception("sqlite writer: ROLLBACK failed")
+        rollback(conn)
         _log.warning("sqlite store %s: WAL maintenance failed: %s", url, exc)
     return checkpointed, restarted

@@ -1,12 +1,15 @@
-"""Translation of sqlite3 exceptions into the outboxhub exception tree."""
+"""Translation of sqlite3 exceptions into the outboxhub exception tree, and the rollback after one."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from outboxhub.errors import StoreError, StoreUnavailable
 
-__all__ = ["translate"]
+__all__ = ["rollback", "translate"]
+
+_log = logging.getLogger("outboxhub.store.sqlite.store")
 
 _UNAVAILABLE = (
     "SQLITE_BUSY",
@@ -33,3 +36,12 @@ def translate(exc: BaseException, url: str) -> BaseException:
         error = StoreError(message)
     error.__cause__ = exc
     return error
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """End the transaction ``conn`` has open, if any, after a failure (a failed ROLLBACK is logged)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            _log.exception("sqlite writer: ROLLBACK failed")

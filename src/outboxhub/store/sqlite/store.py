@@ -250,9 +250,9 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
-    async def _write(self, fn: JobFn, *args: Any) -> Any:
+    async def _write(self, fn: JobFn, *args: Any, inline: bool = False) -> Any:
         self._check_open()
-        return await self._writer.submit(fn, *args)
+        return await self._writer.submit(fn, *args, inline=inline)
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         self._check_open()
@@ -331,9 +331,8 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
         """A small claim without key ordering (a member catching up on an event or two committed just after
         its parked claim ran) commits on the loop thread when the writer thread is idle, like a small ACK:
         at most ``INLINE_ACK_MAX`` events decoded and inserted, found through the index on the frontier."""
-        self._check_open()
         inline = request.limit <= INLINE_ACK_MAX and not request.ordered
-        deliveries: list[Delivery] = await self._writer.submit(groups_ops.claim, request, inline=inline)
+        deliveries: list[Delivery] = await self._write(groups_ops.claim, request, inline=inline)
         return deliveries
 
     def _park(self, request: ClaimRequest, matches: Callable[[str], object]) -> ParkedClaim:

@@ -39,7 +39,7 @@ from outboxhub.errors import StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.sqlite.checkpoint import INTERVAL_S, Checkpointer, hand_over
-from outboxhub.store.sqlite.errors import translate
+from outboxhub.store.sqlite.errors import rollback, translate
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
 from outboxhub.store.sqlite.schema import configure, migrate
 from outboxhub.store.sqlite.topics import TopicCatalog
@@ -223,12 +223,12 @@ class Writer:
                 self._busy_zero = True
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
-            _rollback(conn)
+            rollback(conn)
             return False
         # Checked again now that the snapshot is taken: a checkpoint that copied the whole WAL before it
         # (so that this commit would restart the WAL) had set the flag before it began.
         if self._restarts.due:
-            _rollback(conn)
+            rollback(conn)
             return False
         self._inline = True
         self.stats.inline_commits += 1
@@ -325,7 +325,7 @@ class Writer:
             self._batch(conn, tx, jobs, begun=begun)
         except Exception:  # a bug: never let it kill the thread with futures unresolved
             _log.exception("sqlite writer: batch failed unexpectedly")
-            _rollback(conn)
+            rollback(conn)
             error = StoreUnavailable(f"sqlite store {self._url}: internal error in the writer")
             futures = [fut for fut, *_ in jobs] + [claim.future for claim in self._taken]
             self._post([(fut, error, None) for fut in futures], 0, jobs=len(jobs))
@@ -352,7 +352,7 @@ class Writer:
                 conn.execute("BEGIN IMMEDIATE")
             tx.begin()
         except Exception as exc:
-            _rollback(conn)
+            rollback(conn)
             error = translate(exc, self._url)
             self._post([(fut, error, None) for fut, *_ in jobs], 0, jobs=len(jobs))
             return
@@ -387,7 +387,7 @@ class Writer:
             tx.finish()
             conn.execute("COMMIT")
         except Exception as exc:
-            _rollback(conn)
+            rollback(conn)
             error = translate(exc, self._url)
             futures = [fut for fut, *_ in jobs] + [claim.future for claim in parked]
             self._post([(fut, error, None) for fut in futures], 0, jobs=len(jobs))
@@ -568,14 +568,6 @@ def _undo(conn: sqlite3.Connection, savepoint: str) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            _log.exception("sqlite writer: ROLLBACK failed")
 
 
 def _cannot_open(exc: BaseException, url: str) -> BaseException:
