@@ -223,8 +223,12 @@ class Connection(Publishing, Settlement):
         try:
             await self._dispatch(frame)
         except Exception:
-            log.exception("connection %s: unexpected error handling %s", self.member, type(frame).__name__)
-            self._err(frame.rid, INTERNAL, "internal error; the request may not have been carried out")
+            self._failed_unexpectedly(frame)
+
+    def _failed_unexpectedly(self, frame: ClientFrame) -> None:
+        """Log a bug met handling ``frame`` and tell the client; the connection goes on."""
+        log.exception("connection %s: unexpected error handling %s", self.member, type(frame).__name__)
+        self._err(frame.rid, INTERNAL, "internal error; the request may not have been carried out")
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         if type(frame) is Auth:
@@ -275,8 +279,7 @@ class Connection(Publishing, Settlement):
             if not self._handle_now(frame):
                 return False
         except Exception:
-            log.exception("connection %s: unexpected error handling %s", self.member, type(frame).__name__)
-            self._err(frame.rid, INTERNAL, "internal error; the request may not have been carried out")
+            self._failed_unexpectedly(frame)
         self.gateway.stats.frames_in += 1
         return True
 
