@@ -5,9 +5,8 @@ errors are those of ``Bus.ack``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from outboxhub.bus.core import AmbiguousSettle, Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.base import EventRef
 from outboxhub.store.sqlite.store import SQLiteStore
+from task_counting import tasks_started
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
@@ -89,20 +89,6 @@ async def test_ack_soon_without_members_here_settles_in_the_store(bus: Bus, stor
     assert await asyncio.wait_for(done, WAIT_S) is True
 
 
-class _Counting:
-    """A loop task factory that counts the tasks created while installed."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def __call__(
-        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-        self.names.append(task.get_name())
-        return task
-
-
 class _RecordingStore(SQLiteStore):
     """A real SQLite store that records the refs of each ACK call it is asked for."""
 
@@ -119,17 +105,11 @@ async def test_a_lone_ack_creates_no_task(bus: Bus) -> None:
     await bus.publish(NewEvent(topic="lone.a", payload=1, id="e-1"))
     await bus.publish(NewEvent(topic="lone.a", payload=2, id="e-2"))
     await _held(bus, "lone.*", 2)
-    loop = asyncio.get_running_loop()
-    counting = _Counting()
-    previous = loop.get_task_factory()
-    loop.set_task_factory(counting)
-    try:
+    with tasks_started() as started:
         # (inline on the loop thread or by the writer thread, as the checkpointer allows: no task either way)
         assert await asyncio.wait_for(bus.ack_soon("lone.*", "g", "e-1", member="m1"), WAIT_S) is True
         assert await bus.ack("lone.*", "g", "e-2", member="m1") is True
-    finally:
-        loop.set_task_factory(previous)
-    assert counting.names == [], "a lone ACK created a task"
+    assert started == [], "a lone ACK created a task"
 
 
 async def test_acks_of_one_loop_iteration_share_one_store_call(tmp_path: Path) -> None:

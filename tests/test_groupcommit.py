@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from outboxhub.errors import StoreError
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import Committed, GroupCommitWriter
+from task_counting import tasks_started
 
 
 def _row(n: int) -> Prepared:
@@ -66,20 +66,12 @@ async def test_submit_soon_hands_out_the_jobs_future_and_batches_what_queues_mea
 
 
 async def test_a_committed_batch_needs_no_commit_task() -> None:
-    loop = asyncio.get_running_loop()
-    started: list[str] = []
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        started.append(coro.__qualname__)
-        return asyncio.Task(coro, loop=loop, **kwargs)
-
     writer = GroupCommitWriter(_Stage())
-    loop.set_task_factory(factory)
     try:
-        for n in range(3):
-            assert [r.id for r in await writer.submit([_row(n)])] == [f"id{n}"]
+        with tasks_started() as started:
+            for n in range(3):
+                assert [r.id for r in await writer.submit([_row(n)])] == [f"id{n}"]
     finally:
-        loop.set_task_factory(None)
         await writer.close()
     # Only the writer's own task: no task per batch to run a COMMIT that already happened.
     assert started == ["GroupCommitWriter._run"]

@@ -17,7 +17,7 @@ run again through ``_ack`` and its retries.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -30,6 +30,7 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.postgres import wire
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
+from task_counting import tasks_started
 
 pytestmark = pytest.mark.postgres
 
@@ -191,20 +192,6 @@ async def test_a_spare_connection_cut_by_the_server_is_replaced() -> None:
             await store.close()
 
 
-class _Counting:
-    """A loop task factory that counts the tasks created while installed."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def __call__(
-        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-        self.names.append(repr(coro))
-        return task
-
-
 async def _bus_holding(store: PostgresStore, count: int) -> Bus:
     bus = Bus(store, poll_interval_s=120.0)
     await bus.start()
@@ -234,17 +221,11 @@ async def test_an_ack_on_the_spare_connection_creates_no_task() -> None:
         try:
             # The first ACK prepares the statement on the spare connection (a task: ``_ack``, ``_run``).
             assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-0", member="m1"), WAIT_S) is True
-            loop = asyncio.get_running_loop()
-            counting = _Counting()
-            previous = loop.get_task_factory()
-            loop.set_task_factory(counting)
-            try:
+            with tasks_started() as started:
                 done = bus.ack_soon("w.*", "g", "e-1", member="m1")
                 assert not done.done(), "answered before the server was asked"
                 assert await asyncio.wait_for(done, WAIT_S) is True
-            finally:
-                loop.set_task_factory(previous)
-            assert counting.names == [], "a lone ACK created a task"
+            assert started == [], "a lone ACK created a task"
             assert await _in_flight(store) == 0
             assert await asyncio.wait_for(bus.ack_soon("w.*", "g", "e-1", member="m1"), WAIT_S) is False
         finally:
