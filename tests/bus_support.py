@@ -66,8 +66,8 @@ def store_and_bus(options: str = "") -> tuple[Any, Any]:
             yield store
 
     @pytest.fixture(name="bus")
-    async def bus_fixture(store: SQLiteStore) -> AsyncIterator[Bus]:
+    async def bus_over_store(store: SQLiteStore) -> AsyncIterator[Bus]:
         async with Bus(store, poll_interval_s=NO_POLL_S) as bus:
             yield bus
 
-    return store_fixture, bus_fixture
+    return store_fixture, bus_over_store
