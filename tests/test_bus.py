@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bus_support import NO_POLL_S, store_and_bus
 from outboxhub.bus.core import DELIVERY_LIFECYCLE, Bus
 from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable, TopicError
@@ -23,7 +24,6 @@ from outboxhub.store.base import Store
 from waiting import until as wait_until
 
 WAIT_S = 30.0  # generous upper bound for anything that should happen "soon"; never a measured threshold
-NO_POLL_S = 120.0  # a safety poll interval longer than WAIT_S: what arrives, arrived by notification
 
 
 class Inbox:
@@ -66,19 +66,7 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/hub.db"
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(db_url(tmp_path))
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def bus(store: Store) -> AsyncIterator[Bus]:
-    b = Bus(store, poll_interval_s=NO_POLL_S)
-    await b.start()
-    yield b
-    await b.close()
+store, bus = store_and_bus()
 
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))

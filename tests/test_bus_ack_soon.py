@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bus_support import sqlite_bus, store_and_bus
 from outboxhub.bus.core import AmbiguousSettle, Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.base import EventRef
@@ -20,19 +21,7 @@ WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
-    b = Bus(store, poll_interval_s=120.0)
-    await b.start()
-    yield b
-    await b.close()
+store, bus = store_and_bus()
 
 
 async def _held(bus: Bus, pattern: str, count: int) -> list[Delivery]:
@@ -112,39 +101,36 @@ async def test_a_lone_ack_creates_no_task(bus: Bus) -> None:
     assert started == [], "a lone ACK created a task"
 
 
-async def test_acks_of_one_loop_iteration_share_one_store_call(tmp_path: Path) -> None:
-    store = await _RecordingStore.open(f"sqlite:///{tmp_path}/rec.db")
-    store.calls = []
-    bus = Bus(store, poll_interval_s=120.0)
-    await bus.start()
-    try:
-        for i in range(3):
-            await bus.publish(NewEvent(topic="iter.a", payload=i, id=f"e-{i}"))
-        await _held(bus, "iter.*", 3)
-        done = [bus.ack_soon("iter.*", "g", f"e-{i}", member="m1") for i in range(3)]
-        assert await asyncio.wait_for(asyncio.gather(*done), WAIT_S) == [True, True, True]
-        assert store.calls == [["e-0", "e-1", "e-2"]]
-    finally:
-        await bus.close()
-        await store.close()
+@pytest.fixture
+async def recording(tmp_path: Path) -> AsyncIterator[tuple[Bus, _RecordingStore]]:
+    async with sqlite_bus(tmp_path / "rec.db", kind=_RecordingStore) as (bus, store):
+        store.calls = []
+        yield bus, store
 
 
-async def test_acks_arriving_while_a_call_is_in_flight_go_together_in_the_next(tmp_path: Path) -> None:
-    store = await _RecordingStore.open(f"sqlite:///{tmp_path}/rec.db")
-    store.calls = []
-    bus = Bus(store, poll_interval_s=120.0)
-    await bus.start()
-    try:
-        await bus.publish_batch([NewEvent(topic="fly.a", payload=i, id=f"e-{i}") for i in range(20)])
-        await _held(bus, "fly.*", 20)
-        # More than INLINE_ACK_MAX refs: the first call goes to the writer thread and is still in flight
-        # when the test resumes after one loop iteration (its answer comes back in a later one).
-        first = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in range(18)]
-        await asyncio.sleep(0)
-        assert len(store.calls) == 1 and not first[0].done()
-        later = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in (18, 19)]
-        assert await asyncio.wait_for(asyncio.gather(*first, *later), WAIT_S) == [True] * 20
-        assert store.calls == [[f"e-{i}" for i in range(18)], ["e-18", "e-19"]]
-    finally:
-        await bus.close()
-        await store.close()
+async def test_acks_of_one_loop_iteration_share_one_store_call(
+    recording: tuple[Bus, _RecordingStore],
+) -> None:
+    bus, store = recording
+    for i in range(3):
+        await bus.publish(NewEvent(topic="iter.a", payload=i, id=f"e-{i}"))
+    await _held(bus, "iter.*", 3)
+    done = [bus.ack_soon("iter.*", "g", f"e-{i}", member="m1") for i in range(3)]
+    assert await asyncio.wait_for(asyncio.gather(*done), WAIT_S) == [True, True, True]
+    assert store.calls == [["e-0", "e-1", "e-2"]]
+
+
+async def test_acks_arriving_while_a_call_is_in_flight_go_together_in_the_next(
+    recording: tuple[Bus, _RecordingStore],
+) -> None:
+    bus, store = recording
+    await bus.publish_batch([NewEvent(topic="fly.a", payload=i, id=f"e-{i}") for i in range(20)])
+    await _held(bus, "fly.*", 20)
+    # More than INLINE_ACK_MAX refs: the first call goes to the writer thread and is still in flight
+    # when the test resumes after one loop iteration (its answer comes back in a later one).
+    first = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in range(18)]
+    await asyncio.sleep(0)
+    assert len(store.calls) == 1 and not first[0].done()
+    later = [bus.ack_soon("fly.*", "g", f"e-{i}", member="m1") for i in (18, 19)]
+    assert await asyncio.wait_for(asyncio.gather(*first, *later), WAIT_S) == [True] * 20
+    assert store.calls == [[f"e-{i}" for i in range(18)], ["e-18", "e-19"]]

@@ -13,35 +13,18 @@ backend.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
+from bus_support import store_and_bus
 from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
-from outboxhub.store import open_store
 from outboxhub.store.base import Store
 
 WAIT_S = 30.0  # generous upper bound for anything that should happen "soon"; never a measured threshold
-NO_POLL_S = 120.0  # longer than WAIT_S: what arrives, arrived by notification
 TOPIC, GROUP = "crash.inbox", "applier"
 EVENTS, MAX_DELIVER = 10, 5
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path}/hub.db")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def bus(store: Store) -> AsyncIterator[Bus]:
-    b = Bus(store, poll_interval_s=NO_POLL_S)
-    await b.start()
-    yield b
-    await b.close()
+store, bus = store_and_bus()
 
 
 def _options(max_in_flight: int | None) -> GroupOptions:

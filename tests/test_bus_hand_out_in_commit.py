@@ -5,43 +5,19 @@ file, real bus."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
+from bus_support import bus_fixture
 from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.sqlite.store import SQLiteStore
 from sqlite_support import QUIET, writer_settled
 from waiting import until
 
-NO_POLL_S = 120.0
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
 
 
-async def _bus(tmp_path: Path, options: str) -> tuple[Bus, SQLiteStore]:
-    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{options}&{QUIET}")
-    bus = Bus(store, poll_interval_s=NO_POLL_S)
-    await bus.start()
-    return bus, store
-
-
-@pytest.fixture
-async def inline(tmp_path: Path) -> AsyncIterator[tuple[Bus, SQLiteStore]]:
-    bus, store = await _bus(tmp_path, "inline_claims=4")
-    yield bus, store
-    await bus.close()
-    await store.close()
-
-
-@pytest.fixture
-async def threaded(tmp_path: Path) -> AsyncIterator[tuple[Bus, SQLiteStore]]:
-    # inline_claims=0: a publish with the member's claim parked commits on the writer thread
-    bus, store = await _bus(tmp_path, "inline_claims=0")
-    yield bus, store
-    await bus.close()
-    await store.close()
+inline = bus_fixture(f"inline_claims=4&{QUIET}")
+# inline_claims=0: a publish with the member's claim parked commits on the writer thread
+threaded = bus_fixture(f"inline_claims=0&{QUIET}")
 
 
 async def test_an_inline_publish_hands_the_parked_claim_out_before_it_returns(

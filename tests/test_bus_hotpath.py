@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus_support import bus_fixture, store_and_bus
 from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
@@ -23,42 +22,15 @@ from sqlite_support import QUIET, writer_settled
 from waiting import until
 
 WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
-NO_POLL_S = 120.0
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/hub.db?{QUIET}")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def bus(store: SQLiteStore) -> AsyncIterator[Bus]:
-    b = Bus(store, poll_interval_s=NO_POLL_S)
-    await b.start()
-    yield b
-    await b.close()
-
+store, bus = store_and_bus(QUIET)
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
 INLINE_CLAIMS = 4
 
 
-@pytest.fixture
-async def inline_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """A store whose lone publishes commit on the loop thread with up to ``INLINE_CLAIMS`` parked claims."""
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/inline.db?inline_claims={INLINE_CLAIMS}&{QUIET}")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def inline_bus(inline_store: SQLiteStore) -> AsyncIterator[Bus]:
-    b = Bus(inline_store, poll_interval_s=NO_POLL_S)
-    await b.start()
-    yield b
-    await b.close()
+# a store whose lone publishes commit on the loop thread with up to INLINE_CLAIMS parked claims
+inline = bus_fixture(f"inline_claims={INLINE_CLAIMS}&{QUIET}")
 
 
 async def test_each_event_costs_one_commit_to_deliver_and_one_to_ack(bus: Bus, store: SQLiteStore) -> None:
@@ -114,26 +86,14 @@ async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: 
     assert [d.event.id for d in got] == [published.id]
 
 
-@pytest.fixture
-async def thread_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """A store whose publishes go to the writer thread whenever a claim is parked (``inline_claims=0``)."""
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/thread.db?inline_claims=0&{QUIET}")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def thread_bus(thread_store: SQLiteStore) -> AsyncIterator[Bus]:
-    b = Bus(thread_store, poll_interval_s=NO_POLL_S)
-    await b.start()
-    yield b
-    await b.close()
+# a store whose publishes go to the writer thread whenever a claim is parked
+threaded = bus_fixture(f"inline_claims=0&{QUIET}")
 
 
 async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
-    thread_bus: Bus, thread_store: SQLiteStore
+    threaded: tuple[Bus, SQLiteStore],
 ) -> None:
-    bus, store = thread_bus, thread_store
+    bus, store = threaded
     got: list[Delivery] = []
     await bus.publish(NewEvent(topic="warm.up"))
     await writer_settled(store)
@@ -152,9 +112,9 @@ async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(
 
 
 async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its_claim(
-    inline_bus: Bus, inline_store: SQLiteStore
+    inline: tuple[Bus, SQLiteStore],
 ) -> None:
-    bus, store = inline_bus, inline_store
+    bus, store = inline
     got: list[Delivery] = []
     stats = store.writer_stats
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
@@ -172,9 +132,9 @@ async def test_a_publish_to_a_waiting_member_commits_on_the_loop_thread_with_its
 
 
 async def test_a_publish_with_many_claims_parked_commits_on_the_writer_thread(
-    inline_bus: Bus, inline_store: SQLiteStore
+    inline: tuple[Bus, SQLiteStore],
 ) -> None:
-    bus, store = inline_bus, inline_store
+    bus, store = inline
     got: list[Delivery] = []
     groups = INLINE_CLAIMS + 1
     for n in range(groups):
@@ -190,9 +150,9 @@ async def test_a_publish_with_many_claims_parked_commits_on_the_writer_thread(
 
 
 async def test_a_claim_failing_in_an_inline_publish_commit_leaves_the_publish_confirmed(
-    inline_bus: Bus, inline_store: SQLiteStore
+    inline: tuple[Bus, SQLiteStore],
 ) -> None:
-    bus, store = inline_bus, inline_store
+    bus, store = inline
     got: list[Delivery] = []
     await bus.subscribe("a.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")
@@ -302,12 +262,12 @@ def test_withdraw_and_take_race_and_exactly_one_wins() -> None:
 
 
 async def test_a_member_that_missed_a_commit_catches_up_with_an_inline_claim(
-    thread_bus: Bus, thread_store: SQLiteStore
+    threaded: tuple[Bus, SQLiteStore],
 ) -> None:
     """A member whose parked claim ran but missed a commit (the next publish committed before the member
     had parked again) catches up with a small claim, committed on the event loop thread, instead of a full
     batch on the writer thread."""
-    bus, store = thread_bus, thread_store
+    bus, store = threaded
     got: list[Delivery] = []
     await bus.subscribe("c.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
     await writer_settled(store)

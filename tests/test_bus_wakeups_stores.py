@@ -107,6 +107,52 @@ async def test_another_processs_commit_is_attributed_through_notify(pg_url: str,
         await other.close()
 
 
+@pytest.mark.postgres
+async def test_a_poll_between_a_commit_and_its_announcement_names_the_topics(
+    pg_url: str, hub_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind the flaky bound above: the listener's poll reads the counter after the writer's
+    statement committed and before the writer announced it. Here every publish holds the writer in that
+    gap until the poll has reported the new seq (no NOTIFY reaches a lone hub: only the poll can). The poll
+    reported "topics unknown" and woke all 101 groups (3,030+ wake-ups); it now reads the topics of the
+    unannounced events with the counter."""
+    from outboxhub.store.postgres import events, parked
+    from outboxhub.store.postgres.store import PostgresStore
+
+    hub: Hub = await hub_factory(store=f"{pg_url}&poll_interval_s=0.05")
+    store = hub.store
+    assert isinstance(store, PostgresStore)
+    reported = asyncio.Event()
+    last_reported = 0
+
+    def on_commit(seq: int, _topics: frozenset[str] | None) -> None:
+        nonlocal last_reported
+        last_reported = max(last_reported, seq)
+        reported.set()
+
+    async def until_polled(top: int) -> None:
+        while last_reported < top:
+            reported.clear()
+            await asyncio.wait_for(reported.wait(), 10)
+
+    def committed_then_polled(statement: Any) -> Any:
+        async def run(*args: Any) -> Any:
+            out = await statement(*args)
+            await until_polled(out[1])  # committed (its top seq), not yet announced: wait for the poll
+            return out
+
+        return run
+
+    monkeypatch.setattr(events, "append_now", committed_then_polled(events.append_now))
+    monkeypatch.setattr(parked, "publish_claim", committed_then_polled(parked.publish_claim))
+    store.add_topic_listener(on_commit)
+    got, victim = await _idle_and_victim(hub.bus)
+    wakeups = await _count_wakeups(hub.bus, got, hub.bus.publish)
+    # the poll and then the writer each wake the victim's group: 2 per publish
+    assert wakeups <= 3 * _PUBLISHES, wakeups
+    await victim.close()
+
+
 def test_a_notify_payload_names_the_topics_or_nothing() -> None:
     assert parse_payload("42") == (42, None)
     assert parse_payload("42\na.b\nc.d") == (42, frozenset({"a.b", "c.d"}))

@@ -20,6 +20,7 @@ from outboxhub.model import Delivery, NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.base import EventRef
 from outboxhub.store.nats.url import parse_url
+from task_counting import tasks_started
 
 pytestmark = pytest.mark.nats
 EARLIEST = StartPosition(kind="earliest")
@@ -111,6 +112,21 @@ async def test_a_nack_reason_is_kept_for_a_later_timeout_dead_letter(store: Stor
     assert await _claim(store, ack_timeout_ms=200, max_deliver=2) == []  # the 3rd delivery: dead-lettered
     [dead] = await store.scan("dlq.g.t.a")
     assert dead.headers is not None and dead.headers["x-reason"] == "downstream 503"
+
+
+async def test_an_ack_of_many_deliveries_starts_no_task_per_message(store: Store) -> None:
+    """The confirmed ACKs of one call wait in that call's coroutine; ``Msg.ack_sync`` per message under
+    ``asyncio.gather`` started a task for each."""
+    await store.ensure_group("t.*", "g", EARLIEST)
+    await store.publish_batch([NewEvent(topic="t.a", payload=i) for i in range(10)])
+    held = await _claim(store)
+    assert len(held) == 10
+    assert await store.ack("t.*", "g", [held[0].event.id]) == 1  # the first ACK subscribes for the replies
+    with tasks_started() as started:
+        assert await store.ack("t.*", "g", [EventRef(d.event.id, d.event.seq) for d in held[1:]]) == 9
+    assert started == [], "the ACKs started tasks"
+    [info] = await store.groups()
+    assert info.in_flight == 0  # confirmed: JetStream had applied every ACK when the call returned
 
 
 async def test_two_stores_share_one_group_exactly_once(url: str) -> None:

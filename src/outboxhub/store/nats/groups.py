@@ -57,6 +57,7 @@ from outboxhub.store.lifecycle import (
     may_settle,
     step,
 )
+from outboxhub.store.nats.acks import ConfirmedAcks
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
@@ -113,6 +114,7 @@ class Groups:
         self._dead_letter = dead_letter
         self._groups: dict[tuple[str, str], _Group] = {}
         self._opening: dict[tuple[str, str], asyncio.Lock] = {}
+        self._acks = ConfirmedAcks(conn.nc)
 
     # -- consumers ----------------------------------------------------------------------------------------
 
@@ -402,9 +404,8 @@ class Groups:
             # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
             # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
             # client's ACK is answered.
-            timeout = self._conn.options.timeout_s
             try:
-                await asyncio.gather(*(h.msg.ack_sync(timeout=timeout) for h in held))
+                await self._acks.ack([h.msg for h in held], self._conn.options.timeout_s)
             except TRANSIENT as exc:
                 raise unavailable(self._conn.shown, exc) from exc
         return len(held)

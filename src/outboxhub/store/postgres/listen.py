@@ -3,11 +3,18 @@
 Every publishing transaction NOTIFYs the schema's channel with its last seq and the topics it wrote, one per
 line (``publish_events``; the seq alone when the topics do not fit, see ``schema.NOTIFY_TOPICS_MAX_BYTES``),
 so a commit made by any hub process reaches every other one within milliseconds and wakes only the groups
-whose pattern matches one of those topics. A seq alone, and every poll, report no topics (wake all). The
-listener keeps its own connection (a pooled one could not stay in LISTEN), and when that connection drops it
-reconnects with backoff. A notification lost while disconnected is covered by polling: after every
-(re)connect and every ``poll_interval_s`` without a notification, the listener reads the counter and reports
-any seq it has not reported yet. The poll doubles as the liveness check of the connection.
+whose pattern matches one of those topics. A seq alone reports no topics (wake all). The listener keeps
+its own connection (a pooled one could not stay in LISTEN), and when that connection drops it reconnects
+with backoff. A notification lost while disconnected is covered by polling: after every (re)connect and
+every ``poll_interval_s`` without a notification, the listener reads the counter and reports any seq it has
+not reported yet. The poll doubles as the liveness check of the connection.
+
+The poll after a (re)connect reports no topics: anything may have been missed while not listening. A poll
+while connected reads, in the same snapshot as the counter, the topics of the events above the last seq
+the store announced (``known``): what it finds there is a commit whose announcement is still on its way
+(this store's writer answered by the server but not yet back in ``_committed``; under load the poll often
+lands in that gap) or one that sent no NOTIFY, and waking every group for it would wake every member on the
+hub. More than ``_POLL_ROWS`` events or ``_POLL_TOPICS`` topics there report no topics.
 
 The LISTEN connection registers its store's node (``registry.py``) after LISTEN and before that first
 poll; a publish notifies only when some other node is registered, so a lone hub hears no notification
@@ -37,10 +44,16 @@ _log = logging.getLogger("outboxhub.store.postgres.store")
 
 _BACKOFF = BackoffPolicy(base=0.05, cap=2.0)
 
+_POLL_ROWS = 10_000
+"""A poll reads the topics of at most this many unannounced events (a writer's batch is 2,000 at most)."""
+_POLL_TOPICS = 1_000
+"""... and names at most this many topics (as a NOTIFY names at most 7,900 bytes of them)."""
+
 
 class Listener:
     """Calls ``on_seq(seq, topics)`` for commits seen through NOTIFY or polling (from the event loop);
-    ``topics`` is None when the notification did not name them."""
+    ``topics`` is None when the notification did not name them. ``known()`` is the last seq the store has
+    announced (its own commits and what this listener reported)."""
 
     def __init__(
         self,
@@ -50,6 +63,7 @@ class Listener:
         schema: str,
         channel: str,
         on_seq: Callable[[int, frozenset[str] | None], None],
+        known: Callable[[], int],
         node: str,
         poll_interval_s: float = 1.0,
         connect_timeout_s: float = 5.0,
@@ -60,6 +74,7 @@ class Listener:
         self._schema = schema
         self._channel = channel
         self._on_seq = on_seq
+        self._known = known
         self._poll_interval_s = poll_interval_s
         self._connect_timeout_s = connect_timeout_s
         self._task: asyncio.Task[None] | None = None
@@ -121,7 +136,7 @@ class Listener:
                 down_since_logged = False
                 backoff.reset()
                 self.connected.set()
-                await self._poll(conn)  # anything committed while we were not listening
+                await self._poll(conn, topics=False)  # anything committed while we were not listening
                 await self._listen(conn)
             except asyncio.CancelledError:
                 raise
@@ -150,13 +165,34 @@ class Listener:
                 if parsed is not None:
                     self._on_seq(*parsed)
             if not got:
-                await self._poll(conn)
+                await self._poll(conn, topics=True)
 
-    async def _poll(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        cur = await conn.execute(f"SELECT last_seq FROM {quote_ident(self._schema)}.counter WHERE id = 1")
+    async def _poll(self, conn: psycopg.AsyncConnection[Any], *, topics: bool) -> None:
+        """Report the counter; with ``topics``, name the topics of the events above ``known()`` (none when
+        they are too many)."""
+        schema = quote_ident(self._schema)
+        if not topics:
+            cur = await conn.execute(f"SELECT last_seq FROM {schema}.counter WHERE id = 1")
+            row = await cur.fetchone()
+            if row is not None:
+                self._on_seq(int(row[0]), None)
+            return
+        # One statement, one snapshot: every event up to the counter's seq is visible in it (publishers
+        # hold the counter's row lock until they commit).
+        cur = await conn.execute(
+            f"WITH c AS (SELECT last_seq FROM {schema}.counter WHERE id = 1),"
+            f" r AS (SELECT e.topic_id FROM {schema}.events e, c"
+            "  WHERE e.seq > %(known)s AND e.seq <= c.last_seq ORDER BY e.seq LIMIT %(rows)s)"
+            " SELECT c.last_seq, (SELECT count(*) FROM r),"
+            f" ARRAY(SELECT DISTINCT t.topic FROM r JOIN {schema}.topics t ON t.topic_id = r.topic_id"
+            "  LIMIT %(topics)s) FROM c",
+            {"known": self._known(), "rows": _POLL_ROWS, "topics": _POLL_TOPICS + 1},
+        )
         row = await cur.fetchone()
         if row is not None:
-            self._on_seq(int(row[0]), None)
+            seq, rows, names = int(row[0]), int(row[1]), row[2]
+            named = rows < _POLL_ROWS and 0 < len(names) <= _POLL_TOPICS
+            self._on_seq(seq, frozenset(names) if named else None)
 
 
 def parse_payload(payload: str) -> tuple[int, frozenset[str] | None] | None:

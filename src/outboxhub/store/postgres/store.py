@@ -149,6 +149,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             schema=settings.schema,
             channel=self._channel,
             on_seq=self._committed,
+            known=lambda: self._commits.last,
             poll_interval_s=settings.poll_interval_s,
             connect_timeout_s=settings.connect_timeout_s,
         )
