@@ -1,6 +1,11 @@
 """NATS JetStream for the tests: the machine's server (``OUTBOXHUB_TEST_NATS_URL``, default
 ``nats://127.0.0.1:4222``) and a throwaway stream per test, deleted afterwards.
 
+Each server also keeps one small stream that the tests never delete (``KEEPALIVE_STREAM``). nats-server
+2.9 removes an account's stream folder when its last stream is deleted, and a stream created at that moment
+(the other xdist worker's test) fails with "could not create storage directory … no such file or
+directory" (seen at -n 2 on this machine's 2.9.10): with a stream that always exists, the folder stays.
+
 A server that does not answer skips the test, or fails it under ``CI=true`` (``tests/conftest.py``'s
 handler of ``outboxhub.testing.unavailable``), with a message naming the server.
 """
@@ -17,9 +22,11 @@ from pathlib import Path
 
 from outboxhub.testing import unavailable
 
-__all__ = ["ENV", "nats_database", "nats_url", "throwaway_stream"]
+__all__ = ["ENV", "KEEPALIVE_STREAM", "nats_database", "nats_url", "throwaway_stream"]
 
 ENV = "OUTBOXHUB_TEST_NATS_URL"
+KEEPALIVE_STREAM = "OUTBOXHUB_TESTS_KEEPALIVE"
+_kept_alive: set[str] = set()
 
 
 def nats_url() -> str:
@@ -55,6 +62,10 @@ async def throwaway_stream(
     except Exception as exc:
         await nc.close()
         unavailable(f"NATS at {server} ({ENV}) has no JetStream: {type(exc).__name__}: {exc}")
+    if server not in _kept_alive:
+        # Idempotent: adding a stream that exists with the same config answers OK.
+        await nc.jetstream().add_stream(name=KEEPALIVE_STREAM, subjects=["outboxhub-tests-keepalive"])
+        _kept_alive.add(server)
     try:
         yield f"{server}?stream={name}&replicas={replicas}{options}"
     finally:
