@@ -226,6 +226,8 @@ class GroupCommitWriter:
             for job in jobs:
                 _fail(job, exc)
             return
+        except Exception as exc:  # not sent (a value it cannot encode): dealt with in turn, as if it failed
+            sent = _Failed(exc)
         if self._inflight:
             self.sent_behind += 1
         self._inflight.append((jobs, sent))
@@ -304,6 +306,16 @@ class GroupCommitWriter:
         finally:
             self._slots.release()
         _answer(jobs, staged.results)
+
+
+class _Failed:
+    """A batch ``send`` refused: it fails in its turn (``_receive``), like one whose statement failed."""
+
+    def __init__(self, exc: Exception) -> None:
+        self._exc = exc
+
+    async def result(self) -> list[PublishResult]:
+        raise self._exc
 
 
 def _answer(jobs: list[_Job], results: list[PublishResult]) -> None:

@@ -30,24 +30,40 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import psycopg
 from psycopg import pq
 
 from outboxhub.errors import StoreError
 from outboxhub.ids import now_ms
-from outboxhub.model import PublishResult
+from outboxhub.model import Delivery, PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.groupcommit import InFlight, Interrupted
 from outboxhub.store.postgres import parked, wire
 from outboxhub.store.postgres.conn import is_retryable, translate
 from outboxhub.store.postgres.events import AppendCall, PgConn
 
-if TYPE_CHECKING:
-    from outboxhub.store.postgres.store import PostgresStore
 
-__all__ = ["GUARD_FAILED", "Pipe", "PipeSender"]
+class Host(Protocol):
+    """What the pipeline needs of ``Host`` (which it cannot import: the store imports it)."""
+
+    _url: str
+    _channel: str
+    _parking: parked.ParkingLot
+    parked_stats: parked.ParkedStats
+
+    async def _before_batch(self) -> None: ...
+    async def _getconn(self) -> PgConn: ...
+    async def _give_back(self, conn: PgConn) -> None: ...
+    def _put_back(self, conn: PgConn) -> None: ...
+    def _claims_ran(
+        self, claims: list[parked.ParkedClaim], outcomes: list[tuple[list[Delivery], int]]
+    ) -> None: ...
+    def _committed(self, seq: int, topics: frozenset[str]) -> None: ...
+
+
+__all__ = ["GUARD_FAILED", "Host", "Pipe", "PipeSender"]
 
 GUARD_FAILED = "outboxhub.previous_batch_failed"
 """The setting named in the error of a batch whose predecessor in the pipeline failed."""
@@ -198,7 +214,7 @@ class _Segment:
 class PipeSender:
     """The store's side of the pipeline: ``send`` is the ``GroupCommitWriter``'s ``send`` function."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: Host) -> None:
         self._store = store
         self._pipe: Pipe | None = None
 
@@ -212,29 +228,41 @@ class PipeSender:
         their connection, or not at all (None) when that pipeline has drained meanwhile; otherwise on a
         new pipeline."""
         store = self._store
-        pipe = self._pipe
-        if pipe is None:
+        if self._pipe is None:
             if follow:
                 return None
             await store._before_batch()
-            try:
-                conn = await store._getconn()
-            except psycopg.Error as exc:
-                raise translate(exc, store._url) from exc
-            try:
-                pipe = Pipe(conn, asyncio.get_running_loop(), self._drained)
-            except psycopg.Error:
-                await store._give_back(conn)
-                return _NotRun(rows)
-            self._pipe = pipe
         topics = frozenset(row[1] for row in rows)
         claims = store._parking.take(tuple(topics)) if store._parking else []
         call: AppendCall | parked.PublishClaimCall
-        if claims:
-            call = parked.PublishClaimCall(store._channel, rows, [c.request for c in claims], now_ms())
-        else:
-            call = AppendCall(store._channel, rows)
+        try:  # encoded before a connection is taken: a value that cannot be sent fails here
+            if claims:
+                call = parked.PublishClaimCall(store._channel, rows, [c.request for c in claims], now_ms())
+            else:
+                call = AppendCall(store._channel, rows)
+            pipe = self._pipe or await self._open()
+        except BaseException:
+            parked.not_run(claims)
+            raise
+        if pipe is None:
+            parked.not_run(claims)
+            return _NotRun()
         return _Batch(store, pipe.conn, pipe.send(call.statement, call.params), call, claims, topics)
+
+    async def _open(self) -> Pipe | None:
+        """A new pipeline on a connection of the store's; None when the connection turns out broken."""
+        store = self._store
+        try:
+            conn = await store._getconn()
+        except psycopg.Error as exc:
+            raise translate(exc, store._url) from exc
+        try:
+            pipe = Pipe(conn, asyncio.get_running_loop(), self._drained)
+        except psycopg.Error:
+            await store._give_back(conn)
+            return None
+        self._pipe = pipe
+        return pipe
 
     def _drained(self, pipe: Pipe) -> None:
         if self._pipe is pipe:
@@ -244,9 +272,6 @@ class PipeSender:
 
 class _NotRun:
     """A batch that could not be sent (the connection broke before): the writer runs it again."""
-
-    def __init__(self, rows: Sequence[Prepared]) -> None:
-        self.rows = rows
 
     async def result(self) -> list[PublishResult]:
         raise Interrupted("the batch was not sent")
@@ -259,7 +284,7 @@ class _Batch:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: Host,
         conn: PgConn,
         future: asyncio.Future[wire.PGresult],
         call: AppendCall | parked.PublishClaimCall,
