@@ -9,15 +9,16 @@ on the same connection it waits for the flush alone. Each batch is still its own
 sent, so batches take their seqs in the order they were queued, as before.
 
 **A failed batch must not be overtaken.** The writer splits and re-runs a batch that failed, and those
-re-runs must commit before any later batch (per-connection publish order). A batch sent behind another
-therefore starts with a guard statement: it sets the session's ``outboxhub.batch`` to its own id, and
-fails (``unrecognized configuration parameter "outboxhub.previous_batch_failed"``) unless the value is the
-id of the batch sent just before it. The setting is made inside each batch's transaction, so it is rolled
-back with a batch that fails: every batch behind a failed one fails too, without running its publish, and
-``Sent.result`` raises ``Interrupted`` for it; the writer re-runs it after the failed one's retries
-(``groupcommit.py``). A lost connection, a deadlock and a statement found deallocated are ``Interrupted``
-as well: the writer re-runs those batches one at a time through the store's ordinary path (its retries
-and its connection checks), in order.
+re-runs must commit before any later batch (per-connection publish order). So each batch's statement
+carries a guard (``guarded``: a condition on its rows, no statement of its own) that sets the session's
+``outboxhub.batch`` to the batch's id and fails (``unrecognized configuration parameter
+"outboxhub.previous_batch_failed"``) unless the value was the id of the batch sent just before it on the
+pipeline. The setting is made inside each batch's transaction, so it is rolled back with a batch that
+fails: every batch behind a failed one fails too (its transaction rolled back), and ``result`` raises
+``Interrupted`` for it; the writer re-runs it after the failed one's retries (``groupcommit.py``). A lost
+connection, a deadlock and a statement found deallocated are ``Interrupted`` as well: the writer re-runs
+those batches one at a time through the store's ordinary path (its retries and connection checks), in
+order.
 
 The connection comes from the store (``_getconn``) when a batch is sent with nothing in flight and goes
 back (``_put_back``), out of pipeline mode and idle, as soon as the last result is read; one that broke is
@@ -63,18 +64,33 @@ class Host(Protocol):
     def _committed(self, seq: int, topics: frozenset[str]) -> None: ...
 
 
-__all__ = ["GUARD_FAILED", "Host", "Pipe", "PipeSender"]
+__all__ = ["GUARD_FAILED", "Host", "Pipe", "PipeSender", "guarded"]
 
 GUARD_FAILED = "outboxhub.previous_batch_failed"
 """The setting named in the error of a batch whose predecessor in the pipeline failed."""
 
-_GUARD = wire.Statement(
-    "pipe_guard",
-    "SELECT set_config('outboxhub.batch', CASE WHEN $1::text IS NULL"
-    " OR coalesce(current_setting('outboxhub.batch', true), '') = $1 THEN $2::text"
-    f" ELSE current_setting('{GUARD_FAILED}') END, false)",
-    [wire.TEXT, wire.TEXT],
+_GUARD = (
+    " WHERE set_config('outboxhub.batch', CASE WHEN ${0}::text IS NULL"
+    " OR coalesce(current_setting('outboxhub.batch', true), '') IN (${0}, ${1}) THEN ${1}::text"
+    f" ELSE current_setting('{GUARD_FAILED}') END, false) IS NOT NULL"
 )
+"""Evaluated for each row of the statement's result (each sets the same value): the first fails unless the
+setting is the previous batch's id (or this one's: a later row)."""
+_guarded: dict[bytes, wire.Statement] = {}
+
+
+def guarded(statement: wire.Statement) -> wire.Statement:
+    """``statement`` (a ``SELECT ... FROM f(...)`` returning at least one row) with the guard and two more
+    parameters: the previous batch's id (NULL: none in flight) and this batch's."""
+    piped = _guarded.get(statement.name)
+    if piped is None:
+        n = len(statement.types)
+        name = statement.name.decode().removeprefix("outboxhub_") + "_piped"
+        sql = statement.sql.decode() + _GUARD.format(n + 1, n + 2)
+        piped = _guarded[statement.name] = wire.Statement(name, sql, [*statement.types, wire.TEXT, wire.TEXT])
+    return piped
+
+
 _MISSING = "26000"
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -108,13 +124,15 @@ class Pipe:
         names = wire.prepared_names(self.conn)
         batch_id = str(next(_ids)).encode()
         try:
-            for each in (_GUARD, statement):
-                if each.name not in names:
-                    pgconn.send_prepare(each.name, each.sql, param_types=each.types)
-                    names.add(each.name)
-            pgconn.send_query_prepared(_GUARD.name, [self.last_id, batch_id], param_formats=_GUARD.formats)
+            statement = guarded(statement)
+            if statement.name not in names:
+                pgconn.send_prepare(statement.name, statement.sql, param_types=statement.types)
+                names.add(statement.name)
             pgconn.send_query_prepared(
-                statement.name, params, param_formats=statement.formats, result_format=pq.Format.BINARY
+                statement.name,
+                [*params, self.last_id, batch_id],
+                param_formats=statement.formats,
+                result_format=pq.Format.BINARY,
             )
             pgconn.pipeline_sync()
         except psycopg.Error as exc:
