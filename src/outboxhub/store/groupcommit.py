@@ -10,13 +10,6 @@ batch overlaps the transfer and insert of the next. Batches grow with load; a lo
 A batch that fails for a reason other than the database being unavailable is split in halves and each half
 retried (committed before the next), down to single jobs: one bad event fails only its own caller, and finding
 it costs about ``2 * log2(jobs)`` stagings, not one per job of the batch (``split_runs`` counts the splits).
-
-With a ``send`` function (PostgreSQL's pipeline, ``store/postgres/pipe.py``) the writer does not await a
-batch before it sends the next: up to ``depth`` batches are in flight on one ordered channel, and their
-results are read in the order sent (``_receive``). A failed one is dealt with before any later result is
-read and before anything new is sent: split and re-run one at a time through ``stage``, as above; every
-batch sent behind it fails (``Interrupted``: the channel guarantees that) and is run again after it, so
-batches still commit in the order they were queued.
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ from outboxhub.errors import StoreError, StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 
-__all__ = ["Committed", "GroupCommitWriter", "InFlight", "Interrupted", "Send", "Stage", "Staged"]
+__all__ = ["Committed", "GroupCommitWriter", "Stage", "Staged"]
 
 
 class Staged(Protocol):
@@ -60,25 +53,6 @@ Stage = Callable[[Sequence[Prepared]], Awaitable[Staged]]
 """Open a transaction and append the prepared events in order (raises a ``StoreError``)."""
 
 
-class Interrupted(StoreError):
-    """A batch sent behind one that failed (or on a channel that broke) did not commit: run it again."""
-
-
-class InFlight(Protocol):
-    """A batch sent (by ``Send``) and not answered yet."""
-
-    async def result(self) -> list[PublishResult]:
-        """Its results once committed, in the order sent; ``Interrupted`` when it did not run because the
-        batch before it failed or the channel broke, another ``StoreError`` when it failed itself."""
-        ...
-
-
-Send = Callable[[Sequence[Prepared], bool], Awaitable[InFlight | None]]
-"""Send the prepared events as one transaction, behind the batches in flight when the flag is set (None:
-the channel they were sent on has drained meanwhile; send again without the flag once they are answered).
-Raises ``StoreUnavailable`` only; a batch sent behind a failed one must fail (``Interrupted``)."""
-
-
 class _Job:
     __slots__ = ("future", "rows")
 
@@ -90,14 +64,8 @@ class _Job:
 class GroupCommitWriter:
     """Batches ``submit`` calls into staged transactions; at most ``depth`` are open at once."""
 
-    def __init__(
-        self, stage: Stage, *, send: Send | None = None, max_batch: int = 2000, depth: int = 2
-    ) -> None:
+    def __init__(self, stage: Stage, *, max_batch: int = 2000, depth: int = 2) -> None:
         self._stage = stage
-        self._send = send
-        self._inflight: deque[tuple[list[_Job], InFlight]] = deque()
-        self._receiver: asyncio.Task[None] | None = None
-        self._answered = asyncio.Event()  # set when nothing sent is waiting for its result
         self._max_batch = max_batch
         self._queue: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
@@ -109,8 +77,6 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.split_runs = 0
         """Failed batches split in halves to find the offending job (for tests and metrics)."""
-        self.sent_behind = 0
-        """Batches sent while another was in flight (``send`` only; for tests and metrics)."""
 
     async def submit(self, rows: Sequence[Prepared]) -> list[PublishResult]:
         """Append ``rows`` atomically (with whatever else is queued) and return once committed."""
@@ -156,13 +122,8 @@ class GroupCommitWriter:
                     continue
                 await self._slots.acquire()
                 jobs = self._take()
-                if self._send is None:
-                    await self._start(jobs)
-                else:
-                    await self._send_jobs(jobs, self._send)
+                await self._start(jobs)
         finally:
-            if self._receiver is not None:
-                await self._receiver
             if self._committing:
                 await asyncio.gather(*self._committing)
 
@@ -208,90 +169,6 @@ class GroupCommitWriter:
         self._committing.add(task)
         task.add_done_callback(self._committing.discard)
 
-    async def _send_jobs(self, jobs: list[_Job], send: Send) -> None:
-        """Send ``jobs`` (holding one slot) behind what is in flight; ``_receive`` frees the slot."""
-        rows: list[Prepared] = []
-        for job in jobs:
-            rows.extend(job.rows)
-        try:
-            sent = await send(rows, bool(self._inflight))
-            if sent is None:
-                self._answered.clear()
-                if self._inflight:
-                    await self._answered.wait()
-                sent = await send(rows, False)
-                assert sent is not None
-        except StoreUnavailable as exc:
-            self._slots.release()
-            for job in jobs:
-                _fail(job, exc)
-            return
-        except Exception as exc:  # not sent (a value it cannot encode): dealt with in turn, as if it failed
-            sent = _Failed(exc)
-        if self._inflight:
-            self.sent_behind += 1
-        self._inflight.append((jobs, sent))
-        if self._receiver is None:
-            self._receiver = asyncio.get_running_loop().create_task(self._receive())
-
-    async def _receive(self) -> None:
-        """Answer the batches in flight in the order sent; a failed one is re-run (``_redo``) before the
-        next result is read. Nothing new is sent meanwhile: the head stays in ``_inflight`` until done, so
-        ``_send_jobs`` can only send behind it (and the channel fails what is behind a failed batch)."""
-        inflight = self._inflight
-        try:
-            while inflight:
-                jobs, sent = inflight[0]
-                try:
-                    results = await sent.result()
-                except Exception as exc:
-                    await self._redo(jobs, exc)
-                else:
-                    _answer(jobs, results)
-                inflight.popleft()
-                self._slots.release()
-        finally:
-            self._receiver = None
-            self._answered.set()
-
-    async def _redo(self, jobs: list[_Job], exc: Exception) -> None:
-        """Deal with a batch sent that failed with ``exc``: unavailable fails it; ``Interrupted`` runs it
-        again whole; any other error splits it (as ``_start`` does)."""
-        if isinstance(exc, StoreUnavailable) or (len(jobs) == 1 and not isinstance(exc, Interrupted)):
-            for job in jobs:
-                _fail(job, exc)
-            return
-        if isinstance(exc, Interrupted):
-            await self._serial(jobs)
-            return
-        self.split_runs += 1
-        half = len(jobs) // 2
-        for part in (jobs[:half], jobs[half:]):
-            await self._serial(part)
-
-    async def _serial(self, jobs: list[_Job]) -> None:
-        """Run ``jobs`` alone through ``stage`` and commit them; halves that fail split again."""
-        rows: list[Prepared] = []
-        for job in jobs:
-            rows.extend(job.rows)
-        try:
-            staged = await self._stage(rows)
-            await staged.commit()
-        except StoreUnavailable as exc:
-            for job in jobs:
-                _fail(job, exc)
-            return
-        except Exception as exc:
-            if len(jobs) == 1:
-                _fail(jobs[0], exc)
-                return
-            self.split_runs += 1
-            half = len(jobs) // 2
-            for part in (jobs[:half], jobs[half:]):
-                await self._serial(part)
-            return
-        _answer(jobs, staged.results)
-
     async def _drain(self) -> None:
         if self._committing:
             await asyncio.gather(*self._committing)
@@ -306,16 +183,6 @@ class GroupCommitWriter:
         finally:
             self._slots.release()
         _answer(jobs, staged.results)
-
-
-class _Failed:
-    """A batch ``send`` refused: it fails in its turn (``_receive``), like one whose statement failed."""
-
-    def __init__(self, exc: Exception) -> None:
-        self._exc = exc
-
-    async def result(self) -> list[PublishResult]:
-        raise self._exc
 
 
 def _answer(jobs: list[_Job], results: list[PublishResult]) -> None:

@@ -21,7 +21,6 @@ from outboxhub.store.postgres.topics import TopicFilter, topic_filter
 __all__ = [
     "EVENT_SELECT",
     "AppendBatch",
-    "AppendCall",
     "PgConn",
     "SeqBound",
     "append",
@@ -79,27 +78,10 @@ _APPEND_NOW = wire.Statement(
 async def append_now(conn: PgConn, channel: str, rows: Sequence[Prepared]) -> tuple[list[PublishResult], int]:
     """``append`` as its own transaction, through ``wire`` (the store's writer): ``conn`` must be in
     autocommit mode with no transaction open; the results arrive once the statement is committed."""
-    call = AppendCall(channel, rows)
-    return call.read(await wire.execute(conn, call.statement, call.params))
-
-
-class AppendCall:
-    """``publish_events`` for ``rows`` as a ``wire`` statement and its parameters, and the reading of its
-    result (``append_now``; the writer's pipeline sends it in pipeline mode)."""
-
-    __slots__ = ("_batch", "params")
-
-    statement = _APPEND_NOW
-
-    def __init__(self, channel: str, rows: Sequence[Prepared]) -> None:
-        self._batch = AppendBatch(rows)
-        self.params: list[bytes | None] = [*self._batch.wire_params(), channel.encode()]
-
-    def read(self, res: wire.PGresult) -> tuple[list[PublishResult], int]:
-        read_int, read_bool, value = wire.read_int, wire.read_bool, res.get_value
-        return self._batch.results(
-            [(read_int(value(i, 1)), read_bool(value(i, 2))) for i in range(res.ntuples)]
-        )
+    batch = AppendBatch(rows)
+    res = await wire.execute(conn, _APPEND_NOW, [*batch.wire_params(), channel.encode()])
+    read_int, read_bool, value = wire.read_int, wire.read_bool, res.get_value
+    return batch.results([(read_int(value(i, 1)), read_bool(value(i, 2))) for i in range(res.ntuples)])
 
 
 class AppendBatch:

@@ -43,7 +43,6 @@ __all__ = [
     "ParkedClaim",
     "ParkedStats",
     "ParkingLot",
-    "PublishClaimCall",
     "publish_claim",
     "wait_for_reparking",
 ]
@@ -177,26 +176,14 @@ async def publish_claim(
     """Append ``rows`` and run ``requests`` (claims ``claim_new`` takes, ``now`` their time) after them,
     in one statement on ``conn`` in autocommit mode (one transaction, committed synchronously); return the
     publish's results, its highest new seq, and per claim ``(deliveries, last_seq)`` or ``NOT_RUN``."""
-    call = PublishClaimCall(channel, rows, requests, now)
-    return call.read(await wire.execute(conn, call.statement, call.params))
-
-
-class PublishClaimCall:
-    """``publish_claim`` as a ``wire`` statement and its parameters, and the reading of its result
-    (``publish_claim``; the writer's pipeline sends it in pipeline mode)."""
-
-    __slots__ = ("_batch", "_plans", "params")
-
-    statement = _PUBLISH_CLAIM
-
-    def __init__(
-        self, channel: str, rows: Sequence[Prepared], requests: Sequence[ClaimRequest], now: int
-    ) -> None:
-        self._batch = batch = AppendBatch(rows)
-        self._plans = plans = [replace(request, now=now).plan() for request in requests]
-        filters = [filter_args_of(request.pattern) for request in requests]
-        text = wire.text_array
-        self.params: list[bytes | None] = [
+    batch = AppendBatch(rows)
+    plans = [replace(request, now=now).plan() for request in requests]
+    filters = [filter_args_of(request.pattern) for request in requests]
+    text = wire.text_array
+    res = await wire.execute(
+        conn,
+        _PUBLISH_CLAIM,
+        [
             *batch.wire_params(),
             channel.encode(),
             text([r.pattern for r in requests]),
@@ -209,35 +196,34 @@ class PublishClaimCall:
             text([f[1] for f in filters]),
             text([f[2] for f in filters]),
             text([f[3] for f in filters]),
-        ]
-
-    def read(self, res: wire.PGresult) -> tuple[list[PublishResult], int, list[tuple[list[Delivery], int]]]:
-        published: list[tuple[int, bool]] = []
-        last = 0
-        fallback: set[int] = set()
-        claimed: dict[int, list[tuple[Any, ...]]] = {}
-        value, read_int, read_bool = res.get_value, wire.read_int, wire.read_bool
-        for i in range(res.ntuples):
-            index = read_int(value(i, 0))
-            if index == 0:
-                if read_bool(value(i, 1)):
-                    last = read_int(value(i, 2))
-                else:
-                    published.append((read_int(value(i, 2)), read_bool(value(i, 3))))
-            elif read_bool(value(i, 1)):
-                fallback.add(index)
+        ],
+    )
+    published: list[tuple[int, bool]] = []
+    last = 0
+    fallback: set[int] = set()
+    claimed: dict[int, list[tuple[Any, ...]]] = {}
+    value, read_int, read_bool = res.get_value, wire.read_int, wire.read_bool
+    for i in range(res.ntuples):
+        index = read_int(value(i, 0))
+        if index == 0:
+            if read_bool(value(i, 1)):
+                last = read_int(value(i, 2))
             else:
-                claimed.setdefault(index, []).append(_claimed_row(value, i))
-        results, top = self._batch.results(published)
-        outcomes: list[tuple[list[Delivery], int]] = []
-        for index, plan in enumerate(self._plans, start=1):
-            if index in fallback:
-                outcomes.append(NOT_RUN)
-                continue
-            page = sorted(claimed.get(index, []), key=_seq)
-            deliveries = [Delivery(event=e, attempt=1, deadline=plan.deadline) for e in decode_rows(page)]
-            outcomes.append((deliveries, last))
-        return results, top, outcomes
+                published.append((read_int(value(i, 2)), read_bool(value(i, 3))))
+        elif read_bool(value(i, 1)):
+            fallback.add(index)
+        else:
+            claimed.setdefault(index, []).append(_claimed_row(value, i))
+    results, top = batch.results(published)
+    outcomes: list[tuple[list[Delivery], int]] = []
+    for index, plan in enumerate(plans, start=1):
+        if index in fallback:
+            outcomes.append(NOT_RUN)
+            continue
+        page = sorted(claimed.get(index, []), key=_seq)
+        deliveries = [Delivery(event=e, attempt=1, deadline=plan.deadline) for e in decode_rows(page)]
+        outcomes.append((deliveries, last))
+    return results, top, outcomes
 
 
 def _seq(row: tuple[Any, ...]) -> int:

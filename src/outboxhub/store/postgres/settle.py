@@ -18,7 +18,7 @@ from outboxhub.store.lifecycle import SETTLE_SQL
 from outboxhub.store.postgres import wire
 from outboxhub.store.postgres.events import PgConn
 
-__all__ = ["ASYNC_STATEMENT", "ack_by_seq", "settle_from", "start_ack_by_seq"]
+__all__ = ["ASYNC_STATEMENT", "ack_by_seq", "start_ack_by_seq"]
 
 ASYNC_STATEMENT = " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 """Appended to a single-statement transaction: evaluated once, before any row, it makes its COMMIT
@@ -64,15 +64,3 @@ def start_ack_by_seq(
     """``ack_by_seq`` sent at once without a coroutine (``wire.start``): the future of its result (the count
     is its ``command_tuples``), or None when the statement is not prepared on ``conn`` yet."""
     return wire.start(conn, _ACK_BY_SEQ[member is not None], _params(pattern, name, refs, member))
-
-
-def settle_from(answer: asyncio.Future[int], task: asyncio.Task[int]) -> None:
-    """Resolve ``answer`` as ``task`` (an ACK run again in a task) ended."""
-    if answer.done():
-        return
-    if task.cancelled():
-        answer.cancel()
-    elif (exc := task.exception()) is not None:
-        answer.set_exception(exc)
-    else:
-        answer.set_result(task.result())

@@ -16,9 +16,9 @@ Design:
   would stall every consumer), and costs nothing extra once publishes are group-committed: the lock is held
   once per batch, for one short statement plus the commit.
 * **Group commit.** One writer task per store (``store/groupcommit.py``) appends everything queued in one
-  ``publish_events`` statement, its own transaction, and confirms each publish only after that commit.
-  Batches grow with load. A batch queued while one is in flight is sent behind it on the same connection
-  in pipeline mode (``pipe.py``), guarded so that it fails when the one before it failed.
+  ``publish_events`` statement, run in autocommit mode (the statement is the transaction: one round
+  trip, no BEGIN or COMMIT to send, no pipeline mode to enter), and confirms each publish only
+  after that commit. Batches grow with load.
 * **Parked claims** (``parked.py``): a waiting group member's next claim rides on the group commit that
   appends a matching event (``publish_claim``: the publish, then the claims, one statement), so delivering
   an event to a waiting member costs no statement of its own. The commit stays synchronous.
@@ -90,7 +90,6 @@ from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_r
 from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
-from outboxhub.store.postgres.pipe import PipeSender
 from outboxhub.store.postgres.registry import NODE_SETTING
 from outboxhub.store.postgres.schema import channel_name, migrate, quote_ident
 
@@ -138,8 +137,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             # the server is back (the default, 5 minutes, lets the delay grow to minutes).
             reconnect_timeout=_RECONNECT_TIMEOUT_S,
         )
-        self._pipes = PipeSender(self)
-        self._writer = GroupCommitWriter(self._stage, send=self._pipes.send, max_batch=settings.max_batch)
+        self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._parking = parked.ParkingLot()
         self._reparking: list[parked.ParkedClaim] = []  # claims the last batch ran: their members park again
         self.parked_stats = parked.ParkedStats()
@@ -343,7 +341,9 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         stays pending until its ack timeout, as with any re-run claim (``_run``). A batch staged right
         after one that ran claims first lets their members park again (``parked.wait_for_reparking``).
         """
-        await self._before_batch()
+        if self._reparking:
+            await parked.wait_for_reparking(self._parking, self._reparking)
+            self._reparking = []
         topics = frozenset(row[1] for row in rows)
         claims = self._parking.take(tuple(topics)) if self._parking else []
         try:
@@ -387,25 +387,12 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 raise
             await self._putconn(conn)
             if claims:
-                self._claims_ran(claims, outcomes)
+                # Before the commit notification: a member whose claim covers it is not woken by it.
+                self.parked_stats.count(outcomes)
+                parked.resolve(claims, outcomes)
+                ran = zip(claims, outcomes, strict=True)
+                self._reparking = [claim for claim, outcome in ran if outcome is not parked.NOT_RUN]
             return results, top
-
-    async def _before_batch(self) -> None:
-        """Before a batch is staged or sent with nothing in flight: let the members whose claims the last
-        batch ran park again (``parked.wait_for_reparking``), so that this batch takes their claims."""
-        if self._reparking:
-            await parked.wait_for_reparking(self._parking, self._reparking)
-            self._reparking = []
-
-    def _claims_ran(
-        self, claims: list[parked.ParkedClaim], outcomes: list[tuple[list[Delivery], int]]
-    ) -> None:
-        """Resolve the parked ``claims`` a committed batch ran, before its commit notification (a member
-        whose claim covers the commit is not woken by it)."""
-        self.parked_stats.count(outcomes)
-        parked.resolve(claims, outcomes)
-        ran = zip(claims, outcomes, strict=True)
-        self._reparking = [claim for claim, outcome in ran if outcome is not parked.NOT_RUN]
 
     async def _give_back(self, conn: PgConn) -> None:
         """Return a connection to the pool after a failure, rolled back if it still works."""
@@ -529,7 +516,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 answer.set_result(started.result().command_tuples or 0)
             return
         task = answer.get_loop().create_task(self._ack_again(conn, call))
-        task.add_done_callback(partial(settle.settle_from, answer))
+        task.add_done_callback(partial(_settle_from, answer))
 
     async def _ack_again(self, conn: PgConn, call: tuple[str, str, list[EventRef], str | None]) -> int:
         await self._give_back(conn)
@@ -569,6 +556,17 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     async def lag(self, pattern: str, group: str) -> Lag | None:
         self._check_open()
         return await self._run(groups_ops.lag, pattern, group)
+
+
+def _settle_from(answer: asyncio.Future[int], task: asyncio.Task[int]) -> None:
+    if answer.done():
+        return
+    if task.cancelled():
+        answer.cancel()
+    elif (exc := task.exception()) is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(task.result())
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -37,13 +37,11 @@ __all__ = [
     "INT8_ARRAY",
     "TEXT",
     "TEXT_ARRAY",
-    "PGresult",
     "Statement",
     "execute",
     "int4_array",
     "int8",
     "int8_array",
-    "prepared_names",
     "read_bool",
     "read_int",
     "start",
@@ -146,17 +144,6 @@ class _Prepared:
 
 
 _prepared: weakref.WeakKeyDictionary[Any, _Prepared] = weakref.WeakKeyDictionary()
-
-PGresult = pq.abc.PGresult
-
-
-def prepared_names(conn: psycopg.AsyncConnection[Any]) -> set[bytes]:
-    """The names of the statements prepared on ``conn`` (for a caller that prepares them itself, as the
-    writer's pipeline does; clear it when one turns out to be missing)."""
-    state = _prepared.get(conn)
-    if state is None:
-        state = _prepared[conn] = _Prepared(asyncio.get_running_loop())
-    return state.names
 
 
 async def execute(
