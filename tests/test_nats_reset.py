@@ -215,3 +215,16 @@ async def test_a_consumer_named_before_incarnations_still_opens_and_delivers(url
         assert [d.event.payload for d in await _claim(store)] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_groups_lists_every_group_once_past_the_servers_page(url: str) -> None:
+    """300 groups (the server answers 256 consumers per list request), one of them reset: one entry
+    each."""
+    store = await open_store(url)
+    try:
+        names = [f"g{i:03}" for i in range(300)]
+        await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
+        await store.reset_group("t.*", "g299", EARLIEST)
+        assert [g.group for g in await store.groups()] == names
+    finally:
+        await store.close()

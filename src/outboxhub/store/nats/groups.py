@@ -73,6 +73,7 @@ __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
 _log = logging.getLogger(__name__)
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
 _MAX_REASONS = 10_000
+_LIST_LIMIT = 256  # consumers per CONSUMER.LIST answer (nats-server)
 
 DeadLetter = Callable[[NewEvent], Awaitable[object]]
 
@@ -189,9 +190,9 @@ class Groups:
                 "consumers",
                 lambda offset=offset: conn.js.consumers_info(conn.stream, offset or None),  # type: ignore[misc]
             )
-            if not page:
-                break
             infos += page
+            if len(page) < _LIST_LIMIT:
+                break
         newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
         for info in infos:
             try:
