@@ -8,7 +8,9 @@ responder (a node died, a leader election is under way) is retried with the same
 
 Commit notifications: after a publish a store sends the new last seq on the core subject
 ``_OUTBOXHUB.<stream>.commit`` (outside the stream); every store on the stream listens there, so members on
-other hubs wake up without polling. Only a hint: a lost notification costs a poll interval.
+other hubs wake up without polling. Only a hint: a lost notification costs a poll interval. A hub that
+reset a group sends ``reset <consumer name>`` there too (``announce_reset``; earlier versions ignore it), so
+the other hubs check that group's consumer before their next pull instead of after a pull's timeout.
 """
 
 from __future__ import annotations
@@ -193,10 +195,21 @@ class NatsConn:
         task = asyncio.ensure_future(self.nc.publish(self._notify_subject, str(self._notify_seq).encode()))
         task.add_done_callback(_quiet)
 
-    async def listen(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback`` with the seq of every commit notification on the stream."""
+    def announce_reset(self, base: str) -> None:
+        """Tell every store on the stream that the group with consumer name ``base`` was reset (a hint)."""
+        if self.nc.is_closed or self.nc.is_draining:
+            return
+        task = asyncio.ensure_future(self.nc.publish(self._notify_subject, f"reset {base}".encode()))
+        task.add_done_callback(_quiet)
+
+    async def listen(self, callback: Callable[[int], None], on_reset: Callable[[str], None]) -> None:
+        """Call ``callback`` with the seq of every commit notification on the stream, ``on_reset`` with the
+        consumer name of every reset announced."""
 
         async def on_msg(msg: Msg) -> None:
+            if msg.data.startswith(b"reset "):
+                on_reset(msg.data[6:].decode(errors="replace"))
+                return
             try:
                 seq = int(msg.data)
             except ValueError:

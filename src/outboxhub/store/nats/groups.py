@@ -3,9 +3,10 @@ the group's members on every hub.
 
 The mapping (docs/jetstream.md):
 
-* ``ensure_group`` creates the durable consumer (explicit ack, the start position as its deliver policy,
-  ``MaxDeliver`` unlimited, ``MaxAckPending`` from the URL, the stream's replicas). Its description holds
-  the pattern and the group, so ``groups()`` lists them from the stream's consumers.
+* ``ensure_group`` creates the durable consumer unless the group has one (explicit ack, the start
+  position as its deliver policy, ``MaxDeliver`` unlimited, ``MaxAckPending`` from the URL, the stream's
+  replicas). Its description holds the pattern, the group and the generation (``incarnations.py``), so
+  ``groups()`` lists them from the stream's consumers.
 * ``claim`` is one no-wait pull of up to ``limit`` messages. JetStream picks them: new ones, ones whose
   ``AckWait`` passed, NAKed ones whose delay passed. ``AckWait`` is the claim's ``ack_timeout_ms`` (the
   consumer is updated when a claim asks for another one). A message JetStream delivers for the
@@ -20,8 +21,11 @@ The mapping (docs/jetstream.md):
   ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full ``AckWait``) while the
   delivery is *delivered* to that member (``ExtendRequest.applies`` on the real clock), ``release`` NAKs a
   closing member's messages with no delay. A settle of a delivery another hub holds is a no-op here.
-* ``reset`` deletes the durable consumer and creates it again at the new start: JetStream forgets its
-  pending acks, so in-flight deliveries are released; this hub drops the messages it held.
+* ``reset`` creates the group's next incarnation (a consumer under a new name, ``incarnations.py``) at the
+  new start and deletes the old one: JetStream forgets its pending acks, so in-flight deliveries are
+  released; this hub drops the messages it held. Another hub notices at its next pull or ACK (the old
+  consumer does not answer, and is gone), drops its held messages too and moves to the new incarnation;
+  ACKs sent to the old consumer reach nobody, so they cannot settle the new one's deliveries.
 * ``ordered_by_key`` has no JetStream counterpart (a consumer cannot hold back one key): a claim that asks
   for it fails with ``StoreUnsupported`` (and the bus refuses such a SUBSCRIBE before, through
   ``NatsStore.check_group_options``).
@@ -30,18 +34,20 @@ The mapping (docs/jetstream.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, ReplayPolicy
+from nats.js.api import ConsumerConfig, ConsumerInfo
 
-from outboxhub.errors import StoreError, StoreUnavailable, StoreUnsupported
+from outboxhub.errors import StoreError, StoreUnsupported
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, Event, GroupInfo, NewEvent, StartPosition
 from outboxhub.store.base import EventRef
@@ -59,14 +65,15 @@ from outboxhub.store.lifecycle import (
 )
 from outboxhub.store.nats.acks import ConfirmedAcks
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
+from outboxhub.store.nats.incarnations import Incarnations, generation_of
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
 __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
 
 _log = logging.getLogger(__name__)
-_DEFAULT_ACK_WAIT_MS = 30_000
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
 _MAX_REASONS = 10_000
+_LIST_LIMIT = 256  # consumers per CONSUMER.LIST answer (nats-server)
 
 DeadLetter = Callable[[NewEvent], Awaitable[object]]
 
@@ -87,6 +94,8 @@ class _Group:
     name: str
     flt: Filter
     config: ConsumerConfig
+    created: object
+    """The consumer's creation time: an update that answers another one re-created a deleted consumer."""
     inbox: str
     queue: asyncio.Queue[Msg]
     sub: Subscription
@@ -96,14 +105,12 @@ class _Group:
     reasons: dict[int, str] = field(default_factory=dict)
     """The last NACK reason per seq NAKed here, for a later dead letter (bounded, oldest dropped)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    suspect: bool = False
+    """Another hub announced a reset of this group: check the consumer before the next pull."""
 
 
-def _deliver_policy(start: StartPosition) -> dict[str, object]:
-    if start.kind == "earliest":
-        return {"deliver_policy": DeliverPolicy.ALL}
-    if start.kind == "seq":
-        return {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start.value + 1}
-    return {"deliver_policy": DeliverPolicy.NEW}
+class _Gone(Exception):
+    """The consumer this hub pulls from did not answer; gone when its info says so (a reset elsewhere)."""
 
 
 class Groups:
@@ -115,60 +122,37 @@ class Groups:
         self._groups: dict[tuple[str, str], _Group] = {}
         self._opening: dict[tuple[str, str], asyncio.Lock] = {}
         self._acks = ConfirmedAcks(conn.nc)
+        self._incarnations = Incarnations(conn)
 
     # -- consumers ----------------------------------------------------------------------------------------
+
+    async def _create(
+        self,
+        pattern: str,
+        group: str,
+        generation: int,
+        start: StartPosition,
+        first_at: Callable[[], Awaitable[int | None]],
+    ) -> ConsumerInfo:
+        """Create generation ``generation`` at ``start`` and settle it (``Incarnations.settle``). A ``ts``
+        start becomes the seq of the first matching event with ``ts >= value`` (``first_at``, a scan: event
+        ts are the hub's, not JetStream's times)."""
+        if start.kind == "ts":
+            first = await first_at()
+            start = StartPosition() if first is None else StartPosition(kind="seq", value=first - 1)
+        info = await self._incarnations.create(pattern, group, generation, start)
+        return (await self._incarnations.settle(pattern, group, generation, info))[1]
 
     async def ensure(
         self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo:
-        """Create the group's consumer unless it exists. A ``ts`` start becomes the seq of the first matching
-        event with ``ts >= value`` (``first_at``, a scan: event ts are the hub's, not JetStream's times)."""
-        conn = self._conn
-        name = consumer_name(pattern, group)
-        flt = pattern_filter(conn.prefix, pattern)
-        config = ConsumerConfig(
-            durable_name=name,
-            description=json.dumps({"pattern": pattern, "group": group}),
-            filter_subject=flt.subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=_DEFAULT_ACK_WAIT_MS / 1000,
-            max_deliver=-1,
-            max_ack_pending=conn.options.max_ack_pending,
-            replay_policy=ReplayPolicy.INSTANT,
-            **_deliver_policy(start),  # type: ignore[arg-type]
-        )
-        info = await self._info(name)
-        if info is None and start.kind == "ts":
-            first = await first_at()
-            start = StartPosition() if first is None else StartPosition(kind="seq", value=first - 1)
-            config.deliver_policy = _deliver_policy(start)["deliver_policy"]  # type: ignore[assignment]
-            config.opt_start_seq = None if first is None else first
-        if info is None:
-            try:
-                info = await conn.call("create group", lambda: conn.js.add_consumer(conn.stream, config))
-            except StoreUnavailable:
-                raise
-            except StoreError as exc:  # an API error: created by another hub meanwhile?
-                info = await self._info(name)
-                if info is None:
-                    raise StoreError(
-                        f"NATS store {conn.shown}: cannot create group {group!r}: {exc.__cause__}"
-                    ) from exc
+        """Create the group's consumer (generation 0) unless the group has one."""
+        found = await self._incarnations.newest(pattern, group)
+        info = found[1] if found is not None else await self._create(pattern, group, 0, start, first_at)
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
-        """The consumer's info, None when it does not exist. Retried like every JetStream request
-        (``NatsConn.call``): a request sent while the consumer elects a leader is never answered."""
-        conn = self._conn
-
-        async def get() -> ConsumerInfo | None:
-            try:
-                info: ConsumerInfo = await conn.js.consumer_info(conn.stream, name)
-                return info
-            except nats.js.errors.NotFoundError:
-                return None
-
-        return await conn.call("group info", get)
+        return await self._incarnations.info(name)
 
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
         dead = await self._conn.call(
@@ -187,20 +171,39 @@ class Groups:
         )
 
     async def info(self, pattern: str, group: str) -> ConsumerInfo | None:
-        return await self._info(consumer_name(pattern, group))
+        """The current incarnation's info (the one this hub pulls from while it exists)."""
+        state = self._groups.get((pattern, group))
+        if state is not None:
+            info = await self._info(state.name)
+            if info is not None:
+                return info
+        found = await self._incarnations.newest(pattern, group)
+        return None if found is None else found[1]
 
     async def all(self) -> list[GroupInfo]:
+        """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
         conn = self._conn
-        infos = await conn.call("consumers", lambda: conn.js.consumers_info(conn.stream))
-        out: list[GroupInfo] = []
+        infos: list[ConsumerInfo] = []
+        while True:  # the server lists at most 256 consumers per request
+            offset = len(infos)
+            page = await conn.call(
+                "consumers",
+                lambda offset=offset: conn.js.consumers_info(conn.stream, offset or None),  # type: ignore[misc]
+            )
+            infos += page
+            if len(page) < _LIST_LIMIT:
+                break
+        newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
         for info in infos:
             try:
                 described = json.loads(info.config.description or "")
                 pattern, group = str(described["pattern"]), str(described["group"])
             except (ValueError, KeyError, TypeError):
                 continue  # a scan's throwaway consumer, or not ours
-            if consumer_name(pattern, group) == info.name:
-                out.append(await self._group_info(pattern, group, info))
+            gen = generation_of(consumer_name(pattern, group), info.name)
+            if gen is not None and gen >= newest.get((pattern, group), (-1, info))[0]:
+                newest[(pattern, group)] = (gen, info)
+        out = [await self._group_info(p, g, info) for (p, g), (_, info) in newest.items()]
         return sorted(out, key=lambda g: (g.pattern, g.group))
 
     async def _open(self, pattern: str, group: str) -> _Group | None:
@@ -213,9 +216,10 @@ class Groups:
             state = self._groups.get(key)
             if state is not None:
                 return state
-            info = await self._info(consumer_name(pattern, group))
-            if info is None:
+            found = await self._incarnations.newest(pattern, group)
+            if found is None:
                 return None
+            info = found[1]
             conn = self._conn
             queue: asyncio.Queue[Msg] = asyncio.Queue()
             inbox = conn.nc.new_inbox()
@@ -230,12 +234,24 @@ class Groups:
                 info.name,
                 pattern_filter(conn.prefix, pattern),
                 info.config,
+                info.created,
                 inbox,
                 queue,
                 sub,
             )
             self._groups[key] = state
             return state
+
+    async def _drop(self, state: _Group) -> None:
+        """Forget ``state`` (its consumer was reset): its held messages are dropped, late ACKs of them
+        settle nothing. The caller holds ``state.lock`` or runs no claim on it."""
+        if self._groups.get((state.pattern, state.group)) is state:
+            del self._groups[(state.pattern, state.group)]
+        state.held.clear()
+        state.reasons.clear()
+        state.timers.clear()
+        with contextlib.suppress(nats.errors.Error):  # already unsubscribed, or the connection is closing
+            await state.sub.unsubscribe()
 
     async def _set_ack_wait(self, state: _Group, ack_timeout_ms: int) -> None:
         wanted = max(1, ack_timeout_ms) / 1000
@@ -244,61 +260,82 @@ class Groups:
         conn = self._conn
         state.config.ack_wait = wanted
         info = await conn.call("update group", lambda: conn.js.add_consumer(conn.stream, state.config))
+        if info.created != state.created:
+            # JetStream 2.9 creates what it cannot update: the consumer had been reset by another hub.
+            await self._incarnations.delete(info.name)
+            raise _Gone("reset elsewhere")
         state.config = info.config
 
     async def reset(
         self, pattern: str, group: str, to: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo | None:
-        """Delete the group's consumer and create it again at ``to`` (see the module docstring); None when
-        the group does not exist. Claims of this hub wait for it (the group is reopened afterwards)."""
+        """Create the group's next incarnation at ``to`` and delete the old one (see the module docstring);
+        None when the group does not exist. Claims of this hub wait for it (the group is reopened
+        afterwards)."""
         key = (pattern, group)
-        conn = self._conn
-        name = consumer_name(pattern, group)
         async with self._opening.setdefault(key, asyncio.Lock()):
-            if await self._info(name) is None:
+            found = await self._incarnations.newest(pattern, group)
+            if found is None:
                 return None
-            state = self._groups.pop(key, None)
+            state = self._groups.get(key)
             if state is not None:
                 async with state.lock:  # a claim running in this hub ends first
-                    state.held.clear()  # late ACKs of these deliveries are no-ops
-                    state.reasons.clear()
-                    state.timers.clear()
-                    await state.sub.unsubscribe()
-            try:
-                await conn.js.delete_consumer(conn.stream, name)
-            except nats.js.errors.NotFoundError:
-                pass  # deleted by another hub's reset meanwhile
-            except TRANSIENT as exc:
-                raise unavailable(conn.shown, exc) from exc
-            return await self.ensure(pattern, group, to, first_at)
+                    await self._drop(state)
+            info = await self._create(pattern, group, found[0] + 1, to, first_at)
+            self._conn.announce_reset(consumer_name(pattern, group))
+            return await self._group_info(pattern, group, info)
+
+    def reset_heard(self, base: str) -> None:
+        """Another hub announced a reset of the group whose consumer name is ``base`` (a hint: checked)."""
+        for state in self._groups.values():
+            if consumer_name(state.pattern, state.group) == base:
+                state.suspect = True
 
     # -- claim --------------------------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[Delivery]:
         if request.ordered:
             raise unsupported_ordered(self._conn.shown, request.group)
-        state = await self._open(request.pattern, request.group)
-        if state is None:
-            raise StoreError(
-                f"NATS store {self._conn.shown}: no group {request.group!r} on {request.pattern!r}"
-                " (ensure_group first)"
-            )
-        if request.limit <= 0:
-            return []
-        async with state.lock:
-            await self._set_ack_wait(state, request.ack_timeout_ms)
-            real_now = now_ms()
-            for seq in [s for s, h in state.held.items() if h.deadline <= real_now]:
-                del state.held[seq]  # its AckWait passed: JetStream redelivers it
-            msgs = await self._pull(state, request.limit)
-            out: list[Delivery] = []
-            ack_wait = int((state.config.ack_wait or 30) * 1000)
-            max_deliver = effective_max_deliver(request.max_deliver)
-            for msg in msgs:
-                delivery = await self._take(state, msg, request, ack_wait, max_deliver, real_now)
-                if delivery is not None:
-                    out.append(delivery)
-            return out
+        for retry in (False, True):
+            state = await self._open(request.pattern, request.group)
+            if state is None:
+                raise StoreError(
+                    f"NATS store {self._conn.shown}: no group {request.group!r} on {request.pattern!r}"
+                    " (ensure_group first)"
+                )
+            if request.limit <= 0:
+                return []
+            async with state.lock:
+                if self._groups.get((state.pattern, state.group)) is not state:
+                    continue  # reset by this hub while the claim waited
+                try:
+                    return await self._claim_from(state, request)
+                except _Gone as exc:
+                    if retry or await self._info(state.name) is not None:
+                        raise StoreError(
+                            f"NATS store {self._conn.shown}: pull from group {state.group!r}: {exc}"
+                        ) from None
+                    await self._drop(state)  # reset by another hub: claim from the new incarnation
+        return []
+
+    async def _claim_from(self, state: _Group, request: ClaimRequest) -> list[Delivery]:
+        if state.suspect:
+            state.suspect = False
+            if await self._info(state.name) is None:
+                raise _Gone("reset announced")
+        await self._set_ack_wait(state, request.ack_timeout_ms)
+        real_now = now_ms()
+        for seq in [s for s, h in state.held.items() if h.deadline <= real_now]:
+            del state.held[seq]  # its AckWait passed: JetStream redelivers it
+        msgs = await self._pull(state, request.limit)
+        out: list[Delivery] = []
+        ack_wait = int((state.config.ack_wait or 30) * 1000)
+        max_deliver = effective_max_deliver(request.max_deliver)
+        for msg in msgs:
+            delivery = await self._take(state, msg, request, ack_wait, max_deliver, real_now)
+            if delivery is not None:
+                out.append(delivery)
+        return out
 
     async def _pull(self, state: _Group, limit: int) -> list[Msg]:
         conn = self._conn
@@ -331,12 +368,16 @@ class Groups:
                         description = msg.headers.get("Description", "") if msg.headers else ""
                         if status == "409" and "deleted" not in description.lower():
                             break  # e.g. "Exceeded MaxAckPending": the group is at its cap; nothing more now
+                        if status in ("409", "503"):  # deleted, or no responder: reset by another hub?
+                            raise _Gone(f"{status} {description}")
                         raise StoreError(
                             f"NATS store {conn.shown}: pull from group {state.group!r}:"
                             f" {status} {description}"
                         )
         except TimeoutError as exc:
             if not msgs:
+                if await self._info(state.name) is None:  # reset elsewhere, its announcement lost
+                    raise _Gone("no answer") from None
                 raise unavailable(conn.shown, exc) from exc
         return msgs
 
@@ -407,8 +448,18 @@ class Groups:
             try:
                 await self._acks.ack([h.msg for h in held], self._conn.options.timeout_s)
             except TRANSIENT as exc:
+                if await self._reset_elsewhere(state, exc):
+                    return 0  # these deliveries were released by the reset
                 raise unavailable(self._conn.shown, exc) from exc
         return len(held)
+
+    async def _reset_elsewhere(self, state: _Group, exc: BaseException) -> bool:
+        """Whether a confirmed ACK's failure ``exc`` means that another hub reset the group (no responder,
+        and the consumer is gone); then this hub forgets the old incarnation."""
+        if not isinstance(exc, nats.errors.NoRespondersError) or await self._info(state.name) is not None:
+            return False
+        await self._drop(state)
+        return True
 
     async def _flush(self) -> None:
         try:
@@ -438,9 +489,10 @@ class Groups:
             try:
                 await held.msg.ack_sync(timeout=self._conn.options.timeout_s)
             except TRANSIENT as exc:
-                raise unavailable(self._conn.shown, exc) from exc
+                if not await self._reset_elsewhere(state, exc):
+                    raise unavailable(self._conn.shown, exc) from exc
             state.reasons.pop(seq, None)
-            return True
+            return True  # also after a reset elsewhere: as if this NACK had come just before it
         due = request.redeliver_at(held.attempts)
         delay_ms = max(0, due - request.now)
         await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)

@@ -53,7 +53,7 @@ class NatsStore(StoreBackend):
         self._groups = Groups(conn, self._publish_dead_letter)
 
     async def _start(self) -> None:
-        await self._conn.listen(self._committed)
+        await self._conn.listen(self._committed, self._groups.reset_heard)
 
     async def _shutdown(self) -> None:
         try:
