@@ -128,6 +128,9 @@ class Writer:
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
         self._maintenance: set[Any] = set()  # loop thread: _BACKSTOP / _RESTART queued and not yet run
+        # Set by the checkpointer, taken by the writer thread before its next batch (``_serve``); the
+        # _BACKSTOP marker through the loop is for a thread that waits for work (``_backstop_wanted``).
+        self._backstop_asked = False
         self._checkpointer = Checkpointer(
             path,
             url=url,
@@ -311,6 +314,8 @@ class Writer:
                     break
                 stop = job is _STOP
             if jobs:
+                if self._backstop_asked:  # the thread holds queued jobs: nothing commits on the loop now
+                    self._upkeep(conn)
                 self._guarded_batch(conn, tx, jobs)
             if maintenance:
                 self._maintain(conn, maintenance)
@@ -495,7 +500,10 @@ class Writer:
         self.stats.checkpoints += 1
 
     def _backstop_wanted(self) -> None:
-        """The checkpointer saw the WAL past the backstop (checkpointer thread)."""
+        """The checkpointer saw the WAL past the backstop (checkpointer thread). A busy writer thread takes
+        the flag before its next batch; the marker, queued by the loop behind the jobs already queued
+        (milliseconds later, while more WAL piles up), runs it when the thread was waiting for work."""
+        self._backstop_asked = True
         self._want(_BACKSTOP)
 
     def _restart_wanted(self) -> None:
@@ -519,17 +527,20 @@ class Writer:
         self._maintenance.difference_update(markers)
         self._outstanding -= len(markers)
 
+    def _upkeep(self, conn: sqlite3.Connection) -> None:
+        """The backstop if asked for and not run yet, then the WAL restart if due (writer thread, owning the
+        connection)."""
+        backstop = self._backstop_asked
+        self._backstop_asked = False  # before it runs: a request during it is a new one
+        checkpointed, restarted = hand_over(
+            conn, self._restarts, backstop=backstop, before_write=self._wait_for_locks, url=self._url
+        )
+        self.stats.backstops += checkpointed
+        self.stats.restarts += restarted
+
     def _maintain(self, conn: sqlite3.Connection, markers: list[Any]) -> None:
         try:
-            backstop, restart = hand_over(
-                conn,
-                self._restarts,
-                backstop=_BACKSTOP in markers,
-                before_write=self._wait_for_locks,
-                url=self._url,
-            )
-            self.stats.backstops += backstop
-            self.stats.restarts += restart
+            self._upkeep(conn)  # a _BACKSTOP whose backstop ran before a batch finds nothing asked
         finally:
             if self._loop is not None:
                 with contextlib.suppress(RuntimeError):
