@@ -9,8 +9,9 @@ another's). Every other job runs inside its own SAVEPOINT, so a failing job gets
 of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread
 of their own (``checkpoint.py``); the write connection never checkpoints on its own. Two maintenance jobs
 come from the checkpointer and run on the writer thread between batches: the backstop checkpoint when the
-WAL has grown past ``BACKSTOP_BYTES`` (``_BACKSTOP``), and the write that starts the WAL over after a
-checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
+WAL has grown past ``BACKSTOP_BYTES`` (asked of the thread directly, run before its next batch; the
+``_BACKSTOP`` marker through the loop covers a thread waiting for work), and the write that starts the WAL
+over after a checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
