@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from outboxhub.bench import stats
 from outboxhub.bench.cli import register
 from outboxhub.bench.hubproc import start_hub_process
 from outboxhub.bench.options import CLIENT_SCENARIOS, SCENARIOS, BenchOptions, Scenario
@@ -258,6 +259,24 @@ def test_histogram_empty_and_merge() -> None:
     summary = a.summary()
     assert summary is not None and summary.count == 2
     assert summary.max_ms == pytest.approx(3.0, rel=1e-3)
+
+
+def test_histogram_records_into_a_buffer_until_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorded latency costs an append while a case is measured; the histogram's pure-Python bookkeeping
+    runs when it is read, or when the buffer is full. Values are clamped to 1 µs–60 s either way."""
+    monkeypatch.setattr(stats, "_BUFFERED", 5, raising=False)
+    hist = LatencyHistogram()
+    for ns in (0, 2_000_000, 2_000_400, 4_000_000):
+        hist.record_ns(ns)
+    assert hist._h.get_total_count() == 0 and hist.count == 4
+    hist.record_ns(10**15)  # the fifth: the buffer is folded
+    assert hist._h.get_total_count() == 5 and hist.count == 5
+    hist.record_ns(1_000_000)
+    summary = hist.summary()
+    assert summary is not None and summary.count == 6 and hist._h.get_total_count() == 6
+    assert summary.max_ms == pytest.approx(60_000.0, rel=1e-3)
+    assert summary.p50_ms == pytest.approx(2.0, rel=1e-3)
+    assert hist._h.get_min_value() == 1
 
 
 def test_options_defaults_per_scenario() -> None:

@@ -204,3 +204,52 @@ def test_a_reader_holding_frames_back_ends_the_series_at_once(tmp_path: Path) ->
         checkpointer.stop()
         reader.close()
         writer.close()
+
+
+async def test_a_backstop_asked_of_a_busy_writer_thread_runs_before_its_next_batch(tmp_path: Path) -> None:
+    """The checkpointer asks the writer thread itself for the backstop: a backstop asked for while the thread
+    runs a batch runs right after it, before the publishes queued meanwhile, not behind them after a hop
+    through the event loop (the WAL grows all that time). The marker that also goes through the loop (for a
+    thread waiting for work) then finds it done: one backstop. The thread is held busy by a job of its own;
+    the request is the checkpointer's callback; the order is read from SQLite's trace callback."""
+    path = tmp_path / "direct.db"
+    store = await SQLiteStore.open(f"sqlite:///{path}")
+    writer = store._writer
+    conn = writer._conn
+    assert conn is not None
+    statements: list[str] = []
+
+    def trace(sql: str) -> None:
+        text = sql.lower()
+        if "wal_checkpoint" in text:
+            statements.append("checkpoint")
+        elif text.startswith("insert into events"):
+            statements.append("insert")
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: object) -> None:  # runs on the writer thread, in a batch
+        entered.set()
+        release.wait(WAIT_S)
+
+    try:
+        await store.publish(NewEvent(topic="d.t", payload=0))
+        conn.set_trace_callback(trace)
+        held = writer.submit(hold)
+        assert await asyncio.to_thread(entered.wait, WAIT_S)
+        published = store.publish_soon([NewEvent(topic="d.t", payload=1)])  # queued behind the busy thread
+        writer._backstop_wanted()  # what the checkpointer calls when the WAL is past the backstop
+        release.set()
+        async with asyncio.timeout(WAIT_S):
+            await held
+            await published
+            # queued by the loop before ``held`` was answered: this publish waits for it, or finds it done
+            await store.publish(NewEvent(topic="d.t", payload=2))
+        # (the backstop's checkpoint is tried again while the checkpointer's own one is running)
+        assert "checkpoint" in statements and "insert" in statements, statements
+        assert statements.index("checkpoint") < statements.index("insert"), statements
+        assert store.writer_stats.backstops == 1
+        assert [e.payload for e in await store.scan("d.t", limit=10)] == [0, 1, 2]
+    finally:
+        conn.set_trace_callback(None)
+        await store.close()

@@ -132,6 +132,7 @@ class Connection(Publishing, Settlement):
             on_drain=self._resume_paused,
             max_bytes=settings.send_queue_max_bytes,
             send_now=ws.send_now,
+            send_all_now=ws.send_all_now,
         )
         self._max_frame = settings.max_frame_bytes
         self._max_auth_frame = settings.max_auth_frame_bytes

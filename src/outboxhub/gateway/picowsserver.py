@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from typing import Any, Final
 
@@ -60,6 +61,7 @@ _T_CLOSE: Final = picows.WSMsgType.CLOSE
 _T_PING: Final = picows.WSMsgType.PING
 _CLOSED: Final[Message] = (CLOSED, None)
 _MAX_HEADER: Final = 14  # bytes of a WebSocket frame header at most (server frames are not masked: 10)
+_TEXT_HEADER_16: Final = struct.Struct(">HH").pack  # FIN + text, 126, a 16-bit length (unmasked: server side)
 _CLOSE_NORMAL: Final = 1000
 _CLOSE_PROTOCOL_ERROR: Final = 1002
 _CLOSE_INVALID_TEXT: Final = 1007
@@ -276,6 +278,28 @@ class PicowsSocket(picows.WSListener):
             return False
         transport.send(_T_TEXT, data)
         return True
+
+    def send_all_now(self, frames: list[bytes]) -> int:
+        """Write the longest run of ``frames`` (text frames) that cannot take the write buffer past its
+        high-water mark, all in one write (one ``send``); returns how many were written."""
+        transport = self._transport
+        if transport is None or self._gone or self._close_sent:
+            raise ConnectionResetError("the WebSocket is closed")
+        underlying = transport.underlying_transport
+        if self._paused is not None:
+            return 0
+        room = self._high - underlying.get_write_buffer_size()
+        parts: list[bytes] = []
+        for data in frames:
+            size = len(data)
+            room -= size + _MAX_HEADER
+            if room < 0 or size > 0xFFFF:  # (a frame that large is above any high-water mark set here)
+                break
+            parts.append(bytes((0x81, size)) if size < 126 else _TEXT_HEADER_16(0x817E, size))
+            parts.append(data)
+        if parts:
+            underlying.write(b"".join(parts))
+        return len(parts) // 2
 
     async def close(self, code: int, message: bytes) -> None:
         """Send a close frame, wait for the peer's (the caller bounds the wait), then disconnect."""

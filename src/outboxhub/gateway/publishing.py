@@ -112,8 +112,10 @@ class Publishing:
             results = task.result()
             self.gateway.stats.publishes += len(results)
             self.published += len(results)
-            for (_, slot, rid), result in zip(batch, results, strict=True):
-                out.fill(slot, encode_published(rid, result))
+            out.fill_all(
+                (slot, encode_published(rid, result))
+                for (_, slot, rid), result in zip(batch, results, strict=True)
+            )
             return
         code: ErrorCode
         if isinstance(exc, StoreUnavailable):
@@ -123,5 +125,4 @@ class Publishing:
         else:
             log.error("connection %s: publish of %d events failed", self.member, len(batch), exc_info=exc)
             code, msg = INTERNAL, "internal error; the publish may have failed"
-        for _, slot, rid in batch:
-            out.fill(slot, self._err_bytes(rid, code, msg))
+        out.fill_all((slot, self._err_bytes(rid, code, msg)) for _, slot, rid in batch)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 __all__ = ["WRITER_LINGER_S", "ReplySlot", "SendQueue"]
@@ -46,6 +46,10 @@ log = logging.getLogger("outboxhub.gateway.connection")
 WRITER_LINGER_S: Final = 1.0
 """A queue whose previous writer ended less than this ago keeps its next writer parked when drained; the
 sweeper ends a writer parked for one to two of these intervals."""
+
+
+_RUN_MAX: Final = 256
+"""Most frames offered to one ``send_all_now`` (it writes those that fit below the high-water mark)."""
 
 
 class _Sweeper:
@@ -110,7 +114,8 @@ class SendQueue:
     __slots__ = (
         "_blocked", "_bytes", "_closing", "_dead", "_draining", "_events", "_flushes", "_items", "_last_exit",
         "_loop", "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies",
-        "_reply_bytes", "_room", "_send", "_send_now", "_sent", "_wakeup", "_writer", "events_total",
+        "_reply_bytes", "_room", "_send", "_send_all_now", "_send_now", "_sent", "_wakeup", "_writer",
+        "events_total",
     )  # fmt: skip
 
     def __init__(
@@ -122,11 +127,14 @@ class SendQueue:
         on_drain: Callable[[], None],
         max_bytes: int | None = None,
         send_now: Callable[[bytes], bool] | None = None,
+        send_all_now: Callable[[list[bytes]], int] | None = None,
     ) -> None:
         if max_events < 1 or max_replies < 1 or (max_bytes is not None and max_bytes < 1):
             raise ValueError("max_events, max_replies and max_bytes must be >= 1")
         self._send = send
         self._send_now = send_now  # writes a frame at once, False (nothing written) when it would wait
+        # writes the frames that can go now in one write (a batch's replies: one send, not one each)
+        self._send_all_now = send_all_now if send_now is not None else None
         self._draining = False  # _drain_now is writing: a frame queued meanwhile is taken by its loop
         self._max_events = max_events
         self._max_replies = max_replies
@@ -255,6 +263,14 @@ class SendQueue:
         if items and items[0] is slot:
             self._wake()
 
+    def fill_all(self, replies: Iterable[tuple[ReplySlot, bytes]]) -> None:
+        """:meth:`fill` each slot, then write what can leave: the replies of a batch leave together."""
+        for slot, data in replies:
+            slot.data = data
+            self._count_reply(data)
+        if self._items:
+            self._wake()
+
     def _count_reply(self, data: bytes) -> None:
         if not self._dead:
             self._bytes += len(data)
@@ -344,9 +360,17 @@ class SendQueue:
         items = self._items
         if send_now is None or items is None or self._dead:
             return send_now is not None
+        send_all = self._send_all_now
         self._draining = True
         try:
             while items:
+                if send_all is not None and len(items) > 1:
+                    sent = self._send_run(items, send_all)
+                    if sent > 1:
+                        continue
+                    send_all = None  # one frame or none would fit: one at a time from here
+                    if sent:
+                        continue
                 head = items[0]
                 if type(head) is tuple:
                     data = head[0]
@@ -371,6 +395,30 @@ class SendQueue:
             self._draining = False
         self._after_send()
         return True
+
+    def _send_run(
+        self, items: deque[tuple[bytes, Any] | ReplySlot], send_all: Callable[[list[bytes]], int]
+    ) -> int:
+        """Write the ready frames at the head of ``items`` (up to the first reply not filled yet) with one
+        ``send_all_now``; returns how many left."""
+        frames: list[bytes] = []
+        for item in items:
+            if type(item) is tuple:
+                frames.append(item[0])
+            else:
+                assert isinstance(item, ReplySlot)
+                if item.data is None:
+                    break
+                frames.append(item.data)
+            if len(frames) == _RUN_MAX:
+                break
+        sent = send_all(frames) if frames else 0
+        for data in frames[:sent]:
+            if type(items.popleft()) is tuple:
+                self._event_left(len(data))
+            else:
+                self._reply_left(len(data))
+        return sent
 
     def _event_left(self, size: int) -> None:
         """An EVENT frame of ``size`` bytes has been written: it no longer counts against the budget."""

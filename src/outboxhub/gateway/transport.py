@@ -60,6 +60,12 @@ class WebSocket(Protocol):
         ...
 
     @property
+    def send_all_now(self) -> Callable[[list[bytes]], int] | None:
+        """Write the longest run of the given text frames that need not wait, in one write, returning how
+        many were written (raising once the socket is gone); None when the socket has no such call."""
+        ...
+
+    @property
     def closed(self) -> bool:
         """True once a close frame was exchanged or the socket is gone."""
         ...
@@ -99,6 +105,7 @@ class AiohttpSocket:
     __slots__ = ("_transport", "_ws", "send_text")
 
     send_now: Final = None  # aiohttp writes a frame only through a coroutine
+    send_all_now: Final = None
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         self._ws = ws

@@ -9,8 +9,9 @@ another's). Every other job runs inside its own SAVEPOINT, so a failing job gets
 of the batch still commits. A failed COMMIT fails every job of the batch. WAL checkpoints run on a thread
 of their own (``checkpoint.py``); the write connection never checkpoints on its own. Two maintenance jobs
 come from the checkpointer and run on the writer thread between batches: the backstop checkpoint when the
-WAL has grown past ``BACKSTOP_BYTES`` (``_BACKSTOP``), and the write that starts the WAL over after a
-checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
+WAL has grown past ``BACKSTOP_BYTES`` (asked of the thread directly, run before its next batch; the
+``_BACKSTOP`` marker through the loop covers a thread waiting for work), and the write that starts the WAL
+over after a checkpoint copied all of it (``_RESTART``: that commit syncs the WAL's new header).
 
 Claims parked by waiting group members (``park``, ``parking.py``) run after a batch's publishes, in the
 same transaction, when one of the batch's topics matches their pattern.
@@ -128,6 +129,9 @@ class Writer:
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
         self._maintenance: set[Any] = set()  # loop thread: _BACKSTOP / _RESTART queued and not yet run
+        # Set by the checkpointer, taken by the writer thread before its next batch (``_serve``); the
+        # _BACKSTOP marker through the loop is for a thread that waits for work (``_backstop_wanted``).
+        self._backstop_asked = False
         self._checkpointer = Checkpointer(
             path,
             url=url,
@@ -311,6 +315,8 @@ class Writer:
                     break
                 stop = job is _STOP
             if jobs:
+                if self._backstop_asked:  # the thread holds queued jobs: nothing commits on the loop now
+                    self._upkeep(conn)
                 self._guarded_batch(conn, tx, jobs)
             if maintenance:
                 self._maintain(conn, maintenance)
@@ -495,7 +501,10 @@ class Writer:
         self.stats.checkpoints += 1
 
     def _backstop_wanted(self) -> None:
-        """The checkpointer saw the WAL past the backstop (checkpointer thread)."""
+        """The checkpointer saw the WAL past the backstop (checkpointer thread). A busy writer thread takes
+        the flag before its next batch; the marker, queued by the loop behind the jobs already queued
+        (milliseconds later, while more WAL piles up), runs it when the thread was waiting for work."""
+        self._backstop_asked = True
         self._want(_BACKSTOP)
 
     def _restart_wanted(self) -> None:
@@ -519,17 +528,20 @@ class Writer:
         self._maintenance.difference_update(markers)
         self._outstanding -= len(markers)
 
+    def _upkeep(self, conn: sqlite3.Connection) -> None:
+        """The backstop if asked for and not run yet, then the WAL restart if due (writer thread, owning the
+        connection)."""
+        backstop = self._backstop_asked
+        self._backstop_asked = False  # before it runs: a request during it is a new one
+        checkpointed, restarted = hand_over(
+            conn, self._restarts, backstop=backstop, before_write=self._wait_for_locks, url=self._url
+        )
+        self.stats.backstops += checkpointed
+        self.stats.restarts += restarted
+
     def _maintain(self, conn: sqlite3.Connection, markers: list[Any]) -> None:
         try:
-            backstop, restart = hand_over(
-                conn,
-                self._restarts,
-                backstop=_BACKSTOP in markers,
-                before_write=self._wait_for_locks,
-                url=self._url,
-            )
-            self.stats.backstops += backstop
-            self.stats.restarts += restart
+            self._upkeep(conn)  # a _BACKSTOP whose backstop ran before a batch finds nothing asked
         finally:
             if self._loop is not None:
                 with contextlib.suppress(RuntimeError):
