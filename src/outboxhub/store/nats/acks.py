@@ -35,8 +35,9 @@ class ConfirmedAcks:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
 
-    async def ack(self, msgs: Sequence[Msg], timeout_s: float) -> None:
-        """ACK ``msgs`` and return once JetStream has confirmed every one, within ``timeout_s``."""
+    async def ack(self, msgs: Sequence[Msg], timeout_s: float, kind: bytes = Msg.Ack.Ack) -> None:
+        """ACK ``msgs`` (or send them another acknowledgement ``kind``, e.g. ``Msg.Ack.Nak``) and return
+        once JetStream has confirmed every one, within ``timeout_s``: it answers after it has applied it."""
         prefix = self._prefix or await self._subscribe()
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
@@ -45,7 +46,7 @@ class ConfirmedAcks:
                 token = str(next(self._tokens))
                 tokens.append(token)
                 self._waiting[token] = loop.create_future()
-                await self._nc.publish(msg.reply, Msg.Ack.Ack, reply=f"{prefix}.{token}")
+                await self._nc.publish(msg.reply, kind, reply=f"{prefix}.{token}")
             replies = await asyncio.wait_for(asyncio.gather(*(self._waiting[t] for t in tokens)), timeout_s)
         finally:
             for token in tokens:

@@ -531,11 +531,15 @@ class Groups:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        mine = [seq for seq, held in state.held.items() if held.member == member]
-        for seq in mine:
-            await state.held.pop(seq).msg.nak()
+        mine = [state.held.pop(seq).msg for seq, held in list(state.held.items()) if held.member == member]
         if mine:
-            await self._flush()
+            # Confirmed NAKs: a plain NAK is applied by JetStream after a pull sent right behind it may
+            # already have been answered (seen under load), and "deliverable now" would not hold yet.
+            try:
+                await self._acks.ack(mine, self._conn.options.timeout_s, Msg.Ack.Nak)
+            except TRANSIENT as exc:
+                if not await self._reset_elsewhere(state, exc):  # else the reset released them
+                    raise unavailable(self._conn.shown, exc) from exc
         return len(mine)
 
     def next_deadline(self, pattern: str, group: str) -> int | None:
