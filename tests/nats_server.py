@@ -15,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from outboxhub.model import Delivery
+from outboxhub.store import Store
 from outboxhub.testing import unavailable
 
-__all__ = ["ENV", "KEEPALIVE_STREAM", "nats_database", "nats_url", "throwaway_stream"]
+__all__ = ["ENV", "KEEPALIVE_STREAM", "claim", "claim_until", "nats_database", "nats_url", "throwaway_stream"]
 
 ENV = "OUTBOXHUB_TEST_NATS_URL"
 KEEPALIVE_STREAM = "OUTBOXHUB_TESTS_KEEPALIVE"
@@ -80,3 +83,19 @@ async def nats_database(tmp_path: Path) -> AsyncIterator[str]:
     del tmp_path
     async with throwaway_stream() as url:
         yield url
+
+
+async def claim(store: Store, member: str = "m1", **kw: int) -> list[Delivery]:
+    """One claim of the tests' group ``g`` on ``t.*`` (limit 100, 30 s ack timeout, 5 deliveries)."""
+    opts = {"limit": 100, "ack_timeout_ms": 30_000, "max_deliver": 5} | kw
+    return await store.claim("t.*", "g", member, **opts)
+
+
+async def claim_until(store: Store, wanted: int, timeout_s: float = 10.0, **kw: int) -> list[Delivery]:
+    """Claim until ``wanted`` deliveries came (JetStream redelivers on its own clock)."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < wanted and time.monotonic() < deadline:
+        got += await claim(store, **kw)
+        await asyncio.sleep(0.05)
+    return got

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from nats_server import claim as _claim
+from nats_server import claim_until as _claim_until
 from nats_server import throwaway_stream
-from outboxhub.model import Delivery, NewEvent, StartPosition
+from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.base import EventRef
 from outboxhub.store.nats.subjects import consumer_name
@@ -41,20 +42,6 @@ async def hubs(url: str) -> AsyncIterator[tuple[Store, Store]]:
     yield one, two
     await one.close()
     await two.close()
-
-
-async def _claim(store: Store, **kw: int) -> list[Delivery]:
-    opts = {"limit": 100, "ack_timeout_ms": 30_000, "max_deliver": 5} | kw
-    return await store.claim("t.*", "g", "m1", **opts)
-
-
-async def _claim_until(store: Store, wanted: int, timeout_s: float = 10.0, **kw: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < wanted and time.monotonic() < deadline:
-        got += await _claim(store, **kw)
-        await asyncio.sleep(0.05)
-    return got
 
 
 async def _consumers(url: str) -> list[str]:

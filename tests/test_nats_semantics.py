@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from nats_server import claim as _claim
+from nats_server import claim_until as _claim_until
 from nats_server import throwaway_stream
 from outboxhub.errors import StoreUnsupported, StoreURLError
-from outboxhub.model import Delivery, NewEvent, PublishResult, StartPosition
+from outboxhub.model import NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.base import EventRef
 from outboxhub.store.nats.url import parse_url
@@ -37,21 +39,6 @@ async def store(url: str) -> AsyncIterator[Store]:
     opened = await open_store(url)
     yield opened
     await opened.close()
-
-
-async def _claim(store: Store, member: str = "m1", **kw: int) -> list[Delivery]:
-    opts = {"limit": 100, "ack_timeout_ms": 30_000, "max_deliver": 5} | kw
-    return await store.claim("t.*", "g", member, **opts)
-
-
-async def _claim_until(store: Store, wanted: int, timeout_s: float = 10.0, **kw: int) -> list[Delivery]:
-    """Claim until ``wanted`` deliveries came (JetStream redelivers on its own clock)."""
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < wanted and time.monotonic() < deadline:
-        got += await _claim(store, **kw)
-        await asyncio.sleep(0.05)
-    return got
 
 
 async def test_an_unacked_delivery_comes_back_after_ack_wait(store: Store) -> None:
