@@ -20,7 +20,8 @@ The mapping (docs/jetstream.md):
   confirmation, ``nack`` NAKs it with the backoff as its delay or dead-letters it (``nack_final``,
   ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full ``AckWait``) while the
   delivery is *delivered* to that member (``ExtendRequest.applies`` on the real clock), ``release`` NAKs a
-  closing member's messages with no delay. A settle of a delivery another hub holds is a no-op here.
+  closing member's messages with no delay, confirmed (the next pull sees them). A settle of a delivery
+  another hub holds is a no-op here.
 * ``reset`` creates the group's next incarnation (a consumer under a new name, ``incarnations.py``) at the
   new start and deletes the old one: JetStream forgets its pending acks, so in-flight deliveries are
   released; this hub drops the messages it held. Another hub notices at its next pull or ACK (the old
