@@ -325,6 +325,7 @@ class GroupMember(Subscription):
         errors = Backoff()
         past_due_wait = _PAST_DUE_FIRST_WAIT_S
         drained = False  # a parked claim just ran short: nothing more to claim until the next wake-up
+        drained_seen = 0  # ... as of this commit: one announced since (maybe while starved) ends it
         catch_up = False  # one ran short but missed a commit: claim what came after it, a small claim
         while not self._closed:
             if self._paused:
@@ -343,9 +344,10 @@ class GroupMember(Subscription):
                     continue
             limit = min(capacity, self._claim_batch)
             ask, catch_up = min(limit, _CATCH_UP_LIMIT) if catch_up else limit, False
-            if drained:
+            if drained and self._notified <= drained_seen:
                 deliveries, drained = [], False
             else:
+                drained = False
                 self._stats.claims += 1
                 try:
                     deliveries = await self._store.claim(
@@ -384,6 +386,10 @@ class GroupMember(Subscription):
                 else:
                     timeout = min(timeout, past_due_wait)
                     past_due_wait = min(past_due_wait * 2, self._poll_interval_s)
+            # What a parked claim may take is the room left now: the claim above may have filled some.
+            limit = min(self.options.max_in_flight - len(self._in_flight), self._claim_batch)
+            if limit < self._refill:
+                continue  # full: the loop's top waits for room
             try:
                 parked = await self._sleep(timeout, limit)
             except Exception as exc:
@@ -399,6 +405,7 @@ class GroupMember(Subscription):
                 # ran may have been coalesced into the wake-up that returned this result.
                 short = len(ready) < limit and not self._paused and not self._backlog
                 drained, catch_up = short and self._notified <= seen, short and self._notified > seen
+                drained_seen = seen
 
     async def _next_deadline(self) -> int | None:
         """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""
