@@ -324,8 +324,9 @@ class GroupMember(Subscription):
     async def _run(self) -> None:
         errors = Backoff()
         past_due_wait = _PAST_DUE_FIRST_WAIT_S
-        drained = False  # a parked claim just ran short: nothing more to claim until the next wake-up
-        drained_seen = 0  # ... as of this commit: one announced since (maybe while starved) ends it
+        # A parked claim that ran short drained what was claimable up to this seq (-1: none did): nothing
+        # more to claim until a later commit is announced (perhaps while the member waited for room).
+        drained_at = -1
         catch_up = False  # one ran short but missed a commit: claim what came after it, a small claim
         while not self._closed:
             if self._paused:
@@ -344,10 +345,10 @@ class GroupMember(Subscription):
                     continue
             limit = min(capacity, self._claim_batch)
             ask, catch_up = min(limit, _CATCH_UP_LIMIT) if catch_up else limit, False
-            if drained and self._notified <= drained_seen:
-                deliveries, drained = [], False
+            if self._notified <= drained_at:
+                deliveries, drained_at = [], -1
             else:
-                drained = False
+                drained_at = -1
                 self._stats.claims += 1
                 try:
                     deliveries = await self._store.claim(
@@ -404,8 +405,8 @@ class GroupMember(Subscription):
                 # Drained only when the claim saw every commit announced so far: one announced after it
                 # ran may have been coalesced into the wake-up that returned this result.
                 short = len(ready) < limit and not self._paused and not self._backlog
-                drained, catch_up = short and self._notified <= seen, short and self._notified > seen
-                drained_seen = seen
+                drained_at = seen if short and self._notified <= seen else -1
+                catch_up = short and self._notified > seen
 
     async def _next_deadline(self) -> int | None:
         """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""
