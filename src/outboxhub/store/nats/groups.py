@@ -67,6 +67,7 @@ from outboxhub.store.lifecycle import (
 from outboxhub.store.nats.acks import ConfirmedAcks
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.incarnations import Incarnations, generation_of
+from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
 __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
@@ -74,7 +75,6 @@ __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
 _log = logging.getLogger(__name__)
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
 _MAX_REASONS = 10_000
-_LIST_LIMIT = 256  # consumers per CONSUMER.LIST answer (nats-server)
 
 DeadLetter = Callable[[NewEvent], Awaitable[object]]
 
@@ -183,17 +183,8 @@ class Groups:
 
     async def all(self) -> list[GroupInfo]:
         """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
-        conn = self._conn
-        infos: list[ConsumerInfo] = []
-        while True:  # the server lists at most 256 consumers per request
-            offset = len(infos)
-            page = await conn.call(
-                "consumers",
-                lambda offset=offset: conn.js.consumers_info(conn.stream, offset or None),  # type: ignore[misc]
-            )
-            infos += page
-            if len(page) < _LIST_LIMIT:
-                break
+        listed = await consumer_listing(self._conn, "LIST")
+        infos = [ConsumerInfo.from_response(entry) for entry in listed if isinstance(entry, dict)]
         newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
         for info in infos:
             try:
