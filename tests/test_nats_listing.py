@@ -8,26 +8,21 @@ Real JetStream (127.0.0.1:4222 or OUTBOXHUB_TEST_NATS_URL), one throwaway stream
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from nats_server import claim, throwaway_stream
+from nats_server import claim, stream_fixture
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.nats.url import parse_url
 
 pytestmark = pytest.mark.nats
+url = stream_fixture()
 LATEST = StartPosition(kind="latest")
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async with throwaway_stream() as value:
-        yield value
 
 
 async def _fillers(url: str, count: int) -> Callable[[str], Awaitable[None]]:

@@ -16,7 +16,7 @@ import pytest
 
 from nats_server import claim as _claim
 from nats_server import claim_until as _claim_until
-from nats_server import throwaway_stream
+from nats_server import stream_fixture
 from outboxhub.errors import StoreUnsupported, StoreURLError
 from outboxhub.model import NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
@@ -25,13 +25,8 @@ from outboxhub.store.nats.url import parse_url
 from task_counting import tasks_started
 
 pytestmark = pytest.mark.nats
+url = stream_fixture()
 EARLIEST = StartPosition(kind="earliest")
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async with throwaway_stream() as value:
-        yield value
 
 
 @pytest.fixture
