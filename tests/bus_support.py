@@ -2,8 +2,10 @@
 
 The bus test modules differ in the URL options of their store, not in how they open and close it:
 :func:`sqlite_bus` is the one place that does, :func:`bus_fixture` makes a fixture of that pair
-(``inline = bus_fixture("inline_claims=4")``: the fixture is named after the module attribute), and
-:func:`store_and_bus` a module's ``store`` and ``bus`` fixtures (``store, bus = store_and_bus()``).
+(``inline = bus_fixture("inline_claims=4")``: the fixture is named after the module attribute),
+:func:`inline_and_threaded` the pair of fixtures that commit a publish with a parked claim on the loop
+thread or on the writer thread, and :func:`store_and_bus` a module's ``store`` and ``bus`` fixtures
+(``store, bus = store_and_bus()``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ import pytest
 
 from outboxhub.bus.core import Bus
 from outboxhub.store.sqlite.store import SQLiteStore
+from sqlite_support import QUIET
 
-__all__ = ["NO_POLL_S", "bus_fixture", "sqlite_bus", "sqlite_store", "store_and_bus"]
+__all__ = [
+    "INLINE_CLAIMS",
+    "NO_POLL_S",
+    "bus_fixture",
+    "inline_and_threaded",
+    "sqlite_bus",
+    "sqlite_store",
+    "store_and_bus",
+]
 
 NO_POLL_S = 120.0
 """The bus's safety poll, longer than any wait of a test: what arrives, arrived by notification."""
@@ -54,6 +65,18 @@ def bus_fixture(options: str = "") -> Any:
             yield pair
 
     return served
+
+
+INLINE_CLAIMS = 4
+"""``inline_claims`` of :func:`inline_and_threaded`'s ``inline`` store."""
+
+
+def inline_and_threaded() -> tuple[Any, Any]:
+    """A module's ``inline`` and ``threaded`` fixtures (``inline, threaded = inline_and_threaded()``), both
+    :func:`bus_fixture` with ``QUIET`` checkpoints: ``inline``'s lone publishes commit on the loop thread with
+    up to ``INLINE_CLAIMS`` parked claims; ``threaded`` (``inline_claims=0``) commits every publish on the
+    writer thread whenever a claim is parked."""
+    return bus_fixture(f"inline_claims={INLINE_CLAIMS}&{QUIET}"), bus_fixture(f"inline_claims=0&{QUIET}")
 
 
 def store_and_bus(options: str = "") -> tuple[Any, Any]:

@@ -20,12 +20,24 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from outboxhub.model import Delivery
 from outboxhub.store import Store
 from outboxhub.testing import unavailable
 
-__all__ = ["ENV", "KEEPALIVE_STREAM", "claim", "claim_until", "nats_database", "nats_url", "throwaway_stream"]
+__all__ = [
+    "ENV",
+    "KEEPALIVE_STREAM",
+    "claim",
+    "claim_until",
+    "nats_database",
+    "nats_url",
+    "stream_fixture",
+    "throwaway_stream",
+]
 
 ENV = "OUTBOXHUB_TEST_NATS_URL"
 KEEPALIVE_STREAM = "OUTBOXHUB_TESTS_KEEPALIVE"
@@ -83,6 +95,18 @@ async def nats_database(tmp_path: Path) -> AsyncIterator[str]:
     del tmp_path
     async with throwaway_stream() as url:
         yield url
+
+
+def stream_fixture() -> Any:
+    """A module's fixture of a store URL on a throwaway stream, a new one per test (``url =
+    stream_fixture()``: the fixture is named after the module attribute)."""
+
+    @pytest.fixture
+    async def stream() -> AsyncIterator[str]:
+        async with throwaway_stream() as url:
+            yield url
+
+    return stream
 
 
 async def claim(store: Store, member: str = "m1", **kw: int) -> list[Delivery]:

@@ -5,19 +5,16 @@ file, real bus."""
 
 from __future__ import annotations
 
-from bus_support import bus_fixture
+from bus_support import inline_and_threaded
 from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, StartPosition
 from outboxhub.store.sqlite.store import SQLiteStore
-from sqlite_support import QUIET, writer_settled
+from sqlite_support import writer_settled
 from waiting import until
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
 
-
-inline = bus_fixture(f"inline_claims=4&{QUIET}")
-# inline_claims=0: a publish with the member's claim parked commits on the writer thread
-threaded = bus_fixture(f"inline_claims=0&{QUIET}")
+inline, threaded = inline_and_threaded()
 
 
 async def test_an_inline_publish_hands_the_parked_claim_out_before_it_returns(

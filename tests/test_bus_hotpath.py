@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_support import bus_fixture, store_and_bus
+from bus_support import INLINE_CLAIMS, inline_and_threaded, store_and_bus
 from outboxhub.bus.core import Bus
 from outboxhub.model import Delivery, GroupOptions, NewEvent, PublishResult, StartPosition
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
@@ -26,11 +26,7 @@ WAIT_S = 30.0  # an upper bound for "soon", never a measured threshold
 store, bus = store_and_bus(QUIET)
 
 EARLIEST = GroupOptions(start=StartPosition(kind="earliest"))
-INLINE_CLAIMS = 4
-
-
-# a store whose lone publishes commit on the loop thread with up to INLINE_CLAIMS parked claims
-inline = bus_fixture(f"inline_claims={INLINE_CLAIMS}&{QUIET}")
+inline, threaded = inline_and_threaded()
 
 
 async def test_each_event_costs_one_commit_to_deliver_and_one_to_ack(bus: Bus, store: SQLiteStore) -> None:
@@ -84,10 +80,6 @@ async def test_a_parked_claim_for_another_pattern_stays_parked(bus: Bus, store: 
     published = await bus.publish(NewEvent(topic="a.x", payload=2))
     await until(lambda: len(got) == 1, "the matching event is delivered")
     assert [d.event.id for d in got] == [published.id]
-
-
-# a store whose publishes go to the writer thread whenever a claim is parked
-threaded = bus_fixture(f"inline_claims=0&{QUIET}")
 
 
 async def test_publishes_commit_on_the_writer_thread_while_a_claim_is_parked(

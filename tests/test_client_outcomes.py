@@ -164,14 +164,11 @@ async def test_async_inboxes_on_postgres_run_async_handlers(client: HubClient) -
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     from outboxhub.inbox import AsyncPsycopgInbox
-    from outboxhub.testing.postgres import throwaway_schema
+    from outboxhub.testing.postgres import base_url, fresh_schema, search_path_url
 
-    async with throwaway_schema("inbox") as store_url:
-        schema = store_url.rsplit("schema=", 1)[1]
-        base = store_url.split("?", 1)[0]
-        url = f"{base}?options=-csearch_path%3D{schema}"
+    async with fresh_schema("inbox") as schema:
+        url = search_path_url(base_url(), schema)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
-            await c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             await c.execute("CREATE TABLE applied (event_id TEXT, via TEXT)")
             await inbox.ensure_schema_async(c)
         engine = create_async_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

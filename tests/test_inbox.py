@@ -4,7 +4,6 @@ server through psycopg and SQLAlchemy, MongoDB), and the errors for bad input.""
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,18 +150,10 @@ def test_sqlalchemy_session_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    import psycopg
+    from outboxhub.testing.postgres import base_url, fresh_schema, search_path_url
 
-    from outboxhub.testing.postgres import require_postgres
-
-    base = await require_postgres()
-    schema = f"inbox_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(base, autocommit=True) as c:
-        await c.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    async with await psycopg.AsyncConnection.connect(base, autocommit=True) as c:
-        await c.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with fresh_schema("inbox") as schema:
+        yield search_path_url(base_url(), schema)
 
 
 @pytest.mark.postgres

@@ -14,11 +14,9 @@ import random
 import signal
 import sqlite3
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
@@ -129,21 +127,10 @@ async def test_without_the_inbox_the_same_crashes_apply_events_twice(
 
 @asynccontextmanager
 async def _pg_schema() -> AsyncIterator[str]:
-    import psycopg
+    from outboxhub.testing.postgres import base_url, fresh_schema, search_path_url
 
-    from outboxhub.testing.postgres import require_postgres
-
-    base = await require_postgres()
-    schema = f"inbox_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(base, autocommit=True) as conn:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
-    try:
-        yield url
-    finally:
-        async with await psycopg.AsyncConnection.connect(base, autocommit=True) as conn:
-            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    async with fresh_schema("inbox") as schema:
+        yield search_path_url(base_url(), schema)
 
 
 @pytest.mark.postgres

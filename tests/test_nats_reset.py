@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nats_server import claim as _claim
 from nats_server import claim_until as _claim_until
-from nats_server import throwaway_stream
+from nats_server import stream_fixture
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import Store, open_store
 from outboxhub.store.base import EventRef
@@ -25,15 +25,10 @@ from outboxhub.store.nats.subjects import consumer_name
 from outboxhub.store.nats.url import parse_url
 
 pytestmark = pytest.mark.nats
+url = stream_fixture()
 EARLIEST = StartPosition(kind="earliest")
 LATEST = StartPosition(kind="latest")
 BASE = consumer_name("t.*", "g")
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async with throwaway_stream() as value:
-        yield value
 
 
 @pytest.fixture

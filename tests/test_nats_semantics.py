@@ -16,7 +16,7 @@ import pytest
 
 from nats_server import claim as _claim
 from nats_server import claim_until as _claim_until
-from nats_server import throwaway_stream
+from nats_server import stream_fixture
 from outboxhub.errors import StoreUnsupported, StoreURLError
 from outboxhub.model import NewEvent, PublishResult, StartPosition
 from outboxhub.store import Store, open_store
@@ -25,13 +25,8 @@ from outboxhub.store.nats.url import parse_url
 from task_counting import tasks_started
 
 pytestmark = pytest.mark.nats
+url = stream_fixture()
 EARLIEST = StartPosition(kind="earliest")
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async with throwaway_stream() as value:
-        yield value
 
 
 @pytest.fixture
@@ -64,6 +59,23 @@ async def test_a_nack_delay_holds_the_event_back_on_the_server(store: Store) -> 
     again = await _claim_until(store, 1)
     assert time.monotonic() - started >= 0.35
     assert [(d.event.id, d.attempt) for d in again] == [(sent.id, 2)]
+
+
+async def test_a_nack_without_delay_is_claimable_by_the_next_claim(store: Store) -> None:
+    """A NACK returns once JetStream has applied the NAK: the claim right behind it gets the event, every
+    time (a NAK sent and flushed was applied after that claim's pull had been answered empty in 2-13 % of
+    rounds on this machine's nats-server 2.9.10, by load; 300 rounds)."""
+    await store.ensure_group("t.*", "g", EARLIEST)
+    for n in range(300):
+        sent = await store.publish(NewEvent(topic="t.a", payload=n))
+        first = await _claim(store, "m1", limit=1)
+        while not first:  # a pull right behind a publish's ack is, rarely, answered before the event is in
+            first = await _claim(store, "m1", limit=1)
+        [held] = first
+        assert await store.nack("t.*", "g", EventRef(sent.id, sent.seq), max_deliver=1000, delay_ms=0)
+        again = await _claim(store, "m2", limit=1, max_deliver=1000)
+        assert [(d.event.seq, d.attempt) for d in again] == [(sent.seq, held.attempt + 1)], f"round {n}"
+        assert await store.ack("t.*", "g", [EventRef(sent.id, sent.seq)], member="m2") == 1
 
 
 async def test_delivery_count_past_max_deliver_dead_letters(store: Store) -> None:

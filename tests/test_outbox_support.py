@@ -26,7 +26,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -44,7 +43,7 @@ from outboxhub.ids import now_ms
 from outboxhub.model import Event, NewEvent, PublishResult
 from outboxhub.outbox import Drainer, DrainerSettings, Failure, OutboxStats, OutboxStore, Verdict
 from outboxhub.store import open_store
-from outboxhub.testing.postgres import require_postgres
+from outboxhub.testing.postgres import base_url, fresh_schema
 
 __all__ = [
     "ORDERED_KEYS",
@@ -178,16 +177,11 @@ def sqlite_db(tmp_path: Path, name: str = "app") -> OutboxDB:
 @asynccontextmanager
 async def postgres_db() -> AsyncIterator[OutboxDB]:
     """An outbox table in a fresh schema of the test server; the schema is dropped afterwards."""
-    url = await require_postgres()
-    schema = f"obx_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await outbox.ensure_schema_async(conn, f"{schema}.outbox")
-    try:
-        yield OutboxDB("postgres", url, f"{schema}.outbox")
-    finally:
+    async with fresh_schema("obx") as schema:
+        url = base_url()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await outbox.ensure_schema_async(conn, f"{schema}.outbox")
+        yield OutboxDB("postgres", url, f"{schema}.outbox")
 
 
 @asynccontextmanager

@@ -20,7 +20,15 @@ from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.schema import quote_ident
 from outboxhub.testing import unavailable
 
-__all__ = ["base_url", "drop_schema", "require_postgres", "schema_url", "throwaway_schema"]
+__all__ = [
+    "base_url",
+    "drop_schema",
+    "fresh_schema",
+    "require_postgres",
+    "schema_url",
+    "search_path_url",
+    "throwaway_schema",
+]
 
 DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -71,12 +79,34 @@ async def drop_schema(url: str, schema: str) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
 
 
+def search_path_url(url: str, schema: str) -> str:
+    """``url`` (a libpq URL) whose sessions have ``schema`` as their search path: unqualified table names
+    (an inbox's, an application's) land in it."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 @asynccontextmanager
-async def throwaway_schema(prefix: str = "t") -> AsyncIterator[str]:
-    """Yield a store URL on a fresh schema of the test server; drop the schema afterwards."""
+async def fresh_schema(prefix: str = "t", *, create: bool = True) -> AsyncIterator[str]:
+    """Yield the name of a new schema on the test server (``<prefix>_<16 hex>``), created unless ``create``
+    is false (a store creates its own); it is dropped with everything in it afterwards, also when the block
+    fails. The one place the tests make PostgreSQL schemas: each is dropped by the test that made it."""
     url = await require_postgres()
     schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     try:
-        yield schema_url(url, schema)
+        if create:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+        yield schema
     finally:
         await drop_schema(url, schema)
+
+
+@asynccontextmanager
+async def throwaway_schema(prefix: str = "t") -> AsyncIterator[str]:
+    """Yield a store URL on a fresh schema of the test server (:func:`fresh_schema`; the store creates it);
+    drop the schema afterwards."""
+    async with fresh_schema(prefix, create=False) as schema:
+        yield schema_url(base_url(), schema)

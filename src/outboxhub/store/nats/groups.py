@@ -17,11 +17,11 @@ The mapping (docs/jetstream.md):
   handed to. A settle names it as on every store (``EventRef``: by seq carrying the id, or by an id that
   exactly one held delivery the settler may settle carries) and only the member holding it may settle it
   (``may_settle``): ``ack`` acks the message through its own ack subject and waits for JetStream's
-  confirmation, ``nack`` NAKs it with the backoff as its delay or dead-letters it (``nack_final``,
-  ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full ``AckWait``) while the
-  delivery is *delivered* to that member (``ExtendRequest.applies`` on the real clock), ``release`` NAKs a
-  closing member's messages with no delay, confirmed (the next pull sees them). A settle of a delivery
-  another hub holds is a no-op here.
+  confirmation, ``nack`` NAKs it with the backoff as its delay (confirmed too) or dead-letters it
+  (``nack_final``, ``nack_terminal``), ``extend`` sends in-progress (JetStream restarts the full
+  ``AckWait``) while the delivery is *delivered* to that member (``ExtendRequest.applies`` on the real
+  clock), ``release`` NAKs a closing member's messages with no delay, confirmed (the next pull sees them).
+  A settle of a delivery another hub holds is a no-op here.
 * ``reset`` creates the group's next incarnation (a consumer under a new name, ``incarnations.py``) at the
   new start and deletes the old one: JetStream forgets its pending acks, so in-flight deliveries are
   released; this hub drops the messages it held. Another hub notices at its next pull or ACK (the old
@@ -67,6 +67,7 @@ from outboxhub.store.lifecycle import (
 from outboxhub.store.nats.acks import ConfirmedAcks
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.incarnations import Incarnations, generation_of
+from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
 __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
@@ -74,7 +75,6 @@ __all__ = ["Groups", "ack_floor", "unsupported_ordered"]
 _log = logging.getLogger(__name__)
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
 _MAX_REASONS = 10_000
-_LIST_LIMIT = 256  # consumers per CONSUMER.LIST answer (nats-server)
 
 DeadLetter = Callable[[NewEvent], Awaitable[object]]
 
@@ -183,17 +183,8 @@ class Groups:
 
     async def all(self) -> list[GroupInfo]:
         """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
-        conn = self._conn
-        infos: list[ConsumerInfo] = []
-        while True:  # the server lists at most 256 consumers per request
-            offset = len(infos)
-            page = await conn.call(
-                "consumers",
-                lambda offset=offset: conn.js.consumers_info(conn.stream, offset or None),  # type: ignore[misc]
-            )
-            infos += page
-            if len(page) < _LIST_LIMIT:
-                break
+        listed = await consumer_listing(self._conn, "LIST")
+        infos = [ConsumerInfo.from_response(entry) for entry in listed if isinstance(entry, dict)]
         newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
         for info in infos:
             try:
@@ -462,12 +453,6 @@ class Groups:
         await self._drop(state)
         return True
 
-    async def _flush(self) -> None:
-        try:
-            await self._conn.nc.flush(timeout=max(1, int(self._conn.options.timeout_s)))
-        except TRANSIENT as exc:
-            raise unavailable(self._conn.shown, exc) from exc
-
     async def nack(self, request: NackRequest, event: Callable[[_Held], Event]) -> bool:
         state = self._groups.get((request.pattern, request.group))
         found = (
@@ -496,14 +481,20 @@ class Groups:
             return True  # also after a reset elsewhere: as if this NACK had come just before it
         due = request.redeliver_at(held.attempts)
         delay_ms = max(0, due - request.now)
-        await held.msg.nak(delay=delay_ms / 1000 if delay_ms else None)
         if request.reason is not None:
             state.reasons.pop(seq, None)
             state.reasons[seq] = request.reason
             if len(state.reasons) > _MAX_REASONS:
                 del state.reasons[next(iter(state.reasons))]
         heapq.heappush(state.timers, now_ms() + delay_ms)
-        await self._flush()
+        # Confirmed, as release's: a NAK sent and flushed is applied by JetStream after a pull sent right
+        # behind it may already have been answered, and "deliverable at once" would not hold yet.
+        nak = Msg.Ack.Nak + (b" " + json.dumps({"delay": delay_ms * 1_000_000}).encode() if delay_ms else b"")
+        try:
+            await self._acks.ack([held.msg], self._conn.options.timeout_s, nak)
+        except TRANSIENT as exc:
+            if not await self._reset_elsewhere(state, exc):  # else the reset released it
+                raise unavailable(self._conn.shown, exc) from exc
         return True
 
     async def extend(self, request: ExtendRequest) -> bool:

@@ -24,12 +24,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, 
 from outboxhub.errors import StoreError, StoreUnavailable
 from outboxhub.model import StartPosition
 from outboxhub.store.nats.conn import NatsConn
+from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import consumer_name, pattern_filter
 
 __all__ = ["Incarnations", "generation_of", "incarnation_name"]
 
 _SEP = "-"
-_NAMES = "$JS.API.CONSUMER.NAMES"
 _LOOKUPS = 5
 _DEFAULT_ACK_WAIT_MS = 30_000
 
@@ -65,29 +65,8 @@ class Incarnations:
         self._conn = conn
 
     async def names(self) -> list[str]:
-        """Every consumer name on the stream (pages of the server's list limit)."""
-        conn = self._conn
-        out: list[str] = []
-        while True:
-            offset = len(out)
-
-            async def page(offset: int = offset) -> dict[str, object]:
-                msg = await conn.nc.request(
-                    f"{_NAMES}.{conn.stream}",
-                    json.dumps({"offset": offset}).encode(),
-                    timeout=conn.options.timeout_s,
-                )
-                answer: dict[str, object] = json.loads(msg.data)
-                return answer
-
-            answer = await conn.call("consumer names", page)
-            if "error" in answer:
-                raise StoreError(f"NATS store {conn.shown}: consumer names: {answer['error']}")
-            got = [str(n) for n in answer.get("consumers") or []]  # type: ignore[attr-defined]
-            out += got
-            total = answer.get("total")
-            if not got or not isinstance(total, int) or len(out) >= total:
-                return out
+        """Every consumer name on the stream (``listing.consumer_listing``)."""
+        return [str(name) for name in await consumer_listing(self._conn, "NAMES")]
 
     async def generations(self, pattern: str, group: str) -> list[tuple[int, str]]:
         """The group's incarnations on the stream, oldest first."""
