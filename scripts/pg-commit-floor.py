@@ -12,7 +12,11 @@ order of the cases rotated per round; p50/p99 are the medians of the rounds' val
 * ``publish_events, 1 event, NOTIFY``: the same on a connection naming no node while the store's LISTEN
   connection is registered, so every call also NOTIFYs (what a hub pays when another node listens);
 * ``store.publish`` (``PostgresStore``, in process): the function above through the store's group-commit
-  writer and pool, what the hub's publish path costs without WebSocket and bus.
+  writer and pool, what the hub's publish path costs without WebSocket and bus;
+* ``store.publish + parked claim``: the same with a waiting member's claim parked first (``park_claim``),
+  so the batch goes out as ``publish_claim``; timed until the claim's result is in (what a delivery to a
+  waiting member costs the group commit). Its deliveries are never acked: the pending rows only grow by
+  one per call, and an ACK would be a statement of its own inside the timed calls.
 
 Uses a throwaway schema in OUTBOXHUB_TEST_PG_URL's database (``outboxhub.testing.postgres``); uvloop.
 
@@ -30,7 +34,7 @@ from typing import Any
 import psycopg
 import uvloop
 
-from outboxhub.model import NewEvent
+from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.postgres.conn import configure_connection, parse_url
 from outboxhub.store.postgres.registry import NODE_SETTING
@@ -71,6 +75,12 @@ async def main(n: int) -> None:
         channel = channel_name(settings.schema)
         payload = '{"t": 1, "m": 1, "p": "' + "x" * 60 + '"}'
         counter = iter(range(10**9))
+        await store.ensure_group("floor.c", "floor", StartPosition())
+
+        async def publish_claimed() -> None:
+            claim = store.park_claim("floor.c", "floor", "m", limit=256, ack_timeout_ms=60_000, max_deliver=5)
+            await store.publish(NewEvent(topic="floor.c", payload={"t": 1, "m": 1, "p": "x" * 60}))
+            await claim.future
 
         async def publish_events(conn: psycopg.AsyncConnection[Any] = publish) -> None:
             i = next(counter)  # zero-padded: ids arrive in index order, as uuid7 ids do
@@ -93,6 +103,7 @@ async def main(n: int) -> None:
             "store.publish (group commit writer, pool)": lambda: store.publish(
                 NewEvent(topic="floor.s", payload={"t": 1, "m": 1, "p": "x" * 60})
             ),
+            "store.publish + parked claim (publish_claim)": publish_claimed,
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         names = list(cases)
