@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from outboxhub.auth.acl import parse_policy
 from outboxhub.config import load_settings
 from outboxhub.errors import ConfigError, PolicyError
-from outboxhub.gateway.publishquota import PublishQuotas
+from outboxhub.gateway.publishquota import ConnectionLimits, PublishQuotas
+from outboxhub.gateway.ratelimit import TokenBucket
 from outboxhub.gateway.stats import GatewayStats
 from outboxhub.quotas import Quota, QuotaError, format_rate, parse_quota, parse_rate
 
@@ -155,3 +156,43 @@ def test_refused_publishes_take_nothing_and_refill() -> None:
     assert quotas.check("p", "a.x", (), now=0.5) is not None
     assert quotas.check("p", "a.x", (), now=1.0) is None  # refilled one token
     assert stats.quota_refusals[("principal", "a.*")] == 2
+
+
+def test_take_or_wait_takes_only_when_the_bucket_holds_the_tokens() -> None:
+    bucket = TokenBucket(10.0, 2, now=0.0)
+    assert bucket.take_or_wait(0.0) == 0.0
+    assert bucket.take_or_wait(0.0) == 0.0
+    assert bucket.take_or_wait(0.0) == pytest.approx(0.1)  # empty: nothing taken, 0.1 s to the next token
+    assert bucket.take_or_wait(0.05) == pytest.approx(0.05)
+    assert bucket.take_or_wait(0.1) == 0.0  # the refilled token
+    assert bucket.tokens == pytest.approx(0.0)
+    unlimited = TokenBucket(0.0, 1, now=0.0)
+    assert all(unlimited.take_or_wait(0.0) == 0.0 for _ in range(10))
+
+
+def test_a_connection_without_rate_or_quota_is_not_limited_and_one_with_either_is() -> None:
+    none = PublishQuotas([], [], max_buckets=10, stats=GatewayStats())
+    free = ConnectionLimits(TokenBucket(0.0, 1, now=0.0), none)
+    free.authenticated("p", ())
+    assert not free.limited  # the gateway skips the check: it would pass and take nothing
+    assert all(free.check("a.x", now=0.0) is None for _ in range(100))
+    free.authenticated("p", (parse_quota("a.*=1/s:1"),))  # a token's own quota limits it again
+    assert free.limited
+    assert free.check("a.x", now=0.0) is None
+    assert free.check("a.x", now=0.0) is not None
+
+    rated = ConnectionLimits(TokenBucket(2.0, 2, now=0.0), none)
+    rated.authenticated("p", ())
+    assert rated.limited
+    assert rated.check("a.x", now=0.0) is None
+    assert rated.check("a.x", now=0.0) is None
+    refusal = rated.check("a.x", now=0.0)
+    assert refusal is not None and refusal.retry_after_ms == 500
+    assert refusal.msg == "publish rate limit of this connection exceeded (2/s, burst 2)"
+    assert rated.check("a.x", now=0.5) is None
+
+    hub = PublishQuotas([parse_quota("a.*=1/s:1")], [], max_buckets=10, stats=GatewayStats())
+    quota_only = ConnectionLimits(TokenBucket(0.0, 1, now=0.0), hub)
+    assert quota_only.limited
+    assert quota_only.check("a.x", now=0.0) is None
+    assert quota_only.check("a.x", now=0.0) is not None

@@ -73,6 +73,8 @@ class Bus:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
         self._store = store
+        # A backend hands out its commit's future directly; any other store gets a task per batch.
+        self._backend = store if isinstance(store, StoreBackend) else None
         self._claim_batch = claim_batch
         self._poll_interval_s = poll_interval_s
         self._close_timeout_s = close_timeout_s
@@ -128,10 +130,10 @@ class Bus:
     def publish_batch_soon(self, events: Sequence[NewEvent]) -> asyncio.Future[list[PublishResult]]:
         """:meth:`publish_batch` without a coroutine per call: the future of its results, resolved after
         the commit (on SQLite the writer's own future). Must run on the event loop thread."""
-        store = self._store
-        if isinstance(store, StoreBackend):
-            return store.publish_soon(events)
-        return asyncio.ensure_future(store.publish_batch(events))
+        backend = self._backend
+        if backend is not None:
+            return backend.publish_soon(events)
+        return asyncio.ensure_future(self._store.publish_batch(events))
 
     # -- subscribing --------------------------------------------------------------------------------------
 

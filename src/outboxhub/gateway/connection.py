@@ -277,7 +277,9 @@ class Connection(Publishing, Settlement):
         except ProtocolError:
             return False  # the reader answers it, and closes when its code says so
         try:
-            if not self._handle_now(frame):
+            if type(frame) is Publish:
+                self._publish(frame)
+            elif not self._handle_now(frame):
                 return False
         except Exception:
             self._failed_unexpectedly(frame)

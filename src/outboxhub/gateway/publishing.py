@@ -76,8 +76,8 @@ class Publishing:
         if not allowed:
             self._err(frame.rid, FORBIDDEN, acl.explain(policy, "publish", topic, None))
             return
-        refused = self._limits.check(topic, self._loop.time())
-        if refused is not None:
+        limits = self._limits
+        if limits.limited and (refused := limits.check(topic, self._loop.time())) is not None:
             err = self._err_bytes(frame.rid, RATE_LIMITED, refused.msg, retry_after_ms=refused.retry_after_ms)
             self.out.reply(err)
             return
@@ -97,7 +97,8 @@ class Publishing:
             return
         # The store's future, not a task: on SQLite a lone publish commits right here (inline), and is
         # then answered at once, not by a done callback one loop iteration later.
-        done = self.gateway.bus.publish_batch_soon([event for event, _, _ in batch])
+        events = [batch[0][0]] if len(batch) == 1 else [event for event, _, _ in batch]
+        done = self.gateway.bus.publish_batch_soon(events)
         if done.done():
             self._published(batch, done)
             return
@@ -112,6 +113,10 @@ class Publishing:
             results = task.result()
             self.gateway.stats.publishes += len(results)
             self.published += len(results)
+            if len(batch) == 1:  # one at a time: its reply may leave right here (SendQueue.fill)
+                (_, slot, rid), (result,) = batch[0], results
+                out.fill(slot, encode_published(rid, result))
+                return
             out.fill_all(
                 (slot, encode_published(rid, result))
                 for (_, slot, rid), result in zip(batch, results, strict=True)

@@ -72,6 +72,8 @@ class PublishQuotas:
         self._stats = stats
         self._principal = [(q, compile_pattern(q.pattern)) for q in self.principal]
         self._topic = [(q, compile_pattern(q.pattern)) for q in self.topic]
+        self.hub_wide = bool(self.principal or self.topic)
+        """Whether the hub has quotas of its own (``--quota``, ``--topic-quota``), fixed for its life."""
         self._by_topic: dict[str, tuple[list[_Compiled], list[_Compiled]]] = {}
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
@@ -166,32 +168,45 @@ class ConnectionLimits:
     """The publish limits of one connection: its own token bucket (``publish_rate``/``publish_burst``)
     and the hub's quotas for its principal, set on each AUTH."""
 
-    __slots__ = ("_bucket", "_principal", "_quotas", "_token_quotas")
+    __slots__ = ("_bucket", "_principal", "_quotas", "_quotas_apply", "_token_quotas", "limited")
 
     def __init__(self, bucket: TokenBucket, quotas: PublishQuotas) -> None:
         self._bucket = bucket
         self._quotas = quotas
         self._principal = ""
         self._token_quotas: tuple[Quota, ...] = ()
+        self._quotas_apply = quotas.hub_wide
+        self.limited = bucket.rate != 0 or self._quotas_apply
+        """False when nothing limits this connection's publishes (no rate, no quota): :meth:`check` would
+        always pass and take nothing, so the caller may skip it."""
 
     def authenticated(self, sub: str | None, token_quotas: Sequence[Quota]) -> None:
         """A (re-)AUTH: the principal (tokens without a ``sub`` share one) and its token's quotas."""
         self._principal = sub or ""
         self._token_quotas = self._quotas.clamped(token_quotas)
+        self._quotas_apply = self._quotas.hub_wide or bool(self._token_quotas)
+        self.limited = self._bucket.rate != 0 or self._quotas_apply
 
     def check(self, topic: str, now: float) -> QuotaRefusal | None:
         """Take what a publish on ``topic`` costs, or say why it is refused (nothing taken then)."""
         bucket = self._bucket
+        if not self._quotas_apply:  # the connection's own bucket alone: refill and take in one step
+            wait_s = bucket.take_or_wait(now)
+            return None if wait_s == 0 else self._rate_refusal(wait_s)
         wait_s = bucket.wait_s(now)
         if wait_s > 0:
-            return QuotaRefusal(
-                f"publish rate limit of this connection exceeded ({bucket.rate:g}/s, burst {bucket.burst})",
-                max(1, math.ceil(wait_s * 1000)),
-            )
+            return self._rate_refusal(wait_s)
         refused = self._quotas.check(self._principal, topic, self._token_quotas, now)
         if refused is None:
             bucket.take(now)
         return refused
+
+    def _rate_refusal(self, wait_s: float) -> QuotaRefusal:
+        bucket = self._bucket
+        return QuotaRefusal(
+            f"publish rate limit of this connection exceeded ({bucket.rate:g}/s, burst {bucket.burst})",
+            max(1, math.ceil(wait_s * 1000)),
+        )
 
 
 _KIND_TEXT: Final = {

@@ -40,6 +40,20 @@ class TokenBucket:
             return True
         return False
 
+    def take_or_wait(self, now: float, n: int = 1) -> float:
+        """Take ``n`` tokens if the bucket holds them at time ``now`` and return 0.0; else take nothing and
+        return the seconds until it does (``wait_s`` then ``take`` in one call)."""
+        if self.rate == 0:
+            return 0.0
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+            self._last = now
+        if self._tokens >= n:
+            self._tokens -= n
+            return 0.0
+        return (n - self._tokens) / self.rate
+
     def wait_s(self, now: float, n: int = 1) -> float:
         """Seconds until the bucket holds ``n`` tokens (0.0: it does now); refills, takes nothing."""
         if self.rate == 0:

@@ -258,10 +258,35 @@ class SendQueue:
     def fill(self, slot: ReplySlot, data: bytes) -> None:
         """Put the reply into its reserved slot; it leaves once every earlier frame has left."""
         slot.data = data
-        self._count_reply(data)
         items = self._items
         if items and items[0] is slot:
+            send_now = self._send_now
+            if (
+                len(items) == 1
+                and send_now is not None
+                and self._writer is None
+                and not self._draining
+                and not self._dead
+            ):
+                # The only frame queued (a reply to one publish at a time): written at once, counted in and
+                # out of the budgets in one step; what _wake → _drain_now would do for it.
+                try:
+                    sent = send_now(data)
+                except Exception as exc:  # the socket died under us: nothing more can be sent
+                    log.debug("send failed, dropping 1 queued frame: %r", exc)
+                    self._die()
+                    return
+                if sent:
+                    self._items = None  # an idle connection keeps no deque
+                    self._replies -= 1
+                    self._sent += 1
+                    if self._room is not None or self._flushes or self._blocked:
+                        self._after_send()
+                    return
+            self._count_reply(data)
             self._wake()
+            return
+        self._count_reply(data)
 
     def fill_all(self, replies: Iterable[tuple[ReplySlot, bytes]]) -> None:
         """:meth:`fill` each slot, then write what can leave: the replies of a batch leave together."""

@@ -230,7 +230,10 @@ class Publish(_ClientFrame, frozen=True, kw_only=True, tag="PUBLISH"):
     opts: PublishOpts | None = None
 
     def __post_init__(self) -> None:
-        _check_topic(self.topic)
+        try:
+            _checked_topic(self.topic)
+        except TopicError:
+            _check_topic(self.topic)  # words the error
 
     def to_new_event(self) -> NewEvent:
         """The event to hand to the store."""
@@ -495,7 +498,8 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
     ``bad_request`` naming the field at fault.
     The error carries the frame's ``rid`` whenever it could be read.
     """
-    _check_size(data, max_size)
+    if len(data) > max_size >> 2:  # else within the limit even at 4 UTF-8 bytes per character
+        _check_size(data, max_size)
     try:
         frame = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too

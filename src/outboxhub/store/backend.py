@@ -118,8 +118,9 @@ class StoreBackend(ABC):
         """:meth:`publish_batch` as the future of its results (an error is set on it), from
         :meth:`_append_soon`. Must run on the event loop thread."""
         try:
-            self._check_open()
-            rows = [prepare(event) for event in events]
+            if self._closed:
+                self._check_open()
+            rows = [prepare(events[0])] if len(events) == 1 else [prepare(event) for event in events]
         except Exception as exc:
             return _failed(exc)
         if not rows:

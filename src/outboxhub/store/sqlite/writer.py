@@ -115,7 +115,7 @@ class Writer:
         self._conn: sqlite3.Connection | None = None  # set by the thread before ``start`` returns
         self._tx: WriteTx | None = None
         self._outstanding = 0  # loop thread: jobs queued to the thread and not yet resolved
-        self._inline_used = 0  # bits: 1 a publish, 2 a small job committed inline in this iteration
+        self._inline_used: set[int] = set()  # 1 a publish, 2 a small job committed inline in this iteration
         self._inline = False  # an inline batch is running: ``_post`` resolves at once
         # The connection's busy_timeout is 0 after an inline BEGIN (the loop must not wait for another
         # process's lock) and stays so until the thread needs it back: one-at-a-time publishes, all
@@ -199,21 +199,19 @@ class Writer:
         ):
             assert self._loop is not None
             turn = 1 if job[1] is None else 2  # per iteration: one inline publish, one small job (ACK)
-            if self._inline_used & turn:  # a small job tries once more in the next iteration
+            used = self._inline_used
+            if turn in used:  # a small job tries once more in the next iteration
                 if defer and turn == 2:
                     self._loop.call_soon(partial(self._enqueue, job, inline=True, defer=False))
                     return
             else:
-                if not self._inline_used:
-                    self._loop.call_soon(self._next_iteration)
-                self._inline_used |= turn
+                if not used:
+                    self._loop.call_soon(used.clear)  # the next iteration (a builtin: no Python frame)
+                used.add(turn)
                 if self._run_inline(job):
                     return
         self._outstanding += 1
         self._queue.put(job)
-
-    def _next_iteration(self) -> None:
-        self._inline_used = 0
 
     def _run_inline(self, job: _Job) -> bool:
         """Run ``job`` as a batch of its own on the loop thread; False (nothing done) when another process
@@ -225,7 +223,7 @@ class Writer:
             if not self._busy_zero:
                 conn.execute("PRAGMA busy_timeout = 0")
                 self._busy_zero = True
-            conn.execute("BEGIN IMMEDIATE")
+            tx.cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
             rollback(conn)
             return False
@@ -391,7 +389,7 @@ class Writer:
             if broken is not None:
                 raise broken
             tx.finish()
-            conn.execute("COMMIT")
+            tx.cursor.execute("COMMIT")
         except Exception as exc:
             rollback(conn)
             error = translate(exc, self._url)
