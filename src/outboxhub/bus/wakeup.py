@@ -19,11 +19,12 @@ __all__ = ["Backoff", "Wakeup"]
 class Wakeup:
     """A latched wake-up flag for one waiting task."""
 
-    __slots__ = ("_flag", "_loop", "_waiter")
+    __slots__ = ("_flag", "_loop", "_until", "_waiter")
 
     def __init__(self) -> None:
         self._flag = False
         self._waiter: asyncio.Future[None] | None = None
+        self._until: float | None = None  # loop time at which the current wait times out (None: no limit)
         # The owner's loop, taken on the first wait: asyncio.get_running_loop() is a getpid() system call
         # per call on CPython 3.11, and an idle member waits once per event it is woken for.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -34,6 +35,16 @@ class Wakeup:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def times_out_within(self, seconds: float) -> bool:
+        """True when a wait is in progress and its timeout comes within ``seconds`` from now."""
+        until, loop = self._until, self._loop
+        return (
+            self._waiter is not None
+            and until is not None
+            and loop is not None
+            and until - loop.time() <= seconds
+        )
 
     @property
     def pending(self) -> bool:
@@ -55,11 +66,14 @@ class Wakeup:
             loop = self._loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None
+        timer = None
+        if timeout_s is not None:
+            timer = loop.call_later(timeout_s, _expire, waiter)
+            self._until = timer.when()
         try:
             await waiter
         finally:
-            self._waiter = None
+            self._waiter = self._until = None
             if timer is not None:
                 timer.cancel()
         woken = self._flag
