@@ -270,20 +270,23 @@ async def test_a_member_that_missed_a_commit_catches_up_with_an_inline_claim(
     batch on the writer thread."""
     bus, store = threaded
     got: list[Delivery] = []
-    await bus.subscribe("c.*", "g", lambda d: got.append(d) or True, options=EARLIEST)
+    second: list[asyncio.Future[list[PublishResult]]] = []
+
+    def deliver(delivery: Delivery) -> bool:
+        got.append(delivery)
+        if not second:
+            # in the hand-out of the first event, before the member can park again (it parks again in
+            # the commit's callback once the hand-out is over): a commit its parked claim did not see,
+            # inline, as nothing is parked any more
+            second.append(store.publish_soon([NewEvent(topic="c.x", payload=2)]))
+        return True
+
+    await bus.subscribe("c.*", "g", deliver, options=EARLIEST)
     await writer_settled(store)
     await until(lambda: store.parked_claims == 1, "the member parks its claim")
     stats = store.writer_stats
     inline, commits = stats.inline_commits, stats.commits
-    second: list[asyncio.Future[list[PublishResult]]] = []
-
-    def publish_next(_: object) -> None:
-        # runs right after the first publish's results reach the loop, before the member has its
-        # deliveries: this commit (inline, nothing parked any more) is one its parked claim did not see
-        second.append(store.publish_soon([NewEvent(topic="c.x", payload=2)]))
-
     first = store.publish_soon([NewEvent(topic="c.x", payload=1)])  # the thread, with the parked claim
-    first.add_done_callback(publish_next)
     [one] = await first
     await until(lambda: len(got) == 2, "both events are delivered")
     [two] = await second[0]

@@ -53,6 +53,12 @@ _PAST_DUE_FIRST_WAIT_S = 0.01
 key ordering, or another member took it): doubles per empty round, up to the poll interval."""
 
 
+_TIMER_SLACK_S = 0.002
+"""How much later than the group's next deadline + 1 ms a running wait's timer may fire for ``_park_again``
+to keep it rather than re-arm it: ``now_ms`` and the loop's timers round to the ms, so the timer the task set
+for the same deadline may read up to 2 ms later."""
+
+
 class AmbiguousSettle(ValueError):
     """An ACK/NACK without seq whose event id names more than one delivery held by its member."""
 
@@ -187,7 +193,8 @@ class GroupMember(Subscription):
         """Park the next claim from the commit's callback while the task sleeps on (no task step, future,
         shield or timer per event), when the task would do just that: the claim came back short having
         seen every commit announced (drained), the member has room, nothing else woke it, and the group's
-        next deadline is known and no earlier than the running wait's timeout. False: wake the task."""
+        next deadline is known (the wait's timer is brought forward to it when it would fire later, as the
+        task would set it). False: wake the task."""
         if (
             handed >= self._park_limit
             or self._notified > seen
@@ -202,7 +209,8 @@ class GroupMember(Subscription):
         now = now_ms()
         known, deadline = self._state.known_deadline(now)
         if not known or (
-            deadline is not None and not self._wakeup.times_out_within((deadline - now) / 1000 + 0.001)
+            deadline is not None
+            and not self._wakeup.wake_within((deadline - now) / 1000 + 0.001, slack_s=_TIMER_SLACK_S)
         ):
             return False
         self._covered = max(self._covered, seen)
@@ -343,6 +351,10 @@ class GroupMember(Subscription):
                 short = len(ready) < self._park_limit and not self._paused and not self._backlog
                 self._drained_at = seen if short and self._notified <= seen else -1
                 catch_up = short and self._notified > seen
+            elif self._drained_at >= 0:
+                # Its claim was withdrawn after one that drained (perhaps renewed by _park_again): what the
+                # wake-up brings is a commit or a few since, as when a parked claim missed one.
+                catch_up = True
 
     async def _next_deadline(self) -> int | None:
         """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""
