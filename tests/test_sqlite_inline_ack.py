@@ -68,6 +68,24 @@ async def test_a_lone_ack_commits_on_the_loop_thread_and_is_durable_when_answere
     assert info.in_flight == 0 and info.ack_floor == info.frontier
 
 
+async def test_an_inline_ack_is_five_statements(store: SQLiteStore) -> None:
+    # no SAVEPOINT for the batch's one job (a failure rolls the whole transaction back), no frontier read
+    # to find the group, the ack floor moved in one UPDATE
+    [event_id] = await held(store, 1)
+    conn = store._writer._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert await store.ack("acks.*", "g", [event_id], member="m1") == 1
+    finally:
+        conn.set_trace_callback(None)
+    # (a PRAGMA busy_timeout may come first: a connection setting, outside the transaction)
+    transaction = [sql for sql in statements if not sql.startswith("PRAGMA busy_timeout")]
+    assert [sql.split()[0] for sql in transaction] == ["BEGIN", "PRAGMA", "DELETE", "UPDATE", "COMMIT"]
+    assert pending_rows(store.path) == 0
+
+
 async def test_an_ack_behind_the_writer_threads_work_waits_for_its_commit(store: SQLiteStore) -> None:
     [event_id] = await held(store, 1)
     stats = store.writer_stats

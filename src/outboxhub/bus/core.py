@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from outboxhub.bus.groupstate import GroupState
 from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
-from outboxhub.bus.member import AmbiguousSettle, GroupMember, GroupState
+from outboxhub.bus.member import AmbiguousSettle, GroupMember
 from outboxhub.bus.subscription import DeliverFn, Subscription
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
@@ -78,7 +79,7 @@ class Bus:
         self._claim_batch = claim_batch
         self._poll_interval_s = poll_interval_s
         self._close_timeout_s = close_timeout_s
-        self._groups: dict[tuple[str, str], GroupState] = {}
+        self._groups: dict[tuple[str, str], GroupState[GroupMember]] = {}
         self.stats = BusStats()
         self._interest: TopicInterest[tuple[str, str]] = TopicInterest(
             self._groups.keys, _pattern_of, stats=self.stats
@@ -292,7 +293,9 @@ class Bus:
         return extended
 
     @staticmethod
-    def _seq_of(state: GroupState | None, event_id: str, seq: int | None, member: str | None) -> int | None:
+    def _seq_of(
+        state: GroupState[GroupMember] | None, event_id: str, seq: int | None, member: str | None
+    ) -> int | None:
         """``seq``, else the seq of the delivery ``member`` (None: any local member) holds with ``event_id``
         (when one is held)."""
         if seq is not None or state is None:
@@ -339,7 +342,7 @@ class Bus:
                         self._wake(found, seq)
         self._live.notify(seq)
 
-    def _wake(self, state: GroupState, seq: int) -> None:
+    def _wake(self, state: GroupState[GroupMember], seq: int) -> None:
         if state.members:
             self.stats.commit_wakeups += len(state.members)
             state.committed(seq)  # members whose own claim already covered seq stay asleep

@@ -32,6 +32,8 @@ class BusStats:
     """``store.next_deadline`` calls made by group members."""
     commit_wakeups: int = 0
     """Group members woken by a commit notification."""
+    reparks: int = 0
+    """Parked claims renewed in the commit callback that handed the last one out (no task step)."""
     pattern_matches: int = 0
     """Group patterns matched against committed topics (cache misses of ``TopicInterest``)."""
 

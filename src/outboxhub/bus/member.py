@@ -14,7 +14,7 @@ most ``_CATCH_UP_LIMIT``). The group's next deadline is read from the store only
 not know it: the cached value (a lower bound: acks only move it later, local claims fold their deadlines in,
 nacks and releases drop it) is trusted for at most the poll interval, so other processes' are seen that often.
 
-Bookkeeping lives in ``GroupState`` (one per ``(pattern, group)`` with members in this process): which
+Bookkeeping lives in ``GroupState`` (``groupstate.py``, one per ``(pattern, group)`` with members here): which
 local member holds which delivery (by seq: two topics under one pattern may carry the same event id), and
 the ack batcher. Each member also maps the ids it holds to their seqs, so an ACK without a seq (the legacy
 PromClient protocol) names its delivery when the id is held once, and is refused as ambiguous otherwise.
@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
-from outboxhub.bus.acks import AckBatcher
+from outboxhub.bus.groupstate import GroupState
 from outboxhub.bus.interest import BusStats
 from outboxhub.bus.parking import ClaimParking, ParkedClaimHandle
 from outboxhub.bus.subscription import DeliverFn, Subscription
@@ -37,7 +36,7 @@ from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
 from outboxhub.model import Delivery, GroupOptions
-from outboxhub.store.base import EventRef, Store
+from outboxhub.store.base import Store
 
 __all__ = ["AmbiguousSettle", "ClaimParking", "GroupMember", "GroupState", "ParkedClaimHandle"]
 
@@ -54,106 +53,14 @@ _PAST_DUE_FIRST_WAIT_S = 0.01
 key ordering, or another member took it): doubles per empty round, up to the poll interval."""
 
 
+_TIMER_SLACK_S = 0.002
+"""How much later than the group's next deadline + 1 ms a running wait's timer may fire for ``_park_again``
+to keep it rather than re-arm it: ``now_ms`` and the loop's timers round to the ms, so the timer the task set
+for the same deadline may read up to 2 ms later."""
+
+
 class AmbiguousSettle(ValueError):
     """An ACK/NACK without seq whose event id names more than one delivery held by its member."""
-
-
-class GroupState:
-    """What this process knows about one ``(pattern, group)``: its local members and who holds what."""
-
-    __slots__ = (
-        "_deadline",
-        "_deadline_epoch",
-        "_deadline_until",
-        "acks",
-        "group",
-        "holders",
-        "members",
-        "options",
-        "pattern",
-    )
-
-    def __init__(self, store: Store, pattern: str, group: str, options: GroupOptions) -> None:
-        self.pattern = pattern
-        self.group = group
-        self.options = options
-        self.members: dict[str, GroupMember] = {}
-        self.holders: dict[int, GroupMember] = {}  # seq -> the local member holding that delivery
-        self.acks = AckBatcher(store, pattern, group, is_local=self.holders.__contains__, on_acked=self.acked)
-        self._deadline: int | None = None  # a lower bound of the group's next deadline (None: none pending)
-        self._deadline_until = 0  # ms: trust _deadline until then (0: unknown)
-        # Bumped by every local change to the deadlines: a store read that started before one is not learned.
-        self._deadline_epoch = 0
-
-    def known_deadline(self, now: int) -> tuple[bool, int | None]:
-        """(True, the group's next deadline or None) when it is known without a store read."""
-        deadline = self._deadline
-        if now < self._deadline_until and (deadline is None or deadline > now):
-            return True, deadline
-        return False, None
-
-    @property
-    def deadline_epoch(self) -> int:
-        """Changes whenever a NACK, release or local claim changes the group's deadlines."""
-        return self._deadline_epoch
-
-    def learn_deadline(self, deadline: int | None, valid_until: int, epoch: int) -> None:
-        """The store's answer to ``next_deadline`` (read from ``epoch`` on), trusted until ``valid_until``
-        (ms). Ignored when the deadlines changed meanwhile: the answer may predate a NACK, and a stale bound
-        would leave the redelivery waiting for the safety poll."""
-        if epoch != self._deadline_epoch:
-            return
-        self._deadline = deadline
-        self._deadline_until = valid_until
-
-    def claimed(self, earliest: int) -> None:
-        """A local member claimed deliveries due at ``earliest`` at the soonest."""
-        self._deadline_epoch += 1
-        if self._deadline is None or earliest < self._deadline:
-            self._deadline = earliest
-
-    def forget_deadline(self) -> None:
-        self._deadline_epoch += 1
-        self._deadline_until = 0
-
-    def acked(self, refs: Sequence[EventRef]) -> None:
-        """Deliveries were acked: free their holders' capacity and wake those that were saturated. With key
-        ordering an ack may also free a key that any member could now claim, so the whole group is woken.
-        (An ack only removes deadlines, so the known next deadline stays a valid lower bound.)"""
-        holders = {
-            holder for ref in refs if ref.seq is not None and (holder := self._release(ref.seq)) is not None
-        }
-        if any(member.options.ordered_by_key for member in self.members.values()):
-            self.wake_all()
-        else:
-            for holder in holders:
-                holder.released()
-
-    def nacked(self, seq: int | None) -> None:
-        """A delivery was nacked: its redelivery time is earlier than some members' next wake-up."""
-        if seq is not None:
-            self._release(seq)
-        self.forget_deadline()
-        self.wake_all()
-
-    def committed(self, seq: int) -> None:
-        """Events up to ``seq`` were committed: wake the members that have not already claimed past it."""
-        for member in self.members.values():
-            member.wake_for_commit(seq)
-
-    def _release(self, seq: int) -> GroupMember | None:
-        holder = self.holders.pop(seq, None)
-        if holder is not None:
-            holder.forget(seq)
-        return holder
-
-    def wake_all(self) -> None:
-        for member in self.members.values():
-            member.wake()
-
-    @property
-    def idle(self) -> bool:
-        return not self.members and not self.acks.busy
 
 
 class GroupMember(Subscription):
@@ -161,15 +68,15 @@ class GroupMember(Subscription):
 
     __slots__ = (
         "_backlog", "_by_id", "_claim_batch", "_close_timeout_s", "_closed", "_closing", "_covered",
-        "_deliver", "_earliest", "_early", "_in_flight", "_notified", "_park_waiting", "_parked",
-        "_parking", "_paused", "_poll_interval_s", "_refill", "_starved", "_state", "_stats", "_store",
-        "_task", "_wakeup", "options",
+        "_deliver", "_drained_at", "_earliest", "_early", "_in_flight", "_notified", "_park_limit",
+        "_park_waiting", "_parked", "_parking", "_past_due_wait", "_paused", "_poll_interval_s", "_refill",
+        "_starved", "_state", "_stats", "_store", "_task", "_wakeup", "options",
     )  # fmt: skip
 
     def __init__(
         self,
         store: Store,
-        state: GroupState,
+        state: GroupState[GroupMember],
         member: str,
         deliver: DeliverFn,
         options: GroupOptions,
@@ -201,6 +108,7 @@ class GroupMember(Subscription):
         self._wakeup = Wakeup()
         self._task: asyncio.Task[None] | None = None
         self._parked: ParkedClaimHandle | None = None
+        self._park_limit = 0  # the limit of the claim parked last
         self._park_waiting = False  # in the wait of _sleep with a claim parked (its result wakes the wait)
         self._early = False  # wake_for_commit has handed out the parked claim's result already
         self._parking = store if isinstance(store, ClaimParking) else None  # checked once: isinstance is slow
@@ -211,6 +119,10 @@ class GroupMember(Subscription):
         # The last seq a parked claim it took the result of had seen: announcing a commit up to it again (the
         # NOTIFY of PostgreSQL commits already announced locally) brings nothing.
         self._covered = -1
+        # A parked claim that ran short drained what was claimable up to this seq (-1: none did): nothing
+        # more to claim until a later commit is announced (perhaps while the member waited for room).
+        self._drained_at = -1
+        self._past_due_wait = _PAST_DUE_FIRST_WAIT_S
 
     # -- Subscription -------------------------------------------------------------------------------------
 
@@ -262,7 +174,8 @@ class GroupMember(Subscription):
     def wake_for_commit(self, seq: int) -> None:
         """A commit up to ``seq``: wake it unless its parked claim ran in that commit or a later one. When it
         did, hand its deliveries out now, in the commit's callback: the EVENT leaves in this loop iteration,
-        not after the future's callback and the task's wake-up (two iterations); the task then goes on."""
+        not after the future's callback and the task's wake-up (two iterations); then park the next claim
+        here too when that is all the task would do (``_park_again``), else wake the task."""
         if seq > self._notified:
             self._notified = seq
         parked = self._parked
@@ -271,8 +184,42 @@ class GroupMember(Subscription):
                 self._wakeup.set()
         elif self._park_waiting and not self._early and not self._closed:
             self._early = True
-            self._hand_out(parked.future.result()[0])
-            self._wakeup.set()
+            deliveries, seen = parked.future.result()
+            self._hand_out(deliveries)
+            if not self._park_again(len(deliveries), int(seen)):
+                self._wakeup.set()
+
+    def _park_again(self, handed: int, seen: int) -> bool:
+        """Park the next claim from the commit's callback while the task sleeps on (no task step, future,
+        shield or timer per event), when the task would do just that: the claim came back short having
+        seen every commit announced (drained), the member has room, nothing else woke it, and the group's
+        next deadline is known (the wait's timer is brought forward to it when it would fire later, as the
+        task would set it). False: wake the task."""
+        if (
+            handed >= self._park_limit
+            or self._notified > seen
+            or self._paused
+            or self._backlog
+            or self._wakeup.pending
+        ):
+            return False
+        limit = min(self.options.max_in_flight - len(self._in_flight), self._claim_batch)
+        if limit < self._refill:
+            return False
+        now = now_ms()
+        known, deadline = self._state.known_deadline(now)
+        if not known or (
+            deadline is not None
+            and not self._wakeup.wake_within((deadline - now) / 1000 + 0.001, slack_s=_TIMER_SLACK_S)
+        ):
+            return False
+        self._covered = max(self._covered, seen)
+        self._drained_at = seen
+        if handed:
+            self._past_due_wait = _PAST_DUE_FIRST_WAIT_S
+        self._stats.reparks += 1
+        self._park(limit)
+        return True
 
     def extended(self, seq: int, deadline: int) -> None:
         """The store moved the deadline of the delivery ``seq`` (held by this member) to ``deadline``
@@ -323,10 +270,6 @@ class GroupMember(Subscription):
 
     async def _run(self) -> None:
         errors = Backoff()
-        past_due_wait = _PAST_DUE_FIRST_WAIT_S
-        # A parked claim that ran short drained what was claimable up to this seq (-1: none did): nothing
-        # more to claim until a later commit is announced (perhaps while the member waited for room).
-        drained_at = -1
         catch_up = False  # one ran short but missed a commit: claim what came after it, a small claim
         while not self._closed:
             if self._paused:
@@ -345,10 +288,10 @@ class GroupMember(Subscription):
                     continue
             limit = min(capacity, self._claim_batch)
             ask, catch_up = min(limit, _CATCH_UP_LIMIT) if catch_up else limit, False
-            if self._notified <= drained_at:
-                deliveries, drained_at = [], -1
+            if self._notified <= self._drained_at:
+                deliveries, self._drained_at = [], -1
             else:
-                drained_at = -1
+                self._drained_at = -1
                 self._stats.claims += 1
                 try:
                     deliveries = await self._store.claim(
@@ -367,7 +310,7 @@ class GroupMember(Subscription):
             if self._closed:
                 break  # close() releases what was just claimed
             if deliveries:
-                past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                self._past_due_wait = _PAST_DUE_FIRST_WAIT_S
                 self._hand_out(deliveries)
                 if len(deliveries) >= ask or self._paused or self._backlog:
                     continue
@@ -383,10 +326,10 @@ class GroupMember(Subscription):
                 due_in_s = (deadline - now_ms()) / 1000
                 if due_in_s > 0:
                     timeout = min(timeout, due_in_s + 0.001)
-                    past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                    self._past_due_wait = _PAST_DUE_FIRST_WAIT_S
                 else:
-                    timeout = min(timeout, past_due_wait)
-                    past_due_wait = min(past_due_wait * 2, self._poll_interval_s)
+                    timeout = min(timeout, self._past_due_wait)
+                    self._past_due_wait = min(self._past_due_wait * 2, self._poll_interval_s)
             # What a parked claim may take is the room left now: the claim above may have filled some.
             limit = min(self.options.max_in_flight - len(self._in_flight), self._claim_batch)
             if limit < self._refill:
@@ -399,14 +342,19 @@ class GroupMember(Subscription):
             if parked is not None and not self._closed:
                 ready, seen = parked
                 if ready:
-                    past_due_wait = _PAST_DUE_FIRST_WAIT_S
+                    self._past_due_wait = _PAST_DUE_FIRST_WAIT_S
                     if not self._early:
                         self._hand_out(ready)
                 # Drained only when the claim saw every commit announced so far: one announced after it
-                # ran may have been coalesced into the wake-up that returned this result.
-                short = len(ready) < limit and not self._paused and not self._backlog
-                drained_at = seen if short and self._notified <= seen else -1
+                # ran may have been coalesced into the wake-up that returned this result. (The claim that
+                # ran may be a later one than _sleep parked: _park_again renews it; _park_limit is its.)
+                short = len(ready) < self._park_limit and not self._paused and not self._backlog
+                self._drained_at = seen if short and self._notified <= seen else -1
                 catch_up = short and self._notified > seen
+            elif self._drained_at >= 0:
+                # Its claim was withdrawn after one that drained (perhaps renewed by _park_again): what the
+                # wake-up brings is a commit or a few since, as when a parked claim missed one.
+                catch_up = True
 
     async def _next_deadline(self) -> int | None:
         """The group's next redelivery deadline: known by ``GroupState`` or read from the store."""
@@ -427,23 +375,14 @@ class GroupMember(Subscription):
         if self._wakeup.pending or store is None:
             await self._wakeup.wait(timeout_s)
             return None
-        self._early = False
-        parked = store.park_claim(
-            self.pattern,
-            self._state.group,
-            self.member,
-            limit=limit,
-            ack_timeout_ms=self.options.ack_timeout_ms,
-            max_deliver=self.options.max_deliver,
-            ordered_by_key=self.options.ordered_by_key,
-        )
-        self._parked = parked
-        parked.future.add_done_callback(self._parked_ran)
+        self._park(limit)
         self._park_waiting = True
         try:
             await self._wakeup.wait(timeout_s)
         finally:
             self._park_waiting = False
+            parked = self._parked  # the one parked last: _park_again may have renewed it meanwhile
+            assert parked is not None
             withdrawn = parked.withdraw()
         if withdrawn:
             self._parked = None
@@ -455,6 +394,23 @@ class GroupMember(Subscription):
             self._parked = None
         self._covered = max(self._covered, int(seen))
         return deliveries, int(seen)
+
+    def _park(self, limit: int) -> None:
+        store = self._parking
+        assert store is not None
+        self._early = False
+        parked = store.park_claim(
+            self.pattern,
+            self._state.group,
+            self.member,
+            limit=limit,
+            ack_timeout_ms=self.options.ack_timeout_ms,
+            max_deliver=self.options.max_deliver,
+            ordered_by_key=self.options.ordered_by_key,
+        )
+        self._parked = parked
+        self._park_limit = limit
+        parked.future.add_done_callback(self._parked_ran)
 
     def _parked_ran(self, future: asyncio.Future[Any]) -> None:
         if self._park_waiting and self._parked is not None and self._parked.future is future:

@@ -19,11 +19,12 @@ __all__ = ["Backoff", "Wakeup"]
 class Wakeup:
     """A latched wake-up flag for one waiting task."""
 
-    __slots__ = ("_flag", "_loop", "_waiter")
+    __slots__ = ("_flag", "_loop", "_timer", "_waiter")
 
     def __init__(self) -> None:
         self._flag = False
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the running wait's timeout
         # The owner's loop, taken on the first wait: asyncio.get_running_loop() is a getpid() system call
         # per call on CPython 3.11, and an idle member waits once per event it is woken for.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -34,6 +35,19 @@ class Wakeup:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def wake_within(self, seconds: float, *, slack_s: float = 0.0) -> bool:
+        """Make the running wait time out ``seconds`` from now at the latest: its timer is kept when it fires
+        by then (or ``slack_s`` later), else re-armed. False when no wait is running (nothing done)."""
+        waiter, loop, timer = self._waiter, self._loop, self._timer
+        if waiter is None or waiter.done() or loop is None:
+            return False
+        if timer is not None:
+            if timer.when() - loop.time() <= seconds + slack_s:
+                return True
+            timer.cancel()
+        self._timer = loop.call_later(max(0.0, seconds), _expire, waiter)
+        return True
 
     @property
     def pending(self) -> bool:
@@ -55,11 +69,12 @@ class Wakeup:
             loop = self._loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None
+        self._timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None
         try:
             await waiter
         finally:
             self._waiter = None
+            timer, self._timer = self._timer, None
             if timer is not None:
                 timer.cancel()
         woken = self._flag

@@ -231,8 +231,12 @@ def _dead_letter(
     tx.dirty(gid)
 
 
+_SETTLE_WHERE = {prefix: SETTLE_SQL.format(p=prefix, param="?") for prefix in ("", "p.")}
+"""``SETTLE_SQL`` per row prefix, formatted once (an ACK is one per event)."""
+
+
 def _settle_where(member: str | None, prefix: str = "") -> str:
-    return "" if member is None else SETTLE_SQL.format(p=prefix, param="?")
+    return "" if member is None else _SETTLE_WHERE[prefix]
 
 
 def _settle_params(member: str | None) -> tuple[str, ...]:
@@ -259,10 +263,9 @@ _EXTEND_SQL = (
 
 
 def ack(tx: WriteTx, pattern: str, name: str, refs: list[EventRef], member: str | None) -> int:
-    found = tx.find_group(pattern, name)
-    if found is None or not refs:
+    gid = tx.find_gid(pattern, name)
+    if gid is None or not refs:
         return 0
-    gid = found[0]
     where, extra = _settle_where(member), _settle_params(member)
     count = 0
     by_seq = [(gid, ref.seq, ref.id, *extra) for ref in refs if ref.seq is not None]
@@ -301,10 +304,9 @@ def _settle_row(tx: WriteTx, gid: int, request: NackRequest) -> tuple[int, int, 
 
 def nack(tx: WriteTx, request: NackRequest) -> bool:
     pattern, name, reason, now = request.pattern, request.group, request.reason, request.now
-    ref = tx.find_group(pattern, name)
-    if ref is None:
+    gid = tx.find_gid(pattern, name)
+    if gid is None:
         return False
-    gid = ref[0]
     row = _settle_row(tx, gid, request)
     if row is None:
         return False
@@ -325,10 +327,9 @@ def nack(tx: WriteTx, request: NackRequest) -> bool:
 
 def extend(tx: WriteTx, request: ExtendRequest) -> bool:
     """The ``extend`` transition, its condition that of ``ExtendRequest.applies`` (held, not due)."""
-    ref = tx.find_group(request.pattern, request.group)
-    if ref is None:
+    gid = tx.find_gid(request.pattern, request.group)
+    if gid is None:
         return False
-    gid = ref[0]
     held = _EXTEND_SQL.format(p="")
     params = (request.now, request.member)
     if request.seq is not None:
@@ -346,11 +347,11 @@ def extend(tx: WriteTx, request: ExtendRequest) -> bool:
 
 
 def release(tx: WriteTx, pattern: str, name: str, member: str) -> int:
-    ref = tx.find_group(pattern, name)
-    if ref is None:
+    gid = tx.find_gid(pattern, name)
+    if gid is None:
         return 0
     cursor = tx.conn.execute(
-        "UPDATE pending SET member = NULL, deadline = 0 WHERE gid = ? AND member = ?", (ref[0], member)
+        "UPDATE pending SET member = NULL, deadline = 0 WHERE gid = ? AND member = ?", (gid, member)
     )
     return max(0, cursor.rowcount)
 

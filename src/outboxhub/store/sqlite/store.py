@@ -38,7 +38,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -384,7 +384,20 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
 
 
 def _parked_claim(tx: WriteTx, request: ClaimRequest) -> list[Delivery]:
-    return groups_ops.claim(tx, replace(request, now=now_ms()))
+    r = request  # its now resolved when it runs (built directly: half the cost of dataclasses.replace)
+    return groups_ops.claim(
+        tx,
+        ClaimRequest(
+            pattern=r.pattern,
+            group=r.group,
+            member=r.member,
+            limit=r.limit,
+            ack_timeout_ms=r.ack_timeout_ms,
+            max_deliver=r.max_deliver,
+            ordered=r.ordered,
+            now=now_ms(),
+        ),
+    )
 
 
 def _ping(conn: sqlite3.Connection) -> None:

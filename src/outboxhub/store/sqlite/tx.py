@@ -15,7 +15,6 @@ from operator import itemgetter
 from outboxhub.errors import StoreError
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
-from outboxhub.store.common import ack_floor
 from outboxhub.store.sqlite.topics import TopicCatalog
 from outboxhub.topics import compile_pattern
 
@@ -31,6 +30,11 @@ _INSERT_EVENTS = {
 """One INSERT per power-of-two row count up to ``_INSERT_ROWS_MAX``: few statements for the cache."""
 _UPDATE_TOPIC = "UPDATE topics SET count = count + ?, last_seq = ?, last_ts = ? WHERE topic_id = ?"
 _EXISTING_CHUNK = 500
+_UPDATE_ACK_FLOOR = (
+    "UPDATE groups SET ack_floor = coalesce(min((SELECT min(seq) FROM pending WHERE gid = ?) - 1, frontier),"
+    " frontier) WHERE gid = ?"
+)
+"""The ack floor (``common.ack_floor``): just below the oldest pending seq, else the frontier."""
 
 Mark = tuple[int, int, int, int]
 GroupRef = tuple[int, int]
@@ -111,15 +115,9 @@ class WriteTx:
     def finish(self) -> None:
         """Before COMMIT: move the ack floor of every group whose pending set or frontier changed."""
         for gid in self._dirty:
-            row = self.conn.execute(
-                # plain ? placeholders: ?1 with a sequence warns on Python 3.12+ and fails on 3.14
-                "SELECT (SELECT min(seq) FROM pending WHERE gid = ?), frontier FROM groups WHERE gid = ?",
-                (gid, gid),
-            ).fetchone()
-            if row is not None:
-                self.conn.execute(
-                    "UPDATE groups SET ack_floor = ? WHERE gid = ?", (ack_floor(row[0], row[1]), gid)
-                )
+            # One statement, the rule of ``common.ack_floor`` in SQL (min() of a NULL is NULL: no pending
+            # row leaves the frontier); plain ? placeholders: ?1 with a sequence warns on 3.12+, fails on 3.14
+            self.conn.execute(_UPDATE_ACK_FLOOR, (gid, gid))
         self._dirty.clear()
 
     def committed(self) -> None:
@@ -176,6 +174,15 @@ class WriteTx:
             return (gid, int(row[1]))
         row = self.conn.execute("SELECT frontier FROM groups WHERE gid = ?", (gid,)).fetchone()
         return (gid, int(row[0]))
+
+    def find_gid(self, pattern: str, name: str) -> int | None:
+        """The group's gid (None: no such group), without a statement once known: a settle needs no
+        frontier, and a group's gid never changes (groups are never deleted)."""
+        gid = self._groups.get((pattern, name)) or self._new_groups.get((pattern, name))
+        if gid is not None:
+            return gid
+        ref = self.find_group(pattern, name)
+        return None if ref is None else ref[0]
 
     def group(self, pattern: str, name: str) -> GroupRef:
         """Like ``find_group`` but a missing group is an error."""

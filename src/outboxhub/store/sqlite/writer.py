@@ -376,6 +376,12 @@ class Writer:
                 else:
                     broken = self._publishes(conn, tx, jobs[index:end], outcomes)
                 index = end
+            elif self._inline and len(jobs) == 1:  # an inline ACK or claim: as _solo_publish, no SAVEPOINT
+                try:
+                    outcomes.append((fut, None, fn(tx, *args)))
+                except Exception as exc:
+                    broken = exc
+                index += 1
             else:
                 broken = self._job(conn, tx, fut, fn, args, outcomes)
                 index += 1
