@@ -31,10 +31,7 @@ class TokenBucket:
         """Take ``n`` tokens if the bucket holds them at time ``now``; return whether it did."""
         if self.rate == 0:
             return True
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-            self._last = now
+        self._refill(now)
         if self._tokens >= n:
             self._tokens -= n
             return True
@@ -45,10 +42,7 @@ class TokenBucket:
         return the seconds until it does (``wait_s`` then ``take`` in one call)."""
         if self.rate == 0:
             return 0.0
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-            self._last = now
+        self._refill(now)
         if self._tokens >= n:
             self._tokens -= n
             return 0.0
@@ -58,11 +52,14 @@ class TokenBucket:
         """Seconds until the bucket holds ``n`` tokens (0.0: it does now); refills, takes nothing."""
         if self.rate == 0:
             return 0.0
+        self._refill(now)
+        return 0.0 if self._tokens >= n else (n - self._tokens) / self.rate
+
+    def _refill(self, now: float) -> None:
         elapsed = now - self._last
         if elapsed > 0:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._last = now
-        return 0.0 if self._tokens >= n else (n - self._tokens) / self.rate
 
     def idle_full(self, now: float) -> bool:
         """Whether the bucket would be full at ``now``: dropping it then changes nothing (a new bucket

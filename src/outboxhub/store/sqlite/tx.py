@@ -50,6 +50,22 @@ _EventParams = tuple[int, str, int, int, str | None, bytes, bytes | None]
 # BLOB, one memcpy; the copies live only while one statement of at most _INSERT_ROWS_MAX rows runs).
 _NULL = float("nan")
 
+
+def _bound(
+    seq: int, event_id: str, topic_id: int, ts: int, key: str | None, payload: bytes, meta: bytes | None
+) -> tuple[object, ...]:
+    """An event's INSERT values as types sqlite3 binds without its adapter lookup (see ``_NULL``)."""
+    return (
+        seq,
+        event_id,
+        topic_id,
+        ts,
+        _NULL if key is None else key,
+        bytearray(payload),
+        _NULL if meta is None else bytearray(meta),
+    )
+
+
 _ID, _TOPIC = itemgetter(0), itemgetter(1)
 """Fields of a ``Prepared`` row."""
 
@@ -253,18 +269,7 @@ class WriteTx:
         seq = self.next_seq
         cursor = self.cursor
         try:
-            cursor.execute(
-                _INSERT_EVENTS[1],
-                (
-                    seq,
-                    event_id,
-                    topic_id,
-                    ts,
-                    _NULL if key is None else key,
-                    bytearray(payload),
-                    _NULL if meta is None else bytearray(meta),
-                ),
-            )
+            cursor.execute(_INSERT_EVENTS[1], _bound(seq, event_id, topic_id, ts, key, payload, meta))
         except sqlite3.IntegrityError:
             stored = self._existing_seqs([row]).get((event_id, topic))
             if stored is None:  # not a duplicate after all: the INSERT's own error
@@ -352,15 +357,7 @@ def _insert_events(conn: sqlite3.Connection, params: list[_EventParams]) -> None
     while start < total:
         rows = min(_INSERT_ROWS_MAX, 1 << ((total - start).bit_length() - 1))
         values: list[object] = []
-        for seq, event_id, topic_id, ts, key, payload, meta in params[start : start + rows]:
-            values += (
-                seq,
-                event_id,
-                topic_id,
-                ts,
-                _NULL if key is None else key,
-                bytearray(payload),
-                _NULL if meta is None else bytearray(meta),
-            )
+        for row in params[start : start + rows]:
+            values += _bound(*row)
         conn.execute(_INSERT_EVENTS[rows], values)
         start += rows
