@@ -439,6 +439,20 @@ class ClaimRequest:
     ordered: bool
     now: int
 
+    def at(self, now: int) -> ClaimRequest:
+        """This claim with its ``now`` resolved again (a parked claim runs later than it was asked): built
+        directly, half the cost of ``dataclasses.replace`` on the commit path."""
+        return ClaimRequest(
+            pattern=self.pattern,
+            group=self.group,
+            member=self.member,
+            limit=self.limit,
+            ack_timeout_ms=self.ack_timeout_ms,
+            max_deliver=self.max_deliver,
+            ordered=self.ordered,
+            now=now,
+        )
+
     def plan(self) -> ClaimPlan:
         """A fresh ``ClaimPlan`` for this claim."""
         return ClaimPlan(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from outboxhub.model import Delivery, PublishResult
@@ -177,7 +177,7 @@ async def publish_claim(
     in one statement on ``conn`` in autocommit mode (one transaction, committed synchronously); return the
     publish's results, its highest new seq, and per claim ``(deliveries, last_seq)`` or ``NOT_RUN``."""
     batch = AppendBatch(rows)
-    plans = [replace(request, now=now).plan() for request in requests]
+    plans = [request.at(now).plan() for request in requests]
     filters = [filter_args_of(request.pattern) for request in requests]
     text = wire.text_array
     res = await wire.execute(

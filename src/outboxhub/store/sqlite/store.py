@@ -384,20 +384,7 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
 
 
 def _parked_claim(tx: WriteTx, request: ClaimRequest) -> list[Delivery]:
-    r = request  # its now resolved when it runs (built directly: half the cost of dataclasses.replace)
-    return groups_ops.claim(
-        tx,
-        ClaimRequest(
-            pattern=r.pattern,
-            group=r.group,
-            member=r.member,
-            limit=r.limit,
-            ack_timeout_ms=r.ack_timeout_ms,
-            max_deliver=r.max_deliver,
-            ordered=r.ordered,
-            now=now_ms(),
-        ),
-    )
+    return groups_ops.claim(tx, request.at(now_ms()))
 
 
 def _ping(conn: sqlite3.Connection) -> None:
