@@ -175,16 +175,21 @@ class ConnectionLimits:
         self._quotas = quotas
         self._principal = ""
         self._token_quotas: tuple[Quota, ...] = ()
-        self._quotas_apply = quotas.hub_wide
-        self.limited = bucket.rate != 0 or self._quotas_apply
+        self._quotas_apply = False
+        self.limited = False
         """False when nothing limits this connection's publishes (no rate, no quota): :meth:`check` would
         always pass and take nothing, so the caller may skip it."""
+        self._set_token_quotas(())
 
     def authenticated(self, sub: str | None, token_quotas: Sequence[Quota]) -> None:
         """A (re-)AUTH: the principal (tokens without a ``sub`` share one) and its token's quotas."""
         self._principal = sub or ""
-        self._token_quotas = self._quotas.clamped(token_quotas)
-        self._quotas_apply = self._quotas.hub_wide or bool(self._token_quotas)
+        self._set_token_quotas(self._quotas.clamped(token_quotas))
+
+    def _set_token_quotas(self, token_quotas: tuple[Quota, ...]) -> None:
+        """The token's quotas, and what they decide: whether any quota applies, whether anything limits."""
+        self._token_quotas = token_quotas
+        self._quotas_apply = self._quotas.hub_wide or bool(token_quotas)
         self.limited = self._bucket.rate != 0 or self._quotas_apply
 
     def check(self, topic: str, now: float) -> QuotaRefusal | None:
