@@ -42,9 +42,14 @@ def base_url() -> str:
 
 def schema_url(url: str, schema: str) -> str:
     """``url`` with its ``schema`` query parameter set to ``schema``."""
+    return _with_query(url, "schema", schema)
+
+
+def _with_query(url: str, key: str, value: str) -> str:
+    """``url`` with its query parameter ``key`` set to ``value`` (and only that once)."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
-    query.append(("schema", schema))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key]
+    query.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -82,10 +87,7 @@ async def drop_schema(url: str, schema: str) -> None:
 def search_path_url(url: str, schema: str) -> str:
     """``url`` (a libpq URL) whose sessions have ``schema`` as their search path: unqualified table names
     (an inbox's, an application's) land in it."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return _with_query(url, "options", f"-csearch_path={schema}")
 
 
 @asynccontextmanager
