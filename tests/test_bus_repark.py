@@ -18,14 +18,20 @@ EARLIEST = StartPosition(kind="earliest")
 inline = bus_fixture(f"inline_claims=4&{QUIET}")
 
 
+async def parked_member(bus: Bus, store: SQLiteStore, options: GroupOptions) -> list[Delivery]:
+    """Subscribe one member of ``r.*::g`` that records its deliveries; return once its claim is parked."""
+    got: list[Delivery] = []
+    await bus.subscribe("r.*", "g", lambda d: got.append(d) or True, options=options)
+    await writer_settled(store)
+    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    return got
+
+
 async def test_the_next_claim_is_parked_in_the_commit_that_handed_the_last_one_out(
     inline: tuple[Bus, SQLiteStore],
 ) -> None:
     bus, store = inline
-    got: list[Delivery] = []
-    await bus.subscribe("r.*", "g", lambda d: got.append(d) or True, options=GroupOptions(start=EARLIEST))
-    await writer_settled(store)
-    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    got = await parked_member(bus, store, GroupOptions(start=EARLIEST))
     claims = bus.stats.claims
     for n in range(5):
         await writer_settled(store)
@@ -43,11 +49,7 @@ async def test_a_member_without_room_waits_for_its_ack_before_it_parks_again(
     inline: tuple[Bus, SQLiteStore],
 ) -> None:
     bus, store = inline
-    got: list[Delivery] = []
-    options = GroupOptions(start=EARLIEST, max_in_flight=1)
-    await bus.subscribe("r.*", "g", lambda d: got.append(d) or True, options=options)
-    await writer_settled(store)
-    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    got = await parked_member(bus, store, GroupOptions(start=EARLIEST, max_in_flight=1))
     done = bus.publish_batch_soon([NewEvent(topic="r.x", payload=1)])
     assert done.done() and len(got) == 1
     assert store.parked_claims == 0  # full: nothing parked in the callback
@@ -65,11 +67,7 @@ async def test_a_deadline_earlier_than_the_wait_wakes_the_task_and_the_event_is_
     # The member sleeps on the bus's long safety poll; the delivery's ack timeout is far shorter: renewing
     # the claim in the callback must bring the wait's timer forward to the redelivery deadline.
     bus, store = inline
-    got: list[Delivery] = []
-    options = GroupOptions(start=EARLIEST, ack_timeout_ms=200)
-    await bus.subscribe("r.*", "g", lambda d: got.append(d) or True, options=options)
-    await writer_settled(store)
-    await until(lambda: store.parked_claims == 1, "the member parks its claim")
+    got = await parked_member(bus, store, GroupOptions(start=EARLIEST, ack_timeout_ms=200))
     done = bus.publish_batch_soon([NewEvent(topic="r.x", payload=1)])
     assert done.done() and [d.attempt for d in got] == [1]
     # no publish after this one: only the member's own timer can bring the redelivery
