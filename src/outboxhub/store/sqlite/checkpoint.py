@@ -20,8 +20,12 @@ stall for a copy and two fsyncs.
 The restart: the first commit after a checkpoint that copied the whole WAL starts it over, and writes and
 syncs (fdatasync) its new header, whatever ``synchronous`` says short of ``off``. That commit must not run
 on the event loop thread either: ``RestartGuard.due`` is set from the start of every checkpoint until it is
-known that none is pending (the checkpoint left frames behind, or the writer thread has committed since),
-and the writer commits nothing on the loop thread while it is set.
+known that none is pending (the checkpoint left frames behind, the WAL index shows frames committed after
+it began, or the writer thread has committed since). While it is set, the loop thread commits only when the
+WAL index (``WalIndex``, the ``-shm`` file) shows, under the write lock, frames that no checkpoint has
+copied: such a transaction appends to the WAL and cannot restart it. Under a steady stream of commits that
+is the common case (commits land while a checkpoint copies), so the loop keeps committing through the
+checkpoint's copy and syncs instead of handing every publish of those milliseconds to the writer thread.
 
 Durability with ``synchronous=normal``: the WAL is synced before each checkpoint, so a power loss can take
 back about ``INTERVAL_S`` of commits while the checkpointer keeps up, at most ``BACKSTOP_BYTES`` of WAL.
@@ -30,6 +34,7 @@ back about ``INTERVAL_S`` of commits while the checkpointer keeps up, at most ``
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -42,6 +47,7 @@ __all__ = [
     "INTERVAL_S",
     "Checkpointer",
     "RestartGuard",
+    "WalIndex",
     "backstop_checkpoint",
     "hand_over",
     "restart_wal",
@@ -65,13 +71,64 @@ _BACKSTOP_TRIES = 200
 """Tries of the writer's backstop checkpoint while the checkpointer runs one (1 ms apart)."""
 
 
+_WAL_INDEX_BYTES = 100
+"""The ``-shm`` file's first bytes read by ``WalIndex``: the first copy of the WAL-index header (``mxFrame``
+at offset 16) and the checkpoint info's ``nBackfill`` (offset 96), native byte order
+(https://www.sqlite.org/walformat.html, "The WAL-Index Format")."""
+
+
+class WalIndex:
+    """Reads the WAL index of the database at ``path`` (its ``-shm`` file, which SQLite maps into every
+    connection's memory: a read of the file sees what the connections wrote): whether every frame of the
+    WAL has been copied into the database by a checkpoint. A write transaction that begins in that state
+    starts the WAL over (or, on an empty WAL, writes its first header) and syncs the header; one that begins
+    with frames not yet copied appends to the WAL and syncs nothing. Read with ``os.pread`` (no mapping: a
+    file cut short gives a short read, never a fault); where there is none, or the file cannot be read,
+    nothing is known (``None``)."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, path: str) -> WalIndex:
+        """The index of the database at ``path`` (its WAL must be open in a connection of this process, so
+        that the ``-shm`` file exists and keeps its contents)."""
+        if not hasattr(os, "pread"):  # pragma: no cover - Windows: nothing is known
+            return cls(None)
+        try:
+            return cls(os.open(f"{path}-shm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        except OSError:
+            return cls(None)
+
+    def all_copied(self) -> bool | None:
+        """True when no frame of the WAL is left to copy (the next write transaction to begin restarts it),
+        False when some are, None when unknown."""
+        if self._fd is None:
+            return None
+        try:
+            data = os.pread(self._fd, _WAL_INDEX_BYTES, 0)
+        except OSError:
+            return None
+        if len(data) < _WAL_INDEX_BYTES:
+            return None
+        return data[16:20] == data[96:100]  # mxFrame == nBackfill (both native-endian u32)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class RestartGuard:
     """Whether the next commit may restart the WAL (and sync its header). Read by the loop thread without a
     lock: ``due`` is set before a checkpoint starts copying and cleared only when the WAL is known to hold
-    frames no checkpoint has copied (a checkpoint left some behind, or a write of the writer thread with no
-    checkpoint running at any time during it added some)."""
+    frames no checkpoint has copied (a checkpoint left some behind, the WAL index showed some after it, or
+    a write of the writer thread with no checkpoint running at any time during it added some). While it is
+    set, :meth:`may_restart` asks the WAL index."""
 
-    __slots__ = ("_active", "_ended", "_epoch", "_lock", "_syncs", "due")
+    __slots__ = ("_active", "_ended", "_epoch", "_index", "_lock", "_syncs", "due")
 
     def __init__(self, *, syncs: bool) -> None:
         self._syncs = syncs  # False with synchronous=off: a restart syncs nothing, so nothing is ever due
@@ -79,7 +136,24 @@ class RestartGuard:
         self._epoch = 0  # checkpoints begun
         self._ended = 0  # checkpoints ended
         self._active = 0
+        self._index = WalIndex(None)  # nothing known until ``read_index``
         self._lock = threading.Lock()
+
+    def read_index(self, index: WalIndex) -> None:
+        """Consult ``index`` from now on (set once, before the checkpointer starts)."""
+        self._index = index
+
+    def close_index(self) -> None:
+        """Stop consulting the WAL index (the store is closing): ``may_restart`` is then ``due``."""
+        index, self._index = self._index, WalIndex(None)
+        index.close()
+
+    def may_restart(self) -> bool:
+        """Whether a write transaction may restart the WAL. Exact when called by the connection that holds the
+        write lock (after ``BEGIN IMMEDIATE``): no other connection can add frames then, and checkpoints only
+        copy more, so frames left to copy now were left when its snapshot began, and it appends to the WAL.
+        Before the lock it is a hint."""
+        return self.due and self._index.all_copied() is not False
 
     def checkpointing(self) -> int:
         """A checkpoint is about to run: a restart may be due after it. Returns the token for
@@ -98,7 +172,10 @@ class RestartGuard:
             self._ended += 1
             if result is not None and self._epoch == token:
                 busy, frames, copied = result
-                if not busy and copied < frames:
+                # Or frames were committed while it copied (it copies what was there when it began): under a
+                # steady stream of commits, nearly always. Only this checkpoint ran (none active): no other
+                # can copy them before the next one begins, which sets ``due`` again.
+                if not busy and (copied < frames or (not self._active and self._index.all_copied() is False)):
                     self.due = False
 
     def writing(self) -> tuple[int, int, int]:
@@ -175,6 +252,7 @@ class Checkpointer:
             conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
             return False
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self.restarts.read_index(WalIndex.open(self._path))  # the WAL is open: its -shm file exists
         if self.restarts.due:  # the WAL may be empty: its first commit writes and syncs a header
             restart_wal(conn, self.restarts)
         return True
@@ -199,6 +277,7 @@ class Checkpointer:
             self._thread.join()
         elif self._conn is not None:
             self._conn.close()
+        self.restarts.close_index()
 
     def _main(self) -> None:
         conn = self._conn

@@ -194,7 +194,7 @@ class Writer:
             and not self._outstanding
             and not self._stopping
             and self._inline_allowed
-            and not self._restarts.due
+            and not self._restarts.may_restart()
             and self._tx is not None
         ):
             assert self._loop is not None
@@ -227,9 +227,10 @@ class Writer:
         except sqlite3.Error:
             rollback(conn)
             return False
-        # Checked again now that the snapshot is taken: a checkpoint that copied the whole WAL before it
-        # (so that this commit would restart the WAL) had set the flag before it began.
-        if self._restarts.due:
+        # Checked again now that the snapshot is taken and the write lock held: a checkpoint that copied the
+        # whole WAL before it (so that this commit would restart the WAL) had set the flag before it began,
+        # and the WAL index then shows no frame left to copy.
+        if self._restarts.may_restart():
             rollback(conn)
             return False
         self._inline = True
