@@ -1,10 +1,12 @@
 """The claim functions plan their statements once per connection (``store/postgres/schema.py``, schema
 version 7): ``claim_new`` and ``claim_parked`` run with ``plan_cache_mode = force_generic_plan``, like
 ``publish_events``; a version 6 schema is upgraded, and its claims of every topic filter kind, parked and
-direct, answer as before."""
+direct, answer as before. ``auto_explain`` (as in ``test_postgres_publish_plan.py``) shows that the page
+statement keeps one generic plan from the first call, in the scans' index order."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -14,6 +16,7 @@ from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.claim import filter_args_of
+from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
 
@@ -50,6 +53,60 @@ async def _version(schema: str) -> int:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+
+_CLAIM_NEW = "SELECT count(*) FROM claim_new(%s, 'g', 'm', 0, %s, 10, %s, %s, %s, %s)"
+_PUBLISH_CLAIM = (
+    "SELECT count(*) FROM publish_claim(ARRAY[%s], ARRAY[%s], ARRAY[0::bigint], ARRAY[NULL::text],"
+    " ARRAY['1'], ARRAY[NULL::text], 'plans_test', ARRAY[%s], ARRAY['g'], ARRAY['m'], 0,"
+    " ARRAY[%s::bigint], ARRAY[10], ARRAY[%s::integer], ARRAY[%s], ARRAY[%s], ARRAY[%s])"
+)
+_FAR = 2**62  # a deadline never due
+
+
+async def _explained_pages(schema: str, pattern: str, parked: bool, calls: int) -> list[str]:
+    """Claim ``calls`` times on one new session with ``auto_explain`` on (a new event each time for the
+    parked claims, which ride on ``publish_claim``); the plan of the page statement of each call."""
+    plans: list[str] = []
+    async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as raw:
+        await configure_connection(raw)
+        await raw.execute(f"SET search_path = {pg_schema.quote_ident(schema)}")
+        await raw.execute("LOAD 'auto_explain'")
+        for setting, value in (
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+            ("auto_explain.log_level", "notice"),
+        ):
+            await raw.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        kind, a, b, c = filter_args_of(pattern)
+        for i in range(calls):
+            if parked:
+                await raw.execute(_PUBLISH_CLAIM, (f"p{i}", "a.b", pattern, _FAR, kind, a, b, c))
+            else:
+                await raw.execute(_CLAIM_NEW, (pattern, _FAR, kind, a, b, c))
+    return [plan for plan in plans if "Query Text: WITH page" in plan]
+
+
+@pytest.mark.parametrize(("pattern", "index"), [("**", "events_pkey"), ("a.b", "events_topic_seq")])
+@pytest.mark.parametrize("parked", [False, True], ids=["claim_new", "claim_parked"])
+async def test_the_page_statement_keeps_one_generic_plan_in_index_order(
+    pg_url: str, pattern: str, index: str, parked: bool
+) -> None:
+    store = await open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        # No ANALYZE: the statistics of a new schema, as a hub's first claims see them.
+        await store.publish_batch([NewEvent(topic="a.b", payload=i) for i in range(3)])
+        await store.ensure_group(pattern, "g", EARLIEST)
+        pages = await _explained_pages(store.schema, pattern, parked, calls=7)
+    finally:
+        await store.close()
+    assert len(pages) == 7
+    for page in pages:
+        # A custom plan has the frontier as a literal (``seq > '3'::bigint``), a generic one as a parameter.
+        assert re.search(r"seq > \$\d+", page), page
+        assert index in page, page
 
 
 def test_the_patterns_cover_every_filter_kind() -> None:
