@@ -4,7 +4,6 @@ are ACKed, and a closed connection refuses new requests. No HTTP session is invo
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from outboxhub.bench.hubproc import start_hub_process
 from outboxhub.bench.wsclient import connect_many
 from outboxhub.protocol.codec import EventFrame, Publish, Subscribe, Unsubscribe, encode_client_frame
+from waiting import until
 
 
 def _pending_claims(db: Path) -> int:
@@ -38,16 +38,11 @@ async def test_the_bench_client_publishes_subscribes_and_acks_on_a_real_hub(tmp_
         assert pub.latency.summary() is not None
         with pytest.raises(RuntimeError, match="not_subscribed"):
             await pub.request(Unsubscribe(topic="bench.t", group="nobody"))
-        async with asyncio.timeout(10):
-            while len(seen) < 10:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(seen) == 10, "the 10 EVENTs arrived")
         assert [e.event.payload for e in seen] == [{"n": 1}] * 10
         assert [e.group for e in seen] == ["g"] * 10
-        async with asyncio.timeout(10):  # every EVENT was ACKed: no claim is left pending in the store
-            while _pending_claims(tmp_path / "hub.db"):
-                await asyncio.sleep(0.01)
+        await until(lambda: _pending_claims(tmp_path / "hub.db") == 0, "every EVENT was ACKed")
         await pub.close()
         await sub.close()
         with pytest.raises(ConnectionError):
             await pub.send(frame)
-
