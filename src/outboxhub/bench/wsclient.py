@@ -7,7 +7,7 @@ bounds the requests in flight (1 = one publish at a time). Every reply is decode
 
 The reader is picows' frame callback (the library the hub serves with): it decodes each reply, times it and
 wakes the task waiting for room (or for that request's future) through a future, as nats-py's reader wakes a
-``js.publish`` — the same hand-off, without aiohttp's reader task and message queue in between (≈ 12 µs of
+``js.publish`` — the same hand-off, without aiohttp's reader task and message queue in between (≈ 8 µs of
 client CPU per round trip less; docs/benchmarks.md, "Hot path, ninth round: one publish at a time on
 SQLite"). A fragmented message from the hub (it sends none) closes the connection with 1003.
 """
