@@ -84,7 +84,7 @@ class HubContext:
         return start_watch(self.target.pid)
 
     async def connect(self, n: int = 1, *, window: int = 1) -> list[RawClient]:
-        return await connect_many(self.session, self.target.ws_url, self.target.token, n, window=window)
+        return await connect_many(self.target.ws_url, self.target.token, n, window=window)
 
 
 async def _close(clients: list[RawClient]) -> None:
@@ -503,7 +503,7 @@ async def hub_idle(ctx: HubContext) -> list[Measurement]:
         async with ctx.tracker.phase(
             f"outboxhub: open {n:,} connections", total=n, done=lambda: len(clients)
         ):
-            await connect_many(ctx.session, ctx.target.ws_url, ctx.target.token, n, into=clients)
+            await connect_many(ctx.target.ws_url, ctx.target.token, n, into=clients)
         elapsed = time.perf_counter() - start
         await asyncio.sleep(1.0)
         after = rss_bytes(pid)

@@ -21,13 +21,12 @@ from typing import Final
 __all__ = ["main"]
 
 _CLIENT: Final = r"""
-import asyncio, sys, aiohttp
+import asyncio, sys
 from outboxhub.bench.wsclient import connect_many
 async def main(url, token, n):
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        await connect_many(s, url, token, n)
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await connect_many(url, token, n)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
