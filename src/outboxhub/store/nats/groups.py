@@ -41,6 +41,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import nats.errors
 import nats.js.errors
@@ -421,29 +422,63 @@ class Groups:
         ]
         return found[0] if len(found) == 1 else None
 
+    def _take_acked(self, state: _Group, refs: list[EventRef], member: str | None) -> list[Msg]:
+        """The messages of the held deliveries ``refs`` name that ``member`` may settle, no longer held."""
+        msgs: list[Msg] = []
+        for ref in refs:
+            found = self._find(state, ref, member)
+            if found is not None:
+                seq, held = found
+                del state.held[seq]
+                state.reasons.pop(seq, None)
+                msgs.append(held.msg)
+        return msgs
+
     async def ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        held: list[_Held] = []
-        for ref in refs:
-            found = self._find(state, ref, member)
-            if found is not None:
-                seq, h = found
-                del state.held[seq]
-                state.reasons.pop(seq, None)
-                held.append(h)
-        if held:
+        msgs = self._take_acked(state, refs, member)
+        if msgs:
             # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
             # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
             # client's ACK is answered.
             try:
-                await self._acks.ack([h.msg for h in held], self._conn.options.timeout_s)
+                await self._acks.ack(msgs, self._conn.options.timeout_s)
             except TRANSIENT as exc:
-                if await self._reset_elsewhere(state, exc):
-                    return 0  # these deliveries were released by the reset
-                raise unavailable(self._conn.shown, exc) from exc
-        return len(held)
+                return await self._ack_failed(state, exc)
+        return len(msgs)
+
+    def ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int] | None:
+        """:meth:`ack` as a future, without a task (``ConfirmedAcks.start``; a task only when it fails);
+        None before the first ACK has made the reply subscription (the caller runs :meth:`ack`)."""
+        state = self._groups.get((pattern, group))
+        if state is None or not self._acks.ready:
+            return None
+        msgs = self._take_acked(state, refs, member)
+        confirmed = self._acks.start(msgs, self._conn.options.timeout_s)
+        out: asyncio.Future[int] = confirmed.get_loop().create_future()
+        confirmed.add_done_callback(partial(self._acked, state, len(msgs), out))
+        return out
+
+    def _acked(
+        self, state: _Group, count: int, out: asyncio.Future[int], confirmed: asyncio.Future[None]
+    ) -> None:
+        error = confirmed.exception()
+        if error is None:
+            out.set_result(count)
+        elif not isinstance(error, TRANSIENT):
+            out.set_exception(error)
+        else:  # as ``ack``'s handler, which awaits the consumer's info
+            failed = asyncio.ensure_future(self._ack_failed(state, error))
+            failed.add_done_callback(partial(_pass_on, out))
+
+    async def _ack_failed(self, state: _Group, exc: BaseException) -> int:
+        if await self._reset_elsewhere(state, exc):
+            return 0  # these deliveries were released by the reset
+        raise unavailable(self._conn.shown, exc) from exc
 
     async def _reset_elsewhere(self, state: _Group, exc: BaseException) -> bool:
         """Whether a confirmed ACK's failure ``exc`` means that another hub reset the group (no responder,
@@ -574,6 +609,17 @@ def ack_floor(info: ConsumerInfo) -> int:
         return delivered
     floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
     return max(floor, int(info.config.opt_start_seq or 1) - 1)
+
+
+def _pass_on(out: asyncio.Future[int], done: asyncio.Future[int]) -> None:
+    if done.cancelled():
+        out.cancel()
+        return
+    error = done.exception()
+    if error is None:
+        out.set_result(done.result())
+    else:
+        out.set_exception(error)
 
 
 def _status(msg: Msg) -> str | None:

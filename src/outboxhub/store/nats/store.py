@@ -176,6 +176,13 @@ class NatsStore(StoreBackend):
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         return await self._groups.ack(pattern, group, refs, member)
 
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        """Without a task once the store has sent its first ACK (``Groups.ack_soon``)."""
+        soon = self._groups.ack_soon(pattern, group, refs, member)
+        return soon if soon is not None else super()._ack_soon(pattern, group, refs, member)
+
     async def _nack(self, request: NackRequest) -> bool:
         return await self._groups.nack(request, lambda held: self._held_event(held.msg))
 
