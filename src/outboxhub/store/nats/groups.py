@@ -584,13 +584,15 @@ class Groups:
         return min(times, default=None)
 
     async def close(self) -> None:
+        """NAK every delivery this hub still holds, confirmed as ``release``'s (one batch for all groups):
+        once the store has closed, another hub's next pull gets them; an unconfirmed NAK may be applied
+        after that pull was answered, and the member behind it waits for a notification or its poll."""
+        msgs = [held.msg for state in self._groups.values() for held in state.held.values()]
         for state in self._groups.values():
-            for held in state.held.values():
-                try:
-                    await held.msg.nak()
-                except Exception:  # closing: JetStream redelivers after AckWait anyway
-                    break
             state.held.clear()
+        if msgs:
+            with contextlib.suppress(*TRANSIENT, nats.errors.Error):  # JetStream redelivers after AckWait
+                await self._acks.ack(msgs, self._conn.options.timeout_s, Msg.Ack.Nak)
 
 
 def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
