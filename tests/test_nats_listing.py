@@ -85,7 +85,7 @@ async def test_groups_lists_every_group_when_a_consumer_goes_between_pages(url: 
         names = [f"g{i:03}" for i in range(300)]
         await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
         change = await _fillers(url, 1)
-        _after_first_page(store, "LIST", lambda: change("A0000"))
+        _after_first_page(store, "LIST", lambda: change("A0000", None))
         assert [g.group for g in await store.groups()] == names
     finally:
         await store.close()
@@ -101,7 +101,7 @@ async def test_a_hub_finds_a_group_past_the_names_page_when_a_consumer_goes_betw
         change = await _fillers(url, 1024)
         await one.ensure_group("t.*", "g", LATEST)
         sent = await one.publish(NewEvent(topic="t.a", payload=1))
-        _after_first_page(two, "NAMES", lambda: change("A0000"))
+        _after_first_page(two, "NAMES", lambda: change("A0000", None))
         assert [d.event.seq for d in await claim(two)] == [sent.seq]
     finally:
         await one.close()
