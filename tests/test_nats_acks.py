@@ -1,5 +1,5 @@
 """The JetStream store's confirmed acknowledgements (``store/nats/acks.py``): a bus ACK flush
-(``StoreBackend.ack_soon``) runs without a task, also when the driver's publish has to wait, and a closing
+(``NatsStore.ack_soon``) runs without a task, also when the driver's publish has to wait, and a closing
 store's NAKs of the deliveries it still holds are confirmed before it closes.
 Real JetStream (127.0.0.1:4222 or OUTBOXHUB_TEST_NATS_URL), one throwaway stream per test.
 """
@@ -18,7 +18,7 @@ import pytest
 from nats_server import claim, claim_until, stream_fixture
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
-from outboxhub.store.backend import StoreBackend
+from outboxhub.store.nats.store import NatsStore
 from outboxhub.store.base import EventRef
 from outboxhub.testing import unavailable
 from task_counting import tasks_started
@@ -28,7 +28,7 @@ url = stream_fixture()
 EARLIEST = StartPosition(kind="earliest")
 
 
-async def _held(store: StoreBackend, count: int) -> list[EventRef]:
+async def _held(store: NatsStore, count: int) -> list[EventRef]:
     """``count`` events published and claimed by member ``m1``, after one more published, claimed and
     acked (the store's first ACK makes its reply subscription)."""
     await store.ensure_group("t.*", "g", EARLIEST)
@@ -44,7 +44,7 @@ async def test_a_bus_ack_flush_starts_no_task(url: str, per_flush: int) -> None:
     """``ack_soon`` answers from the confirmations' callbacks: no task per flush (the store's ``_ack`` ran
     in one, one per flush, on the PostgreSQL and SQLite stores' side none)."""
     store = await open_store(url)
-    assert isinstance(store, StoreBackend)
+    assert isinstance(store, NatsStore)
     try:
         refs = await _held(store, 3 * per_flush)
         with tasks_started() as started:
@@ -63,7 +63,7 @@ async def test_an_ack_flush_whose_publishes_wait_still_confirms_each_in_order(ur
     """When the driver's publish suspends (its outbound buffer over the limit: it waits for the flusher),
     the flush steps it on from the future it waits on, still without a task, and every ACK is confirmed."""
     store = await open_store(url)
-    assert isinstance(store, StoreBackend)
+    assert isinstance(store, NatsStore)
     try:
         refs = await _held(store, 9)
         store._conn.nc._max_pending_size = 1  # type: ignore[attr-defined]  # every publish force-flushes
@@ -115,14 +115,14 @@ def private_server(tmp_path: Path) -> Iterator[_Server]:
         server.stop()
 
 
-async def _opened(url: str) -> StoreBackend:
+async def _opened(url: str) -> NatsStore:
     for _ in range(100):  # the server may still be starting
         try:
             store = await open_store(url)
         except Exception:
             await asyncio.sleep(0.1)
             continue
-        assert isinstance(store, StoreBackend)
+        assert isinstance(store, NatsStore)
         return store
     raise AssertionError(f"no store at {url}")
 
