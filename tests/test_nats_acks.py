@@ -18,8 +18,8 @@ import pytest
 from nats_server import claim, claim_until, stream_fixture
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
-from outboxhub.store.nats.store import NatsStore
 from outboxhub.store.base import EventRef
+from outboxhub.store.nats.store import NatsStore
 from outboxhub.testing import unavailable
 from task_counting import tasks_started
 
@@ -66,7 +66,7 @@ async def test_an_ack_flush_whose_publishes_wait_still_confirms_each_in_order(ur
     assert isinstance(store, NatsStore)
     try:
         refs = await _held(store, 9)
-        store._conn.nc._max_pending_size = 1  # type: ignore[attr-defined]  # every publish force-flushes
+        store._conn.nc._max_pending_size = 1  # every publish force-flushes
         with tasks_started() as started:
             assert await store.ack_soon("t.*", "g", refs, member="m1") == 9
         assert started == []
@@ -142,7 +142,7 @@ async def test_the_naks_of_a_store_closing_while_nats_is_away_reach_jetstream(
     held = await claim_until(closing, len(sent), ack_timeout_ms=600_000)
     assert len(held) == len(sent)
     private_server.stop()
-    nc = closing._conn.nc  # type: ignore[attr-defined]
+    nc = closing._conn.nc
     for _ in range(500):  # until the client knows: what it wrote to the dead socket before is lost anyway
         if nc.is_reconnecting:
             break
@@ -169,7 +169,7 @@ async def test_a_store_closes_without_an_error_while_nats_stays_away(private_ser
     await closing.publish(NewEvent(topic="t.a"))
     assert len(await claim_until(closing, 1)) == 1
     private_server.stop()
-    nc = closing._conn.nc  # type: ignore[attr-defined]
+    nc = closing._conn.nc
     for _ in range(500):
         if nc.is_reconnecting:
             break
