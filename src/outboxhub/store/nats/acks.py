@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import nats.errors
@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import Header
 
-__all__ = ["ConfirmedAcks"]
+__all__ = ["ConfirmedAcks", "counted"]
 
 _NO_RESPONDERS = "503"
 
@@ -131,6 +131,32 @@ class ConfirmedAcks:
             batch.done.set_result(None)
         else:
             batch.done.set_exception(error)
+
+
+def counted(
+    confirmed: asyncio.Future[None],
+    count: int,
+    handled: tuple[type[BaseException], ...],
+    on_error: Callable[[BaseException], Awaitable[int]],
+) -> asyncio.Future[int]:
+    """``count`` once ``confirmed`` is answered; on an error of a ``handled`` kind, what ``on_error`` makes
+    of it (a coroutine: a task on that path only); other errors as they are."""
+    out: asyncio.Future[int] = confirmed.get_loop().create_future()
+
+    def answer(done: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+        elif done.exception() is None:
+            out.set_result(count if done is confirmed else done.result())
+        elif done is confirmed and isinstance(done.exception(), handled):
+            asyncio.ensure_future(on_error(done.exception())).add_done_callback(answer)  # type: ignore[arg-type]
+        else:
+            out.set_exception(done.exception())  # type: ignore[arg-type]
+
+    confirmed.add_done_callback(answer)
+    return out
 
 
 def _send(coro: Coroutine[Any, Any, None], then: Callable[[BaseException | None], None]) -> bool:

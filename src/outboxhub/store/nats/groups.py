@@ -65,13 +65,13 @@ from outboxhub.store.lifecycle import (
     may_settle,
     step,
 )
-from outboxhub.store.nats.acks import ConfirmedAcks
+from outboxhub.store.nats.acks import ConfirmedAcks, counted
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
-from outboxhub.store.nats.incarnations import Incarnations, generation_of
+from outboxhub.store.nats.incarnations import Incarnations, ack_floor, generation_of
 from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
-__all__ = ["Groups", "ack_floor", "unsupported_ordered"]
+__all__ = ["Groups", "unsupported_ordered"]
 
 _log = logging.getLogger(__name__)
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
@@ -149,8 +149,10 @@ class Groups:
         self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo:
         """Create the group's consumer (generation 0) unless the group has one."""
-        found = await self._incarnations.newest(pattern, group)
-        info = found[1] if found is not None else await self._create(pattern, group, 0, start, first_at)
+        info = await self._incarnations.current(pattern, group)
+        if info is None:
+            info = await self._create(pattern, group, 0, start, first_at)
+            self._incarnations.remember(pattern, group, info.name)
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
@@ -209,10 +211,9 @@ class Groups:
             state = self._groups.get(key)
             if state is not None:
                 return state
-            found = await self._incarnations.newest(pattern, group)
-            if found is None:
+            info = await self._incarnations.current(pattern, group)
+            if info is None:
                 return None
-            info = found[1]
             conn = self._conn
             queue: asyncio.Queue[Msg] = asyncio.Queue()
             inbox = conn.nc.new_inbox()
@@ -240,6 +241,7 @@ class Groups:
         settle nothing. The caller holds ``state.lock`` or runs no claim on it."""
         if self._groups.get((state.pattern, state.group)) is state:
             del self._groups[(state.pattern, state.group)]
+        self._incarnations.forget(consumer_name(state.pattern, state.group))
         state.held.clear()
         state.reasons.clear()
         state.timers.clear()
@@ -275,11 +277,13 @@ class Groups:
                 async with state.lock:  # a claim running in this hub ends first
                     await self._drop(state)
             info = await self._create(pattern, group, found[0] + 1, to, first_at)
+            self._incarnations.remember(pattern, group, info.name)
             self._conn.announce_reset(consumer_name(pattern, group))
             return await self._group_info(pattern, group, info)
 
     def reset_heard(self, base: str) -> None:
         """Another hub announced a reset of the group whose consumer name is ``base`` (a hint: checked)."""
+        self._incarnations.forget(base)
         for state in self._groups.values():
             if consumer_name(state.pattern, state.group) == base:
                 state.suspect = True
@@ -459,21 +463,7 @@ class Groups:
             return None
         msgs = self._take_acked(state, refs, member)
         confirmed = self._acks.start(msgs, self._conn.options.timeout_s)
-        out: asyncio.Future[int] = confirmed.get_loop().create_future()
-        confirmed.add_done_callback(partial(self._acked, state, len(msgs), out))
-        return out
-
-    def _acked(
-        self, state: _Group, count: int, out: asyncio.Future[int], confirmed: asyncio.Future[None]
-    ) -> None:
-        error = confirmed.exception()
-        if error is None:
-            out.set_result(count)
-        elif not isinstance(error, TRANSIENT):
-            out.set_exception(error)
-        else:  # as ``ack``'s handler, which awaits the consumer's info
-            failed = asyncio.ensure_future(self._ack_failed(state, error))
-            failed.add_done_callback(partial(_pass_on, out))
+        return counted(confirmed, len(msgs), TRANSIENT, partial(self._ack_failed, state))
 
     async def _ack_failed(self, state: _Group, exc: BaseException) -> int:
         if await self._reset_elsewhere(state, exc):
@@ -584,9 +574,8 @@ class Groups:
         return min(times, default=None)
 
     async def close(self) -> None:
-        """NAK every delivery this hub still holds, confirmed as ``release``'s (one batch for all groups):
-        once the store has closed, another hub's next pull gets them; an unconfirmed NAK may be applied
-        after that pull was answered, and the member behind it waits for a notification or its poll."""
+        """NAK every delivery this hub holds in one batch, confirmed as ``release``'s: a NAK buffered while
+        reconnecting is sent once reconnected (a closing driver drops its buffer)."""
         msgs = [held.msg for state in self._groups.values() for held in state.held.values()]
         for state in self._groups.values():
             state.held.clear()
@@ -601,27 +590,6 @@ def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
         f"NATS store {shown}: ordered_by_key is not supported on JetStream (group {group!r}): a consumer"
         " cannot hold one key back while delivering others; subscribe without it (docs/jetstream.md)"
     )
-
-
-def ack_floor(info: ConsumerInfo) -> int:
-    """The group's ack floor from its consumer: JetStream's ack floor, or the delivered seq when nothing is
-    awaiting an ack (a new consumer reports 0 while it starts past the log's end), never below the start."""
-    delivered = int(info.delivered.stream_seq if info.delivered else 0)
-    if not info.num_ack_pending:
-        return delivered
-    floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
-    return max(floor, int(info.config.opt_start_seq or 1) - 1)
-
-
-def _pass_on(out: asyncio.Future[int], done: asyncio.Future[int]) -> None:
-    if done.cancelled():
-        out.cancel()
-        return
-    error = done.exception()
-    if error is None:
-        out.set_result(done.result())
-    else:
-        out.set_exception(error)
 
 
 def _status(msg: Msg) -> str | None:

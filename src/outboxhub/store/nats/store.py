@@ -30,7 +30,8 @@ from outboxhub.store.base import EventRef, Store, mask_url
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.nats.conn import NatsConn, connect
-from outboxhub.store.nats.groups import Groups, ack_floor, unsupported_ordered
+from outboxhub.store.nats.groups import Groups, unsupported_ordered
+from outboxhub.store.nats.incarnations import ack_floor
 from outboxhub.store.nats.log import EventLog
 from outboxhub.store.nats.subjects import decode_body, encode_body, msg_id, pattern_filter, subject_of
 from outboxhub.store.nats.url import parse_url
