@@ -13,11 +13,14 @@ from typing import Any
 
 import nats
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from nats_server import claim, stream_fixture
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import Store, open_store
+from outboxhub.store.nats.listing import one_pass
 from outboxhub.store.nats.url import parse_url
 
 pytestmark = pytest.mark.nats
@@ -25,9 +28,10 @@ url = stream_fixture()
 LATEST = StartPosition(kind="latest")
 
 
-async def _fillers(url: str, count: int) -> Callable[[str], Awaitable[None]]:
+async def _fillers(url: str, count: int) -> Callable[[str, str | None], Awaitable[None]]:
     """``count`` consumers named ``A0000``… that are no group (they sort before every group's consumer,
-    whose name starts with ``g``); returns a function deleting one of them by name."""
+    whose name starts with ``g``); returns a function deleting one of them by name and creating another
+    consumer (no group either) when given its name."""
     nc = await nats.connect(url.split("?")[0])
     js, options = nc.jetstream(), parse_url(url)
     stream = options.stream
@@ -44,13 +48,15 @@ async def _fillers(url: str, count: int) -> Callable[[str], Awaitable[None]]:
             )
         )
 
-    async def delete(name: str) -> None:
+    async def change(delete: str, create: str | None = None) -> None:
         try:
-            await js.delete_consumer(stream, name)
+            await js.delete_consumer(stream, delete)
+            if create is not None:
+                await js.add_consumer(stream, ConsumerConfig(durable_name=create, **config))  # type: ignore[arg-type]
         finally:
             await nc.close()
 
-    return delete
+    return change
 
 
 def _after_first_page(store: Store, kind: str, action: Callable[[], Awaitable[None]]) -> None:
@@ -78,8 +84,8 @@ async def test_groups_lists_every_group_when_a_consumer_goes_between_pages(url: 
     try:
         names = [f"g{i:03}" for i in range(300)]
         await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
-        delete = await _fillers(url, 1)
-        _after_first_page(store, "LIST", lambda: delete("A0000"))
+        change = await _fillers(url, 1)
+        _after_first_page(store, "LIST", lambda: change("A0000", None))
         assert [g.group for g in await store.groups()] == names
     finally:
         await store.close()
@@ -92,11 +98,82 @@ async def test_a_hub_finds_a_group_past_the_names_page_when_a_consumer_goes_betw
     one = await open_store(url)
     two = await open_store(url)
     try:
-        delete = await _fillers(url, 1024)
+        change = await _fillers(url, 1024)
         await one.ensure_group("t.*", "g", LATEST)
         sent = await one.publish(NewEvent(topic="t.a", payload=1))
-        _after_first_page(two, "NAMES", lambda: delete("A0000"))
+        _after_first_page(two, "NAMES", lambda: change("A0000", None))
         assert [d.event.seq for d in await claim(two)] == [sent.seq]
     finally:
         await one.close()
         await two.close()
+
+
+async def test_groups_lists_every_group_when_a_consumer_goes_and_another_comes_between_pages(
+    url: str,
+) -> None:
+    """One consumer before the page boundary is deleted and one after it created between the two pages:
+    ``total`` stays 302, and a pager that trusted it skipped the group that moved onto the first page."""
+    store = await open_store(url)
+    try:
+        names = [f"g{i:03}" for i in range(300)]
+        await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
+        change = await _fillers(url, 1)
+        _after_first_page(store, "LIST", lambda: change("A0000", "z-not-a-group"))
+        assert [g.group for g in await store.groups()] == names
+    finally:
+        await store.close()
+
+
+async def test_a_hub_finds_a_group_past_the_names_page_when_the_total_stays(url: str) -> None:
+    """As the names test above, with a consumer created after the group's while one before it is deleted:
+    the same ``total`` on both pages, and the group moved onto the first page all the same."""
+    one = await open_store(url)
+    two = await open_store(url)
+    try:
+        change = await _fillers(url, 1024)
+        await one.ensure_group("t.*", "g", LATEST)
+        sent = await one.publish(NewEvent(topic="t.a", payload=1))
+        _after_first_page(two, "NAMES", lambda: change("A0000", "z-not-a-group"))
+        assert [d.event.seq for d in await claim(two)] == [sent.seq]
+    finally:
+        await one.close()
+        await two.close()
+
+
+_NAME = st.text("abcdef", min_size=1, max_size=3)
+
+
+@given(
+    start=st.sets(_NAME, max_size=40),
+    limit=st.integers(1, 7),  # 1: a pass can only start again (the server pages 256 or 1,024)
+    gaps=st.lists(st.lists(st.tuples(st.booleans(), _NAME), max_size=3), max_size=8),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_pass_lists_each_lasting_consumer_once_or_starts_again(
+    start: set[str], limit: int, gaps: list[list[tuple[bool, str]]]
+) -> None:
+    """The pager against the server's paging (names sorted, ``limit`` a page, ``total``), with consumers
+    created (True) or deleted between two pages (each gap's changes before the next page): a pass either
+    reports a shift (None) or lists every consumer that existed throughout exactly once, and nothing that
+    never existed."""
+    names = set(start)
+    ever = set(start)
+    pending = list(gaps)
+
+    async def fetch(offset: int) -> dict[str, object]:
+        if offset and pending:
+            for create, name in pending.pop(0):
+                if create:
+                    names.add(name)
+                    ever.add(name)
+                else:
+                    names.discard(name)
+        ordered = sorted(names)
+        return {"total": len(ordered), "consumers": ordered[offset : offset + limit]}
+
+    listed = asyncio.run(one_pass("test", fetch))
+    if listed is None:
+        return
+    lasting = set(start) - {name for gap in gaps for create, name in gap if not create}
+    assert len(listed) == len(set(listed))
+    assert lasting <= set(listed) <= ever

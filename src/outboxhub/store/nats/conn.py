@@ -16,6 +16,7 @@ the other hubs check that group's consumer before their next pull instead of aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -221,8 +222,9 @@ class NatsConn:
     async def close(self) -> None:
         try:
             await self.nc.drain()
-        except Exception:  # closing a broken connection
-            await self.nc.close()
+        except Exception:  # closing a broken connection (reconnecting: the driver refuses to drain)
+            with contextlib.suppress(OSError):  # the transport of a lost connection, as it is torn down
+                await self.nc.close()
 
 
 def _quiet(task: asyncio.Future[None]) -> None:

@@ -41,6 +41,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import nats.errors
 import nats.js.errors
@@ -64,13 +65,13 @@ from outboxhub.store.lifecycle import (
     may_settle,
     step,
 )
-from outboxhub.store.nats.acks import ConfirmedAcks
+from outboxhub.store.nats.acks import ConfirmedAcks, counted
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
-from outboxhub.store.nats.incarnations import Incarnations, generation_of
+from outboxhub.store.nats.incarnations import Incarnations, ack_floor, generation_of
 from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
-__all__ = ["Groups", "ack_floor", "unsupported_ordered"]
+__all__ = ["Groups", "unsupported_ordered"]
 
 _log = logging.getLogger(__name__)
 _NEXT = "$JS.API.CONSUMER.MSG.NEXT"
@@ -148,8 +149,10 @@ class Groups:
         self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo:
         """Create the group's consumer (generation 0) unless the group has one."""
-        found = await self._incarnations.newest(pattern, group)
-        info = found[1] if found is not None else await self._create(pattern, group, 0, start, first_at)
+        info = await self._incarnations.current(pattern, group)
+        if info is None:
+            info = await self._create(pattern, group, 0, start, first_at)
+            self._incarnations.remember(pattern, group, info.name)
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
@@ -208,10 +211,9 @@ class Groups:
             state = self._groups.get(key)
             if state is not None:
                 return state
-            found = await self._incarnations.newest(pattern, group)
-            if found is None:
+            info = await self._incarnations.current(pattern, group)
+            if info is None:
                 return None
-            info = found[1]
             conn = self._conn
             queue: asyncio.Queue[Msg] = asyncio.Queue()
             inbox = conn.nc.new_inbox()
@@ -239,6 +241,7 @@ class Groups:
         settle nothing. The caller holds ``state.lock`` or runs no claim on it."""
         if self._groups.get((state.pattern, state.group)) is state:
             del self._groups[(state.pattern, state.group)]
+        self._incarnations.forget(consumer_name(state.pattern, state.group))
         state.held.clear()
         state.reasons.clear()
         state.timers.clear()
@@ -274,11 +277,13 @@ class Groups:
                 async with state.lock:  # a claim running in this hub ends first
                     await self._drop(state)
             info = await self._create(pattern, group, found[0] + 1, to, first_at)
+            self._incarnations.remember(pattern, group, info.name)
             self._conn.announce_reset(consumer_name(pattern, group))
             return await self._group_info(pattern, group, info)
 
     def reset_heard(self, base: str) -> None:
         """Another hub announced a reset of the group whose consumer name is ``base`` (a hint: checked)."""
+        self._incarnations.forget(base)
         for state in self._groups.values():
             if consumer_name(state.pattern, state.group) == base:
                 state.suspect = True
@@ -421,29 +426,49 @@ class Groups:
         ]
         return found[0] if len(found) == 1 else None
 
+    def _take_acked(self, state: _Group, refs: list[EventRef], member: str | None) -> list[Msg]:
+        """The messages of the held deliveries ``refs`` name that ``member`` may settle, no longer held."""
+        msgs: list[Msg] = []
+        for ref in refs:
+            found = self._find(state, ref, member)
+            if found is not None:
+                seq, held = found
+                del state.held[seq]
+                state.reasons.pop(seq, None)
+                msgs.append(held.msg)
+        return msgs
+
     async def ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         state = self._groups.get((pattern, group))
         if state is None:
             return 0
-        held: list[_Held] = []
-        for ref in refs:
-            found = self._find(state, ref, member)
-            if found is not None:
-                seq, h = found
-                del state.held[seq]
-                state.reasons.pop(seq, None)
-                held.append(h)
-        if held:
+        msgs = self._take_acked(state, refs, member)
+        if msgs:
             # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
             # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
             # client's ACK is answered.
             try:
-                await self._acks.ack([h.msg for h in held], self._conn.options.timeout_s)
+                await self._acks.ack(msgs, self._conn.options.timeout_s)
             except TRANSIENT as exc:
-                if await self._reset_elsewhere(state, exc):
-                    return 0  # these deliveries were released by the reset
-                raise unavailable(self._conn.shown, exc) from exc
-        return len(held)
+                return await self._ack_failed(state, exc)
+        return len(msgs)
+
+    def ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int] | None:
+        """:meth:`ack` as a future, without a task (``ConfirmedAcks.start``; a task only when it fails);
+        None before the first ACK has made the reply subscription (the caller runs :meth:`ack`)."""
+        state = self._groups.get((pattern, group))
+        if state is None or not self._acks.ready:
+            return None
+        msgs = self._take_acked(state, refs, member)
+        confirmed = self._acks.start(msgs, self._conn.options.timeout_s)
+        return counted(confirmed, len(msgs), TRANSIENT, partial(self._ack_failed, state))
+
+    async def _ack_failed(self, state: _Group, exc: BaseException) -> int:
+        if await self._reset_elsewhere(state, exc):
+            return 0  # these deliveries were released by the reset
+        raise unavailable(self._conn.shown, exc) from exc
 
     async def _reset_elsewhere(self, state: _Group, exc: BaseException) -> bool:
         """Whether a confirmed ACK's failure ``exc`` means that another hub reset the group (no responder,
@@ -549,13 +574,14 @@ class Groups:
         return min(times, default=None)
 
     async def close(self) -> None:
+        """NAK every delivery this hub holds in one batch, confirmed as ``release``'s: a NAK buffered while
+        reconnecting is sent once reconnected (a closing driver drops its buffer)."""
+        msgs = [held.msg for state in self._groups.values() for held in state.held.values()]
         for state in self._groups.values():
-            for held in state.held.values():
-                try:
-                    await held.msg.nak()
-                except Exception:  # closing: JetStream redelivers after AckWait anyway
-                    break
             state.held.clear()
+        if msgs:
+            with contextlib.suppress(*TRANSIENT, nats.errors.Error):  # JetStream redelivers after AckWait
+                await self._acks.ack(msgs, self._conn.options.timeout_s, Msg.Ack.Nak)
 
 
 def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
@@ -564,16 +590,6 @@ def unsupported_ordered(shown: str, group: str) -> StoreUnsupported:
         f"NATS store {shown}: ordered_by_key is not supported on JetStream (group {group!r}): a consumer"
         " cannot hold one key back while delivering others; subscribe without it (docs/jetstream.md)"
     )
-
-
-def ack_floor(info: ConsumerInfo) -> int:
-    """The group's ack floor from its consumer: JetStream's ack floor, or the delivered seq when nothing is
-    awaiting an ack (a new consumer reports 0 while it starts past the log's end), never below the start."""
-    delivered = int(info.delivered.stream_seq if info.delivered else 0)
-    if not info.num_ack_pending:
-        return delivered
-    floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
-    return max(floor, int(info.config.opt_start_seq or 1) - 1)
 
 
 def _status(msg: Msg) -> str | None:

@@ -27,10 +27,11 @@ from outboxhub.store.nats.conn import NatsConn
 from outboxhub.store.nats.listing import consumer_listing
 from outboxhub.store.nats.subjects import consumer_name, pattern_filter
 
-__all__ = ["Incarnations", "generation_of", "incarnation_name"]
+__all__ = ["Incarnations", "ack_floor", "generation_of", "incarnation_name"]
 
 _SEP = "-"
 _LOOKUPS = 5
+_MAX_KNOWN = 10_000
 _DEFAULT_ACK_WAIT_MS = 30_000
 
 
@@ -63,6 +64,36 @@ class Incarnations:
 
     def __init__(self, conn: NatsConn) -> None:
         self._conn = conn
+        self._known: dict[str, str] = {}
+        """By the name of a group's generation 0: its current incarnation's, as this hub last saw it
+        (bounded, oldest dropped); forgotten on a reset announced and when that consumer is gone."""
+
+    async def current(self, pattern: str, group: str) -> ConsumerInfo | None:
+        """The group's current incarnation: the one this hub knows of while it exists (one info request),
+        else the newest on the stream (a listing of the stream's consumers)."""
+        base = consumer_name(pattern, group)
+        known = self._known.get(base)
+        if known is not None:
+            info = await self.info(known)
+            if info is not None:
+                return info
+            self._known.pop(base, None)  # deleted: reset by another hub, its announcement lost
+        found = await self.newest(pattern, group)
+        if found is None:
+            return None
+        self.remember(pattern, group, found[1].name)
+        return found[1]
+
+    def remember(self, pattern: str, group: str, name: str) -> None:
+        base = consumer_name(pattern, group)
+        self._known.pop(base, None)
+        self._known[base] = name
+        if len(self._known) > _MAX_KNOWN:
+            del self._known[next(iter(self._known))]
+
+    def forget(self, base: str) -> None:
+        """Forget the incarnation known for the group whose generation 0 is named ``base``."""
+        self._known.pop(base, None)
 
     async def names(self) -> list[str]:
         """Every consumer name on the stream (``listing.consumer_listing``)."""
@@ -161,3 +192,13 @@ class Incarnations:
             if gen < generation:
                 await self.delete(name)
         return generation, info
+
+
+def ack_floor(info: ConsumerInfo) -> int:
+    """The group's ack floor from its consumer: JetStream's ack floor, or the delivered seq when nothing is
+    awaiting an ack (a new consumer reports 0 while it starts past the log's end), never below the start."""
+    delivered = int(info.delivered.stream_seq if info.delivered else 0)
+    if not info.num_ack_pending:
+        return delivered
+    floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
+    return max(floor, int(info.config.opt_start_seq or 1) - 1)

@@ -30,7 +30,8 @@ from outboxhub.store.base import EventRef, Store, mask_url
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.nats.conn import NatsConn, connect
-from outboxhub.store.nats.groups import Groups, ack_floor, unsupported_ordered
+from outboxhub.store.nats.groups import Groups, unsupported_ordered
+from outboxhub.store.nats.incarnations import ack_floor
 from outboxhub.store.nats.log import EventLog
 from outboxhub.store.nats.subjects import decode_body, encode_body, msg_id, pattern_filter, subject_of
 from outboxhub.store.nats.url import parse_url
@@ -175,6 +176,13 @@ class NatsStore(StoreBackend):
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
         return await self._groups.ack(pattern, group, refs, member)
+
+    def _ack_soon(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
+        """Without a task once the store has sent its first ACK (``Groups.ack_soon``)."""
+        soon = self._groups.ack_soon(pattern, group, refs, member)
+        return soon if soon is not None else super()._ack_soon(pattern, group, refs, member)
 
     async def _nack(self, request: NackRequest) -> bool:
         return await self._groups.nack(request, lambda held: self._held_event(held.msg))
