@@ -72,3 +72,30 @@ async def test_frames_written_together_arrive_whole_and_in_order(
     # more than the write buffer's high-water mark: only what fits leaves, the rest is the caller's
     assert 0 < ws.send_all_now([b"{}", b"[" + b" " * 70_000 + b"]"]) == 1
     assert await c.recv_any() == {}
+
+
+async def test_the_events_of_one_claim_leave_in_few_writes_and_in_order(
+    hub: Hub, ws_connect: Any, token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []  # frames per write of the picows socket
+    monkeypatch.setattr(
+        PicowsSocket, "send_now", counted(writes, PicowsSocket.send_now, lambda _, ok: int(ok))
+    )
+    many = getattr(PicowsSocket, "send_all_now", None)
+    if many is not None:
+        monkeypatch.setattr(PicowsSocket, "send_all_now", counted(writes, many, lambda _, sent: sent))
+    publisher = await ws_connect(hub.ws_url, token=token())
+    n = 100
+    for i in range(n):
+        assert (await publisher.request("PUBLISH", topic="claimed.t", payload=i))["op"] == "OK"
+    c = await ws_connect(hub.ws_url, token=token())
+    writes.clear()
+    ok = await c.request("SUBSCRIBE", topic="claimed.*", group="g", opts={"start": "earliest"})
+    assert ok["op"] == "OK"
+    events = [await c.next_event() for _ in range(n)]
+    assert [(e["op"], e["event"]["payload"]) for e in events] == [("EVENT", i) for i in range(n)]
+    if hub.gateway.settings.ws_server == "picows":
+        assert sum(writes) == n + 1  # the events and the SUBSCRIBE's OK
+        # the claim's events are held while the bus hands them out, then written together (one write
+        # per EVENT before): a few writes at most, whatever the socket buffer takes at once
+        assert len(writes) <= n // 10, writes

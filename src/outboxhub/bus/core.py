@@ -42,7 +42,7 @@ from outboxhub.bus.groupstate import GroupState
 from outboxhub.bus.interest import BusStats, TopicInterest
 from outboxhub.bus.live import LiveFanout
 from outboxhub.bus.member import AmbiguousSettle, GroupMember
-from outboxhub.bus.subscription import DeliverFn, Subscription
+from outboxhub.bus.subscription import DeliverFn, HoldFn, Subscription
 from outboxhub.ids import new_id, now_ms
 from outboxhub.model import GroupOptions, NewEvent, PublishResult
 from outboxhub.store.backend import StoreBackend
@@ -146,6 +146,7 @@ class Bus:
         *,
         options: GroupOptions = GroupOptions(),  # noqa: B008 - frozen, so one shared default is safe
         member: str | None = None,
+        hold: HoldFn | None = None,
     ) -> Subscription:
         """Subscribe ``deliver`` to ``pattern``: as a competing member of ``group``, or to live events only
         when ``group`` is None (``options`` then do not apply).
@@ -154,7 +155,8 @@ class Bus:
         store (one id may serve several ``(pattern, group)`` pairs, but only once per pair); a fresh id is
         generated when omitted. Raises ``TopicError`` for a bad pattern, ``ValueError`` for a bad group name,
         option or a member id already used in this group, ``StoreUnsupported`` for an option the store cannot
-        run (``ordered_by_key`` on JetStream), ``StoreUnavailable`` when the store is down.
+        run (``ordered_by_key`` on JetStream), ``StoreUnavailable`` when the store is down. ``hold``
+        brackets each run of several deliveries to a group member (``HoldFn``).
         """
         if not self._started or self._closed:
             raise RuntimeError("Bus.subscribe() needs a started, open bus: await bus.start() first")
@@ -187,6 +189,7 @@ class Bus:
             poll_interval_s=self._poll_interval_s,
             close_timeout_s=self._close_timeout_s,
             stats=self.stats,
+            hold=hold,
         )
         state.members[member_id] = subscription
         subscription.start()

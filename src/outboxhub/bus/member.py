@@ -31,7 +31,7 @@ from typing import Any
 from outboxhub.bus.groupstate import GroupState
 from outboxhub.bus.interest import BusStats
 from outboxhub.bus.parking import ClaimParking, ParkedClaimHandle
-from outboxhub.bus.subscription import DeliverFn, Subscription
+from outboxhub.bus.subscription import DeliverFn, HoldFn, Subscription
 from outboxhub.bus.wakeup import Backoff, Wakeup
 from outboxhub.errors import StoreUnavailable
 from outboxhub.ids import now_ms
@@ -68,7 +68,7 @@ class GroupMember(Subscription):
 
     __slots__ = (
         "_backlog", "_by_id", "_claim_batch", "_close_timeout_s", "_closed", "_closing", "_covered",
-        "_deliver", "_drained_at", "_earliest", "_early", "_in_flight", "_notified", "_park_limit",
+        "_deliver", "_drained_at", "_earliest", "_early", "_hold", "_in_flight", "_notified", "_park_limit",
         "_park_waiting", "_parked", "_parking", "_past_due_wait", "_paused", "_poll_interval_s", "_refill",
         "_starved", "_state", "_stats", "_store", "_task", "_wakeup", "options",
     )  # fmt: skip
@@ -85,6 +85,7 @@ class GroupMember(Subscription):
         poll_interval_s: float,
         close_timeout_s: float,
         stats: BusStats | None = None,
+        hold: HoldFn | None = None,
     ) -> None:
         super().__init__(state.pattern, state.group, member)
         self._stats = stats if stats is not None else BusStats()
@@ -92,6 +93,7 @@ class GroupMember(Subscription):
         self._store = store
         self._state = state
         self._deliver = deliver
+        self._hold = hold
         self._claim_batch = claim_batch
         self._poll_interval_s = poll_interval_s
         self._close_timeout_s = close_timeout_s
@@ -451,13 +453,20 @@ class GroupMember(Subscription):
             self._earliest = earliest
         if deliveries:
             self._state.claimed(earliest)
-        for index, delivery in enumerate(deliveries):
-            if not self._offer(delivery):
-                self._backlog.extend(deliveries[index:])
-                return
-            if self._paused:
-                self._backlog.extend(deliveries[index + 1 :])
-                return
+        hold = self._hold if len(deliveries) > 1 else None
+        if hold is not None:
+            hold(True)
+        try:
+            for index, delivery in enumerate(deliveries):
+                if not self._offer(delivery):
+                    self._backlog.extend(deliveries[index:])
+                    return
+                if self._paused:
+                    self._backlog.extend(deliveries[index + 1 :])
+                    return
+        finally:
+            if hold is not None:
+                hold(False)
 
     def _offer_backlog(self) -> None:
         now = now_ms()

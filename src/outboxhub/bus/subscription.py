@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from outboxhub.model import Delivery
 
-__all__ = ["DeliverFn", "Subscription"]
+__all__ = ["DeliverFn", "HoldFn", "Subscription"]
 
 DeliverFn = Callable[[Delivery], bool]
 """Hands one delivery to a member. Must not block or await: put it on the member's send queue and return
@@ -15,6 +15,11 @@ True, or return False when the queue is full. False means *not accepted*: the bu
 the subscription, and offers the same delivery again after ``resume()`` (if its ack deadline has not passed
 by then; otherwise the store redelivers it, possibly to another member). ``deliver`` may call ``pause()``
 on its own subscription and still return True (accepted, but stop after this one)."""
+
+HoldFn = Callable[[bool], None]
+"""Optional companion of a ``DeliverFn``: called with True before the bus hands a member several deliveries
+in a row (one claim's), and with False after the last: what ``deliver`` queued in between may be held and
+sent together (one socket write for a claim of 256 EVENTs instead of 256)."""
 
 
 class Subscription(abc.ABC):

@@ -428,7 +428,7 @@ class Connection(Publishing, Settlement):
         self.subs[key] = sub
         try:
             sub.subscription = await self.gateway.bus.subscribe(
-                pattern, group, sub.deliver, options=options, member=self.member
+                pattern, group, sub.deliver, options=options, member=self.member, hold=self.out.hold
             )
         except Exception as exc:
             self.subs.pop(key, None)

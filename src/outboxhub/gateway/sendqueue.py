@@ -112,7 +112,8 @@ class SendQueue:
     """
 
     __slots__ = (
-        "_blocked", "_bytes", "_closing", "_dead", "_draining", "_events", "_flushes", "_items", "_last_exit",
+        "_blocked", "_bytes", "_closing", "_dead", "_draining", "_events", "_flushes", "_held", "_items",
+        "_last_exit",
         "_loop", "_max_bytes", "_max_events", "_max_replies", "_on_drain", "_queued", "_replies",
         "_reply_bytes", "_room", "_send", "_send_all_now", "_send_now", "_sent", "_wakeup", "_writer",
         "events_total",
@@ -136,6 +137,7 @@ class SendQueue:
         # writes the frames that can go now in one write (a batch's replies: one send, not one each)
         self._send_all_now = send_all_now if send_now is not None else None
         self._draining = False  # _drain_now is writing: a frame queued meanwhile is taken by its loop
+        self._held = False  # ``hold(True)``: events are queued without a write until ``hold(False)``
         self._max_events = max_events
         self._max_replies = max_replies
         self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
@@ -199,8 +201,16 @@ class SendQueue:
         self._bytes += len(data)
         self._queued += 1
         self.events_total += 1
-        self._wake()
+        if not self._held:
+            self._wake()
         return True
+
+    def hold(self, on: bool) -> None:
+        """With True, queue events without writing them; with False, write what was held (one socket write
+        for a run of EVENTs: the bus brackets a claim's hand-out with it)."""
+        self._held = on
+        if not on and self._items:
+            self._wake()
 
     def is_full(self) -> bool:
         """Whether :meth:`put_event` would refuse now (lets the caller skip encoding the frame)."""

@@ -7,7 +7,7 @@ import sqlite3
 
 from outboxhub.errors import StoreError, StoreUnavailable
 
-__all__ = ["rollback", "translate"]
+__all__ = ["cannot_open", "rollback", "translate", "undo"]
 
 _log = logging.getLogger("outboxhub.store.sqlite.store")
 
@@ -45,3 +45,22 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             _log.exception("sqlite writer: ROLLBACK failed")
+
+
+def undo(conn: sqlite3.Connection, savepoint: str) -> BaseException | None:
+    """Roll back to ``savepoint`` and release it; the error when that fails (the batch is then broken)."""
+    try:
+        conn.execute(f"ROLLBACK TO {savepoint}")
+        conn.execute(f"RELEASE {savepoint}")
+    except Exception as exc:
+        return exc
+    return None
+
+
+def cannot_open(exc: BaseException, url: str) -> BaseException:
+    """The error of a store whose file cannot be opened (``StoreUnavailable`` for a sqlite3 error)."""
+    if isinstance(exc, sqlite3.Error):
+        error = StoreUnavailable(f"cannot open sqlite store {url}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc

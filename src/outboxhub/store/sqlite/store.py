@@ -350,10 +350,11 @@ class SQLiteStore(ClaimParkingStore, StoreBackend):
     ) -> asyncio.Future[int]:
         """The writer's own future (resolved after the COMMIT): no coroutine nor task per ACK. A small ACK
         commits on the loop thread when the writer thread is idle (``Writer.submit``): it deletes a few
-        pending rows, and under synchronous=normal its WAL commit does not fsync."""
+        pending rows, and under synchronous=normal its WAL commit does not fsync. While a member waits with
+        a parked claim it rides on the next loop-thread batch (the next publish's) instead (``riders.py``)."""
         inline = len(refs) <= INLINE_ACK_MAX
         done: asyncio.Future[int] = self._writer.submit(
-            groups_ops.ack, pattern, group, refs, member, inline=inline
+            groups_ops.ack, pattern, group, refs, member, inline=inline, ride=inline
         )
         return done
 

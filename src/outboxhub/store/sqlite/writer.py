@@ -40,8 +40,9 @@ from outboxhub.errors import StoreUnavailable
 from outboxhub.model import PublishResult
 from outboxhub.store.codec import Prepared
 from outboxhub.store.sqlite.checkpoint import INTERVAL_S, Checkpointer, hand_over
-from outboxhub.store.sqlite.errors import rollback, translate
+from outboxhub.store.sqlite.errors import cannot_open, rollback, translate, undo
 from outboxhub.store.sqlite.parking import ParkedClaim, ParkingLot
+from outboxhub.store.sqlite.riders import Riders
 from outboxhub.store.sqlite.schema import configure, migrate
 from outboxhub.store.sqlite.topics import TopicCatalog
 from outboxhub.store.sqlite.tx import WriteTx
@@ -125,6 +126,7 @@ class Writer:
         # A commit that syncs the WAL (synchronous=full/extra) takes milliseconds: never on the loop thread.
         self._inline_allowed = synchronous in ("off", "normal")
         self._parking = ParkingLot()
+        self._riders = Riders(self._ride_alone)  # small ACKs waiting for the next loop-thread batch
         self._batch_topics: set[str] = set()  # topics appended by the current batch (writer thread)
         self._taken: list[ParkedClaim] = []  # parked claims taken by the current batch (writer thread)
         self.stats = WriterStats()
@@ -157,6 +159,7 @@ class Writer:
         """Run everything queued so far, then stop the thread and close the connection."""
         self._stopping = True
         if self._thread.is_alive():
+            self._to_thread(self._riders.take())
             self._queue.put(_STOP)
         await asyncio.wrap_future(self._stopped)
 
@@ -177,26 +180,35 @@ class Writer:
         loop = self._loop
         assert loop is not None, "the writer is not started"
         fut: asyncio.Future[list[PublishResult]] = loop.create_future()
+        self._riders.published(loop.time())
         self._enqueue((fut, None, rows), inline=len(self._parking) <= self._inline_claims)
         return fut
 
-    def submit(self, fn: JobFn, *args: Any, inline: bool = False) -> asyncio.Future[Any]:
+    def submit(self, fn: JobFn, *args: Any, inline: bool = False, ride: bool = False) -> asyncio.Future[Any]:
         """Run ``fn(tx, *args)`` in a write transaction; the future resolves after the COMMIT. With
-        ``inline``, on the loop thread when the writer thread is idle (``publish``): small jobs only."""
-        assert self._loop is not None, "the writer is not started"
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._enqueue((fut, fn, args), inline=inline)
+        ``inline``, on the loop thread when the writer thread is idle (``publish``): small jobs only. With
+        ``ride`` too (a small ACK), while a claim is parked and publishes come often, it runs in the next
+        batch on the loop thread, or on its own within ``riders.RIDE_S`` (``riders.py``)."""
+        loop = self._loop
+        assert loop is not None, "the writer is not started"
+        fut: asyncio.Future[Any] = loop.create_future()
+        if ride and self._parking and self._riders.worth_waiting(loop.time()) and self._can_inline():
+            self._riders.add(loop, (fut, fn, args))
+        else:
+            self._enqueue((fut, fn, args), inline=inline)
         return fut
 
-    def _enqueue(self, job: _Job, *, inline: bool, defer: bool = True) -> None:
-        if (
-            inline
-            and not self._outstanding
+    def _can_inline(self) -> bool:
+        return (
+            not self._outstanding
             and not self._stopping
             and self._inline_allowed
             and not self._restarts.may_restart()
             and self._tx is not None
-        ):
+        )
+
+    def _enqueue(self, job: _Job, *, inline: bool, defer: bool = True) -> None:
+        if inline and self._can_inline():
             assert self._loop is not None
             turn = 1 if job[1] is None else 2  # per iteration: one inline publish, one small job (ACK)
             used = self._inline_used
@@ -208,15 +220,26 @@ class Writer:
                 if not used:
                     self._loop.call_soon(used.clear)  # the next iteration (a builtin: no Python frame)
                 used.add(turn)
-                if self._run_inline(job):
-                    return
-        self._outstanding += 1
-        self._queue.put(job)
+                jobs = [*self._riders.take(), job] if self._riders else [job]
+                if not self._run_inline(jobs):
+                    self._to_thread(jobs)
+                return
+        self._to_thread([*self._riders.take(), job] if self._riders else [job])
 
-    def _run_inline(self, job: _Job) -> bool:
-        """Run ``job`` as a batch of its own on the loop thread; False (nothing done) when another process
-        holds the write lock (the loop must not wait for it) or this commit could restart the WAL: the
-        writer thread will."""
+    def _to_thread(self, jobs: list[_Job]) -> None:
+        self._outstanding += len(jobs)
+        for job in jobs:
+            self._queue.put(job)
+
+    def _ride_alone(self, jobs: list[_Job]) -> None:
+        """Riders that found no batch to ride on within ``RIDE_S``: their own commit, inline if it may."""
+        if not (self._can_inline() and self._run_inline(jobs)):
+            self._to_thread(jobs)
+
+    def _run_inline(self, jobs: list[_Job]) -> bool:
+        """Run ``jobs`` as a batch of their own on the loop thread; False (nothing done) when another
+        process holds the write lock (the loop must not wait for it) or this commit could restart the WAL:
+        the writer thread will."""
         conn, tx = self._conn, self._tx
         assert conn is not None and tx is not None
         try:
@@ -227,16 +250,15 @@ class Writer:
         except sqlite3.Error:
             rollback(conn)
             return False
-        # Checked again now that the snapshot is taken and the write lock held: a checkpoint that copied the
-        # whole WAL before it (so that this commit would restart the WAL) had set the flag before it began,
-        # and the WAL index then shows no frame left to copy.
+        # Again with the snapshot taken and the write lock held: had a checkpoint copied the whole WAL before
+        # it (this commit would restart the WAL), the flag is set and the WAL index shows no frame to copy.
         if self._restarts.may_restart():
             rollback(conn)
             return False
         self._inline = True
         self.stats.inline_commits += 1
         try:
-            self._guarded_batch(conn, tx, [job], begun=True)
+            self._guarded_batch(conn, tx, jobs, begun=True)
         finally:
             self._inline = False
         return True
@@ -270,7 +292,7 @@ class Writer:
             # (``publish``): never by both at once.
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         except Exception as exc:
-            self._started.set_exception(_cannot_open(exc, self._url))
+            self._started.set_exception(cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
         try:
@@ -282,7 +304,7 @@ class Writer:
         except Exception as exc:
             self._checkpointer.stop()
             conn.close()
-            self._started.set_exception(_cannot_open(exc, self._url))
+            self._started.set_exception(cannot_open(exc, self._url))
             self._stopped.set_result(None)
             return
         self._conn, self._tx = conn, tx
@@ -441,7 +463,7 @@ class Writer:
             results = tx.append(rows)
             conn.execute("RELEASE publish")
         except Exception as exc:
-            if (broken := _undo(conn, "publish")) is not None:
+            if (broken := undo(conn, "publish")) is not None:
                 return broken
             tx.reset(mark)
             if len(run) > 1:
@@ -494,7 +516,7 @@ class Writer:
             value = fn(tx, *args)
             conn.execute("RELEASE job")
         except Exception as exc:
-            if (broken := _undo(conn, "job")) is not None:
+            if (broken := undo(conn, "job")) is not None:
                 return broken
             tx.reset(mark)
             outcomes.append((fut, translate(exc, self._url), None))
@@ -576,20 +598,3 @@ class Writer:
                 fut.set_result(value)
         if last_seq:
             self._on_commit(last_seq, topics)
-
-
-def _undo(conn: sqlite3.Connection, savepoint: str) -> BaseException | None:
-    try:
-        conn.execute(f"ROLLBACK TO {savepoint}")
-        conn.execute(f"RELEASE {savepoint}")
-    except Exception as exc:
-        return exc
-    return None
-
-
-def _cannot_open(exc: BaseException, url: str) -> BaseException:
-    if isinstance(exc, sqlite3.Error):
-        error = StoreUnavailable(f"cannot open sqlite store {url}: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc
