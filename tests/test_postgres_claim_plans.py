@@ -18,9 +18,9 @@ from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.claim import filter_args_of
-from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
+from pg_support import explaining_session
 
 pytestmark = pytest.mark.postgres
 
@@ -69,18 +69,7 @@ _FAR = 2**62  # a deadline never due
 async def _explained_pages(schema: str, pattern: str, parked: bool, calls: int) -> list[str]:
     """Claim ``calls`` times on one new session with ``auto_explain`` on (a new event each time for the
     parked claims, which ride on ``publish_claim``); the plan of the page statement of each call."""
-    plans: list[str] = []
-    async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as raw:
-        await configure_connection(raw)
-        await raw.execute(f"SET search_path = {pg_schema.quote_ident(schema)}")
-        await raw.execute("LOAD 'auto_explain'")
-        for setting, value in (
-            ("auto_explain.log_min_duration", "0"),
-            ("auto_explain.log_nested_statements", "on"),
-            ("auto_explain.log_level", "notice"),
-        ):
-            await raw.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    async with explaining_session(schema) as (raw, plans):
         kind, a, b, c = filter_args_of(pattern)
         for i in range(calls):
             if parked:

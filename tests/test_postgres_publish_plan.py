@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 
 from outboxhub.model import NewEvent
 from outboxhub.store import open_store
-from outboxhub.store.postgres.conn import configure_connection
-from outboxhub.store.postgres.schema import quote_ident
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.testing.postgres import base_url, throwaway_schema
+from outboxhub.testing.postgres import throwaway_schema
+from pg_support import explaining_session
 
 pytestmark = pytest.mark.postgres
 
@@ -40,18 +38,7 @@ async def store() -> AsyncIterator[PostgresStore]:
 
 async def _explained_publish(store: PostgresStore, ids: list[str]) -> str:
     """Call ``publish_events`` on a new session with ``auto_explain`` on; every nested plan, as text."""
-    plans: list[str] = []
-    async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as raw:
-        await configure_connection(raw)
-        await raw.execute(f"SET search_path = {quote_ident(store.schema)}")
-        await raw.execute("LOAD 'auto_explain'")
-        for setting, value in (
-            ("auto_explain.log_min_duration", "0"),
-            ("auto_explain.log_nested_statements", "on"),
-            ("auto_explain.log_level", "notice"),
-        ):
-            await raw.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    async with explaining_session(store.schema) as (raw, plans):
         n = len(ids)
         await raw.execute(
             "SELECT * FROM publish_events(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],"

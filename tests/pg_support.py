@@ -1,0 +1,33 @@
+"""Shared helpers of the PostgreSQL store's tests (beside ``outboxhub.testing.postgres``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+
+from outboxhub.store.postgres.conn import configure_connection
+from outboxhub.store.postgres.schema import quote_ident
+from outboxhub.testing.postgres import base_url
+
+
+@contextlib.asynccontextmanager
+async def explaining_session(schema: str) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], list[str]]]:
+    """A new session on ``schema``, configured as the store's, with ``auto_explain`` logging the plan of
+    every statement, nested ones included, as a notice: yields the connection and the list each plan is
+    appended to (as text)."""
+    plans: list[str] = []
+    async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as raw:
+        await configure_connection(raw)
+        await raw.execute(f"SET search_path = {quote_ident(schema)}")
+        await raw.execute("LOAD 'auto_explain'")
+        for setting, value in (
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+            ("auto_explain.log_level", "notice"),
+        ):
+            await raw.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        yield raw, plans
