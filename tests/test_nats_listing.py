@@ -77,63 +77,48 @@ def _after_first_page(store: Store, kind: str, action: Callable[[], Awaitable[No
     nc.request = wrapped
 
 
-async def test_groups_lists_every_group_when_a_consumer_goes_between_pages(url: str) -> None:
-    """300 groups and one other consumer, deleted after the first page of 256 infos: every group is listed
-    (offset paging alone skipped the group that moved from the second page onto the first)."""
-    store = await open_store(url)
-    try:
-        names = [f"g{i:03}" for i in range(300)]
-        await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
-        change = await _fillers(url, 1)
-        _after_first_page(store, "LIST", lambda: change("A0000", None))
-        assert [g.group for g in await store.groups()] == names
-    finally:
-        await store.close()
-
-
-async def test_a_hub_finds_a_group_past_the_names_page_when_a_consumer_goes_between_pages(url: str) -> None:
-    """1,024 other consumers sort before the group's, so its name is on the second page of
-    ``CONSUMER.NAMES``; one of them is deleted after the first page. Another hub still finds the group
-    and claims its event (offset paging alone missed the group: ``no group 'g'``)."""
-    one = await open_store(url)
-    two = await open_store(url)
-    try:
-        change = await _fillers(url, 1024)
-        await one.ensure_group("t.*", "g", LATEST)
-        sent = await one.publish(NewEvent(topic="t.a", payload=1))
-        _after_first_page(two, "NAMES", lambda: change("A0000", None))
-        assert [d.event.seq for d in await claim(two)] == [sent.seq]
-    finally:
-        await one.close()
-        await two.close()
-
-
-async def test_groups_lists_every_group_when_a_consumer_goes_and_another_comes_between_pages(
-    url: str,
+@pytest.mark.parametrize(
+    "created",
+    [None, "z-not-a-group"],
+    ids=["deleted", "deleted-and-created"],
+)
+async def test_groups_lists_every_group_when_consumers_change_between_pages(
+    url: str, created: str | None
 ) -> None:
-    """One consumer before the page boundary is deleted and one after it created between the two pages:
-    ``total`` stays 302, and a pager that trusted it skipped the group that moved onto the first page."""
+    """300 groups and one other consumer, deleted after the first page of 256 infos (and, with ``created``,
+    another consumer created after the groups' names, so that ``total`` stays 302): every group is listed
+    (offset paging alone skipped the group that moved from the second page onto the first; a pager that
+    trusted an unchanged ``total`` skipped it too)."""
     store = await open_store(url)
     try:
         names = [f"g{i:03}" for i in range(300)]
         await asyncio.gather(*(store.ensure_group("t.*", name, LATEST) for name in names))
         change = await _fillers(url, 1)
-        _after_first_page(store, "LIST", lambda: change("A0000", "z-not-a-group"))
+        _after_first_page(store, "LIST", lambda: change("A0000", created))
         assert [g.group for g in await store.groups()] == names
     finally:
         await store.close()
 
 
-async def test_a_hub_finds_a_group_past_the_names_page_when_the_total_stays(url: str) -> None:
-    """As the names test above, with a consumer created after the group's while one before it is deleted:
-    the same ``total`` on both pages, and the group moved onto the first page all the same."""
+@pytest.mark.parametrize(
+    "created",
+    [None, "z-not-a-group"],
+    ids=["deleted", "deleted-and-created"],
+)
+async def test_a_hub_finds_a_group_past_the_names_page_when_consumers_change_between_pages(
+    url: str, created: str | None
+) -> None:
+    """1,024 other consumers sort before the group's, so its name is on the second page of
+    ``CONSUMER.NAMES``; one of them is deleted after the first page (and, with ``created``, a consumer is
+    created after the group's: the same ``total`` on both pages). Another hub still finds the group and
+    claims its event (offset paging alone missed the group: ``no group 'g'``)."""
     one = await open_store(url)
     two = await open_store(url)
     try:
         change = await _fillers(url, 1024)
         await one.ensure_group("t.*", "g", LATEST)
         sent = await one.publish(NewEvent(topic="t.a", payload=1))
-        _after_first_page(two, "NAMES", lambda: change("A0000", "z-not-a-group"))
+        _after_first_page(two, "NAMES", lambda: change("A0000", created))
         assert [d.event.seq for d in await claim(two)] == [sent.seq]
     finally:
         await one.close()
