@@ -24,16 +24,22 @@ def counted(calls: list[int], method: Any, frames_of: Any) -> Any:
     return call
 
 
-async def test_the_replies_to_a_burst_of_publishes_leave_in_few_writes_and_in_order(
-    hub: Hub, ws_connect: Any, token: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    writes: list[int] = []  # frames per write of the picows socket
+def counted_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The frames of each write of the picows socket, appended as they happen."""
+    writes: list[int] = []
     monkeypatch.setattr(
         PicowsSocket, "send_now", counted(writes, PicowsSocket.send_now, lambda _, ok: int(ok))
     )
     many = getattr(PicowsSocket, "send_all_now", None)
     if many is not None:
         monkeypatch.setattr(PicowsSocket, "send_all_now", counted(writes, many, lambda _, sent: sent))
+    return writes
+
+
+async def test_the_replies_to_a_burst_of_publishes_leave_in_few_writes_and_in_order(
+    hub: Hub, ws_connect: Any, token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = counted_writes(monkeypatch)
     c = await ws_connect(hub.ws_url, token=token())
     assert (await c.request("PUBLISH", topic="w.warm", payload=0))["op"] == "OK"
     writes.clear()
@@ -77,13 +83,7 @@ async def test_frames_written_together_arrive_whole_and_in_order(
 async def test_the_events_of_one_claim_leave_in_few_writes_and_in_order(
     hub: Hub, ws_connect: Any, token: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writes: list[int] = []  # frames per write of the picows socket
-    monkeypatch.setattr(
-        PicowsSocket, "send_now", counted(writes, PicowsSocket.send_now, lambda _, ok: int(ok))
-    )
-    many = getattr(PicowsSocket, "send_all_now", None)
-    if many is not None:
-        monkeypatch.setattr(PicowsSocket, "send_all_now", counted(writes, many, lambda _, sent: sent))
+    writes = counted_writes(monkeypatch)
     publisher = await ws_connect(hub.ws_url, token=token())
     n = 100
     for i in range(n):
