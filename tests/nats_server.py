@@ -17,6 +17,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,8 +32,10 @@ from outboxhub.testing import unavailable
 __all__ = [
     "ENV",
     "KEEPALIVE_STREAM",
+    "api_requests",
     "claim",
     "claim_until",
+    "listings",
     "nats_database",
     "nats_url",
     "stream_fixture",
@@ -113,6 +116,27 @@ async def claim(store: Store, member: str = "m1", **kw: int) -> list[Delivery]:
     """One claim of the tests' group ``g`` on ``t.*`` (limit 100, 30 s ack timeout, 5 deliveries)."""
     opts = {"limit": 100, "ack_timeout_ms": 30_000, "max_deliver": 5} | kw
     return await store.claim("t.*", "g", member, **opts)
+
+
+def api_requests(store: Store) -> Counter[str]:
+    """The store's JetStream API requests from now on, by kind (``CONSUMER.NAMES``, ``CONSUMER.INFO``,
+    ``DIRECT.GET``, …): its connection's ``request`` counts them and sends them on."""
+    nc = store._conn.nc  # type: ignore[attr-defined]
+    request = nc.request
+    seen: Counter[str] = Counter()
+
+    async def counted(subject: str, *args: Any, **kw: Any) -> Any:
+        if subject.startswith("$JS.API."):
+            seen[".".join(subject.split(".")[2:4])] += 1
+        return await request(subject, *args, **kw)
+
+    nc.request = counted
+    return seen
+
+
+def listings(seen: Counter[str]) -> int:
+    """The consumer listing pages among the requests ``seen`` (``api_requests``)."""
+    return seen["CONSUMER.NAMES"] + seen["CONSUMER.LIST"]
 
 
 async def claim_until(store: Store, wanted: int, timeout_s: float = 10.0, **kw: int) -> list[Delivery]:

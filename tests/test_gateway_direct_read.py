@@ -1,15 +1,20 @@
 """picows hands a text frame that arrives while the connection's reader waits (nothing queued before it)
 to the connection in its own frame callback: PUBLISH, ACK, NACK and EXTEND are handled there, as the
 reader would in its next step, without waking the reader's task (gateway/connection.py ``take_now``).
-Frames that need an await (AUTH, SUBSCRIBE, UNSUBSCRIBE) and bad frames still go to the reader, in order."""
+Frames that need an await (AUTH, SUBSCRIBE, UNSUBSCRIBE) and bad frames still go to the reader, in order; a
+bad frame with the error ``take_now`` found (it is decoded once)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
+
 from outboxhub.app import Hub
+from outboxhub.gateway import connection
 from outboxhub.gateway.picowsserver import PicowsSocket
+from outboxhub.protocol.codes import CLOSE_AUTH_FAILED
 
 
 async def _reader_waiter(hub: Hub) -> tuple[PicowsSocket, Any]:
@@ -74,3 +79,34 @@ async def test_a_frame_before_auth_goes_to_the_reader(hub: Hub, ws_connect: Any,
     assert reply["op"] == "ERR" and reply["code"] == "not_authenticated"
     assert (await c.request("AUTH", token=token()))["op"] == "OK"
     assert (await c.request("PUBLISH", topic="direct.t", payload=2))["op"] == "OK"
+
+
+async def test_a_bad_frame_is_decoded_once(
+    hub: Hub, ws_connect: Any, token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed frame that arrives while the reader waits fails to decode in ``take_now``; the reader
+    answers it with that error instead of decoding it again, also when the error closes the connection."""
+    decodes: list[str] = []
+    decode = connection.decode_client_frame
+
+    def counted(text: str, **kw: Any) -> Any:
+        decodes.append(text)
+        return decode(text, **kw)
+
+    monkeypatch.setattr(connection, "decode_client_frame", counted)
+    c = await ws_connect(hub.ws_url, token=token())
+    bad = ['{"op": "PUBLISH", "payload": 5, "rid": 5}', '{"op": "PUBLISH", "topic": "t", "rid": 6', "[]"]
+    for frame in bad:
+        await _reader_waiter(hub)
+        decodes.clear()
+        await c.send(frame)
+        reply = await c.recv()
+        assert (reply["op"], reply["code"]) == ("ERR", "bad_request")
+        assert decodes == [frame]
+    assert (await c.request("PUBLISH", topic="t", payload=1))["op"] == "OK"  # the connection goes on
+    await _reader_waiter(hub)
+    decodes.clear()
+    await c.send('{"op": "AUTH", "rid": 7}')  # no token: ERR no_token, then the close
+    assert await c.wait_closed() == CLOSE_AUTH_FAILED
+    assert [f["code"] for f in c.others if f.get("op") == "ERR"][-1:] == ["no_token"]
+    assert decodes == ['{"op": "AUTH", "rid": 7}']

@@ -30,7 +30,7 @@ EARLIEST = StartPosition(kind="earliest")
 
 async def _held(store: NatsStore, count: int) -> list[EventRef]:
     """``count`` events published and claimed by member ``m1``, after one more published, claimed and
-    acked (the store's first ACK makes its reply subscription)."""
+    acked."""
     await store.ensure_group("t.*", "g", EARLIEST)
     await store.publish_batch([NewEvent(topic="t.a", payload=i) for i in range(count + 1)])
     held = [EventRef(d.event.id, d.event.seq) for d in await claim(store)]
@@ -55,6 +55,27 @@ async def test_a_bus_ack_flush_starts_no_task(url: str, per_flush: int) -> None:
         [info] = await store.groups()
         assert info.in_flight == 0  # confirmed: JetStream had applied every ACK when the future was answered
         assert await store.ack("t.*", "g", refs, member="m1") == 0  # settled once
+    finally:
+        await store.close()
+
+
+async def test_a_stores_first_ack_and_one_for_a_group_it_holds_nothing_of_start_no_task(url: str) -> None:
+    """The reply subscription is made when the store opens the group (its first claim), so the store's
+    first ACK flush is sent in place too (it ran in a task that made the subscription); a flush for a
+    group this store has not opened is answered 0 at once (it ran the generic task)."""
+    store = await open_store(url)
+    assert isinstance(store, NatsStore)
+    try:
+        await store.ensure_group("t.*", "g", EARLIEST)
+        await store.publish(NewEvent(topic="t.a"))
+        [delivery] = await claim(store)
+        ref = EventRef(delivery.event.id, delivery.event.seq)
+        with tasks_started() as started:
+            assert await store.ack_soon("t.*", "g", [ref], member="m1") == 1
+            assert await store.ack_soon("t.*", "unopened", [ref], member="m1") == 0
+        assert started == [], "the first ACK flush started tasks"
+        [info] = await store.groups()
+        assert info.in_flight == 0  # confirmed
     finally:
         await store.close()
 

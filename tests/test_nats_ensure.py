@@ -6,32 +6,15 @@ per test.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from nats_server import claim, stream_fixture
+from nats_server import api_requests, claim, listings, stream_fixture
 from outboxhub.model import NewEvent, StartPosition
-from outboxhub.store import Store, open_store
+from outboxhub.store import open_store
 
 pytestmark = pytest.mark.nats
 url = stream_fixture()
 EARLIEST = StartPosition(kind="earliest")
-
-
-def _count_listings(store: Store) -> list[str]:
-    """The subjects of the store's ``CONSUMER.NAMES`` / ``CONSUMER.LIST`` requests from now on."""
-    nc = store._conn.nc  # type: ignore[attr-defined]
-    request = nc.request
-    seen: list[str] = []
-
-    async def counted(subject: str, *args: Any, **kw: Any) -> Any:
-        if subject.startswith(("$JS.API.CONSUMER.NAMES.", "$JS.API.CONSUMER.LIST.")):
-            seen.append(subject)
-        return await request(subject, *args, **kw)
-
-    nc.request = counted
-    return seen
 
 
 async def test_subscribing_again_lists_no_consumers(url: str) -> None:
@@ -40,14 +23,14 @@ async def test_subscribing_again_lists_no_consumers(url: str) -> None:
     the claim and on every SUBSCRIBE before)."""
     store = await open_store(url)
     try:
-        listings = _count_listings(store)
+        seen = api_requests(store)
         await store.ensure_group("t.*", "g", EARLIEST)
-        creating = len(listings)  # finding none, then settling the created consumer
+        creating = listings(seen)  # finding none, then settling the created consumer
         await store.publish(NewEvent(topic="t.a"))
         assert len(await claim(store)) == 1
         for _ in range(20):
             await store.ensure_group("t.*", "g", EARLIEST)
-        assert len(listings) == creating
+        assert listings(seen) == creating
     finally:
         await store.close()
 

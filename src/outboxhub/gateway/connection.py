@@ -104,7 +104,7 @@ class Connection(Publishing, Settlement):
     __slots__ = (
         "_auth_generation", "_auth_timeout_s", "_auth_timer", "_authenticating", "_batch", "_bucket",
         "_closed", "_expiry", "_leeway_s", "_loop", "_max_auth_frame", "_max_frame", "_max_subs",
-        "_may_publish", "_quota_owner", "_stopping", "_tasks", "connected_at", "decider",
+        "_may_publish", "_quota_owner", "_stopping", "_tasks", "_undecodable", "connected_at", "decider",
         "gateway", "member", "out", "paused", "peer", "policy", "principal", "published", "subs", "ws",
     )  # fmt: skip
 
@@ -154,6 +154,7 @@ class Connection(Publishing, Settlement):
         self._auth_generation = 0
         self._stopping = False  # shutdown: finish in-flight requests, refuse new ones
         self._closed = False
+        self._undecodable: tuple[str, ProtocolError] | None = None  # take_now's bad frame, for the reader
         self.connected_at = int(time.time() * 1000)  # for the ops API's connection list
         self.published = 0  # events this connection published (durably), for the ops API
 
@@ -215,6 +216,11 @@ class Connection(Publishing, Settlement):
 
     async def _on_text(self, data: str) -> None:
         try:
+            undecodable = self._undecodable
+            if undecodable is not None:  # the frame take_now could not decode: not decoded again
+                self._undecodable = None
+                if undecodable[0] is data:
+                    raise undecodable[1]
             frame = decode_client_frame(data, max_size=self._max_frame)
         except ProtocolError as exc:
             self._err(exc.rid, exc.code, exc.msg)
@@ -269,13 +275,15 @@ class Connection(Publishing, Settlement):
         """A text message that arrived while the reader waits for one and nothing is queued before it
         (picows calls this from its frame callback): handle it here, as the reader would in its next step,
         when that needs no await — a PUBLISH, ACK, NACK or EXTEND of an authenticated connection with
-        reply room — and save the reader's wake-up. False: the reader takes it (and decodes it again)."""
+        reply room — and save the reader's wake-up. False: the reader takes it (decoding it again unless
+        it is a bad frame: then with the error found here)."""
         if self.policy is None or self._stopping or self._closed or not self.out.has_reply_room():
             return False
         try:
             frame = decode_client_frame(text, max_size=self._max_frame)
-        except ProtocolError:
-            return False  # the reader answers it, and closes when its code says so
+        except ProtocolError as exc:
+            self._undecodable = (text, exc)  # the reader answers it, and closes when its code says so
+            return False
         try:
             if type(frame) is Publish:
                 self._publish(frame)

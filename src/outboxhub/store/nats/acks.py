@@ -3,13 +3,14 @@
 ``Msg.ack_sync`` is a request, a coroutine per message: acking a flush's messages together with
 ``asyncio.gather`` started a task for each (a flush of nine ACKs started ten tasks with the store's own).
 ``ConfirmedAcks`` sends each ``+ACK`` itself, with a reply subject under one wildcard subscription of its
-own (made on first use; the client renews it after a reconnect), and counts JetStream's confirmations
-(its reply once the consumer has applied the ACK) down on one future per batch, with a ``call_later``
-for the timeout. ``start`` sends from the caller's frame: ``Client.publish`` is a coroutine that on
-nats-py 2.x returns without suspending (it appends to the pending buffer and kicks the flusher), so it is
-stepped in place (``_send``); should it suspend (an outbound buffer over its limit), it is resumed from
-the future it waits on, and the batch's later publishes follow it in order, still without a task. So a
-bus ACK flush (``StoreBackend.ack_soon``) runs without a task (``Groups.ack_soon``). Errors are those of
+own (made by ``prepare`` when the store opens its first group; the client renews it after a reconnect),
+and counts JetStream's confirmations (its reply once the consumer has applied the ACK) down on one future
+per batch, with a ``call_later`` for the timeout. ``start`` sends from the caller's frame:
+``Client.publish`` is a coroutine that on nats-py 2.x returns without suspending (it appends to the
+pending buffer and kicks the flusher), so it is stepped in place (``_send``); should it suspend (an
+outbound buffer over its limit), it is resumed from the future it waits on, and the batch's later
+publishes follow it in order, still without a task. So a store's ACK, awaited or a bus ACK flush
+(``StoreBackend.ack_soon``), runs without a task (``Groups.ack_soon``). Errors are those of
 ``ack_sync``: a timeout, no responders, a closed or reconnecting connection (``conn.TRANSIENT``).
 """
 
@@ -54,21 +55,15 @@ class ConfirmedAcks:
         self._tokens = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def ready(self) -> bool:
-        """Whether the reply subscription exists, so that :meth:`start` may be called."""
-        return self._prefix is not None
-
     async def ack(self, msgs: Sequence[Msg], timeout_s: float, kind: bytes = Msg.Ack.Ack) -> None:
         """ACK ``msgs`` (or send them another acknowledgement ``kind``, e.g. ``Msg.Ack.Nak``) and return
         once JetStream has confirmed every one, within ``timeout_s``: it answers after it has applied it."""
-        if self._prefix is None:
-            await self._subscribe()
+        await self.prepare()
         await self.start(msgs, timeout_s, kind)
 
     def start(self, msgs: Sequence[Msg], timeout_s: float, kind: bytes = Msg.Ack.Ack) -> asyncio.Future[None]:
-        """:meth:`ack` as a future, sending from the caller's frame; only once :attr:`ready`. Must run on
-        the event loop thread."""
+        """:meth:`ack` as a future, sending from the caller's frame; only after :meth:`prepare`. Must run
+        on the event loop thread."""
         prefix = self._prefix
         assert prefix is not None, "ConfirmedAcks.start before the reply subscription"
         loop = self._loop
@@ -99,13 +94,15 @@ class ConfirmedAcks:
         next_send()
         return batch.done
 
-    async def _subscribe(self) -> str:
+    async def prepare(self) -> None:
+        """Make the reply subscription unless it exists (then :meth:`start` may be called)."""
+        if self._prefix is not None:
+            return
         async with self._subscribing:
             if self._prefix is None:
                 prefix = self._nc.new_inbox()
                 await self._nc.subscribe(f"{prefix}.*", cb=self._reply)
                 self._prefix = prefix
-            return self._prefix
 
     async def _reply(self, msg: Msg) -> None:
         batch = self._waiting.pop(msg.subject.rpartition(".")[2], None)

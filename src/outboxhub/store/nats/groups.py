@@ -175,14 +175,14 @@ class Groups:
         )
 
     async def info(self, pattern: str, group: str) -> ConsumerInfo | None:
-        """The current incarnation's info (the one this hub pulls from while it exists)."""
+        """The current incarnation's info: the one this hub pulls from while it exists, else the one it
+        knows of (``Incarnations.current``: one info request; a listing only for a group it has not met)."""
         state = self._groups.get((pattern, group))
         if state is not None:
             info = await self._info(state.name)
             if info is not None:
                 return info
-        found = await self._incarnations.newest(pattern, group)
-        return None if found is None else found[1]
+        return await self._incarnations.current(pattern, group)
 
     async def all(self) -> list[GroupInfo]:
         """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
@@ -198,6 +198,8 @@ class Groups:
             gen = generation_of(consumer_name(pattern, group), info.name)
             if gen is not None and gen >= newest.get((pattern, group), (-1, info))[0]:
                 newest[(pattern, group)] = (gen, info)
+        for (pattern, group), (_, info) in newest.items():  # the ops API asks each one's lag next
+            self._incarnations.remember(pattern, group, info.name)
         out = [await self._group_info(p, g, info) for (p, g), (_, info) in newest.items()]
         return sorted(out, key=lambda g: (g.pattern, g.group))
 
@@ -222,6 +224,7 @@ class Groups:
                 queue.put_nowait(msg)
 
             sub = await conn.nc.subscribe(inbox, cb=on_msg)
+            await self._acks.prepare()  # so that ``ack_soon`` sends every ACK of the group in place
             state = _Group(
                 pattern,
                 group,
@@ -438,29 +441,18 @@ class Groups:
                 msgs.append(held.msg)
         return msgs
 
-    async def ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
-        state = self._groups.get((pattern, group))
-        if state is None:
-            return 0
-        msgs = self._take_acked(state, refs, member)
-        if msgs:
-            # Confirmed acks through each message's own ack subject (JetStream answers once the consumer
-            # applied them), pipelined: the group's state (ack floor, lag) already shows them when the
-            # client's ACK is answered.
-            try:
-                await self._acks.ack(msgs, self._conn.options.timeout_s)
-            except TRANSIENT as exc:
-                return await self._ack_failed(state, exc)
-        return len(msgs)
-
     def ack_soon(
         self, pattern: str, group: str, refs: list[EventRef], member: str | None
-    ) -> asyncio.Future[int] | None:
-        """:meth:`ack` as a future, without a task (``ConfirmedAcks.start``; a task only when it fails);
-        None before the first ACK has made the reply subscription (the caller runs :meth:`ack`)."""
+    ) -> asyncio.Future[int]:
+        """How many of ``refs`` were acked, as a future answered once JetStream has confirmed each ACK (sent
+        through each message's own ack subject, pipelined): the group's state (ack floor, lag) already shows
+        them when the client's ACK is answered. Without a task (``ConfirmedAcks.start``; a task only when it
+        fails), the first ACK too: an open group's reply subscription exists (``_open``)."""
         state = self._groups.get((pattern, group))
-        if state is None or not self._acks.ready:
-            return None
+        if state is None:  # this hub holds none of the group's deliveries
+            none: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            none.set_result(0)
+            return none
         msgs = self._take_acked(state, refs, member)
         confirmed = self._acks.start(msgs, self._conn.options.timeout_s)
         return counted(confirmed, len(msgs), TRANSIENT, partial(self._ack_failed, state))

@@ -175,14 +175,13 @@ class NatsStore(StoreBackend):
         return await self._groups.claim(request)
 
     async def _ack(self, pattern: str, group: str, refs: list[EventRef], member: str | None) -> int:
-        return await self._groups.ack(pattern, group, refs, member)
+        return await self._groups.ack_soon(pattern, group, refs, member)
 
     def _ack_soon(
         self, pattern: str, group: str, refs: list[EventRef], member: str | None
     ) -> asyncio.Future[int]:
-        """Without a task once the store has sent its first ACK (``Groups.ack_soon``)."""
-        soon = self._groups.ack_soon(pattern, group, refs, member)
-        return soon if soon is not None else super()._ack_soon(pattern, group, refs, member)
+        """Without a task (``Groups.ack_soon``)."""
+        return self._groups.ack_soon(pattern, group, refs, member)
 
     async def _nack(self, request: NackRequest) -> bool:
         return await self._groups.nack(request, lambda held: self._held_event(held.msg))
@@ -206,11 +205,13 @@ class NatsStore(StoreBackend):
         info = await self._groups.info(pattern, group)
         if info is None:
             return None
-        floor = ack_floor(info)
-        # The newest matching event at or below the floor: the pattern's tail when the group is caught up,
-        # else the event at the floor when it matches (JetStream cannot read backwards from a seq by
-        # subject; otherwise last_id/last_ts stay None, see docs/jetstream.md).
-        tail = await self.tail(pattern)
+        return await self._cursor_at(pattern, group, ack_floor(info), await self.tail(pattern))
+
+    async def _cursor_at(self, pattern: str, group: str, floor: int, tail: Event | None) -> Cursor:
+        """The cursor at ``floor`` given the pattern's ``tail``: the newest matching event at or below the
+        floor, i.e. the tail when the group is caught up, else the event at the floor when it matches
+        (JetStream cannot read backwards from a seq by subject; otherwise last_id/last_ts stay None, see
+        docs/jetstream.md)."""
         at = tail if tail is not None and tail.seq <= floor else await self._log.at(floor)
         if (at is not None and at.seq == floor and match_topic(pattern, at.topic)) or (
             at is tail and at is not None
@@ -219,13 +220,13 @@ class NatsStore(StoreBackend):
         return Cursor(pattern=pattern, group=group, seq=floor)
 
     async def lag(self, pattern: str, group: str) -> Lag | None:
+        """From one consumer info and one tail read (the cursor's own)."""
         self._check_open()
         info = await self._groups.info(pattern, group)
         if info is None:
             return None
-        cursor, tail = await asyncio.gather(self.cursor(pattern, group), self.tail(pattern))
-        if cursor is None:
-            return None
+        tail = await self.tail(pattern)
+        cursor = await self._cursor_at(pattern, group, ack_floor(info), tail)
         count = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
         lag_ms = tail.ts - cursor.last_ts if tail is not None and cursor.last_ts is not None else None
         return Lag(
