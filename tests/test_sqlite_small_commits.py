@@ -219,3 +219,34 @@ async def test_a_version_2_file_is_upgraded_with_its_stats_and_floors(
         assert "ack_floor" not in {row[1] for row in conn.execute("PRAGMA table_info(groups)")}
     finally:
         conn.close()
+
+
+async def test_a_members_release_walks_only_its_own_groups_pending_rows(store: SQLiteStore) -> None:
+    # with no pending_member index, a release reads its group's range of the (gid, seq) key: another
+    # tenant's groups' rows are never visited
+    await store.ensure_group("mine.*", "g", EARLIEST)
+    await store.ensure_group("theirs.*", "g", EARLIEST)
+    for n in range(5):
+        await store.publish(NewEvent(topic="mine.t", payload=n))
+        await store.publish(NewEvent(topic="theirs.t", payload=n))
+    await store.claim("mine.*", "g", "m1", limit=5, ack_timeout_ms=60_000, max_deliver=5)
+    await store.claim("theirs.*", "g", "m1", limit=5, ack_timeout_ms=60_000, max_deliver=5)
+    conn = store._writer._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert await store.release("mine.*", "g", "m1") == 5
+    finally:
+        conn.set_trace_callback(None)
+    [update] = [sql for sql in statements if sql.startswith("UPDATE pending")]
+    reader = sqlite3.connect(store.path)
+    try:
+        plan = [row[3] for row in reader.execute(f"EXPLAIN QUERY PLAN {update}")]
+        held = reader.execute(
+            "SELECT g.pattern, count(p.member) FROM groups g JOIN pending p USING (gid) GROUP BY g.pattern"
+        ).fetchall()
+    finally:
+        reader.close()
+    assert plan == ["SEARCH pending USING PRIMARY KEY (gid=?)"]
+    assert held == [("mine.*", 0), ("theirs.*", 5)]
