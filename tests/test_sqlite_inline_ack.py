@@ -25,10 +25,9 @@ EARLIEST = StartPosition(kind="earliest")
 FAILING_TRIGGERS = {
     # the ACK's own DELETE fails inside its savepoint; the (empty) transaction still commits
     "job": "CREATE TRIGGER boom BEFORE DELETE ON pending BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    # the DELETE succeeds, then moving the ack floor before COMMIT fails: the whole batch rolls back
-    "commit": (
-        "CREATE TRIGGER boom BEFORE UPDATE OF ack_floor ON groups BEGIN SELECT RAISE(ABORT, 'boom'); END"
-    ),
+    # the row is deleted, then the DELETE fails after it (nothing else runs before COMMIT since the ack floor
+    # is derived, schema version 3): the whole batch rolls back, the row is pending again
+    "after": "CREATE TRIGGER boom AFTER DELETE ON pending BEGIN SELECT RAISE(ABORT, 'boom'); END",
 }
 
 
@@ -68,9 +67,9 @@ async def test_a_lone_ack_commits_on_the_loop_thread_and_is_durable_when_answere
     assert info.in_flight == 0 and info.ack_floor == info.frontier
 
 
-async def test_an_inline_ack_is_five_statements(store: SQLiteStore) -> None:
+async def test_an_inline_ack_is_four_statements(store: SQLiteStore) -> None:
     # no SAVEPOINT for the batch's one job (a failure rolls the whole transaction back), no frontier read
-    # to find the group, the ack floor moved in one UPDATE
+    # to find the group, no ack floor to move (derived when read, schema version 3)
     [event_id] = await held(store, 1)
     conn = store._writer._conn
     assert conn is not None
@@ -82,7 +81,7 @@ async def test_an_inline_ack_is_five_statements(store: SQLiteStore) -> None:
         conn.set_trace_callback(None)
     # (a PRAGMA busy_timeout may come first: a connection setting, outside the transaction)
     transaction = [sql for sql in statements if not sql.startswith("PRAGMA busy_timeout")]
-    assert [sql.split()[0] for sql in transaction] == ["BEGIN", "PRAGMA", "DELETE", "UPDATE", "COMMIT"]
+    assert [sql.split()[0] for sql in transaction] == ["BEGIN", "PRAGMA", "DELETE", "COMMIT"]
     assert pending_rows(store.path) == 0
 
 
@@ -156,7 +155,7 @@ async def test_an_ack_over_the_socket_whose_commit_fails_is_answered_err_and_sta
     await c.request("PUBLISH", topic="sock.x", payload=1)
     event = await c.next_event()
     ids = {"topic": "sock.*", "group": "g", "id": event["event"]["id"], "seq": event["event"]["seq"]}
-    run_sql(store.path, FAILING_TRIGGERS["commit"])
+    run_sql(store.path, FAILING_TRIGGERS["after"])
     err = await c.request("ACK", **ids)
     assert err["op"] == "ERR" and err["code"] == "internal", err
     assert pending_rows(store.path) == 1

@@ -160,7 +160,6 @@ def test_a_transaction_rolled_back_is_not_trusted_by_the_next(tmp_path: Path) ->
             assert [r.seq for r in tx.append([prepare(NewEvent(topic="kept.t", payload=expected))])] == [
                 expected
             ]
-            tx.finish()
             conn.execute("COMMIT")
             tx.committed()
         conn.execute("BEGIN IMMEDIATE")

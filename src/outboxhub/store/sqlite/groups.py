@@ -37,6 +37,8 @@ from outboxhub.store.sqlite.topics import select_events
 from outboxhub.store.sqlite.tx import WriteTx
 
 __all__ = [
+    "ACK_FLOOR_SQL",
+    "GROUP_INFO_SQL",
     "ack",
     "claim",
     "ensure_group",
@@ -52,15 +54,23 @@ _JSON_LIST = "(SELECT value FROM json_each(?))"
 """A list passed as one JSON parameter (no limit on its length, unlike ``?, ?, ...``)."""
 
 
+ACK_FLOOR_SQL = (
+    "coalesce(min((SELECT min(p.seq) FROM pending p WHERE p.gid = g.gid) - 1, g.frontier), g.frontier)"
+)
+"""The ack floor of group row ``g`` (``common.ack_floor``): just below its oldest pending seq (one probe of
+the ``(gid, seq)`` key), else its frontier; min() of a NULL is NULL, so no pending row leaves the frontier.
+Derived when read, so no ACK's commit writes the group's row (schema version 3)."""
+
+GROUP_INFO_SQL = (
+    f"SELECT g.pattern, g.name, {ACK_FLOOR_SQL}, g.frontier, g.dead_letters,"
+    " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0) FROM groups g"
+)
+"""A ``GroupInfo`` row per group; ``in_flight`` counts pending events delivered at least once, not acked."""
+
+
 def group_info(conn: sqlite3.Connection, gid: int) -> GroupInfo:
-    """A group's state; ``in_flight`` counts pending events delivered at least once and not acked."""
-    row = conn.execute(
-        "SELECT pattern, name, ack_floor, frontier, dead_letters,"
-        " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0)"
-        " FROM groups g WHERE gid = ?",
-        (gid,),
-    ).fetchone()
-    return info_from_row(row)
+    """A group's state."""
+    return info_from_row(conn.execute(f"{GROUP_INFO_SQL} WHERE g.gid = ?", (gid,)).fetchone())
 
 
 def info_from_row(row: tuple[str, str, int, int, int, int]) -> GroupInfo:
@@ -81,9 +91,8 @@ def ensure_group(tx: WriteTx, pattern: str, name: str, start: StartPosition, now
         return group_info(tx.conn, ref[0])
     frontier = _start_frontier(tx, start)
     cursor = tx.conn.execute(
-        "INSERT INTO groups (pattern, name, ack_floor, frontier, dead_letters, created_ts)"
-        " VALUES (?, ?, ?, ?, 0, ?)",
-        (pattern, name, frontier, frontier, now),
+        "INSERT INTO groups (pattern, name, frontier, dead_letters, created_ts) VALUES (?, ?, ?, 0, ?)",
+        (pattern, name, frontier, now),
     )
     gid = int(cursor.lastrowid or 0)
     tx.remember_group(pattern, name, gid)
@@ -130,7 +139,6 @@ def claim(tx: WriteTx, request: ClaimRequest) -> list[Delivery]:
         new_frontier = _claim_new(tx, gid, pattern, member, plan, deliveries)
         if new_frontier != frontier:
             tx.conn.execute("UPDATE groups SET frontier = ? WHERE gid = ?", (new_frontier, gid))
-            tx.dirty(gid)
     return deliveries
 
 
@@ -228,7 +236,6 @@ def _dead_letter(
         )
     conn.execute("DELETE FROM pending WHERE gid = ? AND seq = ?", (gid, seq))
     conn.execute("UPDATE groups SET dead_letters = dead_letters + 1 WHERE gid = ?", (gid,))
-    tx.dirty(gid)
 
 
 _SETTLE_WHERE = {prefix: SETTLE_SQL.format(p=prefix, param="?") for prefix in ("", "p.")}
@@ -280,8 +287,6 @@ def ack(tx: WriteTx, pattern: str, name: str, refs: list[EventRef], member: str 
             f"DELETE FROM pending WHERE gid = ? AND seq = {_unique_seq_sql(member)}", by_id
         )
         count += max(0, cursor.rowcount)
-    if count:
-        tx.dirty(gid)
     return count
 
 
@@ -366,6 +371,5 @@ def reset_group(tx: WriteTx, pattern: str, name: str, to: StartPosition) -> Grou
     gid = ref[0]
     frontier = _start_frontier(tx, to)
     tx.conn.execute("DELETE FROM pending WHERE gid = ?", (gid,))
-    tx.conn.execute("UPDATE groups SET frontier = ?, ack_floor = ? WHERE gid = ?", (frontier, frontier, gid))
-    tx.dirty(gid)
+    tx.conn.execute("UPDATE groups SET frontier = ? WHERE gid = ?", (frontier, gid))
     return group_info(tx.conn, gid)

@@ -11,8 +11,15 @@ from collections.abc import Sequence
 
 from outboxhub.model import Cursor, Event, GroupInfo, Lag, TopicInfo
 from outboxhub.store.codec import EVENT_COLUMNS, decode_event
-from outboxhub.store.sqlite.groups import info_from_row
-from outboxhub.store.sqlite.topics import TopicCatalog, count_events, last_seq_at_or_below, select_events
+from outboxhub.store.sqlite.groups import ACK_FLOOR_SQL, GROUP_INFO_SQL, info_from_row
+from outboxhub.store.sqlite.topics import (
+    TOPIC_STATS_SQL,
+    TopicCatalog,
+    count_events,
+    last_seq_at_or_below,
+    select_events,
+    tail_seq,
+)
 
 __all__ = [
     "count",
@@ -85,16 +92,8 @@ def latest_by_key(
     return found
 
 
-def _tail_seq(conn: sqlite3.Connection, topic_ids: Sequence[int]) -> int | None:
-    if not topic_ids:
-        return None
-    ids = ",".join(str(int(topic_id)) for topic_id in topic_ids)
-    row = conn.execute(f"SELECT max(last_seq) FROM topics WHERE topic_id IN ({ids}) AND count > 0").fetchone()
-    return None if row[0] is None else int(row[0])
-
-
 def tail(conn: sqlite3.Connection, catalog: TopicCatalog, pattern: str) -> Event | None:
-    seq = _tail_seq(conn, catalog.resolve(pattern))
+    seq = tail_seq(conn, catalog.resolve(pattern))
     return None if seq is None else _event_at(conn, catalog, seq)
 
 
@@ -107,22 +106,18 @@ def last_seq(conn: sqlite3.Connection) -> int:
 
 
 def topics(conn: sqlite3.Connection) -> list[TopicInfo]:
-    rows = conn.execute("SELECT topic, count, last_seq, last_ts FROM topics WHERE count > 0 ORDER BY topic")
+    rows = conn.execute(f"{TOPIC_STATS_SQL} ORDER BY t.topic")
     return [TopicInfo(topic=t, count=n, last_seq=s, last_ts=ts) for t, n, s, ts in rows]
 
 
 def groups(conn: sqlite3.Connection) -> list[GroupInfo]:
-    rows = conn.execute(
-        "SELECT pattern, name, ack_floor, frontier, dead_letters,"
-        " (SELECT count(*) FROM pending p WHERE p.gid = g.gid AND p.attempts > 0)"
-        " FROM groups g ORDER BY pattern, name"
-    ).fetchall()
+    rows = conn.execute(f"{GROUP_INFO_SQL} ORDER BY g.pattern, g.name").fetchall()
     return [info_from_row(row) for row in rows]
 
 
 def _group_row(conn: sqlite3.Connection, pattern: str, name: str) -> tuple[int, int] | None:
     row = conn.execute(
-        "SELECT gid, ack_floor FROM groups WHERE pattern = ? AND name = ?", (pattern, name)
+        f"SELECT g.gid, {ACK_FLOOR_SQL} FROM groups g WHERE g.pattern = ? AND g.name = ?", (pattern, name)
     ).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
@@ -159,18 +154,16 @@ def lag(conn: sqlite3.Connection, catalog: TopicCatalog, pattern: str, name: str
         return None
     current = _cursor(conn, catalog, pattern, name, group[1])
     topic_ids = catalog.resolve(pattern)
-    tail_seq = _tail_seq(conn, topic_ids)
+    last = tail_seq(conn, topic_ids)
     tail_row = (
-        None
-        if tail_seq is None
-        else conn.execute("SELECT id, ts FROM events WHERE seq = ?", (tail_seq,)).fetchone()
+        None if last is None else conn.execute("SELECT id, ts FROM events WHERE seq = ?", (last,)).fetchone()
     )
     tail_id, tail_ts = (None, None) if tail_row is None else (tail_row[0], int(tail_row[1]))
     lag_ms = None if tail_ts is None or current.last_ts is None else tail_ts - current.last_ts
     return Lag(
         cursor=current,
         tail_id=tail_id,
-        tail_seq=tail_seq,
+        tail_seq=last,
         tail_ts=tail_ts,
         lag_ms=lag_ms,
         lag_count=count_events(conn, topic_ids, after_seq=current.seq),

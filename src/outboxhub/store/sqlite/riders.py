@@ -2,14 +2,14 @@
 
 End to end, each event costs two write transactions on the loop thread: the publish (with the waiting
 member's parked claim) and, a fraction of a millisecond later, the member's ACK. The ACK's own commit is
-a ``BEGIN IMMEDIATE`` (file locks), a ``PRAGMA data_version``, its ``DELETE``, an ack floor ``UPDATE`` and a
-``COMMIT`` that writes the pending and groups pages to the WAL, the same pages the next publish's claim
-writes again. So while a claim is parked (a member waits for the next event) and the last two publishes
-came less than ``RIDE_S`` apart (the next one is due soon), a small ACK waits here for the next batch that
-runs on the loop thread, and runs inside it, first, in a SAVEPOINT of its own (its failure is its own;
-``writer.py``). When no batch comes within ``RIDE_S`` it commits on its own, as it would have at once.
-At lower rates ACKs do not wait: each would pay a timer and still commit alone. Its future resolves only
-after the COMMIT that carries it, as always: what waits is the answer, never durability.
+a ``BEGIN IMMEDIATE`` (file locks), a ``PRAGMA data_version``, its ``DELETE`` and a ``COMMIT`` that writes
+the pending pages to the WAL, the same pages the next publish's claim writes again. So while a claim is
+parked (a member waits for the next event) and the last two publishes came less than ``RIDE_S`` apart (the
+next one is due soon), a small ACK waits here for the next batch that runs on the loop thread, and runs
+inside it, first, in a SAVEPOINT of its own (its failure is its own; ``writer.py``). When no batch comes
+within ``RIDE_S`` it commits on its own, as it would have at once. At lower rates ACKs do not wait: each
+would pay a timer and still commit alone. Its future resolves only after the COMMIT that carries it, as
+always: what waits is the answer, never durability.
 """
 
 from __future__ import annotations

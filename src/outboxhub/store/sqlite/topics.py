@@ -25,10 +25,12 @@ from outboxhub.topics import compile_pattern
 __all__ = [
     "MERGE_MAX_TOPICS",
     "PATTERN_CACHE_MAX",
+    "TOPIC_STATS_SQL",
     "TopicCatalog",
     "count_events",
     "last_seq_at_or_below",
     "select_events",
+    "tail_seq",
 ]
 
 MERGE_MAX_TOPICS = 24
@@ -172,13 +174,40 @@ def select_events(
     return conn.execute(sql, params).fetchall()
 
 
+_TOPIC_COUNT_SQL = (
+    "t.counted + (SELECT count(*) FROM events e WHERE e.topic_id = t.topic_id AND e.seq > t.counted_to)"
+)
+"""Topic row ``t``'s event count: the folded count plus the events above ``counted_to`` (schema version 3:
+the writer folds the count every ``tx.FOLD_EVERY`` appends, so this counts a short range of the index)."""
+
+TOPIC_STATS_SQL = (
+    f"SELECT t.topic, {_TOPIC_COUNT_SQL}, last.seq, last.ts FROM topics t"
+    " JOIN events last ON last.seq = (SELECT max(e.seq) FROM events e WHERE e.topic_id = t.topic_id)"
+)
+"""(topic, count, last seq, last ts) per topic with at least one event (events are never deleted); the last
+event is one probe of the ``(topic_id, seq)`` index."""
+
+
+def tail_seq(conn: sqlite3.Connection, topic_ids: Sequence[int]) -> int | None:
+    """The highest seq of an event in ``topic_ids`` (one index probe per topic)."""
+    if not topic_ids:
+        return None
+    row = conn.execute(
+        "SELECT max((SELECT max(e.seq) FROM events e WHERE e.topic_id = t.topic_id))"
+        f" FROM topics t WHERE t.topic_id IN ({_ids_sql(topic_ids)})"
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
 def count_events(conn: sqlite3.Connection, topic_ids: Sequence[int], *, after_seq: int) -> int:
     """How many events in ``topic_ids`` have ``seq > after_seq``."""
     if not topic_ids:
         return 0
     ids = _ids_sql(topic_ids)
     if after_seq <= 0:
-        row = conn.execute(f"SELECT coalesce(sum(count), 0) FROM topics WHERE topic_id IN ({ids})").fetchone()
+        row = conn.execute(
+            f"SELECT coalesce(sum({_TOPIC_COUNT_SQL}), 0) FROM topics t WHERE t.topic_id IN ({ids})"
+        ).fetchone()
         return int(row[0])
     row = conn.execute(
         f"SELECT count(*) FROM events WHERE topic_id IN ({ids}) AND seq > ?", (after_seq,)

@@ -1,4 +1,4 @@
-"""State of the writer's current transaction: seq assignment, new topics and groups, dirty ack floors.
+"""State of the writer's current transaction: seq assignment, new topics and groups, topic counts to fold.
 
 Everything the writer learns inside a transaction (topic ids it inserted, groups it created) stays in this
 overlay until COMMIT succeeds, then moves into the shared caches; a rolled-back job or batch drops its part
@@ -28,13 +28,17 @@ _INSERT_EVENTS = {
     for rows in (1 << bit for bit in range(_INSERT_ROWS_MAX.bit_length()))
 }
 """One INSERT per power-of-two row count up to ``_INSERT_ROWS_MAX``: few statements for the cache."""
-_UPDATE_TOPIC = "UPDATE topics SET count = count + ?, last_seq = ?, last_ts = ? WHERE topic_id = ?"
-_EXISTING_CHUNK = 500
-_UPDATE_ACK_FLOOR = (
-    "UPDATE groups SET ack_floor = coalesce(min((SELECT min(seq) FROM pending WHERE gid = ?) - 1, frontier),"
-    " frontier) WHERE gid = ?"
+FOLD_EVERY = 64
+"""A topic's count is folded into its ``topics`` row once per this many of a writer's appends to it (and at
+its first append after the writer opened or rolled back), not by every publish: one WAL page fewer per
+small commit. A reader counts the events above ``counted_to`` from the ``(topic_id, seq)`` index (at most
+about this many per writer sharing the file), so counts stay exact whatever the fold lags."""
+_FOLD_TOPIC = (
+    "UPDATE topics SET counted = counted + (SELECT count(*) FROM events e WHERE e.topic_id = topics.topic_id"
+    " AND e.seq > topics.counted_to), counted_to = ? WHERE topic_id = ?"
 )
-"""The ack floor (``common.ack_floor``): just below the oldest pending seq, else the frontier."""
+"""Self-contained (the events above the old ``counted_to`` are counted in SQL): right whoever appended."""
+_EXISTING_CHUNK = 500
 
 Mark = tuple[int, int, int, int]
 GroupRef = tuple[int, int]
@@ -86,7 +90,7 @@ class WriteTx:
         self._new_topics: dict[str, int] = {}
         self._new_topic_names: dict[int, str] = {}
         self._new_groups: dict[tuple[str, str], int] = {}
-        self._dirty: set[int] = set()
+        self._unfolded: dict[int, int] = {}  # topic id -> this writer's appends since it folded the count
         # ``PRAGMA data_version`` at the last begin, and whether that transaction committed: while both hold
         # and the version is unchanged, no other connection (another hub, an outbox drainer, a reader's
         # write) has committed since, so ``next_seq`` and the catalog are still exact.
@@ -107,6 +111,8 @@ class WriteTx:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if not exact or version != self._version:
             self._version = version
+            if not exact:  # a rolled-back fold: fold each topic again at its next append
+                self._unfolded.clear()
             self.catalog.sync(conn)
             self.next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
         self.appended_to = 0
@@ -114,7 +120,6 @@ class WriteTx:
         self._new_topics.clear()
         self._new_topic_names.clear()
         self._new_groups.clear()
-        self._dirty.clear()
 
     def mark(self) -> Mark:
         """A point to roll the overlay back to (taken with a SAVEPOINT)."""
@@ -122,19 +127,12 @@ class WriteTx:
 
     def reset(self, mark: Mark) -> None:
         self.next_seq, self.appended_to, topics, groups = mark
+        self._unfolded.clear()  # a fold may have been rolled back: fold each topic at its next append
         while len(self._new_topics) > topics:
             _, topic_id = self._new_topics.popitem()
             del self._new_topic_names[topic_id]
         while len(self._new_groups) > groups:
             self._new_groups.popitem()
-
-    def finish(self) -> None:
-        """Before COMMIT: move the ack floor of every group whose pending set or frontier changed."""
-        for gid in self._dirty:
-            # One statement, the rule of ``common.ack_floor`` in SQL (min() of a NULL is NULL: no pending
-            # row leaves the frontier); plain ? placeholders: ?1 with a sequence warns on 3.12+, fails on 3.14
-            self.conn.execute(_UPDATE_ACK_FLOOR, (gid, gid))
-        self._dirty.clear()
 
     def committed(self) -> None:
         """After COMMIT: publish the overlay to the shared caches."""
@@ -212,15 +210,11 @@ class WriteTx:
     def remember_group(self, pattern: str, name: str, gid: int) -> None:
         self._new_groups[(pattern, name)] = gid
 
-    def dirty(self, gid: int) -> None:
-        """The group's pending set or frontier changed: recompute its ack floor before COMMIT."""
-        self._dirty.add(gid)
-
     # -- events -------------------------------------------------------------------------------------------
 
     def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
-        """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counters
-        updated once."""
+        """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counts
+        folded when due (``FOLD_EVERY``)."""
         if len(rows) == 1:
             return [self._append_one(rows[0])]
         first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
@@ -234,7 +228,7 @@ class WriteTx:
         params = self._params(rows, unique, existing)
         if len(params) == 1:
             # One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or
-            # its transaction) undoes the insert if the topic count fails after it. No savepoint here.
+            # its transaction) undoes the insert if the topic fold fails after it. No savepoint here.
             try:
                 _insert_events(conn, params)
             except sqlite3.IntegrityError:
@@ -263,7 +257,7 @@ class WriteTx:
     def _append_one(self, row: Prepared) -> PublishResult:
         """``append`` of one event (one publish at a time): the same statements, less Python around them.
         One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or its
-        transaction) undoes the insert if the topic count fails after it."""
+        transaction) undoes the insert if the topic fold fails after it."""
         event_id, topic, ts, key, payload, meta = row
         topic_id = self.topic_id_for(topic)  # inserted when new, kept when the INSERT below is refused
         seq = self.next_seq
@@ -275,7 +269,7 @@ class WriteTx:
             if stored is None:  # not a duplicate after all: the INSERT's own error
                 raise
             return PublishResult(id=event_id, seq=stored, duplicate=True)
-        cursor.execute(_UPDATE_TOPIC, (1, seq, ts, topic_id))
+        self._appended(topic_id, 1, seq)
         self.next_seq = seq + 1
         self.appended_to = seq
         self.appended_topics.add(topic)
@@ -342,11 +336,18 @@ class WriteTx:
     def _count_topics(self, params: list[_EventParams]) -> None:
         if not params:
             return
-        last = {p[2]: p for p in params}  # each topic's last row
-        counts = {params[0][2]: len(params)} if len(last) == 1 else Counter(p[2] for p in params)
-        self.conn.executemany(
-            _UPDATE_TOPIC, [(n, last[tid][0], last[tid][3], tid) for tid, n in counts.items()]
-        )
+        last = {p[2]: p[0] for p in params}  # each topic's last seq
+        for topic_id, appended in Counter(p[2] for p in params).items():
+            self._appended(topic_id, appended, last[topic_id])
+
+    def _appended(self, topic_id: int, appended: int, last_seq: int) -> None:
+        """``appended`` events up to ``last_seq`` went to the topic: fold its count when due."""
+        unfolded = self._unfolded.get(topic_id, FOLD_EVERY) + appended
+        if unfolded < FOLD_EVERY:
+            self._unfolded[topic_id] = unfolded
+            return
+        self.cursor.execute(_FOLD_TOPIC, (last_seq, topic_id))
+        self._unfolded[topic_id] = 0
 
 
 def _insert_events(conn: sqlite3.Connection, params: list[_EventParams]) -> None:

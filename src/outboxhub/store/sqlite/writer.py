@@ -417,7 +417,6 @@ class Writer:
         try:
             if broken is not None:
                 raise broken
-            tx.finish()
             tx.cursor.execute("COMMIT")
         except Exception as exc:
             rollback(conn)
