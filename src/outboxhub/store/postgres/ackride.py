@@ -3,10 +3,11 @@
 End to end, each event costs two transactions: the publish (with the waiting member's parked claim,
 ``parked.py``) and, a fraction of a millisecond later, the member's ACK, a ``DELETE`` of its ``pending`` row
 committed on its own (asynchronously: it flushes no WAL, but it is one more statement, snapshot and commit
-record for the server, and one more round trip for the hub). So while a claim is parked (a member waits for
-the next event) and the last two publishes came less than ``RIDE_S`` apart (the next one is due soon), a
-small ACK (every ref with its seq, at most ``RIDE_REFS`` of them) waits here for the next publish statement
-and runs inside it (``publish_claim_acks``): first, before the publish takes the seq counter's lock, each
+record for the server, and one more round trip for the hub). So while the last two publishes came less than
+``RIDE_S`` apart (the next one is due soon; unlike SQLite's riders there is no parked-claim condition: here
+the member's claim is out of the parking lot during the very statement its ACK would wait for), a small
+ACK (every ref with its seq, at most ``RIDE_REFS`` of them) waits here for the next publish statement and
+runs inside it (``publish_claim_acks``): first, before the publish takes the seq counter's lock, each
 ACK in a subtransaction of its own that waits at most 1 ms for a row lock. An ACK that fails there changes
 nothing and is sent alone, where it fails (or succeeds) by itself; so is every rider of a publish statement
 that fails. When no publish comes within ``RIDE_S`` the riders are sent alone, as they would have been at
