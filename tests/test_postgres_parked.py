@@ -109,7 +109,7 @@ async def test_the_publish_with_claims_commits_synchronously(
     await store.ensure_group("a.*", "g", EARLIEST)
     rows = [prepare(NewEvent(topic="a.x", payload=1))]
     async with raw.transaction():
-        _, top, outcomes = await parked.publish_claim(
+        _, top, outcomes, _ = await parked.publish_claim(
             raw, channel_name(store.schema), rows, [_request("a.*")], now=1_000
         )
         cur = await raw.execute("SELECT current_setting('synchronous_commit')")

@@ -27,9 +27,11 @@ from outboxhub.store.postgres.schema import DEFAULT_SCHEMA
 __all__ = [
     "OPTION_NAMES",
     "PLANNER_SETTINGS",
+    "Failures",
     "PgSettings",
     "RawJsonLoader",
     "configure_connection",
+    "connection_lost",
     "is_retryable",
     "parse_url",
     "pipelined_transaction",
@@ -180,6 +182,23 @@ async def pipelined_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIter
 def is_retryable(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the transaction had no effect and may simply be re-run."""
     return isinstance(exc, psycopg.errors.TransactionRollback)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The connection broke (server restarted or went away), as opposed to no connection being available."""
+    return (
+        isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        and not isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed)
+        and not is_retryable(exc)
+    )
+
+
+@dataclass(slots=True)
+class Failures:
+    """The failed tries of one store operation so far (``PostgresStore._again`` counts them)."""
+
+    tries: int = 0
+    stale: int = 0
 
 
 def _first_line(exc: BaseException) -> str:

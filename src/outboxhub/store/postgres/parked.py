@@ -33,6 +33,7 @@ from outboxhub.store.codec import Prepared
 from outboxhub.store.lifecycle import ClaimRequest
 from outboxhub.store.parkedclaim import ParkedClaimBase
 from outboxhub.store.postgres import wire
+from outboxhub.store.postgres.ackride import AckJob
 from outboxhub.store.postgres.claim import filter_args_of
 from outboxhub.store.postgres.events import AppendBatch, PgConn, decode_rows
 
@@ -63,6 +64,12 @@ _PUBLISH_CLAIM = wire.Statement(
     "SELECT * FROM publish_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     [_T, _T, _I8, _T, _T, _T, wire.TEXT, _T, _T, _T, wire.INT8, _I8, _I4, _I4, _T, _T, _T],
 )
+_PUBLISH_CLAIM_ACKS = wire.Statement(
+    "publish_claim_acks",
+    "SELECT * FROM publish_claim_acks(" + ", ".join(f"${n}" for n in range(1, 24)) + ")",
+    [*_PUBLISH_CLAIM.types, _T, _T, _T, _I4, _I8, _T],
+)
+"""``publish_claim`` with the ACKs riding on it (schema version 8, ``ackride.py``)."""
 
 
 @dataclass(slots=True)
@@ -171,18 +178,24 @@ def not_run(claims: Sequence[ParkedClaim]) -> None:
 
 
 async def publish_claim(
-    conn: PgConn, channel: str, rows: Sequence[Prepared], requests: Sequence[ClaimRequest], now: int
-) -> tuple[list[PublishResult], int, list[tuple[list[Delivery], int]]]:
+    conn: PgConn,
+    channel: str,
+    rows: Sequence[Prepared],
+    requests: Sequence[ClaimRequest],
+    now: int,
+    acks: Sequence[AckJob] = (),
+) -> tuple[list[PublishResult], int, list[tuple[list[Delivery], int]], list[int | None]]:
     """Append ``rows`` and run ``requests`` (claims ``claim_new`` takes, ``now`` their time) after them,
     in one statement on ``conn`` in autocommit mode (one transaction, committed synchronously); return the
-    publish's results, its highest new seq, and per claim ``(deliveries, last_seq)`` or ``NOT_RUN``."""
+    publish's results, its highest new seq, per claim ``(deliveries, last_seq)`` or ``NOT_RUN``, and per
+    ACK of ``acks`` (run first, ``ackride.py``) its count, or None when it did not run."""
     batch = AppendBatch(rows)
     plans = [request.at(now).plan() for request in requests]
     filters = [filter_args_of(request.pattern) for request in requests]
     text = wire.text_array
     res = await wire.execute(
         conn,
-        _PUBLISH_CLAIM,
+        _PUBLISH_CLAIM_ACKS if acks else _PUBLISH_CLAIM,
         [
             *batch.wire_params(),
             channel.encode(),
@@ -196,16 +209,20 @@ async def publish_claim(
             text([f[1] for f in filters]),
             text([f[2] for f in filters]),
             text([f[3] for f in filters]),
+            *(_ack_params(acks) if acks else ()),
         ],
     )
     published: list[tuple[int, bool]] = []
+    acked: list[int | None] = [None] * len(acks)
     last = 0
     fallback: set[int] = set()
     claimed: dict[int, list[tuple[Any, ...]]] = {}
     value, read_int, read_bool = res.get_value, wire.read_int, wire.read_bool
     for i in range(res.ntuples):
         index = read_int(value(i, 0))
-        if index == 0:
+        if index < 0:
+            acked[-index - 1] = None if read_bool(value(i, 1)) else read_int(value(i, 2))
+        elif index == 0:
             if read_bool(value(i, 1)):
                 last = read_int(value(i, 2))
             else:
@@ -223,7 +240,22 @@ async def publish_claim(
         page = sorted(claimed.get(index, []), key=_seq)
         deliveries = [Delivery(event=e, attempt=1, deadline=plan.deadline) for e in decode_rows(page)]
         outcomes.append((deliveries, last))
-    return results, top, outcomes
+    return results, top, outcomes, acked
+
+
+def _ack_params(acks: Sequence[AckJob]) -> list[bytes | None]:
+    """``publish_claim_acks``' last six arguments: per ACK its pattern, group and member, then per ref
+    its ACK's number (from 1), seq and id."""
+    text = wire.text_array
+    jobs = [number for number, ack in enumerate(acks, start=1) for _ in ack.refs]
+    return [
+        text([ack.pattern for ack in acks]),
+        text([ack.group for ack in acks]),
+        text([ack.member for ack in acks]),
+        wire.int4_array(jobs),
+        wire.int8_array([ref.seq or 0 for ack in acks for ref in ack.refs]),
+        text([ref.id for ack in acks for ref in ack.refs]),
+    ]
 
 
 def _seq(row: tuple[Any, ...]) -> int:

@@ -27,7 +27,8 @@ Tables:
 Functions: ``publish_events`` (every append), from version 3 ``claim_new`` (the common claim), from
 version 5 ``claim_parked`` and ``publish_claim`` (a group commit with the parked claims, ``parked.py``).
 From version 6 ``publish_events`` skips its NOTIFY when no other node listens; from version 7 the two
-claim functions plan the page of kinds 0 and 1 once per connection, like ``publish_events``.
+claim functions plan the page of kinds 0 and 1 once per connection, like ``publish_events``; from version 8
+``publish_claim_acks`` (``publish_claim`` with the ACKs riding on it, ``ackride.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections.abc import Callable
 import psycopg
 
 from outboxhub.errors import StoreError
+from outboxhub.store.lifecycle import SETTLE_SQL
 from outboxhub.store.postgres.registry import LISTENERS_TABLE, NOTIFY_CONDITION
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "channel_name", "migrate", "quote_ident"]
@@ -388,7 +390,54 @@ def _v7() -> list[str]:
     return functions
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+_ACK_RIDERS = f"""\
+    -- The riding ACKs first, before publish_events takes the counter lock, so their work does not lengthen
+    -- the lock every publisher waits for. Each is a subtransaction of its own that waits at most 1 ms for a
+    -- row lock: one that fails changes nothing and answers fallback (the hub sends it alone), and neither
+    -- its failure nor a lock it waits for holds the publish back.
+    PERFORM set_config('lock_timeout', '1ms', true);
+    FOR i IN 1 .. coalesce(array_length(a_patterns, 1), 0) LOOP
+        BEGIN
+            DELETE FROM pending p USING groups g, unnest(a_jobs, a_seqs, a_ids) AS r (job, seq, id)
+            WHERE r.job = i AND g.pattern = a_patterns[i] AND g.name = a_names[i] AND p.gid = g.gid
+                AND p.seq = r.seq AND p.event_id = r.id
+                AND (a_members[i] IS NULL OR (true{SETTLE_SQL.format(p="p.", param="a_members[i]")}));
+            GET DIAGNOSTICS v_acked = ROW_COUNT;
+            RETURN QUERY SELECT -i, false, v_acked, NULL::boolean, NULL::text, NULL::integer, NULL::bigint,
+                NULL::text, NULL::json, NULL::json, NULL::text;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN QUERY SELECT -i, true, 0::bigint, NULL::boolean, NULL::text, NULL::integer, NULL::bigint,
+                NULL::text, NULL::json, NULL::json, NULL::text;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+"""
+_CLAIM_PARAMS = "c_limits integer[], c_kinds integer[], c_a text[], c_b text[], c_c text[]\n"
+_CLAIM_LOOP_VAR = "    i integer;\nBEGIN\n"
+
+
+def _v8() -> list[str]:
+    """``publish_claim_acks``: ``publish_claim`` that first runs the ACKs riding on it (``ackride.py``),
+    each in a subtransaction of its own, before the publish takes the counter lock. ``publish_claim`` is
+    kept unchanged, so a hub of version 7 still works on a version 8 schema."""
+    assert _CLAIM_PARAMS in _PUBLISH_CLAIM_FUNCTION and _CLAIM_LOOP_VAR in _PUBLISH_CLAIM_FUNCTION
+    function = (
+        _PUBLISH_CLAIM_FUNCTION.replace("FUNCTION publish_claim(", "FUNCTION publish_claim_acks(", 1)
+        .replace(
+            _CLAIM_PARAMS,
+            _CLAIM_PARAMS.rstrip("\n") + ",\n    a_patterns text[], a_names text[], a_members text[],"
+            " a_jobs integer[], a_seqs bigint[], a_ids text[]\n",
+        )
+        .replace(
+            _CLAIM_LOOP_VAR,
+            "    i integer;\n    v_acked bigint;\n"
+            "    v_lock_timeout text := current_setting('lock_timeout');\nBEGIN\n" + _ACK_RIDERS,
+        )
+    )
+    return [function]
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 

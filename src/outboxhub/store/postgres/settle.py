@@ -3,7 +3,8 @@
 One ``DELETE`` of the group's ``pending`` rows, its own transaction, committed without waiting for the WAL
 flush (``groups.py`` explains why an ACK may be lost in a crash); with a settling member, only rows that
 member may settle (``SETTLE_SQL``). It runs through ``wire``: ``ack_by_seq`` from a coroutine (the store's
-``_run``), ``start_ack_by_seq`` without one (``PostgresStore._ack_soon``: no task per ACK).
+``_run``), ``start_ack_by_seq`` without one (``PostgresStore._ack_now``: no task per ACK). While publishes
+come often a small ACK rides on the next publish statement instead (``ackride.py``).
 """
 
 from __future__ import annotations

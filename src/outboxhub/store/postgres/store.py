@@ -58,7 +58,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -86,7 +85,16 @@ from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.parkedclaim import ClaimParkingStore
 from outboxhub.store.postgres import events, parked, settle
 from outboxhub.store.postgres import groups as groups_ops
-from outboxhub.store.postgres.conn import PgSettings, configure_connection, is_retryable, parse_url, translate
+from outboxhub.store.postgres.ackride import AckJob, AckRiders, settle_from
+from outboxhub.store.postgres.conn import (
+    Failures,
+    PgSettings,
+    configure_connection,
+    connection_lost,
+    is_retryable,
+    parse_url,
+    translate,
+)
 from outboxhub.store.postgres.events import PgConn
 from outboxhub.store.postgres.groups import ClaimContext
 from outboxhub.store.postgres.listen import Listener
@@ -140,6 +148,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         self._writer = GroupCommitWriter(self._stage, max_batch=settings.max_batch)
         self._parking = parked.ParkingLot()
         self._reparking: list[parked.ParkedClaim] = []  # claims the last batch ran: their members park again
+        self._riders = AckRiders(self._ack_alone)
         self.parked_stats = parked.ParkedStats()
         self._node = uuid.uuid4().hex
         self._listener = Listener(
@@ -215,6 +224,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     async def _shutdown(self) -> None:
         try:
             await self._writer.close()
+            await self._send_riders_alone()
         finally:
             await self._listener.close()
             spare, self._spare = self._spare, None
@@ -245,7 +255,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
         releases are idempotent, a re-run claim at worst leaves an event pending until its ack timeout, and
         appends are idempotent by event id.
         """
-        failures = _Failures()
+        failures = Failures()
         while True:
             try:
                 conn = await self._getconn()
@@ -303,13 +313,13 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             self._spare_uses = 0
         return False
 
-    def _again(self, exc: psycopg.Error, failures: _Failures) -> bool:
+    def _again(self, exc: psycopg.Error, failures: Failures) -> bool:
         """Whether to re-run after ``exc`` (see ``_run``): a deadlock or serialization failure up to
         ``_MAX_TRIES`` tries in all, a broken connection once per pooled connection (checking the pool)."""
         failures.tries += 1
         if is_retryable(exc) and failures.tries < _MAX_TRIES:
             return True
-        if _connection_lost(exc) and failures.stale <= self._settings.pool_max:
+        if connection_lost(exc) and failures.stale <= self._settings.pool_max:
             failures.stale += 1
             self._check_pool()
             return True
@@ -347,21 +357,24 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             self._reparking = []
         topics = frozenset(row[1] for row in rows)
         claims = self._parking.take(tuple(topics)) if self._parking else []
+        acks = self._riders.take() if self._riders else []
         try:
-            results, top = await self._append_claiming(rows, claims)
+            results, top = await self._append_claiming(rows, claims, acks)
         except BaseException:
             self.parked_stats.not_run += len(claims)
             parked.not_run(claims)
+            self._riders.send_alone(acks)
             raise
         if top:
             self._committed(top, topics)
         return Committed(results)
 
     async def _append_claiming(
-        self, rows: Sequence[Prepared], claims: list[parked.ParkedClaim]
+        self, rows: Sequence[Prepared], claims: list[parked.ParkedClaim], acks: list[AckJob]
     ) -> tuple[list[PublishResult], int]:
-        """``_stage``'s statement with its retries; resolves the futures of ``claims`` once committed."""
-        failures = _Failures()
+        """``_stage``'s statement with its retries; resolves the futures of ``claims`` and answers the ACKs
+        riding on it (``ackride.py``) once committed."""
+        failures = Failures()
         while True:
             try:
                 conn = await self._getconn()
@@ -370,11 +383,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
             try:
                 # Autocommit: the one statement is its own transaction (synchronous commit, the
                 # connection's default), so the reply arrives once it is committed, after one wait.
-                if claims:
+                if claims or acks:
                     now = now_ms()
                     requests = [claim.request for claim in claims]
-                    results, top, outcomes = await parked.publish_claim(
-                        conn, self._channel, rows, requests, now
+                    results, top, outcomes, acked = await parked.publish_claim(
+                        conn, self._channel, rows, requests, now, acks
                     )
                 else:
                     results, top = await events.append_now(conn, self._channel, rows)
@@ -387,6 +400,8 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 await self._give_back(conn)
                 raise
             await self._putconn(conn)
+            if acks:
+                self._riders.answer(acks, acked)
             if claims:
                 # Before the commit notification: a member whose claim covers it is not woken by it.
                 self.parked_stats.count(outcomes)
@@ -405,9 +420,11 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     # -- events -------------------------------------------------------------------------------------------
 
     async def _append(self, rows: list[Prepared]) -> list[PublishResult]:
+        self._riders.published()
         return await self._writer.submit(rows)
 
     def _append_soon(self, rows: list[Prepared]) -> asyncio.Future[list[PublishResult]]:
+        self._riders.published()
         return self._writer.submit_soon(rows)
 
     async def get_event(self, event_id: str, topic: str | None = None) -> Event | None:
@@ -486,6 +503,26 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     def _ack_soon(
         self, pattern: str, group: str, refs: list[EventRef], member: str | None
     ) -> asyncio.Future[int]:
+        """A small ACK rides on the next publish statement while publishes come often (``ackride.py``);
+        otherwise it is sent at once (``_ack_now``)."""
+        if self._riders.may_ride(refs):
+            return self._riders.add(pattern, group, refs, member)
+        return self._ack_now(pattern, group, refs, member)
+
+    def _ack_alone(self, job: AckJob) -> None:
+        """Send a riding ACK on its own, its answer from that statement's."""
+        self._ack_now(job.pattern, job.group, job.refs, job.member).add_done_callback(
+            partial(settle_from, job.answer)
+        )
+
+    async def _send_riders_alone(self) -> None:
+        jobs = self._riders.take()
+        self._riders.send_alone(jobs)
+        await asyncio.gather(*(job.answer for job in jobs), return_exceptions=True)
+
+    def _ack_now(
+        self, pattern: str, group: str, refs: list[EventRef], member: str | None
+    ) -> asyncio.Future[int]:
         """No task per ACK when the spare connection is free and every ref has its seq (the bus's ACKs):
         the statement is sent at once and its reply read from the socket's callback
         (``settle.start_ack_by_seq``). Otherwise, and to re-run one that failed (with ``_run``'s retries),
@@ -517,7 +554,7 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
                 answer.set_result(started.result().command_tuples or 0)
             return
         task = answer.get_loop().create_task(self._ack_again(conn, call))
-        task.add_done_callback(partial(_settle_from, answer))
+        task.add_done_callback(partial(settle_from, answer))
 
     async def _ack_again(self, conn: PgConn, call: tuple[str, str, list[EventRef], str | None]) -> int:
         await self._give_back(conn)
@@ -557,34 +594,6 @@ class PostgresStore(ClaimParkingStore, StoreBackend):
     async def lag(self, pattern: str, group: str) -> Lag | None:
         self._check_open()
         return await self._run(groups_ops.lag, pattern, group)
-
-
-def _settle_from(answer: asyncio.Future[int], task: asyncio.Task[int]) -> None:
-    if answer.done():
-        return
-    if task.cancelled():
-        answer.cancel()
-    elif (exc := task.exception()) is not None:
-        answer.set_exception(exc)
-    else:
-        answer.set_result(task.result())
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """The connection broke (server restarted or went away), as opposed to no connection being available."""
-    return (
-        isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        and not isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed)
-        and not is_retryable(exc)
-    )
-
-
-@dataclass(slots=True)
-class _Failures:
-    """The failed tries of one ``_run`` or ``_stage`` so far (``PostgresStore._again`` counts them)."""
-
-    tries: int = 0
-    stale: int = 0
 
 
 async def _ping(conn: PgConn) -> None:
