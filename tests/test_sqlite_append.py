@@ -161,3 +161,7 @@ async def test_a_stored_id_in_a_batch_of_publishes_is_found_after_a_retry(sqlite
     assert [e.seq for e in await sqlite_store.scan("d.t", limit=1000)] == [stored.seq, *fresh]
     info = {t.topic: t for t in await sqlite_store.topics()}
     assert info["d.t"].count == 100 and info["d.t"].last_seq == fresh[-1]
+    # the next 64 commits append with savepoints: re-sent ids cannot make every batch run twice
+    seen.clear()
+    await _queued_batches(sqlite_store, [[NewEvent(topic="d.t", payload=n)] for n in range(3)])
+    assert "SAVEPOINT publish" in seen and sqlite_store.writer_stats.plain_retries == 1

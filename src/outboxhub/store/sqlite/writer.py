@@ -65,6 +65,8 @@ _RESTART: Any = object()
 class Writer:
     """Owns the write connection and the thread that uses it."""
 
+    _plain_from = 0  # commits: no append without savepoints before (64 commits after one failed)
+
     def __init__(
         self,
         path: str,
@@ -329,7 +331,7 @@ class Writer:
         self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool = False
     ) -> None:
         try:
-            self._batch(conn, tx, jobs, begun=begun)
+            self._batch(conn, tx, jobs, begun=begun, plain=self.stats.commits >= self._plain_from)
         except Exception:  # a bug: never let it kill the thread with futures unresolved
             _log.exception("sqlite writer: batch failed unexpectedly")
             rollback(conn)
@@ -353,7 +355,7 @@ class Writer:
             self._post(leftovers, 0)
 
     def _batch(
-        self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool, plain: bool = True
+        self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool, plain: bool
     ) -> None:
         try:
             if not begun:
@@ -464,14 +466,14 @@ class Writer:
         return None
 
     def _plain_publishes(self, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]) -> bool:
-        """A batch of publishes only, appended without the SAVEPOINTs of ``_publishes`` (each statement waits
-        for the GIL after it: docs/benchmarks.md, tenth round, 4 KiB). When that fails (a stored id, a bad
-        row), the transaction is rolled back and the batch runs again with them: False, the batch is done."""
+        """A batch of publishes only, without ``_publishes``' SAVEPOINTs (docs/benchmarks.md, tenth round);
+        when that fails (a stored id, a bad row), rolled back and run with them: False, the batch is done."""
         try:
             results = tx.append([row for _, _, job_rows in run for row in job_rows], plain=True)
         except Exception:
             rollback(tx.conn)
             self.stats.plain_retries += 1
+            self._plain_from = self.stats.commits + 64  # a tenant re-sending ids costs 1 in 64 batches twice
             self._batch(tx.conn, tx, run, begun=False, plain=False)
             return False
         self._appended(run, results, outcomes)
@@ -482,9 +484,8 @@ class Writer:
         self._batch_topics.update(row[1] for _, _, job_rows in run for row in job_rows)
         start = 0
         for fut, _, job_rows in run:
-            end = start + len(job_rows)
-            outcomes.append((fut, None, results[start:end]))
-            start = end
+            outcomes.append((fut, None, results[start : start + len(job_rows)]))
+            start += len(job_rows)
 
     def _solo_publish(self, tx: WriteTx, job: _Job, outcomes: list[_Outcome]) -> BaseException | None:
         """The publish of an inline batch, its only job (parked claims, if any, run after it): without the
