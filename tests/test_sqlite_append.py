@@ -45,6 +45,20 @@ async def test_a_large_batch_is_inserted_with_few_multi_row_statements(sqlite_st
     assert len(seen) == 1
 
 
+async def test_large_payloads_are_inserted_with_fewer_rows_per_statement(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.publish(NewEvent(topic="warm.up"))
+    seen = _trace_event_inserts(sqlite_store)
+    await sqlite_store.publish_batch([NewEvent(topic="big.t", payload=i) for i in range(64)])
+    assert len(seen) == 1
+    seen.clear()
+    # 64 payloads of 300 KB: 32 rows per statement (their copies stay near 8 MiB), not 64 in one
+    results = await sqlite_store.publish_batch(
+        [NewEvent(topic="big.t", payload="x" * 300_000) for _ in range(64)]
+    )
+    assert len(seen) == 2
+    assert [r.seq for r in results] == list(range(results[0].seq, results[0].seq + 64))
+
+
 async def test_duplicates_across_statement_chunks_keep_their_original_seqs(sqlite_store: SQLiteStore) -> None:
     stored = await sqlite_store.publish_batch(
         [NewEvent(topic="t.b", id="old-130", payload="first"), NewEvent(topic="t.c", id="old-260")]

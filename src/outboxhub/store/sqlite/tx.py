@@ -26,6 +26,8 @@ _INSERT_STEP = 32
 """Row counts of INSERT statements: a multiple of this, or fewer rows than it (the rest of a batch), so a
 batch takes at most two statements per ``_INSERT_ROWS_MAX`` rows and the writer connection's statement
 cache holds at most 31 + 512/32 = 47 of them."""
+_INSERT_BYTES = 8 << 20
+"""Payload bytes per INSERT statement, at most (unless 32 rows hold more): their copies live while it runs."""
 _EVENT_PARAMS = 7
 _INSERT_EVENTS: dict[int, str] = {}
 """INSERT statement texts by row count, made on first use."""
@@ -381,6 +383,9 @@ def _insert_events(conn: sqlite3.Connection, params: list[_EventParams], most: i
     row than ``executemany`` (one statement step and bind pass instead of one per row), and each statement
     lets go of the GIL once and waits to get it back (up to the switch interval while the loop runs)."""
     total = len(params)
+    largest = max(len(row[5]) for row in params) if params else 0
+    if largest * most > _INSERT_BYTES:  # large payloads: fewer rows per statement (at least 32, or all)
+        most = max(_INSERT_STEP, _INSERT_BYTES // largest // _INSERT_STEP * _INSERT_STEP)
     start = 0
     while start < total:
         rows = _chunk_rows(total - start, most)
