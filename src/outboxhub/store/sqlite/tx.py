@@ -20,14 +20,36 @@ from outboxhub.topics import compile_pattern
 
 __all__ = ["GroupRef", "Mark", "WriteTx"]
 
-_INSERT_ROWS_MAX = 128
-"""Most rows per INSERT statement (7 parameters each: 896, under the 999 of SQLite builds before 3.32)."""
-_INSERT_EVENTS = {
-    rows: "INSERT INTO events (seq, id, topic_id, ts, key, payload, meta) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
-    for rows in (1 << bit for bit in range(_INSERT_ROWS_MAX.bit_length()))
-}
-"""One INSERT per power-of-two row count up to ``_INSERT_ROWS_MAX``: few statements for the cache."""
+_INSERT_ROWS_MAX = 512
+"""Most rows per INSERT statement (7 parameters each), when the SQLite build allows that many parameters."""
+_INSERT_STEP = 32
+"""Row counts of INSERT statements: a multiple of this, or fewer rows than it (the rest of a batch), so a
+batch takes at most two statements per ``_INSERT_ROWS_MAX`` rows and the writer connection's statement
+cache holds at most 31 + 512/32 = 47 of them."""
+_INSERT_BYTES = 8 << 20
+"""Payload bytes per INSERT statement, at most (unless 32 rows hold more): their copies live while it runs."""
+_EVENT_PARAMS = 7
+_INSERT_EVENTS: dict[int, str] = {}
+"""INSERT statement texts by row count, made on first use."""
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _INSERT_EVENTS.get(rows)
+    if sql is None:
+        values = ", ".join(["(" + ", ".join("?" * _EVENT_PARAMS) + ")"] * rows)
+        sql = _INSERT_EVENTS[rows] = (
+            f"INSERT INTO events (seq, id, topic_id, ts, key, payload, meta) VALUES {values}"
+        )
+    return sql
+
+
+def _chunk_rows(remaining: int, most: int) -> int:
+    """Rows of the next INSERT statement, ``remaining`` rows to go and at most ``most`` per statement."""
+    if remaining < _INSERT_STEP:
+        return remaining
+    return min(remaining, most) // _INSERT_STEP * _INSERT_STEP
+
+
 FOLD_EVERY = 64
 """A topic's count is folded into its ``topics`` row once per this many of a writer's appends to it (and at
 its first append after the writer opened or rolled back), not by every publish: one WAL page fewer per
@@ -79,6 +101,9 @@ class WriteTx:
 
     def __init__(self, conn: sqlite3.Connection, catalog: TopicCatalog) -> None:
         self.conn = conn
+        # A multiple of _INSERT_STEP that the build's parameter limit allows (999 before SQLite 3.32: 128).
+        variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._insert_rows = min(_INSERT_ROWS_MAX, variables // _EVENT_PARAMS) // _INSERT_STEP * _INSERT_STEP
         # For the statements of one publish at a time that return no rows (BEGIN, INSERT, UPDATE, COMMIT):
         # ``conn.execute`` makes and frees a cursor per statement; this one is reused.
         self.cursor = conn.cursor()
@@ -212,9 +237,10 @@ class WriteTx:
 
     # -- events -------------------------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[Prepared]) -> list[PublishResult]:
+    def append(self, rows: Sequence[Prepared], *, plain: bool = False) -> list[PublishResult]:
         """Insert events in order, idempotent by ``(topic, id)`` (also within ``rows``); topic counts
-        folded when due (``FOLD_EVERY``)."""
+        folded when due (``FOLD_EVERY``). ``plain``: no SAVEPOINT, and a stored id among several rows raises
+        ``IntegrityError`` (the caller rolls the transaction back and appends again without ``plain``)."""
         if len(rows) == 1:
             return [self._append_one(rows[0])]
         first: dict[tuple[str, str], int] | None = None  # (id, topic) -> index of its first row, if repeated
@@ -230,12 +256,15 @@ class WriteTx:
             # One INSERT is atomic: a duplicate leaves nothing to undo, and the caller's SAVEPOINT (or
             # its transaction) undoes the insert if the topic fold fails after it. No savepoint here.
             try:
-                _insert_events(conn, params)
+                _insert_events(conn, params, self._insert_rows)
             except sqlite3.IntegrityError:
                 existing = self._existing_seqs([rows[index] for index in unique])
                 params = self._params(rows, unique, existing)
                 if params:  # not a duplicate after all: let the INSERT say what it is
-                    _insert_events(conn, params)
+                    _insert_events(conn, params, self._insert_rows)
+            self._count_topics(params)
+        elif plain:
+            _insert_events(conn, params, self._insert_rows)
             self._count_topics(params)
         else:
             self._append_many(rows, unique, params, existing)
@@ -263,7 +292,7 @@ class WriteTx:
         seq = self.next_seq
         cursor = self.cursor
         try:
-            cursor.execute(_INSERT_EVENTS[1], _bound(seq, event_id, topic_id, ts, key, payload, meta))
+            cursor.execute(_insert_sql(1), _bound(seq, event_id, topic_id, ts, key, payload, meta))
         except sqlite3.IntegrityError:
             stored = self._existing_seqs([row]).get((event_id, topic))
             if stored is None:  # not a duplicate after all: the INSERT's own error
@@ -289,13 +318,13 @@ class WriteTx:
         conn.execute("SAVEPOINT append")
         try:
             try:
-                _insert_events(conn, params)
+                _insert_events(conn, params, self._insert_rows)
             except sqlite3.IntegrityError:
                 # Some (topic, id) exist already (a re-published outbox record): find them, insert the rest.
                 conn.execute("ROLLBACK TO append")
                 existing.update(self._existing_seqs([rows[index] for index in unique]))
                 params[:] = self._params(rows, unique, existing)
-                _insert_events(conn, params)
+                _insert_events(conn, params, self._insert_rows)
             self._count_topics(params)
             conn.execute("RELEASE append")
         except BaseException:
@@ -350,15 +379,19 @@ class WriteTx:
         self._unfolded[topic_id] = 0
 
 
-def _insert_events(conn: sqlite3.Connection, params: list[_EventParams]) -> None:
-    """Insert rows in seq order, up to ``_INSERT_ROWS_MAX`` per statement: a multi-row INSERT costs about
-    1 µs less per row than ``executemany`` (one statement step and bind pass instead of one per row)."""
+def _insert_events(conn: sqlite3.Connection, params: list[_EventParams], most: int) -> None:
+    """Insert rows in seq order, up to ``most`` per statement: a multi-row INSERT costs about 1 µs less per
+    row than ``executemany`` (one statement step and bind pass instead of one per row), and each statement
+    lets go of the GIL once and waits to get it back (up to the switch interval while the loop runs)."""
     total = len(params)
+    largest = max(len(row[5]) for row in params) if params else 0
+    if largest * most > _INSERT_BYTES:  # large payloads: fewer rows per statement (at least 32, or all)
+        most = max(_INSERT_STEP, _INSERT_BYTES // largest // _INSERT_STEP * _INSERT_STEP)
     start = 0
     while start < total:
-        rows = min(_INSERT_ROWS_MAX, 1 << ((total - start).bit_length() - 1))
+        rows = _chunk_rows(total - start, most)
         values: list[object] = []
         for row in params[start : start + rows]:
             values += _bound(*row)
-        conn.execute(_INSERT_EVENTS[rows], values)
+        conn.execute(_insert_sql(rows), values)
         start += rows

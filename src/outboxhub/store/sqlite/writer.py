@@ -31,9 +31,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from operator import itemgetter
 from typing import Any
 
 from outboxhub.errors import StoreUnavailable
@@ -46,6 +44,7 @@ from outboxhub.store.sqlite.riders import Riders
 from outboxhub.store.sqlite.schema import configure, migrate
 from outboxhub.store.sqlite.topics import TopicCatalog
 from outboxhub.store.sqlite.tx import WriteTx
+from outboxhub.store.sqlite.writerstats import WriterStats
 
 __all__ = ["JobFn", "Writer", "WriterStats"]
 
@@ -63,27 +62,10 @@ _RESTART: Any = object()
 """Queued by ``_restart_wanted``: the writer thread starts the WAL over while that is due (``_maintain``)."""
 
 
-@dataclass
-class WriterStats:
-    """Counters for tests and metrics (read without locking; they only grow)."""
-
-    commits: int = 0
-    inline_commits: int = 0
-    """Commits run on the event loop thread (``Writer.publish``, ``Writer.submit``); also in ``commits``."""
-    jobs: int = 0
-    events: int = 0
-    checkpoints: int = 0
-    """Checkpoints run by the checkpointer thread (the writer's backstop ones are not counted)."""
-    backstops: int = 0
-    """Checkpoints run by the writer thread because the WAL had grown past the backstop."""
-    restarts: int = 0
-    """Writes of the writer thread of its own that started the WAL over (not in ``commits``)."""
-    split_runs: int = 0
-    """Runs of publishes whose shared append failed and were split in halves to find the bad job."""
-
-
 class Writer:
     """Owns the write connection and the thread that uses it."""
+
+    _plain_from = 0  # commits: no append without savepoints before (64 commits after one failed)
 
     def __init__(
         self,
@@ -349,7 +331,7 @@ class Writer:
         self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool = False
     ) -> None:
         try:
-            self._batch(conn, tx, jobs, begun=begun)
+            self._batch(conn, tx, jobs, begun=begun, plain=self.stats.commits >= self._plain_from)
         except Exception:  # a bug: never let it kill the thread with futures unresolved
             _log.exception("sqlite writer: batch failed unexpectedly")
             rollback(conn)
@@ -372,7 +354,9 @@ class Writer:
         if leftovers:
             self._post(leftovers, 0)
 
-    def _batch(self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool = False) -> None:
+    def _batch(
+        self, conn: sqlite3.Connection, tx: WriteTx, jobs: list[_Job], *, begun: bool, plain: bool
+    ) -> None:
         try:
             if not begun:
                 self._wait_for_locks()
@@ -396,6 +380,9 @@ class Writer:
                     end += 1
                 if self._inline and len(jobs) == 1:  # a failure rolls the whole transaction back
                     broken = self._solo_publish(tx, jobs[index], outcomes)
+                elif plain and end == len(jobs) and not self._inline:  # publishes only: see _plain_publishes
+                    if not self._plain_publishes(tx, jobs, outcomes):
+                        return
                 else:
                     broken = self._publishes(conn, tx, jobs[index:end], outcomes)
                 index = end
@@ -474,27 +461,40 @@ class Writer:
             error = translate(exc, self._url)
             outcomes.extend((fut, error, None) for fut, _, _ in run)
             return None
-        self.stats.events += len(rows)
-        self._batch_topics.update(map(itemgetter(1), rows))
+        self._appended(run, results, outcomes)
+        return None
+
+    def _plain_publishes(self, tx: WriteTx, run: list[_Job], outcomes: list[_Outcome]) -> bool:
+        """A batch of publishes only, without ``_publishes``' SAVEPOINTs (docs/benchmarks.md, tenth round);
+        when that fails (a stored id, a bad row), rolled back and run with them: False, the batch is done."""
+        try:
+            results = tx.append([row for _, _, job_rows in run for row in job_rows], plain=True)
+        except Exception:
+            rollback(tx.conn)
+            self.stats.plain_retries += 1
+            self._plain_from = self.stats.commits + 64  # a tenant re-sending ids costs 1 in 64 batches twice
+            self._batch(tx.conn, tx, run, begun=False, plain=False)
+            return False
+        self._appended(run, results, outcomes)
+        return True
+
+    def _appended(self, run: list[_Job], results: list[PublishResult], outcomes: list[_Outcome]) -> None:
+        self.stats.events += len(results)
+        self._batch_topics.update(row[1] for _, _, job_rows in run for row in job_rows)
         start = 0
         for fut, _, job_rows in run:
-            end = start + len(job_rows)
-            outcomes.append((fut, None, results[start:end]))
-            start = end
-        return None
+            outcomes.append((fut, None, results[start : start + len(job_rows)]))
+            start += len(job_rows)
 
     def _solo_publish(self, tx: WriteTx, job: _Job, outcomes: list[_Outcome]) -> BaseException | None:
         """The publish of an inline batch, its only job (parked claims, if any, run after it): without the
         SAVEPOINT of ``_publishes``, since a failure fails the whole transaction just the same (returned
         as the batch's breaking error, which rolls it back and goes to the job)."""
-        fut, _, rows = job
         try:
-            results = tx.append(rows)
+            results = tx.append(job[2])
         except Exception as exc:
             return exc
-        self.stats.events += len(rows)
-        self._batch_topics.update(map(itemgetter(1), rows))
-        outcomes.append((fut, None, results))
+        self._appended([job], results, outcomes)
         return None
 
     def _job(
