@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from outboxhub.model import NewEvent, PublishResult
+from outboxhub.model import NewEvent, PublishResult, StartPosition
 from outboxhub.store.sqlite.store import SQLiteStore
 
 
@@ -179,3 +179,28 @@ async def test_a_stored_id_in_a_batch_of_publishes_is_found_after_a_retry(sqlite
     seen.clear()
     await _queued_batches(sqlite_store, [[NewEvent(topic="d.t", payload=n)] for n in range(3)])
     assert "SAVEPOINT publish" in seen and sqlite_store.writer_stats.plain_retries == 1
+
+
+async def test_publishes_queued_behind_another_job_append_without_a_retry(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.publish(NewEvent(topic="warm.up"))
+    seen = _trace_statements(sqlite_store)
+    blocker = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:  # one batch of jobs: a group's creation, then publishes
+        group = asyncio.ensure_future(sqlite_store.ensure_group("q.*", "g", StartPosition(kind="earliest")))
+        tasks = [
+            asyncio.ensure_future(
+                sqlite_store.publish_batch([NewEvent(topic="q.t", payload=[n, i]) for i in range(5)])
+            )
+            for n in range(4)
+        ]
+        await asyncio.sleep(0)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await group
+    batches = await asyncio.gather(*tasks)
+    # the publishes after the group's job are not taken for a batch of publishes only (nothing rolled back)
+    assert sqlite_store.writer_stats.plain_retries == 0 and "ROLLBACK" not in seen
+    seqs = [r.seq for results in batches for r in results]
+    assert seqs == list(range(seqs[0], seqs[0] + 20))

@@ -380,7 +380,7 @@ class Writer:
                     end += 1
                 if self._inline and len(jobs) == 1:  # a failure rolls the whole transaction back
                     broken = self._solo_publish(tx, jobs[index], outcomes)
-                elif plain and end == len(jobs) and not self._inline:  # publishes only: see _plain_publishes
+                elif plain and index == 0 and end == len(jobs) and not self._inline:  # publishes only
                     if not self._plain_publishes(tx, jobs, outcomes):
                         return
                 else:
