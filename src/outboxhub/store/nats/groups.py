@@ -67,8 +67,9 @@ from outboxhub.store.lifecycle import (
 )
 from outboxhub.store.nats.acks import ConfirmedAcks, counted
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
-from outboxhub.store.nats.incarnations import Incarnations, ack_floor, generation_of
-from outboxhub.store.nats.listing import consumer_listing
+from outboxhub.store.nats.incarnations import Incarnations
+from outboxhub.store.nats.log import EventLog
+from outboxhub.store.nats.overview import group_state
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
 __all__ = ["Groups", "unsupported_ordered"]
@@ -118,13 +119,14 @@ class _Gone(Exception):
 class Groups:
     """The consumer groups of one store (see the module docstring)."""
 
-    def __init__(self, conn: NatsConn, dead_letter: DeadLetter) -> None:
+    def __init__(self, conn: NatsConn, log: EventLog, dead_letter: DeadLetter) -> None:
         self._conn = conn
+        self._log = log
         self._dead_letter = dead_letter
         self._groups: dict[tuple[str, str], _Group] = {}
         self._opening: dict[tuple[str, str], asyncio.Lock] = {}
         self._acks = ConfirmedAcks(conn.nc)
-        self._incarnations = Incarnations(conn)
+        self.incarnations = Incarnations(conn)
 
     # -- consumers ----------------------------------------------------------------------------------------
 
@@ -142,37 +144,25 @@ class Groups:
         if start.kind == "ts":
             first = await first_at()
             start = StartPosition() if first is None else StartPosition(kind="seq", value=first - 1)
-        info = await self._incarnations.create(pattern, group, generation, start)
-        return (await self._incarnations.settle(pattern, group, generation, info))[1]
+        info = await self.incarnations.create(pattern, group, generation, start)
+        return (await self.incarnations.settle(pattern, group, generation, info))[1]
 
     async def ensure(
         self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo:
         """Create the group's consumer (generation 0) unless the group has one."""
-        info = await self._incarnations.current(pattern, group)
+        info = await self.incarnations.current(pattern, group)
         if info is None:
             info = await self._create(pattern, group, 0, start, first_at)
-            self._incarnations.remember(pattern, group, info.name)
+            self.incarnations.remember(pattern, group, info.name)
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
-        return await self._incarnations.info(name)
+        return await self.incarnations.info(name)
 
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
-        dead = await self._conn.call(
-            "stream info",
-            lambda: self._conn.js.stream_info(
-                self._conn.stream, subjects_filter=f"{self._conn.prefix}.dlq.{group}.>"
-            ),
-        )
-        return GroupInfo(
-            pattern=pattern,
-            group=group,
-            ack_floor=ack_floor(info),
-            frontier=int(info.delivered.stream_seq if info.delivered else 0),
-            in_flight=int(info.num_ack_pending or 0),
-            dead_letters=sum((dead.state.subjects or {}).values()),
-        )
+        dead = await self._log.subjects(f"{self._conn.prefix}.dlq.{group}.>")
+        return group_state(pattern, group, info, sum(dead.values()))
 
     async def info(self, pattern: str, group: str) -> ConsumerInfo | None:
         """The current incarnation's info: the one this hub pulls from while it exists, else the one it
@@ -182,26 +172,7 @@ class Groups:
             info = await self._info(state.name)
             if info is not None:
                 return info
-        return await self._incarnations.current(pattern, group)
-
-    async def all(self) -> list[GroupInfo]:
-        """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
-        listed = await consumer_listing(self._conn, "LIST")
-        infos = [ConsumerInfo.from_response(entry) for entry in listed if isinstance(entry, dict)]
-        newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
-        for info in infos:
-            try:
-                described = json.loads(info.config.description or "")
-                pattern, group = str(described["pattern"]), str(described["group"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a scan's throwaway consumer, or not ours
-            gen = generation_of(consumer_name(pattern, group), info.name)
-            if gen is not None and gen >= newest.get((pattern, group), (-1, info))[0]:
-                newest[(pattern, group)] = (gen, info)
-        for (pattern, group), (_, info) in newest.items():  # the ops API asks each one's lag next
-            self._incarnations.remember(pattern, group, info.name)
-        out = [await self._group_info(p, g, info) for (p, g), (_, info) in newest.items()]
-        return sorted(out, key=lambda g: (g.pattern, g.group))
+        return await self.incarnations.current(pattern, group)
 
     async def _open(self, pattern: str, group: str) -> _Group | None:
         key = (pattern, group)
@@ -213,7 +184,7 @@ class Groups:
             state = self._groups.get(key)
             if state is not None:
                 return state
-            info = await self._incarnations.current(pattern, group)
+            info = await self.incarnations.current(pattern, group)
             if info is None:
                 return None
             conn = self._conn
@@ -244,7 +215,7 @@ class Groups:
         settle nothing. The caller holds ``state.lock`` or runs no claim on it."""
         if self._groups.get((state.pattern, state.group)) is state:
             del self._groups[(state.pattern, state.group)]
-        self._incarnations.forget(consumer_name(state.pattern, state.group))
+        self.incarnations.forget(consumer_name(state.pattern, state.group))
         state.held.clear()
         state.reasons.clear()
         state.timers.clear()
@@ -260,7 +231,7 @@ class Groups:
         info = await conn.call("update group", lambda: conn.js.add_consumer(conn.stream, state.config))
         if info.created != state.created:
             # JetStream 2.9 creates what it cannot update: the consumer had been reset by another hub.
-            await self._incarnations.delete(info.name)
+            await self.incarnations.delete(info.name)
             raise _Gone("reset elsewhere")
         state.config = info.config
 
@@ -272,7 +243,7 @@ class Groups:
         afterwards)."""
         key = (pattern, group)
         async with self._opening.setdefault(key, asyncio.Lock()):
-            found = await self._incarnations.newest(pattern, group)
+            found = await self.incarnations.newest(pattern, group)
             if found is None:
                 return None
             state = self._groups.get(key)
@@ -280,13 +251,13 @@ class Groups:
                 async with state.lock:  # a claim running in this hub ends first
                     await self._drop(state)
             info = await self._create(pattern, group, found[0] + 1, to, first_at)
-            self._incarnations.remember(pattern, group, info.name)
+            self.incarnations.remember(pattern, group, info.name)
             self._conn.announce_reset(consumer_name(pattern, group))
             return await self._group_info(pattern, group, info)
 
     def reset_heard(self, base: str) -> None:
         """Another hub announced a reset of the group whose consumer name is ``base`` (a hint: checked)."""
-        self._incarnations.forget(base)
+        self.incarnations.forget(base)
         for state in self._groups.values():
             if consumer_name(state.pattern, state.group) == base:
                 state.suspect = True
