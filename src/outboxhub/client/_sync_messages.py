@@ -168,31 +168,39 @@ class SyncSubscription(Generic[T]):
         """The next message, blocking up to ``timeout_s`` (None: until one comes); None once the
         subscription ended. Raises ``TimeoutError`` when nothing came in time (the subscription goes on),
         :class:`ClientClosed` after the client's :meth:`~SyncHubClient.close`, and what ends the async
-        subscription (a connection that failed for good)."""
-        with self._taking:
-            self._check()
-            if self._ended:
-                return None
-            if self._waiting is None:
-                self._waiting = asyncio.run_coroutine_threadsafe(anext(self._sub), self._owner._loop)
-            try:
-                message = self._waiting.result(timeout_s)
-            except concurrent.futures.TimeoutError:
-                raise TimeoutError(f"no message on {self.pattern!r} within {timeout_s} s") from None
-            except StopAsyncIteration:
-                self._waiting = None
-                self._ended = True
-                return None
-            except concurrent.futures.CancelledError:
-                self._waiting = None
-                self._check()
-                self._ended = True
-                return None
-            except BaseException:
-                self._waiting = None
-                raise
+        subscription (a connection that failed for good). Messages are taken by one thread at a time: a
+        second one waits for the first, within its ``timeout_s`` too."""
+        if not self._taking.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            raise TimeoutError(f"another thread is taking messages from {self.pattern!r}")
+        try:
+            return self._take(timeout_s)
+        finally:
+            self._taking.release()
+
+    def _take(self, timeout_s: float | None) -> SyncMessage[T] | None:
+        self._check()
+        if self._ended:
+            return None
+        if self._waiting is None:
+            self._waiting = asyncio.run_coroutine_threadsafe(anext(self._sub), self._owner._loop)
+        try:
+            message = self._waiting.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no message on {self.pattern!r} within {timeout_s} s") from None
+        except StopAsyncIteration:
             self._waiting = None
-            return SyncMessage(message, self._owner, self._timeout_s)
+            self._ended = True
+            return None
+        except concurrent.futures.CancelledError:
+            self._waiting = None
+            self._check()
+            self._ended = True
+            return None
+        except BaseException:
+            self._waiting = None
+            raise
+        self._waiting = None
+        return SyncMessage(message, self._owner, self._timeout_s)
 
     def __iter__(self) -> SyncSubscription[T]:
         return self

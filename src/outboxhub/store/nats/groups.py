@@ -126,7 +126,12 @@ class Groups:
         self._groups: dict[tuple[str, str], _Group] = {}
         self._opening: dict[tuple[str, str], asyncio.Lock] = {}
         self._acks = ConfirmedAcks(conn.nc)
-        self.incarnations = Incarnations(conn)
+        self._incarnations = Incarnations(conn)
+
+    @property
+    def incarnations(self) -> Incarnations:
+        """The incarnation lookups this store shares with its ops overview (``overview.py``)."""
+        return self._incarnations
 
     # -- consumers ----------------------------------------------------------------------------------------
 
@@ -144,21 +149,21 @@ class Groups:
         if start.kind == "ts":
             first = await first_at()
             start = StartPosition() if first is None else StartPosition(kind="seq", value=first - 1)
-        info = await self.incarnations.create(pattern, group, generation, start)
-        return (await self.incarnations.settle(pattern, group, generation, info))[1]
+        info = await self._incarnations.create(pattern, group, generation, start)
+        return (await self._incarnations.settle(pattern, group, generation, info))[1]
 
     async def ensure(
         self, pattern: str, group: str, start: StartPosition, first_at: Callable[[], Awaitable[int | None]]
     ) -> GroupInfo:
         """Create the group's consumer (generation 0) unless the group has one."""
-        info = await self.incarnations.current(pattern, group)
+        info = await self._incarnations.current(pattern, group)
         if info is None:
             info = await self._create(pattern, group, 0, start, first_at)
-            self.incarnations.remember(pattern, group, info.name)
+            self._incarnations.remember(pattern, group, info.name)
         return await self._group_info(pattern, group, info)
 
     async def _info(self, name: str) -> ConsumerInfo | None:
-        return await self.incarnations.info(name)
+        return await self._incarnations.info(name)
 
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
         dead = await self._log.subjects(f"{self._conn.prefix}.dlq.{group}.>")
@@ -172,7 +177,7 @@ class Groups:
             info = await self._info(state.name)
             if info is not None:
                 return info
-        return await self.incarnations.current(pattern, group)
+        return await self._incarnations.current(pattern, group)
 
     async def _open(self, pattern: str, group: str) -> _Group | None:
         key = (pattern, group)
@@ -184,7 +189,7 @@ class Groups:
             state = self._groups.get(key)
             if state is not None:
                 return state
-            info = await self.incarnations.current(pattern, group)
+            info = await self._incarnations.current(pattern, group)
             if info is None:
                 return None
             conn = self._conn
@@ -215,7 +220,7 @@ class Groups:
         settle nothing. The caller holds ``state.lock`` or runs no claim on it."""
         if self._groups.get((state.pattern, state.group)) is state:
             del self._groups[(state.pattern, state.group)]
-        self.incarnations.forget(consumer_name(state.pattern, state.group))
+        self._incarnations.forget(consumer_name(state.pattern, state.group))
         state.held.clear()
         state.reasons.clear()
         state.timers.clear()
@@ -231,7 +236,7 @@ class Groups:
         info = await conn.call("update group", lambda: conn.js.add_consumer(conn.stream, state.config))
         if info.created != state.created:
             # JetStream 2.9 creates what it cannot update: the consumer had been reset by another hub.
-            await self.incarnations.delete(info.name)
+            await self._incarnations.delete(info.name)
             raise _Gone("reset elsewhere")
         state.config = info.config
 
@@ -243,7 +248,7 @@ class Groups:
         afterwards)."""
         key = (pattern, group)
         async with self._opening.setdefault(key, asyncio.Lock()):
-            found = await self.incarnations.newest(pattern, group)
+            found = await self._incarnations.newest(pattern, group)
             if found is None:
                 return None
             state = self._groups.get(key)
@@ -251,13 +256,13 @@ class Groups:
                 async with state.lock:  # a claim running in this hub ends first
                     await self._drop(state)
             info = await self._create(pattern, group, found[0] + 1, to, first_at)
-            self.incarnations.remember(pattern, group, info.name)
+            self._incarnations.remember(pattern, group, info.name)
             self._conn.announce_reset(consumer_name(pattern, group))
             return await self._group_info(pattern, group, info)
 
     def reset_heard(self, base: str) -> None:
         """Another hub announced a reset of the group whose consumer name is ``base`` (a hint: checked)."""
-        self.incarnations.forget(base)
+        self._incarnations.forget(base)
         for state in self._groups.values():
             if consumer_name(state.pattern, state.group) == base:
                 state.suspect = True
