@@ -18,6 +18,7 @@ from outboxhub.model import NewEvent, StartPosition
 from outboxhub.ops import api
 from outboxhub.store import Store, open_store
 from outboxhub.store.base import EventRef, groups_with_lag
+from outboxhub.store.nats.overview import IN_FLIGHT
 
 pytestmark = pytest.mark.nats
 url = stream_fixture()
@@ -170,5 +171,42 @@ async def test_the_overviews_answers_equal_each_groups_own(url: str) -> None:
             ]
         finally:
             await fresh.close()
+    finally:
+        await store.close()
+
+
+async def test_an_overview_of_many_groups_keeps_at_most_in_flight_reads_at_jetstream(url: str) -> None:
+    """Forty groups each on its own pattern and behind: eighty direct gets, never more than ``IN_FLIGHT``
+    requests in flight at once (base: every group's ``lag`` at once, forty and more)."""
+    n = 40
+    other = await open_store(url)
+    try:
+        for i in range(n):
+            await other.ensure_group(f"t{i}.*", "g", EARLIEST)
+        await other.publish_batch([NewEvent(topic=f"t{i}.a", payload=k) for i in range(n) for k in range(2)])
+        for i in range(n):
+            (held,) = await other.claim(f"t{i}.*", "g", "m1", limit=1, ack_timeout_ms=30_000, max_deliver=5)
+            assert await other.ack(f"t{i}.*", "g", [EventRef(held.event.id, held.event.seq)]) == 1
+    finally:
+        await other.close()
+    store = await open_store(url)
+    try:
+        nc = store._conn.nc  # type: ignore[attr-defined]
+        request = nc.request
+        now, most = 0, 0
+
+        async def counted(*args: Any, **kw: Any) -> Any:
+            nonlocal now, most
+            now += 1
+            most = max(most, now)
+            try:
+                return await request(*args, **kw)
+            finally:
+                now -= 1
+
+        nc.request = counted
+        rows = await api._groups_with_lag(_ops(store))
+        assert len(rows) == n and all(lag is not None and lag.lag_count == 1 for _, lag, _ in rows)
+        assert 1 < most <= IN_FLIGHT
     finally:
         await store.close()

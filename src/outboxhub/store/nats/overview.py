@@ -114,9 +114,8 @@ class Overview:
         """Every group ``keep`` accepts with its lag, sorted by (pattern, group)."""
         listed = [(state, info) for state, info in await self._listed() if keep(state)]
         patterns = sorted({state.pattern for state, _ in listed})
-        found = await asyncio.gather(
-            *(self._log.tail(pattern_filter(self._conn.prefix, p)) for p in patterns)
-        )
+        prefix = self._conn.prefix
+        found = await _bounded([partial(self._log.tail, pattern_filter(prefix, p)) for p in patterns])
         tails = dict(zip(patterns, found, strict=True))
         events = {tail.seq: tail for tail in found if tail is not None}
         floors = sorted(
