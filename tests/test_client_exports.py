@@ -32,6 +32,8 @@ EXPECTED = {
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "SyncMessage",
+    "SyncSubscription",
     "Terminate",
     "TokenExpired",
     "TokenProvider",

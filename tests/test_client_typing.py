@@ -46,6 +46,9 @@ async def use(hub: HubClient, sync_hub: SyncHubClient) -> None:
     await hub.subscribe(STATE, "ops", on_state)
     async for msg in hub.messages(STATE, "ops"):
         reveal_type(msg.payload)
+    with sync_hub.messages(STATE, "ops") as stream:
+        for sync_msg in stream:
+            reveal_type(sync_msg.payload)
     await hub.publish(STATE, {"up": True})  # E1
     await hub.publish(STATE, Other(n=1))  # E2
     sync_hub.publish(STATE, Other(n=1))  # E3

@@ -42,6 +42,7 @@ from outboxhub.client._messages import Message, SubscribeContext
 from outboxhub.client._outcomes import InboxRunner, Retry, Terminate
 from outboxhub.client._subscription import Handler, InboxHandler, Subscription
 from outboxhub.client._sync import SyncHubClient, connect_sync
+from outboxhub.client._sync_messages import SyncMessage, SyncSubscription
 from outboxhub.client._token import TokenProvider, TokenSource
 from outboxhub.client._topic import PayloadError, Topic
 from outboxhub.model import Event, PublishResult
@@ -71,6 +72,8 @@ __all__ = [
     "SubscribeContext",
     "Subscription",
     "SyncHubClient",
+    "SyncMessage",
+    "SyncSubscription",
     "Terminate",
     "TokenExpired",
     "TokenProvider",

@@ -1,4 +1,5 @@
-"""A blocking facade for scripts: a :class:`HubClient` running on an event loop in a background thread."""
+"""A blocking facade for scripts and sync services: a :class:`HubClient` running on an event loop in a
+background thread (publish, and consume with :meth:`SyncHubClient.messages`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from types import TracebackType
 from typing import Any, TypeVar, Unpack, overload
 
 from outboxhub.client._client import HubClient
-from outboxhub.client._options import PublishOptions
+from outboxhub.client._options import PublishOptions, StreamOptions
+from outboxhub.client._subscription import Subscription
+from outboxhub.client._sync_messages import SyncSubscription
 from outboxhub.client._token import TokenSource
 from outboxhub.client._topic import Topic
 from outboxhub.model import PublishResult
@@ -21,7 +24,8 @@ R = TypeVar("R")
 
 
 class SyncHubClient:
-    """Blocking ``publish`` and ``close`` over a :class:`HubClient`; made by :func:`connect_sync`.
+    """Blocking ``publish``, ``messages`` and ``close`` over a :class:`HubClient`; made by
+    :func:`connect_sync`.
 
     Safe to call from any thread (calls are handed to the client's own loop thread). ``timeout_s`` bounds
     each call; on timeout the publish is abandoned (it may still be stored).
@@ -32,6 +36,8 @@ class SyncHubClient:
         self._loop = loop
         self._thread = thread
         self._closed = False
+        self._streams: set[SyncSubscription[Any]] = set()
+        self._streams_lock = threading.Lock()
 
     @property
     def client(self) -> HubClient:
@@ -81,10 +87,69 @@ class SyncHubClient:
         keyword options, and ``timeout_s``)."""
         return self._call(self._client.publish(topic, payload, **options), timeout_s)
 
+    @overload
+    def messages(
+        self,
+        topic: Topic[T],
+        group: str | None = None,
+        *,
+        timeout_s: float | None = 30.0,
+        **options: Unpack[StreamOptions],
+    ) -> SyncSubscription[T]: ...
+
+    @overload
+    def messages(
+        self,
+        topic: str,
+        group: str | None = None,
+        *,
+        timeout_s: float | None = 30.0,
+        **options: Unpack[StreamOptions],
+    ) -> SyncSubscription[Any]: ...
+
+    def messages(
+        self,
+        topic: Topic[Any] | str,
+        group: str | None = None,
+        *,
+        timeout_s: float | None = 30.0,
+        **options: Unpack[StreamOptions],
+    ) -> SyncSubscription[Any]:
+        """Consume the events matching ``topic`` in ``group`` from this thread, blocking::
+
+            with hub.messages("jobs.*", "workers", max_in_flight=10) as stream:
+                for msg in stream:
+                    handle(msg.payload)
+                    msg.ack()
+
+        The options are those of :meth:`HubClient.messages` (``start``, ``max_in_flight``,
+        ``ack_timeout_ms``, ``max_deliver``, ``ordered_by_key``, ``max_pending``); ``timeout_s`` bounds each
+        blocking call on the hub (subscribing, every ``ack``/``nack``, unsubscribing), not the wait for the
+        next message (:meth:`SyncSubscription.receive` takes its own). A group buffers at most
+        ``max_in_flight`` deliveries for a slow consumer; :meth:`close` ends every stream with
+        :class:`ClientClosed`."""
+
+        async def make() -> Subscription[Any]:
+            return self._client.messages(topic, group, **options)
+
+        stream = SyncSubscription(self._call(make(), timeout_s), self, timeout_s)
+        with self._streams_lock:
+            self._streams.add(stream)
+        return stream
+
+    def _forget(self, stream: SyncSubscription[Any]) -> None:
+        with self._streams_lock:
+            self._streams.discard(stream)
+
     def close(self) -> None:
-        """Close the client and stop its thread. Idempotent."""
+        """Close the client and stop its thread; a stream's :meth:`~SyncSubscription.receive` waiting in any
+        thread raises :class:`ClientClosed`. Idempotent."""
         if self._closed:
             return
+        with self._streams_lock:
+            streams, self._streams = self._streams, set()
+        for stream in streams:
+            stream._client_closed()
         try:
             self._call(self._client.close(), 30.0)
         finally:

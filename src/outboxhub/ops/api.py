@@ -29,6 +29,7 @@ from outboxhub.ops.security import current_principal, dead_letter_refusal, requi
 from outboxhub.ops.writes import MAX_IDS, ids_field, json_body, who
 from outboxhub.outbox import OutboxRecord, OutboxStore
 from outboxhub.protocol.codec import wire_event
+from outboxhub.store.base import Store, groups_with_lag
 
 __all__ = ["API_ROUTES", "MAX_IDS", "refresh_metrics"]
 
@@ -93,11 +94,15 @@ def _record_json(record: OutboxRecord, decider: Decider) -> dict[str, Any]:
 
 
 async def _groups_with_lag(ctx: OpsContext) -> list[tuple[GroupInfo, Lag | None, int]]:
-    store = ctx.hub.store
-    groups = [g for g in await store.groups() if g.group != PURGE_GROUP]  # the hidden purge marks
-    lags = await asyncio.gather(*(store.lag(g.pattern, g.group) for g in groups))
+    rows = await groups_with_lag(ctx.hub.store, lambda g: g.group != PURGE_GROUP)  # the hidden purge marks
     members = ctx.hub.bus.members()
-    return [(g, lag, members.get((g.pattern, g.group), 0)) for g, lag in zip(groups, lags, strict=True)]
+    return [(g, lag, members.get((g.pattern, g.group), 0)) for g, lag in rows]
+
+
+async def _cursors_of(store: Store, topic: str) -> list[Cursor]:
+    """The cursors of the groups subscribed to exactly the pattern ``topic``."""
+    rows = await groups_with_lag(store, lambda g: g.pattern == topic)
+    return [lag.cursor for _, lag in rows if lag is not None]
 
 
 async def _topics(request: web.Request) -> web.StreamResponse:
@@ -124,14 +129,8 @@ async def _groups(request: web.Request) -> web.StreamResponse:
 async def _cursors(request: web.Request) -> web.StreamResponse:
     query = Query(request.query, ("topic",))
     topic = query.pattern("topic")
-    store = _ctx(request).hub.store
-    names = [g.group for g in await store.groups() if g.pattern == topic]
-    found = await asyncio.gather(*(store.cursor(topic, name) for name in names))
-    cursors = [
-        {"group": c.group, "lastId": c.last_id, "lastTs": c.last_ts, "seq": c.seq}
-        for c in found
-        if c is not None
-    ]
+    found = await _cursors_of(_ctx(request).hub.store, topic)
+    cursors = [{"group": c.group, "lastId": c.last_id, "lastTs": c.last_ts, "seq": c.seq} for c in found]
     return json_response({"topic": topic, "cursors": cursors})
 
 

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 from outboxhub.errors import StoreError
 from outboxhub.gateway.server import Gateway
 from outboxhub.ids import now_ms
-from outboxhub.store.base import Store
+from outboxhub.store.base import Store, groups_with_lag
 
 __all__ = ["MAX_SERIES", "SAMPLES", "SAMPLE_INTERVAL_S", "Sample", "SampledHub", "Sampler", "SeriesRing"]
 
@@ -141,9 +141,8 @@ class Sampler:
         try:
             found = sorted(await store.topics(), key=lambda t: t.last_seq, reverse=True)[:MAX_SERIES]
             topics = {t.topic: t.count for t in found}
-            groups = [g for g in await store.groups() if not g.group.startswith("~")]
-            lags = await asyncio.gather(*(store.lag(g.pattern, g.group) for g in groups))
-            pairs = [((g.pattern, g.group), x.lag_count) for g, x in zip(groups, lags, strict=True) if x]
+            rows = await groups_with_lag(store, lambda g: not g.group.startswith("~"))
+            pairs = [((g.pattern, g.group), x.lag_count) for g, x in rows if x]
             lag = dict(sorted(pairs, key=lambda kv: kv[1], reverse=True)[:MAX_SERIES])
         except StoreError as exc:
             log.warning("series: store unavailable: %s", exc)

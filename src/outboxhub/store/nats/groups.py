@@ -67,8 +67,9 @@ from outboxhub.store.lifecycle import (
 )
 from outboxhub.store.nats.acks import ConfirmedAcks, counted
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
-from outboxhub.store.nats.incarnations import Incarnations, ack_floor, generation_of
-from outboxhub.store.nats.listing import consumer_listing
+from outboxhub.store.nats.incarnations import Incarnations
+from outboxhub.store.nats.log import EventLog
+from outboxhub.store.nats.overview import group_state
 from outboxhub.store.nats.subjects import Filter, consumer_name, decode_body, pattern_filter
 
 __all__ = ["Groups", "unsupported_ordered"]
@@ -118,13 +119,19 @@ class _Gone(Exception):
 class Groups:
     """The consumer groups of one store (see the module docstring)."""
 
-    def __init__(self, conn: NatsConn, dead_letter: DeadLetter) -> None:
+    def __init__(self, conn: NatsConn, log: EventLog, dead_letter: DeadLetter) -> None:
         self._conn = conn
+        self._log = log
         self._dead_letter = dead_letter
         self._groups: dict[tuple[str, str], _Group] = {}
         self._opening: dict[tuple[str, str], asyncio.Lock] = {}
         self._acks = ConfirmedAcks(conn.nc)
         self._incarnations = Incarnations(conn)
+
+    @property
+    def incarnations(self) -> Incarnations:
+        """The incarnation lookups this store shares with its ops overview (``overview.py``)."""
+        return self._incarnations
 
     # -- consumers ----------------------------------------------------------------------------------------
 
@@ -159,20 +166,8 @@ class Groups:
         return await self._incarnations.info(name)
 
     async def _group_info(self, pattern: str, group: str, info: ConsumerInfo) -> GroupInfo:
-        dead = await self._conn.call(
-            "stream info",
-            lambda: self._conn.js.stream_info(
-                self._conn.stream, subjects_filter=f"{self._conn.prefix}.dlq.{group}.>"
-            ),
-        )
-        return GroupInfo(
-            pattern=pattern,
-            group=group,
-            ack_floor=ack_floor(info),
-            frontier=int(info.delivered.stream_seq if info.delivered else 0),
-            in_flight=int(info.num_ack_pending or 0),
-            dead_letters=sum((dead.state.subjects or {}).values()),
-        )
+        dead = await self._log.subjects(f"{self._conn.prefix}.dlq.{group}.>")
+        return group_state(pattern, group, info, sum(dead.values()))
 
     async def info(self, pattern: str, group: str) -> ConsumerInfo | None:
         """The current incarnation's info: the one this hub pulls from while it exists, else the one it
@@ -183,25 +178,6 @@ class Groups:
             if info is not None:
                 return info
         return await self._incarnations.current(pattern, group)
-
-    async def all(self) -> list[GroupInfo]:
-        """One entry per group: its newest incarnation (a reset elsewhere may briefly leave two)."""
-        listed = await consumer_listing(self._conn, "LIST")
-        infos = [ConsumerInfo.from_response(entry) for entry in listed if isinstance(entry, dict)]
-        newest: dict[tuple[str, str], tuple[int, ConsumerInfo]] = {}
-        for info in infos:
-            try:
-                described = json.loads(info.config.description or "")
-                pattern, group = str(described["pattern"]), str(described["group"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a scan's throwaway consumer, or not ours
-            gen = generation_of(consumer_name(pattern, group), info.name)
-            if gen is not None and gen >= newest.get((pattern, group), (-1, info))[0]:
-                newest[(pattern, group)] = (gen, info)
-        for (pattern, group), (_, info) in newest.items():  # the ops API asks each one's lag next
-            self._incarnations.remember(pattern, group, info.name)
-        out = [await self._group_info(p, g, info) for (p, g), (_, info) in newest.items()]
-        return sorted(out, key=lambda g: (g.pattern, g.group))
 
     async def _open(self, pattern: str, group: str) -> _Group | None:
         key = (pattern, group)

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from outboxhub.errors import StoreUnavailable, TopicError
+from outboxhub.errors import StoreError, StoreUnavailable, TopicError
 from outboxhub.model import Event, TopicInfo
 from outboxhub.store.nats.conn import TRANSIENT, NatsConn, unavailable
 from outboxhub.store.nats.subjects import Filter, decode_body, subject_of, topic_of
@@ -163,7 +165,7 @@ class EventLog:
         if after_seq <= 0:
             return sum(
                 n
-                for subject, n in (await self._subjects(flt.subject)).items()
+                for subject, n in (await self.subjects(flt.subject)).items()
                 if flt.matches(self._topic(subject))
             )
         total = 0
@@ -174,17 +176,39 @@ class EventLog:
     def _topic(self, subject: str) -> str:
         return topic_of(self._conn.prefix, subject)
 
-    async def _subjects(self, subject_filter: str) -> dict[str, int]:
+    async def subjects(self, subject_filter: str) -> dict[str, int]:
+        """The message count of each subject matching ``subject_filter``: a stream info, paged (nats-server
+        answers at most 100,000 subjects per request, sorted; a subject created or deleted between two pages
+        may be missed, as in any listing)."""
+        counts: dict[str, int] = {}
+        while True:
+            answer = await self._conn.call(
+                "stream info", partial(self._subjects_page, subject_filter, len(counts))
+            )
+            state = answer.get("state")
+            page = state.get("subjects") if isinstance(state, dict) else None
+            total = answer.get("total")
+            before = len(counts)
+            counts.update(page or {})
+            if not isinstance(total, int) or len(counts) >= total or len(counts) == before:
+                return counts
+
+    async def _subjects_page(self, subject_filter: str, offset: int) -> dict[str, object]:
         conn = self._conn
-        info = await conn.call(
-            "stream info", lambda: conn.js.stream_info(conn.stream, subjects_filter=subject_filter)
+        msg = await conn.nc.request(
+            f"$JS.API.STREAM.INFO.{conn.stream}",
+            json.dumps({"subjects_filter": subject_filter, "offset": offset}).encode(),
+            timeout=conn.options.timeout_s,
         )
-        return dict(info.state.subjects or {})
+        answer: dict[str, object] = json.loads(msg.data)
+        if "error" in answer:
+            raise StoreError(f"NATS store {conn.shown}: stream info: {answer['error']}")
+        return answer
 
     async def tail(self, flt: Filter) -> Event | None:
         if flt.matcher is None:
             return await self.last_on(flt.subject)
-        topics = {self._topic(s) for s in await self._subjects(flt.subject)}
+        topics = {self._topic(s) for s in await self.subjects(flt.subject)}
         lasts = await asyncio.gather(
             *(self.last_on(f"{self._conn.prefix}.{t}.*") for t in sorted(topics) if flt.matches(t))
         )
@@ -193,7 +217,7 @@ class EventLog:
 
     async def topics(self) -> list[TopicInfo]:
         counts: dict[str, int] = {}
-        for subject, n in (await self._subjects(f"{self._conn.prefix}.>")).items():
+        for subject, n in (await self.subjects(f"{self._conn.prefix}.>")).items():
             topic = self._topic(subject)
             counts[topic] = counts.get(topic, 0) + n
         names = sorted(counts)

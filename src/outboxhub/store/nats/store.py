@@ -26,16 +26,16 @@ from outboxhub.model import (
     TopicInfo,
 )
 from outboxhub.store.backend import StoreBackend
-from outboxhub.store.base import EventRef, Store, mask_url
+from outboxhub.store.base import EventRef, Store, every_group, mask_url
 from outboxhub.store.codec import Prepared, prepare
 from outboxhub.store.lifecycle import ClaimRequest, ExtendRequest, NackRequest
 from outboxhub.store.nats.conn import NatsConn, connect
 from outboxhub.store.nats.groups import Groups, unsupported_ordered
 from outboxhub.store.nats.incarnations import ack_floor
 from outboxhub.store.nats.log import EventLog
+from outboxhub.store.nats.overview import Overview, cursor_at, lag_of, reads_floor
 from outboxhub.store.nats.subjects import decode_body, encode_body, msg_id, pattern_filter, subject_of
 from outboxhub.store.nats.url import parse_url
-from outboxhub.topics import match_topic
 
 __all__ = ["NatsStore", "open_store"]
 
@@ -51,7 +51,8 @@ class NatsStore(StoreBackend):
         super().__init__(conn.shown, newer_only=True)
         self._conn = conn
         self._log = EventLog(conn)
-        self._groups = Groups(conn, self._publish_dead_letter)
+        self._groups = Groups(conn, self._log, self._publish_dead_letter)
+        self._overview = Overview(conn, self._log, self._groups.incarnations)
 
     async def _start(self) -> None:
         await self._conn.listen(self._committed, self._groups.reset_heard)
@@ -168,8 +169,17 @@ class NatsStore(StoreBackend):
         return await self._groups.reset(pattern, group, to, self._first_at(pattern, to))
 
     async def groups(self) -> list[GroupInfo]:
+        """One listing of the stream's consumers and one stream info (``overview.py``)."""
         self._check_open()
-        return await self._groups.all()
+        return await self._overview.groups()
+
+    async def groups_with_lag(
+        self, keep: Callable[[GroupInfo], bool] = every_group
+    ) -> list[tuple[GroupInfo, Lag | None]]:
+        """Every group ``keep`` accepts with its lag, equal to its ``lag`` (``overview.py``: one listing,
+        one stream info, a tail per pattern, an event per ack floor below its tail)."""
+        self._check_open()
+        return await self._overview.groups_with_lag(keep)
 
     async def _claim(self, request: ClaimRequest) -> list[Delivery]:
         return await self._groups.claim(request)
@@ -208,16 +218,9 @@ class NatsStore(StoreBackend):
         return await self._cursor_at(pattern, group, ack_floor(info), await self.tail(pattern))
 
     async def _cursor_at(self, pattern: str, group: str, floor: int, tail: Event | None) -> Cursor:
-        """The cursor at ``floor`` given the pattern's ``tail``: the newest matching event at or below the
-        floor, i.e. the tail when the group is caught up, else the event at the floor when it matches
-        (JetStream cannot read backwards from a seq by subject; otherwise last_id/last_ts stay None, see
-        docs/jetstream.md)."""
-        at = tail if tail is not None and tail.seq <= floor else await self._log.at(floor)
-        if (at is not None and at.seq == floor and match_topic(pattern, at.topic)) or (
-            at is tail and at is not None
-        ):
-            return Cursor(pattern=pattern, group=group, seq=floor, last_id=at.id, last_ts=at.ts)
-        return Cursor(pattern=pattern, group=group, seq=floor)
+        """The cursor at ``floor`` given the pattern's ``tail`` (``overview.cursor_at``)."""
+        at_floor = await self._log.at(floor) if reads_floor(floor, tail) else None
+        return cursor_at(pattern, group, floor, tail, at_floor)
 
     async def lag(self, pattern: str, group: str) -> Lag | None:
         """From one consumer info and one tail read (the cursor's own)."""
@@ -226,17 +229,7 @@ class NatsStore(StoreBackend):
         if info is None:
             return None
         tail = await self.tail(pattern)
-        cursor = await self._cursor_at(pattern, group, ack_floor(info), tail)
-        count = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-        lag_ms = tail.ts - cursor.last_ts if tail is not None and cursor.last_ts is not None else None
-        return Lag(
-            cursor=cursor,
-            tail_id=None if tail is None else tail.id,
-            tail_seq=None if tail is None else tail.seq,
-            tail_ts=None if tail is None else tail.ts,
-            lag_ms=lag_ms,
-            lag_count=count,
-        )
+        return lag_of(info, await self._cursor_at(pattern, group, ack_floor(info), tail), tail)
 
 
 async def open_store(url: str, **options: Any) -> Store:
