@@ -87,13 +87,13 @@ async def test_a_bad_frame_is_decoded_once(
     """A malformed frame that arrives while the reader waits fails to decode in ``take_now``; the reader
     answers it with that error instead of decoding it again, also when the error closes the connection."""
     decodes: list[str] = []
-    decode = connection.decode_client_frame
+    decode = connection.decode_hub_frame
 
     def counted(text: str, **kw: Any) -> Any:
         decodes.append(text)
         return decode(text, **kw)
 
-    monkeypatch.setattr(connection, "decode_client_frame", counted)
+    monkeypatch.setattr(connection, "decode_hub_frame", counted)
     c = await ws_connect(hub.ws_url, token=token())
     bad = ['{"op": "PUBLISH", "payload": 5, "rid": 5}', '{"op": "PUBLISH", "topic": "t", "rid": 6', "[]"]
     for frame in bad:

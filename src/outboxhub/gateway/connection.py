@@ -56,7 +56,6 @@ from outboxhub.protocol.codec import (
     Rid,
     Subscribe,
     Unsubscribe,
-    decode_client_frame,
     encode_err,
     encode_ok,
 )
@@ -81,6 +80,7 @@ from outboxhub.protocol.codes import (
     close_code_for,
     is_error_code,
 )
+from outboxhub.protocol.hubframes import decode_hub_frame
 
 __all__ = ["CLOSE_AUTH_FAILED", "CLOSE_GOING_AWAY", "CLOSE_TOKEN_EXPIRED", "Connection"]
 
@@ -221,7 +221,7 @@ class Connection(Publishing, Settlement):
                 self._undecodable = None
                 if undecodable[0] is data:
                     raise undecodable[1]
-            frame = decode_client_frame(data, max_size=self._max_frame)
+            frame = decode_hub_frame(data, max_size=self._max_frame)
         except ProtocolError as exc:
             self._err(exc.rid, exc.code, exc.msg)
             if close_code_for(exc.code) is not None:  # an AUTH without a (string) token
@@ -280,12 +280,12 @@ class Connection(Publishing, Settlement):
         if self.policy is None or self._stopping or self._closed or not self.out.has_reply_room():
             return False
         try:
-            frame = decode_client_frame(text, max_size=self._max_frame)
+            frame = decode_hub_frame(text, max_size=self._max_frame)
         except ProtocolError as exc:
             self._undecodable = (text, exc)  # the reader answers it, and closes when its code says so
             return False
         try:
-            if type(frame) is Publish:
+            if isinstance(frame, Publish):  # a RawPublish too
                 self._publish(frame)
             elif not self._handle_now(frame):
                 return False
