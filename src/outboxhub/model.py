@@ -167,6 +167,18 @@ class Lag(msgspec.Struct, frozen=True, kw_only=True):
     lag_ms: int | None
     lag_count: int
 
+    @classmethod
+    def behind(cls, cursor: Cursor, tail: Event | None, lag_count: int) -> Lag:
+        """The lag of a group at ``cursor`` behind its pattern's newest event ``tail`` (None: no event)."""
+        return cls(
+            cursor=cursor,
+            tail_id=None if tail is None else tail.id,
+            tail_seq=None if tail is None else tail.seq,
+            tail_ts=None if tail is None else tail.ts,
+            lag_ms=None if tail is None or cursor.last_ts is None else tail.ts - cursor.last_ts,
+            lag_count=lag_count,
+        )
+
 
 class TopicInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Per-topic summary for ``/topics``."""

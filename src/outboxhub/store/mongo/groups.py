@@ -576,12 +576,4 @@ class GroupOps:
             count = await self._log.events.count_documents(
                 {**where, "seq": {"$gt": current.seq, "$lte": horizon}}
             )
-        lag_ms = None if last is None or current.last_ts is None else last.ts - current.last_ts
-        return Lag(
-            cursor=current,
-            tail_id=None if last is None else last.id,
-            tail_seq=None if last is None else last.seq,
-            tail_ts=None if last is None else last.ts,
-            lag_ms=lag_ms,
-            lag_count=count,
-        )
+        return Lag.behind(current, last, count)

@@ -86,16 +86,7 @@ def cursor_at(pattern: str, group: str, floor: int, tail: Event | None, at_floor
 
 def lag_of(info: ConsumerInfo, cursor: Cursor, tail: Event | None) -> Lag:
     """The group's lag from its consumer's info, its cursor and its pattern's tail."""
-    count = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-    lag_ms = tail.ts - cursor.last_ts if tail is not None and cursor.last_ts is not None else None
-    return Lag(
-        cursor=cursor,
-        tail_id=None if tail is None else tail.id,
-        tail_seq=None if tail is None else tail.seq,
-        tail_ts=None if tail is None else tail.ts,
-        lag_ms=lag_ms,
-        lag_count=count,
-    )
+    return Lag.behind(cursor, tail, int(info.num_pending or 0) + int(info.num_ack_pending or 0))
 
 
 class Overview:

@@ -542,15 +542,7 @@ async def lag(conn: PgConn, pattern: str, name: str) -> Lag | None:
             return None
         current = await _cursor_at(conn, pattern, name, floor)
         last = await events.tail(conn, pattern)
-        lag_ms = None if last is None or current.last_ts is None else last.ts - current.last_ts
-        return Lag(
-            cursor=current,
-            tail_id=None if last is None else last.id,
-            tail_seq=None if last is None else last.seq,
-            tail_ts=None if last is None else last.ts,
-            lag_ms=lag_ms,
-            lag_count=await events.count(conn, pattern, after_seq=floor),
-        )
+        return Lag.behind(current, last, await events.count(conn, pattern, after_seq=floor))
 
 
 async def reset_group(conn: PgConn, pattern: str, name: str, to: StartPosition) -> GroupInfo | None:
