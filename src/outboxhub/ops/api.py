@@ -29,7 +29,7 @@ from outboxhub.ops.security import current_principal, dead_letter_refusal, requi
 from outboxhub.ops.writes import MAX_IDS, ids_field, json_body, who
 from outboxhub.outbox import OutboxRecord, OutboxStore
 from outboxhub.protocol.codec import wire_event
-from outboxhub.store.base import Store, groups_with_lag
+from outboxhub.store.base import GroupsWithLag, Store, groups_with_lag
 
 __all__ = ["API_ROUTES", "MAX_IDS", "refresh_metrics"]
 
@@ -100,9 +100,15 @@ async def _groups_with_lag(ctx: OpsContext) -> list[tuple[GroupInfo, Lag | None,
 
 
 async def _cursors_of(store: Store, topic: str) -> list[Cursor]:
-    """The cursors of the groups subscribed to exactly the pattern ``topic``."""
-    rows = await groups_with_lag(store, lambda g: g.pattern == topic)
-    return [lag.cursor for _, lag in rows if lag is not None]
+    """The cursors of the groups subscribed to exactly the pattern ``topic``: from the batched overview
+    where the store has one (its lag costs no count there), else one ``cursor`` each (a ``lag`` would also
+    count every event above each group's floor)."""
+    if isinstance(store, GroupsWithLag):
+        rows = await store.groups_with_lag(lambda g: g.pattern == topic)
+        return [lag.cursor for _, lag in rows if lag is not None]
+    names = [g.group for g in await store.groups() if g.pattern == topic]
+    found = await asyncio.gather(*(store.cursor(topic, name) for name in names))
+    return [c for c in found if c is not None]
 
 
 async def _topics(request: web.Request) -> web.StreamResponse:
