@@ -28,7 +28,8 @@ Functions: ``publish_events`` (every append), from version 3 ``claim_new`` (the 
 version 5 ``claim_parked`` and ``publish_claim`` (a group commit with the parked claims, ``parked.py``).
 From version 6 ``publish_events`` skips its NOTIFY when no other node listens; from version 7 the two
 claim functions plan the page of kinds 0 and 1 once per connection, like ``publish_events``; from version 8
-``publish_claim_acks`` (``publish_claim`` with the ACKs riding on it, ``ackride.py``).
+``publish_claim_acks`` (``publish_claim`` with the ACKs riding on it, ``ackride.py``); from version 10 the
+two wrappers run their parked claims inline instead of calling ``claim_parked`` (``schema10.py``).
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def _v7() -> list[str]:
     return functions
 
 
-_ACK_RIDERS = f"""\
+ACK_RIDERS = f"""\
     -- The riding ACKs first, before publish_events takes the counter lock, so their work does not lengthen
     -- the lock every publisher waits for. Each is a subtransaction of its own that waits at most 1 ms for a
     -- row lock: one that fails changes nothing and answers fallback (the hub sends it alone), and neither
@@ -431,13 +432,22 @@ def _v8() -> list[str]:
         .replace(
             _CLAIM_LOOP_VAR,
             "    i integer;\n    v_acked bigint;\n"
-            "    v_lock_timeout text := current_setting('lock_timeout');\nBEGIN\n" + _ACK_RIDERS,
+            "    v_lock_timeout text := current_setting('lock_timeout');\nBEGIN\n" + ACK_RIDERS,
         )
     )
     return [function]
 
 
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v10() -> list[str]:
+    """``publish_claim`` and ``publish_claim_acks`` run the body of ``claim_parked`` in their claim loop
+    instead of calling it, ``set_config`` as an assignment, a riding ACK as one statement (``schema10.py``);
+    same names and signatures, so a running older hub gains too."""
+    from outboxhub.store.postgres.schema10 import v10
+
+    return v10()
+
+
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v10]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 
