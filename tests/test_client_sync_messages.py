@@ -212,3 +212,21 @@ def _settle(msg: SyncMessage[Any], outcomes: list[str], lock: threading.Lock) ->
         outcome = "refused"
     with lock:
         outcomes.append(outcome)
+
+
+async def test_after_close_publishing_and_settling_raise_client_closed(
+    hub: Hub, token: Callable[..., str]
+) -> None:
+    def run() -> None:
+        sync_hub = connect_sync(hub.ws_url, token(scopes=ALL))
+        sync_hub.publish(JOBS, Job(n=1))
+        stream = sync_hub.messages(JOBS, "late", start="earliest")
+        (msg,) = _take(stream, 1)
+        sync_hub.close()
+        with pytest.raises(ClientClosed):
+            sync_hub.publish(JOBS, Job(n=2))
+        with pytest.raises(ClientClosed):
+            msg.ack()
+        assert not msg.settled
+
+    await asyncio.to_thread(run)

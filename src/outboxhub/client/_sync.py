@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, TypeVar, Unpack, overload
 
 from outboxhub.client._client import HubClient
+from outboxhub.client._exceptions import ClientClosed
 from outboxhub.client._options import PublishOptions, StreamOptions
 from outboxhub.client._subscription import Subscription
 from outboxhub.client._sync_messages import SyncSubscription
@@ -47,7 +48,7 @@ class SyncHubClient:
     def _call(self, coro: Coroutine[Any, Any, R], timeout_s: float | None) -> R:
         if self._closed:
             coro.close()
-            raise RuntimeError("this SyncHubClient is closed")
+            raise ClientClosed("this SyncHubClient is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout_s)

@@ -106,6 +106,7 @@ __all__ = [
     "SubscribeOpts",
     "Unsubscribe",
     "WireEvent",
+    "check_frame_size",
     "close_code_for",
     "decode_client_frame",
     "decode_server_frame",
@@ -481,7 +482,8 @@ _any_decoder: Final = msgspec.json.Decoder()
 _CONTAINERS: Final = (dict, list)
 
 
-def _check_size(data: str | bytes, max_size: int) -> None:
+def check_frame_size(data: str | bytes, max_size: int) -> None:
+    """Raise :class:`ProtocolError` ``too_large`` when ``data`` is over ``max_size`` bytes as UTF-8."""
     n = len(data)
     # A str's UTF-8 size is between len and 4*len; encode only when the cheap bounds cannot decide.
     if isinstance(data, str) and n <= max_size < 4 * n and not data.isascii():
@@ -499,7 +501,7 @@ def decode_client_frame(data: str | bytes, *, max_size: int = MAX_FRAME_SIZE) ->
     The error carries the frame's ``rid`` whenever it could be read.
     """
     if len(data) > max_size >> 2:  # else within the limit even at 4 UTF-8 bytes per character
-        _check_size(data, max_size)
+        check_frame_size(data, max_size)
     try:
         frame = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too

@@ -35,7 +35,7 @@ from outboxhub.protocol.codec import (
     Publish,
     Subscribe,
     Unsubscribe,
-    _check_size,
+    check_frame_size,
     decode_client_frame,
 )
 from outboxhub.protocol.limits import check_depth
@@ -66,7 +66,7 @@ def decode_hub_frame(data: str, *, max_size: int = MAX_FRAME_SIZE) -> ClientFram
     if len(data) < RAW_FROM:
         return decode_client_frame(data, max_size=max_size)
     if len(data) > max_size >> 2:  # else within the limit even at 4 UTF-8 bytes per character
-        _check_size(data, max_size)
+        check_frame_size(data, max_size)
     try:
         frame = _hub_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError, UnicodeError):
