@@ -122,7 +122,7 @@ def _v8_assign() -> list[str]:
     return [x.replace("PERFORM set_config(", "v_set := set_config(") for x in (parked, acks)]
 
 
-_V10_ACK = schema10.function(acks=True)
+_V10_ACK = schema10.function(schema._ACK_RIDERS)
 
 
 def _v10_assign() -> list[str]:

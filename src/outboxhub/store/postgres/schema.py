@@ -42,6 +42,7 @@ import psycopg
 from outboxhub.errors import StoreError
 from outboxhub.store.lifecycle import SETTLE_SQL
 from outboxhub.store.postgres.registry import LISTENERS_TABLE, NOTIFY_CONDITION
+from outboxhub.store.postgres.schema10 import v10 as inline_claims
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "channel_name", "migrate", "quote_ident"]
 
@@ -391,7 +392,7 @@ def _v7() -> list[str]:
     return functions
 
 
-ACK_RIDERS = f"""\
+_ACK_RIDERS = f"""\
     -- The riding ACKs first, before publish_events takes the counter lock, so their work does not lengthen
     -- the lock every publisher waits for. Each is a subtransaction of its own that waits at most 1 ms for a
     -- row lock: one that fails changes nothing and answers fallback (the hub sends it alone), and neither
@@ -432,7 +433,7 @@ def _v8() -> list[str]:
         .replace(
             _CLAIM_LOOP_VAR,
             "    i integer;\n    v_acked bigint;\n"
-            "    v_lock_timeout text := current_setting('lock_timeout');\nBEGIN\n" + ACK_RIDERS,
+            "    v_lock_timeout text := current_setting('lock_timeout');\nBEGIN\n" + _ACK_RIDERS,
         )
     )
     return [function]
@@ -440,11 +441,9 @@ def _v8() -> list[str]:
 
 def _v10() -> list[str]:
     """``publish_claim`` and ``publish_claim_acks`` run the body of ``claim_parked`` in their claim loop
-    instead of calling it, ``set_config`` as an assignment, a riding ACK as one statement (``schema10.py``);
-    same names and signatures, so a running older hub gains too."""
-    from outboxhub.store.postgres.schema10 import v10
-
-    return v10()
+    instead of calling it (``schema10.py``); same names, signatures and riding ACKs, so a running older hub
+    gains too."""
+    return inline_claims(_ACK_RIDERS)
 
 
 MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v10]

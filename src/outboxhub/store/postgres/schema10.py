@@ -17,8 +17,6 @@ switched around the page statement only; the function's ``SET`` clause restores 
 
 from __future__ import annotations
 
-from outboxhub.store.postgres.schema import ACK_RIDERS
-
 __all__ = ["v10"]
 
 _NULLS = "NULL::text, NULL::integer, NULL::bigint, NULL::text, NULL::json, NULL::json, NULL::text"
@@ -110,12 +108,14 @@ _ACK_PARAMS = """,
     a_patterns text[], a_names text[], a_members text[], a_jobs integer[], a_seqs bigint[], a_ids text[]"""
 
 
-def function(acks: bool) -> str:
-    """``publish_claim`` (``acks`` false) or ``publish_claim_acks`` of version 10."""
+def function(ack_riders: str | None) -> str:
+    """``publish_claim``, or with ``ack_riders`` (version 8's riding ACKs, the SQL that runs them first)
+    ``publish_claim_acks``, of version 10."""
+    acks = ack_riders is not None
     name = "publish_claim_acks" if acks else "publish_claim"
-    ack_vars = (
-        "    v_acked bigint;\n    v_lock_timeout text := current_setting('lock_timeout');\n" if acks else ""
-    )
+    ack_vars = ""
+    if acks:
+        ack_vars = "    v_acked bigint;\n    v_lock_timeout text := current_setting('lock_timeout');\n"
     return f"""
 CREATE OR REPLACE FUNCTION {name}(
 {_CLAIM_PARAMS}{_ACK_PARAMS if acks else ""}
@@ -139,11 +139,11 @@ DECLARE
     v_b text;
     v_c text;
 {ack_vars}BEGIN
-{ACK_RIDERS if acks else ""}{_CLAIMS}END
+{ack_riders or ""}{_CLAIMS}END
 $fn$
 """
 
 
-def v10() -> list[str]:
-    """The statements that move a version 9 schema to version 10."""
-    return [function(acks=False), function(acks=True)]
+def v10(ack_riders: str) -> list[str]:
+    """The statements that move a version 9 schema to version 10 (``ack_riders`` as for ``function``)."""
+    return [function(None), function(ack_riders)]
