@@ -4,7 +4,9 @@ One script = what the hub sends per event in ``bench e2e``: ``publish_claim_acks
 topic ``t``, with the member's parked claim on group ``g`` (kind 1, one topic; it claims that event) and
 the previous script's delivery ACK riding. Each case runs in a throwaway schema of its own, migrated to the
 current version, populated (EVENTS events, the group at the head, a listener row of another node so the
-NOTIFY test reads ``listeners``) and then changed by one variant that drops one part of the work. The
+NOTIFY test reads ``listeners``, topics ``t`` and ``t0``…``t63`` present) and only then changed by one
+variant that drops one part of the work (``v8``: the ``publish_events`` of versions 6–8, with its topics
+INSERT on every call; installed before the population, a variant without the INSERT published nothing). The
 number is the backend's CPU (``/proc/PID/stat`` utime + stime of the connection's server process) over N
 scripts, so the client and the machine's load hardly enter it. Prepared statements, as the hub sends them.
 
