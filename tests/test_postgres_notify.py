@@ -213,7 +213,7 @@ async def test_a_version_5_schema_is_upgraded_and_a_lone_store_stops_notifying(
     store = await _open(url)
     try:
         cur = await admin.execute(f"SELECT version FROM {quote_ident(store.schema)}.schema_version")
-        assert await cur.fetchone() == (pg_schema.SCHEMA_VERSION,) == (8,)
+        assert await cur.fetchone() == (pg_schema.SCHEMA_VERSION,)
         assert (await store.publish(NewEvent(topic="n.t"))).seq == 2
         assert await _heard([store], admin) == [0]
     finally:
