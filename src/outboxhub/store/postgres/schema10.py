@@ -4,7 +4,7 @@ Up to version 9 each parked claim of a group commit was a call of ``claim_parked
 (``RETURN QUERY SELECT … FROM claim_parked(…)``): per claim one more PL/pgSQL call with its ``SET`` clauses
 saved and restored, its result type built from the catalog, and its rows copied through two tuplestores.
 Version 10 re-creates both wrappers under their names and signatures (so a running hub of an older version
-gains too) with the body of ``claim_parked`` in their claim loop: ≈ 8 µs less backend CPU per e2e event
+gains too) with the body of ``claim_parked`` in their claim loop: ≈ 4–8 µs less backend CPU per e2e event
 of ≈ 370 (``scripts/pg-event-cpu.py``, ``docs/benchmarks.md``). The riding ACKs are version 8's, unchanged;
 ``claim_parked`` stays in the schema, unchanged.
 
