@@ -78,6 +78,18 @@ def test_serve_help_names_values_and_reads_defaults_from_the_settings(
     assert "table). With no JWT\n" not in text
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_help_names_every_value_and_shows_each_default_once(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flat = " ".join(_help(path, 100, monkeypatch).split())
+    # click's fallback placeholder says nothing about the value (``--ws-server TEXT``, ``[TEXT]...``)
+    assert not re.search(r"\bTEXT\b", flat), f"{path!r}: a TEXT placeholder: {flat}"
+    # a default in the help sentence as well as in typer's [default: …] is the default shown twice
+    for default in re.findall(r"\[default: ([^;\]]+)", flat):
+        assert f"({default})." not in flat, f"{path!r}: default {default} shown twice: {flat}"
+
+
 def test_help_through_the_console_script_at_80_columns() -> None:
     env = {**os.environ, "COLUMNS": "80"}
     result = subprocess.run(

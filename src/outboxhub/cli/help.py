@@ -66,6 +66,9 @@ _BY_NAME: Final[Mapping[str, str]] = {
     "publish_rate": "PER_S",
     "rate": "PER_S",
     "latency_rate": "PER_S",
+    "ws_server": "SERVER",
+    "to": "POSITION",
+    "ids": "ID",
 }
 
 
