@@ -9,8 +9,8 @@ variant that drops one part of the work (``v8``: the ``publish_events`` of versi
 INSERT on every call; installed before the population, a variant without the INSERT published nothing). The
 number is the backend's CPU (``/proc/PID/schedstat``: the connection's server process's time on a CPU) over N
 scripts, so the client and the machine's load hardly enter it. Prepared statements, as the hub sends them.
-Cases ``wrap9``…: the wrappers before version 10 (each parked claim a call of ``claim_parked``) and
-variants of version 10's.
+Cases ``wrap9``…: the wrappers of versions 8 and 9 (each parked claim a call of ``claim_parked``; the same
+as ``full``); ``v10``…: the inline claims modelled in ``pg_inline_claims.py`` (not shipped) and variants.
 
 Usage: PYTHONPATH=src python scripts/pg-event-cpu.py [N] [ROUNDS] [CASE...]
 (PGURL=postgresql://127.0.0.1:5432/test; N=3000 scripts per case and round, ROUNDS=2; cases alternate, or
@@ -29,7 +29,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from outboxhub.store.postgres import schema, schema10
+import pg_inline_claims  # scripts/, the model of the inline claims
+
+from outboxhub.store.postgres import schema
 from outboxhub.store.postgres.registry import NOTIFY_CONDITION
 
 PGURL = os.environ.get("PGURL", "postgresql://127.0.0.1:5432/test")
@@ -56,7 +58,7 @@ def _publish_events_v8() -> str:
 
 
 def _publish_claim_acks() -> str:
-    return schema._v10()[1]
+    return schema._v8()[0]
 
 
 def _replace(body: str, old: str, new: str) -> str:
@@ -135,7 +137,12 @@ def _wrap9_assign() -> list[str]:
     return [x.replace("PERFORM set_config(", "v_set := set_config(") for x in (parked, acks)]
 
 
-_V10_ACK = schema10.function(schema._ACK_RIDERS)
+_V10_ACK = pg_inline_claims.function(schema._ACK_RIDERS)
+
+
+def _v10() -> list[str]:
+    """The wrappers with their parked claims inline (``pg_inline_claims.py``, not shipped)."""
+    return pg_inline_claims.v10(schema._ACK_RIDERS)
 
 
 def _v10_assign() -> list[str]:
@@ -189,6 +196,7 @@ VARIANTS: dict[str, Callable[[], list[str]]] = {
     "v8": _v8,
     "wrap9": _wrap9,
     "wrap9_assign": _wrap9_assign,
+    "v10": _v10,
     "v10_assign": _v10_assign,
     "v10_ack_fold": _v10_ack_fold,
     "v10_counter_next": _v10_counter_next,

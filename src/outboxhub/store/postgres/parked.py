@@ -3,10 +3,10 @@
 A member with nothing to claim parks its next claim (``bus/parking.py``) instead of only sleeping. The
 store's writer takes the parked claims whose pattern matches a topic of the batch it is about to append
 and sends the batch as ``publish_claim`` (schema version 5): the publish, then each claim as
-``claim_parked`` (from schema version 10 its body, inline in the wrapper's loop: ``schema10.py``), one
-statement and one transaction. The event published to a waiting member is so claimed by the commit that
-makes it durable: one statement per delivered event instead of two (publish, then the woken member's
-``claim_new``). The commit stays synchronous (it publishes events); the claims ride on it.
+``claim_parked``, one statement and one transaction. The event published to a waiting member is so
+claimed by the commit that makes it durable: one statement per delivered event instead of two (publish,
+then the woken member's ``claim_new``). The commit stays synchronous (it publishes events); the claims
+ride on it.
 
 A claim runs here only when ``claim_new`` could take it (not key-ordered; the others stay parked and are
 woken by the commit as before). It does not run (``NOT_RUN``, the member then claims as usual) when its

@@ -28,8 +28,7 @@ Functions: ``publish_events`` (every append), from version 3 ``claim_new`` (the 
 version 5 ``claim_parked`` and ``publish_claim`` (a group commit with the parked claims, ``parked.py``).
 From version 6 ``publish_events`` skips its NOTIFY when no other node listens; from version 7 the two
 claim functions plan the page of kinds 0 and 1 once per connection, like ``publish_events``; from version 8
-``publish_claim_acks`` (``publish_claim`` with the ACKs riding on it, ``ackride.py``); from version 10 the
-two wrappers run their parked claims inline instead of calling ``claim_parked`` (``schema10.py``).
+``publish_claim_acks`` (``publish_claim`` with the ACKs riding on it, ``ackride.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ import psycopg
 from outboxhub.errors import StoreError
 from outboxhub.store.lifecycle import SETTLE_SQL
 from outboxhub.store.postgres.registry import LISTENERS_TABLE, NOTIFY_CONDITION
-from outboxhub.store.postgres.schema10 import v10 as inline_claims
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "channel_name", "migrate", "quote_ident"]
 
@@ -489,14 +487,7 @@ def _v9() -> list[str]:
     ]
 
 
-def _v10() -> list[str]:
-    """``publish_claim`` and ``publish_claim_acks`` run the body of ``claim_parked`` in their claim loop
-    instead of calling it (``schema10.py``); same names, signatures and riding ACKs, so a running older hub
-    gains too."""
-    return inline_claims(_ACK_RIDERS)
-
-
-MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+MIGRATIONS: list[Callable[[], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 """``MIGRATIONS[n]()`` is the list of statements that upgrade a schema at version ``n`` to ``n + 1``. They
 run with ``search_path`` set to the store's schema, so they name tables without a schema."""
 

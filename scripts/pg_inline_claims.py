@@ -1,12 +1,13 @@
-"""Schema version 10: ``publish_claim`` and ``publish_claim_acks`` run their parked claims inline.
+"""A model, measured and not shipped: ``publish_claim`` and ``publish_claim_acks`` with their parked claims
+inline (built as schema version 10 on branch pg-claim10, 2026-12-08; ``docs/benchmarks.md``, twelfth round).
 
-Up to version 9 each parked claim of a group commit was a call of ``claim_parked`` from the wrapper
-(``RETURN QUERY SELECT … FROM claim_parked(…)``): per claim one more PL/pgSQL call with its ``SET`` clauses
-saved and restored, its result type built from the catalog, and its rows copied through two tuplestores.
-Version 10 re-creates both wrappers under their names and signatures (so a running hub of an older version
-gains too) with the body of ``claim_parked`` in their claim loop: ≈ 4–8 µs less backend CPU per e2e event
-of ≈ 370 (``scripts/pg-event-cpu.py``, ``docs/benchmarks.md``). The riding ACKs are version 8's, unchanged;
-``claim_parked`` stays in the schema, unchanged.
+The wrappers of schema versions 8 and 9 call ``claim_parked`` once per parked claim (``RETURN QUERY SELECT …
+FROM claim_parked(…)``): per claim one more PL/pgSQL call with its ``SET`` clauses saved and restored, its
+result type built from the catalog, and its rows copied through two tuplestores. This model re-creates both
+wrappers under their names and signatures with the body of ``claim_parked`` in their claim loop: ≈ 4–8 µs
+less backend CPU per e2e event of ≈ 370 (``scripts/pg-event-cpu.py`` cases ``v10`` and ``v10_*``). It was not
+landed: a second copy of the claim's SQL to keep in step with ``store/postgres/schema.py`` for 1–2 % of the
+server's CPU per event, which the e2e benchmark cannot see.
 
 Every property of the claim stays: the group row is locked ``SKIP LOCKED`` (never waited for) after the
 publish took the counter; a group with a pending event due, or no such group, answers ``fallback`` and
@@ -145,5 +146,5 @@ $fn$
 
 
 def v10(ack_riders: str) -> list[str]:
-    """The statements that move a version 9 schema to version 10 (``ack_riders`` as for ``function``)."""
+    """The statements that re-create both wrappers with inline claims (``ack_riders`` as for ``function``)."""
     return [function(None), function(ack_riders)]
