@@ -27,9 +27,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-import psycopg
-
 import pg_inline_claims  # scripts/, the model of the inline claims
+import psycopg
 
 from outboxhub.store.postgres import schema
 from outboxhub.store.postgres.registry import NOTIFY_CONDITION
