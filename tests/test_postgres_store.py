@@ -614,3 +614,25 @@ async def test_a_failing_pipelined_transaction_is_rolled_back(pg_url: str) -> No
             assert await cur.fetchone() == ([2],)
     finally:
         await conn.close()
+
+
+async def test_a_store_url_without_a_host_connects_over_the_unix_socket(pg_url: str) -> None:
+    """libpq's socket form, ``postgresql:///db?host=/socket/dir``: the URL the hub hands to psycopg keeps
+    its ``//`` (``urlunsplit`` alone wrote ``postgresql:/db…``, which libpq refuses)."""
+    parts = urlsplit(pg_url)
+    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        pytest.skip(f"the test server {parts.hostname} is not on this machine: no Unix socket to reach")
+    async with await psycopg.AsyncConnection.connect(base_url()) as conn:
+        cur = await conn.execute("SHOW unix_socket_directories")
+        row = await cur.fetchone()
+    assert row is not None and row[0], "the local PostgreSQL server listens on no Unix socket"
+    socket_dir = str(row[0]).split(",")[0].strip()
+    user = f"user={parts.username}&" if parts.username else ""
+    url = f"postgresql://{parts.path}?host={socket_dir}&{user}{parts.query}"  # no host before the path
+    store = await _open(url)
+    try:
+        published = await store.publish(NewEvent(topic="socket.t", payload={"n": 1}))
+        tail = await store.tail("socket.t")
+        assert tail is not None and tail.seq == published.seq
+    finally:
+        await store.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from outboxhub.store.base import mask_url as store_mask_url
-from outboxhub.urls import is_secret_key, mask_url
+from outboxhub.outbox.url import parse_outbox_url
+from outboxhub.store.postgres.conn import parse_url
+from outboxhub.urls import is_secret_key, join_url, mask_url
 
 
 @pytest.mark.parametrize(
@@ -53,3 +57,27 @@ def test_no_credential_value_survives(key: str, value: str, base: str) -> None:
 @given(st.text(alphabet="abc:@/?=&#%.", max_size=30))
 def test_masking_never_raises(text: str) -> None:
     assert isinstance(mask_url(text), str)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///app?host=%2Fvar%2Frun%2Fpostgresql",
+        "postgresql://?host=%2Ftmp&dbname=app",
+        "postgresql://u:p@db:5432/app?sslmode=require",
+        "mysql:///app?unix_socket=%2Frun%2Fmysqld%2Fmysqld.sock",
+        "mongodb://h1,h2/db?replicaSet=rs0",
+        "sqlite:///data/hub.db",
+        "https://idp/jwks.json#frag",
+    ],
+)
+def test_join_url_gives_back_the_url_it_was_split_from(url: str) -> None:
+    assert join_url(urlsplit(url)) == url
+
+
+def test_a_postgresql_url_without_a_host_keeps_it_for_the_unix_socket() -> None:
+    settings = parse_url("postgresql:///app?host=/var/run/postgresql&schema=hub")
+    assert settings.dsn == "postgresql:///app?host=%2Fvar%2Frun%2Fpostgresql"
+    assert settings.schema == "hub"
+    outbox = parse_outbox_url("postgres:///app?host=/var/run/postgresql&table=s.outbox")
+    assert (outbox.target, outbox.table) == ("postgresql:///app?host=%2Fvar%2Frun%2Fpostgresql", "s.outbox")

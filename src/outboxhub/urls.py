@@ -1,4 +1,5 @@
-"""The one function that makes a URL safe to show: :func:`mask_url`. Pure, no I/O, bottom of the import graph.
+"""The one function that makes a URL safe to show, :func:`mask_url`, and :func:`join_url`, which puts a
+split URL back together. Pure, no I/O, bottom of the import graph.
 
 Every place the hub shows a store, outbox or JWKS URL (logs, error messages, ``/metrics`` labels,
 ``/outbox`` names, AUTH refusals) goes through it.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "is_secret_key", "mask_url"]
+__all__ = ["MASK", "is_secret_key", "join_url", "mask_url"]
 
 MASK: Final = "***"
 
@@ -28,6 +29,16 @@ def is_secret_key(name: str) -> bool:
     """Does a query or keyword name look like it carries a credential (``password``, ``token``,
     ``sslkey``, ``authSource``, ``X-Amz-Signature``, ``api_key``…)? Matching is generous on purpose."""
     return _SECRET_KEY.search(name) is not None
+
+
+def join_url(parts: SplitResult) -> str:
+    """:func:`urllib.parse.urlunsplit`, keeping the ``//`` of a URL with no host: libpq's Unix-socket form
+    ``postgresql:///app?host=/var/run/postgresql`` stays that, where ``urlunsplit`` writes
+    ``postgresql:/app…`` (for a scheme it does not know), which the drivers refuse."""
+    url = urlunsplit(parts)
+    if parts.scheme and not parts.netloc and not url.startswith(f"{parts.scheme}://"):
+        url = f"{parts.scheme}://{url[len(parts.scheme) + 1 :]}"
+    return url
 
 
 def mask_url(url: str) -> str:

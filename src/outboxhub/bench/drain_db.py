@@ -9,9 +9,10 @@ import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from outboxhub import outbox
+from outboxhub.urls import join_url
 
 __all__ = ["PAYLOAD", "Kind", "OutboxDb", "new_db", "quoted", "remove_sqlite"]
 
@@ -53,7 +54,7 @@ class OutboxDb:
 
             assert mongo_url is not None
             self.mongo: Any = pymongo.MongoClient(mongo_url)
-            self.url = urlunsplit(urlsplit(mongo_url)._replace(path=f"/{self.database}"))
+            self.url = join_url(urlsplit(mongo_url)._replace(path=f"/{self.database}"))
         elif kind == "mysql":
             from outboxhub.testing.mysql import connect, database_url
 

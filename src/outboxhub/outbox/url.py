@@ -25,13 +25,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from outboxhub._extras import missing_extra, needs_extra
 from outboxhub.errors import StoreURLError
 from outboxhub.outbox.base import OutboxStore
 from outboxhub.outbox.sqlite import DEFAULT_POLL_INTERVAL_MS, SqliteOutbox
 from outboxhub.store.base import mask_url
+from outboxhub.urls import join_url
 
 __all__ = ["OutboxURL", "import_mysql_outbox", "import_postgres_outbox", "open_outbox", "parse_outbox_url"]
 
@@ -128,10 +129,10 @@ def parse_outbox_url(url: str, *, table: str | None = None) -> OutboxURL:
             )
         return OutboxURL("sqlite", path, chosen, query)
     if scheme in _PG_SCHEMES:
-        rest = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+        rest = join_url(parts._replace(scheme="postgresql", query=urlencode(query)))
         return OutboxURL("postgresql", rest, chosen, {})
     if scheme in _MONGO_SCHEMES:
-        rest = urlunsplit(parts._replace(query=urlencode(query)))
+        rest = join_url(parts._replace(query=urlencode(query)))
         return OutboxURL("mongodb", rest, chosen, {})
     if scheme in _MYSQL_SCHEMES:
         unknown = set(query) - {"poll_interval_ms"}
@@ -139,7 +140,7 @@ def parse_outbox_url(url: str, *, table: str | None = None) -> OutboxURL:
             raise StoreURLError(
                 f"outbox URL {mask_url(url)!r}: unknown MySQL option(s) {', '.join(sorted(unknown))}"
             )
-        return OutboxURL("mysql", urlunsplit(parts._replace(scheme="mysql", query="")), chosen, query)
+        return OutboxURL("mysql", join_url(parts._replace(scheme="mysql", query="")), chosen, query)
     raise StoreURLError(
         f"outbox URL {mask_url(url)!r} has unknown scheme {parts.scheme!r} "
         "(sqlite, postgresql, mysql, mongodb)"

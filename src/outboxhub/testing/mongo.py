@@ -31,9 +31,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from outboxhub.testing import unavailable
+from outboxhub.urls import join_url
 
 __all__ = [
     "ENV",
@@ -175,7 +176,7 @@ def require_mongo() -> MongoServer:
 def database_url(base_url: str, database: str) -> str:
     """``base_url`` with its path set to ``/database`` (query kept: ``replicaSet`` and the like)."""
     parts = urlsplit(base_url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
+    return join_url(parts._replace(path=f"/{database}"))
 
 
 @asynccontextmanager

@@ -13,13 +13,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pymysql
 
 from outboxhub.outbox.mysql_sql import connect_kwargs
 from outboxhub.store.base import mask_url
 from outboxhub.testing import unavailable
+from outboxhub.urls import join_url
 
 __all__ = ["base_url", "connect", "database_url", "require_mysql", "throwaway_database"]
 
@@ -35,7 +36,7 @@ def base_url() -> str:
 
 def database_url(url: str, database: str) -> str:
     """``url`` naming ``database`` instead of its own."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}", query=""))
+    return join_url(urlsplit(url)._replace(path=f"/{database}", query=""))
 
 
 def connect(url: str, **options: Any) -> Any:

@@ -12,13 +12,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 
 from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.schema import quote_ident
 from outboxhub.testing import unavailable
+from outboxhub.urls import join_url
 
 __all__ = [
     "base_url",
@@ -50,7 +51,7 @@ def _with_query(url: str, key: str, value: str) -> str:
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key]
     query.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return join_url(parts._replace(query=urlencode(query)))
 
 
 async def _problem(url: str) -> str | None:

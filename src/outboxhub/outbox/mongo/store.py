@@ -22,7 +22,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from bson.int64 import Int64
 from pymongo import ASCENDING, UpdateMany, UpdateOne
@@ -39,6 +39,7 @@ from outboxhub.outbox.mongo.schema import collection_name, outbox_indexes
 from outboxhub.store.base import mask_url
 from outboxhub.store.mongo.conn import translate
 from outboxhub.store.mongo.watch import Watcher
+from outboxhub.urls import join_url
 
 __all__ = ["DEFAULT_POLL_INTERVAL_MS", "MongoOutbox", "open_mongo_outbox"]
 
@@ -126,7 +127,7 @@ class MongoOutbox(OutboxBackend):
                 rest.append((name, str(int(connect_timeout_s * 1000))))
         try:
             client: AsyncMongoClient[Doc] = AsyncMongoClient(
-                urlunsplit(parts._replace(query=urlencode(rest))), connect=False
+                join_url(parts._replace(query=urlencode(rest))), connect=False
             )
         except (PyMongoError, ValueError, TypeError) as exc:
             raise StoreURLError(f"outbox URL {shown} is not usable: {exc}") from exc

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import (
@@ -29,6 +29,7 @@ from pymongo.errors import (
 
 from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError
 from outboxhub.store.base import mask_url
+from outboxhub.urls import join_url
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -138,7 +139,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> MongoSettings:
     for name in ("serverSelectionTimeoutMS", "connectTimeoutMS"):
         if name.lower() not in keys:
             rest.append((name, timeout_ms))
-    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    client_url = join_url(parts._replace(query=urlencode(rest)))
     return MongoSettings(url=shown, client_url=client_url, database=database, prefix=prefix, **values)
 
 

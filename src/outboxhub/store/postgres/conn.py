@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -23,6 +23,7 @@ from psycopg.pq import TransactionStatus
 from outboxhub.errors import StoreError, StoreUnavailable, StoreURLError
 from outboxhub.store.base import mask_url
 from outboxhub.store.postgres.schema import DEFAULT_SCHEMA
+from outboxhub.urls import join_url
 
 __all__ = [
     "OPTION_NAMES",
@@ -129,7 +130,7 @@ def parse_url(url: str, options: Mapping[str, object] | None = None) -> PgSettin
             raise StoreURLError(
                 f"store URL {shown}: unknown option {name!r} (known: {', '.join(OPTION_NAMES)})"
             )
-    dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+    dsn = join_url(parts._replace(scheme="postgresql", query=urlencode(rest)))
     return PgSettings(url=shown, dsn=dsn, **values)
 
 
