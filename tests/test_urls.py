@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outboxhub.store.base import mask_url as store_mask_url
 from outboxhub.outbox.url import parse_outbox_url
+from outboxhub.store.base import mask_url as store_mask_url
 from outboxhub.store.postgres.conn import parse_url
 from outboxhub.urls import is_secret_key, join_url, mask_url
 
