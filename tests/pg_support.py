@@ -7,9 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 
+from outboxhub.store import open_store
+from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.schema import quote_ident
+from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url
 
 
@@ -31,3 +35,17 @@ async def explaining_session(schema: str) -> AsyncIterator[tuple[psycopg.AsyncCo
             await raw.execute("SELECT set_config(%s, %s, false)", (setting, value))
         raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
         yield raw, plans
+
+
+async def open_at_version(url: str, version: int) -> PostgresStore:
+    """A store opened on ``url`` by a hub that knows the schema versions up to ``version`` only (an older
+    release): it creates or migrates the schema to that version and runs that version's statements."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:version])
+    mp.setattr(pg_schema, "SCHEMA_VERSION", version)
+    try:
+        store = await open_store(url)
+    finally:
+        mp.undo()
+    assert isinstance(store, PostgresStore)
+    return store

@@ -22,6 +22,7 @@ from outboxhub.store.postgres import ackride
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
+from pg_support import open_at_version
 
 pytestmark = pytest.mark.postgres
 
@@ -188,14 +189,7 @@ _FUNCTIONS = (
 
 async def test_a_version_7_schema_is_upgraded_and_a_running_version_7_hub_keeps_working() -> None:
     async with throwaway_schema("upgrade8") as url:
-        mp = pytest.MonkeyPatch()
-        mp.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:7])
-        mp.setattr(pg_schema, "SCHEMA_VERSION", 7)
-        try:
-            old = await open_store(url)
-        finally:
-            mp.undo()
-        assert isinstance(old, PostgresStore)
+        old = await open_at_version(url, 7)
         try:
             await old.ensure_group("a.*", "g", EARLIEST)
             assert await _rows(old, "SELECT version FROM schema_version") == [(7,)]

@@ -17,7 +17,7 @@ from outboxhub.store import open_store
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.store import PostgresStore
 from outboxhub.testing.postgres import base_url, throwaway_schema
-from pg_support import explaining_session
+from pg_support import explaining_session, open_at_version
 
 pytestmark = pytest.mark.postgres
 
@@ -140,14 +140,7 @@ async def test_concurrent_publishers_of_new_topics_all_succeed() -> None:
 
 async def test_a_version_8_schema_is_upgraded_and_a_running_version_8_hub_keeps_working() -> None:
     async with throwaway_schema("upgrade9") as url:
-        mp = pytest.MonkeyPatch()
-        mp.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:8])
-        mp.setattr(pg_schema, "SCHEMA_VERSION", 8)
-        try:
-            old = await open_store(url)
-        finally:
-            mp.undo()
-        assert isinstance(old, PostgresStore)
+        old = await open_at_version(url, 8)
         try:
             await old.ensure_group("a.*", "g", EARLIEST)
             [first] = await old.publish_batch([NewEvent(topic="a.b", payload=1)])
