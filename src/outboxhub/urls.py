@@ -2,7 +2,7 @@
 split URL back together. Pure, no I/O, bottom of the import graph.
 
 Every place the hub shows a store, outbox or JWKS URL (logs, error messages, ``/metrics`` labels,
-``/outbox`` names, AUTH refusals) goes through it.
+``/outbox`` names, AUTH refusals) goes through :func:`mask_url`.
 """
 
 from __future__ import annotations
