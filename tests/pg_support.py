@@ -14,7 +14,7 @@ from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.conn import configure_connection
 from outboxhub.store.postgres.schema import quote_ident
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.testing.postgres import base_url
+from outboxhub.testing.postgres import base_url, throwaway_schema
 
 
 @contextlib.asynccontextmanager
@@ -49,3 +49,29 @@ async def open_at_version(url: str, version: int) -> PostgresStore:
         mp.undo()
     assert isinstance(store, PostgresStore)
     return store
+
+
+@contextlib.asynccontextmanager
+async def opened_store(prefix: str) -> AsyncIterator[PostgresStore]:
+    """A store on a throwaway schema named after ``prefix``, closed (and the schema dropped) afterwards."""
+    async with throwaway_schema(prefix) as url:
+        store = await open_store(url)
+        assert isinstance(store, PostgresStore)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+async def admin_session(store: PostgresStore) -> psycopg.AsyncConnection[Any]:
+    """A new autocommit session on the test server with ``store``'s schema first on the search path."""
+    conn = await psycopg.AsyncConnection.connect(base_url(), autocommit=True)
+    await conn.execute(f"SET search_path = {quote_ident(store.schema)}")
+    return conn
+
+
+async def schema_rows(store: PostgresStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` run on an :func:`admin_session` of ``store``'s schema."""
+    async with await admin_session(store) as admin:
+        cur = await admin.execute(sql, params)
+        return await cur.fetchall()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-import psycopg
 import pytest
 
 from outboxhub.errors import StoreError
@@ -21,8 +19,8 @@ from outboxhub.store.base import EventRef
 from outboxhub.store.postgres import ackride
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.testing.postgres import base_url, throwaway_schema
-from pg_support import open_at_version
+from outboxhub.testing.postgres import throwaway_schema
+from pg_support import admin_session, open_at_version, opened_store, schema_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -47,27 +45,10 @@ CREATE TRIGGER record_ack BEFORE DELETE ON pending FOR EACH ROW EXECUTE FUNCTION
 
 @pytest.fixture
 async def store() -> AsyncIterator[PostgresStore]:
-    async with throwaway_schema("riders") as url:
-        s = await open_store(url)
-        assert isinstance(s, PostgresStore)
-        async with await _admin(s) as admin:
+    async with opened_store("riders") as s:
+        async with await admin_session(s) as admin:
             await admin.execute(_TRIGGERS)
-        try:
-            yield s
-        finally:
-            await s.close()
-
-
-async def _admin(store: PostgresStore) -> psycopg.AsyncConnection[Any]:
-    conn = await psycopg.AsyncConnection.connect(base_url(), autocommit=True)
-    await conn.execute(f"SET search_path = {pg_schema.quote_ident(store.schema)}")
-    return conn
-
-
-async def _rows(store: PostgresStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    async with await _admin(store) as admin:
-        cur = await admin.execute(sql, params)
-        return await cur.fetchall()
+        yield s
 
 
 async def held(store: PostgresStore, *ids: str) -> list[EventRef]:
@@ -91,15 +72,15 @@ async def test_an_ack_rides_on_the_next_publish_commits_with_it_and_is_answered_
     done = store.ack_soon("acks.*", "g", [ref], member="m1")
     await asyncio.sleep(0.05)  # time for a statement of its own, had it been sent
     assert not done.done()  # waiting for a publish to ride on, and not committed:
-    assert await _rows(store, "SELECT seq FROM pending") == [(ref.seq,)]
+    assert await schema_rows(store, "SELECT seq FROM pending") == [(ref.seq,)]
     [published] = await store.publish_batch([NewEvent(topic="later", payload=3)])
     assert done.done() and done.result() == 1
-    assert await _rows(store, "SELECT seq FROM pending") == []
+    assert await schema_rows(store, "SELECT seq FROM pending") == []
     # One transaction: the ACK's delete and the event the publish appended.
-    [(xid,)] = await _rows(store, "SELECT xmin::text::bigint FROM events WHERE seq = %s", published.seq)
-    assert await _rows(store, "SELECT seq, xid FROM acked_in") == [(ref.seq, xid)]
+    [(xid,)] = await schema_rows(store, "SELECT xmin::text::bigint FROM events WHERE seq = %s", published.seq)
+    assert await schema_rows(store, "SELECT seq, xid FROM acked_in") == [(ref.seq, xid)]
     assert published.seq == 4  # seqs in order: e1, the two publishes, this one
-    assert [s for (s,) in await _rows(store, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 3, 4]
+    assert [s for (s,) in await schema_rows(store, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 3, 4]
 
 
 async def test_with_no_publish_in_time_the_ack_is_sent_alone(
@@ -113,9 +94,9 @@ async def test_with_no_publish_in_time_the_ack_is_sent_alone(
     done = store.ack_soon("acks.*", "g", [ref], member="m1")
     assert len(store._riders) == 1
     assert await asyncio.wait_for(done, WAIT_S) == 1
-    [(xid, seq)] = await _rows(store, "SELECT xid, seq FROM acked_in")
+    [(xid, seq)] = await schema_rows(store, "SELECT xid, seq FROM acked_in")
     assert seq == ref.seq
-    assert await _rows(store, "SELECT seq FROM events WHERE xmin::text::bigint = %s", xid) == []
+    assert await schema_rows(store, "SELECT seq FROM events WHERE xmin::text::bigint = %s", xid) == []
 
 
 async def test_a_failing_ack_fails_alone_and_the_publish_and_the_other_ack_commit(
@@ -131,9 +112,9 @@ async def test_a_failing_ack_fails_alone_and_the_publish_and_the_other_ack_commi
     assert ok.result() == 1
     with pytest.raises(StoreError, match="this ack fails"):
         await asyncio.wait_for(failing, WAIT_S)  # sent alone after its subtransaction failed, and failed
-    [(xid,)] = await _rows(store, "SELECT xmin::text::bigint FROM events WHERE seq = 5")
-    assert await _rows(store, "SELECT seq, xid FROM acked_in") == [(good.seq, xid)]
-    assert await _rows(store, "SELECT event_id FROM pending") == [("poison",)]
+    [(xid,)] = await schema_rows(store, "SELECT xmin::text::bigint FROM events WHERE seq = 5")
+    assert await schema_rows(store, "SELECT seq, xid FROM acked_in") == [(good.seq, xid)]
+    assert await schema_rows(store, "SELECT event_id FROM pending") == [("poison",)]
 
 
 async def test_acks_of_a_failing_publish_are_sent_alone(
@@ -142,7 +123,7 @@ async def test_acks_of_a_failing_publish_are_sent_alone(
     monkeypatch.setattr(ackride, "RIDE_S", 600.0)
     [ref] = await held(store, "e1")
     done = store.ack_soon("acks.*", "g", [ref], member="m1")
-    async with await _admin(store) as admin:  # every publish fails from now on (a real trigger)
+    async with await admin_session(store) as admin:  # every publish fails from now on (a real trigger)
         await admin.execute(
             "CREATE FUNCTION no_events() RETURNS trigger LANGUAGE plpgsql AS"
             " $$ BEGIN RAISE EXCEPTION 'no more events'; END $$;"
@@ -151,7 +132,7 @@ async def test_acks_of_a_failing_publish_are_sent_alone(
     with pytest.raises(StoreError, match="no more events"):
         await store.publish(NewEvent(topic="later", payload=3))
     assert await asyncio.wait_for(done, WAIT_S) == 1
-    assert await _rows(store, "SELECT seq FROM pending") == []
+    assert await schema_rows(store, "SELECT seq FROM pending") == []
 
 
 async def test_large_or_seqless_acks_and_rare_publishes_do_not_wait(
@@ -178,7 +159,7 @@ async def test_closing_the_store_sends_a_waiting_ack(
     assert len(store._riders) == 1
     await store.close()
     assert done.result() == 1
-    assert await _rows(store, "SELECT count(*) FROM pending") == [(0,)]
+    assert await schema_rows(store, "SELECT count(*) FROM pending") == [(0,)]
 
 
 _FUNCTIONS = (
@@ -192,13 +173,15 @@ async def test_a_version_7_schema_is_upgraded_and_a_running_version_7_hub_keeps_
         old = await open_at_version(url, 7)
         try:
             await old.ensure_group("a.*", "g", EARLIEST)
-            assert await _rows(old, "SELECT version FROM schema_version") == [(7,)]
-            assert await _rows(old, _FUNCTIONS) == [("publish_claim",)]
+            assert await schema_rows(old, "SELECT version FROM schema_version") == [(7,)]
+            assert await schema_rows(old, _FUNCTIONS) == [("publish_claim",)]
             new = await open_store(url)  # migrates to 8 while the version 7 hub runs
             assert isinstance(new, PostgresStore)
             try:
-                assert await _rows(new, "SELECT version FROM schema_version") == [(pg_schema.SCHEMA_VERSION,)]
-                assert await _rows(new, _FUNCTIONS) == [("publish_claim",), ("publish_claim_acks",)]
+                assert await schema_rows(new, "SELECT version FROM schema_version") == [
+                    (pg_schema.SCHEMA_VERSION,)
+                ]
+                assert await schema_rows(new, _FUNCTIONS) == [("publish_claim",), ("publish_claim_acks",)]
                 # The old hub's group commit with a parked claim (publish_claim) and its ACK still work.
                 claim = old.park_claim("a.*", "g", "m", limit=5, **LIMITS)
                 [first] = await old.publish_batch([NewEvent(topic="a.b", payload=1)])
@@ -218,7 +201,7 @@ async def test_a_version_7_schema_is_upgraded_and_a_running_version_7_hub_keeps_
                     assert not done.done()
                     [last] = await new.publish_batch([NewEvent(topic="x", payload=5)])
                     assert done.result() == 1 and last.seq == 5
-                assert await _rows(new, "SELECT count(*) FROM pending") == [(0,)]
+                assert await schema_rows(new, "SELECT count(*) FROM pending") == [(0,)]
             finally:
                 await new.close()
         finally:

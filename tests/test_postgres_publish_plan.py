@@ -15,10 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from outboxhub.model import NewEvent
-from outboxhub.store import open_store
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.testing.postgres import throwaway_schema
-from pg_support import explaining_session
+from pg_support import explaining_session, opened_store
 
 pytestmark = pytest.mark.postgres
 
@@ -27,13 +25,8 @@ TOPIC = "plan.t"
 
 @pytest.fixture
 async def store() -> AsyncIterator[PostgresStore]:
-    async with throwaway_schema("pubplan") as url:
-        opened = await open_store(url)
-        assert isinstance(opened, PostgresStore)
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with opened_store("pubplan") as opened:
+        yield opened
 
 
 async def _explained_publish(store: PostgresStore, ids: list[str]) -> str:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-import psycopg
 import pytest
 
 from outboxhub.model import NewEvent, StartPosition
 from outboxhub.store import open_store
 from outboxhub.store.postgres import schema as pg_schema
 from outboxhub.store.postgres.store import PostgresStore
-from outboxhub.testing.postgres import base_url, throwaway_schema
-from pg_support import explaining_session, open_at_version
+from outboxhub.testing.postgres import throwaway_schema
+from pg_support import explaining_session, open_at_version, opened_store, schema_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -31,20 +29,8 @@ _PUBLISH = (
 
 @pytest.fixture
 async def store() -> AsyncIterator[PostgresStore]:
-    async with throwaway_schema("probe") as url:
-        opened = await open_store(url)
-        assert isinstance(opened, PostgresStore)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-
-
-async def _rows(store: PostgresStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(base_url(), autocommit=True) as conn:
-        await conn.execute(f"SET search_path = {pg_schema.quote_ident(store.schema)}")
-        cur = await conn.execute(sql, params)
-        return await cur.fetchall()
+    async with opened_store("probe") as opened:
+        yield opened
 
 
 async def _topics_inserts(store: PostgresStore, batches: list[list[str]]) -> list[int]:
@@ -74,7 +60,7 @@ async def test_a_small_batch_of_known_topics_runs_no_topics_insert(store: Postgr
         ],
     )
     assert counts == [0, 0, 1, 1, 1]
-    assert await _rows(store, "SELECT topic, count FROM topics ORDER BY topic_id") == [
+    assert await schema_rows(store, "SELECT topic, count FROM topics ORDER BY topic_id") == [
         ("a", 1 + 1 + 2 + 1 + 1 + pg_schema.PROBE_EVENTS + 1),
         ("b", 1 + 2 + 1),
         ("c", 2),
@@ -89,13 +75,13 @@ async def test_known_and_new_topics_in_one_batch_burn_no_topic_id(store: Postgre
         assert [r.duplicate for r in results] == [False] * len(batch)
         assert [r.seq for r in results] == list(range(results[0].seq, results[0].seq + len(batch)))
     # Identity values are consecutive: no known topic took one.
-    assert await _rows(store, "SELECT topic, topic_id FROM topics ORDER BY topic_id") == [
+    assert await schema_rows(store, "SELECT topic, topic_id FROM topics ORDER BY topic_id") == [
         ("k", 1),
         ("n1", 2),
         ("n2", 3),
         ("n3", 4),
     ]
-    counts = await _rows(
+    counts = await schema_rows(
         store,
         "SELECT t.topic, t.count, count(e.seq), max(e.seq) = t.last_seq FROM topics t"
         " JOIN events e USING (topic_id) GROUP BY 1, 2, t.last_seq ORDER BY 1",
@@ -130,9 +116,9 @@ async def test_concurrent_publishers_of_new_topics_all_succeed() -> None:
                     )
                 )
                 assert all(not r.duplicate for batch in batches for r in batch)
-            seqs = await _rows(one, "SELECT count(*), max(seq), count(DISTINCT topic_id) FROM events")
+            seqs = await schema_rows(one, "SELECT count(*), max(seq), count(DISTINCT topic_id) FROM events")
             assert seqs == [(80, 80, 20)]
-            assert await _rows(one, "SELECT sum(count), max(topic_id) FROM topics") == [(80, 20)]
+            assert await schema_rows(one, "SELECT sum(count), max(topic_id) FROM topics") == [(80, 20)]
         finally:
             await one.close()
             await two.close()
@@ -149,13 +135,15 @@ async def test_a_version_8_schema_is_upgraded_and_a_running_version_8_hub_keeps_
                 " n.nspname = current_schema() AND p.proname = 'publish_events'"
                 " AND strpos(p.prosrc, 'PERFORM FROM topics') > 0"
             )
-            assert await _rows(old, "SELECT version FROM schema_version") == [(8,)]
-            assert await _rows(old, probe) == [(0,)]
+            assert await schema_rows(old, "SELECT version FROM schema_version") == [(8,)]
+            assert await schema_rows(old, probe) == [(0,)]
             new = await open_store(url)  # migrates to 9 while the version 8 hub runs
             assert isinstance(new, PostgresStore)
             try:
-                assert await _rows(new, "SELECT version FROM schema_version") == [(pg_schema.SCHEMA_VERSION,)]
-                assert await _rows(new, probe) == [(1,)]
+                assert await schema_rows(new, "SELECT version FROM schema_version") == [
+                    (pg_schema.SCHEMA_VERSION,)
+                ]
+                assert await schema_rows(new, probe) == [(1,)]
                 # The old hub's pooled connections run the new function: a known topic, a new one, and its
                 # parked claim in the group commit (publish_claim_acks) takes them.
                 claim = old.park_claim("a.*", "g", "m", limit=5, **LIMITS)
@@ -166,7 +154,7 @@ async def test_a_version_8_schema_is_upgraded_and_a_running_version_8_hub_keeps_
                 assert [d.event.seq for d in deliveries] == [first.seq, *(r.seq for r in published)]
                 [last] = await new.publish_batch([NewEvent(topic="a.c", payload=4)])
                 assert last.seq == published[-1].seq + 1
-                assert await _rows(new, "SELECT topic, topic_id, count FROM topics ORDER BY 2") == [
+                assert await schema_rows(new, "SELECT topic, topic_id, count FROM topics ORDER BY 2") == [
                     ("a.b", 1, 2),
                     ("a.c", 2, 2),
                 ]
