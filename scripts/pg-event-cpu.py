@@ -98,12 +98,7 @@ def _no_topic_insert() -> list[str]:
     return [body[:start] + body[end:]]
 
 
-_TOPIC_INSERT = (
-    "    INSERT INTO topics (topic)\n"
-    "    SELECT DISTINCT t FROM unnest(p_topics) AS t\n"
-    "    WHERE NOT EXISTS (SELECT 1 FROM topics x WHERE x.topic = t)\n"
-    "    ON CONFLICT (topic) DO NOTHING;\n"
-)
+_TOPIC_INSERT = schema._TOPIC_INSERT  # the statement as versions 1-8 run it on every call
 _TOPIC_GUARD = (
     "    IF EXISTS (SELECT 1 FROM unnest(p_topics) AS t"
     " WHERE NOT EXISTS (SELECT 1 FROM topics x WHERE x.topic = t)) THEN\n"
